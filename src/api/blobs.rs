@@ -1,0 +1,194 @@
+//! Blob and upload endpoints.
+
+use actix_web::body::SizedStream;
+use actix_web::http::{Method, StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::{AppState, body_stream, content_length, query_map, range_header};
+use crate::auth::Identity;
+use crate::error::{RegistryError, Result};
+use crate::oci::Digest;
+use crate::registry::{Registry, UploadStatus};
+
+/// Parses a single `bytes=start-end` range; `None` for no range or one we serve whole
+/// (several ranges, suffix ranges).
+fn parse_range(req: &HttpRequest) -> Result<Option<(u64, Option<u64>)>> {
+    let Some(value) = req.headers().get(header::RANGE) else { return Ok(None) };
+    let value = value.to_str().map_err(|_| RegistryError::BadRequest("invalid Range header".into()))?;
+    let Some(spec) = value.trim().strip_prefix("bytes=") else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((start, end)) = spec.split_once('-') else { return Ok(None) };
+    let Ok(start) = start.trim().parse::<u64>() else { return Ok(None) };
+    let end = match end.trim() {
+        "" => None,
+        e => match e.parse::<u64>() {
+            Ok(e) if e >= start => Some(e),
+            _ => return Ok(None),
+        },
+    };
+    Ok(Some((start, end)))
+}
+
+/// GET and HEAD of a blob.
+pub async fn get(req: &HttpRequest, registry: &Registry, name: &str, digest: &Digest) -> Result<HttpResponse> {
+    if req.method() == Method::HEAD {
+        let size = registry.stat_blob(name, digest).await?;
+        return Ok(HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, "application/octet-stream"))
+            .insert_header(("Docker-Content-Digest", digest.as_str()))
+            .insert_header((header::ACCEPT_RANGES, "bytes"))
+            .insert_header((header::ETAG, format!("\"{digest}\"")))
+            .body(SizedStream::new(size, futures_util::stream::empty::<std::io::Result<bytes::Bytes>>())));
+    }
+    let read = registry.read_blob(name, digest, parse_range(req)?).await?;
+    let (status, len) = match &read.range {
+        Some(r) => (StatusCode::PARTIAL_CONTENT, r.end - r.start),
+        None => (StatusCode::OK, read.size),
+    };
+    let mut resp = HttpResponse::build(status);
+    resp.insert_header((header::CONTENT_TYPE, "application/octet-stream"))
+        .insert_header(("Docker-Content-Digest", digest.as_str()))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .insert_header((header::ETAG, format!("\"{digest}\"")))
+        .insert_header((header::CACHE_CONTROL, "max-age=31536000"));
+    if let Some(r) = &read.range {
+        resp.insert_header((header::CONTENT_RANGE, format!("bytes {}-{}/{}", r.start, r.end - 1, read.size)));
+    }
+    Ok(resp.body(SizedStream::new(len, read.body)))
+}
+
+/// DELETE of a blob: unlinks it from the repository.
+pub async fn delete(registry: &Registry, name: &str, digest: &Digest) -> Result<HttpResponse> {
+    registry.delete_blob(name, digest).await?;
+    Ok(HttpResponse::Accepted().insert_header((header::CONTENT_LENGTH, 0)).finish())
+}
+
+fn upload_location(name: &str, id: &str) -> String {
+    format!("/v2/{name}/blobs/uploads/{id}")
+}
+
+/// The answer for an upload in progress (202 after POST and PATCH, 204 for GET).
+fn upload_response(status: StatusCode, name: &str, upload: &UploadStatus) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::LOCATION, upload_location(name, &upload.id)))
+        .insert_header(("Docker-Upload-UUID", upload.id.as_str()))
+        .insert_header((header::RANGE, range_header(upload.size)))
+        .insert_header((header::CONTENT_LENGTH, 0))
+        .finish()
+}
+
+/// The answer for a blob that is now in the repository.
+fn created_blob(name: &str, digest: &Digest) -> HttpResponse {
+    HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v2/{name}/blobs/{digest}")))
+        .insert_header(("Docker-Content-Digest", digest.as_str()))
+        .insert_header((header::CONTENT_LENGTH, 0))
+        .finish()
+}
+
+fn digest_param(req: &HttpRequest) -> Result<Option<Digest>> {
+    match query_map(req).get("digest") {
+        Some(d) => Ok(Some(d.parse()?)),
+        None => Ok(None),
+    }
+}
+
+/// POST: starts an upload, mounts a blob from another repository, or takes a whole blob at once.
+pub async fn start_upload(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    who: &Identity,
+    name: &str,
+) -> Result<HttpResponse> {
+    let registry = &state.registry;
+    let query = query_map(req);
+    if let Some(mount) = query.get("mount") {
+        let digest: Digest = mount.parse()?;
+        let source = match query.get("from") {
+            Some(from) if state.auth.may_pull(who, from).await? => Some(from.clone()),
+            Some(_) => None,
+            None => {
+                let mut found = None;
+                for repo in registry.meta.repositories_linking(&digest, 100).await? {
+                    if state.auth.may_pull(who, &repo).await? {
+                        found = Some(repo);
+                        break;
+                    }
+                }
+                found
+            }
+        };
+        if let Some(source) = source
+            && registry.mount_blob(name, &digest, &source).await?
+        {
+            return Ok(created_blob(name, &digest));
+        }
+    } else if let Some(digest) = digest_param(req)? {
+        // Monolithic upload: the whole blob in the POST body.
+        let upload = registry.start_upload(name).await?;
+        registry.finish_upload(name, &upload.id, &digest, Some(body_stream(payload))).await?;
+        return Ok(created_blob(name, &digest));
+    }
+    let upload = registry.start_upload(name).await?;
+    Ok(upload_response(StatusCode::ACCEPTED, name, &upload))
+}
+
+/// GET of an upload: where it stands.
+pub async fn upload_status(registry: &Registry, name: &str, id: &str) -> Result<HttpResponse> {
+    let upload = registry.upload_status(name, id).await?;
+    Ok(upload_response(StatusCode::NO_CONTENT, name, &upload))
+}
+
+/// Parses `Content-Range: start-end` (also accepting a `bytes ` or `bytes=` prefix).
+fn content_range(req: &HttpRequest) -> Result<Option<(u64, u64)>> {
+    let Some(value) = req.headers().get(header::CONTENT_RANGE) else { return Ok(None) };
+    let invalid = || RegistryError::RangeInvalid { message: "invalid Content-Range".into(), upload_size: None };
+    let value = value.to_str().map_err(|_| invalid())?.trim();
+    let spec = value.strip_prefix("bytes").map(|s| s.trim_start_matches([' ', '='])).unwrap_or(value);
+    let spec = spec.split('/').next().unwrap_or(spec);
+    let (start, end) = spec.split_once('-').ok_or_else(invalid)?;
+    let start: u64 = start.trim().parse().map_err(|_| invalid())?;
+    let end: u64 = end.trim().parse().map_err(|_| invalid())?;
+    if end < start {
+        return Err(invalid());
+    }
+    Ok(Some((start, end)))
+}
+
+/// PATCH: appends a chunk (with `Content-Range`) or streams the body.
+pub async fn patch_upload(req: &HttpRequest, payload: web::Payload, registry: &Registry, name: &str, id: &str) -> Result<HttpResponse> {
+    let (start, len) = match content_range(req)? {
+        Some((start, end)) => (Some(start), Some(end - start + 1)),
+        None => (None, None),
+    };
+    if let (Some(len), Some(cl)) = (len, content_length(req))
+        && len != cl
+    {
+        return Err(RegistryError::RangeInvalid {
+            message: format!("Content-Range covers {len} bytes but Content-Length is {cl}"),
+            upload_size: None,
+        });
+    }
+    let upload = registry.append_upload(name, id, start, len, body_stream(payload)).await?;
+    Ok(upload_response(StatusCode::ACCEPTED, name, &upload))
+}
+
+/// PUT: completes an upload, with or without a final chunk.
+pub async fn put_upload(req: &HttpRequest, payload: web::Payload, registry: &Registry, name: &str, id: &str) -> Result<HttpResponse> {
+    let digest = digest_param(req)?
+        .ok_or_else(|| RegistryError::DigestInvalid("the digest query parameter is required".into()))?;
+    let has_body = content_length(req).is_some_and(|l| l > 0)
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let body = has_body.then(|| body_stream(payload));
+    registry.finish_upload(name, id, &digest, body).await?;
+    Ok(created_blob(name, &digest))
+}
+
+/// DELETE of an upload: cancels it.
+pub async fn cancel_upload(registry: &Registry, name: &str, id: &str) -> Result<HttpResponse> {
+    registry.cancel_upload(name, id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,105 @@
+//! Manifest endpoints.
+
+use actix_web::http::{Method, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
+
+use super::content_length;
+use crate::error::{RegistryError, Result};
+use crate::meta::ManifestRecord;
+use crate::oci::manifest::{self, Descriptor, bare_media_type, media};
+use crate::oci::{Digest, Reference};
+use crate::registry::Registry;
+
+/// The media types a client listed in `Accept`; empty when it accepts anything.
+fn accepted(req: &HttpRequest) -> Vec<String> {
+    let mut types = Vec::new();
+    for value in req.headers().get_all(header::ACCEPT) {
+        let Ok(value) = value.to_str() else { continue };
+        for t in value.split(',') {
+            let t = bare_media_type(t);
+            if t == "*/*" || t == "application/*" {
+                return Vec::new();
+            }
+            if !t.is_empty() {
+                types.push(t.to_string());
+            }
+        }
+    }
+    types
+}
+
+/// Picks what to serve for the client's `Accept`. A client that does not take indexes gets
+/// the linux/amd64 image of an index requested by tag, as the reference registry does.
+async fn negotiate(req: &HttpRequest, registry: &Registry, name: &str, reference: &Reference, found: ManifestRecord) -> Result<ManifestRecord> {
+    let accept = accepted(req);
+    if accept.is_empty() || accept.iter().any(|t| *t == found.media_type) {
+        return Ok(found);
+    }
+    if media::is_index(&found.media_type) && matches!(reference, Reference::Tag(_)) {
+        let parsed = manifest::parse(Some(&found.media_type), &found.content)?;
+        let pick = parsed.manifests.iter().find(|d: &&Descriptor| {
+            d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+                && accept.iter().any(|t| *t == d.media_type)
+        });
+        if let Some(d) = pick {
+            let digest: Digest = d.digest.parse()?;
+            return registry.get_manifest(name, &Reference::Digest(digest)).await;
+        }
+    }
+    Err(RegistryError::ManifestUnknown(format!(
+        "manifest {reference} is a {} which the Accept header does not allow",
+        found.media_type
+    )))
+}
+
+/// GET and HEAD of a manifest: the stored bytes with their media type.
+pub async fn get(req: &HttpRequest, registry: &Registry, name: &str, reference: &Reference) -> Result<HttpResponse> {
+    let found = registry.get_manifest(name, reference).await?;
+    let found = negotiate(req, registry, name, reference, found).await?;
+    let mut resp = HttpResponse::Ok();
+    resp.insert_header((header::CONTENT_TYPE, found.media_type.as_str()))
+        .insert_header(("Docker-Content-Digest", found.digest.as_str()))
+        .insert_header((header::ETAG, format!("\"{}\"", found.digest)));
+    if req.method() == Method::HEAD {
+        let len = found.content.len() as u64;
+        return Ok(resp.body(actix_web::body::SizedStream::new(
+            len,
+            futures_util::stream::empty::<std::io::Result<bytes::Bytes>>(),
+        )));
+    }
+    Ok(resp.body(found.content))
+}
+
+/// PUT of a manifest, by tag or digest.
+pub async fn put(req: &HttpRequest, mut payload: web::Payload, registry: &Registry, name: &str, reference: &Reference) -> Result<HttpResponse> {
+    let limit = registry.limits.max_manifest_bytes;
+    let too_large = || RegistryError::TooLarge(format!("manifest larger than {limit} bytes"));
+    if content_length(req).is_some_and(|l| l > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| RegistryError::BadRequest(format!("request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let pushed = registry.put_manifest(name, reference, content_type, &body).await?;
+    let mut resp = HttpResponse::Created();
+    resp.insert_header((header::LOCATION, format!("/v2/{name}/manifests/{}", pushed.digest)))
+        .insert_header(("Docker-Content-Digest", pushed.digest.as_str()))
+        .insert_header((header::CONTENT_LENGTH, 0));
+    if let Some(subject) = &pushed.subject {
+        resp.insert_header(("OCI-Subject", subject.as_str()));
+    }
+    Ok(resp.finish())
+}
+
+/// DELETE of a tag (the tag only) or of a manifest by digest.
+pub async fn delete(registry: &Registry, name: &str, reference: &Reference) -> Result<HttpResponse> {
+    registry.delete_manifest(name, reference).await?;
+    Ok(HttpResponse::Accepted().insert_header((header::CONTENT_LENGTH, 0)).finish())
+}

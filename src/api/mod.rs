@@ -1,0 +1,117 @@
+//! The HTTP API: `/v2` by the OCI Distribution spec and Docker's Registry HTTP API V2.
+//!
+//! Handlers are thin: parse the route ([`routes`]), ask the [`Authorizer`](crate::auth::Authorizer)
+//! whether the route's needs are allowed, call the [`Registry`] service, and write the spec's
+//! headers. Errors become spec JSON in one place, [`RegistryError`]'s `ResponseError` impl.
+
+mod blobs;
+mod listing;
+mod manifests;
+pub mod routes;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix_web::http::{Method, header};
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+use crate::auth::Authorizer;
+use crate::error::{RegistryError, Result};
+use crate::registry::Registry;
+use routes::Route;
+
+/// What every handler shares.
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub auth: Arc<dyn Authorizer>,
+}
+
+/// Mounts the `/v2` API.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/v2")
+            .wrap(DefaultHeaders::new().add(("Docker-Distribution-API-Version", "registry/2.0")))
+            .default_service(web::to(dispatch)),
+    );
+}
+
+/// The value of an upload's `Range` header for `size` bytes received.
+pub fn range_header(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+/// The query string as a map (the first value of each key).
+pub(crate) fn query_map(req: &HttpRequest) -> HashMap<String, String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    let mut map = HashMap::new();
+    for (k, v) in pairs {
+        map.entry(k).or_insert(v);
+    }
+    map
+}
+
+/// A request body as the stream the registry service reads.
+pub(crate) fn body_stream(payload: web::Payload) -> impl Stream<Item = Result<Bytes>> + Unpin {
+    payload.map(|chunk| chunk.map_err(|e| RegistryError::BadRequest(format!("request body: {e}"))))
+}
+
+fn method_not_allowed(method: &Method) -> RegistryError {
+    RegistryError::Unsupported(format!("method {method} is not supported here"))
+}
+
+/// The one handler behind `/v2`: route, authorise, serve.
+async fn dispatch(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse> {
+    let path = req.path().strip_prefix("/v2").unwrap_or("");
+    let route = Route::parse(path)?;
+    let method = req.method().clone();
+    let who = state.auth.authorize(&req, &route.needs(&method)).await?;
+    let registry = &state.registry;
+    match route {
+        Route::Base => match method {
+            Method::GET | Method::HEAD => Ok(HttpResponse::Ok().content_type("application/json").body("{}")),
+            _ => Err(method_not_allowed(&method)),
+        },
+        Route::Catalog => match method {
+            Method::GET => listing::catalog(&req, &state, &who).await,
+            _ => Err(method_not_allowed(&method)),
+        },
+        Route::Tags { name } => match method {
+            Method::GET => listing::tags(&req, registry, &name).await,
+            _ => Err(method_not_allowed(&method)),
+        },
+        Route::Referrers { name, digest } => match method {
+            Method::GET => listing::referrers(&req, registry, &name, &digest).await,
+            _ => Err(method_not_allowed(&method)),
+        },
+        Route::Manifest { name, reference } => match method {
+            Method::GET | Method::HEAD => manifests::get(&req, registry, &name, &reference).await,
+            Method::PUT => manifests::put(&req, payload, registry, &name, &reference).await,
+            Method::DELETE => manifests::delete(registry, &name, &reference).await,
+            _ => Err(method_not_allowed(&method)),
+        },
+        Route::Blob { name, digest } => match method {
+            Method::GET | Method::HEAD => blobs::get(&req, registry, &name, &digest).await,
+            Method::DELETE => blobs::delete(registry, &name, &digest).await,
+            _ => Err(method_not_allowed(&method)),
+        },
+        Route::UploadStart { name } => match method {
+            Method::POST => blobs::start_upload(&req, payload, &state, &who, &name).await,
+            _ => Err(method_not_allowed(&method)),
+        },
+        Route::Upload { name, id } => match method {
+            Method::GET => blobs::upload_status(registry, &name, &id).await,
+            Method::PATCH => blobs::patch_upload(&req, payload, registry, &name, &id).await,
+            Method::PUT => blobs::put_upload(&req, payload, registry, &name, &id).await,
+            Method::DELETE => blobs::cancel_upload(registry, &name, &id).await,
+            _ => Err(method_not_allowed(&method)),
+        },
+    }
+}
+
+/// The `Content-Length` of a request, if it sent one.
+pub(crate) fn content_length(req: &HttpRequest) -> Option<u64> {
+    req.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}

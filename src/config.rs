@@ -1,0 +1,145 @@
+//! Configuration: defaults, then a TOML file, then `BERTH_*` environment variables (nested keys
+//! joined by `__`, e.g. `BERTH_DATABASE__URL`), then command-line flags. Loaded with `figment`.
+//! `config/berth.toml` documents every key.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address the server listens on.
+    pub listen: String,
+    /// Where the embedded defaults keep their data (SQLite file, filesystem blobs).
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub storage: StorageConfig,
+    pub log: LogConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    /// `sqlite://...` or `postgres://...`; empty for `<data_dir>/berth.db`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageConfig {
+    /// `filesystem` (the default).
+    pub kind: String,
+    /// Root of the filesystem store; empty for `<data_dir>/storage`.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `berth=debug,actix_web=info`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+    /// One line per request.
+    pub access: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LimitsConfig {
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "0.0.0.0:5000".into(),
+            data_dir: PathBuf::from("./data"),
+            database: DatabaseConfig::default(),
+            storage: StorageConfig::default(),
+            log: LogConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { kind: "filesystem".into(), path: String::new() }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: "text".into(), access: true }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { max_manifest_bytes: 4 * 1024 * 1024 }
+    }
+}
+
+impl Config {
+    /// Loads defaults, the file (if given), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                anyhow::bail!("configuration file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("BERTH_").split("__").ignore(&["config"]));
+        Ok(figment.extract()?)
+    }
+
+    /// The database URL, defaulting to SQLite in the data dir.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("berth.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// The root of the filesystem blob store.
+    pub fn storage_path(&self) -> PathBuf {
+        if self.storage.path.is_empty() { self.data_dir.join("storage") } else { PathBuf::from(&self.storage.path) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("b.toml", "listen = \"127.0.0.1:1\"\n[log]\nlevel = \"debug\"\n")?;
+            jail.set_env("BERTH_LOG__FORMAT", "json");
+            jail.set_env("BERTH_DATA_DIR", "/srv/berth");
+            let c = Config::load(Some(Path::new("b.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen, "127.0.0.1:1");
+            assert_eq!(c.log.level, "debug");
+            assert_eq!(c.log.format, "json");
+            assert_eq!(c.data_dir, PathBuf::from("/srv/berth"));
+            assert!(c.database_url().starts_with("sqlite:///srv/berth/berth.db"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_example_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/berth.toml");
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.storage.kind, "filesystem");
+    }
+}

@@ -1,0 +1,12 @@
+//! Berth: a self-hostable Docker/OCI registry. See ARCHITECTURE.md for the map.
+
+pub mod access_log;
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod meta;
+pub mod oci;
+pub mod registry;
+pub mod server;
+pub mod storage;

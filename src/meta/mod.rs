@@ -1,0 +1,483 @@
+//! The metadata store: repositories, blob links, manifests, tags and upload sessions, in SQLite
+//! (the embedded default) or PostgreSQL, through sqlx's `Any` driver. The SQL is kept portable
+//! (`$N` placeholders, `ON CONFLICT`, keyset pagination); the schemas live side by side in
+//! `migrations/<database>/`. Everything that lists (catalog, tags, referrers) is an indexed
+//! query with a `last` key, never a scan of storage.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor, Row};
+
+use crate::error::{RegistryError, Result};
+use crate::oci::{Digest, ParsedManifest};
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+/// A manifest as stored.
+#[derive(Debug, Clone)]
+pub struct ManifestRecord {
+    pub digest: String,
+    pub media_type: String,
+    pub content: Vec<u8>,
+}
+
+/// A manifest that names another one as its `subject`.
+#[derive(Debug, Clone)]
+pub struct Referrer {
+    pub digest: String,
+    pub media_type: String,
+    pub size: i64,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<String>,
+}
+
+/// A stored upload session.
+#[derive(Debug, Clone)]
+pub struct UploadRecord {
+    pub id: String,
+    pub repository_id: i64,
+    pub size: u64,
+    pub state: Option<String>,
+}
+
+/// Handle on the metadata database; cheap to clone.
+#[derive(Clone)]
+pub struct Meta {
+    pool: AnyPool,
+    kind: DbKind,
+}
+
+/// Current time in Unix seconds.
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl Meta {
+    /// Connects to `url` (`sqlite://...` or `postgres://...`) and applies the migrations.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        install_default_drivers();
+        let kind = if url.starts_with("sqlite:") {
+            DbKind::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            DbKind::Postgres
+        } else {
+            anyhow::bail!("database.url must start with sqlite: or postgres:");
+        };
+        let mut options = AnyPoolOptions::new().max_connections(if kind == DbKind::Sqlite { 8 } else { 16 });
+        if kind == DbKind::Sqlite {
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(url).await?;
+        if kind == DbKind::Sqlite {
+            // WAL lets readers (the server, the runtime, the CLI) run beside one writer.
+            pool.execute("PRAGMA journal_mode = WAL").await?;
+        }
+        let migrator = match kind {
+            DbKind::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            DbKind::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        migrator.run(&pool).await?;
+        Ok(Meta { pool, kind })
+    }
+
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Starts a write transaction. On SQLite it takes the write lock at once, so a transaction
+    /// that reads and then writes never fails on a lock upgrade.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.kind {
+            DbKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            DbKind::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    // ---- repositories ----------------------------------------------------------------------
+
+    /// The id of a repository, if it exists.
+    pub async fn repository_id(&self, name: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT id FROM repositories WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<i64, _>(0)))
+    }
+
+    /// The id of a repository, created if needed.
+    pub async fn ensure_repository(&self, name: &str) -> Result<i64> {
+        if let Some(id) = self.repository_id(name).await? {
+            return Ok(id);
+        }
+        sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        self.repository_id(name)
+            .await?
+            .ok_or_else(|| RegistryError::Internal(format!("repository {name} vanished after insert")))
+    }
+
+    /// Repositories holding at least one manifest, after `last`, in byte order.
+    pub async fn catalog(&self, last: Option<&str>, n: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT r.name FROM repositories r WHERE r.name > $1 \
+             AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id) \
+             ORDER BY r.name LIMIT $2",
+        )
+        .bind(last.unwrap_or(""))
+        .bind(n)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
+    // ---- blobs ------------------------------------------------------------------------------
+
+    /// The size of a blob if the repository links it.
+    pub async fn linked_blob_size(&self, repository: &str, digest: &Digest) -> Result<Option<u64>> {
+        let row = sqlx::query(
+            "SELECT b.size FROM repositories r \
+             JOIN repository_blobs rb ON rb.repository_id = r.id \
+             JOIN blobs b ON b.digest = rb.digest \
+             WHERE r.name = $1 AND rb.digest = $2",
+        )
+        .bind(repository)
+        .bind(digest.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.get::<i64, _>(0) as u64))
+    }
+
+    /// The size of a blob the registry holds, whatever links it.
+    pub async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        let row = sqlx::query("SELECT size FROM blobs WHERE digest = $1")
+            .bind(digest.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<i64, _>(0) as u64))
+    }
+
+    /// Repositories that link a blob (for a mount without `from`).
+    pub async fn repositories_linking(&self, digest: &Digest, limit: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT r.name FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
+             WHERE rb.digest = $1 ORDER BY r.name LIMIT $2",
+        )
+        .bind(digest.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
+    /// Records a verified blob and links it to a repository. The blob must already be
+    /// visible in the blob store: the row comes last.
+    pub async fn link_blob(&self, repository_id: i64, digest: &Digest, size: u64) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let t = now();
+        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING")
+            .bind(digest.as_str())
+            .bind(size as i64)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (repository_id, digest) DO NOTHING",
+        )
+        .bind(repository_id)
+        .bind(digest.as_str())
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes a blob's link from a repository; false when it was not linked.
+    pub async fn unlink_blob(&self, repository_id: i64, digest: &Digest) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM repository_blobs WHERE repository_id = $1 AND digest = $2")
+            .bind(repository_id)
+            .bind(digest.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // ---- manifests and tags -----------------------------------------------------------------
+
+    /// Stores a manifest (and optionally points a tag at it) after checking, inside the same
+    /// transaction, that every blob and child manifest it references is in the repository.
+    pub async fn put_manifest(
+        &self,
+        repository_id: i64,
+        digest: &Digest,
+        parsed: &ParsedManifest,
+        content: &[u8],
+        tag: Option<&str>,
+    ) -> Result<()> {
+        let blobs = parsed.required_blobs()?;
+        let children = parsed.required_manifests()?;
+        let mut tx = self.begin_write().await?;
+        if let Some(missing) =
+            first_missing(&mut tx, "repository_blobs", repository_id, &blobs).await?
+        {
+            return Err(RegistryError::ManifestBlobUnknown(format!(
+                "blob {missing} is not in this repository"
+            )));
+        }
+        if let Some(missing) = first_missing(&mut tx, "manifests", repository_id, &children).await? {
+            return Err(RegistryError::ManifestBlobUnknown(format!(
+                "manifest {missing} is not in this repository"
+            )));
+        }
+        let t = now();
+        let annotations = parsed.annotations.as_ref().map(|a| serde_json::Value::Object(a.clone()).to_string());
+        let config_digest = parsed.config.as_ref().map(|c| c.digest.clone());
+        sqlx::query(
+            "INSERT INTO manifests (repository_id, digest, media_type, size, content, artifact_type, \
+             subject, config_digest, annotations, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (repository_id, digest) DO NOTHING",
+        )
+        .bind(repository_id)
+        .bind(digest.as_str())
+        .bind(parsed.media_type.as_str())
+        .bind(content.len() as i64)
+        .bind(content.to_vec())
+        .bind(parsed.artifact_type.clone())
+        .bind(parsed.subject.as_ref().map(|s| s.to_string()))
+        .bind(config_digest)
+        .bind(annotations)
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+        let refs = blobs.iter().map(|d| (d, "blob")).chain(children.iter().map(|d| (d, "manifest")));
+        for (child, kind) in refs {
+            sqlx::query(
+                "INSERT INTO manifest_references (repository_id, parent_digest, child_digest, kind) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(repository_id)
+            .bind(digest.as_str())
+            .bind(child.as_str())
+            .bind(kind)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(tag) = tag {
+            sqlx::query(
+                "INSERT INTO tags (repository_id, name, digest, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )
+            .bind(repository_id)
+            .bind(tag)
+            .bind(digest.as_str())
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A manifest by tag.
+    pub async fn manifest_by_tag(&self, repository: &str, tag: &str) -> Result<Option<ManifestRecord>> {
+        let row = sqlx::query(
+            "SELECT m.digest, m.media_type, m.content FROM repositories r \
+             JOIN tags t ON t.repository_id = r.id \
+             JOIN manifests m ON m.repository_id = r.id AND m.digest = t.digest \
+             WHERE r.name = $1 AND t.name = $2",
+        )
+        .bind(repository)
+        .bind(tag)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| ManifestRecord { digest: r.get(0), media_type: r.get(1), content: r.get(2) }))
+    }
+
+    /// A manifest by digest.
+    pub async fn manifest_by_digest(&self, repository: &str, digest: &Digest) -> Result<Option<ManifestRecord>> {
+        let row = sqlx::query(
+            "SELECT m.digest, m.media_type, m.content FROM repositories r \
+             JOIN manifests m ON m.repository_id = r.id \
+             WHERE r.name = $1 AND m.digest = $2",
+        )
+        .bind(repository)
+        .bind(digest.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| ManifestRecord { digest: r.get(0), media_type: r.get(1), content: r.get(2) }))
+    }
+
+    /// Removes a tag; false when there was none.
+    pub async fn delete_tag(&self, repository_id: i64, tag: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND name = $2")
+            .bind(repository_id)
+            .bind(tag)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Removes a manifest, the tags that point at it and its reference rows; false when absent.
+    pub async fn delete_manifest(&self, repository_id: i64, digest: &Digest) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("DELETE FROM manifests WHERE repository_id = $1 AND digest = $2")
+            .bind(repository_id)
+            .bind(digest.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        for sql in [
+            "DELETE FROM tags WHERE repository_id = $1 AND digest = $2",
+            "DELETE FROM manifest_references WHERE repository_id = $1 AND parent_digest = $2",
+        ] {
+            sqlx::query(sql).bind(repository_id).bind(digest.as_str()).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Tags of a repository after `last`, in byte order.
+    pub async fn tags(&self, repository_id: i64, last: Option<&str>, n: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT name FROM tags WHERE repository_id = $1 AND name > $2 ORDER BY name LIMIT $3",
+        )
+        .bind(repository_id)
+        .bind(last.unwrap_or(""))
+        .bind(n)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
+    /// Manifests whose subject is `subject`, optionally only those of one artifact type.
+    pub async fn referrers(
+        &self,
+        repository_id: i64,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        let rows = sqlx::query(
+            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests \
+             WHERE repository_id = $1 AND subject = $2 AND ($3 = '' OR artifact_type = $3) \
+             ORDER BY created_at, digest",
+        )
+        .bind(repository_id)
+        .bind(subject.as_str())
+        .bind(artifact_type.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Referrer {
+                digest: r.get(0),
+                media_type: r.get(1),
+                size: r.get(2),
+                artifact_type: r.get(3),
+                annotations: r.get(4),
+            })
+            .collect())
+    }
+
+    // ---- uploads ----------------------------------------------------------------------------
+
+    pub async fn create_upload(&self, id: &str, repository_id: i64, state: Option<&str>) -> Result<()> {
+        let t = now();
+        sqlx::query(
+            "INSERT INTO uploads (id, repository_id, size, state, created_at, updated_at) \
+             VALUES ($1, $2, 0, $3, $4, $4)",
+        )
+        .bind(id)
+        .bind(repository_id)
+        .bind(state)
+        .bind(t)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// An upload session of a repository.
+    pub async fn upload(&self, repository: &str, id: &str) -> Result<Option<UploadRecord>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.repository_id, u.size, u.state FROM uploads u \
+             JOIN repositories r ON r.id = u.repository_id WHERE r.name = $1 AND u.id = $2",
+        )
+        .bind(repository)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| UploadRecord {
+            id: r.get(0),
+            repository_id: r.get(1),
+            size: r.get::<i64, _>(2) as u64,
+            state: r.get(3),
+        }))
+    }
+
+    /// Records the acknowledged size (and backend state) of an upload.
+    pub async fn update_upload(&self, id: &str, size: u64, state: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE uploads SET size = $1, state = $2, updated_at = $3 WHERE id = $4")
+            .bind(size as i64)
+            .bind(state)
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_upload(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// The first of `digests` that `table` (repository_blobs or manifests) lacks for a repository.
+async fn first_missing(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    table: &str,
+    repository_id: i64,
+    digests: &[Digest],
+) -> Result<Option<Digest>> {
+    if digests.is_empty() {
+        return Ok(None);
+    }
+    let table = match table {
+        "repository_blobs" => "repository_blobs",
+        _ => "manifests",
+    };
+    let placeholders: Vec<String> = (0..digests.len()).map(|i| format!("${}", i + 2)).collect();
+    let sql = format!(
+        "SELECT digest FROM {table} WHERE repository_id = $1 AND digest IN ({})",
+        placeholders.join(", ")
+    );
+    // Only the fixed table names above and numbered placeholders are formatted in.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(repository_id);
+    for d in digests {
+        q = q.bind(d.as_str());
+    }
+    let found: std::collections::HashSet<String> =
+        q.fetch_all(&mut **tx).await?.iter().map(|r| r.get::<String, _>(0)).collect();
+    Ok(digests.iter().find(|d| !found.contains(d.as_str())).cloned())
+}

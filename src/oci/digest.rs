@@ -1,0 +1,176 @@
+//! Content digests (`sha256:<hex>`, `sha512:<hex>`) and a streaming hasher for them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::Digest as _;
+
+use crate::error::RegistryError;
+
+/// A digest algorithm the registry accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    Sha256,
+    Sha512,
+}
+
+impl Algorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha512 => "sha512",
+        }
+    }
+
+    fn hex_len(self) -> usize {
+        match self {
+            Algorithm::Sha256 => 64,
+            Algorithm::Sha512 => 128,
+        }
+    }
+}
+
+/// A validated digest: algorithm plus lowercase hex of the right length.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(String);
+
+impl Digest {
+    pub fn algorithm(&self) -> Algorithm {
+        if self.0.starts_with("sha512:") {
+            Algorithm::Sha512
+        } else {
+            Algorithm::Sha256
+        }
+    }
+
+    /// The hex part after the colon.
+    pub fn hex(&self) -> &str {
+        &self.0[self.0.find(':').map_or(0, |i| i + 1)..]
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The SHA-256 digest of a byte slice.
+    pub fn sha256_of(bytes: &[u8]) -> Digest {
+        Digest(format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes))))
+    }
+
+    /// The digest of `bytes` computed with this digest's algorithm.
+    pub fn same_algorithm_of(&self, bytes: &[u8]) -> Digest {
+        let mut h = Hasher::new(self.algorithm());
+        h.update(bytes);
+        h.finish()
+    }
+}
+
+impl FromStr for Digest {
+    type Err = RegistryError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || RegistryError::DigestInvalid(format!("invalid digest {:?}", truncate(s)));
+        let (alg, hex) = s.split_once(':').ok_or_else(invalid)?;
+        let alg = match alg {
+            "sha256" => Algorithm::Sha256,
+            "sha512" => Algorithm::Sha512,
+            _ => {
+                return Err(RegistryError::DigestInvalid(format!(
+                    "unsupported digest algorithm {:?}",
+                    truncate(alg)
+                )));
+            }
+        };
+        if hex.len() != alg.hex_len() || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(invalid());
+        }
+        Ok(Digest(s.to_string()))
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Cut user input down before echoing it in an error message.
+pub(crate) fn truncate(s: &str) -> String {
+    s.chars().take(140).collect()
+}
+
+/// A streaming hasher for one of the supported algorithms.
+#[derive(Clone)]
+pub enum Hasher {
+    Sha256(sha2::Sha256),
+    Sha512(sha2::Sha512),
+}
+
+impl Hasher {
+    pub fn new(alg: Algorithm) -> Self {
+        match alg {
+            Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+            Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
+        }
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            Hasher::Sha256(_) => Algorithm::Sha256,
+            Hasher::Sha512(_) => Algorithm::Sha512,
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(data),
+            Hasher::Sha512(h) => h.update(data),
+        }
+    }
+
+    pub fn finish(self) -> Digest {
+        match self {
+            Hasher::Sha256(h) => Digest(format!("sha256:{}", hex::encode(h.finalize()))),
+            Hasher::Sha512(h) => Digest(format!("sha512:{}", hex::encode(h.finalize()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_valid_digests() {
+        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            .parse()
+            .unwrap();
+        assert_eq!(d.algorithm(), Algorithm::Sha256);
+        assert_eq!(d, Digest::sha256_of(b""));
+        let d512 = format!("sha512:{}", "a".repeat(128));
+        assert_eq!(d512.parse::<Digest>().unwrap().algorithm(), Algorithm::Sha512);
+    }
+
+    #[test]
+    fn rejects_invalid_digests() {
+        for bad in [
+            "",
+            "sha256",
+            "sha256:",
+            "sha256:abc",
+            "md5:d41d8cd98f00b204e9800998ecf8427e",
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+            "sha256:../../../../etc/passwd000000000000000000000000000000000000000000",
+        ] {
+            assert!(bad.parse::<Digest>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn hasher_matches_one_shot() {
+        let mut h = Hasher::new(Algorithm::Sha256);
+        h.update(b"hello ");
+        h.update(b"world");
+        assert_eq!(h.finish(), Digest::sha256_of(b"hello world"));
+    }
+}

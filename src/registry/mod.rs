@@ -1,0 +1,224 @@
+//! The registry service: the operations of the distribution spec in domain terms, over the
+//! metadata store and the blob store. HTTP handlers, the CLI, the UI, the mirror and the runtime
+//! all call this, so no rule of the spec lives in two places.
+
+mod uploads;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{RegistryError, Result};
+use crate::meta::{ManifestRecord, Meta};
+use crate::oci::{Digest, Reference, manifest, validate_name};
+use crate::storage::{BlobStore, ByteStream};
+
+pub use uploads::UploadStatus;
+
+/// Limits on what clients may send.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_manifest_bytes: 4 * 1024 * 1024 }
+    }
+}
+
+/// The outcome of a manifest push.
+#[derive(Debug, Clone)]
+pub struct PushedManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+/// A blob ready to stream.
+pub struct BlobRead {
+    pub size: u64,
+    /// The byte range served, when a range was asked for.
+    pub range: Option<Range<u64>>,
+    pub body: ByteStream,
+}
+
+/// The registry service.
+pub struct Registry {
+    pub meta: Meta,
+    pub blobs: BlobStore,
+    pub limits: Limits,
+    /// Running hash state of the uploads this process is serving, with a lock per upload.
+    uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<uploads::HashState>>>>>,
+}
+
+impl Registry {
+    pub fn new(meta: Meta, blobs: BlobStore, limits: Limits) -> Self {
+        Registry { meta, blobs, limits, uploads: Mutex::new(HashMap::new()) }
+    }
+
+    async fn repository_id(&self, name: &str) -> Result<Option<i64>> {
+        validate_name(name)?;
+        self.meta.repository_id(name).await
+    }
+
+    // ---- blobs ------------------------------------------------------------------------------
+
+    /// The size of a blob readable through `repo`.
+    pub async fn stat_blob(&self, repo: &str, digest: &Digest) -> Result<u64> {
+        validate_name(repo)?;
+        self.meta
+            .linked_blob_size(repo, digest)
+            .await?
+            .ok_or_else(|| RegistryError::BlobUnknown(format!("blob {digest} unknown to repository {repo}")))
+    }
+
+    /// Opens a blob readable through `repo`, whole or a range of it. `range` is inclusive
+    /// `(start, end)` as in an HTTP `Range` header, `end` optional.
+    pub async fn read_blob(&self, repo: &str, digest: &Digest, range: Option<(u64, Option<u64>)>) -> Result<BlobRead> {
+        let size = self.stat_blob(repo, digest).await?;
+        let range = match range {
+            None => None,
+            Some((start, end)) => {
+                let end = end.map_or(size, |e| (e + 1).min(size));
+                if start >= size || start >= end {
+                    return Err(RegistryError::RangeNotSatisfiable { blob_size: size });
+                }
+                Some(start..end)
+            }
+        };
+        let body = self.blobs.read(digest, range.clone()).await?;
+        Ok(BlobRead { size, range, body })
+    }
+
+    /// Unlinks a blob from a repository (the data goes at garbage collection).
+    pub async fn delete_blob(&self, repo: &str, digest: &Digest) -> Result<()> {
+        let unknown = || RegistryError::BlobUnknown(format!("blob {digest} unknown to repository {repo}"));
+        let id = self.repository_id(repo).await?.ok_or_else(unknown)?;
+        if self.meta.unlink_blob(id, digest).await? { Ok(()) } else { Err(unknown()) }
+    }
+
+    /// Links a blob that `from` links into `repo` without moving data. Returns false when
+    /// `from` does not link it (the caller then starts a normal upload).
+    pub async fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {
+        validate_name(repo)?;
+        if validate_name(from).is_err() {
+            return Ok(false);
+        }
+        let Some(size) = self.meta.linked_blob_size(from, digest).await? else { return Ok(false) };
+        let id = self.meta.ensure_repository(repo).await?;
+        self.meta.link_blob(id, digest, size).await?;
+        Ok(true)
+    }
+
+    // ---- manifests --------------------------------------------------------------------------
+
+    /// Stores a manifest under a tag or a digest, byte for byte.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &Reference,
+        content_type: Option<&str>,
+        content: &[u8],
+    ) -> Result<PushedManifest> {
+        validate_name(repo)?;
+        if content.len() > self.limits.max_manifest_bytes {
+            return Err(RegistryError::TooLarge(format!(
+                "manifest larger than {} bytes",
+                self.limits.max_manifest_bytes
+            )));
+        }
+        let digest = match reference {
+            Reference::Digest(expected) => {
+                let actual = expected.same_algorithm_of(content);
+                if &actual != expected {
+                    return Err(RegistryError::DigestInvalid(format!(
+                        "manifest digest is {actual}, not {expected}"
+                    )));
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::sha256_of(content),
+        };
+        let parsed = manifest::parse(content_type, content)?;
+        let id = self.meta.ensure_repository(repo).await?;
+        let tag = match reference {
+            Reference::Tag(t) => Some(t.as_str()),
+            Reference::Digest(_) => None,
+        };
+        self.meta.put_manifest(id, &digest, &parsed, content, tag).await?;
+        tracing::info!(repository = repo, %digest, reference = %reference, "manifest pushed");
+        Ok(PushedManifest { digest, subject: parsed.subject })
+    }
+
+    /// A manifest by tag or digest.
+    pub async fn get_manifest(&self, repo: &str, reference: &Reference) -> Result<ManifestRecord> {
+        validate_name(repo)?;
+        let found = match reference {
+            Reference::Tag(t) => self.meta.manifest_by_tag(repo, t).await?,
+            Reference::Digest(d) => self.meta.manifest_by_digest(repo, d).await?,
+        };
+        found.ok_or_else(|| RegistryError::ManifestUnknown(format!("manifest {reference} unknown to repository {repo}")))
+    }
+
+    /// Deletes a tag (by tag) or a manifest and the tags pointing at it (by digest).
+    pub async fn delete_manifest(&self, repo: &str, reference: &Reference) -> Result<()> {
+        let unknown = || RegistryError::ManifestUnknown(format!("manifest {reference} unknown to repository {repo}"));
+        let id = self.repository_id(repo).await?.ok_or_else(unknown)?;
+        let deleted = match reference {
+            Reference::Tag(t) => self.meta.delete_tag(id, t).await?,
+            Reference::Digest(d) => self.meta.delete_manifest(id, d).await?,
+        };
+        if !deleted {
+            return Err(unknown());
+        }
+        tracing::info!(repository = repo, reference = %reference, "manifest deleted");
+        Ok(())
+    }
+
+    // ---- listings ---------------------------------------------------------------------------
+
+    /// Up to `n` tags after `last`.
+    pub async fn tags(&self, repo: &str, last: Option<&str>, n: i64) -> Result<Vec<String>> {
+        let id = self
+            .repository_id(repo)
+            .await?
+            .ok_or_else(|| RegistryError::NameUnknown(format!("repository {repo} unknown")))?;
+        self.meta.tags(id, last, n).await
+    }
+
+    /// Up to `n` repository names after `last`.
+    pub async fn catalog(&self, last: Option<&str>, n: i64) -> Result<Vec<String>> {
+        self.meta.catalog(last, n).await
+    }
+
+    /// The referrers of `subject` as an OCI image index.
+    pub async fn referrers(&self, repo: &str, subject: &Digest, artifact_type: Option<&str>) -> Result<serde_json::Value> {
+        let referrers = match self.repository_id(repo).await? {
+            Some(id) => self.meta.referrers(id, subject, artifact_type).await?,
+            None => Vec::new(),
+        };
+        let manifests: Vec<serde_json::Value> = referrers
+            .into_iter()
+            .map(|r| {
+                let mut d = serde_json::json!({
+                    "mediaType": r.media_type,
+                    "digest": r.digest,
+                    "size": r.size,
+                });
+                if let Some(t) = r.artifact_type {
+                    d["artifactType"] = t.into();
+                }
+                if let Some(a) = r.annotations.and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok()) {
+                    d["annotations"] = a;
+                }
+                d
+            })
+            .collect();
+        Ok(serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": manifest::media::OCI_INDEX,
+            "manifests": manifests,
+        }))
+    }
+}

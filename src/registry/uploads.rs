@@ -1,0 +1,229 @@
+//! Blob uploads: sessions that stream to storage while the running digest is computed.
+//!
+//! The acknowledged size of a session is the one in the database; the running hash for that
+//! size is kept in memory by the process that served the last chunk. Any other process (after
+//! a restart, or another node) rebuilds it by re-reading the stored bytes, so a session
+//! survives restarts and moves between nodes. A failed or cut-off chunk is never acknowledged:
+//! its bytes are discarded by the next writer and the in-memory hash is dropped.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+
+use super::Registry;
+use crate::error::{RegistryError, Result};
+use crate::meta::UploadRecord;
+use crate::oci::{Algorithm, Digest, Hasher, validate_name};
+use crate::storage::blob_key;
+
+/// Bytes gathered before hashing and handing them to storage.
+const BATCH: usize = 1024 * 1024;
+
+/// The running hash of an upload at a given size.
+pub(super) struct HashState {
+    offset: u64,
+    hasher: Hasher,
+}
+
+/// Where an upload session stands.
+#[derive(Debug, Clone)]
+pub struct UploadStatus {
+    pub id: String,
+    pub size: u64,
+}
+
+type Guard<'a> = tokio::sync::MutexGuard<'a, Option<HashState>>;
+
+impl Registry {
+    fn upload_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<Option<HashState>>> {
+        let mut map = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id.to_string()).or_default().clone()
+    }
+
+    fn forget_upload(&self, id: &str) {
+        self.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    async fn upload_record(&self, repo: &str, id: &str) -> Result<UploadRecord> {
+        validate_name(repo)?;
+        self.meta
+            .upload(repo, id)
+            .await?
+            .ok_or_else(|| RegistryError::BlobUploadUnknown(format!("upload {} unknown", crate::oci::digest::truncate(id))))
+    }
+
+    /// Opens a new upload session in `repo`.
+    pub async fn start_upload(&self, repo: &str) -> Result<UploadStatus> {
+        validate_name(repo)?;
+        let repository_id = self.meta.ensure_repository(repo).await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let state = self.blobs.uploads().create(&id).await?;
+        self.meta.create_upload(&id, repository_id, state.as_deref()).await?;
+        Ok(UploadStatus { id, size: 0 })
+    }
+
+    /// Where an upload stands.
+    pub async fn upload_status(&self, repo: &str, id: &str) -> Result<UploadStatus> {
+        let rec = self.upload_record(repo, id).await?;
+        Ok(UploadStatus { id: rec.id, size: rec.size })
+    }
+
+    /// Appends a chunk. `start` is where the client says it begins (`Content-Range`), which must
+    /// be where the upload ends; `len`, when known, is how long the client says it is.
+    pub async fn append_upload<S>(&self, repo: &str, id: &str, start: Option<u64>, len: Option<u64>, body: S) -> Result<UploadStatus>
+    where
+        S: Stream<Item = Result<Bytes>> + Unpin,
+    {
+        self.upload_record(repo, id).await?;
+        let lock = self.upload_lock(id);
+        let mut guard = lock.lock().await;
+        let rec = self.upload_record(repo, id).await?; // what the previous holder acknowledged
+        if let Some(start) = start
+            && start != rec.size
+        {
+            return Err(RegistryError::RangeInvalid {
+                message: format!("chunk starts at {start} but the upload has {} bytes", rec.size),
+                upload_size: Some(rec.size),
+            });
+        }
+        let size = self.append_locked(&mut guard, &rec, len, body).await?;
+        Ok(UploadStatus { id: rec.id, size })
+    }
+
+    async fn append_locked<S>(&self, guard: &mut Guard<'_>, rec: &UploadRecord, len: Option<u64>, body: S) -> Result<u64>
+    where
+        S: Stream<Item = Result<Bytes>> + Unpin,
+    {
+        let hasher = self.running_hash(guard, rec, Algorithm::Sha256).await?;
+        match self.write_body(rec, hasher, len, body).await {
+            Ok((size, hasher, state)) => {
+                self.meta.update_upload(&rec.id, size, state.as_deref()).await?;
+                **guard = Some(HashState { offset: size, hasher });
+                Ok(size)
+            }
+            Err(e) => {
+                **guard = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// The hash of the acknowledged bytes: from memory, or rebuilt from storage.
+    async fn running_hash(&self, guard: &mut Guard<'_>, rec: &UploadRecord, alg: Algorithm) -> Result<Hasher> {
+        if let Some(state) = guard.take()
+            && state.offset == rec.size
+            && state.hasher.algorithm() == alg
+        {
+            return Ok(state.hasher);
+        }
+        let mut hasher = Hasher::new(alg);
+        if rec.size > 0 {
+            let mut stream = self.blobs.uploads().read(&rec.id, rec.size, rec.state.as_deref()).await?;
+            let mut seen = 0u64;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                seen += chunk.len() as u64;
+                hasher.update(&chunk);
+            }
+            if seen != rec.size {
+                return Err(RegistryError::Internal(format!("upload {} has {seen} of {} bytes", rec.id, rec.size)));
+            }
+        }
+        Ok(hasher)
+    }
+
+    /// Streams `body` to storage, hashing it on the way. Returns the new size, the hash state
+    /// and the backend state.
+    async fn write_body<S>(&self, rec: &UploadRecord, mut hasher: Hasher, len: Option<u64>, mut body: S) -> Result<(u64, Hasher, Option<String>)>
+    where
+        S: Stream<Item = Result<Bytes>> + Unpin,
+    {
+        let mut writer = self.blobs.uploads().writer(&rec.id, rec.size, rec.state.as_deref()).await?;
+        let mut written = 0u64;
+        let mut batch = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            written += chunk.len() as u64;
+            if batch.is_empty() && chunk.len() >= BATCH {
+                hasher.update(&chunk);
+                writer.write(chunk).await?;
+                continue;
+            }
+            batch.extend_from_slice(&chunk);
+            if batch.len() >= BATCH {
+                let full = batch.split().freeze();
+                batch.reserve(BATCH);
+                hasher.update(&full);
+                writer.write(full).await?;
+            }
+        }
+        if !batch.is_empty() {
+            let rest = batch.freeze();
+            hasher.update(&rest);
+            writer.write(rest).await?;
+        }
+        let state = writer.finish().await?;
+        if let Some(len) = len
+            && len != written
+        {
+            return Err(RegistryError::RangeInvalid {
+                message: format!("chunk announced {len} bytes but carried {written}"),
+                upload_size: Some(rec.size),
+            });
+        }
+        Ok((rec.size + written, hasher, state))
+    }
+
+    /// Completes an upload: appends the final chunk if any, verifies the digest, makes the blob
+    /// visible and links it to the repository. A wrong digest drops the session.
+    pub async fn finish_upload<S>(&self, repo: &str, id: &str, digest: &Digest, body: Option<S>) -> Result<u64>
+    where
+        S: Stream<Item = Result<Bytes>> + Unpin,
+    {
+        self.upload_record(repo, id).await?;
+        let lock = self.upload_lock(id);
+        let mut guard = lock.lock().await;
+        let mut rec = self.upload_record(repo, id).await?;
+        if let Some(body) = body {
+            rec.size = self.append_locked(&mut guard, &rec, None, body).await?;
+        }
+        let hasher = self.running_hash(&mut guard, &rec, digest.algorithm()).await?;
+        let actual = hasher.finish();
+        if &actual != digest {
+            self.drop_upload(&rec).await?;
+            return Err(RegistryError::DigestInvalid(format!(
+                "uploaded content has digest {actual}, not {digest}"
+            )));
+        }
+        // Visibility order: the object first, the database rows last.
+        if self.blobs.exists(digest).await? {
+            // Already stored (pushed before, or a crash came between commit and link).
+            self.blobs.uploads().abort(&rec.id, rec.state.as_deref()).await?;
+        } else {
+            self.blobs.uploads().commit(&rec.id, rec.size, rec.state.as_deref(), &blob_key(digest)).await?;
+        }
+        self.meta.link_blob(rec.repository_id, digest, rec.size).await?;
+        self.meta.delete_upload(&rec.id).await?;
+        drop(guard);
+        self.forget_upload(&rec.id);
+        tracing::info!(repository = repo, %digest, size = rec.size, "blob pushed");
+        Ok(rec.size)
+    }
+
+    /// Cancels an upload session.
+    pub async fn cancel_upload(&self, repo: &str, id: &str) -> Result<()> {
+        self.upload_record(repo, id).await?;
+        let lock = self.upload_lock(id);
+        let _guard = lock.lock().await;
+        let rec = self.upload_record(repo, id).await?;
+        self.drop_upload(&rec).await
+    }
+
+    async fn drop_upload(&self, rec: &UploadRecord) -> Result<()> {
+        self.blobs.uploads().abort(&rec.id, rec.state.as_deref()).await?;
+        self.meta.delete_upload(&rec.id).await?;
+        self.forget_upload(&rec.id);
+        Ok(())
+    }
+}
