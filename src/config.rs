@@ -71,19 +71,28 @@ impl Default for Config {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { kind: "filesystem".into(), path: String::new() }
+        StorageConfig {
+            kind: "filesystem".into(),
+            path: String::new(),
+        }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into(), format: "text".into(), access: true }
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+            access: true,
+        }
     }
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_manifest_bytes: 4 * 1024 * 1024 }
+        LimitsConfig {
+            max_manifest_bytes: 4 * 1024 * 1024,
+        }
     }
 }
 
@@ -97,14 +106,21 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("BERTH_").split("__").ignore(&["config"]));
+        figment = figment.merge(
+            Env::prefixed("BERTH_")
+                .split("__")
+                .ignore(&["config", "log"]),
+        );
         Ok(figment.extract()?)
     }
 
     /// The database URL, defaulting to SQLite in the data dir.
     pub fn database_url(&self) -> String {
         if self.database.url.is_empty() {
-            format!("sqlite://{}?mode=rwc", self.data_dir.join("berth.db").display())
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("berth.db").display()
+            )
         } else {
             self.database.url.clone()
         }
@@ -112,7 +128,11 @@ impl Config {
 
     /// The root of the filesystem blob store.
     pub fn storage_path(&self) -> PathBuf {
-        if self.storage.path.is_empty() { self.data_dir.join("storage") } else { PathBuf::from(&self.storage.path) }
+        if self.storage.path.is_empty() {
+            self.data_dir.join("storage")
+        } else {
+            PathBuf::from(&self.storage.path)
+        }
     }
 }
 
@@ -121,11 +141,16 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature
     fn file_then_environment() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("b.toml", "listen = \"127.0.0.1:1\"\n[log]\nlevel = \"debug\"\n")?;
+            jail.create_file(
+                "b.toml",
+                "listen = \"127.0.0.1:1\"\n[log]\nlevel = \"debug\"\n",
+            )?;
             jail.set_env("BERTH_LOG__FORMAT", "json");
             jail.set_env("BERTH_DATA_DIR", "/srv/berth");
+            jail.set_env("BERTH_LOG", "warn"); // the log filter variable, not a config key
             let c = Config::load(Some(Path::new("b.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(c.listen, "127.0.0.1:1");
             assert_eq!(c.log.level, "debug");

@@ -102,10 +102,14 @@ impl RegistryError {
             BlobUnknown(_) | BlobUploadUnknown(_) | ManifestUnknown(_) | NameUnknown(_) => {
                 StatusCode::NOT_FOUND
             }
-            BlobUploadInvalid(_) | DigestInvalid(_) | ManifestBlobUnknown(_) | ManifestInvalid(_)
-            | NameInvalid(_) | SizeInvalid(_) | PaginationInvalid(_) | BadRequest(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            BlobUploadInvalid(_)
+            | DigestInvalid(_)
+            | ManifestBlobUnknown(_)
+            | ManifestInvalid(_)
+            | NameInvalid(_)
+            | SizeInvalid(_)
+            | PaginationInvalid(_)
+            | BadRequest(_) => StatusCode::BAD_REQUEST,
             TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
             RangeInvalid { .. } | RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -158,13 +162,18 @@ impl ResponseError for RegistryError {
         let mut resp = HttpResponse::build(self.status());
         resp.insert_header((header::CONTENT_TYPE, "application/json"));
         match self {
-            RegistryError::RangeInvalid { upload_size: Some(size), .. } => {
+            RegistryError::RangeInvalid {
+                upload_size: Some(size),
+                ..
+            } => {
                 resp.insert_header((header::RANGE, crate::api::range_header(*size)));
             }
             RegistryError::RangeNotSatisfiable { blob_size } => {
                 resp.insert_header((header::CONTENT_RANGE, format!("bytes */{blob_size}")));
             }
-            RegistryError::Unauthorized { challenge: Some(c), .. } => {
+            RegistryError::Unauthorized {
+                challenge: Some(c), ..
+            } => {
                 if let Ok(v) = HeaderValue::from_str(c) {
                     resp.insert_header((header::WWW_AUTHENTICATE, v));
                 }
@@ -193,8 +202,17 @@ mod tests {
 
     #[test]
     fn codes_and_statuses() {
-        assert_eq!(RegistryError::BlobUnknown(String::new()).status(), StatusCode::NOT_FOUND);
-        assert_eq!(RegistryError::DigestInvalid(String::new()).code(), "DIGEST_INVALID");
-        assert_eq!(RegistryError::TooLarge(String::new()).status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            RegistryError::BlobUnknown(String::new()).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            RegistryError::DigestInvalid(String::new()).code(),
+            "DIGEST_INVALID"
+        );
+        assert_eq!(
+            RegistryError::TooLarge(String::new()).status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
     }
 }

@@ -20,7 +20,9 @@ pub async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
         "filesystem" => BlobStore::filesystem(&config.storage_path())?,
         other => anyhow::bail!("unknown storage.kind {other:?} (expected \"filesystem\")"),
     };
-    let limits = Limits { max_manifest_bytes: config.limits.max_manifest_bytes };
+    let limits = Limits {
+        max_manifest_bytes: config.limits.max_manifest_bytes,
+    };
     Ok(Registry::new(meta, blobs, limits))
 }
 
@@ -33,16 +35,25 @@ pub struct Server {
 /// Binds the listener and builds the server; `.server.await` runs it.
 pub async fn build(config: &Config) -> anyhow::Result<Server> {
     let registry = Arc::new(open_registry(config).await?);
-    let state = web::Data::new(AppState { registry, auth: Arc::new(AllowAll) });
+    let state = web::Data::new(AppState {
+        registry,
+        auth: Arc::new(AllowAll),
+    });
     let access = config.log.access;
     let http = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .wrap(middleware::Condition::new(access, crate::access_log::AccessLog))
+            .wrap(middleware::Condition::new(
+                access,
+                crate::access_log::AccessLog,
+            ))
             .configure(api::configure)
     })
     .bind(&config.listen)?;
     let addrs = http.addrs();
     tracing::info!(listen = ?addrs, data_dir = %config.data_dir.display(), "berth is serving");
-    Ok(Server { server: http.run(), addrs })
+    Ok(Server {
+        server: http.run(),
+        addrs,
+    })
 }

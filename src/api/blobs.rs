@@ -13,14 +13,24 @@ use crate::registry::{Registry, UploadStatus};
 /// Parses a single `bytes=start-end` range; `None` for no range or one we serve whole
 /// (several ranges, suffix ranges).
 fn parse_range(req: &HttpRequest) -> Result<Option<(u64, Option<u64>)>> {
-    let Some(value) = req.headers().get(header::RANGE) else { return Ok(None) };
-    let value = value.to_str().map_err(|_| RegistryError::BadRequest("invalid Range header".into()))?;
-    let Some(spec) = value.trim().strip_prefix("bytes=") else { return Ok(None) };
+    let Some(value) = req.headers().get(header::RANGE) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| RegistryError::BadRequest("invalid Range header".into()))?;
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
     if spec.contains(',') {
         return Ok(None);
     }
-    let Some((start, end)) = spec.split_once('-') else { return Ok(None) };
-    let Ok(start) = start.trim().parse::<u64>() else { return Ok(None) };
+    let Some((start, end)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let Ok(start) = start.trim().parse::<u64>() else {
+        return Ok(None);
+    };
     let end = match end.trim() {
         "" => None,
         e => match e.parse::<u64>() {
@@ -32,7 +42,12 @@ fn parse_range(req: &HttpRequest) -> Result<Option<(u64, Option<u64>)>> {
 }
 
 /// GET and HEAD of a blob.
-pub async fn get(req: &HttpRequest, registry: &Registry, name: &str, digest: &Digest) -> Result<HttpResponse> {
+pub async fn get(
+    req: &HttpRequest,
+    registry: &Registry,
+    name: &str,
+    digest: &Digest,
+) -> Result<HttpResponse> {
     if req.method() == Method::HEAD {
         let size = registry.stat_blob(name, digest).await?;
         return Ok(HttpResponse::Ok()
@@ -40,7 +55,10 @@ pub async fn get(req: &HttpRequest, registry: &Registry, name: &str, digest: &Di
             .insert_header(("Docker-Content-Digest", digest.as_str()))
             .insert_header((header::ACCEPT_RANGES, "bytes"))
             .insert_header((header::ETAG, format!("\"{digest}\"")))
-            .body(SizedStream::new(size, futures_util::stream::empty::<std::io::Result<bytes::Bytes>>())));
+            .body(SizedStream::new(
+                size,
+                futures_util::stream::empty::<std::io::Result<bytes::Bytes>>(),
+            )));
     }
     let read = registry.read_blob(name, digest, parse_range(req)?).await?;
     let (status, len) = match &read.range {
@@ -54,7 +72,10 @@ pub async fn get(req: &HttpRequest, registry: &Registry, name: &str, digest: &Di
         .insert_header((header::ETAG, format!("\"{digest}\"")))
         .insert_header((header::CACHE_CONTROL, "max-age=31536000"));
     if let Some(r) = &read.range {
-        resp.insert_header((header::CONTENT_RANGE, format!("bytes {}-{}/{}", r.start, r.end - 1, read.size)));
+        resp.insert_header((
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{}", r.start, r.end - 1, read.size),
+        ));
     }
     Ok(resp.body(SizedStream::new(len, read.body)))
 }
@@ -62,7 +83,9 @@ pub async fn get(req: &HttpRequest, registry: &Registry, name: &str, digest: &Di
 /// DELETE of a blob: unlinks it from the repository.
 pub async fn delete(registry: &Registry, name: &str, digest: &Digest) -> Result<HttpResponse> {
     registry.delete_blob(name, digest).await?;
-    Ok(HttpResponse::Accepted().insert_header((header::CONTENT_LENGTH, 0)).finish())
+    Ok(HttpResponse::Accepted()
+        .insert_header((header::CONTENT_LENGTH, 0))
+        .finish())
 }
 
 fn upload_location(name: &str, id: &str) -> String {
@@ -129,7 +152,9 @@ pub async fn start_upload(
     } else if let Some(digest) = digest_param(req)? {
         // Monolithic upload: the whole blob in the POST body.
         let upload = registry.start_upload(name).await?;
-        registry.finish_upload(name, &upload.id, &digest, Some(body_stream(payload))).await?;
+        registry
+            .finish_upload(name, &upload.id, &digest, Some(body_stream(payload)))
+            .await?;
         return Ok(created_blob(name, &digest));
     }
     let upload = registry.start_upload(name).await?;
@@ -144,10 +169,18 @@ pub async fn upload_status(registry: &Registry, name: &str, id: &str) -> Result<
 
 /// Parses `Content-Range: start-end` (also accepting a `bytes ` or `bytes=` prefix).
 fn content_range(req: &HttpRequest) -> Result<Option<(u64, u64)>> {
-    let Some(value) = req.headers().get(header::CONTENT_RANGE) else { return Ok(None) };
-    let invalid = || RegistryError::RangeInvalid { message: "invalid Content-Range".into(), upload_size: None };
+    let Some(value) = req.headers().get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let invalid = || RegistryError::RangeInvalid {
+        message: "invalid Content-Range".into(),
+        upload_size: None,
+    };
     let value = value.to_str().map_err(|_| invalid())?.trim();
-    let spec = value.strip_prefix("bytes").map(|s| s.trim_start_matches([' ', '='])).unwrap_or(value);
+    let spec = value
+        .strip_prefix("bytes")
+        .map(|s| s.trim_start_matches([' ', '=']))
+        .unwrap_or(value);
     let spec = spec.split('/').next().unwrap_or(spec);
     let (start, end) = spec.split_once('-').ok_or_else(invalid)?;
     let start: u64 = start.trim().parse().map_err(|_| invalid())?;
@@ -159,7 +192,13 @@ fn content_range(req: &HttpRequest) -> Result<Option<(u64, u64)>> {
 }
 
 /// PATCH: appends a chunk (with `Content-Range`) or streams the body.
-pub async fn patch_upload(req: &HttpRequest, payload: web::Payload, registry: &Registry, name: &str, id: &str) -> Result<HttpResponse> {
+pub async fn patch_upload(
+    req: &HttpRequest,
+    payload: web::Payload,
+    registry: &Registry,
+    name: &str,
+    id: &str,
+) -> Result<HttpResponse> {
     let (start, len) = match content_range(req)? {
         Some((start, end)) => (Some(start), Some(end - start + 1)),
         None => (None, None),
@@ -172,14 +211,23 @@ pub async fn patch_upload(req: &HttpRequest, payload: web::Payload, registry: &R
             upload_size: None,
         });
     }
-    let upload = registry.append_upload(name, id, start, len, body_stream(payload)).await?;
+    let upload = registry
+        .append_upload(name, id, start, len, body_stream(payload))
+        .await?;
     Ok(upload_response(StatusCode::ACCEPTED, name, &upload))
 }
 
 /// PUT: completes an upload, with or without a final chunk.
-pub async fn put_upload(req: &HttpRequest, payload: web::Payload, registry: &Registry, name: &str, id: &str) -> Result<HttpResponse> {
-    let digest = digest_param(req)?
-        .ok_or_else(|| RegistryError::DigestInvalid("the digest query parameter is required".into()))?;
+pub async fn put_upload(
+    req: &HttpRequest,
+    payload: web::Payload,
+    registry: &Registry,
+    name: &str,
+    id: &str,
+) -> Result<HttpResponse> {
+    let digest = digest_param(req)?.ok_or_else(|| {
+        RegistryError::DigestInvalid("the digest query parameter is required".into())
+    })?;
     let has_body = content_length(req).is_some_and(|l| l > 0)
         || req.headers().contains_key(header::TRANSFER_ENCODING);
     let body = has_body.then(|| body_stream(payload));

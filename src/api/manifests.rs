@@ -31,20 +31,30 @@ fn accepted(req: &HttpRequest) -> Vec<String> {
 
 /// Picks what to serve for the client's `Accept`. A client that does not take indexes gets
 /// the linux/amd64 image of an index requested by tag, as the reference registry does.
-async fn negotiate(req: &HttpRequest, registry: &Registry, name: &str, reference: &Reference, found: ManifestRecord) -> Result<ManifestRecord> {
+async fn negotiate(
+    req: &HttpRequest,
+    registry: &Registry,
+    name: &str,
+    reference: &Reference,
+    found: ManifestRecord,
+) -> Result<ManifestRecord> {
     let accept = accepted(req);
-    if accept.is_empty() || accept.iter().any(|t| *t == found.media_type) {
+    if accept.is_empty() || accept.contains(&found.media_type) {
         return Ok(found);
     }
     if media::is_index(&found.media_type) && matches!(reference, Reference::Tag(_)) {
         let parsed = manifest::parse(Some(&found.media_type), &found.content)?;
         let pick = parsed.manifests.iter().find(|d: &&Descriptor| {
-            d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
-                && accept.iter().any(|t| *t == d.media_type)
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+                && accept.contains(&d.media_type)
         });
         if let Some(d) = pick {
             let digest: Digest = d.digest.parse()?;
-            return registry.get_manifest(name, &Reference::Digest(digest)).await;
+            return registry
+                .get_manifest(name, &Reference::Digest(digest))
+                .await;
         }
     }
     Err(RegistryError::ManifestUnknown(format!(
@@ -54,7 +64,12 @@ async fn negotiate(req: &HttpRequest, registry: &Registry, name: &str, reference
 }
 
 /// GET and HEAD of a manifest: the stored bytes with their media type.
-pub async fn get(req: &HttpRequest, registry: &Registry, name: &str, reference: &Reference) -> Result<HttpResponse> {
+pub async fn get(
+    req: &HttpRequest,
+    registry: &Registry,
+    name: &str,
+    reference: &Reference,
+) -> Result<HttpResponse> {
     let found = registry.get_manifest(name, reference).await?;
     let found = negotiate(req, registry, name, reference, found).await?;
     let mut resp = HttpResponse::Ok();
@@ -72,7 +87,13 @@ pub async fn get(req: &HttpRequest, registry: &Registry, name: &str, reference: 
 }
 
 /// PUT of a manifest, by tag or digest.
-pub async fn put(req: &HttpRequest, mut payload: web::Payload, registry: &Registry, name: &str, reference: &Reference) -> Result<HttpResponse> {
+pub async fn put(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    registry: &Registry,
+    name: &str,
+    reference: &Reference,
+) -> Result<HttpResponse> {
     let limit = registry.limits.max_manifest_bytes;
     let too_large = || RegistryError::TooLarge(format!("manifest larger than {limit} bytes"));
     if content_length(req).is_some_and(|l| l > limit as u64) {
@@ -86,12 +107,20 @@ pub async fn put(req: &HttpRequest, mut payload: web::Payload, registry: &Regist
         }
         body.extend_from_slice(&chunk);
     }
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let pushed = registry.put_manifest(name, reference, content_type, &body).await?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let pushed = registry
+        .put_manifest(name, reference, content_type, &body)
+        .await?;
     let mut resp = HttpResponse::Created();
-    resp.insert_header((header::LOCATION, format!("/v2/{name}/manifests/{}", pushed.digest)))
-        .insert_header(("Docker-Content-Digest", pushed.digest.as_str()))
-        .insert_header((header::CONTENT_LENGTH, 0));
+    resp.insert_header((
+        header::LOCATION,
+        format!("/v2/{name}/manifests/{}", pushed.digest),
+    ))
+    .insert_header(("Docker-Content-Digest", pushed.digest.as_str()))
+    .insert_header((header::CONTENT_LENGTH, 0));
     if let Some(subject) = &pushed.subject {
         resp.insert_header(("OCI-Subject", subject.as_str()));
     }
@@ -99,7 +128,13 @@ pub async fn put(req: &HttpRequest, mut payload: web::Payload, registry: &Regist
 }
 
 /// DELETE of a tag (the tag only) or of a manifest by digest.
-pub async fn delete(registry: &Registry, name: &str, reference: &Reference) -> Result<HttpResponse> {
+pub async fn delete(
+    registry: &Registry,
+    name: &str,
+    reference: &Reference,
+) -> Result<HttpResponse> {
     registry.delete_manifest(name, reference).await?;
-    Ok(HttpResponse::Accepted().insert_header((header::CONTENT_LENGTH, 0)).finish())
+    Ok(HttpResponse::Accepted()
+        .insert_header((header::CONTENT_LENGTH, 0))
+        .finish())
 }

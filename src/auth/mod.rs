@@ -32,7 +32,10 @@ impl Action {
 pub enum Need {
     /// Nothing but a valid identity (the `/v2/` base check).
     Login,
-    Repository { name: String, action: Action },
+    Repository {
+        name: String,
+        action: Action,
+    },
     Catalog,
 }
 

@@ -55,7 +55,10 @@ pub struct Meta {
 
 /// Current time in Unix seconds.
 pub fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl Meta {
@@ -69,11 +72,13 @@ impl Meta {
         } else {
             anyhow::bail!("database.url must start with sqlite: or postgres:");
         };
-        let mut options = AnyPoolOptions::new().max_connections(if kind == DbKind::Sqlite { 8 } else { 16 });
+        let mut options =
+            AnyPoolOptions::new().max_connections(if kind == DbKind::Sqlite { 8 } else { 16 });
         if kind == DbKind::Sqlite {
             options = options.after_connect(|conn, _| {
                 Box::pin(async move {
-                    conn.execute("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;")
+                        .await?;
                     Ok(())
                 })
             });
@@ -129,9 +134,9 @@ impl Meta {
             .bind(now())
             .execute(&self.pool)
             .await?;
-        self.repository_id(name)
-            .await?
-            .ok_or_else(|| RegistryError::Internal(format!("repository {name} vanished after insert")))
+        self.repository_id(name).await?.ok_or_else(|| {
+            RegistryError::Internal(format!("repository {name} vanished after insert"))
+        })
     }
 
     /// Repositories holding at least one manifest, after `last`, in byte order.
@@ -213,11 +218,12 @@ impl Meta {
 
     /// Removes a blob's link from a repository; false when it was not linked.
     pub async fn unlink_blob(&self, repository_id: i64, digest: &Digest) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM repository_blobs WHERE repository_id = $1 AND digest = $2")
-            .bind(repository_id)
-            .bind(digest.as_str())
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("DELETE FROM repository_blobs WHERE repository_id = $1 AND digest = $2")
+                .bind(repository_id)
+                .bind(digest.as_str())
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -243,13 +249,17 @@ impl Meta {
                 "blob {missing} is not in this repository"
             )));
         }
-        if let Some(missing) = first_missing(&mut tx, "manifests", repository_id, &children).await? {
+        if let Some(missing) = first_missing(&mut tx, "manifests", repository_id, &children).await?
+        {
             return Err(RegistryError::ManifestBlobUnknown(format!(
                 "manifest {missing} is not in this repository"
             )));
         }
         let t = now();
-        let annotations = parsed.annotations.as_ref().map(|a| serde_json::Value::Object(a.clone()).to_string());
+        let annotations = parsed
+            .annotations
+            .as_ref()
+            .map(|a| serde_json::Value::Object(a.clone()).to_string());
         let config_digest = parsed.config.as_ref().map(|c| c.digest.clone());
         sqlx::query(
             "INSERT INTO manifests (repository_id, digest, media_type, size, content, artifact_type, \
@@ -269,7 +279,10 @@ impl Meta {
         .bind(t)
         .execute(&mut *tx)
         .await?;
-        let refs = blobs.iter().map(|d| (d, "blob")).chain(children.iter().map(|d| (d, "manifest")));
+        let refs = blobs
+            .iter()
+            .map(|d| (d, "blob"))
+            .chain(children.iter().map(|d| (d, "manifest")));
         for (child, kind) in refs {
             sqlx::query(
                 "INSERT INTO manifest_references (repository_id, parent_digest, child_digest, kind) \
@@ -299,7 +312,11 @@ impl Meta {
     }
 
     /// A manifest by tag.
-    pub async fn manifest_by_tag(&self, repository: &str, tag: &str) -> Result<Option<ManifestRecord>> {
+    pub async fn manifest_by_tag(
+        &self,
+        repository: &str,
+        tag: &str,
+    ) -> Result<Option<ManifestRecord>> {
         let row = sqlx::query(
             "SELECT m.digest, m.media_type, m.content FROM repositories r \
              JOIN tags t ON t.repository_id = r.id \
@@ -310,11 +327,19 @@ impl Meta {
         .bind(tag)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| ManifestRecord { digest: r.get(0), media_type: r.get(1), content: r.get(2) }))
+        Ok(row.map(|r| ManifestRecord {
+            digest: r.get(0),
+            media_type: r.get(1),
+            content: r.get(2),
+        }))
     }
 
     /// A manifest by digest.
-    pub async fn manifest_by_digest(&self, repository: &str, digest: &Digest) -> Result<Option<ManifestRecord>> {
+    pub async fn manifest_by_digest(
+        &self,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRecord>> {
         let row = sqlx::query(
             "SELECT m.digest, m.media_type, m.content FROM repositories r \
              JOIN manifests m ON m.repository_id = r.id \
@@ -324,7 +349,11 @@ impl Meta {
         .bind(digest.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| ManifestRecord { digest: r.get(0), media_type: r.get(1), content: r.get(2) }))
+        Ok(row.map(|r| ManifestRecord {
+            digest: r.get(0),
+            media_type: r.get(1),
+            content: r.get(2),
+        }))
     }
 
     /// Removes a tag; false when there was none.
@@ -352,14 +381,23 @@ impl Meta {
             "DELETE FROM tags WHERE repository_id = $1 AND digest = $2",
             "DELETE FROM manifest_references WHERE repository_id = $1 AND parent_digest = $2",
         ] {
-            sqlx::query(sql).bind(repository_id).bind(digest.as_str()).execute(&mut *tx).await?;
+            sqlx::query(sql)
+                .bind(repository_id)
+                .bind(digest.as_str())
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(true)
     }
 
     /// Tags of a repository after `last`, in byte order.
-    pub async fn tags(&self, repository_id: i64, last: Option<&str>, n: i64) -> Result<Vec<String>> {
+    pub async fn tags(
+        &self,
+        repository_id: i64,
+        last: Option<&str>,
+        n: i64,
+    ) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT name FROM tags WHERE repository_id = $1 AND name > $2 ORDER BY name LIMIT $3",
         )
@@ -402,7 +440,12 @@ impl Meta {
 
     // ---- uploads ----------------------------------------------------------------------------
 
-    pub async fn create_upload(&self, id: &str, repository_id: i64, state: Option<&str>) -> Result<()> {
+    pub async fn create_upload(
+        &self,
+        id: &str,
+        repository_id: i64,
+        state: Option<&str>,
+    ) -> Result<()> {
         let t = now();
         sqlx::query(
             "INSERT INTO uploads (id, repository_id, size, state, created_at, updated_at) \
@@ -448,7 +491,10 @@ impl Meta {
     }
 
     pub async fn delete_upload(&self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }
@@ -477,7 +523,14 @@ async fn first_missing(
     for d in digests {
         q = q.bind(d.as_str());
     }
-    let found: std::collections::HashSet<String> =
-        q.fetch_all(&mut **tx).await?.iter().map(|r| r.get::<String, _>(0)).collect();
-    Ok(digests.iter().find(|d| !found.contains(d.as_str())).cloned())
+    let found: std::collections::HashSet<String> = q
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect();
+    Ok(digests
+        .iter()
+        .find(|d| !found.contains(d.as_str()))
+        .cloned())
 }

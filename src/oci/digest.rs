@@ -54,7 +54,10 @@ impl Digest {
 
     /// The SHA-256 digest of a byte slice.
     pub fn sha256_of(bytes: &[u8]) -> Digest {
-        Digest(format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes))))
+        Digest(format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(bytes))
+        ))
     }
 
     /// The digest of `bytes` computed with this digest's algorithm.
@@ -81,7 +84,9 @@ impl FromStr for Digest {
                 )));
             }
         };
-        if hex.len() != alg.hex_len() || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if hex.len() != alg.hex_len()
+            || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(invalid());
         }
         Ok(Digest(s.to_string()))
@@ -148,7 +153,10 @@ mod tests {
         assert_eq!(d.algorithm(), Algorithm::Sha256);
         assert_eq!(d, Digest::sha256_of(b""));
         let d512 = format!("sha512:{}", "a".repeat(128));
-        assert_eq!(d512.parse::<Digest>().unwrap().algorithm(), Algorithm::Sha512);
+        assert_eq!(
+            d512.parse::<Digest>().unwrap().algorithm(),
+            Algorithm::Sha512
+        );
     }
 
     #[test]

@@ -13,7 +13,10 @@ pub const MAX_NAME_LEN: usize = 255;
 /// Checks a repository name against the spec grammar.
 pub fn validate_name(name: &str) -> Result<(), RegistryError> {
     let invalid = |why: &str| {
-        RegistryError::NameInvalid(format!("invalid repository name {:?}: {why}", truncate(name)))
+        RegistryError::NameInvalid(format!(
+            "invalid repository name {:?}: {why}",
+            truncate(name)
+        ))
     };
     if name.is_empty() {
         return Err(invalid("empty"));
@@ -66,7 +69,9 @@ fn valid_component(c: &str) -> bool {
 /// Checks a tag against the spec grammar.
 pub fn validate_tag(tag: &str) -> Result<(), RegistryError> {
     let b = tag.as_bytes();
-    let first_ok = b.first().is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_');
+    let first_ok = b
+        .first()
+        .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_');
     let rest_ok = b
         .iter()
         .skip(1)
@@ -74,7 +79,10 @@ pub fn validate_tag(tag: &str) -> Result<(), RegistryError> {
     if first_ok && rest_ok && b.len() <= 128 {
         Ok(())
     } else {
-        Err(RegistryError::ManifestInvalid(format!("invalid tag {:?}", truncate(tag))))
+        Err(RegistryError::ManifestInvalid(format!(
+            "invalid tag {:?}",
+            truncate(tag)
+        )))
     }
 }
 
@@ -112,7 +120,13 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["a", "team/app/api", "a.b_c__d---e/f0", "library/busybox", "x1-2"] {
+        for ok in [
+            "a",
+            "team/app/api",
+            "a.b_c__d---e/f0",
+            "library/busybox",
+            "x1-2",
+        ] {
             assert!(validate_name(ok).is_ok(), "{ok} refused");
         }
         for bad in [

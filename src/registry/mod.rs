@@ -24,7 +24,9 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_manifest_bytes: 4 * 1024 * 1024 }
+        Limits {
+            max_manifest_bytes: 4 * 1024 * 1024,
+        }
     }
 }
 
@@ -54,7 +56,12 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(meta: Meta, blobs: BlobStore, limits: Limits) -> Self {
-        Registry { meta, blobs, limits, uploads: Mutex::new(HashMap::new()) }
+        Registry {
+            meta,
+            blobs,
+            limits,
+            uploads: Mutex::new(HashMap::new()),
+        }
     }
 
     async fn repository_id(&self, name: &str) -> Result<Option<i64>> {
@@ -70,12 +77,19 @@ impl Registry {
         self.meta
             .linked_blob_size(repo, digest)
             .await?
-            .ok_or_else(|| RegistryError::BlobUnknown(format!("blob {digest} unknown to repository {repo}")))
+            .ok_or_else(|| {
+                RegistryError::BlobUnknown(format!("blob {digest} unknown to repository {repo}"))
+            })
     }
 
     /// Opens a blob readable through `repo`, whole or a range of it. `range` is inclusive
     /// `(start, end)` as in an HTTP `Range` header, `end` optional.
-    pub async fn read_blob(&self, repo: &str, digest: &Digest, range: Option<(u64, Option<u64>)>) -> Result<BlobRead> {
+    pub async fn read_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        range: Option<(u64, Option<u64>)>,
+    ) -> Result<BlobRead> {
         let size = self.stat_blob(repo, digest).await?;
         let range = match range {
             None => None,
@@ -93,9 +107,14 @@ impl Registry {
 
     /// Unlinks a blob from a repository (the data goes at garbage collection).
     pub async fn delete_blob(&self, repo: &str, digest: &Digest) -> Result<()> {
-        let unknown = || RegistryError::BlobUnknown(format!("blob {digest} unknown to repository {repo}"));
+        let unknown =
+            || RegistryError::BlobUnknown(format!("blob {digest} unknown to repository {repo}"));
         let id = self.repository_id(repo).await?.ok_or_else(unknown)?;
-        if self.meta.unlink_blob(id, digest).await? { Ok(()) } else { Err(unknown()) }
+        if self.meta.unlink_blob(id, digest).await? {
+            Ok(())
+        } else {
+            Err(unknown())
+        }
     }
 
     /// Links a blob that `from` links into `repo` without moving data. Returns false when
@@ -105,7 +124,9 @@ impl Registry {
         if validate_name(from).is_err() {
             return Ok(false);
         }
-        let Some(size) = self.meta.linked_blob_size(from, digest).await? else { return Ok(false) };
+        let Some(size) = self.meta.linked_blob_size(from, digest).await? else {
+            return Ok(false);
+        };
         let id = self.meta.ensure_repository(repo).await?;
         self.meta.link_blob(id, digest, size).await?;
         Ok(true)
@@ -146,9 +167,14 @@ impl Registry {
             Reference::Tag(t) => Some(t.as_str()),
             Reference::Digest(_) => None,
         };
-        self.meta.put_manifest(id, &digest, &parsed, content, tag).await?;
+        self.meta
+            .put_manifest(id, &digest, &parsed, content, tag)
+            .await?;
         tracing::info!(repository = repo, %digest, reference = %reference, "manifest pushed");
-        Ok(PushedManifest { digest, subject: parsed.subject })
+        Ok(PushedManifest {
+            digest,
+            subject: parsed.subject,
+        })
     }
 
     /// A manifest by tag or digest.
@@ -158,12 +184,20 @@ impl Registry {
             Reference::Tag(t) => self.meta.manifest_by_tag(repo, t).await?,
             Reference::Digest(d) => self.meta.manifest_by_digest(repo, d).await?,
         };
-        found.ok_or_else(|| RegistryError::ManifestUnknown(format!("manifest {reference} unknown to repository {repo}")))
+        found.ok_or_else(|| {
+            RegistryError::ManifestUnknown(format!(
+                "manifest {reference} unknown to repository {repo}"
+            ))
+        })
     }
 
     /// Deletes a tag (by tag) or a manifest and the tags pointing at it (by digest).
     pub async fn delete_manifest(&self, repo: &str, reference: &Reference) -> Result<()> {
-        let unknown = || RegistryError::ManifestUnknown(format!("manifest {reference} unknown to repository {repo}"));
+        let unknown = || {
+            RegistryError::ManifestUnknown(format!(
+                "manifest {reference} unknown to repository {repo}"
+            ))
+        };
         let id = self.repository_id(repo).await?.ok_or_else(unknown)?;
         let deleted = match reference {
             Reference::Tag(t) => self.meta.delete_tag(id, t).await?,
@@ -193,7 +227,12 @@ impl Registry {
     }
 
     /// The referrers of `subject` as an OCI image index.
-    pub async fn referrers(&self, repo: &str, subject: &Digest, artifact_type: Option<&str>) -> Result<serde_json::Value> {
+    pub async fn referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<serde_json::Value> {
         let referrers = match self.repository_id(repo).await? {
             Some(id) => self.meta.referrers(id, subject, artifact_type).await?,
             None => Vec::new(),
@@ -209,7 +248,10 @@ impl Registry {
                 if let Some(t) = r.artifact_type {
                     d["artifactType"] = t.into();
                 }
-                if let Some(a) = r.annotations.and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok()) {
+                if let Some(a) = r
+                    .annotations
+                    .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
+                {
                     d["annotations"] = a;
                 }
                 d

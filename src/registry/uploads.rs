@@ -42,15 +42,20 @@ impl Registry {
     }
 
     fn forget_upload(&self, id: &str) {
-        self.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
     async fn upload_record(&self, repo: &str, id: &str) -> Result<UploadRecord> {
         validate_name(repo)?;
-        self.meta
-            .upload(repo, id)
-            .await?
-            .ok_or_else(|| RegistryError::BlobUploadUnknown(format!("upload {} unknown", crate::oci::digest::truncate(id))))
+        self.meta.upload(repo, id).await?.ok_or_else(|| {
+            RegistryError::BlobUploadUnknown(format!(
+                "upload {} unknown",
+                crate::oci::digest::truncate(id)
+            ))
+        })
     }
 
     /// Opens a new upload session in `repo`.
@@ -59,19 +64,31 @@ impl Registry {
         let repository_id = self.meta.ensure_repository(repo).await?;
         let id = uuid::Uuid::new_v4().to_string();
         let state = self.blobs.uploads().create(&id).await?;
-        self.meta.create_upload(&id, repository_id, state.as_deref()).await?;
+        self.meta
+            .create_upload(&id, repository_id, state.as_deref())
+            .await?;
         Ok(UploadStatus { id, size: 0 })
     }
 
     /// Where an upload stands.
     pub async fn upload_status(&self, repo: &str, id: &str) -> Result<UploadStatus> {
         let rec = self.upload_record(repo, id).await?;
-        Ok(UploadStatus { id: rec.id, size: rec.size })
+        Ok(UploadStatus {
+            id: rec.id,
+            size: rec.size,
+        })
     }
 
     /// Appends a chunk. `start` is where the client says it begins (`Content-Range`), which must
     /// be where the upload ends; `len`, when known, is how long the client says it is.
-    pub async fn append_upload<S>(&self, repo: &str, id: &str, start: Option<u64>, len: Option<u64>, body: S) -> Result<UploadStatus>
+    pub async fn append_upload<S>(
+        &self,
+        repo: &str,
+        id: &str,
+        start: Option<u64>,
+        len: Option<u64>,
+        body: S,
+    ) -> Result<UploadStatus>
     where
         S: Stream<Item = Result<Bytes>> + Unpin,
     {
@@ -83,7 +100,10 @@ impl Registry {
             && start != rec.size
         {
             return Err(RegistryError::RangeInvalid {
-                message: format!("chunk starts at {start} but the upload has {} bytes", rec.size),
+                message: format!(
+                    "chunk starts at {start} but the upload has {} bytes",
+                    rec.size
+                ),
                 upload_size: Some(rec.size),
             });
         }
@@ -91,15 +111,26 @@ impl Registry {
         Ok(UploadStatus { id: rec.id, size })
     }
 
-    async fn append_locked<S>(&self, guard: &mut Guard<'_>, rec: &UploadRecord, len: Option<u64>, body: S) -> Result<u64>
+    async fn append_locked<S>(
+        &self,
+        guard: &mut Guard<'_>,
+        rec: &UploadRecord,
+        len: Option<u64>,
+        body: S,
+    ) -> Result<u64>
     where
         S: Stream<Item = Result<Bytes>> + Unpin,
     {
         let hasher = self.running_hash(guard, rec, Algorithm::Sha256).await?;
         match self.write_body(rec, hasher, len, body).await {
             Ok((size, hasher, state)) => {
-                self.meta.update_upload(&rec.id, size, state.as_deref()).await?;
-                **guard = Some(HashState { offset: size, hasher });
+                self.meta
+                    .update_upload(&rec.id, size, state.as_deref())
+                    .await?;
+                **guard = Some(HashState {
+                    offset: size,
+                    hasher,
+                });
                 Ok(size)
             }
             Err(e) => {
@@ -110,7 +141,12 @@ impl Registry {
     }
 
     /// The hash of the acknowledged bytes: from memory, or rebuilt from storage.
-    async fn running_hash(&self, guard: &mut Guard<'_>, rec: &UploadRecord, alg: Algorithm) -> Result<Hasher> {
+    async fn running_hash(
+        &self,
+        guard: &mut Guard<'_>,
+        rec: &UploadRecord,
+        alg: Algorithm,
+    ) -> Result<Hasher> {
         if let Some(state) = guard.take()
             && state.offset == rec.size
             && state.hasher.algorithm() == alg
@@ -119,7 +155,11 @@ impl Registry {
         }
         let mut hasher = Hasher::new(alg);
         if rec.size > 0 {
-            let mut stream = self.blobs.uploads().read(&rec.id, rec.size, rec.state.as_deref()).await?;
+            let mut stream = self
+                .blobs
+                .uploads()
+                .read(&rec.id, rec.size, rec.state.as_deref())
+                .await?;
             let mut seen = 0u64;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk?;
@@ -127,7 +167,10 @@ impl Registry {
                 hasher.update(&chunk);
             }
             if seen != rec.size {
-                return Err(RegistryError::Internal(format!("upload {} has {seen} of {} bytes", rec.id, rec.size)));
+                return Err(RegistryError::Internal(format!(
+                    "upload {} has {seen} of {} bytes",
+                    rec.id, rec.size
+                )));
             }
         }
         Ok(hasher)
@@ -135,11 +178,21 @@ impl Registry {
 
     /// Streams `body` to storage, hashing it on the way. Returns the new size, the hash state
     /// and the backend state.
-    async fn write_body<S>(&self, rec: &UploadRecord, mut hasher: Hasher, len: Option<u64>, mut body: S) -> Result<(u64, Hasher, Option<String>)>
+    async fn write_body<S>(
+        &self,
+        rec: &UploadRecord,
+        mut hasher: Hasher,
+        len: Option<u64>,
+        mut body: S,
+    ) -> Result<(u64, Hasher, Option<String>)>
     where
         S: Stream<Item = Result<Bytes>> + Unpin,
     {
-        let mut writer = self.blobs.uploads().writer(&rec.id, rec.size, rec.state.as_deref()).await?;
+        let mut writer = self
+            .blobs
+            .uploads()
+            .writer(&rec.id, rec.size, rec.state.as_deref())
+            .await?;
         let mut written = 0u64;
         let mut batch = BytesMut::new();
         while let Some(chunk) = body.next().await {
@@ -177,7 +230,13 @@ impl Registry {
 
     /// Completes an upload: appends the final chunk if any, verifies the digest, makes the blob
     /// visible and links it to the repository. A wrong digest drops the session.
-    pub async fn finish_upload<S>(&self, repo: &str, id: &str, digest: &Digest, body: Option<S>) -> Result<u64>
+    pub async fn finish_upload<S>(
+        &self,
+        repo: &str,
+        id: &str,
+        digest: &Digest,
+        body: Option<S>,
+    ) -> Result<u64>
     where
         S: Stream<Item = Result<Bytes>> + Unpin,
     {
@@ -188,7 +247,9 @@ impl Registry {
         if let Some(body) = body {
             rec.size = self.append_locked(&mut guard, &rec, None, body).await?;
         }
-        let hasher = self.running_hash(&mut guard, &rec, digest.algorithm()).await?;
+        let hasher = self
+            .running_hash(&mut guard, &rec, digest.algorithm())
+            .await?;
         let actual = hasher.finish();
         if &actual != digest {
             self.drop_upload(&rec).await?;
@@ -199,11 +260,19 @@ impl Registry {
         // Visibility order: the object first, the database rows last.
         if self.blobs.exists(digest).await? {
             // Already stored (pushed before, or a crash came between commit and link).
-            self.blobs.uploads().abort(&rec.id, rec.state.as_deref()).await?;
+            self.blobs
+                .uploads()
+                .abort(&rec.id, rec.state.as_deref())
+                .await?;
         } else {
-            self.blobs.uploads().commit(&rec.id, rec.size, rec.state.as_deref(), &blob_key(digest)).await?;
+            self.blobs
+                .uploads()
+                .commit(&rec.id, rec.size, rec.state.as_deref(), &blob_key(digest))
+                .await?;
         }
-        self.meta.link_blob(rec.repository_id, digest, rec.size).await?;
+        self.meta
+            .link_blob(rec.repository_id, digest, rec.size)
+            .await?;
         self.meta.delete_upload(&rec.id).await?;
         drop(guard);
         self.forget_upload(&rec.id);
@@ -221,7 +290,10 @@ impl Registry {
     }
 
     async fn drop_upload(&self, rec: &UploadRecord) -> Result<()> {
-        self.blobs.uploads().abort(&rec.id, rec.state.as_deref()).await?;
+        self.blobs
+            .uploads()
+            .abort(&rec.id, rec.state.as_deref())
+            .await?;
         self.meta.delete_upload(&rec.id).await?;
         self.forget_upload(&rec.id);
         Ok(())

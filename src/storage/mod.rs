@@ -35,7 +35,12 @@ pub struct BlobStore {
 /// The object key of a blob.
 pub fn blob_key(digest: &Digest) -> Path {
     let hex = digest.hex();
-    Path::from(format!("blobs/{}/{}/{}", digest.algorithm().as_str(), &hex[..2], hex))
+    Path::from(format!(
+        "blobs/{}/{}/{}",
+        digest.algorithm().as_str(),
+        &hex[..2],
+        hex
+    ))
 }
 
 impl BlobStore {
@@ -44,7 +49,10 @@ impl BlobStore {
         std::fs::create_dir_all(root)?;
         let local = Arc::new(LocalFileSystem::new_with_prefix(root)?.with_automatic_cleanup(true));
         let uploads = Arc::new(LocalUploads::new(local.clone(), root)?);
-        Ok(BlobStore { store: local, uploads })
+        Ok(BlobStore {
+            store: local,
+            uploads,
+        })
     }
 
     pub fn uploads(&self) -> &dyn UploadBackend {
@@ -66,11 +74,16 @@ impl BlobStore {
 
     /// Streams a blob, or the byte range of it.
     pub async fn read(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream> {
-        let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
+        let options = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..Default::default()
+        };
         let result = match self.store.get_opts(&blob_key(digest), options).await {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => {
-                return Err(RegistryError::BlobUnknown(format!("blob {digest} is missing from storage")));
+                return Err(RegistryError::BlobUnknown(format!(
+                    "blob {digest} is missing from storage"
+                )));
             }
             Err(e) => return Err(e.into()),
         };

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use object_store::ObjectStoreExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::ObjectStoreExt;
 use tokio::io::AsyncWriteExt;
 
 use super::ByteStream;
@@ -34,7 +34,12 @@ pub trait UploadBackend: Send + Sync {
     /// Prepares storage for a new session; returns the state to persist.
     async fn create(&self, id: &str) -> Result<Option<String>>;
     /// A writer appending at `offset`, the acknowledged size.
-    async fn writer(&self, id: &str, offset: u64, state: Option<&str>) -> Result<Box<dyn UploadWriter>>;
+    async fn writer(
+        &self,
+        id: &str,
+        offset: u64,
+        state: Option<&str>,
+    ) -> Result<Box<dyn UploadWriter>>;
     /// The first `len` bytes stored (to rebuild the running hash after a restart).
     async fn read(&self, id: &str, len: u64, state: Option<&str>) -> Result<ByteStream>;
     /// Makes the first `len` bytes visible at `dest`, atomically; the session's data is gone after.
@@ -104,9 +109,18 @@ impl UploadBackend for LocalUploads {
         Ok(None)
     }
 
-    async fn writer(&self, id: &str, offset: u64, _state: Option<&str>) -> Result<Box<dyn UploadWriter>> {
+    async fn writer(
+        &self,
+        id: &str,
+        offset: u64,
+        _state: Option<&str>,
+    ) -> Result<Box<dyn UploadWriter>> {
         let path = self.file(id)?;
-        let file = tokio::fs::OpenOptions::new().write(true).open(&path).await.map_err(missing_upload)?;
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .await
+            .map_err(missing_upload)?;
         // Forget bytes that were never acknowledged, then continue from the acknowledged end.
         file.set_len(offset).await?;
         let mut file = file;
@@ -121,7 +135,11 @@ impl UploadBackend for LocalUploads {
 
     async fn commit(&self, id: &str, len: u64, _state: Option<&str>, dest: &Path) -> Result<()> {
         let path = self.file(id)?;
-        let file = tokio::fs::OpenOptions::new().write(true).open(&path).await.map_err(missing_upload)?;
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .await
+            .map_err(missing_upload)?;
         file.set_len(len).await?;
         drop(file);
         self.store.rename(&Self::key(id), dest).await?;

@@ -18,7 +18,11 @@ pub struct Berth {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Berth {
@@ -36,7 +40,10 @@ impl Berth {
             base: String::new(),
             data_dir,
             child: None,
-            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             _tmp: Some(tmp),
         };
         b.spawn();
@@ -44,7 +51,11 @@ impl Berth {
     }
 
     fn spawn(&mut self) {
-        let port = if self.port == 0 { free_port() } else { self.port };
+        let port = if self.port == 0 {
+            free_port()
+        } else {
+            self.port
+        };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
@@ -108,7 +119,9 @@ fn wait_ready(base: &str, child: &mut Child) {
 
 /// Runs a command, panicking with its output if it fails; returns stdout.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(
             "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
