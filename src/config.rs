@@ -20,6 +20,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub log: LogConfig,
     pub limits: LimitsConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -49,6 +50,46 @@ pub struct LogConfig {
     pub access: bool,
 }
 
+/// Accounts and Docker token authentication.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// Off runs an open registry: anyone may push, pull and delete (a warning at start).
+    pub enabled: bool,
+    /// Whether anonymous clients may pull from public namespaces.
+    pub anonymous_pull: bool,
+    /// The `service` of the token challenge and the audience of tokens.
+    pub service: String,
+    /// The `iss` of tokens.
+    pub issuer: String,
+    /// Token endpoint URL sent in challenges; empty: `<scheme>://<host>/token` of the request.
+    pub realm: String,
+    /// Lifetime of registry tokens, in seconds.
+    pub token_ttl_secs: u64,
+    /// Lifetime of the refresh tokens handed out at login, in days.
+    pub refresh_token_days: u64,
+    /// Failed logins (per account, and per client address) before refusing with 429.
+    pub max_failed_logins: u32,
+    /// How long, in seconds, those failures count.
+    pub lockout_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: true,
+            anonymous_pull: true,
+            service: "berth".into(),
+            issuer: "berth".into(),
+            realm: String::new(),
+            token_ttl_secs: 300,
+            refresh_token_days: 90,
+            max_failed_logins: 10,
+            lockout_secs: 300,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LimitsConfig {
@@ -65,6 +106,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             log: LogConfig::default(),
             limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }

@@ -56,6 +56,15 @@ pub enum RegistryError {
     Denied(String),
     #[error("{0}")]
     TooManyRequests(String),
+    /// Management API: a request that is not valid (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// Management API: no such thing (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Management API: the name is taken (409).
+    #[error("{0}")]
+    Conflict(String),
     /// The client went away or sent a broken body.
     #[error("{0}")]
     BadRequest(String),
@@ -91,6 +100,9 @@ impl RegistryError {
             Denied(_) => "DENIED",
             TooManyRequests(_) => "TOOMANYREQUESTS",
             BadRequest(_) => "BLOB_UPLOAD_INVALID",
+            Invalid(_) => "INVALID",
+            NotFound(_) => "NOT_FOUND",
+            Conflict(_) => "CONFLICT",
             Internal(_) => "UNKNOWN",
         }
     }
@@ -109,8 +121,11 @@ impl RegistryError {
             | NameInvalid(_)
             | SizeInvalid(_)
             | PaginationInvalid(_)
-            | BadRequest(_) => StatusCode::BAD_REQUEST,
+            | BadRequest(_)
+            | Invalid(_) => StatusCode::BAD_REQUEST,
             TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            NotFound(_) => StatusCode::NOT_FOUND,
+            Conflict(_) => StatusCode::CONFLICT,
             Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
             RangeInvalid { .. } | RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Unauthorized { .. } => StatusCode::UNAUTHORIZED,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use berth::cli;
 use berth::config::Config;
 
 #[derive(Parser)]
@@ -29,6 +30,18 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Manage users.
+    #[command(subcommand)]
+    User(cli::UserCommand),
+    /// Manage personal access tokens.
+    #[command(subcommand)]
+    Token(cli::TokenCommand),
+    /// Manage robot accounts.
+    #[command(subcommand)]
+    Robot(cli::RobotCommand),
+    /// Manage namespaces: organisations, members, visibility.
+    #[command(subcommand)]
+    Namespace(cli::NamespaceCommand),
 }
 
 fn init_logging(config: &Config) {
@@ -62,6 +75,20 @@ fn main() -> anyhow::Result<()> {
                 let server = berth::server::build(&config).await?;
                 server.server.await?;
                 Ok(())
+            })
+        }
+        command => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                match command {
+                    Command::User(c) => cli::user(&config, c).await,
+                    Command::Token(c) => cli::token(&config, c).await,
+                    Command::Robot(c) => cli::robot(&config, c).await,
+                    Command::Namespace(c) => cli::namespace(&config, c).await,
+                    Command::Serve { .. } => unreachable!("handled above"),
+                }
             })
         }
     }

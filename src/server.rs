@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::{App, HttpServer, middleware, web};
 
 use crate::api::{self, AppState};
-use crate::auth::AllowAll;
+use crate::auth::{AllowAll, AuthService, Authorizer, TokenAuth};
 use crate::config::Config;
 use crate::meta::Meta;
 use crate::registry::{Limits, Registry};
@@ -35,23 +35,45 @@ pub struct Server {
 /// Binds the listener and builds the server; `.server.await` runs it.
 pub async fn build(config: &Config) -> anyhow::Result<Server> {
     let registry = Arc::new(open_registry(config).await?);
+    let auth_service = if config.auth.enabled {
+        let service = Arc::new(AuthService::new(registry.meta.clone(), config.auth.clone()).await?);
+        service.bootstrap_admin().await?;
+        Some(service)
+    } else {
+        tracing::warn!(
+            "authentication is OFF (auth.enabled = false): anyone can push, pull and delete"
+        );
+        None
+    };
+    let authorizer: Arc<dyn Authorizer> = match &auth_service {
+        Some(s) => Arc::new(TokenAuth(s.clone())),
+        None => Arc::new(AllowAll),
+    };
     let state = web::Data::new(AppState {
         registry,
-        auth: Arc::new(AllowAll),
+        auth: authorizer,
     });
+    let auth_data = auth_service.map(web::Data::from);
     let access = config.log.access;
     let http = HttpServer::new(move || {
-        App::new()
+        let mut app = App::new()
             .app_data(state.clone())
             .wrap(middleware::Condition::new(
                 access,
                 crate::access_log::AccessLog,
             ))
-            .configure(api::configure)
+            .configure(api::configure);
+        if let Some(auth) = &auth_data {
+            app = app
+                .app_data(auth.clone())
+                .configure(api::token::configure)
+                .configure(api::admin::configure);
+        }
+        app
     })
     .bind(&config.listen)?;
     let addrs = http.addrs();
-    tracing::info!(listen = ?addrs, data_dir = %config.data_dir.display(), "berth is serving");
+    tracing::info!(listen = ?addrs, data_dir = %config.data_dir.display(), auth = config.auth.enabled, "berth is serving");
     Ok(Server {
         server: http.run(),
         addrs,

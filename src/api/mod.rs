@@ -4,10 +4,12 @@
 //! whether the route's needs are allowed, call the [`Registry`] service, and write the spec's
 //! headers. Errors become spec JSON in one place, [`RegistryError`]'s `ResponseError` impl.
 
+pub mod admin;
 mod blobs;
 mod listing;
 mod manifests;
 pub mod routes;
+pub mod token;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,13 +1,26 @@
 //! Access control: what a request needs, who is asking, and whether that is allowed.
 //!
-//! Every API route declares the [`Need`]s it has (an action on a repository, or the catalog);
-//! one [`Authorizer`] decides. An open registry is the same code with [`AllowAll`], so token
-//! authentication slots in without touching handlers.
+//! Every API route declares the [`Need`]s it has (an action on a repository, the catalog, or
+//! just a login); one [`Authorizer`] decides. [`AllowAll`] is the open registry;
+//! [`TokenAuth`] is Docker token authentication over the accounts in the metadata database
+//! ([`service::AuthService`]), with the rules of [`policy`].
+
+pub mod jwt;
+pub mod limiter;
+pub mod policy;
+pub mod secrets;
+pub mod service;
+
+use std::sync::Arc;
 
 use actix_web::HttpRequest;
 use async_trait::async_trait;
 
-use crate::error::Result;
+use crate::error::{RegistryError, Result};
+use crate::meta::Account;
+pub use jwt::AccessEntry;
+pub use policy::{Actions, TokenLimit};
+pub use service::AuthService;
 
 /// An action on a repository, as in Docker token scopes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,8 +55,22 @@ pub enum Need {
 /// Who is asking.
 #[derive(Debug, Clone, Default)]
 pub struct Identity {
-    /// Account name; `None` for anonymous.
-    pub subject: Option<String>,
+    /// The account; `None` for anonymous.
+    pub account: Option<Account>,
+    /// Limits of the personal access token the caller used, if any.
+    pub limit: Option<TokenLimit>,
+    /// What a registry token (JWT) granted, when the request carried one.
+    pub granted: Option<Vec<AccessEntry>>,
+}
+
+impl Identity {
+    pub fn name(&self) -> Option<&str> {
+        self.account.as_ref().map(|a| a.name.as_str())
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.account.as_ref().is_some_and(|a| a.is_admin)
+    }
 }
 
 /// Decides whether a request may do what it needs.
@@ -69,5 +96,85 @@ impl Authorizer for AllowAll {
 
     async fn may_pull(&self, _who: &Identity, _repository: &str) -> Result<bool> {
         Ok(true)
+    }
+}
+
+/// Docker token authentication: Bearer JWTs from `/token`, or Basic credentials (password or
+/// personal access token) sent directly.
+pub struct TokenAuth(pub Arc<AuthService>);
+
+/// The scope string a challenge names for a need.
+fn challenge_scope(need: &Need) -> Option<String> {
+    match need {
+        Need::Login => None,
+        Need::Catalog => Some("registry:catalog:*".into()),
+        Need::Repository { name, action } => Some(match action {
+            Action::Pull => format!("repository:{name}:pull"),
+            Action::Push => format!("repository:{name}:pull,push"),
+            Action::Delete => format!("repository:{name}:delete"),
+        }),
+    }
+}
+
+fn grants(entry: &AccessEntry, action: &str) -> bool {
+    entry.actions.iter().any(|a| a == action || a == "*")
+}
+
+#[async_trait(?Send)]
+impl Authorizer for TokenAuth {
+    async fn authorize(&self, req: &HttpRequest, needs: &[Need]) -> Result<Identity> {
+        let auth = &self.0;
+        let who = auth.identify(req).await?;
+        for need in needs {
+            let unauthorized = || RegistryError::Unauthorized {
+                message: "authentication required".into(),
+                challenge: Some(auth.challenge(req, challenge_scope(need).as_deref())),
+            };
+            let denied =
+                || RegistryError::Denied("requested access to the resource is denied".into());
+            let ok = match (need, &who.granted) {
+                (Need::Login, Some(_)) => true,
+                (Need::Login, None) => who.account.is_some(),
+                (Need::Catalog, Some(granted)) => {
+                    match granted
+                        .iter()
+                        .find(|e| e.kind == "registry" && e.name == "catalog")
+                    {
+                        Some(e) => grants(e, "*"),
+                        None => return Err(unauthorized()),
+                    }
+                }
+                (Need::Catalog, None) => who.account.is_some() || auth.config.anonymous_pull,
+                (Need::Repository { name, action }, Some(granted)) => {
+                    match granted
+                        .iter()
+                        .find(|e| e.kind == "repository" && e.name == *name)
+                    {
+                        Some(e) => grants(e, action.as_str()),
+                        // The token was made for other resources: ask for one for this.
+                        None => return Err(unauthorized()),
+                    }
+                }
+                (Need::Repository { name, action }, None) => {
+                    auth.allowed(&who, name).await?.contains(*action)
+                }
+            };
+            if !ok {
+                return Err(if who.account.is_none() {
+                    unauthorized()
+                } else {
+                    denied()
+                });
+            }
+        }
+        Ok(who)
+    }
+
+    async fn may_pull(&self, who: &Identity, repository: &str) -> Result<bool> {
+        Ok(self
+            .0
+            .allowed(who, repository)
+            .await?
+            .contains(Action::Pull))
     }
 }

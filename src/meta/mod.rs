@@ -4,6 +4,8 @@
 //! `migrations/<database>/`. Everything that lists (catalog, tags, referrers) is an indexed
 //! query with a `last` key, never a scan of storage.
 
+mod accounts;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -11,6 +13,8 @@ use sqlx::{AnyPool, Executor, Row};
 
 use crate::error::{RegistryError, Result};
 use crate::oci::{Digest, ParsedManifest};
+
+pub use accounts::{Account, AccountSecret, Namespace, NewAccount, TokenRecord};
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The admin password of [`Berth::start_auth`] servers.
+pub const ADMIN_PASSWORD: &str = "admin-secret-pw";
+
 /// A running `berth serve`.
 pub struct Berth {
     pub port: u16,
@@ -26,9 +29,14 @@ pub fn free_port() -> u16 {
 }
 
 impl Berth {
-    /// Starts a server on a fresh data dir.
+    /// Starts an open registry (authentication off) on a fresh data dir.
     pub fn start() -> Berth {
-        Self::start_with_env(&[])
+        Self::start_with_env(&[("BERTH_AUTH__ENABLED", "false")])
+    }
+
+    /// Starts a registry with authentication on; the admin's password is [`ADMIN_PASSWORD`].
+    pub fn start_auth() -> Berth {
+        Self::start_with_env(&[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)])
     }
 
     /// Starts a server on a fresh data dir with extra environment variables.
@@ -93,6 +101,16 @@ impl Berth {
 
     pub fn data_path(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// Runs a `berth` management command on this server's data dir; returns stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("BERTH_LOG", "warn");
+        run(&mut cmd)
     }
 }
 

@@ -1,0 +1,462 @@
+//! The JSON management API under `/api/v1`: the caller's account and tokens, users (admins),
+//! robots, organisations, members and visibility. Authenticated like `/v2` (Basic with a
+//! password or personal access token, or `Bearer <personal access token>`); a token limited
+//! below full scope cannot manage anything.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::{Actions, AuthService, Identity};
+use crate::error::{RegistryError, Result};
+use crate::meta::{Account, TokenRecord};
+
+/// Mounts `/api/v1`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .route("/me", web::get().to(me))
+            .route("/me/password", web::put().to(change_own_password))
+            .route("/users", web::get().to(list_users))
+            .route("/users", web::post().to(create_user))
+            .route("/users/{name}", web::patch().to(update_user))
+            .route("/users/{name}", web::delete().to(delete_account))
+            .route("/tokens", web::get().to(list_tokens))
+            .route("/tokens", web::post().to(create_token))
+            .route("/tokens/{id}", web::delete().to(revoke_token))
+            .route("/namespaces", web::get().to(list_namespaces))
+            .route("/namespaces", web::post().to(create_org))
+            .route("/namespaces/{ns}", web::get().to(get_namespace))
+            .route("/namespaces/{ns}/visibility", web::put().to(set_visibility))
+            .route(
+                "/namespaces/{ns}/members/{account}",
+                web::put().to(set_member),
+            )
+            .route(
+                "/namespaces/{ns}/members/{account}",
+                web::delete().to(remove_member),
+            )
+            .route("/namespaces/{ns}/robots", web::post().to(create_robot))
+            .route("/robots", web::get().to(list_robots))
+            .route("/robots/{name}", web::delete().to(delete_robot))
+            .route("/robots/{name}/tokens", web::post().to(create_robot_token)),
+    );
+}
+
+pub fn account_json(a: &Account) -> Value {
+    json!({
+        "name": a.name, "kind": a.kind, "admin": a.is_admin, "disabled": a.disabled,
+        "namespace": a.robot_namespace, "role": a.robot_role,
+        "created_at": a.created_at, "last_login_at": a.last_login_at,
+    })
+}
+
+pub fn token_json(t: &TokenRecord) -> Value {
+    json!({
+        "id": t.id, "account": t.account_name, "name": t.name, "scope": t.scope,
+        "repository_pattern": t.repository_pattern, "expires_at": t.expires_at,
+        "last_used_at": t.last_used_at, "created_at": t.created_at,
+    })
+}
+
+/// The caller, who must be logged in with full rights (a password, or an unrestricted token).
+async fn caller(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
+    let who = auth.identify(req).await?;
+    if who.account.is_none() {
+        return Err(RegistryError::Unauthorized {
+            message: "log in first".into(),
+            challenge: Some("Basic realm=\"berth\"".into()),
+        });
+    }
+    if who
+        .limit
+        .as_ref()
+        .is_some_and(|l| l.actions != Actions::ALL)
+    {
+        return Err(RegistryError::Denied(
+            "this token's scope does not allow account management".into(),
+        ));
+    }
+    Ok(who)
+}
+
+async fn admin(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
+    let who = caller(req, auth).await?;
+    if !who.is_admin() {
+        return Err(RegistryError::Denied("administrators only".into()));
+    }
+    Ok(who)
+}
+
+async fn manager(req: &HttpRequest, auth: &AuthService, namespace: &str) -> Result<Identity> {
+    let who = caller(req, auth).await?;
+    if !auth.may_manage(&who, namespace).await? {
+        return Err(RegistryError::Denied(format!(
+            "you may not manage {namespace}"
+        )));
+    }
+    Ok(who)
+}
+
+fn me_name(who: &Identity) -> String {
+    who.name().unwrap_or_default().to_string()
+}
+
+async fn me(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
+    let who = caller(&req, &auth).await?;
+    Ok(HttpResponse::Ok().json(account_json(
+        who.account.as_ref().expect("caller has an account"),
+    )))
+}
+
+#[derive(Deserialize)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+async fn change_own_password(
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    body: web::Json<PasswordChange>,
+) -> Result<HttpResponse> {
+    let who = caller(&req, &auth).await?;
+    let name = me_name(&who);
+    auth.login(
+        &name,
+        &body.current_password,
+        &crate::auth::service::client_addr(&req),
+    )
+    .await?;
+    auth.set_password(&name, &body.new_password).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn list_users(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
+    admin(&req, &auth).await?;
+    let users: Vec<Value> = auth
+        .meta
+        .accounts(Some("user"))
+        .await?
+        .iter()
+        .map(account_json)
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "users": users })))
+}
+
+#[derive(Deserialize)]
+struct NewUser {
+    name: String,
+    password: Option<String>,
+    #[serde(default)]
+    admin: bool,
+}
+
+async fn create_user(
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    body: web::Json<NewUser>,
+) -> Result<HttpResponse> {
+    admin(&req, &auth).await?;
+    let (account, generated) = auth
+        .create_user(&body.name, body.password.as_deref(), body.admin)
+        .await?;
+    let mut out = account_json(&account);
+    if let Some(p) = generated {
+        out["password"] = p.into();
+    }
+    Ok(HttpResponse::Created().json(out))
+}
+
+#[derive(Deserialize)]
+struct UserUpdate {
+    admin: Option<bool>,
+    disabled: Option<bool>,
+    password: Option<String>,
+}
+
+async fn update_user(
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    name: web::Path<String>,
+    body: web::Json<UserUpdate>,
+) -> Result<HttpResponse> {
+    admin(&req, &auth).await?;
+    if let Some(p) = &body.password {
+        auth.set_password(&name, p).await?;
+    }
+    let account = auth.set_flags(&name, body.admin, body.disabled).await?;
+    Ok(HttpResponse::Ok().json(account_json(&account)))
+}
+
+async fn delete_account(
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    name: web::Path<String>,
+) -> Result<HttpResponse> {
+    let who = admin(&req, &auth).await?;
+    if who.name() == Some(name.as_str()) {
+        return Err(RegistryError::Invalid(
+            "you cannot delete your own account".into(),
+        ));
+    }
+    auth.delete_account(&name).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn list_tokens(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
+    let who = caller(&req, &auth).await?;
+    let tokens: Vec<Value> = auth
+        .tokens_of(&me_name(&who))
+        .await?
+        .iter()
+        .map(token_json)
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "tokens": tokens })))
+}
+
+#[derive(Deserialize)]
+struct NewToken {
+    name: String,
+    #[serde(default = "default_scope")]
+    scope: String,
+    repository_pattern: Option<String>,
+    expires_days: Option<u32>,
+}
+
+fn default_scope() -> String {
+    "pull".into()
+}
+
+fn created_token(record: &TokenRecord, secret: String) -> HttpResponse {
+    let mut out = token_json(record);
+    out["token"] = secret.into();
+    HttpResponse::Created().json(out)
+}
+
+async fn create_token(
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    body: web::Json<NewToken>,
+) -> Result<HttpResponse> {
+    let who = caller(&req, &auth).await?;
+    let (record, secret) = auth
+        .create_token(
+            &me_name(&who),
+            &body.name,
+            &body.scope,
+            body.repository_pattern.as_deref(),
+            body.expires_days,
+        )
+        .await?;
+    Ok(created_token(&record, secret))
+}
+
+async fn revoke_token(
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse> {
+    let who = caller(&req, &auth).await?;
+    let owner = if who.is_admin() { None } else { who.name() };
+    auth.revoke_token(*id, owner).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn list_namespaces(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
+    let who = caller(&req, &auth).await?;
+    let mut out = Vec::new();
+    for ns in auth.meta.namespaces().await? {
+        let visible = ns.public
+            || auth.may_manage(&who, &ns.name).await?
+            || auth
+                .allowed(&who, &format!("{}/x", ns.name))
+                .await?
+                .contains(crate::auth::Action::Pull);
+        if visible {
+            out.push(json!({ "name": ns.name, "kind": ns.kind, "public": ns.public }));
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({ "namespaces": out })))
+}
+
+#[derive(Deserialize)]
+struct NewOrg {
+    name: String,
+}
+
+async fn create_org(
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    body: web::Json<NewOrg>,
+) -> Result<HttpResponse> {
+    let who = caller(&req, &auth).await?;
+    let account = who.account.as_ref().expect("caller has an account");
+    if account.kind != "user" {
+        return Err(RegistryError::Denied(
+            "robots cannot create organisations".into(),
+        ));
+    }
+    auth.create_org(&body.name).await?;
+    if !account.is_admin {
+        auth.set_member(&body.name, &account.name, Some("maintainer"))
+            .await?;
+    }
+    Ok(HttpResponse::Created().json(json!({ "name": body.name, "kind": "org", "public": false })))
+}
+
+async fn get_namespace(
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    ns: web::Path<String>,
+) -> Result<HttpResponse> {
+    let who = caller(&req, &auth).await?;
+    let namespace = auth
+        .meta
+        .namespace(&ns)
+        .await?
+        .ok_or_else(|| RegistryError::NotFound(format!("no namespace {ns}")))?;
+    let manage = auth.may_manage(&who, &ns).await?;
+    if !manage
+        && !namespace.public
+        && !auth
+            .allowed(&who, &format!("{ns}/x"))
+            .await?
+            .contains(crate::auth::Action::Pull)
+    {
+        return Err(RegistryError::NotFound(format!("no namespace {ns}")));
+    }
+    let members: Vec<Value> = auth
+        .meta
+        .members(&ns)
+        .await?
+        .into_iter()
+        .map(|(n, r)| json!({ "account": n, "role": r }))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "name": namespace.name, "kind": namespace.kind, "public": namespace.public,
+        "members": members, "may_manage": manage,
+    })))
+}
+
+#[derive(Deserialize)]
+struct Visibility {
+    public: bool,
+}
+
+async fn set_visibility(
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    ns: web::Path<String>,
+    body: web::Json<Visibility>,
+) -> Result<HttpResponse> {
+    manager(&req, &auth, &ns).await?;
+    auth.set_visibility(&ns, body.public).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+struct Role {
+    role: String,
+}
+
+async fn set_member(
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    path: web::Path<(String, String)>,
+    body: web::Json<Role>,
+) -> Result<HttpResponse> {
+    let (ns, account) = path.into_inner();
+    manager(&req, &auth, &ns).await?;
+    auth.set_member(&ns, &account, Some(&body.role)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn remove_member(
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse> {
+    let (ns, account) = path.into_inner();
+    manager(&req, &auth, &ns).await?;
+    auth.set_member(&ns, &account, None).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+struct NewRobot {
+    name: String,
+    role: String,
+}
+
+async fn create_robot(
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    ns: web::Path<String>,
+    body: web::Json<NewRobot>,
+) -> Result<HttpResponse> {
+    manager(&req, &auth, &ns).await?;
+    let robot = auth.create_robot(&ns, &body.name, &body.role).await?;
+    Ok(HttpResponse::Created().json(account_json(&robot)))
+}
+
+async fn list_robots(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
+    let who = caller(&req, &auth).await?;
+    let mut out = Vec::new();
+    for robot in auth.meta.accounts(Some("robot")).await? {
+        if auth
+            .may_manage(&who, robot.robot_namespace.as_deref().unwrap_or_default())
+            .await?
+        {
+            out.push(account_json(&robot));
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({ "robots": out })))
+}
+
+/// A robot the caller may manage.
+async fn managed_robot(req: &HttpRequest, auth: &AuthService, name: &str) -> Result<Account> {
+    let robot = auth
+        .meta
+        .account(name)
+        .await?
+        .map(|a| a.account)
+        .filter(|a| a.kind == "robot");
+    let robot = robot.ok_or_else(|| RegistryError::NotFound(format!("no robot {name}")))?;
+    manager(
+        req,
+        auth,
+        robot.robot_namespace.as_deref().unwrap_or_default(),
+    )
+    .await?;
+    Ok(robot)
+}
+
+async fn delete_robot(
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    name: web::Path<String>,
+) -> Result<HttpResponse> {
+    let robot = managed_robot(&req, &auth, &name).await?;
+    auth.delete_account(&robot.name).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn create_robot_token(
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    name: web::Path<String>,
+    body: web::Json<NewToken>,
+) -> Result<HttpResponse> {
+    let robot = managed_robot(&req, &auth, &name).await?;
+    let (record, secret) = auth
+        .create_token(
+            &robot.name,
+            &body.name,
+            &body.scope,
+            body.repository_pattern.as_deref(),
+            body.expires_days,
+        )
+        .await?;
+    Ok(created_token(&record, secret))
+}

@@ -1,0 +1,129 @@
+//! The Docker token endpoint (`/token`): `GET` with Basic credentials or none (anonymous), as
+//! docker and skopeo use it, and `POST` with the OAuth2 form (`grant_type=password` or
+//! `refresh_token`) that containerd sends first.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use crate::auth::AuthService;
+use crate::auth::service::client_addr;
+use crate::error::{RegistryError, Result};
+
+/// Mounts `/token`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/token")
+            .route(web::get().to(get_token))
+            .route(web::post().to(post_token)),
+    );
+}
+
+fn token_response(
+    token: crate::auth::service::IssuedToken,
+    refresh: Option<String>,
+) -> HttpResponse {
+    let issued_at = chrono::DateTime::from_timestamp(token.issued_at, 0)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default();
+    let mut body = serde_json::json!({
+        "token": token.token,
+        "access_token": token.token,
+        "expires_in": token.expires_in,
+        "issued_at": issued_at,
+    });
+    if let Some(r) = refresh {
+        body["refresh_token"] = r.into();
+    }
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(body)
+}
+
+/// The values of every `scope` parameter.
+fn scopes(req: &HttpRequest) -> Vec<String> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    pairs
+        .into_iter()
+        .filter(|(k, _)| k == "scope")
+        .map(|(_, v)| v)
+        .collect()
+}
+
+async fn get_token(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
+    let who = auth.identify(&req).await?;
+    let query = super::query_map(&req);
+    let token = auth.issue(&who, &scopes(&req)).await?;
+    let refresh = if query.get("offline_token").is_some_and(|v| v == "true") {
+        let presented = presented_secret(&req).unwrap_or_default();
+        auth.refresh_token_for(&who, &presented).await?
+    } else {
+        None
+    };
+    Ok(token_response(token, refresh))
+}
+
+/// The password or token of a Basic header (to hand a personal access token back as the
+/// refresh token).
+fn presented_secret(req: &HttpRequest) -> Option<String> {
+    let value = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let b64 = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded =
+        String::from_utf8(data_encoding::BASE64.decode(b64.trim().as_bytes()).ok()?).ok()?;
+    Some(decoded.split_once(':')?.1.to_string())
+}
+
+#[derive(Deserialize)]
+struct OAuthForm {
+    grant_type: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    refresh_token: String,
+    #[serde(default)]
+    scope: String,
+    #[serde(default)]
+    access_type: String,
+}
+
+async fn post_token(
+    req: HttpRequest,
+    form: web::Form<OAuthForm>,
+    auth: web::Data<AuthService>,
+) -> Result<HttpResponse> {
+    let addr = client_addr(&req);
+    let scopes: Vec<String> = form
+        .scope
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    match form.grant_type.as_str() {
+        "password" => {
+            let who = auth.login(&form.username, &form.password, &addr).await?;
+            let token = auth.issue(&who, &scopes).await?;
+            let refresh = if form.access_type == "offline" {
+                auth.refresh_token_for(&who, &form.password).await?
+            } else {
+                None
+            };
+            Ok(token_response(token, refresh))
+        }
+        "refresh_token" => {
+            let who = auth.refresh(&form.refresh_token, &addr).await?;
+            let token = auth.issue(&who, &scopes).await?;
+            Ok(token_response(token, Some(form.refresh_token.clone())))
+        }
+        other => Err(RegistryError::Invalid(format!(
+            "unsupported grant_type {other:?}"
+        ))),
+    }
+}

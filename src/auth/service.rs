@@ -1,0 +1,771 @@
+//! The accounts and token service: verifies credentials, issues and checks registry tokens,
+//! answers what an identity may do, and manages users, robots, tokens and namespaces for the
+//! CLI and the `/api/v1` API.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use actix_web::HttpRequest;
+use actix_web::http::header;
+use data_encoding::BASE64;
+use sha2::Digest as _;
+
+use super::Identity;
+use super::jwt::{AccessEntry, Claims, TokenKeys};
+use super::limiter::LoginLimiter;
+use super::policy::{self, Actions, TokenLimit};
+use super::secrets::{self, TOKEN_PREFIX};
+use crate::config::AuthConfig;
+use crate::error::{RegistryError, Result};
+use crate::meta::{Account, Meta, NewAccount, TokenRecord, now};
+use crate::oci::validate_name;
+
+/// Roles a member or robot can have in a namespace.
+pub const ROLES: [&str; 3] = ["reader", "writer", "maintainer"];
+/// Scopes a personal access token can have.
+pub const SCOPES: [&str; 3] = ["pull", "push", "delete"];
+/// Shortest password accepted.
+pub const MIN_PASSWORD_LEN: usize = 8;
+
+/// A freshly issued registry token.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_in: i64,
+    pub issued_at: i64,
+}
+
+pub struct AuthService {
+    pub meta: Meta,
+    pub config: AuthConfig,
+    keys: TokenKeys,
+    limiter: LoginLimiter,
+    /// Passwords verified recently: hash of (name, password) → the PHC string they matched.
+    /// Saves an argon2 run per request for clients that send Basic credentials every time; a
+    /// changed password no longer matches the cached PHC.
+    verified: Mutex<HashMap<[u8; 32], String>>,
+}
+
+fn invalid_credentials() -> RegistryError {
+    RegistryError::Unauthorized {
+        message: "invalid username, password or token".into(),
+        challenge: None,
+    }
+}
+
+/// The client address used for throttling.
+pub fn client_addr(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
+
+/// A parsed scope request: `type:name:actions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeRequest {
+    pub kind: String,
+    pub name: String,
+    pub actions: Vec<String>,
+}
+
+/// Parses `repository:team/app:pull,push` (a type may carry a class, `repository(plugin)`).
+pub fn parse_scope(s: &str) -> Option<ScopeRequest> {
+    let (kind, rest) = s.split_once(':')?;
+    let (name, actions) = rest.rsplit_once(':')?;
+    let kind = kind.split('(').next().unwrap_or(kind);
+    if name.is_empty() {
+        return None;
+    }
+    Some(ScopeRequest {
+        kind: kind.to_string(),
+        name: name.to_string(),
+        actions: actions
+            .split(',')
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect(),
+    })
+}
+
+fn validate_account_name(name: &str) -> Result<()> {
+    if name.contains('/') || validate_name(name).is_err() || name.len() > 64 {
+        return Err(RegistryError::Invalid(format!(
+            "invalid name {name:?}: lowercase letters, digits and single '.', '_' or '-' between them, at most 64"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_password(password: &str) -> Result<()> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(RegistryError::Invalid(format!(
+            "passwords have at least {MIN_PASSWORD_LEN} characters"
+        )));
+    }
+    Ok(())
+}
+
+impl AuthService {
+    pub async fn new(meta: Meta, config: AuthConfig) -> Result<AuthService> {
+        let keys = TokenKeys::load(&meta, &config.issuer).await?;
+        let limiter = LoginLimiter::new(
+            config.max_failed_logins,
+            Duration::from_secs(config.lockout_secs),
+        );
+        Ok(AuthService {
+            meta,
+            config,
+            keys,
+            limiter,
+            verified: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// On first start with no account: creates `admin` with `BERTH_ADMIN_PASSWORD`, or with a
+    /// generated password printed once to the log.
+    pub async fn bootstrap_admin(&self) -> Result<()> {
+        if self.meta.count_accounts().await? > 0 {
+            return Ok(());
+        }
+        let (password, generated) = match std::env::var("BERTH_ADMIN_PASSWORD") {
+            Ok(p) if !p.is_empty() => (p, false),
+            _ => (secrets::random_password(), true),
+        };
+        let hash = secrets::hash_password(&password)?;
+        let new = NewAccount {
+            name: "admin",
+            kind: "user",
+            password_hash: Some(&hash),
+            is_admin: true,
+            robot_namespace: None,
+            robot_role: None,
+        };
+        if self.meta.create_account(&new).await?.is_none() {
+            return Ok(()); // another node made it first
+        }
+        if generated {
+            tracing::warn!(
+                "created the account 'admin' with the password {password} (shown once; change it with `berth user passwd admin`)"
+            );
+        } else {
+            tracing::info!(
+                "created the account 'admin' with the password from BERTH_ADMIN_PASSWORD"
+            );
+        }
+        Ok(())
+    }
+
+    // ---- credentials ------------------------------------------------------------------------
+
+    /// Verifies a name and a password or personal access token.
+    pub async fn login(&self, name: &str, secret: &str, addr: &str) -> Result<Identity> {
+        if !self.limiter.allowed(name, addr) {
+            return Err(RegistryError::TooManyRequests(
+                "too many failed logins; try again later".into(),
+            ));
+        }
+        match self.check_credentials(name, secret).await? {
+            Some(who) => {
+                self.limiter.succeeded(name, addr);
+                Ok(who)
+            }
+            None => {
+                self.limiter.failed(name, addr);
+                tracing::warn!(account = name, addr, "failed login");
+                Err(invalid_credentials())
+            }
+        }
+    }
+
+    async fn check_credentials(&self, name: &str, secret: &str) -> Result<Option<Identity>> {
+        if secret.starts_with(TOKEN_PREFIX) {
+            let Some(token) = self.usable_token(secret, &["personal"]).await? else {
+                return Ok(None);
+            };
+            if !secrets::constant_time_eq(token.account_name.as_bytes(), name.as_bytes()) {
+                return Ok(None);
+            }
+            return self.token_identity(&token).await;
+        }
+        let Some(found) = self.meta.account(name).await? else {
+            secrets::burn_verification(secret);
+            return Ok(None);
+        };
+        let (Some(phc), false, "user") = (
+            found.password_hash.as_deref(),
+            found.account.disabled,
+            found.account.kind.as_str(),
+        ) else {
+            secrets::burn_verification(secret);
+            return Ok(None);
+        };
+        let key: [u8; 32] = sha2::Sha256::digest(format!("{name}\0{secret}").as_bytes()).into();
+        let cached = self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let ok = match cached {
+            Some(c) => secrets::constant_time_eq(c.as_bytes(), phc.as_bytes()),
+            None => {
+                let (secret, phc_owned) = (secret.to_string(), phc.to_string());
+                let ok = tokio::task::spawn_blocking(move || {
+                    secrets::verify_password(&secret, &phc_owned)
+                })
+                .await
+                .map_err(|e| RegistryError::internal("verifying a password", e))?;
+                if ok {
+                    let mut map = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+                    if map.len() > 10_000 {
+                        map.clear();
+                    }
+                    map.insert(key, phc.to_string());
+                }
+                ok
+            }
+        };
+        if !ok {
+            return Ok(None);
+        }
+        if found.account.last_login_at.is_none_or(|t| now() - t > 60) {
+            self.meta.touch_login(found.account.id).await?;
+        }
+        Ok(Some(Identity {
+            account: Some(found.account),
+            limit: None,
+            granted: None,
+        }))
+    }
+
+    /// A token by its secret, if it exists, is of one of `kinds` and has not expired.
+    async fn usable_token(&self, secret: &str, kinds: &[&str]) -> Result<Option<TokenRecord>> {
+        let Some(token) = self
+            .meta
+            .token_by_hash(&secrets::token_hash(secret))
+            .await?
+        else {
+            return Ok(None);
+        };
+        if !kinds.contains(&token.kind.as_str()) || token.expires_at.is_some_and(|e| e <= now()) {
+            return Ok(None);
+        }
+        Ok(Some(token))
+    }
+
+    /// The identity a token stands for (`None` if its account is disabled or gone).
+    async fn token_identity(&self, token: &TokenRecord) -> Result<Option<Identity>> {
+        let Some(found) = self.meta.account(&token.account_name).await? else {
+            return Ok(None);
+        };
+        if found.account.disabled {
+            return Ok(None);
+        }
+        if token.last_used_at.is_none_or(|t| now() - t > 60) {
+            self.meta.touch_token(token.id).await?;
+        }
+        let limit = (token.kind == "personal").then(|| TokenLimit {
+            token_id: token.id,
+            actions: Actions::of_level(&token.scope),
+            repository_pattern: token.repository_pattern.clone(),
+        });
+        Ok(Some(Identity {
+            account: Some(found.account),
+            limit,
+            granted: None,
+        }))
+    }
+
+    /// Exchanges a refresh token (or a personal access token, which docker may store as its
+    /// identity token) for an identity.
+    pub async fn refresh(&self, secret: &str, addr: &str) -> Result<Identity> {
+        if !self.limiter.allowed("", addr) {
+            return Err(RegistryError::TooManyRequests(
+                "too many failed logins; try again later".into(),
+            ));
+        }
+        let found = match self.usable_token(secret, &["refresh", "personal"]).await? {
+            Some(t) => self.token_identity(&t).await?,
+            None => None,
+        };
+        found.ok_or_else(|| {
+            self.limiter.failed("", addr);
+            invalid_credentials()
+        })
+    }
+
+    /// A long-lived refresh token for an identity (docker and containerd store it instead of
+    /// the password). A login by personal access token gets that token back.
+    pub async fn refresh_token_for(
+        &self,
+        who: &Identity,
+        presented: &str,
+    ) -> Result<Option<String>> {
+        let Some(account) = &who.account else {
+            return Ok(None);
+        };
+        if presented.starts_with(TOKEN_PREFIX) {
+            return Ok(Some(presented.to_string()));
+        }
+        let secret = secrets::new_token_secret();
+        let expires = now() + self.config.refresh_token_days as i64 * 86_400;
+        self.meta
+            .create_token(
+                account.id,
+                "refresh",
+                "login",
+                &secrets::token_hash(&secret),
+                "delete",
+                None,
+                Some(expires),
+            )
+            .await?;
+        Ok(Some(secret))
+    }
+
+    /// Who sent a request: from its `Authorization` header (Basic, or Bearer JWT or personal
+    /// access token), anonymous without one.
+    pub async fn identify(&self, req: &HttpRequest) -> Result<Identity> {
+        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+            return Ok(Identity::default());
+        };
+        let bad = || RegistryError::Unauthorized {
+            message: "invalid or expired credentials".into(),
+            challenge: Some(self.challenge(req, None)),
+        };
+        let value = value.to_str().map_err(|_| bad())?;
+        let (scheme, rest) = value.split_once(' ').ok_or_else(bad)?;
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = BASE64.decode(rest.as_bytes()).map_err(|_| bad())?;
+            let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
+            let (name, secret) = decoded.split_once(':').ok_or_else(bad)?;
+            return self
+                .login(name, secret, &client_addr(req))
+                .await
+                .map_err(|e| match e {
+                    RegistryError::Unauthorized { message, .. } => RegistryError::Unauthorized {
+                        message,
+                        challenge: Some(self.challenge(req, None)),
+                    },
+                    other => other,
+                });
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(bad());
+        }
+        if rest.starts_with(TOKEN_PREFIX) {
+            let token = self
+                .usable_token(rest, &["personal"])
+                .await?
+                .ok_or_else(bad)?;
+            return self.token_identity(&token).await?.ok_or_else(bad);
+        }
+        let claims = self
+            .keys
+            .verify(rest, &self.config.service)
+            .ok_or_else(bad)?;
+        let mut who = Identity {
+            account: None,
+            limit: None,
+            granted: Some(claims.access),
+        };
+        if !claims.sub.is_empty() {
+            let found = self.meta.account(&claims.sub).await?.ok_or_else(bad)?;
+            if found.account.disabled {
+                return Err(bad());
+            }
+            who.account = Some(found.account);
+        }
+        if let Some(tid) = claims.tid {
+            // Revoking or expiring the personal access token ends its registry tokens at once.
+            let token = self.meta.token_by_id(tid).await?.ok_or_else(bad)?;
+            if token.expires_at.is_some_and(|e| e <= now()) {
+                return Err(bad());
+            }
+            who.limit = Some(TokenLimit {
+                token_id: tid,
+                actions: Actions::of_level(&token.scope),
+                repository_pattern: token.repository_pattern,
+            });
+        }
+        Ok(who)
+    }
+
+    /// The `WWW-Authenticate` value that sends a client to the token endpoint.
+    pub fn challenge(&self, req: &HttpRequest, scope: Option<&str>) -> String {
+        let realm = if self.config.realm.is_empty() {
+            let info = req.connection_info();
+            format!("{}://{}/token", info.scheme(), info.host())
+        } else {
+            self.config.realm.clone()
+        };
+        let mut c = format!(
+            "Bearer realm=\"{realm}\",service=\"{}\"",
+            self.config.service
+        );
+        if let Some(scope) = scope {
+            c.push_str(&format!(",scope=\"{scope}\""));
+        }
+        c
+    }
+
+    // ---- permissions and tokens -------------------------------------------------------------
+
+    /// What `who` may do on `repository`.
+    pub async fn allowed(&self, who: &Identity, repository: &str) -> Result<Actions> {
+        policy::allowed(
+            &self.meta,
+            self.config.anonymous_pull,
+            who.account.as_ref(),
+            who.limit.as_ref(),
+            repository,
+        )
+        .await
+    }
+
+    /// Issues a registry token granting, for each requested scope, what was asked intersected
+    /// with what `who` may do. Asking for more is not an error.
+    pub async fn issue(&self, who: &Identity, scopes: &[String]) -> Result<IssuedToken> {
+        let mut access = Vec::new();
+        for scope in scopes
+            .iter()
+            .flat_map(|s| s.split(' '))
+            .filter(|s| !s.is_empty())
+        {
+            let Some(req) = parse_scope(scope) else {
+                continue;
+            };
+            let granted = match req.kind.as_str() {
+                "repository" if validate_name(&req.name).is_ok() => {
+                    let wanted = if req.actions.iter().any(|a| a == "*") {
+                        Actions::ALL
+                    } else {
+                        Actions::parse_list(&req.actions.join(","))
+                    };
+                    let allowed = self.allowed(who, &req.name).await?.intersect(wanted);
+                    let mut names = allowed.names();
+                    if allowed == Actions::ALL && req.actions.iter().any(|a| a == "*") {
+                        names.push("*".into());
+                    }
+                    names
+                }
+                "registry" if req.name == "catalog" => {
+                    if who.account.is_some() || self.config.anonymous_pull {
+                        vec!["*".to_string()]
+                    } else {
+                        Vec::new()
+                    }
+                }
+                _ => Vec::new(),
+            };
+            access.push(AccessEntry {
+                kind: req.kind,
+                name: req.name,
+                actions: granted,
+            });
+        }
+        let issued_at = now();
+        let ttl = self.config.token_ttl_secs as i64;
+        let claims = Claims {
+            iss: self.keys.issuer().to_string(),
+            sub: who.name().unwrap_or("").to_string(),
+            aud: self.config.service.clone(),
+            exp: issued_at + ttl,
+            nbf: issued_at - 1,
+            iat: issued_at,
+            jti: hex::encode(secrets::random_bytes::<16>()),
+            access,
+            tid: who.limit.as_ref().map(|l| l.token_id),
+        };
+        Ok(IssuedToken {
+            token: self.keys.sign(&claims)?,
+            expires_in: ttl,
+            issued_at,
+        })
+    }
+
+    // ---- management -------------------------------------------------------------------------
+
+    async fn account_named(&self, name: &str) -> Result<Account> {
+        self.meta
+            .account(name)
+            .await?
+            .map(|a| a.account)
+            .ok_or_else(|| RegistryError::NotFound(format!("no account {name:?}")))
+    }
+
+    /// Creates a user (and its namespace); returns the generated password when none was given.
+    pub async fn create_user(
+        &self,
+        name: &str,
+        password: Option<&str>,
+        admin: bool,
+    ) -> Result<(Account, Option<String>)> {
+        validate_account_name(name)?;
+        let generated = password.is_none().then(secrets::random_password);
+        let password = password.or(generated.as_deref()).unwrap_or_default();
+        validate_password(password)?;
+        let hash = secrets::hash_password(password)?;
+        let new = NewAccount {
+            name,
+            kind: "user",
+            password_hash: Some(&hash),
+            is_admin: admin,
+            robot_namespace: None,
+            robot_role: None,
+        };
+        let account = self
+            .meta
+            .create_account(&new)
+            .await?
+            .ok_or_else(|| RegistryError::Conflict(format!("the name {name:?} is taken")))?;
+        tracing::info!(account = name, admin, "user created");
+        Ok((account, generated))
+    }
+
+    pub async fn set_password(&self, name: &str, password: &str) -> Result<()> {
+        validate_password(password)?;
+        let account = self.account_named(name).await?;
+        if account.kind != "user" {
+            return Err(RegistryError::Invalid(
+                "robots log in with tokens only".into(),
+            ));
+        }
+        self.meta
+            .set_password_hash(account.id, &secrets::hash_password(password)?)
+            .await?;
+        tracing::info!(account = name, "password changed");
+        Ok(())
+    }
+
+    pub async fn set_flags(
+        &self,
+        name: &str,
+        admin: Option<bool>,
+        disabled: Option<bool>,
+    ) -> Result<Account> {
+        let account = self.account_named(name).await?;
+        self.meta
+            .set_account_flags(account.id, admin, disabled)
+            .await?;
+        tracing::info!(account = name, ?admin, ?disabled, "account changed");
+        self.account_named(name).await
+    }
+
+    pub async fn delete_account(&self, name: &str) -> Result<()> {
+        let account = self.account_named(name).await?;
+        self.meta.delete_account(account.id).await?;
+        tracing::info!(account = name, "account deleted");
+        Ok(())
+    }
+
+    /// Creates a robot `<namespace>+<name>` acting in one namespace with a role.
+    pub async fn create_robot(&self, namespace: &str, name: &str, role: &str) -> Result<Account> {
+        validate_account_name(name)?;
+        if !ROLES.contains(&role) {
+            return Err(RegistryError::Invalid(format!(
+                "role must be one of {ROLES:?}"
+            )));
+        }
+        self.meta
+            .namespace(namespace)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("no namespace {namespace:?}")))?;
+        let full = format!("{namespace}+{name}");
+        let new = NewAccount {
+            name: &full,
+            kind: "robot",
+            password_hash: None,
+            is_admin: false,
+            robot_namespace: Some(namespace),
+            robot_role: Some(role),
+        };
+        let account = self
+            .meta
+            .create_account(&new)
+            .await?
+            .ok_or_else(|| RegistryError::Conflict(format!("the robot {full:?} exists")))?;
+        tracing::info!(robot = %full, role, "robot created");
+        Ok(account)
+    }
+
+    /// Creates a personal access token; the secret is returned once and never stored.
+    pub async fn create_token(
+        &self,
+        account: &str,
+        name: &str,
+        scope: &str,
+        pattern: Option<&str>,
+        expires_days: Option<u32>,
+    ) -> Result<(TokenRecord, String)> {
+        if !SCOPES.contains(&scope) {
+            return Err(RegistryError::Invalid(format!(
+                "scope must be one of {SCOPES:?}"
+            )));
+        }
+        if name.trim().is_empty() || name.len() > 100 {
+            return Err(RegistryError::Invalid(
+                "a token needs a name of at most 100 characters".into(),
+            ));
+        }
+        let account = self.account_named(account).await?;
+        let secret = secrets::new_token_secret();
+        let expires = expires_days.map(|d| now() + d as i64 * 86_400);
+        let id = self
+            .meta
+            .create_token(
+                account.id,
+                "personal",
+                name,
+                &secrets::token_hash(&secret),
+                scope,
+                pattern.filter(|p| !p.is_empty()),
+                expires,
+            )
+            .await?;
+        tracing::info!(account = %account.name, token = id, scope, "personal access token created");
+        let record = self
+            .meta
+            .token_by_id(id)
+            .await?
+            .ok_or_else(|| RegistryError::Internal("token vanished".into()))?;
+        Ok((record, secret))
+    }
+
+    pub async fn tokens_of(&self, account: &str) -> Result<Vec<TokenRecord>> {
+        let account = self.account_named(account).await?;
+        self.meta.tokens(Some(account.id), Some("personal")).await
+    }
+
+    /// Revokes a token; `owner`, when given, must own it.
+    pub async fn revoke_token(&self, id: i64, owner: Option<&str>) -> Result<()> {
+        let token = self
+            .meta
+            .token_by_id(id)
+            .await?
+            .filter(|t| owner.is_none_or(|o| o == t.account_name));
+        if token.is_none() || !self.meta.delete_token(id).await? {
+            return Err(RegistryError::NotFound(format!("no token {id}")));
+        }
+        tracing::info!(token = id, "token revoked");
+        Ok(())
+    }
+
+    pub async fn create_org(&self, name: &str) -> Result<()> {
+        validate_account_name(name)?;
+        if !self.meta.create_org(name).await? {
+            return Err(RegistryError::Conflict(format!(
+                "the name {name:?} is taken"
+            )));
+        }
+        tracing::info!(namespace = name, "organisation created");
+        Ok(())
+    }
+
+    pub async fn set_visibility(&self, namespace: &str, public: bool) -> Result<()> {
+        if !self.meta.set_namespace_public(namespace, public).await? {
+            return Err(RegistryError::NotFound(format!(
+                "no namespace {namespace:?}"
+            )));
+        }
+        tracing::info!(namespace, public, "visibility changed");
+        Ok(())
+    }
+
+    /// Adds a member with a role, changes its role, or removes it (`role` = `None`).
+    pub async fn set_member(
+        &self,
+        namespace: &str,
+        account: &str,
+        role: Option<&str>,
+    ) -> Result<()> {
+        let ns = self
+            .meta
+            .namespace(namespace)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("no namespace {namespace:?}")))?;
+        if ns.kind != "org" {
+            return Err(RegistryError::Invalid(
+                "only organisations have members".into(),
+            ));
+        }
+        let member = self.account_named(account).await?;
+        if member.kind != "user" {
+            return Err(RegistryError::Invalid(
+                "members are users; robots get a role when created".into(),
+            ));
+        }
+        match role {
+            Some(role) if ROLES.contains(&role) => {
+                self.meta.set_member(namespace, member.id, role).await?
+            }
+            Some(_) => {
+                return Err(RegistryError::Invalid(format!(
+                    "role must be one of {ROLES:?}"
+                )));
+            }
+            None => {
+                if !self.meta.remove_member(namespace, member.id).await? {
+                    return Err(RegistryError::NotFound(format!(
+                        "{account} is not a member of {namespace}"
+                    )));
+                }
+            }
+        }
+        tracing::info!(namespace, account, ?role, "membership changed");
+        Ok(())
+    }
+
+    /// Whether `who` may manage a namespace (visibility, members, robots): admins, the owning
+    /// user, and maintainers of an organisation.
+    pub async fn may_manage(&self, who: &Identity, namespace: &str) -> Result<bool> {
+        let Some(account) = &who.account else {
+            return Ok(false);
+        };
+        if who
+            .limit
+            .as_ref()
+            .is_some_and(|l| l.actions != Actions::ALL)
+        {
+            return Ok(false);
+        }
+        if account.is_admin || (account.kind == "user" && account.name == namespace) {
+            return Ok(true);
+        }
+        if account.kind != "user" {
+            return Ok(false);
+        }
+        Ok(
+            matches!(self.meta.namespace_access(namespace, Some(account.id)).await?, Some((_, Some(r))) if r == "maintainer"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes() {
+        assert_eq!(
+            parse_scope("repository:team/app:pull,push"),
+            Some(ScopeRequest {
+                kind: "repository".into(),
+                name: "team/app".into(),
+                actions: vec!["pull".into(), "push".into()]
+            })
+        );
+        assert_eq!(
+            parse_scope("repository(plugin):x:pull").unwrap().kind,
+            "repository"
+        );
+        assert_eq!(
+            parse_scope("registry:catalog:*").unwrap().actions,
+            vec!["*"]
+        );
+        assert_eq!(parse_scope("nonsense"), None);
+        assert_eq!(parse_scope("repository::pull"), None);
+    }
+}
