@@ -45,9 +45,13 @@ enum Command {
 }
 
 fn init_logging(config: &Config) {
-    let filter = EnvFilter::try_from_env("BERTH_LOG")
-        .or_else(|_| EnvFilter::try_new(&config.log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut directives = std::env::var("BERTH_LOG").unwrap_or_else(|_| config.log.level.clone());
+    // Clients probing HTTPS on a plain-HTTP port (docker and skopeo do, before falling back)
+    // make actix log a parse error per probe; that is client noise, not a server error.
+    if !directives.contains("actix_http") {
+        directives.push_str(",actix_http::h1::dispatcher=off");
+    }
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
