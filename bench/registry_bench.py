@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Helper for registry-bench.sh (stdlib only).
+
+Subcommands:
+  freeport N                         print N free loopback TCP ports
+  put-tags HOSTPORT REPO MANIFEST N  PUT MANIFEST under tags t0000.. on one keep-alive
+                                     connection; prints elapsed seconds
+  wrk FILE                           parse `wrk --latency` output: "rps p99_ms non2xx sockerr requests"
+  median V...                        median of the values
+  table RESULTS                      render the comparison table from key=value lines
+"""
+
+import http.client
+import re
+import socket
+import statistics
+import sys
+import time
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def freeport(n):
+    socks, ports = [], []
+    for _ in range(int(n)):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    print(" ".join(map(str, ports)))
+
+
+def put_tags(hostport, repo, manifest_path, count):
+    host, port = hostport.rsplit(":", 1)
+    body = open(manifest_path, "rb").read()
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    headers = {"Content-Type": DOCKER_MANIFEST, "Content-Length": str(len(body))}
+    t0 = time.perf_counter()
+    for i in range(int(count)):
+        conn.request("PUT", f"/v2/{repo}/manifests/t{i:05d}", body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 201:
+            sys.exit(f"PUT tag t{i:05d}: HTTP {resp.status}")
+        if resp.getheader("Connection", "").lower() == "close":
+            conn.close()
+            conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    print(f"{elapsed:.6f}")
+
+
+def to_ms(v):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", v)
+    if not m:
+        raise ValueError(v)
+    x, unit = float(m.group(1)), m.group(2)
+    return x * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}[unit]
+
+
+def wrk(path):
+    text = open(path).read()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    sockerr = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    total = re.search(r"(\d+) requests in", text)
+    print(rps, f"{p99:.3f}", int(non2xx.group(1)) if non2xx else 0,
+          sum(map(int, sockerr.groups())) if sockerr else 0, total.group(1) if total else 0)
+
+
+def median(values):
+    print(f"{statistics.median(float(v) for v in values):.6g}")
+
+
+def table(path):
+    r = {}
+    for line in open(path):
+        line = line.strip()
+        if line and "=" in line:
+            k, v = line.split("=", 1)
+            r[k] = v
+
+    def num(k):
+        try:
+            return float(r[k])
+        except (KeyError, ValueError):
+            return None
+
+    # label, key suffix, unit, better, target kind, target value
+    # target "ge": berth/ref >= value; "le": berth/ref <= value
+    rows = [
+        (f"push {r.get('blob_mib', '?')} MiB blob (median of {r.get('runs', '?')})", "push_mbs", "MB/s", "higher", "ge", 3.0),
+        (f"pull {r.get('blob_mib', '?')} MiB blob (median of {r.get('runs', '?')})", "pull_mbs", "MB/s", "higher", "ge", 1.5),
+        (f"manifest GET, {r.get('wrk_conns', '?')} conns", "mget_rps", "req/s", "higher", "ge", 3.0),
+        ("manifest GET p99 latency", "mget_p99", "ms", "lower", None, None),
+        (f"tags/list, {r.get('tags', '?')} tags (median of {r.get('tag_runs', '?')})", "tags_ms", "ms", "lower", "le", 0.2),
+        (f"PUT {r.get('tags', '?')} tags, keep-alive (setup)", "tagput_s", "s", "lower", None, None),
+        ("peak RSS (VmHWM)", "rss_mib", "MiB", "lower", "le", 0.5),
+    ]
+    head = ["metric", "unit", "berth", "reference", "berth/ref", "better", "target (berth/ref)", "met"]
+    out = [head]
+    for label, key, unit, better, kind, tval in rows:
+        b, ref = num("berth_" + key), num("ref_" + key)
+        ratio = b / ref if b is not None and ref not in (None, 0) else None
+        if kind == "ge":
+            target = f">= {tval:.2f}"
+        elif kind == "le":
+            target = f"<= {tval:.2f}" + (f" ({1 / tval:.0f}x faster)" if key == "tags_ms" else "")
+        else:
+            target = "-"
+        met = "-"
+        if kind and ratio is not None:
+            met = "yes" if (ratio >= tval if kind == "ge" else ratio <= tval) else "NO"
+
+        def fmt(x):
+            if x is None:
+                return "n/a"
+            return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}" if abs(x) < 1 else f"{x:.2f}"
+
+        out.append([label, unit, fmt(b), fmt(ref), f"{ratio:.2f}" if ratio is not None else "n/a",
+                    better, target, met])
+    widths = [max(len(row[i]) for row in out) for i in range(len(head))]
+    align_right = {2, 3, 4}
+    sep = "+-" + "-+-".join("-" * w for w in widths) + "-+"
+    print(sep)
+    for n, row in enumerate(out):
+        cells = [c.rjust(w) if i in align_right and n else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        print("| " + " | ".join(cells) + " |")
+        if n == 0:
+            print(sep)
+    print(sep)
+    if "nginx_pull_mbs" in r:
+        print(f"ceiling: nginx static GET of the same file: {float(r['nginx_pull_mbs']):,.0f} MB/s "
+              f"(berth {num('berth_pull_mbs') / float(r['nginx_pull_mbs']):.0%} of it, "
+              f"reference {num('ref_pull_mbs') / float(r['nginx_pull_mbs']):.0%})")
+    print("MB = 10^6 bytes. ratio is always berth/reference; 'better' says which direction wins.")
+
+
+def main():
+    commands = {"freeport": freeport, "put-tags": put_tags, "wrk": wrk, "table": table,
+                "median": lambda *v: median(v)}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        sys.exit(__doc__)
+    commands[sys.argv[1]](*sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()
