@@ -62,7 +62,8 @@ pub fn token_json(t: &TokenRecord) -> Value {
 /// The caller, who must be logged in with full rights (a password, or an unrestricted token).
 async fn caller(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
     let who = auth.identify(req).await?;
-    if who.account.is_none() {
+    // A registry token (JWT) is scoped to repositories; it never manages accounts.
+    if who.account.is_none() || who.granted.is_some() {
         return Err(RegistryError::Unauthorized {
             message: "log in first".into(),
             challenge: Some("Basic realm=\"berth\"".into()),

@@ -52,6 +52,14 @@ fn scopes(req: &HttpRequest) -> Vec<String> {
 
 async fn get_token(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
     let who = auth.identify(&req).await?;
+    if who.granted.is_some() {
+        // A registry token is not a login: exchanging it would widen its scope to everything
+        // its subject may do and renew it forever.
+        return Err(RegistryError::Unauthorized {
+            message: "log in with a password or access token, not a registry token".into(),
+            challenge: None,
+        });
+    }
     let query = super::query_map(&req);
     let token = auth.issue(&who, &scopes(&req)).await?;
     let refresh = if query.get("offline_token").is_some_and(|v| v == "true") {

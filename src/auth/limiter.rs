@@ -24,8 +24,15 @@ impl LoginLimiter {
         }
     }
 
-    fn keys(account: &str, addr: &str) -> [String; 2] {
-        [format!("account:{account}"), format!("addr:{addr}")]
+    /// The counters an attempt touches: the address's, and the account's when one is named
+    /// (a refresh token names none; one shared "account" for those would let a few bad
+    /// refresh tokens from anywhere lock out every client's refresh tokens).
+    fn keys(account: &str, addr: &str) -> Vec<String> {
+        let mut keys = vec![format!("addr:{addr}")];
+        if !account.is_empty() {
+            keys.push(format!("account:{account}"));
+        }
+        keys
     }
 
     /// Whether an attempt may go ahead.
@@ -70,5 +77,15 @@ mod tests {
         assert!(l.allowed("bob", "5.6.7.8"));
         l.succeeded("alice", "1.2.3.4");
         assert!(l.allowed("alice", "1.2.3.4"));
+    }
+
+    #[test]
+    fn attempts_without_an_account_count_per_address_only() {
+        let l = LoginLimiter::new(3, Duration::from_secs(60));
+        for _ in 0..3 {
+            l.failed("", "1.2.3.4");
+        }
+        assert!(!l.allowed("", "1.2.3.4"));
+        assert!(l.allowed("", "5.6.7.8"), "another address's refresh tokens still work");
     }
 }

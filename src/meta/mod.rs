@@ -395,22 +395,27 @@ impl Meta {
         Ok(true)
     }
 
-    /// Tags of a repository after `last`, in byte order.
-    pub async fn tags(
-        &self,
-        repository_id: i64,
-        last: Option<&str>,
-        n: i64,
-    ) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT name FROM tags WHERE repository_id = $1 AND name > $2 ORDER BY name LIMIT $3",
-        )
-        .bind(repository_id)
-        .bind(last.unwrap_or(""))
-        .bind(n)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    /// Tags of a repository after `last`, in byte order. The page comes back as one
+    /// newline-joined value (tags cannot contain newlines), so thousands of tags cost one row.
+    pub async fn tags(&self, repository_id: i64, last: Option<&str>, n: i64) -> Result<Vec<String>> {
+        let sql = match self.kind {
+            DbKind::Sqlite => {
+                "SELECT group_concat(name, char(10) ORDER BY name) FROM \
+                 (SELECT name FROM tags WHERE repository_id = $1 AND name > $2 ORDER BY name LIMIT $3)"
+            }
+            DbKind::Postgres => {
+                "SELECT string_agg(name, chr(10) ORDER BY name) FROM \
+                 (SELECT name FROM tags WHERE repository_id = $1 AND name > $2 ORDER BY name LIMIT $3) page"
+            }
+        };
+        let row = sqlx::query(sql)
+            .bind(repository_id)
+            .bind(last.unwrap_or(""))
+            .bind(n)
+            .fetch_one(&self.pool)
+            .await?;
+        let joined: Option<String> = row.get(0);
+        Ok(joined.map(|j| j.split('\n').map(String::from).collect()).unwrap_or_default())
     }
 
     /// Manifests whose subject is `subject`, optionally only those of one artifact type.

@@ -20,6 +20,40 @@ use crate::storage::blob_key;
 /// Bytes gathered before hashing and handing them to storage.
 const BATCH: usize = 1024 * 1024;
 
+/// Hashes batches on the blocking pool, one at a time, in order.
+struct HashPipe {
+    idle: Option<Hasher>,
+    busy: Option<tokio::task::JoinHandle<Hasher>>,
+}
+
+impl HashPipe {
+    fn new(hasher: Hasher) -> Self {
+        HashPipe { idle: Some(hasher), busy: None }
+    }
+
+    async fn take(&mut self) -> Result<Hasher> {
+        match (self.idle.take(), self.busy.take()) {
+            (Some(h), _) => Ok(h),
+            (None, Some(job)) => job.await.map_err(|e| RegistryError::internal("hashing", e)),
+            (None, None) => Err(RegistryError::Internal("hash state lost".into())),
+        }
+    }
+
+    /// Starts hashing `data` once the previous batch is hashed.
+    async fn feed(&mut self, data: Bytes) -> Result<()> {
+        let mut h = self.take().await?;
+        self.busy = Some(tokio::task::spawn_blocking(move || {
+            h.update(&data);
+            h
+        }));
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<Hasher> {
+        self.take().await
+    }
+}
+
 /// The running hash of an upload at a given size.
 pub(super) struct HashState {
     offset: u64,
@@ -178,44 +212,40 @@ impl Registry {
 
     /// Streams `body` to storage, hashing it on the way. Returns the new size, the hash state
     /// and the backend state.
-    async fn write_body<S>(
-        &self,
-        rec: &UploadRecord,
-        mut hasher: Hasher,
-        len: Option<u64>,
-        mut body: S,
-    ) -> Result<(u64, Hasher, Option<String>)>
+    ///
+    /// Three stages overlap: this task receives the next batch while one blocking thread
+    /// hashes the previous batch and the writer stores it.
+    async fn write_body<S>(&self, rec: &UploadRecord, hasher: Hasher, len: Option<u64>, mut body: S) -> Result<(u64, Hasher, Option<String>)>
     where
         S: Stream<Item = Result<Bytes>> + Unpin,
     {
-        let mut writer = self
-            .blobs
-            .uploads()
-            .writer(&rec.id, rec.size, rec.state.as_deref())
-            .await?;
+        let mut writer = self.blobs.uploads().writer(&rec.id, rec.size, rec.state.as_deref()).await?;
+        let mut hashing = HashPipe::new(hasher);
         let mut written = 0u64;
         let mut batch = BytesMut::new();
         while let Some(chunk) = body.next().await {
             let chunk = chunk?;
             written += chunk.len() as u64;
-            if batch.is_empty() && chunk.len() >= BATCH {
-                hasher.update(&chunk);
-                writer.write(chunk).await?;
-                continue;
-            }
-            batch.extend_from_slice(&chunk);
-            if batch.len() >= BATCH {
+            let full = if batch.is_empty() && chunk.len() >= BATCH {
+                chunk
+            } else {
+                batch.extend_from_slice(&chunk);
+                if batch.len() < BATCH {
+                    continue;
+                }
                 let full = batch.split().freeze();
                 batch.reserve(BATCH);
-                hasher.update(&full);
-                writer.write(full).await?;
-            }
+                full
+            };
+            hashing.feed(full.clone()).await?;
+            writer.write(full).await?;
         }
         if !batch.is_empty() {
             let rest = batch.freeze();
-            hasher.update(&rest);
+            hashing.feed(rest.clone()).await?;
             writer.write(rest).await?;
         }
+        let hasher = hashing.finish().await?;
         let state = writer.finish().await?;
         if let Some(len) = len
             && len != written

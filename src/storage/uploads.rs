@@ -5,7 +5,9 @@
 //! ignore (discard) anything past that offset, which is how a write cut off by a crash or a
 //! dropped connection is forgotten instead of corrupting the blob.
 
+use std::collections::HashMap;
 use std::path::{Path as FsPath, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,7 +15,6 @@ use bytes::Bytes;
 use object_store::ObjectStoreExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use tokio::io::AsyncWriteExt;
 
 use super::ByteStream;
 use crate::error::{RegistryError, Result};
@@ -53,13 +54,15 @@ pub trait UploadBackend: Send + Sync {
 pub struct LocalUploads {
     store: Arc<LocalFileSystem>,
     dir: PathBuf,
+    /// One lock per upload in use, held by every file operation on it.
+    locks: std::sync::Mutex<HashMap<String, Arc<std::sync::Mutex<()>>>>,
 }
 
 impl LocalUploads {
     pub fn new(store: Arc<LocalFileSystem>, root: &FsPath) -> std::io::Result<Self> {
         let dir = root.join("_uploads");
         std::fs::create_dir_all(&dir)?;
-        Ok(LocalUploads { store, dir })
+        Ok(LocalUploads { store, dir, locks: Default::default() })
     }
 
     fn file(&self, id: &str) -> Result<PathBuf> {
@@ -68,6 +71,27 @@ impl LocalUploads {
             return Err(RegistryError::BlobUploadUnknown("upload unknown".into()));
         }
         Ok(self.dir.join(id))
+    }
+
+    fn lock(&self, id: &str) -> Arc<std::sync::Mutex<()>> {
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id.to_string()).or_default().clone()
+    }
+
+    fn forget(&self, id: &str) {
+        self.locks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    /// Runs a file operation of an upload on the blocking pool, holding its lock.
+    async fn with_lock<T: Send + 'static>(&self, id: &str, op: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T> {
+        let lock = self.lock(id);
+        tokio::task::spawn_blocking(move || {
+            let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+            op()
+        })
+        .await
+        .map_err(|e| RegistryError::internal("upload file operation", e))?
+        .map_err(missing_upload)
     }
 
     fn key(id: &str) -> Path {
@@ -83,21 +107,54 @@ fn missing_upload(e: std::io::Error) -> RegistryError {
     }
 }
 
+/// Appends to a local file on the blocking pool. `write` returns once the previous write is
+/// done and this one has started, so storing overlaps with receiving and hashing.
+///
+/// A writer dropped mid-way (the request was cancelled) may leave a write queued on the
+/// blocking pool. Every file operation of an upload holds the upload's `lock`, and a dropped
+/// writer's queued writes see `cancelled` and do nothing, so a later writer's `set_len` is
+/// never overtaken by a stale write.
 struct LocalWriter {
-    file: tokio::fs::File,
+    file: Option<std::fs::File>,
+    busy: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>>,
+    lock: Arc<std::sync::Mutex<()>>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl LocalWriter {
+    async fn file(&mut self) -> Result<std::fs::File> {
+        if let Some(job) = self.busy.take() {
+            return Ok(job.await.map_err(|e| RegistryError::internal("writing an upload", e))??);
+        }
+        self.file.take().ok_or_else(|| RegistryError::Internal("upload file lost after a failed write".into()))
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
 }
 
 #[async_trait]
 impl UploadWriter for LocalWriter {
     async fn write(&mut self, data: Bytes) -> Result<()> {
-        // tokio's File hands the write to the blocking pool and returns, so the next chunk is
-        // received and hashed while this one is written.
-        self.file.write_all(&data).await?;
+        let mut file = self.file().await?;
+        let (lock, cancelled) = (self.lock.clone(), self.cancelled.clone());
+        self.busy = Some(tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+            if cancelled.load(Ordering::SeqCst) {
+                return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "upload request cancelled"));
+            }
+            file.write_all(&data)?;
+            Ok(file)
+        }));
         Ok(())
     }
 
     async fn finish(mut self: Box<Self>) -> Result<Option<String>> {
-        self.file.flush().await?;
+        self.file().await?;
         Ok(None)
     }
 }
@@ -116,16 +173,17 @@ impl UploadBackend for LocalUploads {
         _state: Option<&str>,
     ) -> Result<Box<dyn UploadWriter>> {
         let path = self.file(id)?;
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .await
-            .map_err(missing_upload)?;
-        // Forget bytes that were never acknowledged, then continue from the acknowledged end.
-        file.set_len(offset).await?;
-        let mut file = file;
-        tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(offset)).await?;
-        Ok(Box::new(LocalWriter { file }))
+        let file = self
+            .with_lock(id, move || {
+                use std::io::{Seek, SeekFrom};
+                let mut file = std::fs::OpenOptions::new().write(true).open(&path)?;
+                // Forget bytes that were never acknowledged, then continue from the acknowledged end.
+                file.set_len(offset)?;
+                file.seek(SeekFrom::Start(offset))?;
+                Ok(file)
+            })
+            .await?;
+        Ok(Box::new(LocalWriter { file: Some(file), busy: None, lock: self.lock(id), cancelled: Arc::default() }))
     }
 
     async fn read(&self, id: &str, len: u64, _state: Option<&str>) -> Result<ByteStream> {
@@ -135,22 +193,21 @@ impl UploadBackend for LocalUploads {
 
     async fn commit(&self, id: &str, len: u64, _state: Option<&str>, dest: &Path) -> Result<()> {
         let path = self.file(id)?;
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .await
-            .map_err(missing_upload)?;
-        file.set_len(len).await?;
-        drop(file);
+        self.with_lock(id, move || std::fs::OpenOptions::new().write(true).open(&path)?.set_len(len)).await?;
         self.store.rename(&Self::key(id), dest).await?;
+        self.forget(id);
         Ok(())
     }
 
     async fn abort(&self, id: &str, _state: Option<&str>) -> Result<()> {
-        match tokio::fs::remove_file(self.file(id)?).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        let path = self.file(id)?;
+        let removed = self
+            .with_lock(id, move || match std::fs::remove_file(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            })
+            .await;
+        self.forget(id);
+        removed
     }
 }
