@@ -66,7 +66,23 @@ pub async fn tags(req: &HttpRequest, registry: &Registry, name: &str) -> Result<
     };
     let mut resp = HttpResponse::Ok();
     with_next(&mut resp, &format!("/v2/{name}/tags/list"), &tags, n, more);
-    Ok(resp.json(serde_json::json!({ "name": name, "tags": tags })))
+    // Names and tags are plain ASCII by their grammars (no quotes, no backslashes), so the JSON
+    // is written directly.
+    let mut body =
+        String::with_capacity(32 + name.len() + tags.iter().map(|t| t.len() + 3).sum::<usize>());
+    body.push_str("{\"name\":\"");
+    body.push_str(name);
+    body.push_str("\",\"tags\":[");
+    for (i, t) in tags.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push('"');
+        body.push_str(t);
+        body.push('"');
+    }
+    body.push_str("]}");
+    Ok(resp.content_type("application/json").body(body))
 }
 
 pub async fn catalog(req: &HttpRequest, state: &AppState, who: &Identity) -> Result<HttpResponse> {

@@ -86,6 +86,9 @@ mod tests {
             l.failed("", "1.2.3.4");
         }
         assert!(!l.allowed("", "1.2.3.4"));
-        assert!(l.allowed("", "5.6.7.8"), "another address's refresh tokens still work");
+        assert!(
+            l.allowed("", "5.6.7.8"),
+            "another address's refresh tokens still work"
+        );
     }
 }

@@ -116,6 +116,20 @@ fn challenge_scope(need: &Need) -> Option<String> {
     }
 }
 
+/// What a need asks for, in error messages: `push team/app`.
+///
+/// Messages also must differ from the error code's standard text: docker's error parser turns
+/// an error whose message is the standard one and whose detail is null into a bare code, which
+/// its retry logic does not recognise — `docker push` then retries a refused upload for about
+/// a minute instead of failing at once.
+fn need_text(need: &Need) -> String {
+    match need {
+        Need::Login => "log in".into(),
+        Need::Catalog => "catalog".into(),
+        Need::Repository { name, action } => format!("{} {name}", action.as_str()),
+    }
+}
+
 fn grants(entry: &AccessEntry, action: &str) -> bool {
     entry.actions.iter().any(|a| a == action || a == "*")
 }
@@ -127,11 +141,15 @@ impl Authorizer for TokenAuth {
         let who = auth.identify(req).await?;
         for need in needs {
             let unauthorized = || RegistryError::Unauthorized {
-                message: "authentication required".into(),
+                message: format!("authentication required ({})", need_text(need)),
                 challenge: Some(auth.challenge(req, challenge_scope(need).as_deref())),
             };
-            let denied =
-                || RegistryError::Denied("requested access to the resource is denied".into());
+            let denied = || {
+                RegistryError::Denied(format!(
+                    "requested access to the resource is denied ({})",
+                    need_text(need)
+                ))
+            };
             let ok = match (need, &who.granted) {
                 (Need::Login, Some(_)) => true,
                 (Need::Login, None) => who.account.is_some(),

@@ -310,6 +310,7 @@ impl Meta {
             .bind(t)
             .execute(&mut *tx)
             .await?;
+            bump_tags_version(&mut tx, repository_id).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -362,11 +363,14 @@ impl Meta {
 
     /// Removes a tag; false when there was none.
     pub async fn delete_tag(&self, repository_id: i64, tag: &str) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM tags WHERE repository_id = $1 AND name = $2")
             .bind(repository_id)
             .bind(tag)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        bump_tags_version(&mut tx, repository_id).await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -395,27 +399,34 @@ impl Meta {
         Ok(true)
     }
 
-    /// Tags of a repository after `last`, in byte order. The page comes back as one
-    /// newline-joined value (tags cannot contain newlines), so thousands of tags cost one row.
-    pub async fn tags(&self, repository_id: i64, last: Option<&str>, n: i64) -> Result<Vec<String>> {
+    /// A repository's id and tags version.
+    pub async fn repository_tags_version(&self, name: &str) -> Result<Option<(i64, i64)>> {
+        let row = sqlx::query("SELECT id, tags_version FROM repositories WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// All tags of a repository in byte order. They come back as one newline-joined value
+    /// (tags cannot contain newlines), so thousands of tags cost one row.
+    pub async fn all_tags(&self, repository_id: i64) -> Result<Vec<String>> {
         let sql = match self.kind {
             DbKind::Sqlite => {
-                "SELECT group_concat(name, char(10) ORDER BY name) FROM \
-                 (SELECT name FROM tags WHERE repository_id = $1 AND name > $2 ORDER BY name LIMIT $3)"
+                "SELECT group_concat(name, char(10) ORDER BY name) FROM tags WHERE repository_id = $1"
             }
             DbKind::Postgres => {
-                "SELECT string_agg(name, chr(10) ORDER BY name) FROM \
-                 (SELECT name FROM tags WHERE repository_id = $1 AND name > $2 ORDER BY name LIMIT $3) page"
+                "SELECT string_agg(name, chr(10) ORDER BY name) FROM tags WHERE repository_id = $1"
             }
         };
         let row = sqlx::query(sql)
             .bind(repository_id)
-            .bind(last.unwrap_or(""))
-            .bind(n)
             .fetch_one(&self.pool)
             .await?;
         let joined: Option<String> = row.get(0);
-        Ok(joined.map(|j| j.split('\n').map(String::from).collect()).unwrap_or_default())
+        Ok(joined
+            .map(|j| j.split('\n').map(String::from).collect())
+            .unwrap_or_default())
     }
 
     /// Manifests whose subject is `subject`, optionally only those of one artifact type.
@@ -506,6 +517,18 @@ impl Meta {
             .await?;
         Ok(())
     }
+}
+
+/// Marks a repository's tag list as changed (inside the transaction that changes it).
+async fn bump_tags_version(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    repository_id: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE repositories SET tags_version = tags_version + 1 WHERE id = $1")
+        .bind(repository_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// The first of `digests` that `table` (repository_blobs or manifests) lacks for a repository.

@@ -7,6 +7,7 @@ mod uploads;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::error::{RegistryError, Result};
 use crate::meta::{ManifestRecord, Meta};
@@ -52,7 +53,22 @@ pub struct Registry {
     pub limits: Limits,
     /// Running hash state of the uploads this process is serving, with a lock per upload.
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<uploads::HashState>>>>>,
+    /// Tag lists by repository name.
+    tag_lists: Mutex<HashMap<String, TagList>>,
 }
+
+/// A repository's tags as read at a tags version.
+#[derive(Clone)]
+struct TagList {
+    version: i64,
+    list: Arc<Vec<String>>,
+    checked: Instant,
+}
+
+/// Repositories whose tag lists are kept in memory at most.
+const TAG_LISTS_CACHED: usize = 4096;
+/// How long a cached tag list is served before it is checked against the database again.
+pub const TAGS_RECHECK: Duration = Duration::from_millis(500);
 
 impl Registry {
     pub fn new(meta: Meta, blobs: BlobStore, limits: Limits) -> Self {
@@ -61,6 +77,7 @@ impl Registry {
             blobs,
             limits,
             uploads: Mutex::new(HashMap::new()),
+            tag_lists: Mutex::new(HashMap::new()),
         }
     }
 
@@ -206,6 +223,7 @@ impl Registry {
         if !deleted {
             return Err(unknown());
         }
+        self.tags_changed(repo);
         tracing::info!(repository = repo, reference = %reference, "manifest deleted");
         Ok(())
     }
@@ -213,12 +231,67 @@ impl Registry {
     // ---- listings ---------------------------------------------------------------------------
 
     /// Up to `n` tags after `last`.
+    ///
+    /// The full list is kept in memory per repository with the repository's tags version (a
+    /// counter the database bumps with every tag change). A list checked less than
+    /// [`TAGS_RECHECK`] ago is served as is; an older one is checked against the version (one
+    /// indexed row) and re-read only if it moved. Changes made through this process drop the
+    /// entry at once, so only changes made by another node can take up to `TAGS_RECHECK` to
+    /// show.
     pub async fn tags(&self, repo: &str, last: Option<&str>, n: i64) -> Result<Vec<String>> {
-        let id = self
-            .repository_id(repo)
+        validate_name(repo)?;
+        let all = self.tag_list(repo).await?;
+        let start = last.map_or(0, |l| all.partition_point(|t| t.as_str() <= l));
+        Ok(all
+            .iter()
+            .skip(start)
+            .take(n.max(0) as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn tag_list(&self, repo: &str) -> Result<Arc<Vec<String>>> {
+        let cached = self
+            .tag_lists
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(repo)
+            .cloned();
+        if let Some(c) = &cached
+            && c.checked.elapsed() < TAGS_RECHECK
+        {
+            return Ok(c.list.clone());
+        }
+        let (id, version) = self
+            .meta
+            .repository_tags_version(repo)
             .await?
             .ok_or_else(|| RegistryError::NameUnknown(format!("repository {repo} unknown")))?;
-        self.meta.tags(id, last, n).await
+        let list = match cached {
+            Some(c) if c.version == version => c.list,
+            _ => Arc::new(self.meta.all_tags(id).await?),
+        };
+        let mut map = self.tag_lists.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= TAG_LISTS_CACHED {
+            map.clear();
+        }
+        map.insert(
+            repo.to_string(),
+            TagList {
+                version,
+                list: list.clone(),
+                checked: Instant::now(),
+            },
+        );
+        Ok(list)
+    }
+
+    /// Forgets the cached tag list of a repository whose tags this process changed.
+    fn tags_changed(&self, repo: &str) {
+        self.tag_lists
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(repo);
     }
 
     /// Up to `n` repository names after `last`.

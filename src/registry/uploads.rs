@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
 use super::Registry;
@@ -19,38 +19,43 @@ use crate::storage::blob_key;
 
 /// Bytes gathered before hashing and handing them to storage.
 const BATCH: usize = 1024 * 1024;
+/// Batches that may wait for the hashing thread.
+const QUEUE: usize = 4;
 
-/// Hashes batches on the blocking pool, one at a time, in order.
+/// Hashes batches on a thread of the blocking pool, in order, while the caller goes on
+/// receiving; a few batches may queue.
 struct HashPipe {
-    idle: Option<Hasher>,
-    busy: Option<tokio::task::JoinHandle<Hasher>>,
+    tx: Option<tokio::sync::mpsc::Sender<Vec<Bytes>>>,
+    job: tokio::task::JoinHandle<Hasher>,
 }
 
 impl HashPipe {
-    fn new(hasher: Hasher) -> Self {
-        HashPipe { idle: Some(hasher), busy: None }
+    fn new(mut hasher: Hasher) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(QUEUE);
+        let job = tokio::task::spawn_blocking(move || {
+            while let Some(batch) = rx.blocking_recv() {
+                batch.iter().for_each(|part| hasher.update(part));
+            }
+            hasher
+        });
+        HashPipe { tx: Some(tx), job }
     }
 
-    async fn take(&mut self) -> Result<Hasher> {
-        match (self.idle.take(), self.busy.take()) {
-            (Some(h), _) => Ok(h),
-            (None, Some(job)) => job.await.map_err(|e| RegistryError::internal("hashing", e)),
-            (None, None) => Err(RegistryError::Internal("hash state lost".into())),
-        }
-    }
-
-    /// Starts hashing `data` once the previous batch is hashed.
-    async fn feed(&mut self, data: Bytes) -> Result<()> {
-        let mut h = self.take().await?;
-        self.busy = Some(tokio::task::spawn_blocking(move || {
-            h.update(&data);
-            h
-        }));
-        Ok(())
+    async fn feed(&mut self, batch: Vec<Bytes>) -> Result<()> {
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| RegistryError::Internal("hash pipe closed".into()))?;
+        tx.send(batch)
+            .await
+            .map_err(|_| RegistryError::Internal("hashing thread ended".into()))
     }
 
     async fn finish(mut self) -> Result<Hasher> {
-        self.take().await
+        self.tx.take();
+        (&mut self.job)
+            .await
+            .map_err(|e| RegistryError::internal("hashing", e))
     }
 }
 
@@ -215,35 +220,42 @@ impl Registry {
     ///
     /// Three stages overlap: this task receives the next batch while one blocking thread
     /// hashes the previous batch and the writer stores it.
-    async fn write_body<S>(&self, rec: &UploadRecord, hasher: Hasher, len: Option<u64>, mut body: S) -> Result<(u64, Hasher, Option<String>)>
+    async fn write_body<S>(
+        &self,
+        rec: &UploadRecord,
+        hasher: Hasher,
+        len: Option<u64>,
+        mut body: S,
+    ) -> Result<(u64, Hasher, Option<String>)>
     where
         S: Stream<Item = Result<Bytes>> + Unpin,
     {
-        let mut writer = self.blobs.uploads().writer(&rec.id, rec.size, rec.state.as_deref()).await?;
+        let mut writer = self
+            .blobs
+            .uploads()
+            .writer(&rec.id, rec.size, rec.state.as_deref())
+            .await?;
         let mut hashing = HashPipe::new(hasher);
         let mut written = 0u64;
-        let mut batch = BytesMut::new();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk?;
-            written += chunk.len() as u64;
-            let full = if batch.is_empty() && chunk.len() >= BATCH {
-                chunk
-            } else {
-                batch.extend_from_slice(&chunk);
-                if batch.len() < BATCH {
-                    continue;
-                }
-                let full = batch.split().freeze();
-                batch.reserve(BATCH);
-                full
-            };
-            hashing.feed(full.clone()).await?;
-            writer.write(full).await?;
-        }
-        if !batch.is_empty() {
-            let rest = batch.freeze();
-            hashing.feed(rest.clone()).await?;
-            writer.write(rest).await?;
+        // Chunks are gathered by reference (no copy) until a batch is big enough to hand over.
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batch_len = 0usize;
+        loop {
+            let chunk = body.next().await.transpose()?;
+            if let Some(chunk) = &chunk {
+                written += chunk.len() as u64;
+                batch_len += chunk.len();
+                batch.push(chunk.clone());
+            }
+            if batch_len >= BATCH || (chunk.is_none() && batch_len > 0) {
+                let full = std::mem::take(&mut batch);
+                batch_len = 0;
+                hashing.feed(full.clone()).await?;
+                writer.write(full).await?;
+            }
+            if chunk.is_none() {
+                break;
+            }
         }
         let hasher = hashing.finish().await?;
         let state = writer.finish().await?;

@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -22,8 +22,9 @@ use crate::error::{RegistryError, Result};
 /// Writes the bytes of one PATCH (or final PUT) of an upload.
 #[async_trait]
 pub trait UploadWriter: Send {
-    /// Appends bytes. May return before they reach storage; `finish` waits for them.
-    async fn write(&mut self, data: Bytes) -> Result<()>;
+    /// Appends bytes (one batch, in order). May return before they reach storage; `finish`
+    /// waits for them.
+    async fn write(&mut self, data: Vec<Bytes>) -> Result<()>;
     /// Makes everything written durable to the point the session can be resumed, and
     /// returns the backend state to persist with the new size.
     async fn finish(self: Box<Self>) -> Result<Option<String>>;
@@ -62,7 +63,11 @@ impl LocalUploads {
     pub fn new(store: Arc<LocalFileSystem>, root: &FsPath) -> std::io::Result<Self> {
         let dir = root.join("_uploads");
         std::fs::create_dir_all(&dir)?;
-        Ok(LocalUploads { store, dir, locks: Default::default() })
+        Ok(LocalUploads {
+            store,
+            dir,
+            locks: Default::default(),
+        })
     }
 
     fn file(&self, id: &str) -> Result<PathBuf> {
@@ -79,11 +84,18 @@ impl LocalUploads {
     }
 
     fn forget(&self, id: &str) {
-        self.locks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
     /// Runs a file operation of an upload on the blocking pool, holding its lock.
-    async fn with_lock<T: Send + 'static>(&self, id: &str, op: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T> {
+    async fn with_lock<T: Send + 'static>(
+        &self,
+        id: &str,
+        op: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T> {
         let lock = self.lock(id);
         tokio::task::spawn_blocking(move || {
             let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -107,54 +119,91 @@ fn missing_upload(e: std::io::Error) -> RegistryError {
     }
 }
 
-/// Appends to a local file on the blocking pool. `write` returns once the previous write is
-/// done and this one has started, so storing overlaps with receiving and hashing.
+/// Appends to a local file from a thread of the blocking pool, fed through a short queue,
+/// so storing overlaps with receiving and hashing.
 ///
-/// A writer dropped mid-way (the request was cancelled) may leave a write queued on the
-/// blocking pool. Every file operation of an upload holds the upload's `lock`, and a dropped
-/// writer's queued writes see `cancelled` and do nothing, so a later writer's `set_len` is
-/// never overtaken by a stale write.
+/// The thread holds the upload's `lock` for its whole life, so the next writer of the same
+/// upload (which truncates to the acknowledged size first) waits until it is gone. A writer
+/// dropped mid-way (the request was cancelled) sets `cancelled`, and its thread writes none of
+/// what is still queued.
 struct LocalWriter {
-    file: Option<std::fs::File>,
-    busy: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>>,
-    lock: Arc<std::sync::Mutex<()>>,
+    tx: Option<tokio::sync::mpsc::Sender<Vec<Bytes>>>,
+    job: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     cancelled: Arc<AtomicBool>,
 }
 
+/// Batches that may wait for the writing thread.
+const WRITE_QUEUE: usize = 4;
+
 impl LocalWriter {
-    async fn file(&mut self) -> Result<std::fs::File> {
-        if let Some(job) = self.busy.take() {
-            return Ok(job.await.map_err(|e| RegistryError::internal("writing an upload", e))??);
+    fn start(lock: Arc<std::sync::Mutex<()>>, path: PathBuf, offset: u64) -> LocalWriter {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITE_QUEUE);
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let stop = cancelled.clone();
+        let job = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::{Seek, SeekFrom, Write};
+            let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut file = std::fs::OpenOptions::new().write(true).open(&path)?;
+            // Forget bytes that were never acknowledged, then continue from the acknowledged end.
+            file.set_len(offset)?;
+            file.seek(SeekFrom::Start(offset))?;
+            while let Some(batch) = rx.blocking_recv() {
+                if stop.load(Ordering::SeqCst) {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        "upload request cancelled",
+                    ));
+                }
+                for part in &batch {
+                    file.write_all(part)?;
+                }
+            }
+            Ok(())
+        });
+        LocalWriter {
+            tx: Some(tx),
+            job: Some(job),
+            cancelled,
         }
-        self.file.take().ok_or_else(|| RegistryError::Internal("upload file lost after a failed write".into()))
+    }
+
+    async fn join(&mut self) -> Result<()> {
+        self.tx.take();
+        match self.job.take() {
+            Some(job) => Ok(job
+                .await
+                .map_err(|e| RegistryError::internal("writing an upload", e))?
+                .map_err(missing_upload)?),
+            None => Ok(()),
+        }
     }
 }
 
 impl Drop for LocalWriter {
     fn drop(&mut self) {
-        self.cancelled.store(true, Ordering::SeqCst);
+        if self.job.is_some() {
+            self.cancelled.store(true, Ordering::SeqCst);
+        }
     }
 }
 
 #[async_trait]
 impl UploadWriter for LocalWriter {
-    async fn write(&mut self, data: Bytes) -> Result<()> {
-        let mut file = self.file().await?;
-        let (lock, cancelled) = (self.lock.clone(), self.cancelled.clone());
-        self.busy = Some(tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
-            if cancelled.load(Ordering::SeqCst) {
-                return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "upload request cancelled"));
-            }
-            file.write_all(&data)?;
-            Ok(file)
-        }));
+    async fn write(&mut self, data: Vec<Bytes>) -> Result<()> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(data).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            // The thread stopped: its error says why.
+            self.join().await?;
+            return Err(RegistryError::Internal("upload writer stopped".into()));
+        }
         Ok(())
     }
 
     async fn finish(mut self: Box<Self>) -> Result<Option<String>> {
-        self.file().await?;
+        self.join().await?;
         Ok(None)
     }
 }
@@ -173,17 +222,12 @@ impl UploadBackend for LocalUploads {
         _state: Option<&str>,
     ) -> Result<Box<dyn UploadWriter>> {
         let path = self.file(id)?;
-        let file = self
-            .with_lock(id, move || {
-                use std::io::{Seek, SeekFrom};
-                let mut file = std::fs::OpenOptions::new().write(true).open(&path)?;
-                // Forget bytes that were never acknowledged, then continue from the acknowledged end.
-                file.set_len(offset)?;
-                file.seek(SeekFrom::Start(offset))?;
-                Ok(file)
-            })
-            .await?;
-        Ok(Box::new(LocalWriter { file: Some(file), busy: None, lock: self.lock(id), cancelled: Arc::default() }))
+        if !path.exists() {
+            return Err(RegistryError::BlobUploadUnknown(
+                "upload data is gone".into(),
+            ));
+        }
+        Ok(Box::new(LocalWriter::start(self.lock(id), path, offset)))
     }
 
     async fn read(&self, id: &str, len: u64, _state: Option<&str>) -> Result<ByteStream> {
@@ -193,7 +237,13 @@ impl UploadBackend for LocalUploads {
 
     async fn commit(&self, id: &str, len: u64, _state: Option<&str>, dest: &Path) -> Result<()> {
         let path = self.file(id)?;
-        self.with_lock(id, move || std::fs::OpenOptions::new().write(true).open(&path)?.set_len(len)).await?;
+        self.with_lock(id, move || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)?
+                .set_len(len)
+        })
+        .await?;
         self.store.rename(&Self::key(id), dest).await?;
         self.forget(id);
         Ok(())
