@@ -46,10 +46,7 @@ where
         let start = Instant::now();
         let method = req.method().to_string();
         let path = req.path().to_string();
-        let peer = req
-            .peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default();
+        let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
         let fut = self.service.call(req);
         Box::pin(async move {
             let res = fut.await?;

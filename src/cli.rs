@@ -90,18 +90,11 @@ pub enum NamespaceCommand {
     /// List namespaces.
     List,
     /// Set a member's role (reader, writer, maintainer), or `remove` it.
-    Member {
-        namespace: String,
-        account: String,
-        role: String,
-    },
+    Member { namespace: String, account: String, role: String },
     /// List the members of an organisation.
     Members { namespace: String },
     /// Make a namespace `public` or `private`.
-    Visibility {
-        namespace: String,
-        visibility: String,
-    },
+    Visibility { namespace: String, visibility: String },
 }
 
 fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
@@ -128,11 +121,7 @@ async fn service(config: &Config) -> anyhow::Result<AuthService> {
 pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
     let auth = service(config).await?;
     match cmd {
-        UserCommand::Add {
-            name,
-            admin,
-            password_stdin,
-        } => {
+        UserCommand::Add { name, admin, password_stdin } => {
             let (password, generated) = read_password(password_stdin)?;
             auth.create_user(&name, Some(&password), admin).await?;
             println!("created user {name}{}", if admin { " (admin)" } else { "" });
@@ -141,10 +130,7 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
             }
         }
         UserCommand::List => {
-            println!(
-                "{:<24} {:<6} {:<9} {:<17} LAST LOGIN",
-                "NAME", "ADMIN", "DISABLED", "CREATED"
-            );
+            println!("{:<24} {:<6} {:<9} {:<17} LAST LOGIN", "NAME", "ADMIN", "DISABLED", "CREATED");
             for a in auth.meta.accounts(Some("user")).await? {
                 println!(
                     "{:<24} {:<6} {:<9} {:<17} {}",
@@ -156,10 +142,7 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        UserCommand::Passwd {
-            name,
-            password_stdin,
-        } => {
+        UserCommand::Passwd { name, password_stdin } => {
             let (password, generated) = read_password(password_stdin)?;
             auth.set_password(&name, &password).await?;
             println!("password of {name} changed");
@@ -190,20 +173,9 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
 pub async fn token(config: &Config, cmd: TokenCommand) -> anyhow::Result<()> {
     let auth = service(config).await?;
     match cmd {
-        TokenCommand::Create {
-            user,
-            name,
-            scope,
-            repository,
-            expires_days,
-        } => {
-            let (record, secret) = auth
-                .create_token(&user, &name, &scope, repository.as_deref(), expires_days)
-                .await?;
-            println!(
-                "token {} for {user} (scope {scope}); it is shown only now:",
-                record.id
-            );
+        TokenCommand::Create { user, name, scope, repository, expires_days } => {
+            let (record, secret) = auth.create_token(&user, &name, &scope, repository.as_deref(), expires_days).await?;
+            println!("token {} for {user} (scope {scope}); it is shown only now:", record.id);
             println!("{secret}");
         }
         TokenCommand::List { user } => {
@@ -239,20 +211,10 @@ pub async fn token(config: &Config, cmd: TokenCommand) -> anyhow::Result<()> {
 pub async fn robot(config: &Config, cmd: RobotCommand) -> anyhow::Result<()> {
     let auth = service(config).await?;
     match cmd {
-        RobotCommand::Create {
-            namespace,
-            name,
-            role,
-        } => {
+        RobotCommand::Create { namespace, name, role } => {
             let robot = auth.create_robot(&namespace, &name, &role).await?;
-            println!(
-                "created robot {} ({role} in {namespace}); give it a token with:",
-                robot.name
-            );
-            println!(
-                "  berth token create --user '{}' --name ci --scope push",
-                robot.name
-            );
+            println!("created robot {} ({role} in {namespace}); give it a token with:", robot.name);
+            println!("  berth token create --user '{}' --name ci --scope push", robot.name);
         }
         RobotCommand::List => {
             println!("{:<32} {:<20} ROLE", "NAME", "NAMESPACE");
@@ -283,19 +245,10 @@ pub async fn namespace(config: &Config, cmd: NamespaceCommand) -> anyhow::Result
         NamespaceCommand::List => {
             println!("{:<24} {:<5} VISIBILITY", "NAME", "KIND");
             for ns in auth.meta.namespaces().await? {
-                println!(
-                    "{:<24} {:<5} {}",
-                    ns.name,
-                    ns.kind,
-                    if ns.public { "public" } else { "private" }
-                );
+                println!("{:<24} {:<5} {}", ns.name, ns.kind, if ns.public { "public" } else { "private" });
             }
         }
-        NamespaceCommand::Member {
-            namespace,
-            account,
-            role,
-        } => {
+        NamespaceCommand::Member { namespace, account, role } => {
             if role == "remove" {
                 auth.set_member(&namespace, &account, None).await?;
                 println!("{account} removed from {namespace}");
@@ -309,10 +262,7 @@ pub async fn namespace(config: &Config, cmd: NamespaceCommand) -> anyhow::Result
                 println!("{account:<24} {role}");
             }
         }
-        NamespaceCommand::Visibility {
-            namespace,
-            visibility,
-        } => {
+        NamespaceCommand::Visibility { namespace, visibility } => {
             let public = match visibility.as_str() {
                 "public" => true,
                 "private" => false,

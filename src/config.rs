@@ -37,6 +37,48 @@ pub struct StorageConfig {
     pub kind: String,
     /// Root of the filesystem store; empty for `<data_dir>/storage`.
     pub path: String,
+    /// The S3 store, when `kind = "s3"`.
+    pub s3: S3Config,
+}
+
+/// An S3 (or S3-compatible) bucket. Empty settings fall back to the `AWS_*` environment and
+/// the usual credential chain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Key prefix inside the bucket, e.g. `registry`.
+    pub prefix: String,
+    pub region: String,
+    /// Endpoint URL of an S3-compatible server, e.g. `http://127.0.0.1:9000`.
+    pub endpoint: String,
+    /// Path-style requests (`endpoint/bucket/key`), as most S3-compatible servers want.
+    pub path_style: bool,
+    /// Allow a plain-HTTP endpoint.
+    pub allow_http: bool,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Answer blob GETs with a 307 to a presigned S3 URL instead of streaming through Berth.
+    pub redirect: bool,
+    /// Lifetime of those URLs, in seconds.
+    pub redirect_expiry_secs: u64,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            bucket: String::new(),
+            prefix: String::new(),
+            region: String::new(),
+            endpoint: String::new(),
+            path_style: false,
+            allow_http: false,
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            redirect: false,
+            redirect_expiry_secs: 600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,28 +155,19 @@ impl Default for Config {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig {
-            kind: "filesystem".into(),
-            path: String::new(),
-        }
+        StorageConfig { kind: "filesystem".into(), path: String::new(), s3: S3Config::default() }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            level: "info".into(),
-            format: "text".into(),
-            access: true,
-        }
+        LogConfig { level: "info".into(), format: "text".into(), access: true }
     }
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig {
-            max_manifest_bytes: 4 * 1024 * 1024,
-        }
+        LimitsConfig { max_manifest_bytes: 4 * 1024 * 1024 }
     }
 }
 
@@ -148,21 +181,14 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(
-            Env::prefixed("BERTH_")
-                .split("__")
-                .ignore(&["config", "log"]),
-        );
+        figment = figment.merge(Env::prefixed("BERTH_").split("__").ignore(&["config", "log"]));
         Ok(figment.extract()?)
     }
 
     /// The database URL, defaulting to SQLite in the data dir.
     pub fn database_url(&self) -> String {
         if self.database.url.is_empty() {
-            format!(
-                "sqlite://{}?mode=rwc",
-                self.data_dir.join("berth.db").display()
-            )
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("berth.db").display())
         } else {
             self.database.url.clone()
         }
@@ -170,11 +196,7 @@ impl Config {
 
     /// The root of the filesystem blob store.
     pub fn storage_path(&self) -> PathBuf {
-        if self.storage.path.is_empty() {
-            self.data_dir.join("storage")
-        } else {
-            PathBuf::from(&self.storage.path)
-        }
+        if self.storage.path.is_empty() { self.data_dir.join("storage") } else { PathBuf::from(&self.storage.path) }
     }
 }
 
@@ -186,10 +208,7 @@ mod tests {
     #[allow(clippy::result_large_err)] // figment::Jail's closure signature
     fn file_then_environment() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file(
-                "b.toml",
-                "listen = \"127.0.0.1:1\"\n[log]\nlevel = \"debug\"\n",
-            )?;
+            jail.create_file("b.toml", "listen = \"127.0.0.1:1\"\n[log]\nlevel = \"debug\"\n")?;
             jail.set_env("BERTH_LOG__FORMAT", "json");
             jail.set_env("BERTH_DATA_DIR", "/srv/berth");
             jail.set_env("BERTH_LOG", "warn"); // the log filter variable, not a config key

@@ -111,9 +111,7 @@ impl RegistryError {
     pub fn status(&self) -> StatusCode {
         use RegistryError::*;
         match self {
-            BlobUnknown(_) | BlobUploadUnknown(_) | ManifestUnknown(_) | NameUnknown(_) => {
-                StatusCode::NOT_FOUND
-            }
+            BlobUnknown(_) | BlobUploadUnknown(_) | ManifestUnknown(_) | NameUnknown(_) => StatusCode::NOT_FOUND,
             BlobUploadInvalid(_)
             | DigestInvalid(_)
             | ManifestBlobUnknown(_)
@@ -177,18 +175,13 @@ impl ResponseError for RegistryError {
         let mut resp = HttpResponse::build(self.status());
         resp.insert_header((header::CONTENT_TYPE, "application/json"));
         match self {
-            RegistryError::RangeInvalid {
-                upload_size: Some(size),
-                ..
-            } => {
+            RegistryError::RangeInvalid { upload_size: Some(size), .. } => {
                 resp.insert_header((header::RANGE, crate::api::range_header(*size)));
             }
             RegistryError::RangeNotSatisfiable { blob_size } => {
                 resp.insert_header((header::CONTENT_RANGE, format!("bytes */{blob_size}")));
             }
-            RegistryError::Unauthorized {
-                challenge: Some(c), ..
-            } => {
+            RegistryError::Unauthorized { challenge: Some(c), .. } => {
                 if let Ok(v) = HeaderValue::from_str(c) {
                     resp.insert_header((header::WWW_AUTHENTICATE, v));
                 }
@@ -217,17 +210,8 @@ mod tests {
 
     #[test]
     fn codes_and_statuses() {
-        assert_eq!(
-            RegistryError::BlobUnknown(String::new()).status(),
-            StatusCode::NOT_FOUND
-        );
-        assert_eq!(
-            RegistryError::DigestInvalid(String::new()).code(),
-            "DIGEST_INVALID"
-        );
-        assert_eq!(
-            RegistryError::TooLarge(String::new()).status(),
-            StatusCode::PAYLOAD_TOO_LARGE
-        );
+        assert_eq!(RegistryError::BlobUnknown(String::new()).status(), StatusCode::NOT_FOUND);
+        assert_eq!(RegistryError::DigestInvalid(String::new()).code(), "DIGEST_INVALID");
+        assert_eq!(RegistryError::TooLarge(String::new()).status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 }

@@ -82,9 +82,7 @@ fn main() -> anyhow::Result<()> {
             })
         }
         command => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async move {
                 match command {
                     Command::User(c) => cli::user(&config, c).await,

@@ -18,11 +18,10 @@ pub async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
     let meta = Meta::connect(&config.database_url()).await?;
     let blobs = match config.storage.kind.as_str() {
         "filesystem" => BlobStore::filesystem(&config.storage_path())?,
-        other => anyhow::bail!("unknown storage.kind {other:?} (expected \"filesystem\")"),
+        "s3" => BlobStore::s3(&config.storage.s3)?,
+        other => anyhow::bail!("unknown storage.kind {other:?} (expected \"filesystem\" or \"s3\")"),
     };
-    let limits = Limits {
-        max_manifest_bytes: config.limits.max_manifest_bytes,
-    };
+    let limits = Limits { max_manifest_bytes: config.limits.max_manifest_bytes };
     Ok(Registry::new(meta, blobs, limits))
 }
 
@@ -40,42 +39,28 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
         service.bootstrap_admin().await?;
         Some(service)
     } else {
-        tracing::warn!(
-            "authentication is OFF (auth.enabled = false): anyone can push, pull and delete"
-        );
+        tracing::warn!("authentication is OFF (auth.enabled = false): anyone can push, pull and delete");
         None
     };
     let authorizer: Arc<dyn Authorizer> = match &auth_service {
         Some(s) => Arc::new(TokenAuth(s.clone())),
         None => Arc::new(AllowAll),
     };
-    let state = web::Data::new(AppState {
-        registry,
-        auth: authorizer,
-    });
+    let state = web::Data::new(AppState { registry, auth: authorizer });
     let auth_data = auth_service.map(web::Data::from);
     let access = config.log.access;
     let http = HttpServer::new(move || {
         let mut app = App::new()
             .app_data(state.clone())
-            .wrap(middleware::Condition::new(
-                access,
-                crate::access_log::AccessLog,
-            ))
+            .wrap(middleware::Condition::new(access, crate::access_log::AccessLog))
             .configure(api::configure);
         if let Some(auth) = &auth_data {
-            app = app
-                .app_data(auth.clone())
-                .configure(api::token::configure)
-                .configure(api::admin::configure);
+            app = app.app_data(auth.clone()).configure(api::token::configure).configure(api::admin::configure);
         }
         app
     })
     .bind(&config.listen)?;
     let addrs = http.addrs();
     tracing::info!(listen = ?addrs, data_dir = %config.data_dir.display(), auth = config.auth.enabled, "berth is serving");
-    Ok(Server {
-        server: http.run(),
-        addrs,
-    })
+    Ok(Server { server: http.run(), addrs })
 }

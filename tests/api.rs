@@ -13,26 +13,17 @@ const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+j
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 fn client() -> Client {
-    Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
 fn header(r: &Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
+    r.headers().get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
 }
 
 /// Asserts a spec error: status, code, and the API version header.
 async fn expect_error(r: Response, status: StatusCode, code: &str) {
     assert_eq!(r.status(), status, "expected {code}");
-    assert_eq!(
-        header(&r, "docker-distribution-api-version"),
-        "registry/2.0"
-    );
+    assert_eq!(header(&r, "docker-distribution-api-version"), "registry/2.0");
     let body: Value = r.json().await.expect("error body is JSON");
     assert_eq!(body["errors"][0]["code"], code, "{body}");
 }
@@ -40,25 +31,14 @@ async fn expect_error(r: Response, status: StatusCode, code: &str) {
 /// Pushes a blob monolithically; returns its digest.
 async fn push_blob(c: &Client, base: &str, repo: &str, data: &[u8]) -> String {
     let digest = sha256(data);
-    let r = c
-        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={digest}"))
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
+    let r =
+        c.post(format!("{base}/v2/{repo}/blobs/uploads/?digest={digest}")).body(data.to_vec()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     digest
 }
 
 /// Pushes a manifest; returns the response.
-async fn put_manifest(
-    c: &Client,
-    base: &str,
-    repo: &str,
-    reference: &str,
-    media_type: &str,
-    body: &[u8],
-) -> Response {
+async fn put_manifest(c: &Client, base: &str, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Response {
     c.put(format!("{base}/v2/{repo}/manifests/{reference}"))
         .header("content-type", media_type)
         .body(body.to_vec())
@@ -74,15 +54,9 @@ async fn image(c: &Client, base: &str, repo: &str, media_type: &str, seed: &str)
     let cd = push_blob(c, base, repo, config.as_bytes()).await;
     let ld = push_blob(c, base, repo, layer.as_bytes()).await;
     let (cmt, lmt) = if media_type == DOCKER_MANIFEST {
-        (
-            "application/vnd.docker.container.image.v1+json",
-            "application/vnd.docker.image.rootfs.diff.tar.gzip",
-        )
+        ("application/vnd.docker.container.image.v1+json", "application/vnd.docker.image.rootfs.diff.tar.gzip")
     } else {
-        (
-            "application/vnd.oci.image.config.v1+json",
-            "application/vnd.oci.image.layer.v1.tar",
-        )
+        ("application/vnd.oci.image.config.v1+json", "application/vnd.oci.image.layer.v1.tar")
     };
     serde_json::to_vec(&json!({
         "schemaVersion": 2,
@@ -99,17 +73,11 @@ async fn base_endpoint_and_unknown_paths() {
     let c = client();
     let r = c.get(format!("{}/v2/", b.base)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(
-        header(&r, "docker-distribution-api-version"),
-        "registry/2.0"
-    );
+    assert_eq!(header(&r, "docker-distribution-api-version"), "registry/2.0");
     let r = c.get(format!("{}/v2", b.base)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     expect_error(
-        c.get(format!("{}/v2/nothing/here", b.base))
-            .send()
-            .await
-            .unwrap(),
+        c.get(format!("{}/v2/nothing/here", b.base)).send().await.unwrap(),
         StatusCode::NOT_FOUND,
         "NAME_UNKNOWN",
     )
@@ -127,21 +95,9 @@ async fn invalid_names_digests_and_tags() {
     let b = Berth::start();
     let c = client();
     let base = &b.base;
-    for path in [
-        "/v2/UPPER/tags/list",
-        "/v2/a..b/tags/list",
-        "/v2/a//b/tags/list",
-        "/v2/-a/blobs/uploads/",
-    ] {
+    for path in ["/v2/UPPER/tags/list", "/v2/a..b/tags/list", "/v2/a//b/tags/list", "/v2/-a/blobs/uploads/"] {
         let r = c
-            .request(
-                if path.ends_with('/') {
-                    Method::POST
-                } else {
-                    Method::GET
-                },
-                format!("{base}{path}"),
-            )
+            .request(if path.ends_with('/') { Method::POST } else { Method::GET }, format!("{base}{path}"))
             .send()
             .await
             .unwrap();
@@ -149,49 +105,21 @@ async fn invalid_names_digests_and_tags() {
     }
     let long = "a".repeat(256);
     expect_error(
-        c.get(format!("{base}/v2/{long}/tags/list"))
-            .send()
-            .await
-            .unwrap(),
+        c.get(format!("{base}/v2/{long}/tags/list")).send().await.unwrap(),
         StatusCode::BAD_REQUEST,
         "NAME_INVALID",
     )
     .await;
     // Path traversal never reaches storage.
-    let r = c
-        .get(format!(
-            "{base}/v2/a/blobs/sha256:..%2f..%2f..%2fetc%2fpasswd"
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/a/blobs/sha256:..%2f..%2f..%2fetc%2fpasswd")).send().await.unwrap();
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
-    let r = c
-        .get(format!(
-            "{base}/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e"
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e")).send().await.unwrap();
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
-    let r = c
-        .get(format!("{base}/v2/a/manifests/bad*tag"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/a/manifests/bad*tag")).send().await.unwrap();
     expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
-    let r = c
-        .get(format!("{base}/v2/never/pushed/tags/list"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/never/pushed/tags/list")).send().await.unwrap();
     expect_error(r, StatusCode::NOT_FOUND, "NAME_UNKNOWN").await;
-    let r = c
-        .post(format!("{base}/v2/a/blobs/uploads/?digest=sha256:nope"))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{base}/v2/a/blobs/uploads/?digest=sha256:nope")).body("x").send().await.unwrap();
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
 }
 
@@ -202,93 +130,43 @@ async fn monolithic_blob_head_get_range_delete() {
     let base = &b.base;
     let data = b"0123456789abcdef".to_vec();
     let digest = sha256(&data);
-    let r = c
-        .post(format!("{base}/v2/team/app/blobs/uploads/?digest={digest}"))
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+    let r =
+        c.post(format!("{base}/v2/team/app/blobs/uploads/?digest={digest}")).body(data.clone()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(
-        header(&r, "location"),
-        format!("/v2/team/app/blobs/{digest}")
-    );
+    assert_eq!(header(&r, "location"), format!("/v2/team/app/blobs/{digest}"));
     assert_eq!(header(&r, "docker-content-digest"), digest);
 
-    let r = c
-        .head(format!("{base}/v2/team/app/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.head(format!("{base}/v2/team/app/blobs/{digest}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "content-length"), "16");
     assert_eq!(header(&r, "docker-content-digest"), digest);
 
-    let r = c
-        .get(format!("{base}/v2/team/app/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/team/app/blobs/{digest}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.bytes().await.unwrap().to_vec(), data);
 
-    let r = c
-        .get(format!("{base}/v2/team/app/blobs/{digest}"))
-        .header("range", "bytes=4-7")
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/team/app/blobs/{digest}")).header("range", "bytes=4-7").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(header(&r, "content-range"), "bytes 4-7/16");
     assert_eq!(&r.bytes().await.unwrap()[..], b"4567");
-    let r = c
-        .get(format!("{base}/v2/team/app/blobs/{digest}"))
-        .header("range", "bytes=10-")
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/team/app/blobs/{digest}")).header("range", "bytes=10-").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(&r.bytes().await.unwrap()[..], b"abcdef");
-    let r = c
-        .get(format!("{base}/v2/team/app/blobs/{digest}"))
-        .header("range", "bytes=16-20")
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/team/app/blobs/{digest}")).header("range", "bytes=16-20").send().await.unwrap();
     assert_eq!(header(&r, "content-range"), "bytes */16");
     expect_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID").await;
 
     // Knowing the digest is not enough: another repository does not link it.
-    let r = c
-        .get(format!("{base}/v2/team/other/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/team/other/blobs/{digest}")).send().await.unwrap();
     expect_error(r, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
-    let r = c
-        .head(format!("{base}/v2/team/other/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.head(format!("{base}/v2/team/other/blobs/{digest}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
-    let r = c
-        .delete(format!("{base}/v2/team/app/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.delete(format!("{base}/v2/team/app/blobs/{digest}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = c
-        .get(format!("{base}/v2/team/app/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/team/app/blobs/{digest}")).send().await.unwrap();
     expect_error(r, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
-    let r = c
-        .delete(format!("{base}/v2/team/app/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.delete(format!("{base}/v2/team/app/blobs/{digest}")).send().await.unwrap();
     expect_error(r, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
 }
 
@@ -297,17 +175,10 @@ async fn chunked_and_streamed_uploads() {
     let b = Berth::start();
     let c = client();
     let base = &b.base;
-    let r = c
-        .post(format!("{base}/v2/chunks/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{base}/v2/chunks/blobs/uploads/")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let location = header(&r, "location");
-    assert!(
-        location.starts_with("/v2/chunks/blobs/uploads/"),
-        "relative Location: {location}"
-    );
+    assert!(location.starts_with("/v2/chunks/blobs/uploads/"), "relative Location: {location}");
     assert!(!header(&r, "docker-upload-uuid").is_empty());
     assert_eq!(header(&r, "range"), "0-0");
     let url = format!("{base}{location}");
@@ -325,13 +196,7 @@ async fn chunked_and_streamed_uploads() {
     let url = format!("{base}{}", header(&r, "location"));
 
     // A chunk that does not start where the upload ends.
-    let r = c
-        .patch(&url)
-        .header("content-range", "9-12")
-        .body("nope")
-        .send()
-        .await
-        .unwrap();
+    let r = c.patch(&url).header("content-range", "9-12").body("nope").send().await.unwrap();
     assert_eq!(header(&r, "range"), "0-4");
     expect_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID").await;
 
@@ -348,44 +213,19 @@ async fn chunked_and_streamed_uploads() {
     // Final PUT with the last chunk.
     let full = b"hello, world!!".to_vec();
     let digest = sha256(&full);
-    let r = c
-        .put(format!("{url}?digest={digest}"))
-        .body("!!")
-        .send()
-        .await
-        .unwrap();
+    let r = c.put(format!("{url}?digest={digest}")).body("!!").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(header(&r, "docker-content-digest"), digest);
-    let got = c
-        .get(format!("{base}/v2/chunks/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let got = c.get(format!("{base}/v2/chunks/blobs/{digest}")).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(got.to_vec(), full);
     // The session is gone once completed.
-    expect_error(
-        c.get(&url).send().await.unwrap(),
-        StatusCode::NOT_FOUND,
-        "BLOB_UPLOAD_UNKNOWN",
-    )
-    .await;
+    expect_error(c.get(&url).send().await.unwrap(), StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
 
     // PUT without a final chunk.
-    let r = c
-        .post(format!("{base}/v2/chunks/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{base}/v2/chunks/blobs/uploads/")).send().await.unwrap();
     let url = format!("{base}{}", header(&r, "location"));
     c.patch(&url).body("abc").send().await.unwrap();
-    let r = c
-        .put(format!("{url}?digest={}", sha256(b"abc")))
-        .send()
-        .await
-        .unwrap();
+    let r = c.put(format!("{url}?digest={}", sha256(b"abc"))).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
 
     // Pushing a blob that exists again is fine.
@@ -393,23 +233,11 @@ async fn chunked_and_streamed_uploads() {
     // sha512 digests.
     let d512 = {
         use sha2::Digest;
-        format!(
-            "sha512:{}",
-            hex::encode(sha2::Sha512::digest(b"five twelve"))
-        )
+        format!("sha512:{}", hex::encode(sha2::Sha512::digest(b"five twelve")))
     };
-    let r = c
-        .post(format!("{base}/v2/chunks/blobs/uploads/?digest={d512}"))
-        .body("five twelve")
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{base}/v2/chunks/blobs/uploads/?digest={d512}")).body("five twelve").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = c
-        .get(format!("{base}/v2/chunks/blobs/{d512}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/chunks/blobs/{d512}")).send().await.unwrap();
     assert_eq!(&r.bytes().await.unwrap()[..], b"five twelve");
     // An empty blob.
     push_blob(&c, base, "chunks", b"").await;
@@ -420,106 +248,45 @@ async fn wrong_digest_leaves_nothing_and_cancel_works() {
     let b = Berth::start();
     let c = client();
     let base = &b.base;
-    let r = c
-        .post(format!("{base}/v2/x/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{base}/v2/x/blobs/uploads/")).send().await.unwrap();
     let url = format!("{base}{}", header(&r, "location"));
     c.patch(&url).body("actual content").send().await.unwrap();
     let claimed = sha256(b"something else");
-    let r = c
-        .put(format!("{url}?digest={claimed}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.put(format!("{url}?digest={claimed}")).send().await.unwrap();
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
     expect_error(
-        c.get(format!("{base}/v2/x/blobs/{claimed}"))
-            .send()
-            .await
-            .unwrap(),
+        c.get(format!("{base}/v2/x/blobs/{claimed}")).send().await.unwrap(),
         StatusCode::NOT_FOUND,
         "BLOB_UNKNOWN",
     )
     .await;
     let actual = sha256(b"actual content");
-    assert_eq!(
-        c.head(format!("{base}/v2/x/blobs/{actual}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::NOT_FOUND
-    );
-    expect_error(
-        c.get(&url).send().await.unwrap(),
-        StatusCode::NOT_FOUND,
-        "BLOB_UPLOAD_UNKNOWN",
-    )
-    .await;
-    let uploads = std::fs::read_dir(b.data_path().join("storage/_uploads"))
-        .unwrap()
-        .count();
+    assert_eq!(c.head(format!("{base}/v2/x/blobs/{actual}")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    expect_error(c.get(&url).send().await.unwrap(), StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    let uploads = std::fs::read_dir(b.data_path().join("storage/_uploads")).unwrap().count();
     assert_eq!(uploads, 0, "no upload data left behind");
 
     // Monolithic with a wrong digest.
-    let r = c
-        .post(format!("{base}/v2/x/blobs/uploads/?digest={claimed}"))
-        .body("other")
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{base}/v2/x/blobs/uploads/?digest={claimed}")).body("other").send().await.unwrap();
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
 
     // PUT without a digest.
-    let r = c
-        .post(format!("{base}/v2/x/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{base}/v2/x/blobs/uploads/")).send().await.unwrap();
     let url = format!("{base}{}", header(&r, "location"));
-    expect_error(
-        c.put(&url).send().await.unwrap(),
-        StatusCode::BAD_REQUEST,
-        "DIGEST_INVALID",
-    )
-    .await;
+    expect_error(c.put(&url).send().await.unwrap(), StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
 
     // Cancel.
     let r = c.delete(&url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    expect_error(
-        c.get(&url).send().await.unwrap(),
-        StatusCode::NOT_FOUND,
-        "BLOB_UPLOAD_UNKNOWN",
-    )
-    .await;
-    expect_error(
-        c.patch(&url).body("x").send().await.unwrap(),
-        StatusCode::NOT_FOUND,
-        "BLOB_UPLOAD_UNKNOWN",
-    )
-    .await;
+    expect_error(c.get(&url).send().await.unwrap(), StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    expect_error(c.patch(&url).body("x").send().await.unwrap(), StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
     // An upload of one repository is unknown to another.
-    let r = c
-        .post(format!("{base}/v2/x/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{base}/v2/x/blobs/uploads/")).send().await.unwrap();
     let location = header(&r, "location");
     let id = location.rsplit('/').next().unwrap();
-    let r = c
-        .get(format!("{base}/v2/y/blobs/uploads/{id}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/y/blobs/uploads/{id}")).send().await.unwrap();
     expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
-    let r = c
-        .get(format!("{base}/v2/x/blobs/uploads/..%2f..%2fetc"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/x/blobs/uploads/..%2f..%2fetc")).send().await.unwrap();
     assert!(r.status().is_client_error());
 }
 
@@ -529,61 +296,24 @@ async fn cross_repository_mount() {
     let c = client();
     let base = &b.base;
     let digest = push_blob(&c, base, "src/repo", b"shared layer").await;
-    let r = c
-        .post(format!(
-            "{base}/v2/dst/repo/blobs/uploads/?mount={digest}&from=src/repo"
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{base}/v2/dst/repo/blobs/uploads/?mount={digest}&from=src/repo")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(
-        header(&r, "location"),
-        format!("/v2/dst/repo/blobs/{digest}")
-    );
+    assert_eq!(header(&r, "location"), format!("/v2/dst/repo/blobs/{digest}"));
     assert_eq!(header(&r, "docker-content-digest"), digest);
-    assert_eq!(
-        c.get(format!("{base}/v2/dst/repo/blobs/{digest}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(c.get(format!("{base}/v2/dst/repo/blobs/{digest}")).send().await.unwrap().status(), StatusCode::OK);
 
     // The source does not link it: a normal upload session instead.
-    let r = c
-        .post(format!(
-            "{base}/v2/third/blobs/uploads/?mount={digest}&from=elsewhere"
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{base}/v2/third/blobs/uploads/?mount={digest}&from=elsewhere")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert!(header(&r, "location").starts_with("/v2/third/blobs/uploads/"));
-    assert_eq!(
-        c.head(format!("{base}/v2/third/blobs/{digest}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(c.head(format!("{base}/v2/third/blobs/{digest}")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
 
     // Without `from`: the blob exists and (open registry) may be read.
-    let r = c
-        .post(format!("{base}/v2/fourth/blobs/uploads/?mount={digest}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{base}/v2/fourth/blobs/uploads/?mount={digest}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     // An unknown blob cannot be mounted.
     let unknown = sha256(b"never pushed");
-    let r = c
-        .post(format!("{base}/v2/fifth/blobs/uploads/?mount={unknown}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{base}/v2/fifth/blobs/uploads/?mount={unknown}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 }
 
@@ -598,10 +328,7 @@ async fn manifests_by_tag_and_digest() {
         let r = put_manifest(&c, base, repo, "v1", media_type, &body).await;
         assert_eq!(r.status(), StatusCode::CREATED);
         assert_eq!(header(&r, "docker-content-digest"), digest);
-        assert_eq!(
-            header(&r, "location"),
-            format!("/v2/{repo}/manifests/{digest}")
-        );
+        assert_eq!(header(&r, "location"), format!("/v2/{repo}/manifests/{digest}"));
 
         for reference in ["v1", digest.as_str()] {
             let r = c
@@ -613,11 +340,7 @@ async fn manifests_by_tag_and_digest() {
             assert_eq!(r.status(), StatusCode::OK);
             assert_eq!(header(&r, "content-type"), media_type);
             assert_eq!(header(&r, "docker-content-digest"), digest);
-            assert_eq!(
-                r.bytes().await.unwrap().to_vec(),
-                body,
-                "stored byte for byte"
-            );
+            assert_eq!(r.bytes().await.unwrap().to_vec(), body, "stored byte for byte");
             let h = c
                 .head(format!("{base}/v2/{repo}/manifests/{reference}"))
                 .header("accept", media_type)
@@ -643,17 +366,9 @@ async fn manifests_by_tag_and_digest() {
     let r = put_manifest(&c, base, "m/ws", &sha256(b"other"), OCI_MANIFEST, &body).await;
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
     // Unknown manifests.
-    let r = c
-        .get(format!("{base}/v2/m/ws/manifests/nope"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/m/ws/manifests/nope")).send().await.unwrap();
     expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
-    let r = c
-        .get(format!("{base}/v2/m/never/manifests/{}", sha256(b"x")))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/m/never/manifests/{}", sha256(b"x"))).send().await.unwrap();
     expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
 }
 
@@ -664,15 +379,7 @@ async fn manifest_validation() {
     let base = &b.base;
     let r = put_manifest(&c, base, "v/a", "bad", OCI_MANIFEST, b"{not json").await;
     expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
-    let r = put_manifest(
-        &c,
-        base,
-        "v/a",
-        "bad",
-        "text/plain",
-        br#"{"schemaVersion":2}"#,
-    )
-    .await;
+    let r = put_manifest(&c, base, "v/a", "bad", "text/plain", br#"{"schemaVersion":2}"#).await;
     expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
     // Content-Type and mediaType disagree.
     let body = image(&c, base, "v/a", DOCKER_MANIFEST, "a").await;
@@ -696,14 +403,7 @@ async fn manifest_validation() {
     let r = put_manifest(&c, base, "v/a", "idx", OCI_INDEX, &index).await;
     expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
     // Nothing was tagged by the failures.
-    let tags: Value = c
-        .get(format!("{base}/v2/v/a/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: Value = c.get(format!("{base}/v2/v/a/tags/list")).send().await.unwrap().json().await.unwrap();
     assert_eq!(tags["tags"], json!([]));
 }
 
@@ -715,12 +415,7 @@ async fn indexes_and_accept_negotiation() {
     let amd = image(&c, base, "multi", DOCKER_MANIFEST, "amd64").await;
     let arm = image(&c, base, "multi", DOCKER_MANIFEST, "arm64").await;
     for m in [&amd, &arm] {
-        assert_eq!(
-            put_manifest(&c, base, "multi", &sha256(m), DOCKER_MANIFEST, m)
-                .await
-                .status(),
-            StatusCode::CREATED
-        );
+        assert_eq!(put_manifest(&c, base, "multi", &sha256(m), DOCKER_MANIFEST, m).await.status(), StatusCode::CREATED);
     }
     let list = serde_json::to_vec(&json!({
         "schemaVersion": 2, "mediaType": DOCKER_LIST,
@@ -730,12 +425,7 @@ async fn indexes_and_accept_negotiation() {
         ],
     }))
     .unwrap();
-    assert_eq!(
-        put_manifest(&c, base, "multi", "latest", DOCKER_LIST, &list)
-            .await
-            .status(),
-        StatusCode::CREATED
-    );
+    assert_eq!(put_manifest(&c, base, "multi", "latest", DOCKER_LIST, &list).await.status(), StatusCode::CREATED);
     // A client that takes lists gets the list.
     let r = c
         .get(format!("{base}/v2/multi/manifests/latest"))
@@ -746,28 +436,14 @@ async fn indexes_and_accept_negotiation() {
     assert_eq!(header(&r, "content-type"), DOCKER_LIST);
     assert_eq!(r.bytes().await.unwrap().to_vec(), list);
     // No Accept: whatever is stored.
-    let r = c
-        .get(format!("{base}/v2/multi/manifests/latest"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/multi/manifests/latest")).send().await.unwrap();
     assert_eq!(header(&r, "content-type"), DOCKER_LIST);
     // A client that only takes image manifests gets the linux/amd64 one.
-    let r = c
-        .get(format!("{base}/v2/multi/manifests/latest"))
-        .header("accept", DOCKER_MANIFEST)
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/multi/manifests/latest")).header("accept", DOCKER_MANIFEST).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "docker-content-digest"), sha256(&amd));
     // A client that takes neither.
-    let r = c
-        .get(format!("{base}/v2/multi/manifests/latest"))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/multi/manifests/latest")).header("accept", OCI_MANIFEST).send().await.unwrap();
     expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
 
     // OCI index with an artifact type.
@@ -778,18 +454,8 @@ async fn indexes_and_accept_negotiation() {
         "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(&oci), "size": oci.len(), "platform": {"architecture": "amd64", "os": "linux"}}],
     }))
     .unwrap();
-    assert_eq!(
-        put_manifest(&c, base, "multi", "oci", OCI_INDEX, &index)
-            .await
-            .status(),
-        StatusCode::CREATED
-    );
-    let r = c
-        .get(format!("{base}/v2/multi/manifests/oci"))
-        .header("accept", OCI_INDEX)
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(put_manifest(&c, base, "multi", "oci", OCI_INDEX, &index).await.status(), StatusCode::CREATED);
+    let r = c.get(format!("{base}/v2/multi/manifests/oci")).header("accept", OCI_INDEX).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap().to_vec(), index);
 }
 
@@ -803,92 +469,45 @@ async fn deletes_of_tags_and_manifests() {
     put_manifest(&c, base, "del", "a", OCI_MANIFEST, &body).await;
     put_manifest(&c, base, "del", "b", OCI_MANIFEST, &body).await;
     // Deleting a tag removes the tag only.
-    assert_eq!(
-        c.delete(format!("{base}/v2/del/manifests/a"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::ACCEPTED
-    );
+    assert_eq!(c.delete(format!("{base}/v2/del/manifests/a")).send().await.unwrap().status(), StatusCode::ACCEPTED);
     expect_error(
-        c.get(format!("{base}/v2/del/manifests/a"))
-            .send()
-            .await
-            .unwrap(),
+        c.get(format!("{base}/v2/del/manifests/a")).send().await.unwrap(),
         StatusCode::NOT_FOUND,
         "MANIFEST_UNKNOWN",
     )
     .await;
-    assert_eq!(
-        c.get(format!("{base}/v2/del/manifests/b"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        c.get(format!("{base}/v2/del/manifests/{digest}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(c.get(format!("{base}/v2/del/manifests/b")).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(c.get(format!("{base}/v2/del/manifests/{digest}")).send().await.unwrap().status(), StatusCode::OK);
     // Deleting the digest removes the manifest and the tags on it.
     assert_eq!(
-        c.delete(format!("{base}/v2/del/manifests/{digest}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        c.delete(format!("{base}/v2/del/manifests/{digest}")).send().await.unwrap().status(),
         StatusCode::ACCEPTED
     );
     expect_error(
-        c.get(format!("{base}/v2/del/manifests/{digest}"))
-            .send()
-            .await
-            .unwrap(),
+        c.get(format!("{base}/v2/del/manifests/{digest}")).send().await.unwrap(),
         StatusCode::NOT_FOUND,
         "MANIFEST_UNKNOWN",
     )
     .await;
     expect_error(
-        c.get(format!("{base}/v2/del/manifests/b"))
-            .send()
-            .await
-            .unwrap(),
+        c.get(format!("{base}/v2/del/manifests/b")).send().await.unwrap(),
         StatusCode::NOT_FOUND,
         "MANIFEST_UNKNOWN",
     )
     .await;
     expect_error(
-        c.delete(format!("{base}/v2/del/manifests/{digest}"))
-            .send()
-            .await
-            .unwrap(),
+        c.delete(format!("{base}/v2/del/manifests/{digest}")).send().await.unwrap(),
         StatusCode::NOT_FOUND,
         "MANIFEST_UNKNOWN",
     )
     .await;
     expect_error(
-        c.delete(format!("{base}/v2/del/manifests/zzz"))
-            .send()
-            .await
-            .unwrap(),
+        c.delete(format!("{base}/v2/del/manifests/zzz")).send().await.unwrap(),
         StatusCode::NOT_FOUND,
         "MANIFEST_UNKNOWN",
     )
     .await;
-    let tags: Value = c
-        .get(format!("{base}/v2/del/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: Value = c.get(format!("{base}/v2/del/tags/list")).send().await.unwrap().json().await.unwrap();
     assert_eq!(tags["tags"], json!([]));
 }
 
@@ -902,10 +521,7 @@ async fn referrers_and_subject() {
     put_manifest(&c, base, "art", "v1", OCI_MANIFEST, &subject).await;
     let empty = push_blob(&c, base, "art", b"{}").await;
     let mut pushed = Vec::new();
-    for (i, artifact_type) in ["application/vnd.example.sig", "application/spdx+json"]
-        .iter()
-        .enumerate()
-    {
+    for (i, artifact_type) in ["application/vnd.example.sig", "application/spdx+json"].iter().enumerate() {
         let layer = push_blob(&c, base, "art", format!("payload {i}").as_bytes()).await;
         let body = serde_json::to_vec(&json!({
             "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
@@ -921,11 +537,7 @@ async fn referrers_and_subject() {
         assert_eq!(header(&r, "oci-subject"), sd);
         pushed.push((digest, body.len()));
     }
-    let r = c
-        .get(format!("{base}/v2/art/referrers/{sd}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/art/referrers/{sd}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "content-type"), OCI_INDEX);
     let index: Value = r.json().await.unwrap();
@@ -938,41 +550,21 @@ async fn referrers_and_subject() {
     assert_eq!(manifests[0]["artifactType"], "application/vnd.example.sig");
     assert_eq!(manifests[0]["annotations"]["org.example.n"], "0");
 
-    let r = c
-        .get(format!(
-            "{base}/v2/art/referrers/{sd}?artifactType=application/spdx%2Bjson"
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/art/referrers/{sd}?artifactType=application/spdx%2Bjson")).send().await.unwrap();
     assert_eq!(header(&r, "oci-filters-applied"), "artifactType");
     let index: Value = r.json().await.unwrap();
     assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
     assert_eq!(index["manifests"][0]["digest"], pushed[1].0);
 
     // None: an empty index, not a 404.
-    let r = c
-        .get(format!("{base}/v2/art/referrers/{}", sha256(b"lonely")))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/art/referrers/{}", sha256(b"lonely"))).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let index: Value = r.json().await.unwrap();
     assert_eq!(index["manifests"], json!([]));
-    let r = c
-        .get(format!("{base}/v2/art/referrers/sha256:bad"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/art/referrers/sha256:bad")).send().await.unwrap();
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
     // Helm-style artifact: any config media type.
-    let cfg = push_blob(
-        &c,
-        base,
-        "charts/app",
-        br#"{"name":"app","version":"1.0.0"}"#,
-    )
-    .await;
+    let cfg = push_blob(&c, base, "charts/app", br#"{"name":"app","version":"1.0.0"}"#).await;
     let chart = push_blob(&c, base, "charts/app", b"chart tgz").await;
     let helm = serde_json::to_vec(&json!({
         "schemaVersion": 2,
@@ -980,12 +572,7 @@ async fn referrers_and_subject() {
         "layers": [{"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "digest": chart, "size": 9}],
     }))
     .unwrap();
-    assert_eq!(
-        put_manifest(&c, base, "charts/app", "1.0.0", OCI_MANIFEST, &helm)
-            .await
-            .status(),
-        StatusCode::CREATED
-    );
+    assert_eq!(put_manifest(&c, base, "charts/app", "1.0.0", OCI_MANIFEST, &helm).await.status(), StatusCode::CREATED);
 }
 
 #[tokio::test]
@@ -998,22 +585,10 @@ async fn tags_and_catalog_pagination() {
     expected.push("Z".into());
     expected.push("latest".into());
     for t in &expected {
-        assert_eq!(
-            put_manifest(&c, base, "pages/one", t, OCI_MANIFEST, &body)
-                .await
-                .status(),
-            StatusCode::CREATED
-        );
+        assert_eq!(put_manifest(&c, base, "pages/one", t, OCI_MANIFEST, &body).await.status(), StatusCode::CREATED);
     }
     expected.sort();
-    let all: Value = c
-        .get(format!("{base}/v2/pages/one/tags/list"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = c.get(format!("{base}/v2/pages/one/tags/list")).send().await.unwrap().json().await.unwrap();
     assert_eq!(all["name"], "pages/one");
     assert_eq!(all["tags"], json!(expected));
 
@@ -1024,13 +599,7 @@ async fn tags_and_catalog_pagination() {
         let r = c.get(&url).send().await.unwrap();
         let link = header(&r, "link");
         let page: Value = r.json().await.unwrap();
-        seen.extend(
-            page["tags"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t.as_str().unwrap().to_string()),
-        );
+        seen.extend(page["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()));
         if link.is_empty() {
             break;
         }
@@ -1040,29 +609,12 @@ async fn tags_and_catalog_pagination() {
         url = format!("{base}{next}");
     }
     assert_eq!(seen, expected);
-    let page: Value = c
-        .get(format!("{base}/v2/pages/one/tags/list?n=2&last=t05"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value =
+        c.get(format!("{base}/v2/pages/one/tags/list?n=2&last=t05")).send().await.unwrap().json().await.unwrap();
     assert_eq!(page["tags"], json!(["t06", "t07"]));
-    let page: Value = c
-        .get(format!("{base}/v2/pages/one/tags/list?n=0"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = c.get(format!("{base}/v2/pages/one/tags/list?n=0")).send().await.unwrap().json().await.unwrap();
     assert_eq!(page["tags"], json!([]));
-    let r = c
-        .get(format!("{base}/v2/pages/one/tags/list?n=-1"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/pages/one/tags/list?n=-1")).send().await.unwrap();
     expect_error(r, StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID").await;
 
     for repo in ["pages/two", "alpha", "zeta/deep/name"] {
@@ -1071,34 +623,13 @@ async fn tags_and_catalog_pagination() {
     }
     // A repository with only an upload or a blob is not in the catalog.
     push_blob(&c, base, "blobonly", b"x").await;
-    let cat: Value = c
-        .get(format!("{base}/v2/_catalog"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        cat["repositories"],
-        json!(["alpha", "pages/one", "pages/two", "zeta/deep/name"])
-    );
-    let r = c
-        .get(format!("{base}/v2/_catalog?n=2"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        header(&r, "link"),
-        "</v2/_catalog?last=pages/one&n=2>; rel=\"next\""
-    );
+    let cat: Value = c.get(format!("{base}/v2/_catalog")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(cat["repositories"], json!(["alpha", "pages/one", "pages/two", "zeta/deep/name"]));
+    let r = c.get(format!("{base}/v2/_catalog?n=2")).send().await.unwrap();
+    assert_eq!(header(&r, "link"), "</v2/_catalog?last=pages/one&n=2>; rel=\"next\"");
     let page: Value = r.json().await.unwrap();
     assert_eq!(page["repositories"], json!(["alpha", "pages/one"]));
-    let r = c
-        .get(format!("{base}/v2/_catalog?n=2&last=pages/one"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{base}/v2/_catalog?n=2&last=pages/one")).send().await.unwrap();
     assert_eq!(header(&r, "link"), "");
     let page: Value = r.json().await.unwrap();
     assert_eq!(page["repositories"], json!(["pages/two", "zeta/deep/name"]));
@@ -1110,19 +641,10 @@ async fn upload_session_survives_restart_and_data_persists() {
     let c = client();
     let body = image(&c, &b.base, "keep/me", OCI_MANIFEST, "keep").await;
     put_manifest(&c, &b.base, "keep/me", "v1", OCI_MANIFEST, &body).await;
-    let r = c
-        .post(format!("{}/v2/keep/me/blobs/uploads/", b.base))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{}/v2/keep/me/blobs/uploads/", b.base)).send().await.unwrap();
     let location = header(&r, "location");
     let first = vec![7u8; 3 * 1024 * 1024 + 17];
-    let r = c
-        .patch(format!("{}{location}", b.base))
-        .body(first.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = c.patch(format!("{}{location}", b.base)).body(first.clone()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 
     b.restart();
@@ -1135,10 +657,7 @@ async fn upload_session_survives_restart_and_data_persists() {
     let second = vec![9u8; 1024];
     let r = c
         .patch(&url)
-        .header(
-            "content-range",
-            format!("{}-{}", first.len(), first.len() + 1023),
-        )
+        .header("content-range", format!("{}-{}", first.len(), first.len() + 1023))
         .body(second.clone())
         .send()
         .await
@@ -1147,27 +666,12 @@ async fn upload_session_survives_restart_and_data_persists() {
     let mut all = first;
     all.extend_from_slice(&second);
     let digest = sha256(&all);
-    let r = c
-        .put(format!("{url}?digest={digest}"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.put(format!("{url}?digest={digest}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let got = c
-        .get(format!("{}/v2/keep/me/blobs/{digest}", b.base))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let got = c.get(format!("{}/v2/keep/me/blobs/{digest}", b.base)).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(got.len(), all.len());
     assert_eq!(sha256(&got), digest);
-    let r = c
-        .get(format!("{}/v2/keep/me/manifests/v1", b.base))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{}/v2/keep/me/manifests/v1", b.base)).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap().to_vec(), body);
 }
 
@@ -1176,18 +680,10 @@ async fn kill_during_upload_leaves_no_partial_blob() {
     use tokio::io::AsyncWriteExt;
     let mut b = Berth::start();
     let c = client();
-    let r = c
-        .post(format!("{}/v2/crash/blobs/uploads/", b.base))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{}/v2/crash/blobs/uploads/", b.base)).send().await.unwrap();
     let location = header(&r, "location");
     let acked = vec![1u8; 1024 * 1024];
-    c.patch(format!("{}{location}", b.base))
-        .body(acked.clone())
-        .send()
-        .await
-        .unwrap();
+    c.patch(format!("{}{location}", b.base)).body(acked.clone()).send().await.unwrap();
 
     // A PATCH that announces 64 MiB, sends 8 MiB, and is cut off by kill -9.
     let mut s = tokio::net::TcpStream::connect(b.host()).await.unwrap();
@@ -1207,36 +703,18 @@ async fn kill_during_upload_leaves_no_partial_blob() {
     let url = format!("{}{location}", b.base);
     let r = c.get(&url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(
-        header(&r, "range"),
-        format!("0-{}", acked.len() - 1),
-        "only acknowledged bytes count"
-    );
+    assert_eq!(header(&r, "range"), format!("0-{}", acked.len() - 1), "only acknowledged bytes count");
     // The partial content is nowhere visible, and the upload completes with the acked bytes.
     let mut partial = acked.clone();
     partial.extend(std::iter::repeat_n(2u8, 8 * 1024 * 1024));
     assert_eq!(
-        c.head(format!("{}/v2/crash/blobs/{}", b.base, sha256(&partial)))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        c.head(format!("{}/v2/crash/blobs/{}", b.base, sha256(&partial))).send().await.unwrap().status(),
         StatusCode::NOT_FOUND
     );
-    let r = c
-        .put(format!("{url}?digest={}", sha256(&acked)))
-        .send()
-        .await
-        .unwrap();
+    let r = c.put(format!("{url}?digest={}", sha256(&acked))).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let got = c
-        .get(format!("{}/v2/crash/blobs/{}", b.base, sha256(&acked)))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let got =
+        c.get(format!("{}/v2/crash/blobs/{}", b.base, sha256(&acked))).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(got.to_vec(), acked);
 }
 
@@ -1245,21 +723,12 @@ async fn a_cut_off_chunk_is_not_acknowledged() {
     use tokio::io::AsyncWriteExt;
     let b = Berth::start();
     let c = client();
-    let r = c
-        .post(format!("{}/v2/cut/blobs/uploads/", b.base))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{}/v2/cut/blobs/uploads/", b.base)).send().await.unwrap();
     let location = header(&r, "location");
-    c.patch(format!("{}{location}", b.base))
-        .body("kept")
-        .send()
-        .await
-        .unwrap();
+    c.patch(format!("{}{location}", b.base)).body("kept").send().await.unwrap();
     {
         let mut s = tokio::net::TcpStream::connect(b.host()).await.unwrap();
-        let head =
-            format!("PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n");
+        let head = format!("PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n");
         s.write_all(head.as_bytes()).await.unwrap();
         s.write_all(&[3u8; 5000]).await.unwrap();
         s.flush().await.unwrap();
@@ -1270,11 +739,7 @@ async fn a_cut_off_chunk_is_not_acknowledged() {
     let r = c.get(&url).send().await.unwrap();
     assert_eq!(header(&r, "range"), "0-3");
     c.patch(&url).body(" and more").send().await.unwrap();
-    let r = c
-        .put(format!("{url}?digest={}", sha256(b"kept and more")))
-        .send()
-        .await
-        .unwrap();
+    let r = c.put(format!("{url}?digest={}", sha256(b"kept and more"))).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
 }
 
@@ -1283,34 +748,14 @@ async fn large_blob_streams_both_ways() {
     let b = Berth::start();
     let c = client();
     // 64 MiB of varied bytes, sent in one streamed PATCH then read back.
-    let data: Vec<u8> = (0..64 * 1024 * 1024u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
-        .collect();
+    let data: Vec<u8> = (0..64 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
     let digest = sha256(&data);
-    let r = c
-        .post(format!("{}/v2/big/blobs/uploads/", b.base))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(format!("{}/v2/big/blobs/uploads/", b.base)).send().await.unwrap();
     let url = format!("{}{}", b.base, header(&r, "location"));
     let r = c.patch(&url).body(data.clone()).send().await.unwrap();
     assert_eq!(header(&r, "range"), format!("0-{}", data.len() - 1));
-    assert_eq!(
-        c.put(format!("{url}?digest={digest}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::CREATED
-    );
-    let got = c
-        .get(format!("{}/v2/big/blobs/{digest}", b.base))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    assert_eq!(c.put(format!("{url}?digest={digest}")).send().await.unwrap().status(), StatusCode::CREATED);
+    let got = c.get(format!("{}/v2/big/blobs/{digest}", b.base)).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(got.len(), data.len());
     assert_eq!(sha256(&got), digest);
     let r = c

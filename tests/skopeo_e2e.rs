@@ -19,18 +19,10 @@ const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// Panics with an actionable message unless every tool the tests need is present.
 fn require_tools() {
-    for (tool, arg) in [
-        ("skopeo", "--version"),
-        ("tar", "--version"),
-        ("gzip", "--version"),
-    ] {
+    for (tool, arg) in [("skopeo", "--version"), ("tar", "--version"), ("gzip", "--version")] {
         match Command::new(tool).arg(arg).output() {
             Ok(o) if o.status.success() => {}
-            Ok(o) => panic!(
-                "`{tool} {arg}` failed ({}): {}",
-                o.status,
-                String::from_utf8_lossy(&o.stderr)
-            ),
+            Ok(o) => panic!("`{tool} {arg}` failed ({}): {}", o.status, String::from_utf8_lossy(&o.stderr)),
             Err(e) => {
                 panic!("skopeo e2e tests need `{tool}` on PATH (apt-get install {tool}): {e}")
             }
@@ -45,10 +37,7 @@ fn skopeo(args: &[&str]) -> String {
 
 /// Runs `skopeo ARGS` and returns its output whatever the exit status.
 fn skopeo_output(args: &[&str]) -> Output {
-    Command::new("skopeo")
-        .args(args)
-        .output()
-        .expect("run skopeo")
+    Command::new("skopeo").args(args).output().expect("run skopeo")
 }
 
 /// A descriptor as it appears in manifests and indexes.
@@ -76,10 +65,7 @@ impl Layout {
     fn new(dir: PathBuf) -> Layout {
         std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
         std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-        Layout {
-            dir,
-            refs: Vec::new(),
-        }
+        Layout { dir, refs: Vec::new() }
     }
 
     /// Stores a blob and returns its descriptor.
@@ -87,11 +73,7 @@ impl Layout {
         let digest = sha256(bytes);
         let hex = digest.strip_prefix("sha256:").unwrap();
         std::fs::write(self.dir.join("blobs/sha256").join(hex), bytes).unwrap();
-        Desc {
-            media_type: media_type.to_string(),
-            digest,
-            size: bytes.len(),
-        }
+        Desc { media_type: media_type.to_string(), digest, size: bytes.len() }
     }
 
     /// Stores a one-layer image for `arch` whose file `/hello` holds `content`; the layer is
@@ -99,11 +81,7 @@ impl Layout {
     fn image(&self, arch: &str, content: &str, gzip: bool) -> Desc {
         let tar = layer_tar(content);
         let diff_id = sha256(&tar);
-        let layer = if gzip {
-            self.blob(OCI_LAYER_GZIP, &gzip_bytes(&tar))
-        } else {
-            self.blob(OCI_LAYER_TAR, &tar)
-        };
+        let layer = if gzip { self.blob(OCI_LAYER_GZIP, &gzip_bytes(&tar)) } else { self.blob(OCI_LAYER_TAR, &tar) };
         let config = json!({
             "architecture": arch,
             "os": "linux",
@@ -142,11 +120,7 @@ impl Layout {
         v["annotations"] = json!({"org.opencontainers.image.ref.name": name});
         self.refs.push(v);
         let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": self.refs});
-        std::fs::write(
-            self.dir.join("index.json"),
-            serde_json::to_vec(&index).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(self.dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     }
 
     /// `oci:DIR:NAME` for skopeo.
@@ -174,11 +148,7 @@ fn layer_tar(content: &str) -> Vec<u8> {
         .args(["-cf", "-", "hello"])
         .output()
         .expect("run tar");
-    assert!(
-        out.status.success(),
-        "tar: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "tar: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
 
@@ -211,8 +181,7 @@ fn read_blob(dir: &Path, digest: &str) -> Vec<u8> {
 
 /// The descriptor `index.json` of a layout names `name`.
 fn layout_ref(dir: &Path, name: &str) -> Value {
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
     index["manifests"]
         .as_array()
         .unwrap()
@@ -234,12 +203,7 @@ fn manifest_blobs(manifest: &[u8]) -> Vec<String> {
 
 /// `skopeo copy` from the layout to `dest` (a `docker://` reference), keeping digests.
 fn copy_in(src: &str, dest: &str, all: bool) {
-    let mut args = vec![
-        "copy",
-        "--quiet",
-        "--preserve-digests",
-        "--dest-tls-verify=false",
-    ];
+    let mut args = vec!["copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false"];
     if all {
         args.push("--all");
     }
@@ -249,12 +213,7 @@ fn copy_in(src: &str, dest: &str, all: bool) {
 
 /// `skopeo copy` from `src` (a `docker://` reference) into a layout.
 fn copy_out(src: &str, dest: &str, all: bool) {
-    let mut args = vec![
-        "copy",
-        "--quiet",
-        "--preserve-digests",
-        "--src-tls-verify=false",
-    ];
+    let mut args = vec!["copy", "--quiet", "--preserve-digests", "--src-tls-verify=false"];
     if all {
         args.push("--all");
     }
@@ -271,17 +230,12 @@ fn inspect_raw(reference: &str) -> Vec<u8> {
         .args(["inspect", "--raw", "--tls-verify=false", reference])
         .output()
         .expect("run skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo inspect --raw {reference}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "skopeo inspect --raw {reference}: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
 
 fn list_tags(repo: &str) -> Vec<String> {
-    let v: Value =
-        serde_json::from_str(&skopeo(&["list-tags", "--tls-verify=false", repo])).unwrap();
+    let v: Value = serde_json::from_str(&skopeo(&["list-tags", "--tls-verify=false", repo])).unwrap();
     let mut tags: Vec<String> = v["Tags"]
         .as_array()
         .unwrap_or_else(|| panic!("no Tags in list-tags output: {v}"))
@@ -314,46 +268,22 @@ fn oci_layout_round_trip_tags_and_delete() {
 
     // Copy back out: same manifest digest, same blobs.
     let out = tmp.path().join("out");
-    copy_out(
-        &format!("{repo}:v1"),
-        &format!("oci:{}:v1", out.display()),
-        false,
-    );
+    copy_out(&format!("{repo}:v1"), &format!("oci:{}:v1", out.display()), false);
     let got = layout_ref(&out, "v1");
-    assert_eq!(
-        got["digest"],
-        v1.digest.as_str(),
-        "manifest digest after round trip"
-    );
+    assert_eq!(got["digest"], v1.digest.as_str(), "manifest digest after round trip");
     assert_eq!(got["mediaType"], OCI_MANIFEST);
     assert_eq!(got["size"], v1.size);
-    assert_eq!(
-        read_blob(&out, &v1.digest),
-        v1_bytes,
-        "manifest bytes after round trip"
-    );
+    assert_eq!(read_blob(&out, &v1.digest), v1_bytes, "manifest bytes after round trip");
     for digest in manifest_blobs(&v1_bytes) {
-        assert_eq!(
-            read_blob(&out, &digest),
-            read_blob(&src.dir, &digest),
-            "blob {digest}"
-        );
+        assert_eq!(read_blob(&out, &digest), read_blob(&src.dir, &digest), "blob {digest}");
     }
 
     // The plain-tar layer of v2 comes back unchanged too.
-    copy_out(
-        &format!("{repo}:v2"),
-        &format!("oci:{}:v2", out.display()),
-        false,
-    );
+    copy_out(&format!("{repo}:v2"), &format!("oci:{}:v2", out.display()), false);
     assert_eq!(layout_ref(&out, "v2")["digest"], v2.digest.as_str());
     let v2_bytes = read_blob(&src.dir, &v2.digest);
     for digest in manifest_blobs(&v2_bytes) {
-        assert_eq!(
-            read_blob(&out, &digest),
-            read_blob(&src.dir, &digest),
-            "blob {digest}"
-        );
+        assert_eq!(read_blob(&out, &digest), read_blob(&src.dir, &digest), "blob {digest}");
     }
 
     // inspect and list-tags.
@@ -361,8 +291,7 @@ fn oci_layout_round_trip_tags_and_delete() {
     assert_eq!(info["Digest"], v1.digest.as_str(), "skopeo inspect: {info}");
     assert_eq!(info["Architecture"], "amd64");
     assert_eq!(info["Os"], "linux");
-    let layers: Vec<String> =
-        serde_json::from_value(info["Layers"].clone()).expect("Layers in inspect output");
+    let layers: Vec<String> = serde_json::from_value(info["Layers"].clone()).expect("Layers in inspect output");
     assert_eq!(layers, manifest_blobs(&v1_bytes)[1..]);
     assert_eq!(inspect(&format!("{repo}:v2"))["Digest"], v2.digest.as_str());
     assert_eq!(list_tags(&repo), ["v1", "v2"]);
@@ -428,11 +357,7 @@ fn oci_index_round_trip() {
         let manifest = read_blob(&out, &desc.digest);
         assert_eq!(manifest, read_blob(&src.dir, &desc.digest));
         for digest in manifest_blobs(&manifest) {
-            assert_eq!(
-                read_blob(&out, &digest),
-                read_blob(&src.dir, &digest),
-                "blob {digest}"
-            );
+            assert_eq!(read_blob(&out, &digest), read_blob(&src.dir, &digest), "blob {digest}");
         }
     }
 }

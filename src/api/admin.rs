@@ -28,14 +28,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/namespaces", web::post().to(create_org))
             .route("/namespaces/{ns}", web::get().to(get_namespace))
             .route("/namespaces/{ns}/visibility", web::put().to(set_visibility))
-            .route(
-                "/namespaces/{ns}/members/{account}",
-                web::put().to(set_member),
-            )
-            .route(
-                "/namespaces/{ns}/members/{account}",
-                web::delete().to(remove_member),
-            )
+            .route("/namespaces/{ns}/members/{account}", web::put().to(set_member))
+            .route("/namespaces/{ns}/members/{account}", web::delete().to(remove_member))
             .route("/namespaces/{ns}/robots", web::post().to(create_robot))
             .route("/robots", web::get().to(list_robots))
             .route("/robots/{name}", web::delete().to(delete_robot))
@@ -69,14 +63,8 @@ async fn caller(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
             challenge: Some("Basic realm=\"berth\"".into()),
         });
     }
-    if who
-        .limit
-        .as_ref()
-        .is_some_and(|l| l.actions != Actions::ALL)
-    {
-        return Err(RegistryError::Denied(
-            "this token's scope does not allow account management".into(),
-        ));
+    if who.limit.as_ref().is_some_and(|l| l.actions != Actions::ALL) {
+        return Err(RegistryError::Denied("this token's scope does not allow account management".into()));
     }
     Ok(who)
 }
@@ -92,9 +80,7 @@ async fn admin(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
 async fn manager(req: &HttpRequest, auth: &AuthService, namespace: &str) -> Result<Identity> {
     let who = caller(req, auth).await?;
     if !auth.may_manage(&who, namespace).await? {
-        return Err(RegistryError::Denied(format!(
-            "you may not manage {namespace}"
-        )));
+        return Err(RegistryError::Denied(format!("you may not manage {namespace}")));
     }
     Ok(who)
 }
@@ -105,9 +91,7 @@ fn me_name(who: &Identity) -> String {
 
 async fn me(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
     let who = caller(&req, &auth).await?;
-    Ok(HttpResponse::Ok().json(account_json(
-        who.account.as_ref().expect("caller has an account"),
-    )))
+    Ok(HttpResponse::Ok().json(account_json(who.account.as_ref().expect("caller has an account"))))
 }
 
 #[derive(Deserialize)]
@@ -123,25 +107,14 @@ async fn change_own_password(
 ) -> Result<HttpResponse> {
     let who = caller(&req, &auth).await?;
     let name = me_name(&who);
-    auth.login(
-        &name,
-        &body.current_password,
-        &crate::auth::service::client_addr(&req),
-    )
-    .await?;
+    auth.login(&name, &body.current_password, &crate::auth::service::client_addr(&req)).await?;
     auth.set_password(&name, &body.new_password).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 async fn list_users(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
     admin(&req, &auth).await?;
-    let users: Vec<Value> = auth
-        .meta
-        .accounts(Some("user"))
-        .await?
-        .iter()
-        .map(account_json)
-        .collect();
+    let users: Vec<Value> = auth.meta.accounts(Some("user")).await?.iter().map(account_json).collect();
     Ok(HttpResponse::Ok().json(json!({ "users": users })))
 }
 
@@ -153,15 +126,9 @@ struct NewUser {
     admin: bool,
 }
 
-async fn create_user(
-    req: HttpRequest,
-    auth: web::Data<AuthService>,
-    body: web::Json<NewUser>,
-) -> Result<HttpResponse> {
+async fn create_user(req: HttpRequest, auth: web::Data<AuthService>, body: web::Json<NewUser>) -> Result<HttpResponse> {
     admin(&req, &auth).await?;
-    let (account, generated) = auth
-        .create_user(&body.name, body.password.as_deref(), body.admin)
-        .await?;
+    let (account, generated) = auth.create_user(&body.name, body.password.as_deref(), body.admin).await?;
     let mut out = account_json(&account);
     if let Some(p) = generated {
         out["password"] = p.into();
@@ -197,9 +164,7 @@ async fn delete_account(
 ) -> Result<HttpResponse> {
     let who = admin(&req, &auth).await?;
     if who.name() == Some(name.as_str()) {
-        return Err(RegistryError::Invalid(
-            "you cannot delete your own account".into(),
-        ));
+        return Err(RegistryError::Invalid("you cannot delete your own account".into()));
     }
     auth.delete_account(&name).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -207,12 +172,7 @@ async fn delete_account(
 
 async fn list_tokens(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
     let who = caller(&req, &auth).await?;
-    let tokens: Vec<Value> = auth
-        .tokens_of(&me_name(&who))
-        .await?
-        .iter()
-        .map(token_json)
-        .collect();
+    let tokens: Vec<Value> = auth.tokens_of(&me_name(&who)).await?.iter().map(token_json).collect();
     Ok(HttpResponse::Ok().json(json!({ "tokens": tokens })))
 }
 
@@ -242,22 +202,12 @@ async fn create_token(
 ) -> Result<HttpResponse> {
     let who = caller(&req, &auth).await?;
     let (record, secret) = auth
-        .create_token(
-            &me_name(&who),
-            &body.name,
-            &body.scope,
-            body.repository_pattern.as_deref(),
-            body.expires_days,
-        )
+        .create_token(&me_name(&who), &body.name, &body.scope, body.repository_pattern.as_deref(), body.expires_days)
         .await?;
     Ok(created_token(&record, secret))
 }
 
-async fn revoke_token(
-    req: HttpRequest,
-    auth: web::Data<AuthService>,
-    id: web::Path<i64>,
-) -> Result<HttpResponse> {
+async fn revoke_token(req: HttpRequest, auth: web::Data<AuthService>, id: web::Path<i64>) -> Result<HttpResponse> {
     let who = caller(&req, &auth).await?;
     let owner = if who.is_admin() { None } else { who.name() };
     auth.revoke_token(*id, owner).await?;
@@ -270,10 +220,7 @@ async fn list_namespaces(req: HttpRequest, auth: web::Data<AuthService>) -> Resu
     for ns in auth.meta.namespaces().await? {
         let visible = ns.public
             || auth.may_manage(&who, &ns.name).await?
-            || auth
-                .allowed(&who, &format!("{}/x", ns.name))
-                .await?
-                .contains(crate::auth::Action::Pull);
+            || auth.allowed(&who, &format!("{}/x", ns.name)).await?.contains(crate::auth::Action::Pull);
         if visible {
             out.push(json!({ "name": ns.name, "kind": ns.kind, "public": ns.public }));
         }
@@ -286,54 +233,32 @@ struct NewOrg {
     name: String,
 }
 
-async fn create_org(
-    req: HttpRequest,
-    auth: web::Data<AuthService>,
-    body: web::Json<NewOrg>,
-) -> Result<HttpResponse> {
+async fn create_org(req: HttpRequest, auth: web::Data<AuthService>, body: web::Json<NewOrg>) -> Result<HttpResponse> {
     let who = caller(&req, &auth).await?;
     let account = who.account.as_ref().expect("caller has an account");
     if account.kind != "user" {
-        return Err(RegistryError::Denied(
-            "robots cannot create organisations".into(),
-        ));
+        return Err(RegistryError::Denied("robots cannot create organisations".into()));
     }
     auth.create_org(&body.name).await?;
     if !account.is_admin {
-        auth.set_member(&body.name, &account.name, Some("maintainer"))
-            .await?;
+        auth.set_member(&body.name, &account.name, Some("maintainer")).await?;
     }
     Ok(HttpResponse::Created().json(json!({ "name": body.name, "kind": "org", "public": false })))
 }
 
-async fn get_namespace(
-    req: HttpRequest,
-    auth: web::Data<AuthService>,
-    ns: web::Path<String>,
-) -> Result<HttpResponse> {
+async fn get_namespace(req: HttpRequest, auth: web::Data<AuthService>, ns: web::Path<String>) -> Result<HttpResponse> {
     let who = caller(&req, &auth).await?;
-    let namespace = auth
-        .meta
-        .namespace(&ns)
-        .await?
-        .ok_or_else(|| RegistryError::NotFound(format!("no namespace {ns}")))?;
+    let namespace =
+        auth.meta.namespace(&ns).await?.ok_or_else(|| RegistryError::NotFound(format!("no namespace {ns}")))?;
     let manage = auth.may_manage(&who, &ns).await?;
     if !manage
         && !namespace.public
-        && !auth
-            .allowed(&who, &format!("{ns}/x"))
-            .await?
-            .contains(crate::auth::Action::Pull)
+        && !auth.allowed(&who, &format!("{ns}/x")).await?.contains(crate::auth::Action::Pull)
     {
         return Err(RegistryError::NotFound(format!("no namespace {ns}")));
     }
-    let members: Vec<Value> = auth
-        .meta
-        .members(&ns)
-        .await?
-        .into_iter()
-        .map(|(n, r)| json!({ "account": n, "role": r }))
-        .collect();
+    let members: Vec<Value> =
+        auth.meta.members(&ns).await?.into_iter().map(|(n, r)| json!({ "account": n, "role": r })).collect();
     Ok(HttpResponse::Ok().json(json!({
         "name": namespace.name, "kind": namespace.kind, "public": namespace.public,
         "members": members, "may_manage": manage,
@@ -405,10 +330,7 @@ async fn list_robots(req: HttpRequest, auth: web::Data<AuthService>) -> Result<H
     let who = caller(&req, &auth).await?;
     let mut out = Vec::new();
     for robot in auth.meta.accounts(Some("robot")).await? {
-        if auth
-            .may_manage(&who, robot.robot_namespace.as_deref().unwrap_or_default())
-            .await?
-        {
+        if auth.may_manage(&who, robot.robot_namespace.as_deref().unwrap_or_default()).await? {
             out.push(account_json(&robot));
         }
     }
@@ -417,27 +339,13 @@ async fn list_robots(req: HttpRequest, auth: web::Data<AuthService>) -> Result<H
 
 /// A robot the caller may manage.
 async fn managed_robot(req: &HttpRequest, auth: &AuthService, name: &str) -> Result<Account> {
-    let robot = auth
-        .meta
-        .account(name)
-        .await?
-        .map(|a| a.account)
-        .filter(|a| a.kind == "robot");
+    let robot = auth.meta.account(name).await?.map(|a| a.account).filter(|a| a.kind == "robot");
     let robot = robot.ok_or_else(|| RegistryError::NotFound(format!("no robot {name}")))?;
-    manager(
-        req,
-        auth,
-        robot.robot_namespace.as_deref().unwrap_or_default(),
-    )
-    .await?;
+    manager(req, auth, robot.robot_namespace.as_deref().unwrap_or_default()).await?;
     Ok(robot)
 }
 
-async fn delete_robot(
-    req: HttpRequest,
-    auth: web::Data<AuthService>,
-    name: web::Path<String>,
-) -> Result<HttpResponse> {
+async fn delete_robot(req: HttpRequest, auth: web::Data<AuthService>, name: web::Path<String>) -> Result<HttpResponse> {
     let robot = managed_robot(&req, &auth, &name).await?;
     auth.delete_account(&robot.name).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -451,13 +359,7 @@ async fn create_robot_token(
 ) -> Result<HttpResponse> {
     let robot = managed_robot(&req, &auth, &name).await?;
     let (record, secret) = auth
-        .create_token(
-            &robot.name,
-            &body.name,
-            &body.scope,
-            body.repository_pattern.as_deref(),
-            body.expires_days,
-        )
+        .create_token(&robot.name, &body.name, &body.scope, body.repository_pattern.as_deref(), body.expires_days)
         .await?;
     Ok(created_token(&record, secret))
 }

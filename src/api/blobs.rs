@@ -16,9 +16,7 @@ fn parse_range(req: &HttpRequest) -> Result<Option<(u64, Option<u64>)>> {
     let Some(value) = req.headers().get(header::RANGE) else {
         return Ok(None);
     };
-    let value = value
-        .to_str()
-        .map_err(|_| RegistryError::BadRequest("invalid Range header".into()))?;
+    let value = value.to_str().map_err(|_| RegistryError::BadRequest("invalid Range header".into()))?;
     let Some(spec) = value.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };
@@ -42,12 +40,7 @@ fn parse_range(req: &HttpRequest) -> Result<Option<(u64, Option<u64>)>> {
 }
 
 /// GET and HEAD of a blob.
-pub async fn get(
-    req: &HttpRequest,
-    registry: &Registry,
-    name: &str,
-    digest: &Digest,
-) -> Result<HttpResponse> {
+pub async fn get(req: &HttpRequest, registry: &Registry, name: &str, digest: &Digest) -> Result<HttpResponse> {
     if req.method() == Method::HEAD {
         let size = registry.stat_blob(name, digest).await?;
         return Ok(HttpResponse::Ok()
@@ -55,12 +48,18 @@ pub async fn get(
             .insert_header(("Docker-Content-Digest", digest.as_str()))
             .insert_header((header::ACCEPT_RANGES, "bytes"))
             .insert_header((header::ETAG, format!("\"{digest}\"")))
-            .body(SizedStream::new(
-                size,
-                futures_util::stream::empty::<std::io::Result<bytes::Bytes>>(),
-            )));
+            .body(SizedStream::new(size, futures_util::stream::empty::<std::io::Result<bytes::Bytes>>())));
     }
-    let read = registry.read_blob(name, digest, parse_range(req)?).await?;
+    let range = parse_range(req)?;
+    if range.is_none()
+        && let Some(url) = registry.blob_redirect(name, digest).await?
+    {
+        return Ok(HttpResponse::TemporaryRedirect()
+            .insert_header((header::LOCATION, url))
+            .insert_header(("Docker-Content-Digest", digest.as_str()))
+            .finish());
+    }
+    let read = registry.read_blob(name, digest, range).await?;
     let (status, len) = match &read.range {
         Some(r) => (StatusCode::PARTIAL_CONTENT, r.end - r.start),
         None => (StatusCode::OK, read.size),
@@ -72,10 +71,7 @@ pub async fn get(
         .insert_header((header::ETAG, format!("\"{digest}\"")))
         .insert_header((header::CACHE_CONTROL, "max-age=31536000"));
     if let Some(r) = &read.range {
-        resp.insert_header((
-            header::CONTENT_RANGE,
-            format!("bytes {}-{}/{}", r.start, r.end - 1, read.size),
-        ));
+        resp.insert_header((header::CONTENT_RANGE, format!("bytes {}-{}/{}", r.start, r.end - 1, read.size)));
     }
     Ok(resp.body(SizedStream::new(len, read.body)))
 }
@@ -83,9 +79,7 @@ pub async fn get(
 /// DELETE of a blob: unlinks it from the repository.
 pub async fn delete(registry: &Registry, name: &str, digest: &Digest) -> Result<HttpResponse> {
     registry.delete_blob(name, digest).await?;
-    Ok(HttpResponse::Accepted()
-        .insert_header((header::CONTENT_LENGTH, 0))
-        .finish())
+    Ok(HttpResponse::Accepted().insert_header((header::CONTENT_LENGTH, 0)).finish())
 }
 
 fn upload_location(name: &str, id: &str) -> String {
@@ -152,9 +146,7 @@ pub async fn start_upload(
     } else if let Some(digest) = digest_param(req)? {
         // Monolithic upload: the whole blob in the POST body.
         let upload = registry.start_upload(name).await?;
-        registry
-            .finish_upload(name, &upload.id, &digest, Some(body_stream(payload)))
-            .await?;
+        registry.finish_upload(name, &upload.id, &digest, Some(body_stream(payload))).await?;
         return Ok(created_blob(name, &digest));
     }
     let upload = registry.start_upload(name).await?;
@@ -172,15 +164,9 @@ fn content_range(req: &HttpRequest) -> Result<Option<(u64, u64)>> {
     let Some(value) = req.headers().get(header::CONTENT_RANGE) else {
         return Ok(None);
     };
-    let invalid = || RegistryError::RangeInvalid {
-        message: "invalid Content-Range".into(),
-        upload_size: None,
-    };
+    let invalid = || RegistryError::RangeInvalid { message: "invalid Content-Range".into(), upload_size: None };
     let value = value.to_str().map_err(|_| invalid())?.trim();
-    let spec = value
-        .strip_prefix("bytes")
-        .map(|s| s.trim_start_matches([' ', '=']))
-        .unwrap_or(value);
+    let spec = value.strip_prefix("bytes").map(|s| s.trim_start_matches([' ', '='])).unwrap_or(value);
     let spec = spec.split('/').next().unwrap_or(spec);
     let (start, end) = spec.split_once('-').ok_or_else(invalid)?;
     let start: u64 = start.trim().parse().map_err(|_| invalid())?;
@@ -211,9 +197,7 @@ pub async fn patch_upload(
             upload_size: None,
         });
     }
-    let upload = registry
-        .append_upload(name, id, start, len, body_stream(payload))
-        .await?;
+    let upload = registry.append_upload(name, id, start, len, body_stream(payload)).await?;
     Ok(upload_response(StatusCode::ACCEPTED, name, &upload))
 }
 
@@ -225,11 +209,9 @@ pub async fn put_upload(
     name: &str,
     id: &str,
 ) -> Result<HttpResponse> {
-    let digest = digest_param(req)?.ok_or_else(|| {
-        RegistryError::DigestInvalid("the digest query parameter is required".into())
-    })?;
-    let has_body = content_length(req).is_some_and(|l| l > 0)
-        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let digest = digest_param(req)?
+        .ok_or_else(|| RegistryError::DigestInvalid("the digest query parameter is required".into()))?;
+    let has_body = content_length(req).is_some_and(|l| l > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
     let body = has_body.then(|| body_stream(payload));
     registry.finish_upload(name, id, &digest, body).await?;
     Ok(created_blob(name, &digest))

@@ -24,27 +24,16 @@ fn pagination(req: &HttpRequest, default_n: i64) -> Result<(i64, Option<String>)
             .parse::<i64>()
             .ok()
             .filter(|n| *n >= 0)
-            .ok_or_else(|| {
-                RegistryError::PaginationInvalid("n must be a non-negative integer".into())
-            })?
+            .ok_or_else(|| RegistryError::PaginationInvalid("n must be a non-negative integer".into()))?
             .min(MAX_PAGE),
     };
     Ok((n, q.get("last").cloned()))
 }
 
 /// Adds `Link: <...>; rel="next"` when a page is full.
-fn with_next(
-    resp: &mut actix_web::HttpResponseBuilder,
-    base: &str,
-    items: &[String],
-    n: i64,
-    more: bool,
-) {
+fn with_next(resp: &mut actix_web::HttpResponseBuilder, base: &str, items: &[String], n: i64, more: bool) {
     if let (true, Some(last)) = (more, items.last()) {
-        resp.insert_header((
-            header::LINK,
-            format!("<{base}?last={last}&n={n}>; rel=\"next\""),
-        ));
+        resp.insert_header((header::LINK, format!("<{base}?last={last}&n={n}>; rel=\"next\"")));
     }
 }
 
@@ -68,8 +57,7 @@ pub async fn tags(req: &HttpRequest, registry: &Registry, name: &str) -> Result<
     with_next(&mut resp, &format!("/v2/{name}/tags/list"), &tags, n, more);
     // Names and tags are plain ASCII by their grammars (no quotes, no backslashes), so the JSON
     // is written directly.
-    let mut body =
-        String::with_capacity(32 + name.len() + tags.iter().map(|t| t.len() + 3).sum::<usize>());
+    let mut body = String::with_capacity(32 + name.len() + tags.iter().map(|t| t.len() + 3).sum::<usize>());
     body.push_str("{\"name\":\"");
     body.push_str(name);
     body.push_str("\",\"tags\":[");
@@ -92,10 +80,7 @@ pub async fn catalog(req: &HttpRequest, state: &AppState, who: &Identity) -> Res
     // Keep reading pages until `n` repositories the caller may pull are found.
     while (repos.len() as i64) < n {
         let want = n - repos.len() as i64;
-        let (page, page_more) = split_page(
-            state.registry.catalog(last.as_deref(), want + 1).await?,
-            want,
-        );
+        let (page, page_more) = split_page(state.registry.catalog(last.as_deref(), want + 1).await?, want);
         last = page.last().cloned();
         for repo in page {
             if state.auth.may_pull(who, &repo).await? {
@@ -112,17 +97,10 @@ pub async fn catalog(req: &HttpRequest, state: &AppState, who: &Identity) -> Res
     Ok(resp.json(serde_json::json!({ "repositories": repos })))
 }
 
-pub async fn referrers(
-    req: &HttpRequest,
-    registry: &Registry,
-    name: &str,
-    digest: &Digest,
-) -> Result<HttpResponse> {
+pub async fn referrers(req: &HttpRequest, registry: &Registry, name: &str, digest: &Digest) -> Result<HttpResponse> {
     let q = query_map(req);
     let artifact_type = q.get("artifactType").filter(|t| !t.is_empty());
-    let index = registry
-        .referrers(name, digest, artifact_type.map(String::as_str))
-        .await?;
+    let index = registry.referrers(name, digest, artifact_type.map(String::as_str)).await?;
     let mut resp = HttpResponse::Ok();
     resp.insert_header((header::CONTENT_TYPE, media::OCI_INDEX));
     if artifact_type.is_some() {

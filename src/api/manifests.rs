@@ -45,16 +45,12 @@ async fn negotiate(
     if media::is_index(&found.media_type) && matches!(reference, Reference::Tag(_)) {
         let parsed = manifest::parse(Some(&found.media_type), &found.content)?;
         let pick = parsed.manifests.iter().find(|d: &&Descriptor| {
-            d.platform
-                .as_ref()
-                .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+            d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
                 && accept.contains(&d.media_type)
         });
         if let Some(d) = pick {
             let digest: Digest = d.digest.parse()?;
-            return registry
-                .get_manifest(name, &Reference::Digest(digest))
-                .await;
+            return registry.get_manifest(name, &Reference::Digest(digest)).await;
         }
     }
     Err(RegistryError::ManifestUnknown(format!(
@@ -64,12 +60,7 @@ async fn negotiate(
 }
 
 /// GET and HEAD of a manifest: the stored bytes with their media type.
-pub async fn get(
-    req: &HttpRequest,
-    registry: &Registry,
-    name: &str,
-    reference: &Reference,
-) -> Result<HttpResponse> {
+pub async fn get(req: &HttpRequest, registry: &Registry, name: &str, reference: &Reference) -> Result<HttpResponse> {
     let found = registry.get_manifest(name, reference).await?;
     let found = negotiate(req, registry, name, reference, found).await?;
     let mut resp = HttpResponse::Ok();
@@ -107,20 +98,12 @@ pub async fn put(
         }
         body.extend_from_slice(&chunk);
     }
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let pushed = registry
-        .put_manifest(name, reference, content_type, &body)
-        .await?;
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let pushed = registry.put_manifest(name, reference, content_type, &body).await?;
     let mut resp = HttpResponse::Created();
-    resp.insert_header((
-        header::LOCATION,
-        format!("/v2/{name}/manifests/{}", pushed.digest),
-    ))
-    .insert_header(("Docker-Content-Digest", pushed.digest.as_str()))
-    .insert_header((header::CONTENT_LENGTH, 0));
+    resp.insert_header((header::LOCATION, format!("/v2/{name}/manifests/{}", pushed.digest)))
+        .insert_header(("Docker-Content-Digest", pushed.digest.as_str()))
+        .insert_header((header::CONTENT_LENGTH, 0));
     if let Some(subject) = &pushed.subject {
         resp.insert_header(("OCI-Subject", subject.as_str()));
     }
@@ -128,13 +111,7 @@ pub async fn put(
 }
 
 /// DELETE of a tag (the tag only) or of a manifest by digest.
-pub async fn delete(
-    registry: &Registry,
-    name: &str,
-    reference: &Reference,
-) -> Result<HttpResponse> {
+pub async fn delete(registry: &Registry, name: &str, reference: &Reference) -> Result<HttpResponse> {
     registry.delete_manifest(name, reference).await?;
-    Ok(HttpResponse::Accepted()
-        .insert_header((header::CONTENT_LENGTH, 0))
-        .finish())
+    Ok(HttpResponse::Accepted().insert_header((header::CONTENT_LENGTH, 0)).finish())
 }

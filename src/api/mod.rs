@@ -47,8 +47,7 @@ pub fn range_header(size: u64) -> String {
 
 /// The query string as a map (the first value of each key).
 pub(crate) fn query_map(req: &HttpRequest) -> HashMap<String, String> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
     let mut map = HashMap::new();
     for (k, v) in pairs {
         map.entry(k).or_insert(v);
@@ -66,11 +65,7 @@ fn method_not_allowed(method: &Method) -> RegistryError {
 }
 
 /// The one handler behind `/v2`: route, authorise, serve.
-async fn dispatch(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse> {
+async fn dispatch(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse> {
     let path = req.path().strip_prefix("/v2").unwrap_or("");
     let route = Route::parse(path)?;
     let method = req.method().clone();
@@ -78,9 +73,7 @@ async fn dispatch(
     let registry = &state.registry;
     match route {
         Route::Base => match method {
-            Method::GET | Method::HEAD => Ok(HttpResponse::Ok()
-                .content_type("application/json")
-                .body("{}")),
+            Method::GET | Method::HEAD => Ok(HttpResponse::Ok().content_type("application/json").body("{}")),
             _ => Err(method_not_allowed(&method)),
         },
         Route::Catalog => match method {
@@ -122,11 +115,5 @@ async fn dispatch(
 
 /// The `Content-Length` of a request, if it sent one.
 pub(crate) fn content_length(req: &HttpRequest) -> Option<u64> {
-    req.headers()
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    req.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }

@@ -24,10 +24,7 @@ pub enum Route {
 
 /// Unknown path under `/v2`.
 fn not_found(path: &str) -> RegistryError {
-    RegistryError::NameUnknown(format!(
-        "no such endpoint: {}",
-        crate::oci::digest::truncate(path)
-    ))
+    RegistryError::NameUnknown(format!("no such endpoint: {}", crate::oci::digest::truncate(path)))
 }
 
 fn decode_colon(s: &str) -> String {
@@ -59,30 +56,18 @@ impl Route {
             (_, "tags", "list") => Ok(Route::Tags { name: name_of(2)? }),
             (_, "manifests", r) if !r.is_empty() => {
                 let reference = Reference::parse(&decode_colon(r))?;
-                Ok(Route::Manifest {
-                    name: name_of(2)?,
-                    reference,
-                })
+                Ok(Route::Manifest { name: name_of(2)?, reference })
             }
             ("blobs", "uploads", "") => Ok(Route::UploadStart { name: name_of(3)? }),
             (_, "blobs", "uploads") => Ok(Route::UploadStart { name: name_of(2)? }),
-            ("blobs", "uploads", id) => Ok(Route::Upload {
-                name: name_of(3)?,
-                id: id.to_string(),
-            }),
+            ("blobs", "uploads", id) => Ok(Route::Upload { name: name_of(3)?, id: id.to_string() }),
             (_, "blobs", d) if !d.is_empty() => {
                 let digest = decode_colon(d).parse()?;
-                Ok(Route::Blob {
-                    name: name_of(2)?,
-                    digest,
-                })
+                Ok(Route::Blob { name: name_of(2)?, digest })
             }
             (_, "referrers", d) if !d.is_empty() => {
                 let digest = decode_colon(d).parse()?;
-                Ok(Route::Referrers {
-                    name: name_of(2)?,
-                    digest,
-                })
+                Ok(Route::Referrers { name: name_of(2)?, digest })
             }
             _ => Err(not_found(path)),
         }
@@ -132,52 +117,21 @@ mod tests {
         assert_eq!(Route::parse("/").unwrap(), Route::Base);
         assert_eq!(Route::parse("").unwrap(), Route::Base);
         assert_eq!(Route::parse("/_catalog").unwrap(), Route::Catalog);
-        assert_eq!(
-            Route::parse("/team/app/api/tags/list").unwrap(),
-            Route::Tags {
-                name: "team/app/api".into()
-            }
-        );
+        assert_eq!(Route::parse("/team/app/api/tags/list").unwrap(), Route::Tags { name: "team/app/api".into() });
         assert_eq!(
             Route::parse("/a/manifests/b/manifests/latest").unwrap(),
-            Route::Manifest {
-                name: "a/manifests/b".into(),
-                reference: Reference::Tag("latest".into())
-            }
+            Route::Manifest { name: "a/manifests/b".into(), reference: Reference::Tag("latest".into()) }
         );
-        assert_eq!(
-            Route::parse("/x/blobs/uploads/").unwrap(),
-            Route::UploadStart { name: "x".into() }
-        );
-        assert_eq!(
-            Route::parse("/x/blobs/uploads").unwrap(),
-            Route::UploadStart { name: "x".into() }
-        );
-        assert_eq!(
-            Route::parse("/x/blobs/blobs/uploads/").unwrap(),
-            Route::UploadStart {
-                name: "x/blobs".into()
-            }
-        );
+        assert_eq!(Route::parse("/x/blobs/uploads/").unwrap(), Route::UploadStart { name: "x".into() });
+        assert_eq!(Route::parse("/x/blobs/uploads").unwrap(), Route::UploadStart { name: "x".into() });
+        assert_eq!(Route::parse("/x/blobs/blobs/uploads/").unwrap(), Route::UploadStart { name: "x/blobs".into() });
         assert_eq!(
             Route::parse("/x/blobs/uploads/abc-1").unwrap(),
-            Route::Upload {
-                name: "x".into(),
-                id: "abc-1".into()
-            }
+            Route::Upload { name: "x".into(), id: "abc-1".into() }
         );
-        assert!(matches!(
-            Route::parse(&format!("/x/y/blobs/{}", d())).unwrap(),
-            Route::Blob { .. }
-        ));
-        assert!(matches!(
-            Route::parse(&format!("/x/blobs/{}", d().replace(':', "%3A"))).unwrap(),
-            Route::Blob { .. }
-        ));
-        assert!(matches!(
-            Route::parse(&format!("/x/referrers/{}", d())).unwrap(),
-            Route::Referrers { .. }
-        ));
+        assert!(matches!(Route::parse(&format!("/x/y/blobs/{}", d())).unwrap(), Route::Blob { .. }));
+        assert!(matches!(Route::parse(&format!("/x/blobs/{}", d().replace(':', "%3A"))).unwrap(), Route::Blob { .. }));
+        assert!(matches!(Route::parse(&format!("/x/referrers/{}", d())).unwrap(), Route::Referrers { .. }));
     }
 
     #[test]

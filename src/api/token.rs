@@ -11,20 +11,11 @@ use crate::error::{RegistryError, Result};
 
 /// Mounts `/token`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/token")
-            .route(web::get().to(get_token))
-            .route(web::post().to(post_token)),
-    );
+    cfg.service(web::resource("/token").route(web::get().to(get_token)).route(web::post().to(post_token)));
 }
 
-fn token_response(
-    token: crate::auth::service::IssuedToken,
-    refresh: Option<String>,
-) -> HttpResponse {
-    let issued_at = chrono::DateTime::from_timestamp(token.issued_at, 0)
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_default();
+fn token_response(token: crate::auth::service::IssuedToken, refresh: Option<String>) -> HttpResponse {
+    let issued_at = chrono::DateTime::from_timestamp(token.issued_at, 0).map(|t| t.to_rfc3339()).unwrap_or_default();
     let mut body = serde_json::json!({
         "token": token.token,
         "access_token": token.token,
@@ -34,20 +25,13 @@ fn token_response(
     if let Some(r) = refresh {
         body["refresh_token"] = r.into();
     }
-    HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(body)
+    HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(body)
 }
 
 /// The values of every `scope` parameter.
 fn scopes(req: &HttpRequest) -> Vec<String> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
-    pairs
-        .into_iter()
-        .filter(|(k, _)| k == "scope")
-        .map(|(_, v)| v)
-        .collect()
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    pairs.into_iter().filter(|(k, _)| k == "scope").map(|(_, v)| v).collect()
 }
 
 async fn get_token(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
@@ -74,16 +58,9 @@ async fn get_token(req: HttpRequest, auth: web::Data<AuthService>) -> Result<Htt
 /// The password or token of a Basic header (to hand a personal access token back as the
 /// refresh token).
 fn presented_secret(req: &HttpRequest) -> Option<String> {
-    let value = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let b64 = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))?;
-    let decoded =
-        String::from_utf8(data_encoding::BASE64.decode(b64.trim().as_bytes()).ok()?).ok()?;
+    let value = req.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let b64 = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
+    let decoded = String::from_utf8(data_encoding::BASE64.decode(b64.trim().as_bytes()).ok()?).ok()?;
     Some(decoded.split_once(':')?.1.to_string())
 }
 
@@ -108,21 +85,13 @@ async fn post_token(
     auth: web::Data<AuthService>,
 ) -> Result<HttpResponse> {
     let addr = client_addr(&req);
-    let scopes: Vec<String> = form
-        .scope
-        .split(' ')
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect();
+    let scopes: Vec<String> = form.scope.split(' ').filter(|s| !s.is_empty()).map(String::from).collect();
     match form.grant_type.as_str() {
         "password" => {
             let who = auth.login(&form.username, &form.password, &addr).await?;
             let token = auth.issue(&who, &scopes).await?;
-            let refresh = if form.access_type == "offline" {
-                auth.refresh_token_for(&who, &form.password).await?
-            } else {
-                None
-            };
+            let refresh =
+                if form.access_type == "offline" { auth.refresh_token_for(&who, &form.password).await? } else { None };
             Ok(token_response(token, refresh))
         }
         "refresh_token" => {
@@ -130,8 +99,6 @@ async fn post_token(
             let token = auth.issue(&who, &scopes).await?;
             Ok(token_response(token, Some(form.refresh_token.clone())))
         }
-        other => Err(RegistryError::Invalid(format!(
-            "unsupported grant_type {other:?}"
-        ))),
+        other => Err(RegistryError::Invalid(format!("unsupported grant_type {other:?}"))),
     }
 }

@@ -50,25 +50,15 @@ pub struct TokenKeys {
 fn key_id(spki_der: &[u8]) -> String {
     let digest = sha2::Sha256::digest(spki_der);
     let b32 = BASE32_NOPAD.encode(&digest[..30]);
-    b32.as_bytes()
-        .chunks(4)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join(":")
+    b32.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(":")
 }
 
 fn generate() -> Result<(String, String)> {
-    let doc = EcdsaKeyPair::generate_pkcs8(
-        &ECDSA_P256_SHA256_FIXED_SIGNING,
-        &aws_lc_rs::rand::SystemRandom::new(),
-    )
-    .map_err(|e| RegistryError::internal("generating the token signing key", e))?;
+    let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &aws_lc_rs::rand::SystemRandom::new())
+        .map_err(|e| RegistryError::internal("generating the token signing key", e))?;
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref())
         .map_err(|e| RegistryError::internal("reading the new signing key", e))?;
-    let spki = pair
-        .public_key()
-        .as_der()
-        .map_err(|e| RegistryError::internal("encoding the public key", e))?;
+    let spki = pair.public_key().as_der().map_err(|e| RegistryError::internal("encoding the public key", e))?;
     Ok((key_id(spki.as_ref()), BASE64.encode(doc.as_ref())))
 }
 
@@ -76,9 +66,7 @@ impl TokenKeys {
     /// Loads the shared key from the database, creating it on first use.
     pub async fn load(meta: &Meta, issuer: &str) -> Result<TokenKeys> {
         let (kid, key) = meta.signing_key(generate).await?;
-        let der = BASE64
-            .decode(key.as_bytes())
-            .map_err(|e| RegistryError::internal("decoding the signing key", e))?;
+        let der = BASE64.decode(key.as_bytes()).map_err(|e| RegistryError::internal("decoding the signing key", e))?;
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
             .map_err(|e| RegistryError::internal("reading the signing key", e))?;
         Ok(TokenKeys {
@@ -97,8 +85,7 @@ impl TokenKeys {
     pub fn sign(&self, claims: &Claims) -> Result<String> {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding)
-            .map_err(|e| RegistryError::internal("signing a token", e))
+        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| RegistryError::internal("signing a token", e))
     }
 
     /// Checks signature, issuer, audience, expiry and not-before; `None` when any fails.
@@ -109,9 +96,7 @@ impl TokenKeys {
         v.set_required_spec_claims(&["exp", "nbf", "aud", "iss", "sub"]);
         v.validate_nbf = true;
         v.leeway = 5;
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
-            .ok()
-            .map(|d| d.claims)
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).ok().map(|d| d.claims)
     }
 }
 
@@ -129,11 +114,7 @@ mod tests {
             nbf: now - 1,
             iat: now,
             jti: "j".into(),
-            access: vec![AccessEntry {
-                kind: "repository".into(),
-                name: "a/b".into(),
-                actions: vec!["pull".into()],
-            }],
+            access: vec![AccessEntry { kind: "repository".into(), name: "a/b".into(), actions: vec!["pull".into()] }],
             tid: None,
         }
     }
@@ -141,9 +122,7 @@ mod tests {
     #[tokio::test]
     async fn sign_and_verify() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = Meta::connect(&format!("sqlite://{}/t.db?mode=rwc", dir.path().display()))
-            .await
-            .unwrap();
+        let meta = Meta::connect(&format!("sqlite://{}/t.db?mode=rwc", dir.path().display())).await.unwrap();
         let keys = TokenKeys::load(&meta, "berth").await.unwrap();
         let again = TokenKeys::load(&meta, "berth").await.unwrap();
         assert_eq!(keys.kid, again.kid, "the key is kept");
@@ -151,11 +130,7 @@ mod tests {
         let t = keys.sign(&claims("svc", 60)).unwrap();
         assert_eq!(again.verify(&t, "svc").unwrap().access[0].name, "a/b");
         assert!(keys.verify(&t, "other").is_none(), "wrong audience");
-        assert!(
-            keys.verify(&keys.sign(&claims("svc", -60)).unwrap(), "svc")
-                .is_none(),
-            "expired"
-        );
+        assert!(keys.verify(&keys.sign(&claims("svc", -60)).unwrap(), "svc").is_none(), "expired");
         // Tampered payload.
         let mut parts: Vec<String> = t.split('.').map(String::from).collect();
         let mut c = claims("svc", 60);
@@ -164,13 +139,8 @@ mod tests {
         assert!(keys.verify(&parts.join("."), "svc").is_none());
         // Another key's token.
         let dir2 = tempfile::tempdir().unwrap();
-        let meta2 = Meta::connect(&format!("sqlite://{}/t.db?mode=rwc", dir2.path().display()))
-            .await
-            .unwrap();
+        let meta2 = Meta::connect(&format!("sqlite://{}/t.db?mode=rwc", dir2.path().display())).await.unwrap();
         let other = TokenKeys::load(&meta2, "berth").await.unwrap();
-        assert!(
-            keys.verify(&other.sign(&claims("svc", 60)).unwrap(), "svc")
-                .is_none()
-        );
+        assert!(keys.verify(&other.sign(&claims("svc", 60)).unwrap(), "svc").is_none());
     }
 }

@@ -17,11 +17,7 @@ pub struct LoginLimiter {
 
 impl LoginLimiter {
     pub fn new(max_failures: u32, window: Duration) -> Self {
-        LoginLimiter {
-            max_failures,
-            window,
-            failures: Mutex::new(HashMap::new()),
-        }
+        LoginLimiter { max_failures, window, failures: Mutex::new(HashMap::new()) }
     }
 
     /// The counters an attempt touches: the address's, and the account's when one is named
@@ -40,9 +36,7 @@ impl LoginLimiter {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         map.retain(|_, (_, since)| now.duration_since(*since) < self.window);
-        Self::keys(account, addr)
-            .iter()
-            .all(|k| map.get(k).is_none_or(|(n, _)| *n < self.max_failures))
+        Self::keys(account, addr).iter().all(|k| map.get(k).is_none_or(|(n, _)| *n < self.max_failures))
     }
 
     pub fn failed(&self, account: &str, addr: &str) {
@@ -86,9 +80,6 @@ mod tests {
             l.failed("", "1.2.3.4");
         }
         assert!(!l.allowed("", "1.2.3.4"));
-        assert!(
-            l.allowed("", "5.6.7.8"),
-            "another address's refresh tokens still work"
-        );
+        assert!(l.allowed("", "5.6.7.8"), "another address's refresh tokens still work");
     }
 }

@@ -144,55 +144,35 @@ impl Authorizer for TokenAuth {
                 message: format!("authentication required ({})", need_text(need)),
                 challenge: Some(auth.challenge(req, challenge_scope(need).as_deref())),
             };
-            let denied = || {
-                RegistryError::Denied(format!(
-                    "requested access to the resource is denied ({})",
-                    need_text(need)
-                ))
-            };
+            let denied =
+                || RegistryError::Denied(format!("requested access to the resource is denied ({})", need_text(need)));
             let ok = match (need, &who.granted) {
                 (Need::Login, Some(_)) => true,
                 (Need::Login, None) => who.account.is_some(),
                 (Need::Catalog, Some(granted)) => {
-                    match granted
-                        .iter()
-                        .find(|e| e.kind == "registry" && e.name == "catalog")
-                    {
+                    match granted.iter().find(|e| e.kind == "registry" && e.name == "catalog") {
                         Some(e) => grants(e, "*"),
                         None => return Err(unauthorized()),
                     }
                 }
                 (Need::Catalog, None) => who.account.is_some() || auth.config.anonymous_pull,
                 (Need::Repository { name, action }, Some(granted)) => {
-                    match granted
-                        .iter()
-                        .find(|e| e.kind == "repository" && e.name == *name)
-                    {
+                    match granted.iter().find(|e| e.kind == "repository" && e.name == *name) {
                         Some(e) => grants(e, action.as_str()),
                         // The token was made for other resources: ask for one for this.
                         None => return Err(unauthorized()),
                     }
                 }
-                (Need::Repository { name, action }, None) => {
-                    auth.allowed(&who, name).await?.contains(*action)
-                }
+                (Need::Repository { name, action }, None) => auth.allowed(&who, name).await?.contains(*action),
             };
             if !ok {
-                return Err(if who.account.is_none() {
-                    unauthorized()
-                } else {
-                    denied()
-                });
+                return Err(if who.account.is_none() { unauthorized() } else { denied() });
             }
         }
         Ok(who)
     }
 
     async fn may_pull(&self, who: &Identity, repository: &str) -> Result<bool> {
-        Ok(self
-            .0
-            .allowed(who, repository)
-            .await?
-            .contains(Action::Pull))
+        Ok(self.0.allowed(who, repository).await?.contains(Action::Pull))
     }
 }

@@ -52,13 +52,12 @@ impl Actions {
 
     /// Parses a comma-separated action list; unknown actions (and `*`) grant nothing.
     pub fn parse_list(list: &str) -> Actions {
-        list.split(',')
-            .fold(Actions::NONE, |acc, a| match a.trim() {
-                "pull" => acc.union(Actions(1)),
-                "push" => acc.union(Actions(2)),
-                "delete" => acc.union(Actions(4)),
-                _ => acc,
-            })
+        list.split(',').fold(Actions::NONE, |acc, a| match a.trim() {
+            "pull" => acc.union(Actions(1)),
+            "push" => acc.union(Actions(2)),
+            "delete" => acc.union(Actions(4)),
+            _ => acc,
+        })
     }
 
     pub fn names(self) -> Vec<String> {
@@ -175,11 +174,7 @@ mod tests {
         assert_eq!(Actions::of_level("writer"), Actions::PULL_PUSH);
         assert_eq!(Actions::parse_list("pull,push,*"), Actions::PULL_PUSH);
         assert_eq!(Actions::ALL.names(), ["pull", "push", "delete"]);
-        let l = TokenLimit {
-            token_id: 1,
-            actions: Actions::PULL,
-            repository_pattern: Some("a/*".into()),
-        };
+        let l = TokenLimit { token_id: 1, actions: Actions::PULL, repository_pattern: Some("a/*".into()) };
         assert_eq!(l.apply("a/b", Actions::ALL), Actions::PULL);
         assert_eq!(l.apply("b/c", Actions::ALL), Actions::NONE);
     }

@@ -26,10 +26,7 @@ pub fn random_password() -> String {
 
 /// A new token secret: `berth_` and 256 random bits.
 pub fn new_token_secret() -> String {
-    format!(
-        "{TOKEN_PREFIX}{}",
-        BASE64URL_NOPAD.encode(&random_bytes::<32>())
-    )
+    format!("{TOKEN_PREFIX}{}", BASE64URL_NOPAD.encode(&random_bytes::<32>()))
 }
 
 /// How a token secret is stored and looked up.
@@ -47,9 +44,7 @@ pub fn hash_password(password: &str) -> Result<String> {
 
 /// Whether `password` matches the PHC string.
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    Argon2::default()
-        .verify_password(password.as_bytes(), phc)
-        .is_ok()
+    Argon2::default().verify_password(password.as_bytes(), phc).is_ok()
 }
 
 /// Spends the time of a password verification, for unknown accounts, so timing does not tell

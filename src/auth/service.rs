@@ -48,17 +48,12 @@ pub struct AuthService {
 }
 
 fn invalid_credentials() -> RegistryError {
-    RegistryError::Unauthorized {
-        message: "invalid username, password or token".into(),
-        challenge: None,
-    }
+    RegistryError::Unauthorized { message: "invalid username, password or token".into(), challenge: None }
 }
 
 /// The client address used for throttling.
 pub fn client_addr(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default()
+    req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
 }
 
 /// A parsed scope request: `type:name:actions`.
@@ -80,11 +75,7 @@ pub fn parse_scope(s: &str) -> Option<ScopeRequest> {
     Some(ScopeRequest {
         kind: kind.to_string(),
         name: name.to_string(),
-        actions: actions
-            .split(',')
-            .map(|a| a.trim().to_string())
-            .filter(|a| !a.is_empty())
-            .collect(),
+        actions: actions.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect(),
     })
 }
 
@@ -99,9 +90,7 @@ fn validate_account_name(name: &str) -> Result<()> {
 
 fn validate_password(password: &str) -> Result<()> {
     if password.chars().count() < MIN_PASSWORD_LEN {
-        return Err(RegistryError::Invalid(format!(
-            "passwords have at least {MIN_PASSWORD_LEN} characters"
-        )));
+        return Err(RegistryError::Invalid(format!("passwords have at least {MIN_PASSWORD_LEN} characters")));
     }
     Ok(())
 }
@@ -109,17 +98,8 @@ fn validate_password(password: &str) -> Result<()> {
 impl AuthService {
     pub async fn new(meta: Meta, config: AuthConfig) -> Result<AuthService> {
         let keys = TokenKeys::load(&meta, &config.issuer).await?;
-        let limiter = LoginLimiter::new(
-            config.max_failed_logins,
-            Duration::from_secs(config.lockout_secs),
-        );
-        Ok(AuthService {
-            meta,
-            config,
-            keys,
-            limiter,
-            verified: Mutex::new(HashMap::new()),
-        })
+        let limiter = LoginLimiter::new(config.max_failed_logins, Duration::from_secs(config.lockout_secs));
+        Ok(AuthService { meta, config, keys, limiter, verified: Mutex::new(HashMap::new()) })
     }
 
     /// On first start with no account: creates `admin` with `BERTH_ADMIN_PASSWORD`, or with a
@@ -149,9 +129,7 @@ impl AuthService {
                 "created the account 'admin' with the password {password} (shown once; change it with `berth user passwd admin`)"
             );
         } else {
-            tracing::info!(
-                "created the account 'admin' with the password from BERTH_ADMIN_PASSWORD"
-            );
+            tracing::info!("created the account 'admin' with the password from BERTH_ADMIN_PASSWORD");
         }
         Ok(())
     }
@@ -161,9 +139,7 @@ impl AuthService {
     /// Verifies a name and a password or personal access token.
     pub async fn login(&self, name: &str, secret: &str, addr: &str) -> Result<Identity> {
         if !self.limiter.allowed(name, addr) {
-            return Err(RegistryError::TooManyRequests(
-                "too many failed logins; try again later".into(),
-            ));
+            return Err(RegistryError::TooManyRequests("too many failed logins; try again later".into()));
         }
         match self.check_credentials(name, secret).await? {
             Some(who) => {
@@ -192,30 +168,21 @@ impl AuthService {
             secrets::burn_verification(secret);
             return Ok(None);
         };
-        let (Some(phc), false, "user") = (
-            found.password_hash.as_deref(),
-            found.account.disabled,
-            found.account.kind.as_str(),
-        ) else {
+        let (Some(phc), false, "user") =
+            (found.password_hash.as_deref(), found.account.disabled, found.account.kind.as_str())
+        else {
             secrets::burn_verification(secret);
             return Ok(None);
         };
         let key: [u8; 32] = sha2::Sha256::digest(format!("{name}\0{secret}").as_bytes()).into();
-        let cached = self
-            .verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
+        let cached = self.verified.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
         let ok = match cached {
             Some(c) => secrets::constant_time_eq(c.as_bytes(), phc.as_bytes()),
             None => {
                 let (secret, phc_owned) = (secret.to_string(), phc.to_string());
-                let ok = tokio::task::spawn_blocking(move || {
-                    secrets::verify_password(&secret, &phc_owned)
-                })
-                .await
-                .map_err(|e| RegistryError::internal("verifying a password", e))?;
+                let ok = tokio::task::spawn_blocking(move || secrets::verify_password(&secret, &phc_owned))
+                    .await
+                    .map_err(|e| RegistryError::internal("verifying a password", e))?;
                 if ok {
                     let mut map = self.verified.lock().unwrap_or_else(|p| p.into_inner());
                     if map.len() > 10_000 {
@@ -232,20 +199,12 @@ impl AuthService {
         if found.account.last_login_at.is_none_or(|t| now() - t > 60) {
             self.meta.touch_login(found.account.id).await?;
         }
-        Ok(Some(Identity {
-            account: Some(found.account),
-            limit: None,
-            granted: None,
-        }))
+        Ok(Some(Identity { account: Some(found.account), limit: None, granted: None }))
     }
 
     /// A token by its secret, if it exists, is of one of `kinds` and has not expired.
     async fn usable_token(&self, secret: &str, kinds: &[&str]) -> Result<Option<TokenRecord>> {
-        let Some(token) = self
-            .meta
-            .token_by_hash(&secrets::token_hash(secret))
-            .await?
-        else {
+        let Some(token) = self.meta.token_by_hash(&secrets::token_hash(secret)).await? else {
             return Ok(None);
         };
         if !kinds.contains(&token.kind.as_str()) || token.expires_at.is_some_and(|e| e <= now()) {
@@ -270,20 +229,14 @@ impl AuthService {
             actions: Actions::of_level(&token.scope),
             repository_pattern: token.repository_pattern.clone(),
         });
-        Ok(Some(Identity {
-            account: Some(found.account),
-            limit,
-            granted: None,
-        }))
+        Ok(Some(Identity { account: Some(found.account), limit, granted: None }))
     }
 
     /// Exchanges a refresh token (or a personal access token, which docker may store as its
     /// identity token) for an identity.
     pub async fn refresh(&self, secret: &str, addr: &str) -> Result<Identity> {
         if !self.limiter.allowed("", addr) {
-            return Err(RegistryError::TooManyRequests(
-                "too many failed logins; try again later".into(),
-            ));
+            return Err(RegistryError::TooManyRequests("too many failed logins; try again later".into()));
         }
         let found = match self.usable_token(secret, &["refresh", "personal"]).await? {
             Some(t) => self.token_identity(&t).await?,
@@ -297,11 +250,7 @@ impl AuthService {
 
     /// A long-lived refresh token for an identity (docker and containerd store it instead of
     /// the password). A login by personal access token gets that token back.
-    pub async fn refresh_token_for(
-        &self,
-        who: &Identity,
-        presented: &str,
-    ) -> Result<Option<String>> {
+    pub async fn refresh_token_for(&self, who: &Identity, presented: &str) -> Result<Option<String>> {
         let Some(account) = &who.account else {
             return Ok(None);
         };
@@ -311,15 +260,7 @@ impl AuthService {
         let secret = secrets::new_token_secret();
         let expires = now() + self.config.refresh_token_days as i64 * 86_400;
         self.meta
-            .create_token(
-                account.id,
-                "refresh",
-                "login",
-                &secrets::token_hash(&secret),
-                "delete",
-                None,
-                Some(expires),
-            )
+            .create_token(account.id, "refresh", "login", &secrets::token_hash(&secret), "delete", None, Some(expires))
             .await?;
         Ok(Some(secret))
     }
@@ -341,36 +282,22 @@ impl AuthService {
             let decoded = BASE64.decode(rest.as_bytes()).map_err(|_| bad())?;
             let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
             let (name, secret) = decoded.split_once(':').ok_or_else(bad)?;
-            return self
-                .login(name, secret, &client_addr(req))
-                .await
-                .map_err(|e| match e {
-                    RegistryError::Unauthorized { message, .. } => RegistryError::Unauthorized {
-                        message,
-                        challenge: Some(self.challenge(req, None)),
-                    },
-                    other => other,
-                });
+            return self.login(name, secret, &client_addr(req)).await.map_err(|e| match e {
+                RegistryError::Unauthorized { message, .. } => {
+                    RegistryError::Unauthorized { message, challenge: Some(self.challenge(req, None)) }
+                }
+                other => other,
+            });
         }
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(bad());
         }
         if rest.starts_with(TOKEN_PREFIX) {
-            let token = self
-                .usable_token(rest, &["personal"])
-                .await?
-                .ok_or_else(bad)?;
+            let token = self.usable_token(rest, &["personal"]).await?.ok_or_else(bad)?;
             return self.token_identity(&token).await?.ok_or_else(bad);
         }
-        let claims = self
-            .keys
-            .verify(rest, &self.config.service)
-            .ok_or_else(bad)?;
-        let mut who = Identity {
-            account: None,
-            limit: None,
-            granted: Some(claims.access),
-        };
+        let claims = self.keys.verify(rest, &self.config.service).ok_or_else(bad)?;
+        let mut who = Identity { account: None, limit: None, granted: Some(claims.access) };
         if !claims.sub.is_empty() {
             let found = self.meta.account(&claims.sub).await?.ok_or_else(bad)?;
             if found.account.disabled {
@@ -401,10 +328,7 @@ impl AuthService {
         } else {
             self.config.realm.clone()
         };
-        let mut c = format!(
-            "Bearer realm=\"{realm}\",service=\"{}\"",
-            self.config.service
-        );
+        let mut c = format!("Bearer realm=\"{realm}\",service=\"{}\"", self.config.service);
         if let Some(scope) = scope {
             c.push_str(&format!(",scope=\"{scope}\""));
         }
@@ -415,25 +339,15 @@ impl AuthService {
 
     /// What `who` may do on `repository`.
     pub async fn allowed(&self, who: &Identity, repository: &str) -> Result<Actions> {
-        policy::allowed(
-            &self.meta,
-            self.config.anonymous_pull,
-            who.account.as_ref(),
-            who.limit.as_ref(),
-            repository,
-        )
-        .await
+        policy::allowed(&self.meta, self.config.anonymous_pull, who.account.as_ref(), who.limit.as_ref(), repository)
+            .await
     }
 
     /// Issues a registry token granting, for each requested scope, what was asked intersected
     /// with what `who` may do. Asking for more is not an error.
     pub async fn issue(&self, who: &Identity, scopes: &[String]) -> Result<IssuedToken> {
         let mut access = Vec::new();
-        for scope in scopes
-            .iter()
-            .flat_map(|s| s.split(' '))
-            .filter(|s| !s.is_empty())
-        {
+        for scope in scopes.iter().flat_map(|s| s.split(' ')).filter(|s| !s.is_empty()) {
             let Some(req) = parse_scope(scope) else {
                 continue;
             };
@@ -460,11 +374,7 @@ impl AuthService {
                 }
                 _ => Vec::new(),
             };
-            access.push(AccessEntry {
-                kind: req.kind,
-                name: req.name,
-                actions: granted,
-            });
+            access.push(AccessEntry { kind: req.kind, name: req.name, actions: granted });
         }
         let issued_at = now();
         let ttl = self.config.token_ttl_secs as i64;
@@ -479,11 +389,7 @@ impl AuthService {
             access,
             tid: who.limit.as_ref().map(|l| l.token_id),
         };
-        Ok(IssuedToken {
-            token: self.keys.sign(&claims)?,
-            expires_in: ttl,
-            issued_at,
-        })
+        Ok(IssuedToken { token: self.keys.sign(&claims)?, expires_in: ttl, issued_at })
     }
 
     // ---- management -------------------------------------------------------------------------
@@ -529,27 +435,16 @@ impl AuthService {
         validate_password(password)?;
         let account = self.account_named(name).await?;
         if account.kind != "user" {
-            return Err(RegistryError::Invalid(
-                "robots log in with tokens only".into(),
-            ));
+            return Err(RegistryError::Invalid("robots log in with tokens only".into()));
         }
-        self.meta
-            .set_password_hash(account.id, &secrets::hash_password(password)?)
-            .await?;
+        self.meta.set_password_hash(account.id, &secrets::hash_password(password)?).await?;
         tracing::info!(account = name, "password changed");
         Ok(())
     }
 
-    pub async fn set_flags(
-        &self,
-        name: &str,
-        admin: Option<bool>,
-        disabled: Option<bool>,
-    ) -> Result<Account> {
+    pub async fn set_flags(&self, name: &str, admin: Option<bool>, disabled: Option<bool>) -> Result<Account> {
         let account = self.account_named(name).await?;
-        self.meta
-            .set_account_flags(account.id, admin, disabled)
-            .await?;
+        self.meta.set_account_flags(account.id, admin, disabled).await?;
         tracing::info!(account = name, ?admin, ?disabled, "account changed");
         self.account_named(name).await
     }
@@ -565,9 +460,7 @@ impl AuthService {
     pub async fn create_robot(&self, namespace: &str, name: &str, role: &str) -> Result<Account> {
         validate_account_name(name)?;
         if !ROLES.contains(&role) {
-            return Err(RegistryError::Invalid(format!(
-                "role must be one of {ROLES:?}"
-            )));
+            return Err(RegistryError::Invalid(format!("role must be one of {ROLES:?}")));
         }
         self.meta
             .namespace(namespace)
@@ -601,14 +494,10 @@ impl AuthService {
         expires_days: Option<u32>,
     ) -> Result<(TokenRecord, String)> {
         if !SCOPES.contains(&scope) {
-            return Err(RegistryError::Invalid(format!(
-                "scope must be one of {SCOPES:?}"
-            )));
+            return Err(RegistryError::Invalid(format!("scope must be one of {SCOPES:?}")));
         }
         if name.trim().is_empty() || name.len() > 100 {
-            return Err(RegistryError::Invalid(
-                "a token needs a name of at most 100 characters".into(),
-            ));
+            return Err(RegistryError::Invalid("a token needs a name of at most 100 characters".into()));
         }
         let account = self.account_named(account).await?;
         let secret = secrets::new_token_secret();
@@ -626,11 +515,8 @@ impl AuthService {
             )
             .await?;
         tracing::info!(account = %account.name, token = id, scope, "personal access token created");
-        let record = self
-            .meta
-            .token_by_id(id)
-            .await?
-            .ok_or_else(|| RegistryError::Internal("token vanished".into()))?;
+        let record =
+            self.meta.token_by_id(id).await?.ok_or_else(|| RegistryError::Internal("token vanished".into()))?;
         Ok((record, secret))
     }
 
@@ -641,11 +527,7 @@ impl AuthService {
 
     /// Revokes a token; `owner`, when given, must own it.
     pub async fn revoke_token(&self, id: i64, owner: Option<&str>) -> Result<()> {
-        let token = self
-            .meta
-            .token_by_id(id)
-            .await?
-            .filter(|t| owner.is_none_or(|o| o == t.account_name));
+        let token = self.meta.token_by_id(id).await?.filter(|t| owner.is_none_or(|o| o == t.account_name));
         if token.is_none() || !self.meta.delete_token(id).await? {
             return Err(RegistryError::NotFound(format!("no token {id}")));
         }
@@ -656,9 +538,7 @@ impl AuthService {
     pub async fn create_org(&self, name: &str) -> Result<()> {
         validate_account_name(name)?;
         if !self.meta.create_org(name).await? {
-            return Err(RegistryError::Conflict(format!(
-                "the name {name:?} is taken"
-            )));
+            return Err(RegistryError::Conflict(format!("the name {name:?} is taken")));
         }
         tracing::info!(namespace = name, "organisation created");
         Ok(())
@@ -666,51 +546,34 @@ impl AuthService {
 
     pub async fn set_visibility(&self, namespace: &str, public: bool) -> Result<()> {
         if !self.meta.set_namespace_public(namespace, public).await? {
-            return Err(RegistryError::NotFound(format!(
-                "no namespace {namespace:?}"
-            )));
+            return Err(RegistryError::NotFound(format!("no namespace {namespace:?}")));
         }
         tracing::info!(namespace, public, "visibility changed");
         Ok(())
     }
 
     /// Adds a member with a role, changes its role, or removes it (`role` = `None`).
-    pub async fn set_member(
-        &self,
-        namespace: &str,
-        account: &str,
-        role: Option<&str>,
-    ) -> Result<()> {
+    pub async fn set_member(&self, namespace: &str, account: &str, role: Option<&str>) -> Result<()> {
         let ns = self
             .meta
             .namespace(namespace)
             .await?
             .ok_or_else(|| RegistryError::NotFound(format!("no namespace {namespace:?}")))?;
         if ns.kind != "org" {
-            return Err(RegistryError::Invalid(
-                "only organisations have members".into(),
-            ));
+            return Err(RegistryError::Invalid("only organisations have members".into()));
         }
         let member = self.account_named(account).await?;
         if member.kind != "user" {
-            return Err(RegistryError::Invalid(
-                "members are users; robots get a role when created".into(),
-            ));
+            return Err(RegistryError::Invalid("members are users; robots get a role when created".into()));
         }
         match role {
-            Some(role) if ROLES.contains(&role) => {
-                self.meta.set_member(namespace, member.id, role).await?
-            }
+            Some(role) if ROLES.contains(&role) => self.meta.set_member(namespace, member.id, role).await?,
             Some(_) => {
-                return Err(RegistryError::Invalid(format!(
-                    "role must be one of {ROLES:?}"
-                )));
+                return Err(RegistryError::Invalid(format!("role must be one of {ROLES:?}")));
             }
             None => {
                 if !self.meta.remove_member(namespace, member.id).await? {
-                    return Err(RegistryError::NotFound(format!(
-                        "{account} is not a member of {namespace}"
-                    )));
+                    return Err(RegistryError::NotFound(format!("{account} is not a member of {namespace}")));
                 }
             }
         }
@@ -724,11 +587,7 @@ impl AuthService {
         let Some(account) = &who.account else {
             return Ok(false);
         };
-        if who
-            .limit
-            .as_ref()
-            .is_some_and(|l| l.actions != Actions::ALL)
-        {
+        if who.limit.as_ref().is_some_and(|l| l.actions != Actions::ALL) {
             return Ok(false);
         }
         if account.is_admin || (account.kind == "user" && account.name == namespace) {
@@ -757,14 +616,8 @@ mod tests {
                 actions: vec!["pull".into(), "push".into()]
             })
         );
-        assert_eq!(
-            parse_scope("repository(plugin):x:pull").unwrap().kind,
-            "repository"
-        );
-        assert_eq!(
-            parse_scope("registry:catalog:*").unwrap().actions,
-            vec!["*"]
-        );
+        assert_eq!(parse_scope("repository(plugin):x:pull").unwrap().kind, "repository");
+        assert_eq!(parse_scope("registry:catalog:*").unwrap().actions, vec!["*"]);
         assert_eq!(parse_scope("nonsense"), None);
         assert_eq!(parse_scope("repository::pull"), None);
     }

@@ -94,12 +94,7 @@ fn token_from(r: &AnyRow) -> TokenRecord {
 }
 
 fn namespace_from(r: &AnyRow) -> Namespace {
-    Namespace {
-        name: r.get(0),
-        kind: r.get(1),
-        public: r.get::<i64, _>(2) != 0,
-        created_at: r.get(3),
-    }
+    Namespace { name: r.get(0), kind: r.get(1), public: r.get::<i64, _>(2) != 0, created_at: r.get(3) }
 }
 
 /// A new account to insert.
@@ -114,9 +109,7 @@ pub struct NewAccount<'a> {
 
 impl Meta {
     pub async fn count_accounts(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) FROM accounts")
-            .fetch_one(self.pool())
-            .await?;
+        let row = sqlx::query("SELECT COUNT(*) FROM accounts").fetch_one(self.pool()).await?;
         Ok(row.get(0))
     }
 
@@ -124,10 +117,11 @@ impl Meta {
     /// taken by an account or a namespace.
     pub async fn create_account(&self, new: &NewAccount<'_>) -> Result<Option<Account>> {
         let mut tx = self.begin_write().await?;
-        let taken = sqlx::query("SELECT 1 FROM accounts WHERE name = $1 UNION ALL SELECT 1 FROM namespaces WHERE name = $1")
-            .bind(new.name)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let taken =
+            sqlx::query("SELECT 1 FROM accounts WHERE name = $1 UNION ALL SELECT 1 FROM namespaces WHERE name = $1")
+                .bind(new.name)
+                .fetch_optional(&mut *tx)
+                .await?;
         if taken.is_some() {
             return Ok(None);
         }
@@ -159,21 +153,13 @@ impl Meta {
     /// An account with its password hash.
     pub async fn account(&self, name: &str) -> Result<Option<AccountSecret>> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.name = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(name)
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(name).fetch_optional(self.pool()).await?;
         Ok(row.as_ref().map(account_from))
     }
 
     pub async fn accounts(&self, kind: Option<&str>) -> Result<Vec<Account>> {
-        let sql = format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE ($1 = '' OR a.kind = $1) ORDER BY a.name"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(kind.unwrap_or(""))
-            .fetch_all(self.pool())
-            .await?;
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE ($1 = '' OR a.kind = $1) ORDER BY a.name");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(kind.unwrap_or("")).fetch_all(self.pool()).await?;
         Ok(rows.iter().map(|r| account_from(r).account).collect())
     }
 
@@ -222,16 +208,12 @@ impl Meta {
     /// repositories), so a later account of the same name cannot inherit them.
     pub async fn delete_account(&self, account_id: i64) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        for sql in [
-            "DELETE FROM access_tokens WHERE account_id = $1",
-            "DELETE FROM namespace_members WHERE account_id = $1",
-        ] {
+        for sql in
+            ["DELETE FROM access_tokens WHERE account_id = $1", "DELETE FROM namespace_members WHERE account_id = $1"]
+        {
             sqlx::query(sql).bind(account_id).execute(&mut *tx).await?;
         }
-        sqlx::query("DELETE FROM accounts WHERE id = $1")
-            .bind(account_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("DELETE FROM accounts WHERE id = $1").bind(account_id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -241,38 +223,35 @@ impl Meta {
     /// Creates an organisation namespace; false when the name is taken.
     pub async fn create_org(&self, name: &str) -> Result<bool> {
         let mut tx = self.begin_write().await?;
-        let taken = sqlx::query("SELECT 1 FROM accounts WHERE name = $1 UNION ALL SELECT 1 FROM namespaces WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let taken =
+            sqlx::query("SELECT 1 FROM accounts WHERE name = $1 UNION ALL SELECT 1 FROM namespaces WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
         if taken.is_some() {
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO namespaces (name, kind, public, created_at) VALUES ($1, 'org', 0, $2)",
-        )
-        .bind(name)
-        .bind(now())
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("INSERT INTO namespaces (name, kind, public, created_at) VALUES ($1, 'org', 0, $2)")
+            .bind(name)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
 
     pub async fn namespace(&self, name: &str) -> Result<Option<Namespace>> {
-        let row =
-            sqlx::query("SELECT name, kind, public, created_at FROM namespaces WHERE name = $1")
-                .bind(name)
-                .fetch_optional(self.pool())
-                .await?;
+        let row = sqlx::query("SELECT name, kind, public, created_at FROM namespaces WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?;
         Ok(row.as_ref().map(namespace_from))
     }
 
     pub async fn namespaces(&self) -> Result<Vec<Namespace>> {
-        let rows =
-            sqlx::query("SELECT name, kind, public, created_at FROM namespaces ORDER BY name")
-                .fetch_all(self.pool())
-                .await?;
+        let rows = sqlx::query("SELECT name, kind, public, created_at FROM namespaces ORDER BY name")
+            .fetch_all(self.pool())
+            .await?;
         Ok(rows.iter().map(namespace_from).collect())
     }
 
@@ -286,14 +265,8 @@ impl Meta {
     }
 
     pub async fn delete_namespace(&self, name: &str) -> Result<()> {
-        sqlx::query("DELETE FROM namespace_members WHERE namespace = $1")
-            .bind(name)
-            .execute(self.pool())
-            .await?;
-        sqlx::query("DELETE FROM namespaces WHERE name = $1")
-            .bind(name)
-            .execute(self.pool())
-            .await?;
+        sqlx::query("DELETE FROM namespace_members WHERE namespace = $1").bind(name).execute(self.pool()).await?;
+        sqlx::query("DELETE FROM namespaces WHERE name = $1").bind(name).execute(self.pool()).await?;
         Ok(())
     }
 
@@ -331,12 +304,11 @@ impl Meta {
     }
 
     pub async fn remove_member(&self, namespace: &str, account_id: i64) -> Result<bool> {
-        let done =
-            sqlx::query("DELETE FROM namespace_members WHERE namespace = $1 AND account_id = $2")
-                .bind(namespace)
-                .bind(account_id)
-                .execute(self.pool())
-                .await?;
+        let done = sqlx::query("DELETE FROM namespace_members WHERE namespace = $1 AND account_id = $2")
+            .bind(namespace)
+            .bind(account_id)
+            .execute(self.pool())
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -387,10 +359,7 @@ impl Meta {
         let sql = format!(
             "SELECT {TOKEN_COLUMNS} FROM access_tokens t JOIN accounts a ON a.id = t.account_id WHERE t.token_hash = $1"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(token_hash)
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(token_hash).fetch_optional(self.pool()).await?;
         Ok(row.as_ref().map(token_from))
     }
 
@@ -398,19 +367,12 @@ impl Meta {
         let sql = format!(
             "SELECT {TOKEN_COLUMNS} FROM access_tokens t JOIN accounts a ON a.id = t.account_id WHERE t.id = $1"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(self.pool()).await?;
         Ok(row.as_ref().map(token_from))
     }
 
     /// Tokens of an account (personal ones, or all kinds).
-    pub async fn tokens(
-        &self,
-        account_id: Option<i64>,
-        kind: Option<&str>,
-    ) -> Result<Vec<TokenRecord>> {
+    pub async fn tokens(&self, account_id: Option<i64>, kind: Option<&str>) -> Result<Vec<TokenRecord>> {
         let sql = format!(
             "SELECT {TOKEN_COLUMNS} FROM access_tokens t JOIN accounts a ON a.id = t.account_id \
              WHERE ($1 < 0 OR t.account_id = $1) AND ($2 = '' OR t.kind = $2) ORDER BY t.id"
@@ -433,10 +395,7 @@ impl Meta {
     }
 
     pub async fn delete_token(&self, id: i64) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM access_tokens WHERE id = $1")
-            .bind(id)
-            .execute(self.pool())
-            .await?;
+        let done = sqlx::query("DELETE FROM access_tokens WHERE id = $1").bind(id).execute(self.pool()).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -444,12 +403,8 @@ impl Meta {
 
     /// The registry token signing key (kid, base64 PKCS#8), created with `make` by the first
     /// node that needs it; every node then reads the same one.
-    pub async fn signing_key(
-        &self,
-        make: impl FnOnce() -> Result<(String, String)>,
-    ) -> Result<(String, String)> {
-        let read =
-            || sqlx::query("SELECT kid, private_key FROM signing_keys WHERE id = 'registry-token'");
+    pub async fn signing_key(&self, make: impl FnOnce() -> Result<(String, String)>) -> Result<(String, String)> {
+        let read = || sqlx::query("SELECT kid, private_key FROM signing_keys WHERE id = 'registry-token'");
         if let Some(r) = read().fetch_optional(self.pool()).await? {
             return Ok((r.get(0), r.get(1)));
         }
@@ -463,10 +418,8 @@ impl Meta {
         .bind(now())
         .execute(self.pool())
         .await?;
-        let r = read()
-            .fetch_one(self.pool())
-            .await
-            .map_err(|e| RegistryError::internal("reading the signing key", e))?;
+        let r =
+            read().fetch_one(self.pool()).await.map_err(|e| RegistryError::internal("reading the signing key", e))?;
         Ok((r.get(0), r.get(1)))
     }
 }

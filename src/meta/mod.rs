@@ -47,7 +47,10 @@ pub struct UploadRecord {
     pub id: String,
     pub repository_id: i64,
     pub size: u64,
+    /// The storage backend's resumable state.
     pub state: Option<String>,
+    /// The running hash at `size` ([`crate::oci::Hasher::save`]).
+    pub hash_state: Option<String>,
 }
 
 /// Handle on the metadata database; cheap to clone.
@@ -59,10 +62,7 @@ pub struct Meta {
 
 /// Current time in Unix seconds.
 pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 impl Meta {
@@ -76,13 +76,11 @@ impl Meta {
         } else {
             anyhow::bail!("database.url must start with sqlite: or postgres:");
         };
-        let mut options =
-            AnyPoolOptions::new().max_connections(if kind == DbKind::Sqlite { 8 } else { 16 });
+        let mut options = AnyPoolOptions::new().max_connections(if kind == DbKind::Sqlite { 8 } else { 16 });
         if kind == DbKind::Sqlite {
             options = options.after_connect(|conn, _| {
                 Box::pin(async move {
-                    conn.execute("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;")
-                        .await?;
+                    conn.execute("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;").await?;
                     Ok(())
                 })
             });
@@ -121,10 +119,8 @@ impl Meta {
 
     /// The id of a repository, if it exists.
     pub async fn repository_id(&self, name: &str) -> Result<Option<i64>> {
-        let row = sqlx::query("SELECT id FROM repositories WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT id FROM repositories WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
         Ok(row.map(|r| r.get::<i64, _>(0)))
     }
 
@@ -138,9 +134,9 @@ impl Meta {
             .bind(now())
             .execute(&self.pool)
             .await?;
-        self.repository_id(name).await?.ok_or_else(|| {
-            RegistryError::Internal(format!("repository {name} vanished after insert"))
-        })
+        self.repository_id(name)
+            .await?
+            .ok_or_else(|| RegistryError::Internal(format!("repository {name} vanished after insert")))
     }
 
     /// Repositories holding at least one manifest, after `last`, in byte order.
@@ -222,12 +218,11 @@ impl Meta {
 
     /// Removes a blob's link from a repository; false when it was not linked.
     pub async fn unlink_blob(&self, repository_id: i64, digest: &Digest) -> Result<bool> {
-        let done =
-            sqlx::query("DELETE FROM repository_blobs WHERE repository_id = $1 AND digest = $2")
-                .bind(repository_id)
-                .bind(digest.as_str())
-                .execute(&self.pool)
-                .await?;
+        let done = sqlx::query("DELETE FROM repository_blobs WHERE repository_id = $1 AND digest = $2")
+            .bind(repository_id)
+            .bind(digest.as_str())
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -246,24 +241,14 @@ impl Meta {
         let blobs = parsed.required_blobs()?;
         let children = parsed.required_manifests()?;
         let mut tx = self.begin_write().await?;
-        if let Some(missing) =
-            first_missing(&mut tx, "repository_blobs", repository_id, &blobs).await?
-        {
-            return Err(RegistryError::ManifestBlobUnknown(format!(
-                "blob {missing} is not in this repository"
-            )));
+        if let Some(missing) = first_missing(&mut tx, "repository_blobs", repository_id, &blobs).await? {
+            return Err(RegistryError::ManifestBlobUnknown(format!("blob {missing} is not in this repository")));
         }
-        if let Some(missing) = first_missing(&mut tx, "manifests", repository_id, &children).await?
-        {
-            return Err(RegistryError::ManifestBlobUnknown(format!(
-                "manifest {missing} is not in this repository"
-            )));
+        if let Some(missing) = first_missing(&mut tx, "manifests", repository_id, &children).await? {
+            return Err(RegistryError::ManifestBlobUnknown(format!("manifest {missing} is not in this repository")));
         }
         let t = now();
-        let annotations = parsed
-            .annotations
-            .as_ref()
-            .map(|a| serde_json::Value::Object(a.clone()).to_string());
+        let annotations = parsed.annotations.as_ref().map(|a| serde_json::Value::Object(a.clone()).to_string());
         let config_digest = parsed.config.as_ref().map(|c| c.digest.clone());
         sqlx::query(
             "INSERT INTO manifests (repository_id, digest, media_type, size, content, artifact_type, \
@@ -283,10 +268,7 @@ impl Meta {
         .bind(t)
         .execute(&mut *tx)
         .await?;
-        let refs = blobs
-            .iter()
-            .map(|d| (d, "blob"))
-            .chain(children.iter().map(|d| (d, "manifest")));
+        let refs = blobs.iter().map(|d| (d, "blob")).chain(children.iter().map(|d| (d, "manifest")));
         for (child, kind) in refs {
             sqlx::query(
                 "INSERT INTO manifest_references (repository_id, parent_digest, child_digest, kind) \
@@ -317,11 +299,7 @@ impl Meta {
     }
 
     /// A manifest by tag.
-    pub async fn manifest_by_tag(
-        &self,
-        repository: &str,
-        tag: &str,
-    ) -> Result<Option<ManifestRecord>> {
+    pub async fn manifest_by_tag(&self, repository: &str, tag: &str) -> Result<Option<ManifestRecord>> {
         let row = sqlx::query(
             "SELECT m.digest, m.media_type, m.content FROM repositories r \
              JOIN tags t ON t.repository_id = r.id \
@@ -332,19 +310,11 @@ impl Meta {
         .bind(tag)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| ManifestRecord {
-            digest: r.get(0),
-            media_type: r.get(1),
-            content: r.get(2),
-        }))
+        Ok(row.map(|r| ManifestRecord { digest: r.get(0), media_type: r.get(1), content: r.get(2) }))
     }
 
     /// A manifest by digest.
-    pub async fn manifest_by_digest(
-        &self,
-        repository: &str,
-        digest: &Digest,
-    ) -> Result<Option<ManifestRecord>> {
+    pub async fn manifest_by_digest(&self, repository: &str, digest: &Digest) -> Result<Option<ManifestRecord>> {
         let row = sqlx::query(
             "SELECT m.digest, m.media_type, m.content FROM repositories r \
              JOIN manifests m ON m.repository_id = r.id \
@@ -354,11 +324,7 @@ impl Meta {
         .bind(digest.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| ManifestRecord {
-            digest: r.get(0),
-            media_type: r.get(1),
-            content: r.get(2),
-        }))
+        Ok(row.map(|r| ManifestRecord { digest: r.get(0), media_type: r.get(1), content: r.get(2) }))
     }
 
     /// Removes a tag; false when there was none.
@@ -389,11 +355,7 @@ impl Meta {
             "DELETE FROM tags WHERE repository_id = $1 AND digest = $2",
             "DELETE FROM manifest_references WHERE repository_id = $1 AND parent_digest = $2",
         ] {
-            sqlx::query(sql)
-                .bind(repository_id)
-                .bind(digest.as_str())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(sql).bind(repository_id).bind(digest.as_str()).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -412,21 +374,12 @@ impl Meta {
     /// (tags cannot contain newlines), so thousands of tags cost one row.
     pub async fn all_tags(&self, repository_id: i64) -> Result<Vec<String>> {
         let sql = match self.kind {
-            DbKind::Sqlite => {
-                "SELECT group_concat(name, char(10) ORDER BY name) FROM tags WHERE repository_id = $1"
-            }
-            DbKind::Postgres => {
-                "SELECT string_agg(name, chr(10) ORDER BY name) FROM tags WHERE repository_id = $1"
-            }
+            DbKind::Sqlite => "SELECT group_concat(name, char(10) ORDER BY name) FROM tags WHERE repository_id = $1",
+            DbKind::Postgres => "SELECT string_agg(name, chr(10) ORDER BY name) FROM tags WHERE repository_id = $1",
         };
-        let row = sqlx::query(sql)
-            .bind(repository_id)
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(sql).bind(repository_id).fetch_one(&self.pool).await?;
         let joined: Option<String> = row.get(0);
-        Ok(joined
-            .map(|j| j.split('\n').map(String::from).collect())
-            .unwrap_or_default())
+        Ok(joined.map(|j| j.split('\n').map(String::from).collect()).unwrap_or_default())
     }
 
     /// Manifests whose subject is `subject`, optionally only those of one artifact type.
@@ -460,12 +413,7 @@ impl Meta {
 
     // ---- uploads ----------------------------------------------------------------------------
 
-    pub async fn create_upload(
-        &self,
-        id: &str,
-        repository_id: i64,
-        state: Option<&str>,
-    ) -> Result<()> {
+    pub async fn create_upload(&self, id: &str, repository_id: i64, state: Option<&str>) -> Result<()> {
         let t = now();
         sqlx::query(
             "INSERT INTO uploads (id, repository_id, size, state, created_at, updated_at) \
@@ -483,7 +431,7 @@ impl Meta {
     /// An upload session of a repository.
     pub async fn upload(&self, repository: &str, id: &str) -> Result<Option<UploadRecord>> {
         let row = sqlx::query(
-            "SELECT u.id, u.repository_id, u.size, u.state FROM uploads u \
+            "SELECT u.id, u.repository_id, u.size, u.state, u.hash_state FROM uploads u \
              JOIN repositories r ON r.id = u.repository_id WHERE r.name = $1 AND u.id = $2",
         )
         .bind(repository)
@@ -495,14 +443,16 @@ impl Meta {
             repository_id: r.get(1),
             size: r.get::<i64, _>(2) as u64,
             state: r.get(3),
+            hash_state: r.get(4),
         }))
     }
 
-    /// Records the acknowledged size (and backend state) of an upload.
-    pub async fn update_upload(&self, id: &str, size: u64, state: Option<&str>) -> Result<()> {
-        sqlx::query("UPDATE uploads SET size = $1, state = $2, updated_at = $3 WHERE id = $4")
+    /// Records the acknowledged size, backend state and hash state of an upload.
+    pub async fn update_upload(&self, id: &str, size: u64, state: Option<&str>, hash_state: &str) -> Result<()> {
+        sqlx::query("UPDATE uploads SET size = $1, state = $2, hash_state = $3, updated_at = $4 WHERE id = $5")
             .bind(size as i64)
             .bind(state)
+            .bind(hash_state)
             .bind(now())
             .bind(id)
             .execute(&self.pool)
@@ -511,19 +461,13 @@ impl Meta {
     }
 
     pub async fn delete_upload(&self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM uploads WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&self.pool).await?;
         Ok(())
     }
 }
 
 /// Marks a repository's tag list as changed (inside the transaction that changes it).
-async fn bump_tags_version(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    repository_id: i64,
-) -> Result<()> {
+async fn bump_tags_version(tx: &mut sqlx::Transaction<'static, sqlx::Any>, repository_id: i64) -> Result<()> {
     sqlx::query("UPDATE repositories SET tags_version = tags_version + 1 WHERE id = $1")
         .bind(repository_id)
         .execute(&mut **tx)
@@ -546,23 +490,14 @@ async fn first_missing(
         _ => "manifests",
     };
     let placeholders: Vec<String> = (0..digests.len()).map(|i| format!("${}", i + 2)).collect();
-    let sql = format!(
-        "SELECT digest FROM {table} WHERE repository_id = $1 AND digest IN ({})",
-        placeholders.join(", ")
-    );
+    let sql =
+        format!("SELECT digest FROM {table} WHERE repository_id = $1 AND digest IN ({})", placeholders.join(", "));
     // Only the fixed table names above and numbered placeholders are formatted in.
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(repository_id);
     for d in digests {
         q = q.bind(d.as_str());
     }
-    let found: std::collections::HashSet<String> = q
-        .fetch_all(&mut **tx)
-        .await?
-        .iter()
-        .map(|r| r.get::<String, _>(0))
-        .collect();
-    Ok(digests
-        .iter()
-        .find(|d| !found.contains(d.as_str()))
-        .cloned())
+    let found: std::collections::HashSet<String> =
+        q.fetch_all(&mut **tx).await?.iter().map(|r| r.get::<String, _>(0)).collect();
+    Ok(digests.iter().find(|d| !found.contains(d.as_str())).cloned())
 }

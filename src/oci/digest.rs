@@ -36,11 +36,7 @@ pub struct Digest(String);
 
 impl Digest {
     pub fn algorithm(&self) -> Algorithm {
-        if self.0.starts_with("sha512:") {
-            Algorithm::Sha512
-        } else {
-            Algorithm::Sha256
-        }
+        if self.0.starts_with("sha512:") { Algorithm::Sha512 } else { Algorithm::Sha256 }
     }
 
     /// The hex part after the colon.
@@ -54,10 +50,7 @@ impl Digest {
 
     /// The SHA-256 digest of a byte slice.
     pub fn sha256_of(bytes: &[u8]) -> Digest {
-        Digest(format!(
-            "sha256:{}",
-            hex::encode(sha2::Sha256::digest(bytes))
-        ))
+        Digest(format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes))))
     }
 
     /// The digest of `bytes` computed with this digest's algorithm.
@@ -78,15 +71,10 @@ impl FromStr for Digest {
             "sha256" => Algorithm::Sha256,
             "sha512" => Algorithm::Sha512,
             _ => {
-                return Err(RegistryError::DigestInvalid(format!(
-                    "unsupported digest algorithm {:?}",
-                    truncate(alg)
-                )));
+                return Err(RegistryError::DigestInvalid(format!("unsupported digest algorithm {:?}", truncate(alg))));
             }
         };
-        if hex.len() != alg.hex_len()
-            || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        {
+        if hex.len() != alg.hex_len() || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(invalid());
         }
         Ok(Digest(s.to_string()))
@@ -133,6 +121,34 @@ impl Hasher {
         }
     }
 
+    /// The internal state, to resume hashing elsewhere: `<algorithm>:<base64>`.
+    pub fn save(&self) -> String {
+        use sha2::digest::common::hazmat::SerializableState;
+        let state = match self {
+            Hasher::Sha256(h) => h.serialize().to_vec(),
+            Hasher::Sha512(h) => h.serialize().to_vec(),
+        };
+        format!("{}:{}", self.algorithm().as_str(), data_encoding::BASE64.encode(&state))
+    }
+
+    /// Restores a state made by [`Hasher::save`].
+    pub fn restore(saved: &str) -> Option<Hasher> {
+        use sha2::digest::common::hazmat::{SerializableState, SerializedState};
+        let (alg, b64) = saved.split_once(':')?;
+        let bytes = data_encoding::BASE64.decode(b64.as_bytes()).ok()?;
+        match alg {
+            "sha256" => {
+                let state = SerializedState::<sha2::Sha256>::try_from(bytes.as_slice()).ok()?;
+                sha2::Sha256::deserialize(&state).ok().map(Hasher::Sha256)
+            }
+            "sha512" => {
+                let state = SerializedState::<sha2::Sha512>::try_from(bytes.as_slice()).ok()?;
+                sha2::Sha512::deserialize(&state).ok().map(Hasher::Sha512)
+            }
+            _ => None,
+        }
+    }
+
     pub fn finish(self) -> Digest {
         match self {
             Hasher::Sha256(h) => Digest(format!("sha256:{}", hex::encode(h.finalize()))),
@@ -147,16 +163,11 @@ mod tests {
 
     #[test]
     fn parses_valid_digests() {
-        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-            .parse()
-            .unwrap();
+        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse().unwrap();
         assert_eq!(d.algorithm(), Algorithm::Sha256);
         assert_eq!(d, Digest::sha256_of(b""));
         let d512 = format!("sha512:{}", "a".repeat(128));
-        assert_eq!(
-            d512.parse::<Digest>().unwrap().algorithm(),
-            Algorithm::Sha512
-        );
+        assert_eq!(d512.parse::<Digest>().unwrap().algorithm(), Algorithm::Sha512);
     }
 
     #[test]
@@ -172,6 +183,18 @@ mod tests {
         ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn hasher_state_survives_save_and_restore() {
+        let mut h = Hasher::new(Algorithm::Sha256);
+        h.update(&[7u8; 100]);
+        let mut resumed = Hasher::restore(&h.save()).unwrap();
+        resumed.update(b"tail");
+        h.update(b"tail");
+        assert_eq!(resumed.finish(), h.finish());
+        assert!(Hasher::restore("sha256:bm90IGEgc3RhdGU=").is_none());
+        assert!(Hasher::restore("md5:AAAA").is_none());
     }
 
     #[test]

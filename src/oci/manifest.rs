@@ -14,8 +14,7 @@ pub mod media {
     pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
     pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
     pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-    pub const DOCKER_SCHEMA1_SIGNED: &str =
-        "application/vnd.docker.distribution.manifest.v1+prettyjws";
+    pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
 
     /// Whether the media type is an index (manifest list or OCI index).
     pub fn is_index(media_type: &str) -> bool {
@@ -102,16 +101,10 @@ impl ParsedManifest {
 
 fn parse_descriptor_digest(d: &Descriptor) -> Result<Digest, RegistryError> {
     if d.size < 0 {
-        return Err(RegistryError::ManifestInvalid(format!(
-            "descriptor {} has a negative size",
-            truncate(&d.digest)
-        )));
+        return Err(RegistryError::ManifestInvalid(format!("descriptor {} has a negative size", truncate(&d.digest))));
     }
     d.digest.parse().map_err(|_| {
-        RegistryError::ManifestInvalid(format!(
-            "invalid digest {:?} in a descriptor",
-            truncate(&d.digest)
-        ))
+        RegistryError::ManifestInvalid(format!("invalid digest {:?} in a descriptor", truncate(&d.digest)))
     })
 }
 
@@ -124,9 +117,7 @@ pub fn bare_media_type(content_type: &str) -> &str {
 pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest, RegistryError> {
     let raw: RawManifest = serde_json::from_slice(bytes)
         .map_err(|e| RegistryError::ManifestInvalid(format!("manifest is not valid JSON: {e}")))?;
-    let header = content_type
-        .map(bare_media_type)
-        .filter(|t| !t.is_empty() && *t != "application/json");
+    let header = content_type.map(bare_media_type).filter(|t| !t.is_empty() && *t != "application/json");
     let media_type = match (header, raw.media_type.as_deref()) {
         (Some(h), Some(b)) if h != b => {
             return Err(RegistryError::ManifestInvalid(format!(
@@ -141,14 +132,10 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest,
         (None, None) => media::OCI_MANIFEST.to_string(),
     };
     if media_type == media::DOCKER_SCHEMA1 || media_type == media::DOCKER_SCHEMA1_SIGNED {
-        return Err(RegistryError::ManifestInvalid(
-            "Docker schema 1 manifests are deprecated and not accepted".into(),
-        ));
+        return Err(RegistryError::ManifestInvalid("Docker schema 1 manifests are deprecated and not accepted".into()));
     }
     if raw.schema_version != Some(2) {
-        return Err(RegistryError::ManifestInvalid(
-            "schemaVersion must be 2".into(),
-        ));
+        return Err(RegistryError::ManifestInvalid("schemaVersion must be 2".into()));
     }
     let subject = match &raw.subject {
         Some(s) => Some(parse_descriptor_digest(s)?),
@@ -156,17 +143,12 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest,
     };
     let parsed = match media_type.as_str() {
         media::DOCKER_MANIFEST | media::OCI_MANIFEST => {
-            let config = raw.config.ok_or_else(|| {
-                RegistryError::ManifestInvalid("image manifest without config".into())
-            })?;
+            let config =
+                raw.config.ok_or_else(|| RegistryError::ManifestInvalid("image manifest without config".into()))?;
             if raw.manifests.is_some() {
-                return Err(RegistryError::ManifestInvalid(
-                    "an image manifest cannot list manifests".into(),
-                ));
+                return Err(RegistryError::ManifestInvalid("an image manifest cannot list manifests".into()));
             }
-            let artifact_type = raw
-                .artifact_type
-                .or_else(|| Some(config.media_type.clone()));
+            let artifact_type = raw.artifact_type.or_else(|| Some(config.media_type.clone()));
             ParsedManifest {
                 media_type,
                 artifact_type,
@@ -178,13 +160,10 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest,
             }
         }
         media::DOCKER_LIST | media::OCI_INDEX => {
-            let manifests = raw
-                .manifests
-                .ok_or_else(|| RegistryError::ManifestInvalid("index without manifests".into()))?;
+            let manifests =
+                raw.manifests.ok_or_else(|| RegistryError::ManifestInvalid("index without manifests".into()))?;
             if raw.config.is_some() || raw.layers.is_some() {
-                return Err(RegistryError::ManifestInvalid(
-                    "an index cannot have config or layers".into(),
-                ));
+                return Err(RegistryError::ManifestInvalid("an index cannot have config or layers".into()));
             }
             ParsedManifest {
                 media_type,
@@ -244,55 +223,30 @@ mod tests {
         );
         let m = parse(None, body.as_bytes()).unwrap();
         assert_eq!(m.media_type, media::OCI_MANIFEST);
-        assert_eq!(
-            m.artifact_type.as_deref(),
-            Some("application/vnd.cncf.helm.config.v1+json")
-        );
+        assert_eq!(m.artifact_type.as_deref(), Some("application/vnd.cncf.helm.config.v1+json"));
     }
 
     #[test]
     fn rejects_bad_manifests() {
         let cases = [
             (None, "not json".to_string()),
-            (
-                Some(media::OCI_MANIFEST),
-                r#"{"schemaVersion":2}"#.to_string(),
-            ),
-            (
-                Some(media::OCI_MANIFEST),
-                format!(
-                    r#"{{"schemaVersion":1,"config":{{"digest":"{}"}}}}"#,
-                    d('a')
-                ),
-            ),
+            (Some(media::OCI_MANIFEST), r#"{"schemaVersion":2}"#.to_string()),
+            (Some(media::OCI_MANIFEST), format!(r#"{{"schemaVersion":1,"config":{{"digest":"{}"}}}}"#, d('a'))),
             (Some(media::OCI_INDEX), r#"{"schemaVersion":2}"#.to_string()),
-            (
-                Some("text/plain"),
-                r#"{"schemaVersion":2,"manifests":[]}"#.to_string(),
-            ),
+            (Some("text/plain"), r#"{"schemaVersion":2,"manifests":[]}"#.to_string()),
             (
                 Some(media::OCI_INDEX),
-                format!(
-                    r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[]}}"#,
-                    media::DOCKER_LIST
-                ),
+                format!(r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[]}}"#, media::DOCKER_LIST),
             ),
             (
                 Some(media::OCI_MANIFEST),
-                r#"{"schemaVersion":2,"config":{"digest":"sha256:nothex","size":1},"layers":[]}"#
-                    .to_string(),
+                r#"{"schemaVersion":2,"config":{"digest":"sha256:nothex","size":1},"layers":[]}"#.to_string(),
             ),
-            (
-                Some(media::DOCKER_SCHEMA1_SIGNED),
-                r#"{"schemaVersion":1}"#.to_string(),
-            ),
+            (Some(media::DOCKER_SCHEMA1_SIGNED), r#"{"schemaVersion":1}"#.to_string()),
         ];
         for (ct, body) in cases {
             assert!(
-                matches!(
-                    parse(ct, body.as_bytes()),
-                    Err(RegistryError::ManifestInvalid(_))
-                ),
+                matches!(parse(ct, body.as_bytes()), Err(RegistryError::ManifestInvalid(_))),
                 "accepted {ct:?} {body}"
             );
         }

@@ -12,12 +12,8 @@ pub const MAX_NAME_LEN: usize = 255;
 
 /// Checks a repository name against the spec grammar.
 pub fn validate_name(name: &str) -> Result<(), RegistryError> {
-    let invalid = |why: &str| {
-        RegistryError::NameInvalid(format!(
-            "invalid repository name {:?}: {why}",
-            truncate(name)
-        ))
-    };
+    let invalid =
+        |why: &str| RegistryError::NameInvalid(format!("invalid repository name {:?}: {why}", truncate(name)));
     if name.is_empty() {
         return Err(invalid("empty"));
     }
@@ -26,9 +22,7 @@ pub fn validate_name(name: &str) -> Result<(), RegistryError> {
     }
     for component in name.split('/') {
         if !valid_component(component) {
-            return Err(invalid(
-                "components are lowercase letters and digits, separated by '.', '_', '__' or '-'",
-            ));
+            return Err(invalid("components are lowercase letters and digits, separated by '.', '_', '__' or '-'"));
         }
     }
     Ok(())
@@ -69,20 +63,12 @@ fn valid_component(c: &str) -> bool {
 /// Checks a tag against the spec grammar.
 pub fn validate_tag(tag: &str) -> Result<(), RegistryError> {
     let b = tag.as_bytes();
-    let first_ok = b
-        .first()
-        .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_');
-    let rest_ok = b
-        .iter()
-        .skip(1)
-        .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+    let first_ok = b.first().is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_');
+    let rest_ok = b.iter().skip(1).all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
     if first_ok && rest_ok && b.len() <= 128 {
         Ok(())
     } else {
-        Err(RegistryError::ManifestInvalid(format!(
-            "invalid tag {:?}",
-            truncate(tag)
-        )))
+        Err(RegistryError::ManifestInvalid(format!("invalid tag {:?}", truncate(tag))))
     }
 }
 
@@ -120,13 +106,7 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in [
-            "a",
-            "team/app/api",
-            "a.b_c__d---e/f0",
-            "library/busybox",
-            "x1-2",
-        ] {
+        for ok in ["a", "team/app/api", "a.b_c__d---e/f0", "library/busybox", "x1-2"] {
             assert!(validate_name(ok).is_ok(), "{ok} refused");
         }
         for bad in [
@@ -162,10 +142,7 @@ mod tests {
     #[test]
     fn references() {
         assert_eq!(Reference::parse("v1").unwrap(), Reference::Tag("v1".into()));
-        assert!(matches!(
-            Reference::parse(&format!("sha256:{}", "0".repeat(64))).unwrap(),
-            Reference::Digest(_)
-        ));
+        assert!(matches!(Reference::parse(&format!("sha256:{}", "0".repeat(64))).unwrap(), Reference::Digest(_)));
         assert!(Reference::parse("sha256:zz").is_err());
     }
 }

@@ -25,9 +25,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_manifest_bytes: 4 * 1024 * 1024,
-        }
+        Limits { max_manifest_bytes: 4 * 1024 * 1024 }
     }
 }
 
@@ -72,13 +70,7 @@ pub const TAGS_RECHECK: Duration = Duration::from_millis(500);
 
 impl Registry {
     pub fn new(meta: Meta, blobs: BlobStore, limits: Limits) -> Self {
-        Registry {
-            meta,
-            blobs,
-            limits,
-            uploads: Mutex::new(HashMap::new()),
-            tag_lists: Mutex::new(HashMap::new()),
-        }
+        Registry { meta, blobs, limits, uploads: Mutex::new(HashMap::new()), tag_lists: Mutex::new(HashMap::new()) }
     }
 
     async fn repository_id(&self, name: &str) -> Result<Option<i64>> {
@@ -94,19 +86,12 @@ impl Registry {
         self.meta
             .linked_blob_size(repo, digest)
             .await?
-            .ok_or_else(|| {
-                RegistryError::BlobUnknown(format!("blob {digest} unknown to repository {repo}"))
-            })
+            .ok_or_else(|| RegistryError::BlobUnknown(format!("blob {digest} unknown to repository {repo}")))
     }
 
     /// Opens a blob readable through `repo`, whole or a range of it. `range` is inclusive
     /// `(start, end)` as in an HTTP `Range` header, `end` optional.
-    pub async fn read_blob(
-        &self,
-        repo: &str,
-        digest: &Digest,
-        range: Option<(u64, Option<u64>)>,
-    ) -> Result<BlobRead> {
+    pub async fn read_blob(&self, repo: &str, digest: &Digest, range: Option<(u64, Option<u64>)>) -> Result<BlobRead> {
         let size = self.stat_blob(repo, digest).await?;
         let range = match range {
             None => None,
@@ -122,16 +107,18 @@ impl Registry {
         Ok(BlobRead { size, range, body })
     }
 
+    /// A presigned object-store URL for a blob readable through `repo`, when the store
+    /// redirects reads.
+    pub async fn blob_redirect(&self, repo: &str, digest: &Digest) -> Result<Option<String>> {
+        self.stat_blob(repo, digest).await?;
+        self.blobs.presigned_url(digest).await
+    }
+
     /// Unlinks a blob from a repository (the data goes at garbage collection).
     pub async fn delete_blob(&self, repo: &str, digest: &Digest) -> Result<()> {
-        let unknown =
-            || RegistryError::BlobUnknown(format!("blob {digest} unknown to repository {repo}"));
+        let unknown = || RegistryError::BlobUnknown(format!("blob {digest} unknown to repository {repo}"));
         let id = self.repository_id(repo).await?.ok_or_else(unknown)?;
-        if self.meta.unlink_blob(id, digest).await? {
-            Ok(())
-        } else {
-            Err(unknown())
-        }
+        if self.meta.unlink_blob(id, digest).await? { Ok(()) } else { Err(unknown()) }
     }
 
     /// Links a blob that `from` links into `repo` without moving data. Returns false when
@@ -170,9 +157,7 @@ impl Registry {
             Reference::Digest(expected) => {
                 let actual = expected.same_algorithm_of(content);
                 if &actual != expected {
-                    return Err(RegistryError::DigestInvalid(format!(
-                        "manifest digest is {actual}, not {expected}"
-                    )));
+                    return Err(RegistryError::DigestInvalid(format!("manifest digest is {actual}, not {expected}")));
                 }
                 actual
             }
@@ -184,14 +169,9 @@ impl Registry {
             Reference::Tag(t) => Some(t.as_str()),
             Reference::Digest(_) => None,
         };
-        self.meta
-            .put_manifest(id, &digest, &parsed, content, tag)
-            .await?;
+        self.meta.put_manifest(id, &digest, &parsed, content, tag).await?;
         tracing::info!(repository = repo, %digest, reference = %reference, "manifest pushed");
-        Ok(PushedManifest {
-            digest,
-            subject: parsed.subject,
-        })
+        Ok(PushedManifest { digest, subject: parsed.subject })
     }
 
     /// A manifest by tag or digest.
@@ -201,20 +181,13 @@ impl Registry {
             Reference::Tag(t) => self.meta.manifest_by_tag(repo, t).await?,
             Reference::Digest(d) => self.meta.manifest_by_digest(repo, d).await?,
         };
-        found.ok_or_else(|| {
-            RegistryError::ManifestUnknown(format!(
-                "manifest {reference} unknown to repository {repo}"
-            ))
-        })
+        found
+            .ok_or_else(|| RegistryError::ManifestUnknown(format!("manifest {reference} unknown to repository {repo}")))
     }
 
     /// Deletes a tag (by tag) or a manifest and the tags pointing at it (by digest).
     pub async fn delete_manifest(&self, repo: &str, reference: &Reference) -> Result<()> {
-        let unknown = || {
-            RegistryError::ManifestUnknown(format!(
-                "manifest {reference} unknown to repository {repo}"
-            ))
-        };
+        let unknown = || RegistryError::ManifestUnknown(format!("manifest {reference} unknown to repository {repo}"));
         let id = self.repository_id(repo).await?.ok_or_else(unknown)?;
         let deleted = match reference {
             Reference::Tag(t) => self.meta.delete_tag(id, t).await?,
@@ -242,21 +215,11 @@ impl Registry {
         validate_name(repo)?;
         let all = self.tag_list(repo).await?;
         let start = last.map_or(0, |l| all.partition_point(|t| t.as_str() <= l));
-        Ok(all
-            .iter()
-            .skip(start)
-            .take(n.max(0) as usize)
-            .cloned()
-            .collect())
+        Ok(all.iter().skip(start).take(n.max(0) as usize).cloned().collect())
     }
 
     async fn tag_list(&self, repo: &str) -> Result<Arc<Vec<String>>> {
-        let cached = self
-            .tag_lists
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(repo)
-            .cloned();
+        let cached = self.tag_lists.lock().unwrap_or_else(|p| p.into_inner()).get(repo).cloned();
         if let Some(c) = &cached
             && c.checked.elapsed() < TAGS_RECHECK
         {
@@ -275,23 +238,13 @@ impl Registry {
         if map.len() >= TAG_LISTS_CACHED {
             map.clear();
         }
-        map.insert(
-            repo.to_string(),
-            TagList {
-                version,
-                list: list.clone(),
-                checked: Instant::now(),
-            },
-        );
+        map.insert(repo.to_string(), TagList { version, list: list.clone(), checked: Instant::now() });
         Ok(list)
     }
 
     /// Forgets the cached tag list of a repository whose tags this process changed.
     fn tags_changed(&self, repo: &str) {
-        self.tag_lists
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(repo);
+        self.tag_lists.lock().unwrap_or_else(|p| p.into_inner()).remove(repo);
     }
 
     /// Up to `n` repository names after `last`.
@@ -321,10 +274,7 @@ impl Registry {
                 if let Some(t) = r.artifact_type {
                     d["artifactType"] = t.into();
                 }
-                if let Some(a) = r
-                    .annotations
-                    .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
-                {
+                if let Some(a) = r.annotations.and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok()) {
                     d["annotations"] = a;
                 }
                 d

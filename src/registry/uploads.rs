@@ -1,9 +1,9 @@
 //! Blob uploads: sessions that stream to storage while the running digest is computed.
 //!
-//! The acknowledged size of a session is the one in the database; the running hash for that
-//! size is kept in memory by the process that served the last chunk. Any other process (after
-//! a restart, or another node) rebuilds it by re-reading the stored bytes, so a session
-//! survives restarts and moves between nodes. A failed or cut-off chunk is never acknowledged:
+//! The acknowledged size of a session is the one in the database, with the running hash state
+//! at that size; the process that served the last chunk also keeps the hash in memory. Any
+//! other process (after a restart, or another node) restores it from the database, so a
+//! session survives restarts and moves between nodes. A failed or cut-off chunk is never acknowledged:
 //! its bytes are discarded by the next writer and the in-memory hash is dropped.
 
 use std::sync::Arc;
@@ -15,7 +15,6 @@ use super::Registry;
 use crate::error::{RegistryError, Result};
 use crate::meta::UploadRecord;
 use crate::oci::{Algorithm, Digest, Hasher, validate_name};
-use crate::storage::blob_key;
 
 /// Bytes gathered before hashing and handing them to storage.
 const BATCH: usize = 1024 * 1024;
@@ -42,20 +41,13 @@ impl HashPipe {
     }
 
     async fn feed(&mut self, batch: Vec<Bytes>) -> Result<()> {
-        let tx = self
-            .tx
-            .as_ref()
-            .ok_or_else(|| RegistryError::Internal("hash pipe closed".into()))?;
-        tx.send(batch)
-            .await
-            .map_err(|_| RegistryError::Internal("hashing thread ended".into()))
+        let tx = self.tx.as_ref().ok_or_else(|| RegistryError::Internal("hash pipe closed".into()))?;
+        tx.send(batch).await.map_err(|_| RegistryError::Internal("hashing thread ended".into()))
     }
 
     async fn finish(mut self) -> Result<Hasher> {
         self.tx.take();
-        (&mut self.job)
-            .await
-            .map_err(|e| RegistryError::internal("hashing", e))
+        (&mut self.job).await.map_err(|e| RegistryError::internal("hashing", e))
     }
 }
 
@@ -81,19 +73,13 @@ impl Registry {
     }
 
     fn forget_upload(&self, id: &str) {
-        self.uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
     async fn upload_record(&self, repo: &str, id: &str) -> Result<UploadRecord> {
         validate_name(repo)?;
         self.meta.upload(repo, id).await?.ok_or_else(|| {
-            RegistryError::BlobUploadUnknown(format!(
-                "upload {} unknown",
-                crate::oci::digest::truncate(id)
-            ))
+            RegistryError::BlobUploadUnknown(format!("upload {} unknown", crate::oci::digest::truncate(id)))
         })
     }
 
@@ -103,19 +89,14 @@ impl Registry {
         let repository_id = self.meta.ensure_repository(repo).await?;
         let id = uuid::Uuid::new_v4().to_string();
         let state = self.blobs.uploads().create(&id).await?;
-        self.meta
-            .create_upload(&id, repository_id, state.as_deref())
-            .await?;
+        self.meta.create_upload(&id, repository_id, state.as_deref()).await?;
         Ok(UploadStatus { id, size: 0 })
     }
 
     /// Where an upload stands.
     pub async fn upload_status(&self, repo: &str, id: &str) -> Result<UploadStatus> {
         let rec = self.upload_record(repo, id).await?;
-        Ok(UploadStatus {
-            id: rec.id,
-            size: rec.size,
-        })
+        Ok(UploadStatus { id: rec.id, size: rec.size })
     }
 
     /// Appends a chunk. `start` is where the client says it begins (`Content-Range`), which must
@@ -139,10 +120,7 @@ impl Registry {
             && start != rec.size
         {
             return Err(RegistryError::RangeInvalid {
-                message: format!(
-                    "chunk starts at {start} but the upload has {} bytes",
-                    rec.size
-                ),
+                message: format!("chunk starts at {start} but the upload has {} bytes", rec.size),
                 upload_size: Some(rec.size),
             });
         }
@@ -163,13 +141,9 @@ impl Registry {
         let hasher = self.running_hash(guard, rec, Algorithm::Sha256).await?;
         match self.write_body(rec, hasher, len, body).await {
             Ok((size, hasher, state)) => {
-                self.meta
-                    .update_upload(&rec.id, size, state.as_deref())
-                    .await?;
-                **guard = Some(HashState {
-                    offset: size,
-                    hasher,
-                });
+                self.meta.update_upload(&rec.id, size, state.as_deref(), &hasher.save()).await?;
+                self.blobs.uploads().acknowledged(&rec.id, rec.state.as_deref()).await?;
+                **guard = Some(HashState { offset: size, hasher });
                 Ok(size)
             }
             Err(e) => {
@@ -180,25 +154,23 @@ impl Registry {
     }
 
     /// The hash of the acknowledged bytes: from memory, or rebuilt from storage.
-    async fn running_hash(
-        &self,
-        guard: &mut Guard<'_>,
-        rec: &UploadRecord,
-        alg: Algorithm,
-    ) -> Result<Hasher> {
+    async fn running_hash(&self, guard: &mut Guard<'_>, rec: &UploadRecord, alg: Algorithm) -> Result<Hasher> {
         if let Some(state) = guard.take()
             && state.offset == rec.size
             && state.hasher.algorithm() == alg
         {
             return Ok(state.hasher);
         }
+        if let Some(saved) = rec.hash_state.as_deref().and_then(Hasher::restore)
+            && saved.algorithm() == alg
+        {
+            return Ok(saved);
+        }
+        // No saved state for this algorithm (a sha512 digest was asked for at the end): hash
+        // what was stored.
         let mut hasher = Hasher::new(alg);
         if rec.size > 0 {
-            let mut stream = self
-                .blobs
-                .uploads()
-                .read(&rec.id, rec.size, rec.state.as_deref())
-                .await?;
+            let mut stream = self.blobs.uploads().read(&rec.id, rec.size, rec.state.as_deref()).await?;
             let mut seen = 0u64;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk?;
@@ -206,10 +178,7 @@ impl Registry {
                 hasher.update(&chunk);
             }
             if seen != rec.size {
-                return Err(RegistryError::Internal(format!(
-                    "upload {} has {seen} of {} bytes",
-                    rec.id, rec.size
-                )));
+                return Err(RegistryError::Internal(format!("upload {} has {seen} of {} bytes", rec.id, rec.size)));
             }
         }
         Ok(hasher)
@@ -230,11 +199,7 @@ impl Registry {
     where
         S: Stream<Item = Result<Bytes>> + Unpin,
     {
-        let mut writer = self
-            .blobs
-            .uploads()
-            .writer(&rec.id, rec.size, rec.state.as_deref())
-            .await?;
+        let mut writer = self.blobs.uploads().writer(&rec.id, rec.size, rec.state.as_deref()).await?;
         let mut hashing = HashPipe::new(hasher);
         let mut written = 0u64;
         // Chunks are gathered by reference (no copy) until a batch is big enough to hand over.
@@ -272,13 +237,7 @@ impl Registry {
 
     /// Completes an upload: appends the final chunk if any, verifies the digest, makes the blob
     /// visible and links it to the repository. A wrong digest drops the session.
-    pub async fn finish_upload<S>(
-        &self,
-        repo: &str,
-        id: &str,
-        digest: &Digest,
-        body: Option<S>,
-    ) -> Result<u64>
+    pub async fn finish_upload<S>(&self, repo: &str, id: &str, digest: &Digest, body: Option<S>) -> Result<u64>
     where
         S: Stream<Item = Result<Bytes>> + Unpin,
     {
@@ -287,34 +246,23 @@ impl Registry {
         let mut guard = lock.lock().await;
         let mut rec = self.upload_record(repo, id).await?;
         if let Some(body) = body {
-            rec.size = self.append_locked(&mut guard, &rec, None, body).await?;
+            self.append_locked(&mut guard, &rec, None, body).await?;
+            rec = self.upload_record(repo, id).await?; // size, backend and hash state moved on
         }
-        let hasher = self
-            .running_hash(&mut guard, &rec, digest.algorithm())
-            .await?;
+        let hasher = self.running_hash(&mut guard, &rec, digest.algorithm()).await?;
         let actual = hasher.finish();
         if &actual != digest {
             self.drop_upload(&rec).await?;
-            return Err(RegistryError::DigestInvalid(format!(
-                "uploaded content has digest {actual}, not {digest}"
-            )));
+            return Err(RegistryError::DigestInvalid(format!("uploaded content has digest {actual}, not {digest}")));
         }
         // Visibility order: the object first, the database rows last.
         if self.blobs.exists(digest).await? {
             // Already stored (pushed before, or a crash came between commit and link).
-            self.blobs
-                .uploads()
-                .abort(&rec.id, rec.state.as_deref())
-                .await?;
+            self.blobs.uploads().abort(&rec.id, rec.state.as_deref()).await?;
         } else {
-            self.blobs
-                .uploads()
-                .commit(&rec.id, rec.size, rec.state.as_deref(), &blob_key(digest))
-                .await?;
+            self.blobs.uploads().commit(&rec.id, rec.size, rec.state.as_deref(), &self.blobs.blob_key(digest)).await?;
         }
-        self.meta
-            .link_blob(rec.repository_id, digest, rec.size)
-            .await?;
+        self.meta.link_blob(rec.repository_id, digest, rec.size).await?;
         self.meta.delete_upload(&rec.id).await?;
         drop(guard);
         self.forget_upload(&rec.id);
@@ -332,10 +280,7 @@ impl Registry {
     }
 
     async fn drop_upload(&self, rec: &UploadRecord) -> Result<()> {
-        self.blobs
-            .uploads()
-            .abort(&rec.id, rec.state.as_deref())
-            .await?;
+        self.blobs.uploads().abort(&rec.id, rec.state.as_deref()).await?;
         self.meta.delete_upload(&rec.id).await?;
         self.forget_upload(&rec.id);
         Ok(())

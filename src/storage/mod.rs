@@ -3,20 +3,26 @@
 //! under their own keys until committed (see [`uploads`]); reads stream, with `Range` passed
 //! down to the store.
 
+pub mod s3;
 pub mod uploads;
 
 use std::ops::Range;
 use std::path::Path as FsPath;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt};
+use object_store::signer::Signer;
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, RetryConfig};
 
+use crate::config::S3Config;
 use crate::error::{RegistryError, Result};
 use crate::oci::Digest;
+use s3::S3Uploads;
 use uploads::{LocalUploads, UploadBackend};
 
 /// A stream of blob bytes.
@@ -30,17 +36,10 @@ const READ_CHUNK: usize = 1024 * 1024;
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
     uploads: Arc<dyn UploadBackend>,
-}
-
-/// The object key of a blob.
-pub fn blob_key(digest: &Digest) -> Path {
-    let hex = digest.hex();
-    Path::from(format!(
-        "blobs/{}/{}/{}",
-        digest.algorithm().as_str(),
-        &hex[..2],
-        hex
-    ))
+    /// Key prefix (`""`, or e.g. `registry/`).
+    prefix: String,
+    /// Presigns blob GETs (S3 with `redirect` on).
+    signer: Option<(Arc<AmazonS3>, Duration)>,
 }
 
 impl BlobStore {
@@ -49,10 +48,49 @@ impl BlobStore {
         std::fs::create_dir_all(root)?;
         let local = Arc::new(LocalFileSystem::new_with_prefix(root)?.with_automatic_cleanup(true));
         let uploads = Arc::new(LocalUploads::new(local.clone(), root)?);
-        Ok(BlobStore {
-            store: local,
-            uploads,
-        })
+        Ok(BlobStore { store: local, uploads, prefix: String::new(), signer: None })
+    }
+
+    /// A blob store on S3 (or an S3-compatible server). Settings left empty come from the
+    /// usual `AWS_*` environment variables and credential chain.
+    pub fn s3(config: &S3Config) -> anyhow::Result<Self> {
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&config.bucket)
+            .with_virtual_hosted_style_request(!config.path_style)
+            .with_allow_http(config.allow_http);
+        if !config.region.is_empty() {
+            builder = builder.with_region(&config.region);
+        }
+        if !config.endpoint.is_empty() {
+            builder = builder.with_endpoint(&config.endpoint);
+        }
+        if !config.access_key_id.is_empty() {
+            builder =
+                builder.with_access_key_id(&config.access_key_id).with_secret_access_key(&config.secret_access_key);
+        }
+        // Retried where safe (object_store retries idempotent requests and throttling).
+        let retry = RetryConfig { max_retries: 5, retry_timeout: Duration::from_secs(30), ..Default::default() };
+        let s3 = Arc::new(builder.with_retry(retry).build()?);
+        let prefix = match config.prefix.trim_matches('/') {
+            "" => String::new(),
+            p => format!("{p}/"),
+        };
+        let uploads = Arc::new(S3Uploads::new(s3.clone(), &prefix));
+        let signer = config.redirect.then(|| (s3.clone(), Duration::from_secs(config.redirect_expiry_secs)));
+        Ok(BlobStore { store: s3, uploads, prefix, signer })
+    }
+
+    /// The object key of a blob.
+    pub fn blob_key(&self, digest: &Digest) -> Path {
+        let hex = digest.hex();
+        Path::from(format!("{}blobs/{}/{}/{}", self.prefix, digest.algorithm().as_str(), &hex[..2], hex))
+    }
+
+    /// A presigned URL to GET a blob straight from the object store, when redirects are on.
+    pub async fn presigned_url(&self, digest: &Digest) -> Result<Option<String>> {
+        let Some((s3, expiry)) = &self.signer else { return Ok(None) };
+        let url = s3.signed_url(http::Method::GET, &self.blob_key(digest), *expiry).await?;
+        Ok(Some(url.to_string()))
     }
 
     pub fn uploads(&self) -> &dyn UploadBackend {
@@ -65,7 +103,7 @@ impl BlobStore {
 
     /// Whether the object of a blob exists.
     pub async fn exists(&self, digest: &Digest) -> Result<bool> {
-        match self.store.head(&blob_key(digest)).await {
+        match self.store.head(&self.blob_key(digest)).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e.into()),
@@ -74,16 +112,11 @@ impl BlobStore {
 
     /// Streams a blob, or the byte range of it.
     pub async fn read(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream> {
-        let options = GetOptions {
-            range: range.map(GetRange::Bounded),
-            ..Default::default()
-        };
-        let result = match self.store.get_opts(&blob_key(digest), options).await {
+        let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
+        let result = match self.store.get_opts(&self.blob_key(digest), options).await {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => {
-                return Err(RegistryError::BlobUnknown(format!(
-                    "blob {digest} is missing from storage"
-                )));
+                return Err(RegistryError::BlobUnknown(format!("blob {digest} is missing from storage")));
             }
             Err(e) => return Err(e.into()),
         };
@@ -96,7 +129,7 @@ impl BlobStore {
 
     /// Deletes a blob's object (garbage collection only).
     pub async fn delete(&self, digest: &Digest) -> Result<()> {
-        match self.store.delete(&blob_key(digest)).await {
+        match self.store.delete(&self.blob_key(digest)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }

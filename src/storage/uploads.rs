@@ -36,13 +36,13 @@ pub trait UploadBackend: Send + Sync {
     /// Prepares storage for a new session; returns the state to persist.
     async fn create(&self, id: &str) -> Result<Option<String>>;
     /// A writer appending at `offset`, the acknowledged size.
-    async fn writer(
-        &self,
-        id: &str,
-        offset: u64,
-        state: Option<&str>,
-    ) -> Result<Box<dyn UploadWriter>>;
-    /// The first `len` bytes stored (to rebuild the running hash after a restart).
+    async fn writer(&self, id: &str, offset: u64, state: Option<&str>) -> Result<Box<dyn UploadWriter>>;
+    /// Called once the state a writer returned is saved: `previous` (the state before that
+    /// chunk) is no longer needed.
+    async fn acknowledged(&self, _id: &str, _previous: Option<&str>) -> Result<()> {
+        Ok(())
+    }
+    /// The first `len` bytes stored (to rebuild the running hash when no hash state was saved).
     async fn read(&self, id: &str, len: u64, state: Option<&str>) -> Result<ByteStream>;
     /// Makes the first `len` bytes visible at `dest`, atomically; the session's data is gone after.
     async fn commit(&self, id: &str, len: u64, state: Option<&str>, dest: &Path) -> Result<()>;
@@ -63,11 +63,7 @@ impl LocalUploads {
     pub fn new(store: Arc<LocalFileSystem>, root: &FsPath) -> std::io::Result<Self> {
         let dir = root.join("_uploads");
         std::fs::create_dir_all(&dir)?;
-        Ok(LocalUploads {
-            store,
-            dir,
-            locks: Default::default(),
-        })
+        Ok(LocalUploads { store, dir, locks: Default::default() })
     }
 
     fn file(&self, id: &str) -> Result<PathBuf> {
@@ -84,10 +80,7 @@ impl LocalUploads {
     }
 
     fn forget(&self, id: &str) {
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.locks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
     /// Runs a file operation of an upload on the blocking pool, holding its lock.
@@ -149,10 +142,7 @@ impl LocalWriter {
             file.seek(SeekFrom::Start(offset))?;
             while let Some(batch) = rx.blocking_recv() {
                 if stop.load(Ordering::SeqCst) {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::Interrupted,
-                        "upload request cancelled",
-                    ));
+                    return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "upload request cancelled"));
                 }
                 for part in &batch {
                     file.write_all(part)?;
@@ -160,20 +150,15 @@ impl LocalWriter {
             }
             Ok(())
         });
-        LocalWriter {
-            tx: Some(tx),
-            job: Some(job),
-            cancelled,
-        }
+        LocalWriter { tx: Some(tx), job: Some(job), cancelled }
     }
 
     async fn join(&mut self) -> Result<()> {
         self.tx.take();
         match self.job.take() {
-            Some(job) => Ok(job
-                .await
-                .map_err(|e| RegistryError::internal("writing an upload", e))?
-                .map_err(missing_upload)?),
+            Some(job) => {
+                Ok(job.await.map_err(|e| RegistryError::internal("writing an upload", e))?.map_err(missing_upload)?)
+            }
             None => Ok(()),
         }
     }
@@ -215,17 +200,10 @@ impl UploadBackend for LocalUploads {
         Ok(None)
     }
 
-    async fn writer(
-        &self,
-        id: &str,
-        offset: u64,
-        _state: Option<&str>,
-    ) -> Result<Box<dyn UploadWriter>> {
+    async fn writer(&self, id: &str, offset: u64, _state: Option<&str>) -> Result<Box<dyn UploadWriter>> {
         let path = self.file(id)?;
         if !path.exists() {
-            return Err(RegistryError::BlobUploadUnknown(
-                "upload data is gone".into(),
-            ));
+            return Err(RegistryError::BlobUploadUnknown("upload data is gone".into()));
         }
         Ok(Box::new(LocalWriter::start(self.lock(id), path, offset)))
     }
@@ -237,13 +215,7 @@ impl UploadBackend for LocalUploads {
 
     async fn commit(&self, id: &str, len: u64, _state: Option<&str>, dest: &Path) -> Result<()> {
         let path = self.file(id)?;
-        self.with_lock(id, move || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)?
-                .set_len(len)
-        })
-        .await?;
+        self.with_lock(id, move || std::fs::OpenOptions::new().write(true).open(&path)?.set_len(len)).await?;
         self.store.rename(&Self::key(id), dest).await?;
         self.forget(id);
         Ok(())

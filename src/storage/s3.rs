@@ -1,0 +1,246 @@
+//! Uploads to S3 as multipart uploads, whatever chunk sizes the client sends.
+//!
+//! A session's bytes live in two places: completed multipart parts (at least
+//! [`PART_SIZE`] each) and a *tail* object holding the bytes not yet in a part (less than
+//! `PART_SIZE`). A writer reads the tail back (at most `PART_SIZE` in memory), appends the new
+//! bytes, sends every full `PART_SIZE` as a part and writes what is left as a new tail object
+//! under a new generation key. The state (multipart id, part ETags, tail key and length) is
+//! JSON in the database and only changes once a chunk is stored, so a crash in between leaves
+//! the previous state intact: parts it did not list are dropped by `CompleteMultipartUpload`,
+//! and its tail object is still there. No blob is held whole in memory or on local disk.
+//!
+//! Commit sends the tail as the last part, completes the upload at `_uploads/<id>/data` and
+//! copies that object to the blob's key (copy is atomic: the blob appears whole or not at
+//! all). Abort aborts the multipart upload and deletes the tail.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use object_store::aws::AmazonS3;
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use super::ByteStream;
+use super::uploads::{UploadBackend, UploadWriter};
+use crate::error::{RegistryError, Result};
+
+/// Size of the parts sent to S3 (S3 wants at least 5 MiB for all but the last).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// What the database keeps of an S3 upload session.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct S3State {
+    /// Multipart upload id, once the first part was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    multipart: Option<String>,
+    /// ETags of the parts sent, in order.
+    #[serde(default)]
+    parts: Vec<String>,
+    /// Generation of the tail object (`_uploads/<id>/tail-<n>`).
+    #[serde(default)]
+    tail_generation: u64,
+    /// Bytes in the tail object (0: no tail object).
+    #[serde(default)]
+    tail_len: usize,
+}
+
+impl S3State {
+    fn parse(state: Option<&str>) -> Result<S3State> {
+        match state {
+            None | Some("") => Ok(S3State::default()),
+            Some(s) => serde_json::from_str(s).map_err(|e| RegistryError::internal("upload state", e)),
+        }
+    }
+}
+
+/// Upload sessions on S3.
+pub struct S3Uploads {
+    s3: Arc<AmazonS3>,
+    prefix: String,
+}
+
+impl S3Uploads {
+    pub fn new(s3: Arc<AmazonS3>, prefix: &str) -> Self {
+        S3Uploads { s3, prefix: prefix.to_string() }
+    }
+
+    fn key(&self, id: &str, name: &str) -> Result<Path> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(RegistryError::BlobUploadUnknown("upload unknown".into()));
+        }
+        Ok(Path::from(format!("{}_uploads/{id}/{name}", self.prefix)))
+    }
+
+    fn tail_key(&self, id: &str, generation: u64) -> Result<Path> {
+        self.key(id, &format!("tail-{generation}"))
+    }
+
+    /// The bytes of the current tail object.
+    async fn read_tail(&self, id: &str, state: &S3State) -> Result<Bytes> {
+        if state.tail_len == 0 {
+            return Ok(Bytes::new());
+        }
+        let key = self.tail_key(id, state.tail_generation)?;
+        let bytes = match self.s3.get(&key).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(RegistryError::BlobUploadUnknown("upload data is gone".into()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if bytes.len() < state.tail_len {
+            return Err(RegistryError::Internal(format!(
+                "upload {id}: tail has {} of {} bytes",
+                bytes.len(),
+                state.tail_len
+            )));
+        }
+        Ok(bytes.slice(..state.tail_len))
+    }
+
+    async fn delete_quietly(&self, key: &Path) {
+        if let Err(e) = self.s3.delete(key).await
+            && !matches!(e, object_store::Error::NotFound { .. })
+        {
+            tracing::warn!(key = %key, error = %e, "could not delete an upload object");
+        }
+    }
+}
+
+/// Appends to an S3 upload session.
+struct S3Writer {
+    s3: Arc<AmazonS3>,
+    data_key: Path,
+    next_tail: Path,
+    state: S3State,
+    buffer: BytesMut,
+}
+
+impl S3Writer {
+    async fn send_part(&mut self, part: Bytes) -> Result<()> {
+        let mp = match &self.state.multipart {
+            Some(mp) => mp.clone(),
+            None => {
+                let mp = self.s3.create_multipart(&self.data_key).await?;
+                self.state.multipart = Some(mp.clone());
+                mp
+            }
+        };
+        let idx = self.state.parts.len();
+        let part = self.s3.put_part(&self.data_key, &mp, idx, PutPayload::from(part)).await?;
+        self.state.parts.push(part.content_id);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl UploadWriter for S3Writer {
+    async fn write(&mut self, data: Vec<Bytes>) -> Result<()> {
+        for chunk in data {
+            self.buffer.extend_from_slice(&chunk);
+            while self.buffer.len() >= PART_SIZE {
+                let part = self.buffer.split_to(PART_SIZE).freeze();
+                self.send_part(part).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<Option<String>> {
+        let tail = self.buffer.split().freeze();
+        self.state.tail_len = tail.len();
+        self.state.tail_generation += 1;
+        if !tail.is_empty() {
+            self.s3.put(&self.next_tail, PutPayload::from(tail)).await?;
+        }
+        // The previous tail stays until the new state is saved (`acknowledged`).
+        Ok(Some(serde_json::to_string(&self.state).map_err(|e| RegistryError::internal("upload state", e))?))
+    }
+}
+
+#[async_trait]
+impl UploadBackend for S3Uploads {
+    async fn create(&self, _id: &str) -> Result<Option<String>> {
+        Ok(Some(serde_json::to_string(&S3State::default()).map_err(|e| RegistryError::internal("upload state", e))?))
+    }
+
+    async fn writer(&self, id: &str, offset: u64, state: Option<&str>) -> Result<Box<dyn UploadWriter>> {
+        let state = S3State::parse(state)?;
+        let stored = state.parts.len() as u64 * PART_SIZE as u64 + state.tail_len as u64;
+        if stored != offset {
+            return Err(RegistryError::Internal(format!("upload {id}: state holds {stored} bytes, database {offset}")));
+        }
+        let tail = self.read_tail(id, &state).await?;
+        let mut buffer = BytesMut::with_capacity(PART_SIZE + 256 * 1024);
+        buffer.extend_from_slice(&tail);
+        Ok(Box::new(S3Writer {
+            s3: self.s3.clone(),
+            data_key: self.key(id, "data")?,
+            next_tail: self.tail_key(id, state.tail_generation + 1)?,
+            state,
+            buffer,
+        }))
+    }
+
+    async fn acknowledged(&self, id: &str, previous: Option<&str>) -> Result<()> {
+        let previous = S3State::parse(previous)?;
+        if previous.tail_len > 0 {
+            self.delete_quietly(&self.tail_key(id, previous.tail_generation)?).await;
+        }
+        Ok(())
+    }
+
+    async fn read(&self, _id: &str, _len: u64, _state: Option<&str>) -> Result<ByteStream> {
+        // Parts of an unfinished multipart upload cannot be read back; the hash state is kept
+        // in the database instead.
+        Err(RegistryError::Internal("S3 upload sessions cannot be re-read; the saved hash state is missing".into()))
+    }
+
+    async fn commit(&self, id: &str, len: u64, state: Option<&str>, dest: &Path) -> Result<()> {
+        let state = S3State::parse(state)?;
+        let stored = state.parts.len() as u64 * PART_SIZE as u64 + state.tail_len as u64;
+        if stored != len {
+            return Err(RegistryError::Internal(format!("upload {id}: state holds {stored} bytes, expected {len}")));
+        }
+        let tail = self.read_tail(id, &state).await?;
+        let tail_key = self.tail_key(id, state.tail_generation)?;
+        match &state.multipart {
+            None => {
+                // Smaller than one part: the tail is the blob.
+                self.s3.put(dest, PutPayload::from(tail)).await?;
+            }
+            Some(mp) => {
+                let data_key = self.key(id, "data")?;
+                let mut parts: Vec<PartId> = state.parts.iter().map(|e| PartId { content_id: e.clone() }).collect();
+                if !tail.is_empty() {
+                    let last = self.s3.put_part(&data_key, mp, parts.len(), PutPayload::from(tail)).await?;
+                    parts.push(last);
+                }
+                self.s3.complete_multipart(&data_key, mp, parts).await?;
+                self.s3.copy(&data_key, dest).await?;
+                self.delete_quietly(&data_key).await;
+            }
+        }
+        self.delete_quietly(&tail_key).await;
+        for generation in state.tail_generation.saturating_sub(2)..state.tail_generation {
+            self.delete_quietly(&self.tail_key(id, generation)?).await;
+        }
+        Ok(())
+    }
+
+    async fn abort(&self, id: &str, state: Option<&str>) -> Result<()> {
+        let state = S3State::parse(state)?;
+        if let Some(mp) = &state.multipart
+            && let Err(e) = self.s3.abort_multipart(&self.key(id, "data")?, mp).await
+        {
+            tracing::warn!(upload = id, error = %e, "could not abort a multipart upload");
+        }
+        for generation in state.tail_generation.saturating_sub(2)..=state.tail_generation {
+            self.delete_quietly(&self.tail_key(id, generation)?).await;
+        }
+        Ok(())
+    }
+}
