@@ -7,150 +7,16 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
+use common::docker::{
+    Images, build_image, docker, docker_output, import_busybox, inspect, local_name, push, repo_digests, require_tools,
+};
 use common::{Berth, run, sha256};
 
 /// Media types a Docker client accepts for an image manifest.
 const MANIFEST_ACCEPT: &str = "application/vnd.docker.distribution.manifest.v2+json, \
      application/vnd.oci.image.manifest.v1+json";
-
-/// Panics with an actionable message unless every tool the tests need is present.
-fn require_tools() {
-    for (tool, arg) in [
-        ("docker", "--version"),
-        ("tar", "--version"),
-        ("curl", "--version"),
-    ] {
-        match Command::new(tool).arg(arg).output() {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => panic!(
-                "`{tool} {arg}` failed ({}): {}",
-                o.status,
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => panic!("docker e2e tests need `{tool}` on PATH: {e}"),
-        }
-    }
-    let info = Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output()
-        .expect("run docker info");
-    assert!(
-        info.status.success(),
-        "docker e2e tests need a running docker daemon: {}",
-        String::from_utf8_lossy(&info.stderr)
-    );
-    assert!(
-        Path::new("/bin/busybox").is_file(),
-        "docker e2e tests need a static /bin/busybox (apt-get install busybox-static)"
-    );
-}
-
-/// Runs `docker ARGS`, panicking with its output on failure; returns stdout.
-fn docker(args: &[&str]) -> String {
-    run(Command::new("docker").args(args))
-}
-
-/// Runs `docker ARGS` and returns its output whatever the exit status.
-fn docker_output(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run docker")
-}
-
-/// Local docker image names this test created; all removed (`docker rmi -f`) when dropped, so
-/// also when an assertion fails.
-struct Images(Vec<String>);
-
-impl Images {
-    fn new() -> Images {
-        Images(Vec::new())
-    }
-
-    /// Records a name and returns it.
-    fn add(&mut self, name: String) -> String {
-        self.0.push(name.clone());
-        name
-    }
-
-    /// Removes every recorded name from the local engine (errors ignored: it may be gone).
-    fn remove_all(&self) {
-        for name in &self.0 {
-            let _ = docker_output(&["rmi", "-f", name]);
-        }
-    }
-}
-
-impl Drop for Images {
-    fn drop(&mut self) {
-        self.remove_all();
-    }
-}
-
-/// Imports a busybox-only root filesystem as the local image `name`.
-fn import_busybox(name: &str) {
-    let tmp = tempfile::tempdir().unwrap();
-    let rootfs = tmp.path().join("rootfs");
-    let bin = rootfs.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    for dir in ["tmp", "etc", "root"] {
-        std::fs::create_dir_all(rootfs.join(dir)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("copy /bin/busybox");
-    for applet in [
-        "sh", "echo", "cat", "ls", "true", "false", "sleep", "mkdir", "rm", "env", "uname",
-    ] {
-        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-    }
-    let tarball = tmp.path().join("rootfs.tar");
-    run(Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&tarball)
-        .arg("."));
-    run(Command::new("docker").arg("import").arg(&tarball).arg(name));
-}
-
-/// Builds `name` FROM `base` with two RUN layers and a CMD that prints both files.
-/// Returns what running the image prints.
-fn build_image(base: &str, name: &str, marker: &str) -> String {
-    let tmp = tempfile::tempdir().unwrap();
-    let dockerfile = format!(
-        "FROM {base}\n\
-         RUN echo 'hello from {marker}' > /greeting\n\
-         RUN mkdir -p /data && echo 'second layer of {marker}' > /data/second\n\
-         CMD [\"/bin/sh\", \"-c\", \"cat /greeting /data/second\"]\n"
-    );
-    std::fs::write(tmp.path().join("Dockerfile"), dockerfile).unwrap();
-    run(Command::new("docker")
-        .args(["build", "-q", "-t", name])
-        .arg(tmp.path()));
-    format!("hello from {marker}\nsecond layer of {marker}\n")
-}
-
-/// `docker push`, returning its stdout and the manifest digest it reports.
-fn push(reference: &str) -> (String, String) {
-    let out = docker(&["push", reference]);
-    let digest = out
-        .lines()
-        .find_map(|l| l.split("digest: ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no digest in docker push output:\n{out}"))
-        .to_string();
-    assert!(digest.starts_with("sha256:"), "odd digest {digest:?}");
-    (out, digest)
-}
-
-/// `docker inspect` of a local image with a Go template.
-fn inspect(image: &str, format: &str) -> String {
-    docker(&["inspect", "--format", format, image])
-        .trim()
-        .to_string()
-}
 
 /// HTTP status, headers (lowercased names) and body of a curl request.
 fn curl(method: &str, url: &str, accept: Option<&str>) -> (u16, Vec<(String, String)>, Vec<u8>) {
@@ -163,11 +29,7 @@ fn curl(method: &str, url: &str, accept: Option<&str>) -> (u16, Vec<(String, Str
     } else {
         cmd.args(["-X", method]);
     }
-    cmd.args(["-sS", "-D"])
-        .arg(&headers_file)
-        .arg("-o")
-        .arg(&body_file)
-        .args(["-w", "%{http_code}"]);
+    cmd.args(["-sS", "-D"]).arg(&headers_file).arg("-o").arg(&body_file).args(["-w", "%{http_code}"]);
     if let Some(accept) = accept {
         cmd.args(["-H", &format!("Accept: {accept}")]);
     }
@@ -184,10 +46,7 @@ fn curl(method: &str, url: &str, accept: Option<&str>) -> (u16, Vec<(String, Str
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 /// The digest the registry serves for `name:reference`, checked against the manifest bytes.
@@ -200,15 +59,8 @@ fn served_digest(berth: &Berth, name: &str, reference: &str) -> String {
         .to_string();
     let (status, headers, body) = curl("GET", &url, Some(MANIFEST_ACCEPT));
     assert_eq!(status, 200, "GET {url}: {}", String::from_utf8_lossy(&body));
-    assert_eq!(
-        header(&headers, "docker-content-digest"),
-        Some(head_digest.as_str())
-    );
-    assert_eq!(
-        sha256(&body),
-        head_digest,
-        "GET {url} body does not hash to its digest"
-    );
+    assert_eq!(header(&headers, "docker-content-digest"), Some(head_digest.as_str()));
+    assert_eq!(sha256(&body), head_digest, "GET {url} body does not hash to its digest");
     head_digest
 }
 
@@ -219,16 +71,6 @@ fn served_layers(berth: &Berth, name: &str, reference: &str) -> usize {
     assert_eq!(status, 200);
     let manifest: serde_json::Value = serde_json::from_slice(&body).unwrap();
     manifest["layers"].as_array().expect("layers").len()
-}
-
-/// The repo digests of a local image, as `name@sha256:...`.
-fn repo_digests(image: &str) -> Vec<String> {
-    serde_json::from_str(&inspect(image, "{{json .RepoDigests}}")).unwrap()
-}
-
-/// Unique local names for one test (the port is unique among running tests).
-fn local_name(berth: &Berth, what: &str) -> String {
-    format!("berth-e2e-{}-{what}:latest", berth.port)
 }
 
 #[test]
@@ -242,11 +84,7 @@ fn push_pull_run_and_digests_match() {
 
     import_busybox(&base);
     let expected = build_image(&base, &built, &format!("app {}", berth.port));
-    assert_eq!(
-        docker(&["run", "--rm", &built]),
-        expected,
-        "built image runs"
-    );
+    assert_eq!(docker(&["run", "--rm", &built]), expected, "built image runs");
     let image_id = inspect(&built, "{{.Id}}");
 
     docker(&["tag", &built, &remote]);
@@ -254,30 +92,16 @@ fn push_pull_run_and_digests_match() {
     assert!(out.contains("Pushed"), "first push uploads layers:\n{out}");
     assert_eq!(served_digest(&berth, "team/app", "1"), pushed);
     assert_eq!(served_digest(&berth, "team/app", &pushed), pushed);
-    assert_eq!(
-        served_layers(&berth, "team/app", "1"),
-        3,
-        "base + two RUN layers"
-    );
+    assert_eq!(served_layers(&berth, "team/app", "1"), 3, "base + two RUN layers");
 
     // Remove every local name so that the pull has to download all layers.
     images.remove_all();
     let gone = docker_output(&["image", "inspect", &image_id]);
-    assert!(
-        !gone.status.success(),
-        "image {image_id} still present locally"
-    );
+    assert!(!gone.status.success(), "image {image_id} still present locally");
 
     let out = docker(&["pull", &remote]);
-    assert!(
-        out.contains(&pushed),
-        "pull reports the pushed digest:\n{out}"
-    );
-    assert_eq!(
-        inspect(&remote, "{{.Id}}"),
-        image_id,
-        "same config after pull"
-    );
+    assert!(out.contains(&pushed), "pull reports the pushed digest:\n{out}");
+    assert_eq!(inspect(&remote, "{{.Id}}"), image_id, "same config after pull");
     let repo_digest = format!("{}/team/app@{pushed}", berth.host());
     assert_eq!(repo_digests(&remote), vec![repo_digest.clone()]);
     assert_eq!(docker(&["run", "--rm", &remote]), expected);
@@ -312,10 +136,7 @@ fn second_repo_reuses_base_layer() {
         out.contains("Mounted from team/app") || out.contains("Layer already exists"),
         "the base layer is mounted or skipped on the second push:\n{out}"
     );
-    assert!(
-        out.contains("Pushed"),
-        "the new layers are uploaded:\n{out}"
-    );
+    assert!(out.contains("Pushed"), "the new layers are uploaded:\n{out}");
     assert_eq!(served_digest(&berth, "team/other", "1"), pushed);
 
     images.remove_all();
@@ -339,11 +160,7 @@ fn pushed_image_survives_restart() {
     let (_, pushed) = push(&remote);
 
     berth.restart();
-    assert_eq!(
-        berth.host(),
-        remote.split('/').next().unwrap(),
-        "same port after restart"
-    );
+    assert_eq!(berth.host(), remote.split('/').next().unwrap(), "same port after restart");
     assert_eq!(served_digest(&berth, "team/app", "1"), pushed);
 
     images.remove_all();
@@ -368,12 +185,7 @@ fn deleted_manifest_cannot_be_pulled() {
 
     let url = format!("{}/v2/team/app/manifests/{pushed}", berth.base);
     let (status, _, body) = curl("DELETE", &url, None);
-    assert_eq!(
-        status,
-        202,
-        "DELETE {url}: {}",
-        String::from_utf8_lossy(&body)
-    );
+    assert_eq!(status, 202, "DELETE {url}: {}", String::from_utf8_lossy(&body));
     for reference in [pushed.as_str(), "1"] {
         let url = format!("{}/v2/team/app/manifests/{reference}", berth.base);
         let (status, _, _) = curl("HEAD", &url, Some(MANIFEST_ACCEPT));
@@ -382,11 +194,7 @@ fn deleted_manifest_cannot_be_pulled() {
 
     images.remove_all();
     let out = docker_output(&["pull", &remote]);
-    assert!(
-        !out.status.success(),
-        "pull of a deleted manifest succeeded:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(!out.status.success(), "pull of a deleted manifest succeeded:\n{}", String::from_utf8_lossy(&out.stdout));
     let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
     assert!(
         stderr.contains("not found") || stderr.contains("manifest unknown"),

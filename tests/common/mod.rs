@@ -1,6 +1,8 @@
 //! Test harness: runs the real `berth` binary on a free loopback port with its own data dir.
 #![allow(dead_code)]
 
+pub mod docker;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,16 +18,66 @@ pub struct Berth {
     pub data_dir: PathBuf,
     child: Option<Child>,
     extra_env: Vec<(String, String)>,
+    /// Where this server keeps blobs and metadata ([`Backend`]).
+    backend: Backend,
     _tmp: Option<tempfile::TempDir>,
+}
+
+/// The storage and database a test server runs on, chosen for the whole run by
+/// `BERTH_TEST_BACKEND`: `fs-sqlite` (the default: filesystem and SQLite in the data dir) or
+/// `s3-postgres` (each server gets its own key prefix in the S3 bucket
+/// `BERTH_TEST_S3_BUCKET` at `BERTH_TEST_S3_ENDPOINT`, and its own PostgreSQL database created
+/// through `BERTH_TEST_PG_URL`, a URL of a role allowed to create databases).
+#[derive(Debug, Clone)]
+pub enum Backend {
+    FsSqlite,
+    S3Postgres { env: Vec<(String, String)>, endpoint: String, bucket: String, prefix: String, database: String },
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+impl Backend {
+    fn for_new_server() -> Backend {
+        if env_or("BERTH_TEST_BACKEND", "fs-sqlite") != "s3-postgres" {
+            return Backend::FsSqlite;
+        }
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let name = format!("t{}_{}_{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst), nanos % 100_000);
+        let endpoint = env_or("BERTH_TEST_S3_ENDPOINT", "http://127.0.0.1:9000");
+        let bucket = env_or("BERTH_TEST_S3_BUCKET", "berth-test");
+        let admin_url = env_or("BERTH_TEST_PG_URL", "postgres://berth:berth@127.0.0.1/postgres");
+        run(Command::new("psql").arg(&admin_url).args(["-q", "-c", &format!("CREATE DATABASE {name}")]));
+        let database = admin_url.rsplit_once('/').map(|(base, _)| format!("{base}/{name}")).unwrap();
+        let env = vec![
+            ("BERTH_DATABASE__URL".to_string(), database.clone()),
+            ("BERTH_STORAGE__KIND".into(), "s3".into()),
+            ("BERTH_STORAGE__S3__BUCKET".into(), bucket.clone()),
+            ("BERTH_STORAGE__S3__PREFIX".into(), name.clone()),
+            ("BERTH_STORAGE__S3__ENDPOINT".into(), endpoint.clone()),
+            ("BERTH_STORAGE__S3__PATH_STYLE".into(), "true".into()),
+            ("BERTH_STORAGE__S3__ALLOW_HTTP".into(), "true".into()),
+            ("BERTH_STORAGE__S3__REGION".into(), "us-east-1".into()),
+            ("BERTH_STORAGE__S3__ACCESS_KEY_ID".into(), env_or("BERTH_TEST_S3_ACCESS_KEY", "AK")),
+            ("BERTH_STORAGE__S3__SECRET_ACCESS_KEY".into(), env_or("BERTH_TEST_S3_SECRET_KEY", "SK")),
+        ];
+        Backend::S3Postgres { env, endpoint, bucket, prefix: name, database }
+    }
+
+    fn env(&self) -> &[(String, String)] {
+        match self {
+            Backend::FsSqlite => &[],
+            Backend::S3Postgres { env, .. } => env,
+        }
+    }
 }
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Berth {
@@ -48,10 +100,8 @@ impl Berth {
             base: String::new(),
             data_dir,
             child: None,
-            extra_env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            backend: Backend::for_new_server(),
             _tmp: Some(tmp),
         };
         b.spawn();
@@ -59,11 +109,7 @@ impl Berth {
     }
 
     fn spawn(&mut self) {
-        let port = if self.port == 0 {
-            free_port()
-        } else {
-            self.port
-        };
+        let port = if self.port == 0 { free_port() } else { self.port };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
@@ -71,7 +117,7 @@ impl Berth {
             .env("BERTH_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        for (k, v) in &self.extra_env {
+        for (k, v) in self.backend.env().iter().chain(&self.extra_env) {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().expect("start berth"));
@@ -103,20 +149,71 @@ impl Berth {
         &self.data_dir
     }
 
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// How many objects of unfinished or abandoned uploads the blob store holds.
+    pub fn upload_leftovers(&self) -> usize {
+        match &self.backend {
+            Backend::FsSqlite => {
+                std::fs::read_dir(self.data_dir.join("storage/_uploads")).map(|d| d.count()).unwrap_or(0)
+            }
+            Backend::S3Postgres { endpoint, bucket, prefix, .. } => {
+                // The test S3 server answers unsigned listings.
+                let url = format!("{endpoint}/{bucket}?list-type=2&prefix={prefix}/_uploads/");
+                run(Command::new("curl").args(["-sf", &url])).matches("<Key>").count()
+            }
+        }
+    }
+
     /// Runs a `berth` management command on this server's data dir; returns stdout.
     pub fn cli(&self, args: &[&str]) -> String {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-        cmd.args(args)
+        cmd.args(args).arg("--data-dir").arg(&self.data_dir).env("BERTH_LOG", "warn");
+        cmd.envs(self.backend.env().iter().map(|(k, v)| (k, v)));
+        run(&mut cmd)
+    }
+
+    /// Like [`Berth::cli`], with `input` on standard input (for `--password-stdin`).
+    pub fn cli_stdin(&self, args: &[&str], input: &str) -> String {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .env("BERTH_LOG", "warn");
-        run(&mut cmd)
+            .env("BERTH_LOG", "warn")
+            .envs(self.backend.env().iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run berth {args:?}: {e}"));
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        if !out.status.success() {
+            panic!(
+                "berth {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
 impl Drop for Berth {
     fn drop(&mut self) {
         self.kill();
+        if let Backend::S3Postgres { database, .. } = &self.backend {
+            let admin_url = env_or("BERTH_TEST_PG_URL", "postgres://berth:berth@127.0.0.1/postgres");
+            let name = database.rsplit('/').next().unwrap_or_default();
+            let _ = Command::new("psql")
+                .arg(&admin_url)
+                .args(["-q", "-c", &format!("DROP DATABASE IF EXISTS {name}")])
+                .output();
+        }
     }
 }
 
@@ -137,9 +234,7 @@ fn wait_ready(base: &str, child: &mut Child) {
 
 /// Runs a command, panicking with its output if it fails; returns stdout.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(
             "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
