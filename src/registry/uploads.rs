@@ -124,21 +124,28 @@ impl Registry {
                 upload_size: Some(rec.size),
             });
         }
-        let size = self.append_locked(&mut guard, &rec, len, body).await?;
+        let size = self.append_locked(&mut guard, &rec, len, body, None).await?;
         Ok(UploadStatus { id: rec.id, size })
     }
 
+    /// Appends under the upload's lock. `digest` is the final digest when the client already
+    /// named it (a monolithic upload): an empty session is then hashed with its algorithm.
     async fn append_locked<S>(
         &self,
         guard: &mut Guard<'_>,
         rec: &UploadRecord,
         len: Option<u64>,
         body: S,
+        digest: Option<&Digest>,
     ) -> Result<u64>
     where
         S: Stream<Item = Result<Bytes>> + Unpin,
     {
-        let hasher = self.running_hash(guard, rec, Algorithm::Sha256).await?;
+        let alg = match digest {
+            Some(d) if rec.size == 0 => d.algorithm(),
+            _ => rec.hash_state.as_deref().and_then(Hasher::restore).map_or(Algorithm::Sha256, |h| h.algorithm()),
+        };
+        let hasher = self.running_hash(guard, rec, alg).await?;
         match self.write_body(rec, hasher, len, body).await {
             Ok((size, hasher, state)) => {
                 self.meta.update_upload(&rec.id, size, state.as_deref(), &hasher.save()).await?;
@@ -246,7 +253,7 @@ impl Registry {
         let mut guard = lock.lock().await;
         let mut rec = self.upload_record(repo, id).await?;
         if let Some(body) = body {
-            self.append_locked(&mut guard, &rec, None, body).await?;
+            self.append_locked(&mut guard, &rec, None, body, Some(digest)).await?;
             rec = self.upload_record(repo, id).await?; // size, backend and hash state moved on
         }
         let hasher = self.running_hash(&mut guard, &rec, digest.algorithm()).await?;

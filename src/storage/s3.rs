@@ -196,7 +196,11 @@ impl UploadBackend for S3Uploads {
     async fn read(&self, _id: &str, _len: u64, _state: Option<&str>) -> Result<ByteStream> {
         // Parts of an unfinished multipart upload cannot be read back; the hash state is kept
         // in the database instead.
-        Err(RegistryError::Internal("S3 upload sessions cannot be re-read; the saved hash state is missing".into()))
+        Err(RegistryError::DigestInvalid(
+            "on S3 storage a chunked upload is hashed with sha256 as it arrives; complete it with a sha256 digest \
+             (sha512 works for monolithic uploads)"
+                .into(),
+        ))
     }
 
     async fn commit(&self, id: &str, len: u64, state: Option<&str>, dest: &Path) -> Result<()> {
