@@ -263,8 +263,7 @@ async fn wrong_digest_leaves_nothing_and_cancel_works() {
     let actual = sha256(b"actual content");
     assert_eq!(c.head(format!("{base}/v2/x/blobs/{actual}")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
     expect_error(c.get(&url).send().await.unwrap(), StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
-    let uploads = std::fs::read_dir(b.data_path().join("storage/_uploads")).unwrap().count();
-    assert_eq!(uploads, 0, "no upload data left behind");
+    assert_eq!(b.upload_leftovers(), 0, "no upload data left behind");
 
     // Monolithic with a wrong digest.
     let r = c.post(format!("{base}/v2/x/blobs/uploads/?digest={claimed}")).body("other").send().await.unwrap();
