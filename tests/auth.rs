@@ -447,16 +447,22 @@ async fn oauth2_password_and_refresh_grants() {
 
 // ---- forged and damaged registry tokens --------------------------------------------------------
 
-/// The registry's signing key (kid and PKCS#8 DER), read from its SQLite database.
+/// The registry's signing key (kid and PKCS#8 DER), read from its database (SQLite in the data
+/// dir, or the PostgreSQL database of an `s3-postgres` test run).
 async fn signing_key(b: &Berth) -> (String, Vec<u8>) {
     use sqlx::Connection as _;
-    let url = format!("sqlite://{}?mode=ro", b.data_path().join("berth.db").display());
-    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    let (kid, key): (String, String) =
-        sqlx::query_as("SELECT kid, private_key FROM signing_keys WHERE id = 'registry-token'")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
+    const SQL: &str = "SELECT kid, private_key FROM signing_keys WHERE id = 'registry-token'";
+    let (kid, key): (String, String) = match b.backend() {
+        common::Backend::FsSqlite => {
+            let url = format!("sqlite://{}?mode=ro", b.data_path().join("berth.db").display());
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query_as(SQL).fetch_one(&mut conn).await.unwrap()
+        }
+        common::Backend::S3Postgres { database, .. } => {
+            let mut conn = sqlx::PgConnection::connect(database).await.unwrap();
+            sqlx::query_as(SQL).fetch_one(&mut conn).await.unwrap()
+        }
+    };
     let der = data_encoding::BASE64.decode(key.as_bytes()).unwrap();
     (kid, der)
 }
