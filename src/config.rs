@@ -62,6 +62,10 @@ pub struct S3Config {
     pub redirect: bool,
     /// Lifetime of those URLs, in seconds.
     pub redirect_expiry_secs: u64,
+    /// Retries of a failed S3 request (idempotent requests and throttling only).
+    pub max_retries: usize,
+    /// Give up retrying a request after this many seconds.
+    pub retry_timeout_secs: u64,
 }
 
 impl Default for S3Config {
@@ -77,6 +81,8 @@ impl Default for S3Config {
             secret_access_key: String::new(),
             redirect: false,
             redirect_expiry_secs: 600,
+            max_retries: 5,
+            retry_timeout_secs: 30,
         }
     }
 }

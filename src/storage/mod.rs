@@ -69,7 +69,11 @@ impl BlobStore {
                 builder.with_access_key_id(&config.access_key_id).with_secret_access_key(&config.secret_access_key);
         }
         // Retried where safe (object_store retries idempotent requests and throttling).
-        let retry = RetryConfig { max_retries: 5, retry_timeout: Duration::from_secs(30), ..Default::default() };
+        let retry = RetryConfig {
+            max_retries: config.max_retries,
+            retry_timeout: Duration::from_secs(config.retry_timeout_secs),
+            ..Default::default()
+        };
         let s3 = Arc::new(builder.with_retry(retry).build()?);
         let prefix = match config.prefix.trim_matches('/') {
             "" => String::new(),

@@ -20,6 +20,8 @@ pub struct Berth {
     extra_env: Vec<(String, String)>,
     /// Where this server keeps blobs and metadata ([`Backend`]).
     backend: Backend,
+    /// Whether dropping this server drops its backend's database (not for peers).
+    owns_backend: bool,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -40,14 +42,17 @@ fn env_or(name: &str, default: &str) -> String {
 
 impl Backend {
     fn for_new_server() -> Backend {
-        if env_or("BERTH_TEST_BACKEND", "fs-sqlite") != "s3-postgres" {
-            return Backend::FsSqlite;
-        }
+        if env_or("BERTH_TEST_BACKEND", "fs-sqlite") == "s3-postgres" { Backend::s3_postgres(None) } else { Backend::FsSqlite }
+    }
+
+    /// A fresh PostgreSQL database and S3 prefix, on the S3 server at `endpoint` (default
+    /// `BERTH_TEST_S3_ENDPOINT`).
+    pub fn s3_postgres(endpoint: Option<&str>) -> Backend {
         use std::sync::atomic::{AtomicU32, Ordering};
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
         let name = format!("t{}_{}_{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst), nanos % 100_000);
-        let endpoint = env_or("BERTH_TEST_S3_ENDPOINT", "http://127.0.0.1:9000");
+        let endpoint = endpoint.map(String::from).unwrap_or_else(|| env_or("BERTH_TEST_S3_ENDPOINT", "http://127.0.0.1:9000"));
         let bucket = env_or("BERTH_TEST_S3_BUCKET", "berth-test");
         let admin_url = env_or("BERTH_TEST_PG_URL", "postgres://berth:berth@127.0.0.1/postgres");
         run(Command::new("psql").arg(&admin_url).args(["-q", "-c", &format!("CREATE DATABASE {name}")]));
@@ -93,6 +98,11 @@ impl Berth {
 
     /// Starts a server on a fresh data dir with extra environment variables.
     pub fn start_with_env(env: &[(&str, &str)]) -> Berth {
+        Self::start_on(Backend::for_new_server(), env)
+    }
+
+    /// Starts a server on the given backend with extra environment variables.
+    pub fn start_on(backend: Backend, env: &[(&str, &str)]) -> Berth {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().to_path_buf();
         let mut b = Berth {
@@ -101,11 +111,20 @@ impl Berth {
             data_dir,
             child: None,
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            backend: Backend::for_new_server(),
+            backend,
+            owns_backend: true,
             _tmp: Some(tmp),
         };
         b.spawn();
         b
+    }
+
+    /// A second node on the same database and blob store (another port and data dir).
+    pub fn start_peer(&self) -> Berth {
+        let env: Vec<(&str, &str)> = self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut peer = Self::start_on(self.backend.clone(), &env);
+        peer.owns_backend = false;
+        peer
     }
 
     fn spawn(&mut self) {
@@ -206,7 +225,7 @@ impl Berth {
 impl Drop for Berth {
     fn drop(&mut self) {
         self.kill();
-        if let Backend::S3Postgres { database, .. } = &self.backend {
+        if let (true, Backend::S3Postgres { database, .. }) = (self.owns_backend, &self.backend) {
             let admin_url = env_or("BERTH_TEST_PG_URL", "postgres://berth:berth@127.0.0.1/postgres");
             let name = database.rsplit('/').next().unwrap_or_default();
             let _ = Command::new("psql")
