@@ -117,7 +117,11 @@ fn two_nodes_behind_a_balancer_serve_one_registry() {
     for method in ["PATCH", "PUT"] {
         let counts = lb.requests_by_upstream(method);
         for node in [&a, &b] {
-            assert!(counts.get(&node.host()).is_some_and(|n| *n > 0), "no {method} reached node {}: {counts:?}", node.port);
+            assert!(
+                counts.get(&node.host()).is_some_and(|n| *n > 0),
+                "no {method} reached node {}: {counts:?}",
+                node.port
+            );
         }
     }
 
@@ -157,7 +161,8 @@ fn two_nodes_behind_a_balancer_serve_one_registry() {
     assert_eq!((status, body.as_str()), (200, r#"{"name":"admin/app","tags":["1"]}"#));
 
     // An upload session started on one node continues on the other.
-    let (status, headers) = curl_status(&["-u", &admin(), "-X", "POST", "-D", "-", &format!("{}/v2/admin/app/blobs/uploads/", a.base)]);
+    let (status, headers) =
+        curl_status(&["-u", &admin(), "-X", "POST", "-D", "-", &format!("{}/v2/admin/app/blobs/uploads/", a.base)]);
     assert_eq!(status, 202);
     let location = headers.lines().find_map(|l| l.strip_prefix("location: ")).unwrap().trim().to_string();
     let part1 = vec![b'x'; 6 * 1024 * 1024];
@@ -168,14 +173,28 @@ fn two_nodes_behind_a_balancer_serve_one_registry() {
     let p1 = dir.path().join("1");
     let range1 = format!("Content-Range: 0-{}", part1.len() - 1);
     let (status, _) = curl_status(&[
-        "-u", &admin(), "-X", "PATCH", "-H", &range1, "--data-binary", &format!("@{}", p1.display()),
+        "-u",
+        &admin(),
+        "-X",
+        "PATCH",
+        "-H",
+        &range1,
+        "--data-binary",
+        &format!("@{}", p1.display()),
         &format!("{}{location}", b.base),
     ]);
     assert_eq!(status, 202, "PATCH on node B");
     let p2 = dir.path().join("2");
     let range2 = format!("Content-Range: {}-{}", part1.len(), part1.len() + part2.len() - 1);
     let (status, _) = curl_status(&[
-        "-u", &admin(), "-X", "PATCH", "-H", &range2, "--data-binary", &format!("@{}", p2.display()),
+        "-u",
+        &admin(),
+        "-X",
+        "PATCH",
+        "-H",
+        &range2,
+        "--data-binary",
+        &format!("@{}", p2.display()),
         &format!("{}{location}", a.base),
     ]);
     assert_eq!(status, 202, "PATCH on node A");
@@ -189,11 +208,13 @@ fn two_nodes_behind_a_balancer_serve_one_registry() {
     assert_eq!(sha256(&std::fs::read(&got).unwrap()), blob);
 
     // A delete on node A is seen on node B at once.
-    let (status, _) = curl_status(&["-u", &admin(), "-X", "DELETE", &format!("{}/v2/admin/app/manifests/{digest}", a.base)]);
+    let (status, _) =
+        curl_status(&["-u", &admin(), "-X", "DELETE", &format!("{}/v2/admin/app/manifests/{digest}", a.base)]);
     assert_eq!(status, 202);
     let (status, _) = curl_status(&["-u", &admin(), "-I", &format!("{}/v2/admin/app/manifests/{digest}", b.base)]);
     assert_eq!(status, 404, "deleted manifest still served by node B");
-    let (status, _) = curl_status(&["-u", &admin(), "-I", "-H", accept, &format!("{}/v2/admin/app/manifests/1", b.base)]);
+    let (status, _) =
+        curl_status(&["-u", &admin(), "-I", "-H", accept, &format!("{}/v2/admin/app/manifests/1", b.base)]);
     assert_eq!(status, 404, "deleted tag still served by node B");
 }
 
@@ -308,13 +329,24 @@ fn s3_outage_mid_push_leaves_no_partial_blob() {
     let location = headers.lines().find_map(|l| l.strip_prefix("location: ")).unwrap().trim().to_string();
     let p0 = dir.path().join("p0");
     std::fs::write(&p0, &parts[0]).unwrap();
-    let (status, _) = curl_status(&["-X", "PATCH", "--data-binary", &format!("@{}", p0.display()), &format!("{}{location}", berth.base)]);
+    let (status, _) = curl_status(&[
+        "-X",
+        "PATCH",
+        "--data-binary",
+        &format!("@{}", p0.display()),
+        &format!("{}{location}", berth.base),
+    ]);
     assert_eq!(status, 202);
     s3.stop();
     let p1 = dir.path().join("p1");
     std::fs::write(&p1, &parts[1]).unwrap();
-    let (status, body) =
-        curl_status(&["-X", "PATCH", "--data-binary", &format!("@{}", p1.display()), &format!("{}{location}", berth.base)]);
+    let (status, body) = curl_status(&[
+        "-X",
+        "PATCH",
+        "--data-binary",
+        &format!("@{}", p1.display()),
+        &format!("{}{location}", berth.base),
+    ]);
     assert!(status >= 500, "PATCH during the outage answered {status}: {body}");
     // The failed chunk was not acknowledged: the upload stands at the first chunk.
     let (status, headers) = curl_status(&["-D", "-", &format!("{}{location}", berth.base)]);

@@ -42,7 +42,11 @@ fn env_or(name: &str, default: &str) -> String {
 
 impl Backend {
     fn for_new_server() -> Backend {
-        if env_or("BERTH_TEST_BACKEND", "fs-sqlite") == "s3-postgres" { Backend::s3_postgres(None) } else { Backend::FsSqlite }
+        if env_or("BERTH_TEST_BACKEND", "fs-sqlite") == "s3-postgres" {
+            Backend::s3_postgres(None)
+        } else {
+            Backend::FsSqlite
+        }
     }
 
     /// A fresh PostgreSQL database and S3 prefix, on the S3 server at `endpoint` (default
@@ -52,7 +56,8 @@ impl Backend {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
         let name = format!("t{}_{}_{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst), nanos % 100_000);
-        let endpoint = endpoint.map(String::from).unwrap_or_else(|| env_or("BERTH_TEST_S3_ENDPOINT", "http://127.0.0.1:9000"));
+        let endpoint =
+            endpoint.map(String::from).unwrap_or_else(|| env_or("BERTH_TEST_S3_ENDPOINT", "http://127.0.0.1:9000"));
         let bucket = env_or("BERTH_TEST_S3_BUCKET", "berth-test");
         let admin_url = env_or("BERTH_TEST_PG_URL", "postgres://berth:berth@127.0.0.1/postgres");
         run(Command::new("psql").arg(&admin_url).args(["-q", "-c", &format!("CREATE DATABASE {name}")]));
