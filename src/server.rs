@@ -53,7 +53,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
         let mut app = App::new()
             .app_data(state.clone())
             .wrap(middleware::Condition::new(access, crate::access_log::AccessLog))
-            .configure(api::configure);
+            .configure(api::configure)
+            .configure(api::health::configure);
         if let Some(auth) = &auth_data {
             app = app.app_data(auth.clone()).configure(api::token::configure).configure(api::admin::configure);
         }

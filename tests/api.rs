@@ -91,6 +91,18 @@ async fn base_endpoint_and_unknown_paths() {
 }
 
 #[tokio::test]
+async fn health_and_readiness() {
+    let b = Berth::start();
+    let c = client();
+    let r = c.get(format!("{}/healthz", b.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = c.get(format!("{}/readyz", b.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body, json!({"database": "ok", "storage": "ok"}));
+}
+
+#[tokio::test]
 async fn invalid_names_digests_and_tags() {
     let b = Berth::start();
     let c = client();

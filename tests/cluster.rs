@@ -348,6 +348,10 @@ fn s3_outage_mid_push_leaves_no_partial_blob() {
         &format!("{}{location}", berth.base),
     ]);
     assert!(status >= 500, "PATCH during the outage answered {status}: {body}");
+    // The node says it is not ready while its bucket is unreachable.
+    let (status, body) = curl_status(&[&format!("{}/readyz", berth.base)]);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(r#""database":"ok""#), "{body}");
     // The failed chunk was not acknowledged: the upload stands at the first chunk.
     let (status, headers) = curl_status(&["-D", "-", &format!("{}{location}", berth.base)]);
     assert_eq!(status, 204);
@@ -363,6 +367,8 @@ fn s3_outage_mid_push_leaves_no_partial_blob() {
 
     // S3 is back (empty: moto keeps nothing): the same push, from the start, succeeds.
     s3.resume();
+    let (status, _) = curl_status(&[&format!("{}/readyz", berth.base)]);
+    assert_eq!(status, 200);
     let statuses = chunked_push(&berth.base, "fault", &parts, dir.path());
     assert_eq!(statuses, vec![202, 202, 202, 202, 201]);
     let got = dir.path().join("got");

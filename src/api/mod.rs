@@ -6,6 +6,7 @@
 
 pub mod admin;
 mod blobs;
+pub mod health;
 mod listing;
 mod manifests;
 pub mod routes;

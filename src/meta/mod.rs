@@ -98,6 +98,12 @@ impl Meta {
         Ok(Meta { pool, kind })
     }
 
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
+        Ok(())
+    }
+
     pub fn kind(&self) -> DbKind {
         self.kind
     }

@@ -105,6 +105,14 @@ impl BlobStore {
         &self.store
     }
 
+    /// Whether the store answers (a lookup of a key that does not exist).
+    pub async fn ping(&self) -> Result<()> {
+        match self.store.head(&Path::from(format!("{}_health/probe", self.prefix))).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Whether the object of a blob exists.
     pub async fn exists(&self, digest: &Digest) -> Result<bool> {
         match self.store.head(&self.blob_key(digest)).await {
