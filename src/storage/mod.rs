@@ -30,6 +30,8 @@ pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
 
 /// Read size for blobs served from local files.
 const READ_CHUNK: usize = 1024 * 1024;
+/// Chunks read ahead of the response.
+const READ_AHEAD: usize = 2;
 
 /// Blob storage plus the upload backend that belongs to it.
 #[derive(Clone)]
@@ -151,22 +153,21 @@ impl BlobStore {
 /// Streams `range` of a local file in large chunks, each read on the blocking pool.
 fn file_stream(file: std::fs::File, range: Range<u64>) -> ByteStream {
     use std::os::unix::fs::FileExt;
-    let state = (Some(file), range.start, range.end);
-    futures_util::stream::try_unfold(state, |(file, pos, end)| async move {
-        let Some(file) = file else { return Ok(None) };
-        if pos >= end {
-            return Ok(None);
-        }
-        let (file, chunk) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            let len = READ_CHUNK.min((end - pos) as usize);
+    // A blocking thread reads ahead (up to READ_AHEAD chunks) while the response writes, so
+    // reading the file and sending to the socket overlap. It stops when the response is gone.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let mut pos = range.start;
+        while pos < range.end {
+            let len = READ_CHUNK.min((range.end - pos) as usize);
             let mut buf = vec![0u8; len];
-            file.read_exact_at(&mut buf, pos)?;
-            Ok((file, Bytes::from(buf)))
-        })
-        .await
-        .map_err(std::io::Error::other)??;
-        let next = pos + chunk.len() as u64;
-        Ok(Some((chunk, (Some(file), next, end))))
-    })
-    .boxed()
+            let item = file.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf));
+            let failed = item.is_err();
+            if tx.blocking_send(item).is_err() || failed {
+                return;
+            }
+            pos += len as u64;
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed()
 }
