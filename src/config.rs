@@ -21,6 +21,59 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
+    pub mirror: MirrorConfig,
+}
+
+/// Pull-through mirror of other registries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MirrorConfig {
+    pub enabled: bool,
+    /// The upstream that serves names without an upstream prefix (what Docker daemons with
+    /// `registry-mirrors` ask for), by its `name`; empty for none.
+    pub default_upstream: String,
+    /// Whether anonymous clients may pull through the mirror (logged-in accounts always may).
+    pub anonymous_pull: bool,
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        MirrorConfig { enabled: false, default_upstream: String::new(), anonymous_pull: true, upstreams: Vec::new() }
+    }
+}
+
+/// One upstream registry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UpstreamConfig {
+    /// The first path component its repositories get here (`docker.io/library/busybox`), and a
+    /// name containerd's `?ns=` may use.
+    pub name: String,
+    /// Base URL, e.g. `https://registry-1.docker.io`.
+    pub url: String,
+    pub username: String,
+    pub password: String,
+    /// Seconds a cached tag is served before it is revalidated upstream (with a HEAD).
+    pub tag_ttl_secs: u64,
+    /// Seconds to wait for an upstream answer before serving stale content or failing.
+    pub timeout_secs: u64,
+    /// Prefix one-component names with `library/` (Docker Hub's official images).
+    pub library_prefix: bool,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            name: String::new(),
+            url: String::new(),
+            username: String::new(),
+            password: String::new(),
+            tag_ttl_secs: 300,
+            timeout_secs: 30,
+            library_prefix: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -155,6 +208,7 @@ impl Default for Config {
             log: LogConfig::default(),
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
+            mirror: MirrorConfig::default(),
         }
     }
 }

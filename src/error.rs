@@ -65,6 +65,9 @@ pub enum RegistryError {
     /// Management API: the name is taken (409).
     #[error("{0}")]
     Conflict(String),
+    /// The mirror's upstream failed and nothing is cached (502).
+    #[error("{0}")]
+    Unavailable(String),
     /// The client went away or sent a broken body.
     #[error("{0}")]
     BadRequest(String),
@@ -103,6 +106,7 @@ impl RegistryError {
             Invalid(_) => "INVALID",
             NotFound(_) => "NOT_FOUND",
             Conflict(_) => "CONFLICT",
+            Unavailable(_) => "UNAVAILABLE",
             Internal(_) => "UNKNOWN",
         }
     }
@@ -124,6 +128,7 @@ impl RegistryError {
             TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             NotFound(_) => StatusCode::NOT_FOUND,
             Conflict(_) => StatusCode::CONFLICT,
+            Unavailable(_) => StatusCode::BAD_GATEWAY,
             Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
             RangeInvalid { .. } | RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Unauthorized { .. } => StatusCode::UNAUTHORIZED,

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod meta;
+pub mod mirror;
 pub mod oci;
 pub mod registry;
 pub mod server;

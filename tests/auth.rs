@@ -604,6 +604,48 @@ async fn registry_tokens_do_not_log_in_elsewhere() {
     let pat = pat["token"].as_str().unwrap();
     let me = reg.api_ok(Method::GET, "/api/v1/me", &Creds::bearer(pat), None).await;
     assert_eq!(me["name"], "alice");
+    // ... for reading. No token, however wide, may mint another token or change access.
+    let limited = reg
+        .api_ok(
+            Method::POST,
+            "/api/v1/tokens",
+            &alice,
+            Some(json!({"name": "ci", "scope": "delete", "repository_pattern": "alice/ci-*", "expires_days": 7})),
+        )
+        .await;
+    for creds in [Creds::bearer(pat), Creds::basic("alice", limited["token"].as_str().unwrap())] {
+        let (status, body) =
+            reg.api(Method::POST, "/api/v1/tokens", &creds, Some(json!({"name": "wider", "scope": "delete"}))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "a token minted a token: {body}");
+        let (status, _) =
+            reg.api(Method::PUT, "/api/v1/namespaces/alice/visibility", &creds, Some(json!({"public": true}))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "a token changed visibility");
+    }
+}
+
+#[tokio::test]
+async fn a_password_change_ends_stored_logins() {
+    let b = Berth::start_auth();
+    let reg = Reg::new(&b);
+    reg.create_user("carol", "carol-password-1").await;
+    // docker login stores a refresh token instead of the password.
+    let r = reg
+        .post_token(&[
+            ("grant_type", "password"),
+            ("username", "carol"),
+            ("password", "carol-password-1"),
+            ("access_type", "offline"),
+            ("service", "berth"),
+            ("scope", "repository:carol/app:pull"),
+        ])
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    let refresh = body["refresh_token"].as_str().unwrap().to_string();
+    let refresh_form = [("grant_type", "refresh_token"), ("refresh_token", refresh.as_str()), ("service", "berth")];
+    assert_eq!(reg.post_token(&refresh_form).await.status(), StatusCode::OK);
+    b.cli_stdin(&["user", "passwd", "carol", "--password-stdin"], "carol-password-2");
+    assert_eq!(reg.post_token(&refresh_form).await.status(), StatusCode::UNAUTHORIZED, "old login still works");
 }
 
 // ---- revoked tokens, disabled users, brute force -----------------------------------------------

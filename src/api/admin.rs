@@ -1,13 +1,13 @@
 //! The JSON management API under `/api/v1`: the caller's account and tokens, users (admins),
 //! robots, organisations, members and visibility. Authenticated like `/v2` (Basic with a
-//! password or personal access token, or `Bearer <personal access token>`); a token limited
-//! below full scope cannot manage anything.
+//! password, or `Bearer`/Basic with a personal access token for reading); changes to accounts,
+//! tokens and namespaces need a password login, so a token can never widen itself.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::{Actions, AuthService, Identity};
+use crate::auth::{AuthService, Identity};
 use crate::error::{RegistryError, Result};
 use crate::meta::{Account, TokenRecord};
 
@@ -53,18 +53,31 @@ pub fn token_json(t: &TokenRecord) -> Value {
     })
 }
 
-/// The caller, who must be logged in with full rights (a password, or an unrestricted token).
-async fn caller(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
+/// The caller, logged in with a password or a personal access token (enough to read).
+async fn reader(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
     let who = auth.identify(req).await?;
-    // A registry token (JWT) is scoped to repositories; it never manages accounts.
-    if who.account.is_none() || who.granted.is_some() {
+    if who.account.is_none() {
         return Err(RegistryError::Unauthorized {
             message: "log in first".into(),
             challenge: Some("Basic realm=\"berth\"".into()),
         });
     }
-    if who.limit.as_ref().is_some_and(|l| l.actions != Actions::ALL) {
-        return Err(RegistryError::Denied("this token's scope does not allow account management".into()));
+    if who.granted.is_some() {
+        // A registry token (JWT) grants registry access only, never an API login.
+        return Err(RegistryError::Unauthorized {
+            message: "registry tokens are not accepted here".into(),
+            challenge: Some("Basic realm=\"berth\"".into()),
+        });
+    }
+    Ok(who)
+}
+
+/// The caller, logged in with a password: changes to accounts, tokens and namespaces need
+/// one, so a token can never mint a wider token or widen access.
+async fn caller(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
+    let who = reader(req, auth).await?;
+    if who.limit.is_some() {
+        return Err(RegistryError::Denied("this needs a password login, not a token".into()));
     }
     Ok(who)
 }
@@ -90,7 +103,7 @@ fn me_name(who: &Identity) -> String {
 }
 
 async fn me(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
-    let who = caller(&req, &auth).await?;
+    let who = reader(&req, &auth).await?;
     Ok(HttpResponse::Ok().json(account_json(who.account.as_ref().expect("caller has an account"))))
 }
 
@@ -171,7 +184,7 @@ async fn delete_account(
 }
 
 async fn list_tokens(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
-    let who = caller(&req, &auth).await?;
+    let who = reader(&req, &auth).await?;
     let tokens: Vec<Value> = auth.tokens_of(&me_name(&who)).await?.iter().map(token_json).collect();
     Ok(HttpResponse::Ok().json(json!({ "tokens": tokens })))
 }
@@ -215,7 +228,7 @@ async fn revoke_token(req: HttpRequest, auth: web::Data<AuthService>, id: web::P
 }
 
 async fn list_namespaces(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
-    let who = caller(&req, &auth).await?;
+    let who = reader(&req, &auth).await?;
     let mut out = Vec::new();
     for ns in auth.meta.namespaces().await? {
         let visible = ns.public
@@ -247,7 +260,7 @@ async fn create_org(req: HttpRequest, auth: web::Data<AuthService>, body: web::J
 }
 
 async fn get_namespace(req: HttpRequest, auth: web::Data<AuthService>, ns: web::Path<String>) -> Result<HttpResponse> {
-    let who = caller(&req, &auth).await?;
+    let who = reader(&req, &auth).await?;
     let namespace =
         auth.meta.namespace(&ns).await?.ok_or_else(|| RegistryError::NotFound(format!("no namespace {ns}")))?;
     let manage = auth.may_manage(&who, &ns).await?;
@@ -327,7 +340,7 @@ async fn create_robot(
 }
 
 async fn list_robots(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
-    let who = caller(&req, &auth).await?;
+    let who = reader(&req, &auth).await?;
     let mut out = Vec::new();
     for robot in auth.meta.accounts(Some("robot")).await? {
         if auth.may_manage(&who, robot.robot_namespace.as_deref().unwrap_or_default()).await? {

@@ -18,14 +18,18 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let registry = &state.registry;
     let database = registry.meta.ping().await;
     let storage = registry.blobs.ping().await;
-    let body = serde_json::json!({
-        "database": database.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
-        "storage": storage.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
-    });
+    // Details go to the log, not to whoever asks.
+    if let Err(e) = &database {
+        tracing::warn!(error = %e, "not ready: database");
+    }
+    if let Err(e) = &storage {
+        tracing::warn!(error = %e, "not ready: blob store");
+    }
+    let word = |r: &crate::error::Result<()>| if r.is_ok() { "ok" } else { "unavailable" };
+    let body = serde_json::json!({ "database": word(&database), "storage": word(&storage) });
     if database.is_ok() && storage.is_ok() {
         HttpResponse::Ok().json(body)
     } else {
-        tracing::warn!(%body, "not ready");
         HttpResponse::ServiceUnavailable().json(body)
     }
 }

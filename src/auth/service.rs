@@ -47,6 +47,12 @@ pub struct AuthService {
     verified: Mutex<HashMap<[u8; 32], String>>,
 }
 
+/// Spends a password verification's time on the blocking pool (unknown or unusable accounts).
+async fn burn(secret: &str) {
+    let secret = secret.to_string();
+    let _ = tokio::task::spawn_blocking(move || secrets::burn_verification(&secret)).await;
+}
+
 fn invalid_credentials() -> RegistryError {
     RegistryError::Unauthorized { message: "invalid username, password or token".into(), challenge: None }
 }
@@ -138,6 +144,13 @@ impl AuthService {
 
     /// Verifies a name and a password or personal access token.
     pub async fn login(&self, name: &str, secret: &str, addr: &str) -> Result<Identity> {
+        // A valid token (256 random bits, not guessable) is never throttled, so nobody can lock
+        // a robot out by failing logins in its name.
+        if secret.starts_with(TOKEN_PREFIX)
+            && let Some(who) = self.check_credentials(name, secret).await?
+        {
+            return Ok(who);
+        }
         if !self.limiter.allowed(name, addr) {
             return Err(RegistryError::TooManyRequests("too many failed logins; try again later".into()));
         }
@@ -165,13 +178,13 @@ impl AuthService {
             return self.token_identity(&token).await;
         }
         let Some(found) = self.meta.account(name).await? else {
-            secrets::burn_verification(secret);
+            burn(secret).await;
             return Ok(None);
         };
         let (Some(phc), false, "user") =
             (found.password_hash.as_deref(), found.account.disabled, found.account.kind.as_str())
         else {
-            secrets::burn_verification(secret);
+            burn(secret).await;
             return Ok(None);
         };
         let key: [u8; 32] = sha2::Sha256::digest(format!("{name}\0{secret}").as_bytes()).into();
@@ -438,6 +451,8 @@ impl AuthService {
             return Err(RegistryError::Invalid("robots log in with tokens only".into()));
         }
         self.meta.set_password_hash(account.id, &secrets::hash_password(password)?).await?;
+        // Logins made with the old password (docker's stored refresh tokens) end with it.
+        self.meta.delete_tokens_of_kind(account.id, "refresh").await?;
         tracing::info!(account = name, "password changed");
         Ok(())
     }
@@ -587,8 +602,8 @@ impl AuthService {
         let Some(account) = &who.account else {
             return Ok(false);
         };
-        if who.limit.as_ref().is_some_and(|l| l.actions != Actions::ALL) {
-            return Ok(false);
+        if who.limit.is_some() {
+            return Ok(false); // tokens never manage
         }
         if account.is_admin || (account.kind == "user" && account.name == namespace) {
             return Ok(true);

@@ -394,6 +394,16 @@ impl Meta {
         Ok(())
     }
 
+    /// Deletes every token of one kind of an account (`refresh` when its password changes).
+    pub async fn delete_tokens_of_kind(&self, account_id: i64, kind: &str) -> Result<()> {
+        sqlx::query("DELETE FROM access_tokens WHERE account_id = $1 AND kind = $2")
+            .bind(account_id)
+            .bind(kind)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     pub async fn delete_token(&self, id: i64) -> Result<bool> {
         let done = sqlx::query("DELETE FROM access_tokens WHERE id = $1").bind(id).execute(self.pool()).await?;
         Ok(done.rows_affected() > 0)

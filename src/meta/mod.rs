@@ -235,7 +235,8 @@ impl Meta {
     // ---- manifests and tags -----------------------------------------------------------------
 
     /// Stores a manifest (and optionally points a tag at it) after checking, inside the same
-    /// transaction, that every blob and child manifest it references is in the repository.
+    /// transaction, that every blob and child manifest it references is in the repository
+    /// (unless `check_references` is off: the mirror caches manifests before their blobs).
     pub async fn put_manifest(
         &self,
         repository_id: i64,
@@ -243,15 +244,20 @@ impl Meta {
         parsed: &ParsedManifest,
         content: &[u8],
         tag: Option<&str>,
+        check_references: bool,
     ) -> Result<()> {
         let blobs = parsed.required_blobs()?;
         let children = parsed.required_manifests()?;
         let mut tx = self.begin_write().await?;
-        if let Some(missing) = first_missing(&mut tx, "repository_blobs", repository_id, &blobs).await? {
-            return Err(RegistryError::ManifestBlobUnknown(format!("blob {missing} is not in this repository")));
-        }
-        if let Some(missing) = first_missing(&mut tx, "manifests", repository_id, &children).await? {
-            return Err(RegistryError::ManifestBlobUnknown(format!("manifest {missing} is not in this repository")));
+        if check_references {
+            if let Some(missing) = first_missing(&mut tx, "repository_blobs", repository_id, &blobs).await? {
+                return Err(RegistryError::ManifestBlobUnknown(format!("blob {missing} is not in this repository")));
+            }
+            if let Some(missing) = first_missing(&mut tx, "manifests", repository_id, &children).await? {
+                return Err(RegistryError::ManifestBlobUnknown(format!(
+                    "manifest {missing} is not in this repository"
+                )));
+            }
         }
         let t = now();
         let annotations = parsed.annotations.as_ref().map(|a| serde_json::Value::Object(a.clone()).to_string());
@@ -317,6 +323,33 @@ impl Meta {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| ManifestRecord { digest: r.get(0), media_type: r.get(1), content: r.get(2) }))
+    }
+
+    /// Where a tag points and when it was last set or confirmed (Unix seconds).
+    pub async fn tag_state(&self, repository: &str, tag: &str) -> Result<Option<(String, i64)>> {
+        let row = sqlx::query(
+            "SELECT t.digest, t.updated_at FROM repositories r JOIN tags t ON t.repository_id = r.id \
+             WHERE r.name = $1 AND t.name = $2",
+        )
+        .bind(repository)
+        .bind(tag)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Records that a tag was confirmed now (the mirror revalidated it upstream).
+    pub async fn touch_tag(&self, repository: &str, tag: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE tags SET updated_at = $1 WHERE name = $2 \
+             AND repository_id = (SELECT id FROM repositories WHERE name = $3)",
+        )
+        .bind(now())
+        .bind(tag)
+        .bind(repository)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// A manifest by digest.
@@ -453,17 +486,29 @@ impl Meta {
         }))
     }
 
-    /// Records the acknowledged size, backend state and hash state of an upload.
-    pub async fn update_upload(&self, id: &str, size: u64, state: Option<&str>, hash_state: &str) -> Result<()> {
-        sqlx::query("UPDATE uploads SET size = $1, state = $2, hash_state = $3, updated_at = $4 WHERE id = $5")
-            .bind(size as i64)
-            .bind(state)
-            .bind(hash_state)
-            .bind(now())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Records the acknowledged size, backend state and hash state of an upload, if it still
+    /// stands at `previous_size` (two writers of one upload on two nodes: one wins). False when
+    /// it moved or is gone.
+    pub async fn update_upload(
+        &self,
+        id: &str,
+        previous_size: u64,
+        size: u64,
+        state: Option<&str>,
+        hash_state: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE uploads SET size = $1, state = $2, hash_state = $3, updated_at = $4 WHERE id = $5 AND size = $6",
+        )
+        .bind(size as i64)
+        .bind(state)
+        .bind(hash_state)
+        .bind(now())
+        .bind(id)
+        .bind(previous_size as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     pub async fn delete_upload(&self, id: &str) -> Result<()> {

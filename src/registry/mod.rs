@@ -146,6 +146,19 @@ impl Registry {
         content_type: Option<&str>,
         content: &[u8],
     ) -> Result<PushedManifest> {
+        self.store_manifest(repo, reference, content_type, content, true).await
+    }
+
+    /// Stores a manifest; `check_references` off lets the mirror cache a manifest before the
+    /// blobs it references (they are fetched when asked for).
+    pub async fn store_manifest(
+        &self,
+        repo: &str,
+        reference: &Reference,
+        content_type: Option<&str>,
+        content: &[u8],
+        check_references: bool,
+    ) -> Result<PushedManifest> {
         validate_name(repo)?;
         if content.len() > self.limits.max_manifest_bytes {
             return Err(RegistryError::TooLarge(format!(
@@ -169,7 +182,10 @@ impl Registry {
             Reference::Tag(t) => Some(t.as_str()),
             Reference::Digest(_) => None,
         };
-        self.meta.put_manifest(id, &digest, &parsed, content, tag).await?;
+        self.meta.put_manifest(id, &digest, &parsed, content, tag, check_references).await?;
+        if tag.is_some() {
+            self.tags_changed(repo);
+        }
         tracing::info!(repository = repo, %digest, reference = %reference, "manifest pushed");
         Ok(PushedManifest { digest, subject: parsed.subject })
     }

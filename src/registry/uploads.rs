@@ -18,36 +18,39 @@ use crate::oci::{Algorithm, Digest, Hasher, validate_name};
 
 /// Bytes gathered before hashing and handing them to storage.
 const BATCH: usize = 1024 * 1024;
-/// Batches that may wait for the hashing thread.
-const QUEUE: usize = 4;
 
-/// Hashes batches on a thread of the blocking pool, in order, while the caller goes on
-/// receiving; a few batches may queue.
+/// Hashes batches on the blocking pool, one at a time and in order, while the caller goes on
+/// receiving. A thread is busy only while it hashes, never while a slow client sends.
 struct HashPipe {
-    tx: Option<tokio::sync::mpsc::Sender<Vec<Bytes>>>,
-    job: tokio::task::JoinHandle<Hasher>,
+    idle: Option<Hasher>,
+    busy: Option<tokio::task::JoinHandle<Hasher>>,
 }
 
 impl HashPipe {
-    fn new(mut hasher: Hasher) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(QUEUE);
-        let job = tokio::task::spawn_blocking(move || {
-            while let Some(batch) = rx.blocking_recv() {
-                batch.iter().for_each(|part| hasher.update(part));
-            }
-            hasher
-        });
-        HashPipe { tx: Some(tx), job }
+    fn new(hasher: Hasher) -> Self {
+        HashPipe { idle: Some(hasher), busy: None }
     }
 
+    async fn take(&mut self) -> Result<Hasher> {
+        match (self.idle.take(), self.busy.take()) {
+            (Some(h), _) => Ok(h),
+            (None, Some(job)) => job.await.map_err(|e| RegistryError::internal("hashing", e)),
+            (None, None) => Err(RegistryError::Internal("hash state lost".into())),
+        }
+    }
+
+    /// Starts hashing `batch` once the previous batch is hashed.
     async fn feed(&mut self, batch: Vec<Bytes>) -> Result<()> {
-        let tx = self.tx.as_ref().ok_or_else(|| RegistryError::Internal("hash pipe closed".into()))?;
-        tx.send(batch).await.map_err(|_| RegistryError::Internal("hashing thread ended".into()))
+        let mut h = self.take().await?;
+        self.busy = Some(tokio::task::spawn_blocking(move || {
+            batch.iter().for_each(|part| h.update(part));
+            h
+        }));
+        Ok(())
     }
 
     async fn finish(mut self) -> Result<Hasher> {
-        self.tx.take();
-        (&mut self.job).await.map_err(|e| RegistryError::internal("hashing", e))
+        self.take().await
     }
 }
 
@@ -148,7 +151,12 @@ impl Registry {
         let hasher = self.running_hash(guard, rec, alg).await?;
         match self.write_body(rec, hasher, len, body).await {
             Ok((size, hasher, state)) => {
-                self.meta.update_upload(&rec.id, size, state.as_deref(), &hasher.save()).await?;
+                if !self.meta.update_upload(&rec.id, rec.size, size, state.as_deref(), &hasher.save()).await? {
+                    return Err(RegistryError::RangeInvalid {
+                        message: "the upload moved on (another request wrote to it at the same time)".into(),
+                        upload_size: None,
+                    });
+                }
                 self.blobs.uploads().acknowledged(&rec.id, rec.state.as_deref()).await?;
                 **guard = Some(HashState { offset: size, hasher });
                 Ok(size)

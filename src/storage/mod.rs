@@ -30,8 +30,6 @@ pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
 
 /// Read size for blobs served from local files.
 const READ_CHUNK: usize = 1024 * 1024;
-/// Chunks read ahead of the response.
-const READ_AHEAD: usize = 2;
 
 /// Blob storage plus the upload backend that belongs to it.
 #[derive(Clone)]
@@ -153,21 +151,26 @@ impl BlobStore {
 /// Streams `range` of a local file in large chunks, each read on the blocking pool.
 fn file_stream(file: std::fs::File, range: Range<u64>) -> ByteStream {
     use std::os::unix::fs::FileExt;
-    // A blocking thread reads ahead (up to READ_AHEAD chunks) while the response writes, so
-    // reading the file and sending to the socket overlap. It stops when the response is gone.
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        let mut pos = range.start;
-        while pos < range.end {
+    let file = Arc::new(file);
+    let read = move |file: Arc<std::fs::File>, pos: u64| {
+        tokio::task::spawn_blocking(move || {
             let len = READ_CHUNK.min((range.end - pos) as usize);
             let mut buf = vec![0u8; len];
-            let item = file.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf));
-            let failed = item.is_err();
-            if tx.blocking_send(item).is_err() || failed {
-                return;
-            }
-            pos += len as u64;
+            file.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf))
+        })
+    };
+    // The next chunk is read on the blocking pool while the current one is sent; no thread
+    // waits for a slow client.
+    let first = (range.start < range.end).then(|| read(file.clone(), range.start));
+    futures_util::stream::try_unfold((first, range.start), move |(pending, pos)| {
+        let file = file.clone();
+        async move {
+            let Some(job) = pending else { return Ok(None) };
+            let chunk = job.await.map_err(std::io::Error::other)??;
+            let next = pos + chunk.len() as u64;
+            let pending = (next < range.end).then(|| read(file, next));
+            Ok(Some((chunk, (pending, next))))
         }
-    });
-    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed()
+    })
+    .boxed()
 }

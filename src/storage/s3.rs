@@ -4,10 +4,12 @@
 //! [`PART_SIZE`] each) and a *tail* object holding the bytes not yet in a part (less than
 //! `PART_SIZE`). A writer reads the tail back (at most `PART_SIZE` in memory), appends the new
 //! bytes, sends every full `PART_SIZE` as a part and writes what is left as a new tail object
-//! under a new generation key. The state (multipart id, part ETags, tail key and length) is
-//! JSON in the database and only changes once a chunk is stored, so a crash in between leaves
-//! the previous state intact: parts it did not list are dropped by `CompleteMultipartUpload`,
-//! and its tail object is still there. No blob is held whole in memory or on local disk.
+//! under a key of its own (generation and a random writer id). The state (multipart id, part ETags, tail key and length) is
+//! JSON in the database and only changes once a chunk is stored, by a conditional update on
+//! the previous size, so a crash or a competing writer leaves the recorded state intact: parts
+//! it does not list are dropped by `CompleteMultipartUpload` (a part overwritten by a losing
+//! writer has another ETag, so completion fails instead of publishing it), and its tail object
+//! is still there under its own key. No blob is held whole in memory or on local disk.
 //!
 //! Commit sends the tail as the last part, completes the upload at `_uploads/<id>/data` and
 //! copies that object to the blob's key (copy is atomic: the blob appears whole or not at
@@ -39,9 +41,13 @@ struct S3State {
     /// ETags of the parts sent, in order.
     #[serde(default)]
     parts: Vec<String>,
-    /// Generation of the tail object (`_uploads/<id>/tail-<n>`).
+    /// Generation of the tail object (`_uploads/<id>/tail-<n>-<writer>`).
     #[serde(default)]
     tail_generation: u64,
+    /// The writer that wrote that tail (random per writer, so two writers that start from the
+    /// same state never share a key).
+    #[serde(default)]
+    tail_writer: String,
     /// Bytes in the tail object (0: no tail object).
     #[serde(default)]
     tail_len: usize,
@@ -74,8 +80,12 @@ impl S3Uploads {
         Ok(Path::from(format!("{}_uploads/{id}/{name}", self.prefix)))
     }
 
-    fn tail_key(&self, id: &str, generation: u64) -> Result<Path> {
-        self.key(id, &format!("tail-{generation}"))
+    fn tail_key(&self, id: &str, generation: u64, writer: &str) -> Result<Path> {
+        self.key(id, &format!("tail-{generation}-{writer}"))
+    }
+
+    fn current_tail(&self, id: &str, state: &S3State) -> Result<Path> {
+        self.tail_key(id, state.tail_generation, &state.tail_writer)
     }
 
     /// The bytes of the current tail object.
@@ -83,7 +93,7 @@ impl S3Uploads {
         if state.tail_len == 0 {
             return Ok(Bytes::new());
         }
-        let key = self.tail_key(id, state.tail_generation)?;
+        let key = self.current_tail(id, state)?;
         let bytes = match self.s3.get(&key).await {
             Ok(r) => r.bytes().await?,
             Err(object_store::Error::NotFound { .. }) => {
@@ -115,6 +125,7 @@ struct S3Writer {
     s3: Arc<AmazonS3>,
     data_key: Path,
     next_tail: Path,
+    writer: String,
     state: S3State,
     buffer: BytesMut,
 }
@@ -153,6 +164,7 @@ impl UploadWriter for S3Writer {
         let tail = self.buffer.split().freeze();
         self.state.tail_len = tail.len();
         self.state.tail_generation += 1;
+        self.state.tail_writer = self.writer.clone();
         if !tail.is_empty() {
             self.s3.put(&self.next_tail, PutPayload::from(tail)).await?;
         }
@@ -176,10 +188,12 @@ impl UploadBackend for S3Uploads {
         let tail = self.read_tail(id, &state).await?;
         let mut buffer = BytesMut::with_capacity(PART_SIZE + 256 * 1024);
         buffer.extend_from_slice(&tail);
+        let writer = uuid::Uuid::new_v4().simple().to_string();
         Ok(Box::new(S3Writer {
             s3: self.s3.clone(),
             data_key: self.key(id, "data")?,
-            next_tail: self.tail_key(id, state.tail_generation + 1)?,
+            next_tail: self.tail_key(id, state.tail_generation + 1, &writer)?,
+            writer,
             state,
             buffer,
         }))
@@ -188,7 +202,7 @@ impl UploadBackend for S3Uploads {
     async fn acknowledged(&self, id: &str, previous: Option<&str>) -> Result<()> {
         let previous = S3State::parse(previous)?;
         if previous.tail_len > 0 {
-            self.delete_quietly(&self.tail_key(id, previous.tail_generation)?).await;
+            self.delete_quietly(&self.current_tail(id, &previous)?).await;
         }
         Ok(())
     }
@@ -210,7 +224,7 @@ impl UploadBackend for S3Uploads {
             return Err(RegistryError::Internal(format!("upload {id}: state holds {stored} bytes, expected {len}")));
         }
         let tail = self.read_tail(id, &state).await?;
-        let tail_key = self.tail_key(id, state.tail_generation)?;
+        let tail_key = self.current_tail(id, &state)?;
         match &state.multipart {
             None => {
                 // Smaller than one part: the tail is the blob.
@@ -229,9 +243,6 @@ impl UploadBackend for S3Uploads {
             }
         }
         self.delete_quietly(&tail_key).await;
-        for generation in state.tail_generation.saturating_sub(2)..state.tail_generation {
-            self.delete_quietly(&self.tail_key(id, generation)?).await;
-        }
         Ok(())
     }
 
@@ -242,9 +253,10 @@ impl UploadBackend for S3Uploads {
         {
             tracing::warn!(upload = id, error = %e, "could not abort a multipart upload");
         }
-        for generation in state.tail_generation.saturating_sub(2)..=state.tail_generation {
-            self.delete_quietly(&self.tail_key(id, generation)?).await;
+        if state.tail_len > 0 {
+            self.delete_quietly(&self.current_tail(id, &state)?).await;
         }
+        self.delete_quietly(&self.key(id, "data")?).await;
         Ok(())
     }
 }

@@ -104,6 +104,16 @@ impl LocalUploads {
     }
 }
 
+/// Cuts a file back to `len` bytes; a file shorter than that lost acknowledged bytes, which is
+/// an error (never padded with zeros).
+fn truncate_to(file: &std::fs::File, len: u64) -> std::io::Result<()> {
+    let have = file.metadata()?.len();
+    if have < len {
+        return Err(std::io::Error::other(format!("upload file has {have} bytes, {len} were acknowledged")));
+    }
+    file.set_len(len)
+}
+
 fn missing_upload(e: std::io::Error) -> RegistryError {
     if e.kind() == std::io::ErrorKind::NotFound {
         RegistryError::BlobUploadUnknown("upload data is gone".into())
@@ -112,83 +122,57 @@ fn missing_upload(e: std::io::Error) -> RegistryError {
     }
 }
 
-/// Appends to a local file from a thread of the blocking pool, fed through a short queue,
-/// so storing overlaps with receiving and hashing.
+/// Appends to a local file on the blocking pool, one batch at a time: `write` returns once the
+/// previous batch is written and this one has started, so storing overlaps with receiving and
+/// hashing, and no thread waits for a slow client.
 ///
-/// The thread holds the upload's `lock` for its whole life, so the next writer of the same
-/// upload (which truncates to the acknowledged size first) waits until it is gone. A writer
-/// dropped mid-way (the request was cancelled) sets `cancelled`, and its thread writes none of
-/// what is still queued.
+/// A writer dropped mid-way (the request was cancelled) may leave a write queued on the
+/// blocking pool. Every file operation of an upload holds the upload's `lock`, and a dropped
+/// writer's queued write sees `cancelled` and does nothing, so a later writer's truncate is
+/// never overtaken by a stale write.
 struct LocalWriter {
-    tx: Option<tokio::sync::mpsc::Sender<Vec<Bytes>>>,
-    job: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    file: Option<std::fs::File>,
+    busy: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>>,
+    lock: Arc<std::sync::Mutex<()>>,
     cancelled: Arc<AtomicBool>,
 }
 
-/// Batches that may wait for the writing thread.
-const WRITE_QUEUE: usize = 4;
-
 impl LocalWriter {
-    fn start(lock: Arc<std::sync::Mutex<()>>, path: PathBuf, offset: u64) -> LocalWriter {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITE_QUEUE);
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let stop = cancelled.clone();
-        let job = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            use std::io::{Seek, SeekFrom, Write};
-            let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
-            let mut file = std::fs::OpenOptions::new().write(true).open(&path)?;
-            // Forget bytes that were never acknowledged, then continue from the acknowledged end.
-            file.set_len(offset)?;
-            file.seek(SeekFrom::Start(offset))?;
-            while let Some(batch) = rx.blocking_recv() {
-                if stop.load(Ordering::SeqCst) {
-                    return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "upload request cancelled"));
-                }
-                for part in &batch {
-                    file.write_all(part)?;
-                }
-            }
-            Ok(())
-        });
-        LocalWriter { tx: Some(tx), job: Some(job), cancelled }
-    }
-
-    async fn join(&mut self) -> Result<()> {
-        self.tx.take();
-        match self.job.take() {
-            Some(job) => {
-                Ok(job.await.map_err(|e| RegistryError::internal("writing an upload", e))?.map_err(missing_upload)?)
-            }
-            None => Ok(()),
+    async fn file(&mut self) -> Result<std::fs::File> {
+        if let Some(job) = self.busy.take() {
+            return Ok(job.await.map_err(|e| RegistryError::internal("writing an upload", e))??);
         }
+        self.file.take().ok_or_else(|| RegistryError::Internal("upload file lost after a failed write".into()))
     }
 }
 
 impl Drop for LocalWriter {
     fn drop(&mut self) {
-        if self.job.is_some() {
-            self.cancelled.store(true, Ordering::SeqCst);
-        }
+        self.cancelled.store(true, Ordering::SeqCst);
     }
 }
 
 #[async_trait]
 impl UploadWriter for LocalWriter {
     async fn write(&mut self, data: Vec<Bytes>) -> Result<()> {
-        let sent = match &self.tx {
-            Some(tx) => tx.send(data).await.is_ok(),
-            None => false,
-        };
-        if !sent {
-            // The thread stopped: its error says why.
-            self.join().await?;
-            return Err(RegistryError::Internal("upload writer stopped".into()));
-        }
+        let mut file = self.file().await?;
+        let (lock, cancelled) = (self.lock.clone(), self.cancelled.clone());
+        self.busy = Some(tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+            if cancelled.load(Ordering::SeqCst) {
+                return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "upload request cancelled"));
+            }
+            for part in &data {
+                file.write_all(part)?;
+            }
+            Ok(file)
+        }));
         Ok(())
     }
 
     async fn finish(mut self: Box<Self>) -> Result<Option<String>> {
-        self.join().await?;
+        self.file().await?;
         Ok(None)
     }
 }
@@ -202,10 +186,17 @@ impl UploadBackend for LocalUploads {
 
     async fn writer(&self, id: &str, offset: u64, _state: Option<&str>) -> Result<Box<dyn UploadWriter>> {
         let path = self.file(id)?;
-        if !path.exists() {
-            return Err(RegistryError::BlobUploadUnknown("upload data is gone".into()));
-        }
-        Ok(Box::new(LocalWriter::start(self.lock(id), path, offset)))
+        let file = self
+            .with_lock(id, move || {
+                use std::io::{Seek, SeekFrom};
+                let mut file = std::fs::OpenOptions::new().write(true).open(&path)?;
+                // Forget bytes that were never acknowledged, then continue from the acknowledged end.
+                truncate_to(&file, offset)?;
+                file.seek(SeekFrom::Start(offset))?;
+                Ok(file)
+            })
+            .await?;
+        Ok(Box::new(LocalWriter { file: Some(file), busy: None, lock: self.lock(id), cancelled: Arc::default() }))
     }
 
     async fn read(&self, id: &str, len: u64, _state: Option<&str>) -> Result<ByteStream> {
@@ -215,7 +206,7 @@ impl UploadBackend for LocalUploads {
 
     async fn commit(&self, id: &str, len: u64, _state: Option<&str>, dest: &Path) -> Result<()> {
         let path = self.file(id)?;
-        self.with_lock(id, move || std::fs::OpenOptions::new().write(true).open(&path)?.set_len(len)).await?;
+        self.with_lock(id, move || truncate_to(&std::fs::OpenOptions::new().write(true).open(&path)?, len)).await?;
         self.store.rename(&Self::key(id), dest).await?;
         self.forget(id);
         Ok(())

@@ -1,0 +1,284 @@
+//! Pull-through mirror: a read of a mirrored repository that misses (or whose tag is older than
+//! its TTL) goes to the upstream registry, whose answer is verified and stored through the
+//! registry service's normal paths, then served from local storage.
+//!
+//! Naming: mirrored content lives in repositories named `<upstream>/<name>` (so the catalog
+//! shows where it came from). A request reaches an upstream by that prefix
+//! (`docker pull mirror:5000/docker.io/library/busybox`), by containerd's `?ns=<host>`, or —
+//! for Docker daemons using `registry-mirrors`, which ask for `library/busybox` — through the
+//! default upstream, when the name is neither a local repository nor in a local namespace.
+//!
+//! Concurrent misses for one manifest or blob share one upstream fetch (single flight): the
+//! first request starts the fetch as a task of its own (so it completes even if that client
+//! goes away) and every request for the same thing waits for it.
+
+mod upstream;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use futures_util::{StreamExt, TryStreamExt};
+use reqwest::Method;
+
+use crate::config::MirrorConfig;
+use crate::error::{RegistryError, Result};
+use crate::meta::now;
+use crate::oci::{Digest, Reference};
+use crate::registry::Registry;
+pub use upstream::Upstream;
+use upstream::{MANIFEST_ACCEPT, is_manifest_type};
+
+/// A request's mirrored repository: which upstream, the local name, the upstream name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub upstream: usize,
+    pub local: String,
+    pub remote: String,
+}
+
+type Flight = Shared<BoxFuture<'static, std::result::Result<(), String>>>;
+
+pub struct Mirror {
+    pub config: MirrorConfig,
+    upstreams: Vec<Upstream>,
+    default: Option<usize>,
+    registry: Arc<Registry>,
+    inflight: Mutex<HashMap<String, Flight>>,
+}
+
+impl Mirror {
+    pub fn new(config: MirrorConfig, registry: Arc<Registry>) -> anyhow::Result<Mirror> {
+        let mut upstreams = Vec::new();
+        for u in &config.upstreams {
+            crate::oci::validate_name(&u.name).map_err(|_| {
+                anyhow::anyhow!("mirror upstream name {:?} must be a valid repository path component", u.name)
+            })?;
+            if u.name.contains('/') {
+                anyhow::bail!("mirror upstream name {:?} must be one path component", u.name);
+            }
+            upstreams.push(Upstream::new(u.clone())?);
+        }
+        let default = match config.default_upstream.as_str() {
+            "" => None,
+            name => Some(
+                upstreams
+                    .iter()
+                    .position(|u| u.config.name == name)
+                    .ok_or_else(|| anyhow::anyhow!("mirror.default_upstream {name:?} is not an upstream"))?,
+            ),
+        };
+        Ok(Mirror { config, upstreams, default, registry, inflight: Mutex::new(HashMap::new()) })
+    }
+
+    fn by_host(&self, host: &str) -> Option<usize> {
+        self.upstreams.iter().position(|u| {
+            u.config.name == host
+                || reqwest::Url::parse(&u.config.url).ok().is_some_and(|url| {
+                    let h = url.host_str().unwrap_or("");
+                    host == h || url.port().is_some_and(|p| host == format!("{h}:{p}"))
+                })
+        })
+    }
+
+    /// Whether, and where, a repository name is mirrored. `ns` is containerd's `?ns=`.
+    pub async fn resolve(&self, name: &str, ns: Option<&str>) -> Result<Option<Target>> {
+        if let Some(ns) = ns
+            && let Some(i) = self.by_host(ns)
+        {
+            let up = &self.upstreams[i];
+            return Ok(Some(Target {
+                upstream: i,
+                local: format!("{}/{name}", up.config.name),
+                remote: up.remote_name(name),
+            }));
+        }
+        if let Some((first, rest)) = name.split_once('/')
+            && let Some(i) = self.upstreams.iter().position(|u| u.config.name == first)
+        {
+            return Ok(Some(Target {
+                upstream: i,
+                local: name.to_string(),
+                remote: self.upstreams[i].remote_name(rest),
+            }));
+        }
+        let Some(i) = self.default else { return Ok(None) };
+        let first = name.split('/').next().unwrap_or(name);
+        let meta = &self.registry.meta;
+        if meta.repository_id(name).await?.is_some() || meta.namespace(first).await?.is_some() {
+            return Ok(None); // a local repository or namespace
+        }
+        let up = &self.upstreams[i];
+        Ok(Some(Target { upstream: i, local: format!("{}/{name}", up.config.name), remote: up.remote_name(name) }))
+    }
+
+    /// Runs `fetch` once for `key` however many requests ask at the same time.
+    async fn single_flight(&self, key: String, fetch: BoxFuture<'static, Result<()>>) -> Result<()> {
+        let flight = {
+            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            match map.get(&key) {
+                Some(f) => f.clone(),
+                None => {
+                    let task = tokio::spawn(fetch.map(|r| r.map_err(|e| e.to_string())));
+                    let f: Flight =
+                        async move { task.await.unwrap_or_else(|e| Err(format!("fetch task failed: {e}"))) }
+                            .boxed()
+                            .shared();
+                    map.insert(key.clone(), f.clone());
+                    f
+                }
+            }
+        };
+        let result = flight.await;
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        result.map_err(|e| {
+            if e.contains("unknown upstream") { RegistryError::NotFound(e) } else { RegistryError::Unavailable(e) }
+        })
+    }
+
+    /// Makes sure the manifest `reference` of a mirrored repository is cached and fresh enough;
+    /// serves stale content when the upstream cannot be reached.
+    pub async fn ensure_manifest(self: &Arc<Self>, target: &Target, reference: &Reference) -> Result<()> {
+        let up = &self.upstreams[target.upstream];
+        let meta = &self.registry.meta;
+        match reference {
+            Reference::Digest(d) => {
+                if meta.manifest_by_digest(&target.local, d).await?.is_some() {
+                    tracing::info!(target: "berth::mirror", repository = %target.local, reference = %d, "cache hit");
+                    return Ok(());
+                }
+            }
+            Reference::Tag(tag) => {
+                if let Some((digest, confirmed)) = meta.tag_state(&target.local, tag).await? {
+                    if now() - confirmed < up.config.tag_ttl_secs as i64 {
+                        tracing::info!(target: "berth::mirror", repository = %target.local, reference = %tag, "cache hit");
+                        return Ok(());
+                    }
+                    // Stale: ask upstream whether the tag moved (a HEAD is not a pull on Docker Hub).
+                    match up
+                        .send(Method::HEAD, &target.remote, &format!("manifests/{tag}"), Some(MANIFEST_ACCEPT))
+                        .await
+                    {
+                        Ok(resp) if resp.status().is_success() => {
+                            let upstream_digest =
+                                resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok());
+                            if upstream_digest == Some(digest.as_str()) {
+                                meta.touch_tag(&target.local, tag).await?;
+                                tracing::info!(target: "berth::mirror", repository = %target.local, reference = %tag, "revalidated");
+                                return Ok(());
+                            }
+                        }
+                        Ok(resp) => {
+                            tracing::warn!(target: "berth::mirror", repository = %target.local, reference = %tag, status = %resp.status(), "upstream refused revalidation; serving the cached tag");
+                            return Ok(());
+                        }
+                        Err(e) => {
+                            tracing::warn!(target: "berth::mirror", repository = %target.local, reference = %tag, error = %e, "upstream unreachable; serving the cached tag");
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        tracing::info!(target: "berth::mirror", repository = %target.local, reference = %reference, "cache miss");
+        let key = format!("manifest {} {}", target.local, reference);
+        let (this, target, reference) = (self.clone(), target.clone(), reference.clone());
+        self.single_flight(key, async move { this.fetch_manifest(&target, &reference).await }.boxed()).await
+    }
+
+    async fn fetch_manifest(&self, target: &Target, reference: &Reference) -> Result<()> {
+        let up = &self.upstreams[target.upstream];
+        let what = format!("manifest {}:{reference}", target.remote);
+        let resp =
+            up.send(Method::GET, &target.remote, &format!("manifests/{reference}"), Some(MANIFEST_ACCEPT)).await?;
+        if !resp.status().is_success() {
+            return Err(up.status_error(resp.status(), &what));
+        }
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| crate::oci::manifest::bare_media_type(v).to_string())
+            .filter(|t| is_manifest_type(t));
+        let claimed = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(String::from);
+        let limit = self.registry.limits.max_manifest_bytes;
+        let mut body = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| RegistryError::Unavailable(format!("{what}: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(RegistryError::Unavailable(format!("{what} is larger than {limit} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        // Verify what arrived: against the digest asked for, or the one upstream announced.
+        let expected = match (reference, claimed) {
+            (Reference::Digest(d), _) => Some(d.clone()),
+            (Reference::Tag(_), Some(c)) => Some(c.parse::<Digest>()?),
+            (Reference::Tag(_), None) => None,
+        };
+        if let Some(expected) = &expected
+            && &expected.same_algorithm_of(&body) != expected
+        {
+            return Err(RegistryError::Unavailable(format!("{what}: content does not match digest {expected}")));
+        }
+        let pushed =
+            self.registry.store_manifest(&target.local, reference, content_type.as_deref(), &body, false).await?;
+        tracing::info!(target: "berth::mirror", repository = %target.local, reference = %reference, digest = %pushed.digest, bytes = body.len(), "cached manifest from upstream");
+        Ok(())
+    }
+
+    /// Makes sure a blob of a mirrored repository is stored and linked locally.
+    pub async fn ensure_blob(self: &Arc<Self>, target: &Target, digest: &Digest) -> Result<()> {
+        let meta = &self.registry.meta;
+        if meta.linked_blob_size(&target.local, digest).await?.is_some() {
+            tracing::info!(target: "berth::mirror", repository = %target.local, %digest, "cache hit");
+            return Ok(());
+        }
+        // Stored already through another mirrored repository of the same upstream: link it.
+        let up_prefix = format!("{}/", self.upstreams[target.upstream].config.name);
+        for repo in meta.repositories_linking(digest, 20).await? {
+            if repo.starts_with(&up_prefix) && self.registry.mount_blob(&target.local, digest, &repo).await? {
+                tracing::info!(target: "berth::mirror", repository = %target.local, %digest, "cache hit (linked)");
+                return Ok(());
+            }
+        }
+        tracing::info!(target: "berth::mirror", repository = %target.local, %digest, "cache miss");
+        let key = format!("blob {} {digest}", target.local);
+        let (this, target, digest) = (self.clone(), target.clone(), digest.clone());
+        self.single_flight(key, async move { this.fetch_blob(&target, &digest).await }.boxed()).await
+    }
+
+    async fn fetch_blob(&self, target: &Target, digest: &Digest) -> Result<()> {
+        let up = &self.upstreams[target.upstream];
+        let what = format!("blob {digest}");
+        let resp = up.send(Method::GET, &target.remote, &format!("blobs/{digest}"), None).await?;
+        if !resp.status().is_success() {
+            return Err(up.status_error(resp.status(), &what));
+        }
+        let announced = resp.content_length();
+        let upload = self.registry.start_upload(&target.local).await?;
+        let name = up.config.name.clone();
+        let body = resp
+            .bytes_stream()
+            .map_err(move |e| RegistryError::Unavailable(format!("upstream {name}: {e}")))
+            .map(|r: Result<Bytes>| r);
+        // The normal commit path: streamed to storage, hashed, visible only if the digest matches.
+        let stored = self.registry.finish_upload(&target.local, &upload.id, digest, Some(Box::pin(body))).await;
+        match stored {
+            Ok(size) => {
+                tracing::info!(target: "berth::mirror", repository = %target.local, %digest, upstream_bytes = size, "cached blob from upstream");
+                if announced.is_some_and(|a| a != size) {
+                    tracing::warn!(target: "berth::mirror", %digest, ?announced, size, "upstream Content-Length differed");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.registry.cancel_upload(&target.local, &upload.id).await;
+                tracing::warn!(target: "berth::mirror", repository = %target.local, %digest, error = %e, "upstream fetch failed");
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! An upstream registry as a client: requests with the `Accept` headers a registry expects,
+//! following its Bearer challenge to its token realm (anonymously or with configured
+//! credentials) and reusing the token until it expires.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::{Method, Response, StatusCode};
+
+use crate::config::UpstreamConfig;
+use crate::error::{RegistryError, Result};
+use crate::oci::manifest::media;
+
+/// What a mirror accepts for manifests: every type Berth stores.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
+pub struct Upstream {
+    pub config: UpstreamConfig,
+    client: reqwest::Client,
+    /// Bearer tokens by scope, with when they stop being usable.
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+/// `Bearer realm="...",service="...",scope="..."` → its parameters.
+fn challenge_params(value: &str) -> Option<HashMap<String, String>> {
+    let rest = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    let mut params = HashMap::new();
+    let mut s = rest;
+    while let Some(eq) = s.find('=') {
+        let key = s[..eq].trim().trim_start_matches(',').trim().to_string();
+        s = &s[eq + 1..];
+        let value = if let Some(stripped) = s.strip_prefix('"') {
+            let end = stripped.find('"')?;
+            let v = stripped[..end].to_string();
+            s = &stripped[end + 1..];
+            v
+        } else {
+            let end = s.find(',').unwrap_or(s.len());
+            let v = s[..end].to_string();
+            s = &s[end..];
+            v
+        };
+        params.insert(key, value);
+    }
+    Some(params)
+}
+
+fn unavailable(name: &str, e: impl std::fmt::Display) -> RegistryError {
+    RegistryError::Unavailable(format!("upstream {name} is unavailable: {e}"))
+}
+
+impl Upstream {
+    pub fn new(config: UpstreamConfig) -> anyhow::Result<Upstream> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(config.timeout_secs.clamp(1, 10)))
+            .read_timeout(Duration::from_secs(config.timeout_secs.max(1)))
+            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Upstream { config, client, tokens: Mutex::new(HashMap::new()) })
+    }
+
+    /// The repository name upstream for a name asked for here.
+    pub fn remote_name(&self, name: &str) -> String {
+        if self.config.library_prefix && !name.contains('/') { format!("library/{name}") } else { name.to_string() }
+    }
+
+    fn cached_token(&self, scope: &str) -> Option<String> {
+        let map = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(scope).filter(|(_, until)| Instant::now() < *until).map(|(t, _)| t.clone())
+    }
+
+    fn basic(&self) -> Option<String> {
+        (!self.config.username.is_empty()).then(|| {
+            let pair = format!("{}:{}", self.config.username, self.config.password);
+            format!("Basic {}", data_encoding::BASE64.encode(pair.as_bytes()))
+        })
+    }
+
+    /// Fetches a token from the challenge's realm.
+    async fn fetch_token(&self, params: &HashMap<String, String>, scope: &str) -> Result<String> {
+        let realm = params.get("realm").ok_or_else(|| unavailable(&self.config.name, "challenge without realm"))?;
+        let mut query = vec![("scope", scope)];
+        if let Some(service) = params.get("service") {
+            query.push(("service", service.as_str()));
+        }
+        let url = reqwest::Url::parse_with_params(realm, &query).map_err(|e| unavailable(&self.config.name, e))?;
+        let mut req = self.client.get(url);
+        if let Some(basic) = self.basic() {
+            req = req.header(AUTHORIZATION, basic);
+        }
+        let resp = req.send().await.map_err(|e| unavailable(&self.config.name, e))?;
+        if !resp.status().is_success() {
+            return Err(unavailable(&self.config.name, format!("token endpoint answered {}", resp.status())));
+        }
+        let body: serde_json::Value = resp.json().await.map_err(|e| unavailable(&self.config.name, e))?;
+        let token = body["token"]
+            .as_str()
+            .or_else(|| body["access_token"].as_str())
+            .ok_or_else(|| unavailable(&self.config.name, "token endpoint sent no token"))?
+            .to_string();
+        let ttl = body["expires_in"].as_u64().unwrap_or(60).max(10);
+        let until = Instant::now() + Duration::from_secs(ttl.saturating_sub(5));
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(scope.to_string(), (token.clone(), until));
+        Ok(token)
+    }
+
+    /// Sends a request for a repository's resource, answering the upstream's challenge once.
+    pub async fn send(&self, method: Method, remote: &str, path: &str, accept: Option<&str>) -> Result<Response> {
+        let url = format!("{}/v2/{remote}/{path}", self.config.url.trim_end_matches('/'));
+        let scope = format!("repository:{remote}:pull");
+        let build = |auth: Option<String>| {
+            let mut req = self.client.request(method.clone(), &url);
+            if let Some(a) = accept {
+                req = req.header(ACCEPT, a);
+            }
+            if let Some(a) = auth {
+                req = req.header(AUTHORIZATION, a);
+            }
+            req
+        };
+        let first_auth = self.cached_token(&scope).map(|t| format!("Bearer {t}"));
+        let resp = build(first_auth).send().await.map_err(|e| unavailable(&self.config.name, e))?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let challenge = resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let auth = if let Some(params) = challenge_params(&challenge) {
+            Some(format!("Bearer {}", self.fetch_token(&params, &scope).await?))
+        } else if challenge.to_ascii_lowercase().starts_with("basic") {
+            self.basic()
+        } else {
+            None
+        };
+        build(auth).send().await.map_err(|e| unavailable(&self.config.name, e))
+    }
+
+    /// Maps an upstream error status for a resource to the error to answer.
+    pub fn status_error(&self, status: StatusCode, what: &str) -> RegistryError {
+        match status {
+            StatusCode::NOT_FOUND if what.starts_with("manifest") => {
+                RegistryError::ManifestUnknown(format!("{what} unknown upstream ({})", self.config.name))
+            }
+            StatusCode::NOT_FOUND => {
+                RegistryError::BlobUnknown(format!("{what} unknown upstream ({})", self.config.name))
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                RegistryError::Denied(format!("upstream {} refused access to {what}", self.config.name))
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                RegistryError::TooManyRequests(format!("upstream {} is rate limiting", self.config.name))
+            }
+            other => unavailable(&self.config.name, format!("{what}: status {other}")),
+        }
+    }
+}
+
+/// Whether a content type is one of the manifest types Berth stores.
+pub fn is_manifest_type(t: &str) -> bool {
+    [media::DOCKER_MANIFEST, media::DOCKER_LIST, media::OCI_MANIFEST, media::OCI_INDEX].contains(&t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_challenges() {
+        let p = challenge_params(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
+        )
+        .unwrap();
+        assert_eq!(p["realm"], "https://auth.docker.io/token");
+        assert_eq!(p["service"], "registry.docker.io");
+        assert_eq!(p["scope"], "repository:library/busybox:pull");
+        assert!(challenge_params("Basic realm=\"x\"").is_none());
+    }
+}
