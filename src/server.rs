@@ -9,6 +9,7 @@ use crate::api::{self, AppState};
 use crate::auth::{AllowAll, AuthService, Authorizer, TokenAuth};
 use crate::config::Config;
 use crate::meta::Meta;
+use crate::mirror::Mirror;
 use crate::registry::{Limits, Registry};
 use crate::storage::BlobStore;
 
@@ -46,7 +47,18 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
         Some(s) => Arc::new(TokenAuth(s.clone())),
         None => Arc::new(AllowAll),
     };
-    let state = web::Data::new(AppState { registry, auth: authorizer });
+    let mirror = if config.mirror.enabled {
+        let mirror = Arc::new(Mirror::new(config.mirror.clone(), registry.clone())?);
+        if let Some(auth) = &auth_service {
+            auth.set_mirror(mirror.clone());
+        }
+        let names: Vec<&str> = config.mirror.upstreams.iter().map(|u| u.name.as_str()).collect();
+        tracing::info!(upstreams = ?names, default = %config.mirror.default_upstream, "pull-through mirror on");
+        Some(mirror)
+    } else {
+        None
+    };
+    let state = web::Data::new(AppState { registry, auth: authorizer, mirror });
     let auth_data = auth_service.map(web::Data::from);
     let access = config.log.access;
     let http = HttpServer::new(move || {

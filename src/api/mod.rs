@@ -23,6 +23,7 @@ use futures_util::{Stream, StreamExt};
 
 use crate::auth::Authorizer;
 use crate::error::{RegistryError, Result};
+use crate::mirror::{Mirror, Target};
 use crate::registry::Registry;
 use routes::Route;
 
@@ -30,6 +31,16 @@ use routes::Route;
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub auth: Arc<dyn Authorizer>,
+    /// The pull-through mirror, when configured.
+    pub mirror: Option<Arc<Mirror>>,
+}
+
+/// The repository a read of `name` is served from: the mirrored copy (fetched or revalidated
+/// first by `ensure`) or `name` itself.
+async fn mirrored(state: &AppState, req: &HttpRequest, name: &str) -> Result<Option<(Arc<Mirror>, Target)>> {
+    let Some(mirror) = &state.mirror else { return Ok(None) };
+    let ns = query_map(req).get("ns").cloned();
+    Ok(mirror.resolve(name, ns.as_deref()).await?.map(|t| (mirror.clone(), t)))
 }
 
 /// Mounts the `/v2` API.
@@ -90,13 +101,25 @@ async fn dispatch(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
             _ => Err(method_not_allowed(&method)),
         },
         Route::Manifest { name, reference } => match method {
-            Method::GET | Method::HEAD => manifests::get(&req, registry, &name, &reference).await,
+            Method::GET | Method::HEAD => match mirrored(&state, &req, &name).await? {
+                Some((mirror, target)) => {
+                    mirror.ensure_manifest(&target, &reference).await?;
+                    manifests::get(&req, registry, &target.local, &reference).await
+                }
+                None => manifests::get(&req, registry, &name, &reference).await,
+            },
             Method::PUT => manifests::put(&req, payload, registry, &name, &reference).await,
             Method::DELETE => manifests::delete(registry, &name, &reference).await,
             _ => Err(method_not_allowed(&method)),
         },
         Route::Blob { name, digest } => match method {
-            Method::GET | Method::HEAD => blobs::get(&req, registry, &name, &digest).await,
+            Method::GET | Method::HEAD => match mirrored(&state, &req, &name).await? {
+                Some((mirror, target)) => {
+                    mirror.ensure_blob(&target, &digest).await?;
+                    blobs::get(&req, registry, &target.local, &digest).await
+                }
+                None => blobs::get(&req, registry, &name, &digest).await,
+            },
             Method::DELETE => blobs::delete(registry, &name, &digest).await,
             _ => Err(method_not_allowed(&method)),
         },

@@ -19,7 +19,9 @@ use super::secrets::{self, TOKEN_PREFIX};
 use crate::config::AuthConfig;
 use crate::error::{RegistryError, Result};
 use crate::meta::{Account, Meta, NewAccount, TokenRecord, now};
+use crate::mirror::Mirror;
 use crate::oci::validate_name;
+use std::sync::Arc;
 
 /// Roles a member or robot can have in a namespace.
 pub const ROLES: [&str; 3] = ["reader", "writer", "maintainer"];
@@ -45,6 +47,8 @@ pub struct AuthService {
     /// Saves an argon2 run per request for clients that send Basic credentials every time; a
     /// changed password no longer matches the cached PHC.
     verified: Mutex<HashMap<[u8; 32], String>>,
+    /// The pull-through mirror, whose repositories follow its own pull rule.
+    mirror: std::sync::OnceLock<Arc<Mirror>>,
 }
 
 /// Spends a password verification's time on the blocking pool (unknown or unusable accounts).
@@ -105,7 +109,14 @@ impl AuthService {
     pub async fn new(meta: Meta, config: AuthConfig) -> Result<AuthService> {
         let keys = TokenKeys::load(&meta, &config.issuer).await?;
         let limiter = LoginLimiter::new(config.max_failed_logins, Duration::from_secs(config.lockout_secs));
-        Ok(AuthService { meta, config, keys, limiter, verified: Mutex::new(HashMap::new()) })
+        Ok(AuthService {
+            meta,
+            config,
+            keys,
+            limiter,
+            verified: Mutex::new(HashMap::new()),
+            mirror: std::sync::OnceLock::new(),
+        })
     }
 
     /// On first start with no account: creates `admin` with `BERTH_ADMIN_PASSWORD`, or with a
@@ -352,8 +363,31 @@ impl AuthService {
 
     /// What `who` may do on `repository`.
     pub async fn allowed(&self, who: &Identity, repository: &str) -> Result<Actions> {
-        policy::allowed(&self.meta, self.config.anonymous_pull, who.account.as_ref(), who.limit.as_ref(), repository)
-            .await
+        let mut actions = policy::allowed(
+            &self.meta,
+            self.config.anonymous_pull,
+            who.account.as_ref(),
+            who.limit.as_ref(),
+            repository,
+        )
+        .await?;
+        // Names the mirror serves may be pulled by whoever the mirror lets pull.
+        if let Some(mirror) = self.mirror.get()
+            && (who.account.as_ref().is_some_and(|a| !a.disabled) || mirror.config.anonymous_pull)
+            && mirror.resolve(repository, None).await?.is_some()
+        {
+            let pull = match &who.limit {
+                Some(limit) => limit.apply(repository, Actions::PULL),
+                None => Actions::PULL,
+            };
+            actions = actions.union(pull);
+        }
+        Ok(actions)
+    }
+
+    /// Lets the mirror's repositories follow the mirror's pull rule.
+    pub fn set_mirror(&self, mirror: Arc<Mirror>) {
+        let _ = self.mirror.set(mirror);
     }
 
     /// Issues a registry token granting, for each requested scope, what was asked intersected
