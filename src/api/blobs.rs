@@ -76,6 +76,18 @@ pub async fn get(req: &HttpRequest, registry: &Registry, name: &str, digest: &Di
     Ok(resp.body(SizedStream::new(len, read.body)))
 }
 
+/// A blob streamed as the mirror fetches it.
+pub fn live(digest: &Digest, blob: crate::mirror::LiveBlob) -> HttpResponse {
+    let mut resp = HttpResponse::Ok();
+    resp.insert_header((header::CONTENT_TYPE, "application/octet-stream"))
+        .insert_header(("Docker-Content-Digest", digest.as_str()))
+        .insert_header((header::ETAG, format!("\"{digest}\"")));
+    match blob.size {
+        Some(size) => resp.body(SizedStream::new(size, blob.body)),
+        None => resp.streaming(blob.body),
+    }
+}
+
 /// DELETE of a blob: unlinks it from the repository.
 pub async fn delete(registry: &Registry, name: &str, digest: &Digest) -> Result<HttpResponse> {
     registry.delete_blob(name, digest).await?;

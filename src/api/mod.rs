@@ -115,8 +115,12 @@ async fn dispatch(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
         Route::Blob { name, digest } => match method {
             Method::GET | Method::HEAD => match mirrored(&state, &req, &name).await? {
                 Some((mirror, target)) => {
-                    mirror.ensure_blob(&target, &digest).await?;
-                    blobs::get(&req, registry, &target.local, &digest).await
+                    // A plain GET that starts the upstream fetch is answered as the bytes arrive.
+                    let live = method == Method::GET && !req.headers().contains_key(header::RANGE);
+                    match mirror.blob(&target, &digest, live).await? {
+                        Some(live) => Ok(blobs::live(&digest, live)),
+                        None => blobs::get(&req, registry, &target.local, &digest).await,
+                    }
                 }
                 None => blobs::get(&req, registry, &name, &digest).await,
             },

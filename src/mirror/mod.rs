@@ -18,8 +18,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
-use futures_util::{StreamExt, TryStreamExt};
 use reqwest::Method;
 
 use crate::config::MirrorConfig;
@@ -27,6 +27,7 @@ use crate::error::{RegistryError, Result};
 use crate::meta::now;
 use crate::oci::{Digest, Reference};
 use crate::registry::Registry;
+use crate::storage::ByteStream;
 pub use upstream::Upstream;
 use upstream::{MANIFEST_ACCEPT, is_manifest_type};
 
@@ -39,6 +40,19 @@ pub struct Target {
 }
 
 type Flight = Shared<BoxFuture<'static, std::result::Result<(), String>>>;
+
+fn flight_result(result: std::result::Result<(), String>) -> Result<()> {
+    result.map_err(|e| {
+        if e.contains("unknown upstream") { RegistryError::NotFound(e) } else { RegistryError::Unavailable(e) }
+    })
+}
+
+/// A blob being fetched, streamed to the client that asked first while it is stored.
+pub struct LiveBlob {
+    /// The upstream's Content-Length, if it sent one.
+    pub size: Option<u64>,
+    pub body: ByteStream,
+}
 
 pub struct Mirror {
     pub config: MirrorConfig,
@@ -113,28 +127,38 @@ impl Mirror {
         Ok(Some(Target { upstream: i, local: format!("{}/{name}", up.config.name), remote: up.remote_name(name) }))
     }
 
-    /// Runs `fetch` once for `key` however many requests ask at the same time.
-    async fn single_flight(&self, key: String, fetch: BoxFuture<'static, Result<()>>) -> Result<()> {
-        let flight = {
-            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            match map.get(&key) {
-                Some(f) => f.clone(),
-                None => {
-                    let task = tokio::spawn(fetch.map(|r| r.map_err(|e| e.to_string())));
-                    let f: Flight =
-                        async move { task.await.unwrap_or_else(|e| Err(format!("fetch task failed: {e}"))) }
-                            .boxed()
-                            .shared();
-                    map.insert(key.clone(), f.clone());
-                    f
-                }
-            }
-        };
-        let result = flight.await;
-        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
-        result.map_err(|e| {
-            if e.contains("unknown upstream") { RegistryError::NotFound(e) } else { RegistryError::Unavailable(e) }
-        })
+    /// Runs the fetch `make` builds once for `key` however many requests ask at the same
+    /// time; only the first caller's `make` runs. Returns the shared flight and whether this
+    /// caller started it.
+    fn join_flight(
+        self: &Arc<Self>,
+        key: &str,
+        make: impl FnOnce() -> BoxFuture<'static, Result<()>>,
+    ) -> (Flight, bool) {
+        let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = map.get(key) {
+            return (f.clone(), false);
+        }
+        let fetch = make();
+        let (this, k) = (self.clone(), key.to_string());
+        let task = tokio::spawn(async move {
+            let result = fetch.await.map_err(|e| e.to_string());
+            this.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&k);
+            result
+        });
+        let f: Flight =
+            async move { task.await.unwrap_or_else(|e| Err(format!("fetch task failed: {e}"))) }.boxed().shared();
+        map.insert(key.to_string(), f.clone());
+        (f, true)
+    }
+
+    async fn single_flight(
+        self: &Arc<Self>,
+        key: String,
+        make: impl FnOnce() -> BoxFuture<'static, Result<()>>,
+    ) -> Result<()> {
+        let (flight, _) = self.join_flight(&key, make);
+        flight_result(flight.await)
     }
 
     /// Makes sure the manifest `reference` of a mirrored repository is cached and fresh enough;
@@ -184,7 +208,7 @@ impl Mirror {
         tracing::info!(target: "berth::mirror", repository = %target.local, reference = %reference, "cache miss");
         let key = format!("manifest {} {}", target.local, reference);
         let (this, target, reference) = (self.clone(), target.clone(), reference.clone());
-        self.single_flight(key, async move { this.fetch_manifest(&target, &reference).await }.boxed()).await
+        self.single_flight(key, move || async move { this.fetch_manifest(&target, &reference).await }.boxed()).await
     }
 
     async fn fetch_manifest(&self, target: &Target, reference: &Reference) -> Result<()> {
@@ -231,26 +255,48 @@ impl Mirror {
 
     /// Makes sure a blob of a mirrored repository is stored and linked locally.
     pub async fn ensure_blob(self: &Arc<Self>, target: &Target, digest: &Digest) -> Result<()> {
+        self.blob(target, digest, false).await.map(|_| ())
+    }
+
+    /// A blob of a mirrored repository: `None` when it is (now) stored locally; with `live`, the
+    /// request that starts an upstream fetch instead gets the bytes as they arrive, while they
+    /// are stored and verified (the last chunk is held back until the digest checks out, so a
+    /// client never receives a complete blob that was not verified).
+    pub async fn blob(self: &Arc<Self>, target: &Target, digest: &Digest, live: bool) -> Result<Option<LiveBlob>> {
         let meta = &self.registry.meta;
         if meta.linked_blob_size(&target.local, digest).await?.is_some() {
             tracing::info!(target: "berth::mirror", repository = %target.local, %digest, "cache hit");
-            return Ok(());
+            return Ok(None);
         }
         // Stored already through another mirrored repository of the same upstream: link it.
         let up_prefix = format!("{}/", self.upstreams[target.upstream].config.name);
         for repo in meta.repositories_linking(digest, 20).await? {
             if repo.starts_with(&up_prefix) && self.registry.mount_blob(&target.local, digest, &repo).await? {
                 tracing::info!(target: "berth::mirror", repository = %target.local, %digest, "cache hit (linked)");
-                return Ok(());
+                return Ok(None);
             }
         }
         tracing::info!(target: "berth::mirror", repository = %target.local, %digest, "cache miss");
         let key = format!("blob {} {digest}", target.local);
-        let (this, target, digest) = (self.clone(), target.clone(), digest.clone());
-        self.single_flight(key, async move { this.fetch_blob(&target, &digest).await }.boxed()).await
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (this, t, d) = (self.clone(), target.clone(), digest.clone());
+        let (flight, leader) =
+            self.join_flight(&key, move || async move { this.fetch_blob(&t, &d, live.then_some(tx)).await }.boxed());
+        if leader
+            && live
+            && let Ok(stream) = rx.await
+        {
+            return Ok(Some(stream));
+        }
+        flight_result(flight.await).map(|()| None)
     }
 
-    async fn fetch_blob(&self, target: &Target, digest: &Digest) -> Result<()> {
+    async fn fetch_blob(
+        &self,
+        target: &Target,
+        digest: &Digest,
+        client: Option<tokio::sync::oneshot::Sender<LiveBlob>>,
+    ) -> Result<()> {
         let up = &self.upstreams[target.upstream];
         let what = format!("blob {digest}");
         let resp = up.send(Method::GET, &target.remote, &format!("blobs/{digest}"), None).await?;
@@ -259,15 +305,51 @@ impl Mirror {
         }
         let announced = resp.content_length();
         let upload = self.registry.start_upload(&target.local).await?;
-        let name = up.config.name.clone();
-        let body = resp
-            .bytes_stream()
-            .map_err(move |e| RegistryError::Unavailable(format!("upstream {name}: {e}")))
-            .map(|r: Result<Bytes>| r);
+        let (store_tx, store_rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(16);
+        let (client_tx, client_rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(16);
+        let mut client_tx = match client {
+            Some(live) => {
+                let body =
+                    futures_util::stream::unfold(client_rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+                live.send(LiveBlob { size: announced, body: body.boxed() }).ok().map(|()| client_tx)
+            }
+            None => None,
+        };
+        let store_body =
+            futures_util::stream::unfold(store_rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
         // The normal commit path: streamed to storage, hashed, visible only if the digest matches.
-        let stored = self.registry.finish_upload(&target.local, &upload.id, digest, Some(Box::pin(body))).await;
+        let store = self.registry.finish_upload(&target.local, &upload.id, digest, Some(Box::pin(store_body)));
+        let name = up.config.name.clone();
+        let pump = async move {
+            let mut upstream = resp.bytes_stream();
+            let mut held: Option<Bytes> = None;
+            while let Some(chunk) = upstream.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = store_tx.send(Err(RegistryError::Unavailable(format!("upstream {name}: {e}")))).await;
+                        break;
+                    }
+                };
+                if store_tx.send(Ok(chunk.clone())).await.is_err() {
+                    break; // storing failed; its error says why
+                }
+                if let Some(prev) = held.replace(chunk)
+                    && let Some(tx) = &client_tx
+                    && tx.send(Ok(prev)).await.is_err()
+                {
+                    client_tx = None; // the client went away; the fetch goes on
+                }
+            }
+            drop(store_tx);
+            (client_tx, held)
+        };
+        let (stored, (client_tx, held)) = tokio::join!(store, pump);
         match stored {
             Ok(size) => {
+                if let (Some(tx), Some(last)) = (client_tx, held) {
+                    let _ = tx.send(Ok(last)).await;
+                }
                 tracing::info!(target: "berth::mirror", repository = %target.local, %digest, upstream_bytes = size, "cached blob from upstream");
                 if announced.is_some_and(|a| a != size) {
                     tracing::warn!(target: "berth::mirror", %digest, ?announced, size, "upstream Content-Length differed");
@@ -275,6 +357,9 @@ impl Mirror {
                 Ok(())
             }
             Err(e) => {
+                if let Some(tx) = client_tx {
+                    let _ = tx.send(Err(std::io::Error::other(format!("upstream fetch failed: {e}")))).await;
+                }
                 let _ = self.registry.cancel_upload(&target.local, &upload.id).await;
                 tracing::warn!(target: "berth::mirror", repository = %target.local, %digest, error = %e, "upstream fetch failed");
                 Err(e)
