@@ -375,3 +375,33 @@ fn s3_outage_mid_push_leaves_no_partial_blob() {
     curl(&["-o", got.to_str().unwrap(), &format!("{}/v2/fault/blobs/{digest}", berth.base)]);
     assert_eq!(sha256(&std::fs::read(&got).unwrap()), digest);
 }
+
+#[test]
+fn blob_gets_redirect_to_presigned_urls_when_asked() {
+    let berth = Berth::start_on(
+        Backend::s3_postgres(None),
+        &[("BERTH_AUTH__ENABLED", "false"), ("BERTH_STORAGE__S3__REDIRECT", "true")],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = vec![7u8; 3 * 1024 * 1024];
+    let statuses = chunked_push(&berth.base, "redirected", std::slice::from_ref(&data), dir.path());
+    assert_eq!(statuses, vec![202, 202, 201]);
+    let digest = sha256(&data);
+    let url = format!("{}/v2/redirected/blobs/{digest}", berth.base);
+    let (status, headers) = curl_status(&["-D", "-", "-o", "/dev/null", &url]);
+    assert_eq!(status, 307);
+    let location = headers.lines().find_map(|l| l.strip_prefix("location: ")).unwrap().trim().to_string();
+    assert!(location.contains("X-Amz-Signature="), "not a presigned URL: {location}");
+    // Following it downloads the blob straight from the bucket.
+    let got = dir.path().join("got");
+    curl(&["-L", "-o", got.to_str().unwrap(), &url]);
+    assert_eq!(sha256(&std::fs::read(&got).unwrap()), digest);
+    // Range requests and HEAD are still answered by Berth.
+    let (status, _) = curl_status(&["-I", &url]);
+    assert_eq!(status, 200);
+    let (status, _) = curl_status(&["-o", "/dev/null", "-H", "Range: bytes=0-9", &url]);
+    assert_eq!(status, 206);
+    // A repository that does not link the blob gets no URL.
+    let (status, _) = curl_status(&["-o", "/dev/null", &format!("{}/v2/other/blobs/{digest}", berth.base)]);
+    assert_eq!(status, 404);
+}
