@@ -39,11 +39,21 @@ pub struct Target {
     pub remote: String,
 }
 
-type Flight = Shared<BoxFuture<'static, std::result::Result<(), String>>>;
+/// A fetch every concurrent request for one thing waits for; its error is shared by them all.
+type Flight = Shared<BoxFuture<'static, std::result::Result<(), Arc<RegistryError>>>>;
 
-fn flight_result(result: std::result::Result<(), String>) -> Result<()> {
-    result.map_err(|e| {
-        if e.contains("unknown upstream") { RegistryError::NotFound(e) } else { RegistryError::Unavailable(e) }
+/// What each waiter of a flight answers: the fetch's own error where it is the upstream's
+/// answer (unknown, denied, rate limited) or an internal failure (a bare 500), an upstream
+/// failure (502) for the rest, e.g. content that did not verify.
+fn flight_result(result: std::result::Result<(), Arc<RegistryError>>) -> Result<()> {
+    use RegistryError::*;
+    result.map_err(|e| match &*e {
+        ManifestUnknown(m) => ManifestUnknown(m.clone()),
+        BlobUnknown(m) => BlobUnknown(m.clone()),
+        Denied(m) => Denied(m.clone()),
+        TooManyRequests(m) => TooManyRequests(m.clone()),
+        Internal(m) => Internal(m.clone()),
+        other => Unavailable(other.to_string()),
     })
 }
 
@@ -142,12 +152,15 @@ impl Mirror {
         let fetch = make();
         let (this, k) = (self.clone(), key.to_string());
         let task = tokio::spawn(async move {
-            let result = fetch.await.map_err(|e| e.to_string());
+            let result = fetch.await.map_err(Arc::new);
             this.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&k);
             result
         });
-        let f: Flight =
-            async move { task.await.unwrap_or_else(|e| Err(format!("fetch task failed: {e}"))) }.boxed().shared();
+        let f: Flight = async move {
+            task.await.unwrap_or_else(|e| Err(Arc::new(RegistryError::internal("mirror fetch task", e))))
+        }
+        .boxed()
+        .shared();
         map.insert(key.to_string(), f.clone());
         (f, true)
     }

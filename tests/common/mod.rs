@@ -22,6 +22,8 @@ pub struct Berth {
     backend: Backend,
     /// Whether dropping this server drops its backend's database (not for peers).
     owns_backend: bool,
+    /// Where the server's log (its stderr) goes, when not inherited ([`Berth::start_with_config`]).
+    log_file: Option<PathBuf>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -108,20 +110,46 @@ impl Berth {
 
     /// Starts a server on the given backend with extra environment variables.
     pub fn start_on(backend: Backend, env: &[(&str, &str)]) -> Berth {
+        Self::start_inner(backend, env, None)
+    }
+
+    /// Starts a server with the TOML configuration file `toml` (written to its data dir and
+    /// named by `BERTH_CONFIG`) and extra environment variables. Its log goes to a file,
+    /// appended across restarts, that [`Berth::log`] reads.
+    pub fn start_with_config(toml: &str, env: &[(&str, &str)]) -> Berth {
+        Self::start_inner(Backend::for_new_server(), env, Some(toml))
+    }
+
+    fn start_inner(backend: Backend, env: &[(&str, &str)], config: Option<&str>) -> Berth {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().to_path_buf();
+        let mut extra_env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut log_file = None;
+        if let Some(toml) = config {
+            let path = data_dir.join("berth.toml");
+            std::fs::write(&path, toml).unwrap();
+            extra_env.insert(0, ("BERTH_CONFIG".into(), path.display().to_string()));
+            log_file = Some(data_dir.join("berth.log"));
+        }
         let mut b = Berth {
             port: 0,
             base: String::new(),
             data_dir,
             child: None,
-            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            extra_env,
             backend,
             owns_backend: true,
+            log_file,
             _tmp: Some(tmp),
         };
         b.spawn();
         b
+    }
+
+    /// What the server has logged so far (servers of [`Berth::start_with_config`]; empty for
+    /// the others, whose log is the test's stderr).
+    pub fn log(&self) -> String {
+        self.log_file.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default()
     }
 
     /// A second node on the same database and blob store (another port and data dir).
@@ -141,13 +169,17 @@ impl Berth {
             .env("BERTH_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        if let Some(path) = &self.log_file {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the log file");
+            cmd.stderr(file);
+        }
         for (k, v) in self.backend.env().iter().chain(&self.extra_env) {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().expect("start berth"));
         self.port = port;
         self.base = format!("http://127.0.0.1:{port}");
-        wait_ready(&self.base, self.child.as_mut().unwrap());
+        wait_ready(&self.base, self.child.as_mut().unwrap(), self.log_file.as_deref());
     }
 
     /// `127.0.0.1:PORT`, as docker and skopeo name the registry.
@@ -241,12 +273,13 @@ impl Drop for Berth {
     }
 }
 
-fn wait_ready(base: &str, child: &mut Child) {
+fn wait_ready(base: &str, child: &mut Child, log: Option<&Path>) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let addr = base.trim_start_matches("http://").to_string();
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("berth exited during start: {status}");
+            let log = log.and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
+            panic!("berth exited during start: {status}\n{log}");
         }
         if std::net::TcpStream::connect(&addr).is_ok() {
             return;
