@@ -53,6 +53,14 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
             auth.set_mirror(mirror.clone());
         }
         let names: Vec<&str> = config.mirror.upstreams.iter().map(|u| u.name.as_str()).collect();
+        for name in &names {
+            if registry.meta.namespace(name).await?.is_some() {
+                tracing::warn!(
+                    upstream = name,
+                    "a local namespace has this upstream's name: the mirror stays out of it"
+                );
+            }
+        }
         tracing::info!(upstreams = ?names, default = %config.mirror.default_upstream, "pull-through mirror on");
         Some(mirror)
     } else {

@@ -685,3 +685,97 @@ async fn private_pushes_work_on_a_mirror_with_auth() {
     assert!(!mirror.log().contains("admin/private"), "the private repository went to the mirror:\n{}", mirror.log());
     assert!(!upstream.access_log().contains("admin/private"), "{}", upstream.access_log());
 }
+
+/// Pushes a one-layer OCI image over HTTP (Basic credentials when given); returns its digest.
+async fn push_tiny(
+    client: &Client,
+    base: &str,
+    name: &str,
+    tag: &str,
+    basic: Option<(&str, &str)>,
+    seed: &str,
+) -> String {
+    let auth = |req: reqwest::RequestBuilder| match basic {
+        Some((u, p)) => req.basic_auth(u, Some(p)),
+        None => req,
+    };
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#).into_bytes();
+    let layer = format!("layer {seed}").into_bytes();
+    for blob in [&config, &layer] {
+        // POST then PUT with the body: the reference registry has no monolithic POST.
+        let r = auth(client.post(format!("{base}/v2/{name}/blobs/uploads/"))).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let location = r.headers()["location"].to_str().unwrap().to_string();
+        let location = if location.starts_with("http") { location } else { format!("{base}{location}") };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let r = auth(client.put(format!("{location}{sep}digest={}", sha256(blob))))
+            .body(blob.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "PUT {location}");
+    }
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(&layer), "size": layer.len()}],
+    }))
+    .unwrap();
+    let r = auth(client.put(format!("{base}/v2/{name}/manifests/{tag}")))
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    sha256(&manifest)
+}
+
+/// A registry token from a mirror with auth, anonymously.
+async fn anonymous_token(client: &Client, mirror: &Berth, scope: &str) -> String {
+    let url = format!("{}/token?service=berth&scope={scope}", mirror.base);
+    let body: serde_json::Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+    body["token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_local_namespace_named_like_an_upstream_stays_local_and_private() {
+    let upstream = DockerRegistry::start();
+    let mirror = Berth::start_with_config(
+        &mirror_toml("", true, &[Upstream::new("up", upstream.base())]),
+        &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD), MIRROR_LOG],
+    );
+    let client = http();
+    // A user takes the upstream's name and pushes a private image into its namespace.
+    let r = client
+        .post(format!("{}/api/v1/users", mirror.base))
+        .basic_auth("admin", Some(ADMIN_PASSWORD))
+        .json(&serde_json::json!({"name": "up", "password": "up-password-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    push_tiny(&client, &mirror.base, "up/secret", "1", Some(("up", "up-password-1")), "secret").await;
+    // Anonymous clients get nothing of it, with or without a token.
+    let url = format!("{}/v2/up/secret/manifests/1", mirror.base);
+    assert_eq!(get(&client, &url, None).await.0, StatusCode::UNAUTHORIZED);
+    let token = anonymous_token(&client, &mirror, "repository:up/secret:pull").await;
+    let (status, _, _) = get(&client, &url, Some(&token)).await;
+    assert!(status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN, "{status}");
+    assert!(!mirror.log().contains("up/secret"), "the local namespace went to the mirror:\n{}", mirror.log());
+}
+
+#[tokio::test]
+async fn ns_names_pull_anonymously_on_a_mirror_with_auth_and_no_default() {
+    let upstream = DockerRegistry::start();
+    let client = http();
+    let digest = push_tiny(&client, &upstream.base(), "library/tiny", "1", None, "ns").await;
+    let mirror = Berth::start_with_config(
+        &mirror_toml("", true, &[Upstream::new("up", upstream.base())]),
+        &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD), MIRROR_LOG],
+    );
+    // containerd asks the token endpoint for the plain name; ?ns= comes only on the request.
+    let token = anonymous_token(&client, &mirror, "repository:library/tiny:pull").await;
+    let url = format!("{}/v2/library/tiny/manifests/1?ns={}", mirror.base, upstream.host());
+    assert_eq!(manifest_digest(&client, &url, Some(&token)).await, digest);
+}

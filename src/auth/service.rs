@@ -374,7 +374,7 @@ impl AuthService {
         // Names the mirror serves may be pulled by whoever the mirror lets pull.
         if let Some(mirror) = self.mirror.get()
             && (who.account.as_ref().is_some_and(|a| !a.disabled) || mirror.config.anonymous_pull)
-            && mirror.resolve(repository, None).await?.is_some()
+            && mirror.may_serve(repository).await?
         {
             let pull = match &who.limit {
                 Some(limit) => limit.apply(repository, Actions::PULL),

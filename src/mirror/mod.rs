@@ -106,35 +106,60 @@ impl Mirror {
         })
     }
 
+    /// Whether a local namespace took an upstream's name: the mirror then stays out of it, so
+    /// it can neither expose that namespace nor be written through it.
+    async fn shadowed(&self, upstream: usize) -> Result<bool> {
+        Ok(self.registry.meta.namespace(&self.upstreams[upstream].config.name).await?.is_some())
+    }
+
+    /// Whether a name is a local repository or in a local namespace.
+    async fn is_local(&self, name: &str) -> Result<bool> {
+        let meta = &self.registry.meta;
+        let first = name.split('/').next().unwrap_or(name);
+        Ok(meta.repository_id(name).await?.is_some() || meta.namespace(first).await?.is_some())
+    }
+
+    fn target(&self, upstream: usize, local: String, remote: &str) -> Target {
+        Target { upstream, local, remote: self.upstreams[upstream].remote_name(remote) }
+    }
+
     /// Whether, and where, a repository name is mirrored. `ns` is containerd's `?ns=`.
     pub async fn resolve(&self, name: &str, ns: Option<&str>) -> Result<Option<Target>> {
         if let Some(ns) = ns
             && let Some(i) = self.by_host(ns)
+            && !self.shadowed(i).await?
         {
-            let up = &self.upstreams[i];
-            return Ok(Some(Target {
-                upstream: i,
-                local: format!("{}/{name}", up.config.name),
-                remote: up.remote_name(name),
-            }));
+            return Ok(Some(self.target(i, format!("{}/{name}", self.upstreams[i].config.name), name)));
         }
         if let Some((first, rest)) = name.split_once('/')
             && let Some(i) = self.upstreams.iter().position(|u| u.config.name == first)
+            && !self.shadowed(i).await?
         {
-            return Ok(Some(Target {
-                upstream: i,
-                local: name.to_string(),
-                remote: self.upstreams[i].remote_name(rest),
-            }));
+            return Ok(Some(self.target(i, name.to_string(), rest)));
         }
         let Some(i) = self.default else { return Ok(None) };
-        let first = name.split('/').next().unwrap_or(name);
-        let meta = &self.registry.meta;
-        if meta.repository_id(name).await?.is_some() || meta.namespace(first).await?.is_some() {
-            return Ok(None); // a local repository or namespace
+        if self.shadowed(i).await? || self.is_local(name).await? {
+            return Ok(None);
         }
-        let up = &self.upstreams[i];
-        Ok(Some(Target { upstream: i, local: format!("{}/{name}", up.config.name), remote: up.remote_name(name) }))
+        Ok(Some(self.target(i, format!("{}/{name}", self.upstreams[i].config.name), name)))
+    }
+
+    /// Whether some request for `name` may be served by the mirror: its prefix or the default
+    /// upstream resolve it, or (for containerd's `?ns=`, which token requests do not carry) it
+    /// is not local at all. Pull rights through the mirror are granted on exactly these names.
+    pub async fn may_serve(&self, name: &str) -> Result<bool> {
+        if self.resolve(name, None).await?.is_some() {
+            return Ok(true);
+        }
+        if self.is_local(name).await? {
+            return Ok(false);
+        }
+        for i in 0..self.upstreams.len() {
+            if !self.shadowed(i).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Runs the fetch `make` builds once for `key` however many requests ask at the same
