@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Berth vs the reference registry (CNCF Distribution, Debian's docker-registry) on loopback.
 # See bench/README.md. Quick run: BLOB_MB=64 ./bench/registry-bench.sh
+# S3 + PostgreSQL: BACKEND=s3 ./bench/registry-bench.sh (both registries on one local S3 server)
 set -euo pipefail
+
+BACKEND=${BACKEND:-fs}             # fs: both on the local filesystem; s3: S3 (+ PostgreSQL for Berth)
+[[ $BACKEND == fs || $BACKEND == s3 ]] || { echo "BACKEND must be fs or s3" >&2; exit 2; }
+S3_SERVER=${S3_SERVER:-moto}       # s3 mode: moto (both registries) | s3s-fs (Berth only: the reference cannot upload to it)
+PG_URL=${PG_URL:-postgres://berth:berth@127.0.0.1}   # s3 mode: role with CREATEDB; a fresh database per run
+WAIT_IDLE=${WAIT_IDLE:-1200}       # wait up to this many seconds for running cargo/rustc/test binaries to end (0: don't)
 
 BLOB_MB=${BLOB_MB:-512}            # size of the pushed/pulled blob, MiB
 RUNS=${RUNS:-3}                    # push and pull runs per server (median reported)
@@ -9,7 +16,7 @@ WRK_THREADS=${WRK_THREADS:-2}
 WRK_CONNS=${WRK_CONNS:-64}
 WRK_DURATION=${WRK_DURATION:-10s}
 WRK_WARMUP=${WRK_WARMUP:-2s}       # unreported warm-up run before each measured wrk run
-TAGS=${TAGS:-2000}
+if [[ $BACKEND == s3 ]]; then TAGS=${TAGS:-0}; else TAGS=${TAGS:-2000}; fi   # 0 skips tags/list
 TAG_RUNS=${TAG_RUNS:-20}
 MAX_SECONDS=${MAX_SECONDS:-1800}   # watchdog for the whole measuring part (after the build)
 SKIP_BUILD=${SKIP_BUILD:-0}
@@ -24,7 +31,13 @@ DOCKER_MANIFEST=application/vnd.docker.distribution.manifest.v2+json
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-load() { log "load: $(uptime | sed 's/.*load average/load average/')"; }
+load() { # also names any build or test run that shares the machine (see busy_pids)
+    local busy
+    busy=$(declare -F busy_pids >/dev/null && busy_names || true)
+    log "load: $(uptime | sed 's/.*load average/load average/')${busy:+  BUSY, figures disturbed: $busy}"
+    [[ -z $busy ]] || DISTURBED=$busy
+}
+DISTURBED=
 
 # ---------------------------------------------------------------- prerequisites
 need=()
@@ -35,6 +48,7 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
 command -v python3 >/dev/null || need+=(python3)
 command -v sha256sum >/dev/null || need+=(coreutils)
+[[ $BACKEND == fs ]] || command -v psql >/dev/null || need+=(postgresql-client)
 if ((${#need[@]})); then
     log "installing: ${need[*]}"
     apt-get update -qq
@@ -42,12 +56,55 @@ if ((${#need[@]})); then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
+S3_BIN=
+if [[ $BACKEND == s3 ]]; then
+    s3s=$(command -v s3s-fs || { [[ -x $HOME/.cargo/bin/s3s-fs ]] && echo "$HOME/.cargo/bin/s3s-fs"; } || true)
+    moto=$(command -v moto_server || true)
+    case $S3_SERVER in
+    moto) S3_BIN=$moto hint="pip install 'moto[server]'" ;;
+    s3s-fs) S3_BIN=$s3s hint="CARGO_TARGET_DIR=/root/.cache/s3s-build cargo install --locked s3s-fs@0.14.1 --features binary (about 12 min on 2 cores)" ;;
+    *) die "S3_SERVER must be moto or s3s-fs" ;;
+    esac
+    [[ -n $S3_BIN ]] || die "$S3_SERVER not found: $hint"
+fi
+# s3s-fs 0.14 answers ListMultipartUploads with 501 NotImplemented, and Distribution 2.8's S3
+# driver lists multipart uploads to resume one on every PATCH/PUT, so every blob upload to the
+# reference fails with a 500. With s3s-fs only Berth is measured.
+REF_ON=1
+[[ $BACKEND == s3 && $S3_SERVER == s3s-fs ]] && REF_ON=0
+SERVERS="berth"
+((REF_ON)) && SERVERS="berth ref"
+
 if [[ $SKIP_BUILD != 1 ]]; then
     log "building berth (cargo build --release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
     (cd "$REPO_ROOT" && timeout 3600 cargo build --release --quiet) ||
         die "cargo build failed (SKIP_BUILD=1 benchmarks the existing $BERTH_BIN)"
 fi
 [[ -x $BERTH_BIN ]] || die "no berth binary at $BERTH_BIN"
+
+# ---------------------------------------------------------------- wait for other work
+# Builds and test runs (CI, other sessions) share the 2 cores; wait until they are gone.
+# The pattern needs cargo/rustc as a command (not as a substring of some PATH) or a test binary.
+busy_pids() { pgrep -f '(^|/)(cargo|rustc)( |$)|/deps/' | grep -vxE "$$|$PPID" || true; }
+busy_names() { # "cargo test; rustc berth; ..." for the busy pids, empty when idle
+    local pids
+    pids=$(busy_pids | paste -sd,)
+    [[ -n $pids ]] || return 0
+    ps -o args= -p "$pids" 2>/dev/null | awk '{n = split($1, p, "/"); a = $2; if ($2 == "--crate-name") a = $3
+        m = split(a, q, "/"); w = p[n] (m ? " " q[m] : ""); if (!(w in seen)) { seen[w]; out = out (out ? "; " : "") w }}
+        END {print out}'
+}
+if ((WAIT_IDLE > 0)) && [[ -n $(busy_pids) ]]; then
+    log "waiting up to ${WAIT_IDLE}s for: $(busy_names)"
+    waited=0
+    while [[ -n $(busy_pids) ]] && ((waited < WAIT_IDLE)); do sleep 30; waited=$((waited + 30)); done
+    if [[ -n $(busy_pids) ]]; then
+        log "WARNING: still busy after ${WAIT_IDLE}s, measuring anyway: $(busy_names)"
+    else
+        log "idle after ${waited}s"
+    fi
+fi
+load
 
 # ---------------------------------------------------------------- cleanup
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/registry-bench.XXXXXX")
@@ -60,10 +117,17 @@ stop_pid() {
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 }
+PG_DB=
+drop_db() {
+    [[ -n $PG_DB ]] || return 0
+    psql -qX "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 ||
+        log "WARNING: could not drop database $PG_DB"
+}
 cleanup() {
     local pid
     trap '' INT TERM   # finish cleaning up even if signalled again
     for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    drop_db
     if [[ -n $WATCHDOG ]]; then   # its sleep first, so the watchdog does not fire
         pkill -P "$WATCHDOG" 2>/dev/null || true
         kill "$WATCHDOG" 2>/dev/null || true
@@ -82,17 +146,79 @@ RESULTS=$WORK/results
 : >"$RESULTS"
 put() { echo "$1=$2" >>"$RESULTS"; }
 put blob_mib "$BLOB_MB"; put runs "$RUNS"; put wrk_conns "$WRK_CONNS"; put tags "$TAGS"; put tag_runs "$TAG_RUNS"
+put backend "$BACKEND"
 
-read -r BP RP NP <<<"$($HELPER freeport 3)"
+read -r BP RP NP SP <<<"$($HELPER freeport 4)"
 BERTH=http://127.0.0.1:$BP
 REF=http://127.0.0.1:$RP
 NGX=http://127.0.0.1:$NP
+S3=http://127.0.0.1:$SP   # s3 mode only; never 9000, which the test suite uses
+S3_BUCKET=bench S3_AK=benchaccesskey S3_SK=benchsecretkey123 S3_REF_ROOT=ref
+
+wait_up() { # url pid name [any: any HTTP status counts, not only 2xx]
+    local i f=-f
+    [[ ${4:-} == any ]] && f=
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$2" 2>/dev/null || { tail -n 20 "$WORK"/*.log >&2 || true; die "$3 exited during startup"; }
+        curl $f -s --max-time 1 -o /dev/null "$1" && return 0
+        sleep 0.2
+    done
+    die "$3 did not come up on $1"
+}
+
+# ---------------------------------------------------------------- S3 + PostgreSQL
+if [[ $BACKEND == s3 ]]; then
+    if ! pg_isready -q -h 127.0.0.1; then
+        cluster=$(pg_lsclusters -h 2>/dev/null | awk 'NR==1{print $1, $2}')
+        [[ -n $cluster ]] || die "PostgreSQL is not running and no cluster was found (apt-get install postgresql)"
+        log "starting PostgreSQL cluster $cluster (it is left running)"
+        pg_ctlcluster $cluster start
+        for ((i = 0; i < 100; i++)); do pg_isready -q -h 127.0.0.1 && break; sleep 0.2; done
+    fi
+    if ! psql -qX "$PG_URL/postgres" -c 'SELECT 1' >/dev/null 2>&1; then
+        [[ $PG_URL == postgres://berth:berth@127.0.0.1 ]] || die "cannot connect to $PG_URL/postgres"
+        log "creating PostgreSQL role berth (CREATEDB)"
+        su postgres -c "psql -qX -c \"CREATE ROLE berth LOGIN PASSWORD 'berth' CREATEDB\"" >/dev/null
+    fi
+    PG_DB=berth_bench_$$_$RANDOM
+    psql -qX "$PG_URL/postgres" -c "CREATE DATABASE $PG_DB" >/dev/null || { PG_DB=; die "CREATE DATABASE failed"; }
+
+    mkdir -p "$WORK/s3/$S3_BUCKET"
+    if [[ $S3_SERVER == s3s-fs ]]; then
+        # a bucket is a directory under the root; checks SigV4 signatures
+        RUST_LOG=warn "$S3_BIN" --host 127.0.0.1 --port "$SP" --access-key "$S3_AK" --secret-key "$S3_SK" "$WORK/s3" \
+            >"$WORK/s3.log" 2>&1 &
+    else
+        # Python, no signature checks; objects over ~5 MiB are spooled to (unlinked) temp files
+        (cd "$WORK/s3" && TMPDIR=$WORK/s3 exec "$S3_BIN" -H 127.0.0.1 -p "$SP") >"$WORK/s3.log" 2>&1 &
+    fi
+    S3_PID=$!
+    PIDS+=("$S3_PID")
+    wait_up "$S3/" "$S3_PID" "S3 server ($S3_SERVER)" any
+    if [[ $S3_SERVER == moto ]]; then
+        curl -fsS --max-time 10 -X PUT -o /dev/null "$S3/$S3_BUCKET" || die "could not create bucket $S3_BUCKET"
+    fi
+    S3_VERSION=$S3_SERVER
+    if [[ $S3_SERVER == s3s-fs ]]; then
+        S3_VERSION="s3s-fs $("$S3_BIN" --version 2>/dev/null | awk '{print $NF}'), objects on $(df -T "$WORK" | awk 'NR==2{print $2}')"
+    else
+        S3_VERSION="moto $(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null || echo '?'), temp files on $(df -T "$WORK" | awk 'NR==2{print $2}')"
+    fi
+    put s3_server "$S3_VERSION"
+fi
 
 # ---------------------------------------------------------------- servers
 mkdir -p "$WORK/berth-data" "$WORK/ref-data" "$WORK/www" "$WORK/nginx"
 (
     cd "$WORK"   # no stray ./berth.toml; BERTH_* from the caller's env would reconfigure it
-    for v in $(compgen -e | grep '^BERTH_' || true); do unset "$v"; done
+    for v in $(compgen -e | grep -E '^(BERTH|AWS)_' || true); do unset "$v"; done
+    if [[ $BACKEND == s3 ]]; then
+        export BERTH_DATABASE__URL=$PG_URL/$PG_DB BERTH_STORAGE__KIND=s3 \
+            BERTH_STORAGE__S3__BUCKET=$S3_BUCKET BERTH_STORAGE__S3__PREFIX=berth \
+            BERTH_STORAGE__S3__ENDPOINT=$S3 BERTH_STORAGE__S3__PATH_STYLE=true \
+            BERTH_STORAGE__S3__ALLOW_HTTP=true BERTH_STORAGE__S3__REGION=us-east-1 \
+            BERTH_STORAGE__S3__ACCESS_KEY_ID=$S3_AK BERTH_STORAGE__S3__SECRET_ACCESS_KEY=$S3_SK
+    fi
     # the reference runs without auth, so Berth does too (ignored by builds without [auth])
     BERTH_LOG=warn BERTH_AUTH__ENABLED=false exec "$BERTH_BIN" serve --listen "127.0.0.1:$BP" --data-dir "$WORK/berth-data"
 ) >"$WORK/berth.log" 2>&1 &
@@ -100,8 +226,27 @@ BERTH_PID=$!
 PIDS+=("$BERTH_PID")
 
 # Debian's default config.yml, minus htpasswd auth (Berth runs without auth too), with
-# warn-level logging and no access log, listening on loopback.
-cat >"$WORK/ref.yml" <<EOF
+# warn-level logging and no access log, listening on loopback. In s3 mode the filesystem
+# driver is swapped for the S3 driver (path-style is implied by regionendpoint in 2.8) and
+# redirects are off, so blobs go through the registry as they do through Berth.
+if [[ $BACKEND == s3 ]]; then
+    REF_STORAGE="  s3:
+    accesskey: $S3_AK
+    secretkey: $S3_SK
+    region: us-east-1
+    regionendpoint: $S3
+    bucket: $S3_BUCKET
+    rootdirectory: /$S3_REF_ROOT
+    secure: false
+    v4auth: true
+    chunksize: 5242880
+  redirect:
+    disable: true"
+else
+    REF_STORAGE="  filesystem:
+    rootdirectory: $WORK/ref-data"
+fi
+((REF_ON)) && cat >"$WORK/ref.yml" <<EOF
 version: 0.1
 log:
   level: warn
@@ -112,8 +257,7 @@ log:
 storage:
   cache:
     blobdescriptor: inmemory
-  filesystem:
-    rootdirectory: $WORK/ref-data
+$REF_STORAGE
   delete:
     enabled: true
 http:
@@ -126,12 +270,16 @@ health:
     interval: 10s
     threshold: 3
 EOF
-(
-    for v in $(compgen -e | grep '^REGISTRY_' || true); do unset "$v"; done
-    exec docker-registry serve "$WORK/ref.yml"
-) >"$WORK/ref.log" 2>&1 &
-REF_PID=$!
-PIDS+=("$REF_PID")
+REF_PID=
+if ((REF_ON)); then
+    (
+        # AWS_CA_BUNDLE (set on some machines) makes the S3 driver panic at startup
+        for v in $(compgen -e | grep -E '^(REGISTRY|AWS)_' || true); do unset "$v"; done
+        exec docker-registry serve "$WORK/ref.yml"
+    ) >"$WORK/ref.log" 2>&1 &
+    REF_PID=$!
+    PIDS+=("$REF_PID")
+fi
 
 chmod 755 "$WORK" "$WORK/www"   # nginx workers run as an unprivileged user
 cat >"$WORK/nginx/nginx.conf" <<EOF
@@ -151,21 +299,20 @@ http {
 }
 EOF
 
-wait_up() { # url pid name
-    local i
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$2" 2>/dev/null || { cat "$WORK"/*.log >&2 || true; die "$3 exited during startup"; }
-        curl -fs --max-time 1 -o /dev/null "$1" && return 0
-        sleep 0.2
-    done
-    die "$3 did not come up on $1"
-}
 wait_up "$BERTH/v2/" "$BERTH_PID" berth
-wait_up "$REF/v2/" "$REF_PID" reference
+((REF_ON)) && wait_up "$REF/v2/" "$REF_PID" reference
 
 log "berth $($BERTH_BIN --version 2>/dev/null | awk '{print $2}') (binary built $(date -r "$BERTH_BIN" '+%F %T'); tree at git $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO_ROOT" diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ', src/Cargo.toml dirty')$([[ $SKIP_BUILD == 1 ]] && echo ', build skipped')) pid $BERTH_PID on :$BP"
-log "$(docker-registry --version | awk '{print $1, $3}') pid $REF_PID on :$RP"
-log "data dirs on $(df -T "$WORK" | awk 'NR==2{print $2, $1}') ($WORK; TMPDIR=/dev/shm takes the disk out)"
+if ((REF_ON)); then
+    log "$(docker-registry --version | awk '{print $1, $3}') pid $REF_PID on :$RP"
+else
+    log "WARNING: reference registry NOT run: Distribution 2.8's S3 driver needs ListMultipartUploads, which $S3_SERVER does not implement (use S3_SERVER=moto for the side-by-side)"
+fi
+if [[ $BACKEND == s3 ]]; then
+    log "storage: S3 server $S3_VERSION, pid $S3_PID on :$SP, bucket $S3_BUCKET (berth under berth/, reference under $S3_REF_ROOT/); berth metadata in PostgreSQL $(psql -qXtA "$PG_URL/postgres" -c 'SHOW server_version' | awk '{print $1}') database $PG_DB"
+else
+    log "data dirs on $(df -T "$WORK" | awk 'NR==2{print $2, $1}') ($WORK; TMPDIR=/dev/shm takes the disk out)"
+fi
 log "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo); blob ${BLOB_MB} MiB x $RUNS runs"
 load
 log "busiest processes: $(ps -eo pcpu=,comm= --sort=-pcpu | head -4 | awk '{printf "%s(%s%%) ", $2, $1}')"
@@ -188,9 +335,9 @@ push_blob() { # base repo file digest -> seconds (POST + PUT)
     secs_between "$t0" "$t1"
 }
 
-pull_mbs() { # url -> MB/s
+pull_mbs() { # url [curl args] -> MB/s
     local out time size code
-    out=$(curl -sS --max-time 900 -o /dev/null -w '%{time_total} %{size_download} %{http_code}' "$1")
+    out=$(curl -sS --max-time 900 -o /dev/null -w '%{time_total} %{size_download} %{http_code}' "$@")
     read -r time size code <<<"$out"
     [[ $code == 200 ]] || die "GET $1: HTTP $code"
     [[ $size == "$BLOB_BYTES" ]] || die "GET $1: got $size bytes, want $BLOB_BYTES"
@@ -208,7 +355,7 @@ for ((run = 1; run <= RUNS; run++)); do
     d=sha256:$(sha256sum "$f" | cut -d' ' -f1)
     [[ $run == 1 ]] && { BIG_FILE=$f; BIG_DIGEST=$d; }
     # alternate which server goes first
-    if ((run % 2)); then order="berth ref"; else order="ref berth"; fi
+    if ((run % 2)); then order=$SERVERS; else order=$(echo $SERVERS | awk '{for (i = NF; i; i--) printf "%s ", $i}'); fi
     for who in $order; do
         if [[ $who == berth ]]; then base=$BERTH; else base=$REF; fi
         sync   # untimed: start each push with no dirty pages left by the previous one
@@ -220,28 +367,47 @@ for ((run = 1; run <= RUNS; run++)); do
     [[ $run == 1 ]] || rm -f "$f"
 done
 put berth_push_mbs "$($HELPER median "${berth_push[@]}")"
-put ref_push_mbs "$($HELPER median "${ref_push[@]}")"
+((REF_ON)) && put ref_push_mbs "$($HELPER median "${ref_push[@]}")"
+load
 
 # ---------------------------------------------------------------- 2. pull
-log "== 2. pull: GET the run-1 blob, $RUNS runs each, plus nginx serving the same file"
-ln "$BIG_FILE" "$WORK/www/blob" 2>/dev/null || cp "$BIG_FILE" "$WORK/www/blob"
-chmod 644 "$WORK/www/blob"
-"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' >"$WORK/nginx.log" 2>&1 &
-NGINX_PID=$!
-PIDS+=("$NGINX_PID")
-wait_up "$NGX/blob" "$NGINX_PID" nginx
-berth_pull=() ref_pull=() ngx_pull=()
+if [[ $BACKEND == s3 ]]; then
+    # ceiling: the S3 server's own GET of the reference's copy of the blob (SigV4-signed by curl),
+    # or of Berth's (its key layout is internal) when the reference is not run
+    CEILING="S3 server direct GET"
+    hex=${BIG_DIGEST#sha256:}
+    CEILING_URL=$S3/$S3_BUCKET/$S3_REF_ROOT/docker/registry/v2/blobs/sha256/${hex:0:2}/$hex/data
+    ((REF_ON)) || CEILING_URL=$S3/$S3_BUCKET/berth/blobs/sha256/${hex:0:2}/$hex
+    ceiling_get() { pull_mbs "$CEILING_URL" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" --aws-sigv4 aws:amz:us-east-1:s3 --user "$S3_AK:$S3_SK"; }
+    rm -f "$BIG_FILE"
+else
+    CEILING=nginx
+    ln "$BIG_FILE" "$WORK/www/blob" 2>/dev/null || cp "$BIG_FILE" "$WORK/www/blob"
+    chmod 644 "$WORK/www/blob"
+    "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' >"$WORK/nginx.log" 2>&1 &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
+    wait_up "$NGX/blob" "$NGINX_PID" nginx
+    ceiling_get() { pull_mbs "$NGX/blob"; }
+fi
+log "== 2. pull: GET the run-1 blob, $RUNS runs each, plus $CEILING of the same bytes"
+berth_pull=() ref_pull=() ceil_pull=()
 for ((run = 1; run <= RUNS; run++)); do
     b=$(pull_mbs "$BERTH/v2/bench/blobs/$BIG_DIGEST"); berth_pull+=("$b")
-    r=$(pull_mbs "$REF/v2/bench/blobs/$BIG_DIGEST"); ref_pull+=("$r")
-    n=$(pull_mbs "$NGX/blob"); ngx_pull+=("$n")
-    log "   run $run: berth $b MB/s  reference $r MB/s  nginx $n MB/s"
+    r=-
+    ((REF_ON)) && { r=$(pull_mbs "$REF/v2/bench/blobs/$BIG_DIGEST"); ref_pull+=("$r"); }
+    n=$(ceiling_get); ceil_pull+=("$n")
+    log "   run $run: berth $b MB/s  reference $r MB/s  $CEILING $n MB/s"
 done
 put berth_pull_mbs "$($HELPER median "${berth_pull[@]}")"
-put ref_pull_mbs "$($HELPER median "${ref_pull[@]}")"
-put nginx_pull_mbs "$($HELPER median "${ngx_pull[@]}")"
-stop_pid "$NGINX_PID"
-rm -f "$WORK/www/blob" "$BIG_FILE"
+((REF_ON)) && put ref_pull_mbs "$($HELPER median "${ref_pull[@]}")"
+put ceiling_name "$CEILING"
+put ceiling_pull_mbs "$($HELPER median "${ceil_pull[@]}")"
+load
+if [[ $BACKEND == fs ]]; then
+    stop_pid "$NGINX_PID"
+    rm -f "$WORK/www/blob" "$BIG_FILE"
+fi
 
 # ---------------------------------------------------------------- small image
 # config blob + one 64 KiB layer + a schema2 manifest, pushed with curl to both servers
@@ -271,7 +437,7 @@ check_manifest() { # base repo tag
 
 # ---------------------------------------------------------------- 3. manifest GET
 log "== 3. manifest GET by tag: wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION --latency (after a $WRK_WARMUP warm-up)"
-for who in berth ref; do
+for who in $SERVERS; do
     if [[ $who == berth ]]; then base=$BERTH; else base=$REF; fi
     push_image "$base" small latest
     check_manifest "$base" small latest
@@ -288,8 +454,14 @@ for who in berth ref; do
 done
 
 # ---------------------------------------------------------------- 4. tags/list
-log "== 4. tags/list: $TAGS tags on one repository, GET ?n=10000, median of $TAG_RUNS"
-for who in berth ref; do
+if ((TAGS > 0)); then
+    log "== 4. tags/list: $TAGS tags on one repository, GET ?n=10000, median of $TAG_RUNS"
+    tag_servers=$SERVERS
+else
+    log "== 4. tags/list: skipped (TAGS=0)"
+    tag_servers=
+fi
+for who in $tag_servers; do
     if [[ $who == berth ]]; then base=$BERTH; else base=$REF; fi
     push_image "$base" tagged latest
     s=$($HELPER put-tags "${base#http://}" tagged "$WORK/manifest" "$TAGS")
@@ -308,15 +480,26 @@ done
 
 # ---------------------------------------------------------------- 5. peak RSS
 hwm() { awk '/^VmHWM/{printf "%.1f", $2/1024}' "/proc/$1/status"; }
-kill -0 "$BERTH_PID" && kill -0 "$REF_PID" || die "a server died during the run"
+kill -0 "$BERTH_PID" && { ((!REF_ON)) || kill -0 "$REF_PID"; } || die "a server died during the run"
 put berth_rss_mib "$(hwm "$BERTH_PID")"
-put ref_rss_mib "$(hwm "$REF_PID")"
-log "== 5. peak RSS (VmHWM): berth $(hwm "$BERTH_PID") MiB, reference $(hwm "$REF_PID") MiB"
+((REF_ON)) && put ref_rss_mib "$(hwm "$REF_PID")"
+log "== 5. peak RSS (VmHWM): berth $(hwm "$BERTH_PID") MiB, reference $( ((REF_ON)) && hwm "$REF_PID" || echo -) MiB$(
+    [[ $BACKEND == s3 ]] && echo "; not counted: S3 server $(hwm "$S3_PID") MiB, PostgreSQL (berth only)")"
 load
 
 if grep -qiE 'error|panic' "$WORK/berth.log"; then log "berth log (errors):"; grep -iE 'error|panic' "$WORK/berth.log" | head -5 >&2; fi
-if grep -qiE 'level=error|panic' "$WORK/ref.log"; then log "reference log (errors):"; grep -iE 'level=error|panic' "$WORK/ref.log" | head -5 >&2; fi
+if ((REF_ON)) && grep -qiE 'level=error|panic' "$WORK/ref.log"; then log "reference log (errors):"; grep -iE 'level=error|panic' "$WORK/ref.log" | head -5 >&2; fi
+# (s3s-fs logs the unsigned startup probe of wait_up as "Signature is required")
+if [[ $BACKEND == s3 ]] && grep -iE 'error|panic|traceback' "$WORK/s3.log" | grep -qv 'Signature is required'; then
+    log "S3 server log (errors):"; grep -iE 'error|panic|traceback' "$WORK/s3.log" | grep -v 'Signature is required' | head -5 >&2
+fi
 
 echo
-echo "Berth vs reference registry ($(docker-registry --version | awk '{print $3}')), loopback, $(nproc) cores, data on $(df -T "$WORK" | awk 'NR==2{print $2}'); load at end: $(uptime | sed 's/.*load average: //')"
+if [[ $BACKEND == s3 ]]; then
+    where="S3 ($S3_VERSION) for $( ((REF_ON)) && echo both || echo 'Berth only, no reference'), berth metadata in PostgreSQL"
+else
+    where="data on $(df -T "$WORK" | awk 'NR==2{print $2}')"
+fi
+echo "Berth vs reference registry ($(docker-registry --version | awk '{print $3}')), loopback, $(nproc) cores, $where; load at end: $(uptime | sed 's/.*load average: //')"
 $HELPER table "$RESULTS"
+[[ -z $DISTURBED ]] || echo "WARNING: other builds/tests ran during the measurement (seen: $DISTURBED); rerun on an idle machine."
