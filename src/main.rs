@@ -63,7 +63,18 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// glibc gives each thread that allocates its own malloc arena; the blocking pool's threads
+/// (hashing, file I/O) would each keep megabytes. Two arenas are plenty for this workload.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator tunable; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(dir) = cli.data_dir {

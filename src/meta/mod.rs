@@ -76,11 +76,15 @@ impl Meta {
         } else {
             anyhow::bail!("database.url must start with sqlite: or postgres:");
         };
-        let mut options = AnyPoolOptions::new().max_connections(if kind == DbKind::Sqlite { 8 } else { 16 });
+        // SQLite: few connections (one writer at a time anyway) with a 1 MiB page cache each.
+        let mut options = AnyPoolOptions::new().max_connections(if kind == DbKind::Sqlite { 4 } else { 16 });
         if kind == DbKind::Sqlite {
             options = options.after_connect(|conn, _| {
                 Box::pin(async move {
-                    conn.execute("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;").await?;
+                    conn.execute(
+                        "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA cache_size = -1024;",
+                    )
+                    .await?;
                     Ok(())
                 })
             });
