@@ -210,6 +210,7 @@ async fn chunked_and_streamed_uploads() {
     // A chunk that does not start where the upload ends.
     let r = c.patch(&url).header("content-range", "9-12").body("nope").send().await.unwrap();
     assert_eq!(header(&r, "range"), "0-4");
+    assert_eq!(format!("{base}{}", header(&r, "location")), url);
     expect_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID").await;
 
     let r = c.get(&url).send().await.unwrap();

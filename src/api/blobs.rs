@@ -209,8 +209,21 @@ pub async fn patch_upload(
             upload_size: None,
         });
     }
-    let upload = registry.append_upload(name, id, start, len, body_stream(payload)).await?;
-    Ok(upload_response(StatusCode::ACCEPTED, name, &upload))
+    match registry.append_upload(name, id, start, len, body_stream(payload)).await {
+        Ok(upload) => Ok(upload_response(StatusCode::ACCEPTED, name, &upload)),
+        // A chunk out of place: 416 with where the upload stands and where to send the next.
+        Err(e @ RegistryError::RangeInvalid { .. }) => {
+            let mut resp = actix_web::ResponseError::error_response(&e);
+            if let (Ok(location), Ok(uuid)) =
+                (header::HeaderValue::from_str(&upload_location(name, id)), header::HeaderValue::from_str(id))
+            {
+                resp.headers_mut().insert(header::LOCATION, location);
+                resp.headers_mut().insert(header::HeaderName::from_static("docker-upload-uuid"), uuid);
+            }
+            Ok(resp)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// PUT: completes an upload, with or without a final chunk.

@@ -97,6 +97,10 @@ fn namespace_from(r: &AnyRow) -> Namespace {
     Namespace { name: r.get(0), kind: r.get(1), public: r.get::<i64, _>(2) != 0, created_at: r.get(3) }
 }
 
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
 /// A new account to insert.
 pub struct NewAccount<'a> {
     pub name: &'a str,
@@ -126,7 +130,7 @@ impl Meta {
             return Ok(None);
         }
         let t = now();
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO accounts (name, kind, password_hash, is_admin, disabled, robot_namespace, robot_role, created_at) \
              VALUES ($1, $2, $3, $4, 0, $5, $6, $7)",
         )
@@ -138,7 +142,14 @@ impl Meta {
         .bind(new.robot_role)
         .bind(t)
         .execute(&mut *tx)
-        .await?;
+        .await;
+        // Two creations racing past the check above (PostgreSQL, read committed): one loses here.
+        if let Err(e) = &inserted
+            && is_unique_violation(e)
+        {
+            return Ok(None);
+        }
+        inserted?;
         if new.kind == "user" {
             sqlx::query("INSERT INTO namespaces (name, kind, public, created_at) VALUES ($1, 'user', 0, $2)")
                 .bind(new.name)
@@ -231,11 +242,17 @@ impl Meta {
         if taken.is_some() {
             return Ok(false);
         }
-        sqlx::query("INSERT INTO namespaces (name, kind, public, created_at) VALUES ($1, 'org', 0, $2)")
+        let inserted = sqlx::query("INSERT INTO namespaces (name, kind, public, created_at) VALUES ($1, 'org', 0, $2)")
             .bind(name)
             .bind(now())
             .execute(&mut *tx)
-            .await?;
+            .await;
+        if let Err(e) = &inserted
+            && is_unique_violation(e)
+        {
+            return Ok(false);
+        }
+        inserted?;
         tx.commit().await?;
         Ok(true)
     }

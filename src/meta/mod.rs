@@ -76,8 +76,8 @@ impl Meta {
         } else {
             anyhow::bail!("database.url must start with sqlite: or postgres:");
         };
-        // SQLite: few connections (one writer at a time anyway) with a 1 MiB page cache each.
-        let mut options = AnyPoolOptions::new().max_connections(if kind == DbKind::Sqlite { 4 } else { 16 });
+        // SQLite: readers in parallel (WAL), each connection with a 1 MiB page cache.
+        let mut options = AnyPoolOptions::new().max_connections(if kind == DbKind::Sqlite { 8 } else { 16 });
         if kind == DbKind::Sqlite {
             options = options.after_connect(|conn, _| {
                 Box::pin(async move {

@@ -29,7 +29,7 @@ use uploads::{LocalUploads, UploadBackend};
 pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
 
 /// Read size for blobs served from local files.
-const READ_CHUNK: usize = 512 * 1024;
+const READ_CHUNK: usize = 1024 * 1024;
 
 /// Blob storage plus the upload backend that belongs to it.
 #[derive(Clone)]
