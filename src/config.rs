@@ -92,6 +92,30 @@ pub struct StorageConfig {
     pub path: String,
     /// The S3 store, when `kind = "s3"`.
     pub s3: S3Config,
+    /// Google Cloud Storage, when `kind = "gcs"` (not tested here).
+    pub gcs: GcsConfig,
+    /// Azure Blob Storage, when `kind = "azure"` (not tested here).
+    pub azure: AzureConfig,
+}
+
+/// A Google Cloud Storage bucket; empty settings come from the `GOOGLE_*` environment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GcsConfig {
+    pub bucket: String,
+    pub prefix: String,
+    /// Path of a service account JSON key file.
+    pub service_account_path: String,
+}
+
+/// An Azure Blob Storage container; empty settings come from the `AZURE_*` environment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AzureConfig {
+    pub account: String,
+    pub container: String,
+    pub prefix: String,
+    pub access_key: String,
 }
 
 /// An S3 (or S3-compatible) bucket. Empty settings fall back to the `AWS_*` environment and
@@ -215,7 +239,13 @@ impl Default for Config {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { kind: "filesystem".into(), path: String::new(), s3: S3Config::default() }
+        StorageConfig {
+            kind: "filesystem".into(),
+            path: String::new(),
+            s3: S3Config::default(),
+            gcs: GcsConfig::default(),
+            azure: AzureConfig::default(),
+        }
     }
 }
 

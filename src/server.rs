@@ -20,7 +20,9 @@ pub async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
     let blobs = match config.storage.kind.as_str() {
         "filesystem" => BlobStore::filesystem(&config.storage_path())?,
         "s3" => BlobStore::s3(&config.storage.s3)?,
-        other => anyhow::bail!("unknown storage.kind {other:?} (expected \"filesystem\" or \"s3\")"),
+        "gcs" => BlobStore::gcs(&config.storage.gcs)?,
+        "azure" => BlobStore::azure(&config.storage.azure)?,
+        other => anyhow::bail!("unknown storage.kind {other:?} (expected filesystem, s3, gcs or azure)"),
     };
     let limits = Limits { max_manifest_bytes: config.limits.max_manifest_bytes };
     Ok(Registry::new(meta, blobs, limits))

@@ -14,15 +14,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, RetryConfig};
 
-use crate::config::S3Config;
+use crate::config::{AzureConfig, GcsConfig, S3Config};
 use crate::error::{RegistryError, Result};
 use crate::oci::Digest;
-use s3::S3Uploads;
+use s3::MultipartUploads;
 use uploads::{LocalUploads, UploadBackend};
 
 /// A stream of blob bytes.
@@ -79,9 +81,43 @@ impl BlobStore {
             "" => String::new(),
             p => format!("{p}/"),
         };
-        let uploads = Arc::new(S3Uploads::new(s3.clone(), &prefix));
+        let uploads = Arc::new(MultipartUploads::new(s3.clone(), &prefix));
         let signer = config.redirect.then(|| (s3.clone(), Duration::from_secs(config.redirect_expiry_secs)));
         Ok(BlobStore { store: s3, uploads, prefix, signer })
+    }
+
+    /// A blob store on Google Cloud Storage; empty settings come from the `GOOGLE_*`
+    /// environment (service account) as `object_store` reads it.
+    pub fn gcs(config: &GcsConfig) -> anyhow::Result<Self> {
+        let mut builder = GoogleCloudStorageBuilder::from_env().with_bucket_name(&config.bucket);
+        if !config.service_account_path.is_empty() {
+            builder = builder.with_service_account_path(&config.service_account_path);
+        }
+        let store = Arc::new(builder.build()?);
+        Ok(Self::multipart(store, &config.prefix))
+    }
+
+    /// A blob store on Azure Blob Storage; empty settings come from the `AZURE_*` environment.
+    pub fn azure(config: &AzureConfig) -> anyhow::Result<Self> {
+        let mut builder = MicrosoftAzureBuilder::from_env().with_container_name(&config.container);
+        if !config.account.is_empty() {
+            builder = builder.with_account(&config.account);
+        }
+        if !config.access_key.is_empty() {
+            builder = builder.with_access_key(&config.access_key);
+        }
+        let store = Arc::new(builder.build()?);
+        Ok(Self::multipart(store, &config.prefix))
+    }
+
+    /// A blob store on any object store with multipart uploads, without redirects.
+    pub fn multipart<T: s3::PartStore>(store: Arc<T>, prefix: &str) -> Self {
+        let prefix = match prefix.trim_matches('/') {
+            "" => String::new(),
+            p => format!("{p}/"),
+        };
+        let uploads = Arc::new(MultipartUploads::new(store.clone(), &prefix));
+        BlobStore { store, uploads, prefix, signer: None }
     }
 
     /// The object key of a blob.

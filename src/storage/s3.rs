@@ -1,4 +1,5 @@
-//! Uploads to S3 as multipart uploads, whatever chunk sizes the client sends.
+//! Uploads as multipart uploads (S3; also GCS and Azure, which `object_store` gives the same
+//! multipart interface), whatever chunk sizes the client sends.
 //!
 //! A session's bytes live in two places: completed multipart parts (at least
 //! [`PART_SIZE`] each) and a *tail* object holding the bytes not yet in a part (less than
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use object_store::aws::AmazonS3;
+use object_store::ObjectStore;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -62,15 +63,19 @@ impl S3State {
     }
 }
 
-/// Upload sessions on S3.
-pub struct S3Uploads {
-    s3: Arc<AmazonS3>,
+/// An object store with a multipart upload interface (S3, GCS, Azure, in-memory).
+pub trait PartStore: ObjectStore + MultipartStore {}
+impl<T: ObjectStore + MultipartStore> PartStore for T {}
+
+/// Upload sessions as multipart uploads.
+pub struct MultipartUploads {
+    s3: Arc<dyn PartStore>,
     prefix: String,
 }
 
-impl S3Uploads {
-    pub fn new(s3: Arc<AmazonS3>, prefix: &str) -> Self {
-        S3Uploads { s3, prefix: prefix.to_string() }
+impl MultipartUploads {
+    pub fn new(s3: Arc<dyn PartStore>, prefix: &str) -> Self {
+        MultipartUploads { s3, prefix: prefix.to_string() }
     }
 
     fn key(&self, id: &str, name: &str) -> Result<Path> {
@@ -120,9 +125,9 @@ impl S3Uploads {
     }
 }
 
-/// Appends to an S3 upload session.
+/// Appends to a multipart upload session.
 struct S3Writer {
-    s3: Arc<AmazonS3>,
+    s3: Arc<dyn PartStore>,
     data_key: Path,
     next_tail: Path,
     writer: String,
@@ -174,7 +179,7 @@ impl UploadWriter for S3Writer {
 }
 
 #[async_trait]
-impl UploadBackend for S3Uploads {
+impl UploadBackend for MultipartUploads {
     async fn create(&self, _id: &str) -> Result<Option<String>> {
         Ok(Some(serde_json::to_string(&S3State::default()).map_err(|e| RegistryError::internal("upload state", e))?))
     }
@@ -258,5 +263,77 @@ impl UploadBackend for S3Uploads {
         }
         self.delete_quietly(&self.key(id, "data")?).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::memory::InMemory;
+
+    use super::*;
+
+    fn bytes(len: usize, seed: u8) -> Bytes {
+        Bytes::from((0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<u8>>())
+    }
+
+    /// Appends `chunks` as one writer session, as the registry does; returns the new state.
+    async fn append(up: &MultipartUploads, id: &str, offset: u64, state: Option<String>, chunks: Vec<Bytes>) -> String {
+        let mut w = up.writer(id, offset, state.as_deref()).await.unwrap();
+        w.write(chunks).await.unwrap();
+        let new = w.finish().await.unwrap().unwrap();
+        up.acknowledged(id, state.as_deref()).await.unwrap();
+        new
+    }
+
+    #[tokio::test]
+    async fn small_chunks_become_parts_and_commit_whole() {
+        let store = Arc::new(InMemory::new());
+        let up = MultipartUploads::new(store.clone(), "pfx/");
+        let state = up.create("u1").await.unwrap();
+        // 3 MiB, then 9 MiB in odd pieces, then 1 byte: parts of 8 MiB and a tail between.
+        let a = bytes(3 * 1024 * 1024, 1);
+        let b1 = bytes(4 * 1024 * 1024 + 5, 2);
+        let b2 = bytes(5 * 1024 * 1024 - 5, 3);
+        let c = bytes(1, 4);
+        let s1 = append(&up, "u1", 0, state, vec![a.clone()]).await;
+        let parsed: S3State = serde_json::from_str(&s1).unwrap();
+        assert_eq!((parsed.parts.len(), parsed.tail_len), (0, a.len()));
+        let s2 = append(&up, "u1", a.len() as u64, Some(s1.clone()), vec![b1.clone(), b2.clone()]).await;
+        let parsed: S3State = serde_json::from_str(&s2).unwrap();
+        assert_eq!(parsed.parts.len(), 1, "one 8 MiB part sent");
+        let total = (a.len() + b1.len() + b2.len()) as u64;
+        // A writer that starts from a stale offset is refused.
+        assert!(up.writer("u1", 1, Some(&s2)).await.is_err());
+        let s3 = append(&up, "u1", total, Some(s2), vec![c.clone()]).await;
+        let dest = Path::from("pfx/blobs/x");
+        up.commit("u1", total + 1, Some(&s3), &dest).await.unwrap();
+        let got = store.get(&dest).await.unwrap().bytes().await.unwrap();
+        let mut want = Vec::new();
+        for part in [&a, &b1, &b2, &c] {
+            want.extend_from_slice(part);
+        }
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "committed bytes differ");
+        // Nothing of the session is left.
+        let left: Vec<_> =
+            futures_util::StreamExt::collect::<Vec<_>>(store.list(Some(&Path::from("pfx/_uploads")))).await;
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_blob_smaller_than_a_part_and_abort() {
+        let store = Arc::new(InMemory::new());
+        let up = MultipartUploads::new(store.clone(), "");
+        let state = up.create("u2").await.unwrap();
+        let data = bytes(1000, 9);
+        let s1 = append(&up, "u2", 0, state, vec![data.clone()]).await;
+        up.commit("u2", 1000, Some(&s1), &Path::from("blob")).await.unwrap();
+        assert!(store.get(&Path::from("blob")).await.unwrap().bytes().await.unwrap() == data);
+
+        let state = up.create("u3").await.unwrap();
+        let s1 = append(&up, "u3", 0, state, vec![bytes(9 * 1024 * 1024, 1)]).await;
+        up.abort("u3", Some(&s1)).await.unwrap();
+        let left: Vec<_> = futures_util::StreamExt::collect::<Vec<_>>(store.list(Some(&Path::from("_uploads")))).await;
+        assert!(left.is_empty(), "{left:?}");
     }
 }
