@@ -77,13 +77,26 @@ pub async fn catalog(req: &HttpRequest, state: &AppState, who: &Identity) -> Res
     let (n, mut last) = pagination(req, DEFAULT_CATALOG_PAGE)?;
     let mut repos = Vec::new();
     let mut more = false;
+    // Rights are decided per namespace unless a token limits repositories by pattern, so one
+    // check per namespace serves every repository in it.
+    let per_namespace = who.limit.as_ref().is_none_or(|l| l.repository_pattern.is_none());
+    let mut decided: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
     // Keep reading pages until `n` repositories the caller may pull are found.
     while (repos.len() as i64) < n {
         let want = n - repos.len() as i64;
         let (page, page_more) = split_page(state.registry.catalog(last.as_deref(), want + 1).await?, want);
         last = page.last().cloned();
         for repo in page {
-            if state.auth.may_pull(who, &repo).await? {
+            let namespace = repo.split('/').next().unwrap_or(&repo).to_string();
+            let allowed = match decided.get(&namespace) {
+                Some(allowed) if per_namespace => *allowed,
+                _ => {
+                    let allowed = state.auth.may_pull(who, &repo).await?;
+                    decided.insert(namespace, allowed);
+                    allowed
+                }
+            };
+            if allowed {
                 repos.push(repo);
             }
         }
