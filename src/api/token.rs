@@ -60,8 +60,7 @@ async fn get_token(req: HttpRequest, auth: web::Data<AuthService>) -> Result<Htt
 fn presented_secret(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
     let b64 = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
-    let decoded = String::from_utf8(data_encoding::BASE64.decode(b64.trim().as_bytes()).ok()?).ok()?;
-    Some(decoded.split_once(':')?.1.to_string())
+    crate::auth::service::decode_basic(b64).map(|(_, secret)| secret)
 }
 
 #[derive(Deserialize)]

@@ -61,6 +61,13 @@ fn invalid_credentials() -> RegistryError {
     RegistryError::Unauthorized { message: "invalid username, password or token".into(), challenge: None }
 }
 
+/// The name and secret of Basic credentials (`base64(name:secret)`).
+pub fn decode_basic(encoded: &str) -> Option<(String, String)> {
+    let decoded = String::from_utf8(BASE64.decode(encoded.trim().as_bytes()).ok()?).ok()?;
+    let (name, secret) = decoded.split_once(':')?;
+    Some((name.to_string(), secret.to_string()))
+}
+
 /// The client address used for throttling.
 pub fn client_addr(req: &HttpRequest) -> String {
     req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
@@ -303,10 +310,8 @@ impl AuthService {
         let (scheme, rest) = value.split_once(' ').ok_or_else(bad)?;
         let rest = rest.trim();
         if scheme.eq_ignore_ascii_case("basic") {
-            let decoded = BASE64.decode(rest.as_bytes()).map_err(|_| bad())?;
-            let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
-            let (name, secret) = decoded.split_once(':').ok_or_else(bad)?;
-            return self.login(name, secret, &client_addr(req)).await.map_err(|e| match e {
+            let (name, secret) = decode_basic(rest).ok_or_else(bad)?;
+            return self.login(&name, &secret, &client_addr(req)).await.map_err(|e| match e {
                 RegistryError::Unauthorized { message, .. } => {
                     RegistryError::Unauthorized { message, challenge: Some(self.challenge(req, None)) }
                 }

@@ -291,11 +291,6 @@ impl Mirror {
         Ok(())
     }
 
-    /// Makes sure a blob of a mirrored repository is stored and linked locally.
-    pub async fn ensure_blob(self: &Arc<Self>, target: &Target, digest: &Digest) -> Result<()> {
-        self.blob(target, digest, false).await.map(|_| ())
-    }
-
     /// A blob of a mirrored repository: `None` when it is (now) stored locally; with `live`, the
     /// request that starts an upstream fetch instead gets the bytes as they arrive, while they
     /// are stored and verified (the last chunk is held back until the digest checks out, so a

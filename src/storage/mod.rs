@@ -137,10 +137,6 @@ impl BlobStore {
         self.uploads.as_ref()
     }
 
-    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
-        &self.store
-    }
-
     /// Whether the store answers (a lookup of a key that does not exist).
     pub async fn ping(&self) -> Result<()> {
         match self.store.head(&Path::from(format!("{}_health/probe", self.prefix))).await {
@@ -173,14 +169,6 @@ impl BlobStore {
             GetResultPayload::File(file, _) => file_stream(file, range),
             GetResultPayload::Stream(s) => s.map_err(std::io::Error::other).boxed(),
         })
-    }
-
-    /// Deletes a blob's object (garbage collection only).
-    pub async fn delete(&self, digest: &Digest) -> Result<()> {
-        match self.store.delete(&self.blob_key(digest)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
     }
 }
 

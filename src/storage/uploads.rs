@@ -25,7 +25,8 @@ pub trait UploadWriter: Send {
     /// Appends bytes (one batch, in order). May return before they reach storage; `finish`
     /// waits for them.
     async fn write(&mut self, data: Vec<Bytes>) -> Result<()>;
-    /// Makes everything written durable to the point the session can be resumed, and
+    /// Waits until everything written is stored (in the page cache or the object store: no
+    /// fsync, so a process crash keeps it, a power loss may not), and
     /// returns the backend state to persist with the new size.
     async fn finish(self: Box<Self>) -> Result<Option<String>>;
 }
