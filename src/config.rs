@@ -22,6 +22,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub mirror: MirrorConfig,
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client; empty: the
+    /// TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Pull-through mirror of other registries.
@@ -233,6 +236,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             mirror: MirrorConfig::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
