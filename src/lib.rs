@@ -9,6 +9,7 @@ pub mod error;
 pub mod meta;
 pub mod mirror;
 pub mod oci;
+pub mod ops;
 pub mod registry;
 pub mod server;
 pub mod storage;
