@@ -774,10 +774,11 @@ async fn graceful_shutdown_finishes_transfers_in_flight() {
     }
     assert!(b.wait_exit(Duration::from_millis(1)).is_none(), "exited with transfers in flight");
 
-    // The upload's second half, slowly; it completes.
-    for chunk in small[small.len() / 2..].chunks(512 * 1024) {
+    // The upload's second half, slowly (2.4 s: actix checks every second whether the shutdown
+    // timeout has passed, so a timeout that did not hold would cut this); it completes.
+    for chunk in small[small.len() / 2..].chunks(256 * 1024) {
         up.write_all(chunk).unwrap();
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(300));
     }
     let mut up = BufReader::new(up);
     let (status, headers) = read_head(&mut up);
