@@ -801,3 +801,48 @@ async fn graceful_shutdown_finishes_transfers_in_flight() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(sha256(&r.bytes().await.unwrap()), small_digest);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_the_queue_and_send_each_delivery_once() {
+    // Two nodes on one PostgreSQL database, both sending, both polling every 20 ms.
+    let env = [
+        ("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ("BERTH_WEBHOOKS__POLL_MS", "20"),
+        ("BERTH_WEBHOOKS__BACKOFF_INITIAL_MS", "100"),
+    ];
+    let a = Berth::start_on(common::Backend::s3_postgres(None), &env);
+    let b = a.start_peer();
+    let c = Client::new();
+    let hook = Receiver::start(3);
+    let admin = ("admin", ADMIN_PASSWORD);
+    let (s, v) =
+        api(&c, &a, Method::POST, "/api/v1/webhooks", admin, Some(json!({"url": hook.url, "secret": SECRET}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    tokio::time::sleep(Duration::from_millis(2100)).await; // the nodes' webhook caches
+    let n = 12;
+    for i in 0..n {
+        let node = if i % 2 == 0 { &a } else { &b };
+        push_image(&c, node, ADMIN, "admin/shared", &format!("t{i}"), format!("layer {i}").as_bytes()).await;
+    }
+    // Every event arrives (3 of them after a failure), each delivered exactly once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok: std::collections::HashSet<String> = hook
+            .received()
+            .iter()
+            .skip(3)
+            .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["tag"].as_str().unwrap().to_string())
+            .collect();
+        if ok.len() == n {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {} of {n} events arrived", ok.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = hook.received();
+    assert_eq!(got.len(), n + 3, "a delivery was sent twice");
+    for r in &got {
+        verified(r, SECRET);
+    }
+}
