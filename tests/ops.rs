@@ -846,3 +846,57 @@ async fn two_nodes_share_the_queue_and_send_each_delivery_once() {
         verified(r, SECRET);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_hits_misses_upstream_bytes_and_cache_events() {
+    // The upstream is another Berth on loopback.
+    let upstream = Berth::start();
+    let c = Client::new();
+    let layer: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    let (manifest_digest, layer_digest) = push_image(&c, &upstream, None, "lib/mirrored", "v1", &layer).await;
+    let toml = format!("[mirror]\nenabled = true\n[[mirror.upstreams]]\nname = \"up\"\nurl = \"{}\"\n", upstream.base);
+    let mirror =
+        Berth::start_with_config(&toml, &[("BERTH_AUTH__ENABLED", "false"), ("BERTH_WEBHOOKS__POLL_MS", "50")]);
+    let hook = Receiver::start(0);
+    mirror.cli_stdin(&["webhook", "add", &hook.url, "--events", "mirror,pull", "--secret-stdin"], SECRET);
+    let before = scrape(&c, &mirror).await;
+
+    let manifest_url = format!("{}/v2/up/lib/mirrored/manifests/v1", mirror.base);
+    let blob_url = format!("{}/v2/up/lib/mirrored/blobs/{layer_digest}", mirror.base);
+    let mut manifest_len = 0;
+    for _ in 0..2 {
+        let r = c.get(&manifest_url).header("accept", OCI_MANIFEST).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = r.bytes().await.unwrap();
+        assert_eq!(sha256(&body), manifest_digest);
+        manifest_len = body.len();
+        let r = c.get(&blob_url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(sha256(&r.bytes().await.unwrap()), layer_digest);
+    }
+    let after = scrape(&c, &mirror).await;
+    let delta = |k: &str| get(&after, k) - get(&before, k);
+    assert_eq!(delta("berth_mirror_cache_misses_total{kind=\"manifest\"}"), 1.0);
+    assert_eq!(delta("berth_mirror_cache_hits_total{kind=\"manifest\"}"), 1.0);
+    assert_eq!(delta("berth_mirror_cache_misses_total{kind=\"blob\"}"), 1.0);
+    assert_eq!(delta("berth_mirror_cache_hits_total{kind=\"blob\"}"), 1.0);
+    assert_eq!(delta("berth_mirror_upstream_bytes_total"), (manifest_len + layer.len()) as f64);
+    assert_eq!(delta("berth_blob_served_bytes_total"), 2.0 * layer.len() as f64);
+
+    // Cache events: the manifest and the blob were stored once each; two pulls.
+    let stored = verified(&hook.wait_for_nth("mirror", 2, Duration::from_secs(20)), SECRET);
+    let events: Vec<Value> =
+        hook.received().iter().map(|r| verified(r, SECRET)).filter(|v| v["action"] == "mirror").collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    let manifest_event = events.iter().find(|v| v["kind"] == "manifest").expect("a manifest cache event");
+    assert_eq!(manifest_event["repository"], "up/lib/mirrored");
+    assert_eq!(manifest_event["tag"], "v1");
+    assert_eq!(manifest_event["digest"], manifest_digest.as_str());
+    assert_eq!(manifest_event["actor"], "mirror");
+    let blob_event = events.iter().find(|v| v["kind"] == "blob").expect("a blob cache event");
+    assert_eq!(blob_event["digest"], layer_digest.as_str());
+    assert!(stored["id"].is_string());
+    let pull = verified(&hook.wait_for_nth("pull", 2, Duration::from_secs(20)), SECRET);
+    assert_eq!(pull["repository"], "up/lib/mirrored");
+    assert_eq!(pull["actor"], "anonymous");
+}

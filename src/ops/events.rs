@@ -94,6 +94,12 @@ impl Events {
     /// Queues `action` for every webhook that wants it. Failures are logged, not returned: the
     /// operation the event reports has already happened.
     async fn emit(&self, action: &'static str, actor: &str, ev: &RepoEvent<'_>) {
+        if self.try_emit(action, actor, ev).await.is_ok() {
+            return;
+        }
+        // A webhook deleted (by another node or the CLI) while cached fails the insert: reload
+        // the webhooks and try once more.
+        self.webhooks_changed();
         if let Err(e) = self.try_emit(action, actor, ev).await {
             tracing::error!(action, repository = ev.repository, error = %e, "could not queue a webhook event");
         }
