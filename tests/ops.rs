@@ -409,6 +409,42 @@ async fn webhooks_get_signed_push_and_delete_events_from_docker() {
     let (_, list) = api(&c, &b, Method::GET, "/api/v1/webhooks", admin, None).await;
     assert_eq!(list["webhooks"].as_array().unwrap().len(), 2);
     assert!(!list.to_string().contains(SECRET));
+    // A namespace's maintainer sees its webhooks, but only admins create them.
+    let carol = ("carol", "carols-password-1");
+    let (s, _) =
+        api(&c, &b, Method::POST, "/api/v1/users", admin, Some(json!({"name": "carol", "password": carol.1}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = api(
+        &c,
+        &b,
+        Method::PUT,
+        "/api/v1/namespaces/ops-elsewhere/members/carol",
+        admin,
+        Some(json!({"role": "maintainer"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = api(
+        &c,
+        &b,
+        Method::POST,
+        "/api/v1/webhooks",
+        carol,
+        Some(json!({"url": hook.url, "namespace": "ops-elsewhere"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, theirs) = api(&c, &b, Method::GET, "/api/v1/webhooks", carol, None).await;
+    let theirs = theirs["webhooks"].as_array().unwrap().clone();
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0]["namespace"], "ops-elsewhere");
+    let global_id =
+        list["webhooks"].as_array().unwrap().iter().find(|w| w["namespace"].is_null()).unwrap()["id"].clone();
+    let (s, _) = api(&c, &b, Method::GET, &format!("/api/v1/webhooks/{global_id}/deliveries"), carol, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = api(&c, &b, Method::DELETE, &format!("/api/v1/webhooks/{}", theirs[0]["id"]), carol, None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
     // Bad input is refused clearly.
     let (s, v) =
         api(&c, &b, Method::POST, "/api/v1/webhooks", admin, Some(json!({"url": "ftp://x", "events": ["push"]}))).await;

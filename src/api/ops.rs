@@ -1,17 +1,19 @@
 //! Operations over HTTP: `GET /metrics` (Prometheus), and under `/api/v1` the webhooks with
 //! their delivery history and the audit log.
 //!
-//! Webhooks: administrators manage every webhook; the managers of a namespace (its owner,
-//! an organisation's maintainers) manage that namespace's. The audit log is for
-//! administrators only. Secrets are write-only: given (or generated and shown once) at
-//! creation, never returned afterwards.
+//! Webhooks: only administrators create and delete them — a webhook makes the server send
+//! requests to an address of the creator's choosing, which must not be open to everyone who
+//! manages a namespace (requests into the server's own network). The managers of a namespace
+//! (its owner, an organisation's maintainers) see that namespace's webhooks and deliveries.
+//! The audit log is for administrators only. Secrets are write-only: given (or generated and
+//! shown once) at creation, never returned afterwards.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::admin::{admin, caller, reader};
+use super::admin::{admin, reader};
 use crate::auth::{AuthService, Identity};
 use crate::config::MetricsConfig;
 use crate::error::{RegistryError, Result};
@@ -76,7 +78,7 @@ fn delivery_json(d: &Delivery) -> Value {
     })
 }
 
-/// Whether `who` may see and change `hook`.
+/// Whether `who` may see `hook` and its deliveries.
 async fn may_manage_hook(auth: &AuthService, who: &Identity, hook: &Webhook) -> Result<bool> {
     Ok(match &hook.namespace {
         None => who.is_admin(),
@@ -165,16 +167,7 @@ async fn create_webhook(
     auth: web::Data<AuthService>,
     body: web::Json<NewWebhook>,
 ) -> Result<HttpResponse> {
-    let who = match &body.namespace {
-        Some(ns) => {
-            let who = caller(&req, &auth).await?;
-            if !auth.may_manage(&who, ns).await? {
-                return Err(RegistryError::Denied(format!("you may not manage {ns}")));
-            }
-            who
-        }
-        None => admin(&req, &auth).await?,
-    };
+    let who = admin(&req, &auth).await?;
     let events = events(&req)?;
     let (hook, generated) = create(
         &events,
@@ -193,7 +186,7 @@ async fn create_webhook(
 }
 
 async fn delete_webhook(req: HttpRequest, auth: web::Data<AuthService>, id: web::Path<i64>) -> Result<HttpResponse> {
-    let who = caller(&req, &auth).await?;
+    let who = admin(&req, &auth).await?;
     let hook = managed_hook(&req, &auth, *id, &who).await?;
     let events = events(&req)?;
     events.meta().delete_webhook(hook.id).await?;
