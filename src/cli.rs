@@ -39,6 +39,10 @@ pub enum WebhookCommand {
     List,
     /// Delete a webhook and its delivery history.
     Delete { id: i64 },
+    /// Stop queueing events for a webhook.
+    Disable { id: i64 },
+    /// Undo `disable`.
+    Enable { id: i64 },
     /// Show a webhook's recent deliveries.
     Deliveries {
         id: i64,
@@ -349,13 +353,14 @@ pub async fn webhook(config: &Config, cmd: WebhookCommand) -> anyhow::Result<()>
             }
         }
         WebhookCommand::List => {
-            println!("{:<6} {:<20} {:<24} URL", "ID", "NAMESPACE", "EVENTS");
+            println!("{:<6} {:<20} {:<24} {:<8} URL", "ID", "NAMESPACE", "EVENTS", "ENABLED");
             for h in events.meta().webhooks().await? {
                 println!(
-                    "{:<6} {:<20} {:<24} {}",
+                    "{:<6} {:<20} {:<24} {:<8} {}",
                     h.id,
                     h.namespace.as_deref().unwrap_or("*"),
                     h.events.join(","),
+                    h.enabled,
                     h.url
                 );
             }
@@ -366,6 +371,15 @@ pub async fn webhook(config: &Config, cmd: WebhookCommand) -> anyhow::Result<()>
             }
             events.audit(CLI_ACTOR, "webhook.delete", Some(&id.to_string()), Value::Null, None).await;
             println!("webhook {id} deleted");
+        }
+        WebhookCommand::Disable { id } | WebhookCommand::Enable { id } => {
+            let enabled = matches!(cmd, WebhookCommand::Enable { .. });
+            if !events.meta().set_webhook_enabled(id, enabled).await? {
+                anyhow::bail!("no webhook {id}");
+            }
+            let detail = json!({ "enabled": enabled });
+            events.audit(CLI_ACTOR, "webhook.update", Some(&id.to_string()), detail, None).await;
+            println!("webhook {id} {}", if enabled { "enabled" } else { "disabled" });
         }
         WebhookCommand::Deliveries { id, n } => {
             println!("{:<8} {:<8} {:<10} {:<8} {:<6} LAST ERROR", "ID", "ACTION", "STATUS", "ATTEMPTS", "CODE");

@@ -617,6 +617,17 @@ async fn deliveries_are_given_up_after_max_attempts() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(hook.received().len(), 3, "no attempt after giving up");
+    // A disabled webhook gets nothing queued.
+    let (s, v) =
+        api(&c, &b, Method::PATCH, &format!("/api/v1/webhooks/{id}"), admin, Some(json!({"enabled": false}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["enabled"], false);
+    push_image(&c, &b, ADMIN, "admin/unheard", "v2", b"unheard").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, h) = api(&c, &b, Method::GET, &format!("/api/v1/webhooks/{id}/deliveries"), admin, None).await;
+    assert_eq!(h["deliveries"].as_array().unwrap().len(), 1, "{h}");
+    assert_eq!(hook.received().len(), 3);
+    assert!(b.cli(&["webhook", "list"]).contains("false"));
 }
 
 #[tokio::test]

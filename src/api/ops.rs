@@ -53,6 +53,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/webhooks", web::get().to(list_webhooks))
         .route("/webhooks", web::post().to(create_webhook))
         .route("/webhooks/{id}", web::delete().to(delete_webhook))
+        .route("/webhooks/{id}", web::patch().to(update_webhook))
         .route("/webhooks/{id}/deliveries", web::get().to(list_deliveries))
         .route("/audit", web::get().to(audit));
 }
@@ -193,6 +194,29 @@ async fn delete_webhook(req: HttpRequest, auth: web::Data<AuthService>, id: web:
     events.webhooks_changed();
     events.audit(actor(&who), "webhook.delete", Some(&hook.id.to_string()), Value::Null, None).await;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+struct WebhookUpdate {
+    enabled: bool,
+}
+
+async fn update_webhook(
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    id: web::Path<i64>,
+    body: web::Json<WebhookUpdate>,
+) -> Result<HttpResponse> {
+    let who = admin(&req, &auth).await?;
+    let events = events(&req)?;
+    if !events.meta().set_webhook_enabled(*id, body.enabled).await? {
+        return Err(RegistryError::NotFound(format!("no webhook {id}")));
+    }
+    events.webhooks_changed();
+    let detail = json!({ "enabled": body.enabled });
+    events.audit(actor(&who), "webhook.update", Some(&id.to_string()), detail, None).await;
+    let hook = events.meta().webhook(*id).await?.ok_or_else(|| RegistryError::NotFound(format!("no webhook {id}")))?;
+    Ok(HttpResponse::Ok().json(webhook_json(&hook)))
 }
 
 #[derive(Deserialize)]

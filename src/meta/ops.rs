@@ -158,6 +158,16 @@ impl Meta {
         Ok(row.as_ref().map(webhook_from))
     }
 
+    /// Turns a webhook on or off (off: no new deliveries are queued for it).
+    pub async fn set_webhook_enabled(&self, id: i64, enabled: bool) -> Result<bool> {
+        let done = sqlx::query("UPDATE webhooks SET enabled = $2 WHERE id = $1")
+            .bind(id)
+            .bind(enabled as i64)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Deletes a webhook and its delivery history.
     pub async fn delete_webhook(&self, id: i64) -> Result<bool> {
         let mut tx = self.begin_write().await?;
