@@ -1,5 +1,6 @@
-//! Management commands (`berth user|token|robot|namespace ...`): the same service the
-//! `/api/v1` API calls, run directly on the configured database.
+//! Management commands (`berth user|token|robot|namespace|webhook|audit ...`): the same service
+//! the `/api/v1` API calls, run directly on the configured database. Changes are recorded in
+//! the audit log with the actor `cli`.
 
 use std::io::Read;
 
@@ -8,6 +9,47 @@ use clap::Subcommand;
 use crate::auth::AuthService;
 use crate::config::Config;
 use crate::meta::Meta;
+use crate::ops::Events;
+use serde_json::{Value, json};
+
+/// The audit log's name for whoever runs the command line (it has the database itself).
+const CLI_ACTOR: &str = "cli";
+
+async fn audit(auth: &AuthService, action: &str, target: &str, detail: Value) {
+    Events::new(auth.meta.clone()).audit(CLI_ACTOR, action, Some(target), detail, None).await;
+}
+
+#[derive(Subcommand)]
+pub enum WebhookCommand {
+    /// Add a webhook (prints a generated secret unless --secret-stdin).
+    Add {
+        /// Where events are POSTed (http:// or https://).
+        url: String,
+        /// Only events of this namespace's repositories (default: every repository).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Comma list of push, pull, delete, mirror.
+        #[arg(long, default_value = "push,delete")]
+        events: String,
+        /// Read the signing secret from standard input.
+        #[arg(long)]
+        secret_stdin: bool,
+    },
+    /// List webhooks.
+    List,
+    /// Delete a webhook and its delivery history.
+    Delete { id: i64 },
+    /// Stop queueing events for a webhook.
+    Disable { id: i64 },
+    /// Undo `disable`.
+    Enable { id: i64 },
+    /// Show a webhook's recent deliveries.
+    Deliveries {
+        id: i64,
+        #[arg(long, default_value_t = 20)]
+        n: i64,
+    },
+}
 
 #[derive(Subcommand)]
 pub enum UserCommand {
@@ -124,6 +166,7 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::Add { name, admin, password_stdin } => {
             let (password, generated) = read_password(password_stdin)?;
             auth.create_user(&name, Some(&password), admin).await?;
+            audit(&auth, "user.create", &name, json!({ "admin": admin })).await;
             println!("created user {name}{}", if admin { " (admin)" } else { "" });
             if generated {
                 println!("password: {password}");
@@ -145,6 +188,7 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::Passwd { name, password_stdin } => {
             let (password, generated) = read_password(password_stdin)?;
             auth.set_password(&name, &password).await?;
+            audit(&auth, "user.update", &name, json!({ "password_changed": true })).await;
             println!("password of {name} changed");
             if generated {
                 println!("password: {password}");
@@ -152,18 +196,22 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Disable { name } => {
             auth.set_flags(&name, None, Some(true)).await?;
+            audit(&auth, "user.update", &name, json!({ "disabled": true })).await;
             println!("{name} disabled");
         }
         UserCommand::Enable { name } => {
             auth.set_flags(&name, None, Some(false)).await?;
+            audit(&auth, "user.update", &name, json!({ "disabled": false })).await;
             println!("{name} enabled");
         }
         UserCommand::Admin { name, value } => {
             auth.set_flags(&name, Some(value), None).await?;
+            audit(&auth, "user.update", &name, json!({ "admin": value })).await;
             println!("{name} admin: {value}");
         }
         UserCommand::Delete { name } => {
             auth.delete_account(&name).await?;
+            audit(&auth, "user.delete", &name, Value::Null).await;
             println!("{name} deleted");
         }
     }
@@ -175,6 +223,7 @@ pub async fn token(config: &Config, cmd: TokenCommand) -> anyhow::Result<()> {
     match cmd {
         TokenCommand::Create { user, name, scope, repository, expires_days } => {
             let (record, secret) = auth.create_token(&user, &name, &scope, repository.as_deref(), expires_days).await?;
+            audit(&auth, "token.create", &user, crate::api::admin::token_audit(&record)).await;
             println!("token {} for {user} (scope {scope}); it is shown only now:", record.id);
             println!("{secret}");
         }
@@ -202,6 +251,7 @@ pub async fn token(config: &Config, cmd: TokenCommand) -> anyhow::Result<()> {
         }
         TokenCommand::Revoke { id } => {
             auth.revoke_token(id, None).await?;
+            audit(&auth, "token.revoke", &id.to_string(), Value::Null).await;
             println!("token {id} revoked");
         }
     }
@@ -213,6 +263,7 @@ pub async fn robot(config: &Config, cmd: RobotCommand) -> anyhow::Result<()> {
     match cmd {
         RobotCommand::Create { namespace, name, role } => {
             let robot = auth.create_robot(&namespace, &name, &role).await?;
+            audit(&auth, "robot.create", &robot.name, json!({ "role": role })).await;
             println!("created robot {} ({role} in {namespace}); give it a token with:", robot.name);
             println!("  berth token create --user '{}' --name ci --scope push", robot.name);
         }
@@ -229,6 +280,7 @@ pub async fn robot(config: &Config, cmd: RobotCommand) -> anyhow::Result<()> {
         }
         RobotCommand::Delete { name } => {
             auth.delete_account(&name).await?;
+            audit(&auth, "robot.delete", &name, Value::Null).await;
             println!("{name} deleted");
         }
     }
@@ -240,6 +292,7 @@ pub async fn namespace(config: &Config, cmd: NamespaceCommand) -> anyhow::Result
     match cmd {
         NamespaceCommand::Create { name } => {
             auth.create_org(&name).await?;
+            audit(&auth, "namespace.create", &name, Value::Null).await;
             println!("created organisation {name} (private)");
         }
         NamespaceCommand::List => {
@@ -251,9 +304,11 @@ pub async fn namespace(config: &Config, cmd: NamespaceCommand) -> anyhow::Result
         NamespaceCommand::Member { namespace, account, role } => {
             if role == "remove" {
                 auth.set_member(&namespace, &account, None).await?;
+                audit(&auth, "member.remove", &namespace, json!({ "account": account })).await;
                 println!("{account} removed from {namespace}");
             } else {
                 auth.set_member(&namespace, &account, Some(&role)).await?;
+                audit(&auth, "member.set", &namespace, json!({ "account": account, "role": role })).await;
                 println!("{account} is {role} of {namespace}");
             }
         }
@@ -269,8 +324,95 @@ pub async fn namespace(config: &Config, cmd: NamespaceCommand) -> anyhow::Result
                 _ => anyhow::bail!("visibility is public or private"),
             };
             auth.set_visibility(&namespace, public).await?;
+            audit(&auth, "namespace.visibility", &namespace, json!({ "public": public })).await;
             println!("{namespace} is {visibility}");
         }
+    }
+    Ok(())
+}
+
+pub async fn webhook(config: &Config, cmd: WebhookCommand) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let events = Events::new(Meta::connect(&config.database_url()).await?);
+    match cmd {
+        WebhookCommand::Add { url, namespace, events: kinds, secret_stdin } => {
+            let kinds: Vec<String> = kinds.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
+            let secret = if secret_stdin { Some(read_password(true)?.0) } else { None };
+            let (hook, generated) = crate::api::ops::create(
+                &events,
+                CLI_ACTOR,
+                namespace.as_deref(),
+                &url,
+                Some(&kinds),
+                secret.as_deref(),
+            )
+            .await?;
+            println!("webhook {} added ({})", hook.id, hook.events.join(","));
+            if let Some(secret) = generated {
+                println!("secret (shown only now): {secret}");
+            }
+        }
+        WebhookCommand::List => {
+            println!("{:<6} {:<20} {:<24} {:<8} URL", "ID", "NAMESPACE", "EVENTS", "ENABLED");
+            for h in events.meta().webhooks().await? {
+                println!(
+                    "{:<6} {:<20} {:<24} {:<8} {}",
+                    h.id,
+                    h.namespace.as_deref().unwrap_or("*"),
+                    h.events.join(","),
+                    h.enabled,
+                    h.url
+                );
+            }
+        }
+        WebhookCommand::Delete { id } => {
+            if !events.meta().delete_webhook(id).await? {
+                anyhow::bail!("no webhook {id}");
+            }
+            events.audit(CLI_ACTOR, "webhook.delete", Some(&id.to_string()), Value::Null, None).await;
+            println!("webhook {id} deleted");
+        }
+        WebhookCommand::Disable { id } | WebhookCommand::Enable { id } => {
+            let enabled = matches!(cmd, WebhookCommand::Enable { .. });
+            if !events.meta().set_webhook_enabled(id, enabled).await? {
+                anyhow::bail!("no webhook {id}");
+            }
+            let detail = json!({ "enabled": enabled });
+            events.audit(CLI_ACTOR, "webhook.update", Some(&id.to_string()), detail, None).await;
+            println!("webhook {id} {}", if enabled { "enabled" } else { "disabled" });
+        }
+        WebhookCommand::Deliveries { id, n } => {
+            println!("{:<8} {:<8} {:<10} {:<8} {:<6} LAST ERROR", "ID", "ACTION", "STATUS", "ATTEMPTS", "CODE");
+            for d in events.meta().deliveries(id, None, n.clamp(1, 1000)).await? {
+                println!(
+                    "{:<8} {:<8} {:<10} {:<8} {:<6} {}",
+                    d.id,
+                    d.action,
+                    d.status,
+                    d.attempts,
+                    d.last_status_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                    d.last_error.unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `berth audit`: the newest audit entries.
+pub async fn audit_log(config: &Config, actor: Option<String>, action: Option<String>, n: i64) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let meta = Meta::connect(&config.database_url()).await?;
+    println!("{:<20} {:<16} {:<20} {:<24} DETAIL", "TIME", "ACTOR", "ACTION", "TARGET");
+    for e in meta.audit(actor.as_deref(), action.as_deref(), None, n.clamp(1, 10_000)).await? {
+        println!(
+            "{:<20} {:<16} {:<20} {:<24} {}",
+            when(Some(e.at)),
+            e.actor,
+            e.action,
+            e.target.unwrap_or_default(),
+            e.detail.unwrap_or_default()
+        );
     }
     Ok(())
 }

@@ -25,6 +25,60 @@ pub struct Config {
     /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client; empty: the
     /// TCP peer is the client.
     pub trusted_proxies: Vec<String>,
+    pub metrics: MetricsConfig,
+    pub webhooks: WebhooksConfig,
+    /// On SIGTERM or SIGINT: seconds in-flight requests get to finish before the server exits.
+    pub shutdown_timeout_secs: u64,
+}
+
+/// Prometheus metrics at `GET /metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// When set, scrapes must send `Authorization: Bearer <token>`.
+    pub token: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true, token: String::new() }
+    }
+}
+
+/// Webhook delivery (the webhooks themselves are in the database).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebhooksConfig {
+    /// Whether this node sends queued deliveries (events are queued either way).
+    pub deliver: bool,
+    /// Attempts before a delivery is given up (`failed`).
+    pub max_attempts: u32,
+    /// Wait before the first retry, in milliseconds; doubled after each failure.
+    pub backoff_initial_ms: u64,
+    /// Longest wait between retries, in seconds.
+    pub backoff_max_secs: u64,
+    /// Seconds a receiver gets to answer.
+    pub timeout_secs: u64,
+    /// How often, in milliseconds, the queue is checked for deliveries queued by other nodes
+    /// or due for a retry (this node's own events are sent at once).
+    pub poll_ms: u64,
+    /// Days finished deliveries stay in the history.
+    pub history_days: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            deliver: true,
+            max_attempts: 8,
+            backoff_initial_ms: 1000,
+            backoff_max_secs: 3600,
+            timeout_secs: 10,
+            poll_ms: 1000,
+            history_days: 30,
+        }
+    }
 }
 
 /// Pull-through mirror of other registries.
@@ -237,6 +291,9 @@ impl Default for Config {
             auth: AuthConfig::default(),
             mirror: MirrorConfig::default(),
             trusted_proxies: Vec::new(),
+            metrics: MetricsConfig::default(),
+            webhooks: WebhooksConfig::default(),
+            shutdown_timeout_secs: 30,
         }
     }
 }

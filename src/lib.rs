@@ -10,6 +10,7 @@ pub mod error;
 pub mod meta;
 pub mod mirror;
 pub mod oci;
+pub mod ops;
 pub mod registry;
 pub mod server;
 pub mod storage;

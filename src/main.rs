@@ -42,6 +42,18 @@ enum Command {
     /// Manage namespaces: organisations, members, visibility.
     #[command(subcommand)]
     Namespace(cli::NamespaceCommand),
+    /// Manage webhooks (events: push, pull, delete, mirror).
+    #[command(subcommand)]
+    Webhook(cli::WebhookCommand),
+    /// Show the audit log, newest first.
+    Audit {
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(short, default_value_t = 50)]
+        n: i64,
+    },
 }
 
 fn init_logging(config: &Config) {
@@ -100,6 +112,8 @@ fn main() -> anyhow::Result<()> {
                     Command::Token(c) => cli::token(&config, c).await,
                     Command::Robot(c) => cli::robot(&config, c).await,
                     Command::Namespace(c) => cli::namespace(&config, c).await,
+                    Command::Webhook(c) => cli::webhook(&config, c).await,
+                    Command::Audit { actor, action, n } => cli::audit_log(&config, actor, action, n).await,
                     Command::Serve { .. } => unreachable!("handled above"),
                 }
             })

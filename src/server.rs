@@ -10,6 +10,7 @@ use crate::auth::{AllowAll, AuthService, Authorizer, TokenAuth};
 use crate::config::Config;
 use crate::meta::Meta;
 use crate::mirror::Mirror;
+use crate::ops::Events;
 use crate::registry::{Limits, Registry};
 use crate::storage::BlobStore;
 
@@ -46,12 +47,20 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
         tracing::warn!("authentication is OFF (auth.enabled = false): anyone can push, pull and delete");
         None
     };
+    let events = Arc::new(Events::new(registry.meta.clone()));
+    if let Some(auth) = &auth_service {
+        auth.set_events(events.clone());
+    }
+    if config.webhooks.deliver {
+        crate::ops::webhooks::spawn(events.clone(), config.webhooks.clone())?;
+    }
     let authorizer: Arc<dyn Authorizer> = match &auth_service {
         Some(s) => Arc::new(TokenAuth(s.clone())),
         None => Arc::new(AllowAll),
     };
     let mirror = if config.mirror.enabled {
         let mirror = Arc::new(Mirror::new(config.mirror.clone(), registry.clone())?);
+        mirror.set_events(events.clone());
         if let Some(auth) = &auth_service {
             auth.set_mirror(mirror.clone());
         }
@@ -69,20 +78,29 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
     } else {
         None
     };
-    let state = web::Data::new(AppState { registry, auth: authorizer, mirror });
+    let state = web::Data::new(AppState { registry, auth: authorizer, mirror, events: events.clone() });
+    let events_data = web::Data::from(events);
     let auth_data = auth_service.map(web::Data::from);
     let access = config.log.access;
+    let metrics = config.metrics.clone();
     let http = HttpServer::new(move || {
         let mut app = App::new()
             .app_data(state.clone())
+            .app_data(events_data.clone())
             .wrap(middleware::Condition::new(access, crate::access_log::AccessLog))
+            .wrap(middleware::Condition::new(metrics.enabled, crate::ops::metrics::RequestMetrics))
             .configure(api::configure)
             .configure(api::health::configure);
+        if metrics.enabled {
+            app = app.configure(|cfg| api::ops::configure_metrics(cfg, &metrics));
+        }
         if let Some(auth) = &auth_data {
             app = app.app_data(auth.clone()).configure(api::token::configure).configure(api::admin::configure);
         }
         app
     })
+    // SIGTERM/SIGINT: stop accepting, let requests in flight finish (up to this), then return.
+    .shutdown_timeout(config.shutdown_timeout_secs)
     .bind(&config.listen)?;
     let addrs = http.addrs();
     tracing::info!(listen = ?addrs, data_dir = %config.data_dir.display(), auth = config.auth.enabled, "berth is serving");

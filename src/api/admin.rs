@@ -7,9 +7,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::auth::service::client_addr;
 use crate::auth::{AuthService, Identity};
 use crate::error::{RegistryError, Result};
 use crate::meta::{Account, TokenRecord};
+use crate::ops::Events;
 
 /// Mounts `/api/v1`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -33,7 +35,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/namespaces/{ns}/robots", web::post().to(create_robot))
             .route("/robots", web::get().to(list_robots))
             .route("/robots/{name}", web::delete().to(delete_robot))
-            .route("/robots/{name}/tokens", web::post().to(create_robot_token)),
+            .route("/robots/{name}/tokens", web::post().to(create_robot_token))
+            .configure(super::ops::routes),
     );
 }
 
@@ -53,8 +56,16 @@ pub fn token_json(t: &TokenRecord) -> Value {
     })
 }
 
+/// Records a change in the audit log, as done by `who`.
+async fn record(req: &HttpRequest, who: &Identity, action: &str, target: &str, detail: Value) {
+    if let Some(events) = req.app_data::<web::Data<Events>>() {
+        let actor = crate::ops::events::actor(who);
+        events.audit(actor, action, Some(target), detail, Some(&client_addr(req))).await;
+    }
+}
+
 /// The caller, logged in with a password or a personal access token (enough to read).
-async fn reader(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
+pub(crate) async fn reader(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
     let who = auth.identify(req).await?;
     if who.account.is_none() {
         return Err(RegistryError::Unauthorized {
@@ -69,12 +80,17 @@ async fn reader(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
             challenge: Some("Basic realm=\"berth\"".into()),
         });
     }
+    if who.limit.is_none()
+        && let (Some(events), Some(name)) = (req.app_data::<web::Data<Events>>(), who.name())
+    {
+        events.login_succeeded(name, "api", &client_addr(req)).await;
+    }
     Ok(who)
 }
 
 /// The caller, logged in with a password: changes to accounts, tokens and namespaces need
 /// one, so a token can never mint a wider token or widen access.
-async fn caller(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
+pub(crate) async fn caller(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
     let who = reader(req, auth).await?;
     if who.limit.is_some() {
         return Err(RegistryError::Denied("this needs a password login, not a token".into()));
@@ -82,7 +98,7 @@ async fn caller(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
     Ok(who)
 }
 
-async fn admin(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
+pub(crate) async fn admin(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
     let who = caller(req, auth).await?;
     if !who.is_admin() {
         return Err(RegistryError::Denied("administrators only".into()));
@@ -122,6 +138,7 @@ async fn change_own_password(
     let name = me_name(&who);
     auth.login(&name, &body.current_password, &crate::auth::service::client_addr(&req)).await?;
     auth.set_password(&name, &body.new_password).await?;
+    record(&req, &who, "password.change", &name, Value::Null).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -140,8 +157,9 @@ struct NewUser {
 }
 
 async fn create_user(req: HttpRequest, auth: web::Data<AuthService>, body: web::Json<NewUser>) -> Result<HttpResponse> {
-    admin(&req, &auth).await?;
+    let who = admin(&req, &auth).await?;
     let (account, generated) = auth.create_user(&body.name, body.password.as_deref(), body.admin).await?;
+    record(&req, &who, "user.create", &account.name, json!({ "admin": body.admin })).await;
     let mut out = account_json(&account);
     if let Some(p) = generated {
         out["password"] = p.into();
@@ -162,11 +180,13 @@ async fn update_user(
     name: web::Path<String>,
     body: web::Json<UserUpdate>,
 ) -> Result<HttpResponse> {
-    admin(&req, &auth).await?;
+    let who = admin(&req, &auth).await?;
     if let Some(p) = &body.password {
         auth.set_password(&name, p).await?;
     }
     let account = auth.set_flags(&name, body.admin, body.disabled).await?;
+    let detail = json!({ "admin": body.admin, "disabled": body.disabled, "password_changed": body.password.is_some() });
+    record(&req, &who, "user.update", &name, detail).await;
     Ok(HttpResponse::Ok().json(account_json(&account)))
 }
 
@@ -180,6 +200,7 @@ async fn delete_account(
         return Err(RegistryError::Invalid("you cannot delete your own account".into()));
     }
     auth.delete_account(&name).await?;
+    record(&req, &who, "user.delete", &name, Value::Null).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -202,6 +223,11 @@ fn default_scope() -> String {
     "pull".into()
 }
 
+/// What the audit log keeps of a new token (never its secret).
+pub fn token_audit(t: &TokenRecord) -> Value {
+    json!({ "id": t.id, "name": t.name, "scope": t.scope, "repository_pattern": t.repository_pattern, "expires_at": t.expires_at })
+}
+
 fn created_token(record: &TokenRecord, secret: String) -> HttpResponse {
     let mut out = token_json(record);
     out["token"] = secret.into();
@@ -214,16 +240,18 @@ async fn create_token(
     body: web::Json<NewToken>,
 ) -> Result<HttpResponse> {
     let who = caller(&req, &auth).await?;
-    let (record, secret) = auth
+    let (token, secret) = auth
         .create_token(&me_name(&who), &body.name, &body.scope, body.repository_pattern.as_deref(), body.expires_days)
         .await?;
-    Ok(created_token(&record, secret))
+    record(&req, &who, "token.create", &me_name(&who), token_audit(&token)).await;
+    Ok(created_token(&token, secret))
 }
 
 async fn revoke_token(req: HttpRequest, auth: web::Data<AuthService>, id: web::Path<i64>) -> Result<HttpResponse> {
     let who = caller(&req, &auth).await?;
     let owner = if who.is_admin() { None } else { who.name() };
     auth.revoke_token(*id, owner).await?;
+    record(&req, &who, "token.revoke", &id.to_string(), Value::Null).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -256,6 +284,7 @@ async fn create_org(req: HttpRequest, auth: web::Data<AuthService>, body: web::J
     if !account.is_admin {
         auth.set_member(&body.name, &account.name, Some("maintainer")).await?;
     }
+    record(&req, &who, "namespace.create", &body.name, Value::Null).await;
     Ok(HttpResponse::Created().json(json!({ "name": body.name, "kind": "org", "public": false })))
 }
 
@@ -289,8 +318,9 @@ async fn set_visibility(
     ns: web::Path<String>,
     body: web::Json<Visibility>,
 ) -> Result<HttpResponse> {
-    manager(&req, &auth, &ns).await?;
+    let who = manager(&req, &auth, &ns).await?;
     auth.set_visibility(&ns, body.public).await?;
+    record(&req, &who, "namespace.visibility", &ns, json!({ "public": body.public })).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -306,8 +336,9 @@ async fn set_member(
     body: web::Json<Role>,
 ) -> Result<HttpResponse> {
     let (ns, account) = path.into_inner();
-    manager(&req, &auth, &ns).await?;
+    let who = manager(&req, &auth, &ns).await?;
     auth.set_member(&ns, &account, Some(&body.role)).await?;
+    record(&req, &who, "member.set", &ns, json!({ "account": account, "role": body.role })).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -317,8 +348,9 @@ async fn remove_member(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse> {
     let (ns, account) = path.into_inner();
-    manager(&req, &auth, &ns).await?;
+    let who = manager(&req, &auth, &ns).await?;
     auth.set_member(&ns, &account, None).await?;
+    record(&req, &who, "member.remove", &ns, json!({ "account": account })).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -334,8 +366,9 @@ async fn create_robot(
     ns: web::Path<String>,
     body: web::Json<NewRobot>,
 ) -> Result<HttpResponse> {
-    manager(&req, &auth, &ns).await?;
+    let who = manager(&req, &auth, &ns).await?;
     let robot = auth.create_robot(&ns, &body.name, &body.role).await?;
+    record(&req, &who, "robot.create", &robot.name, json!({ "role": body.role })).await;
     Ok(HttpResponse::Created().json(account_json(&robot)))
 }
 
@@ -351,16 +384,17 @@ async fn list_robots(req: HttpRequest, auth: web::Data<AuthService>) -> Result<H
 }
 
 /// A robot the caller may manage.
-async fn managed_robot(req: &HttpRequest, auth: &AuthService, name: &str) -> Result<Account> {
+async fn managed_robot(req: &HttpRequest, auth: &AuthService, name: &str) -> Result<(Account, Identity)> {
     let robot = auth.meta.account(name).await?.map(|a| a.account).filter(|a| a.kind == "robot");
     let robot = robot.ok_or_else(|| RegistryError::NotFound(format!("no robot {name}")))?;
-    manager(req, auth, robot.robot_namespace.as_deref().unwrap_or_default()).await?;
-    Ok(robot)
+    let who = manager(req, auth, robot.robot_namespace.as_deref().unwrap_or_default()).await?;
+    Ok((robot, who))
 }
 
 async fn delete_robot(req: HttpRequest, auth: web::Data<AuthService>, name: web::Path<String>) -> Result<HttpResponse> {
-    let robot = managed_robot(&req, &auth, &name).await?;
+    let (robot, who) = managed_robot(&req, &auth, &name).await?;
     auth.delete_account(&robot.name).await?;
+    record(&req, &who, "robot.delete", &robot.name, Value::Null).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -370,9 +404,10 @@ async fn create_robot_token(
     name: web::Path<String>,
     body: web::Json<NewToken>,
 ) -> Result<HttpResponse> {
-    let robot = managed_robot(&req, &auth, &name).await?;
-    let (record, secret) = auth
+    let (robot, who) = managed_robot(&req, &auth, &name).await?;
+    let (token, secret) = auth
         .create_token(&robot.name, &body.name, &body.scope, body.repository_pattern.as_deref(), body.expires_days)
         .await?;
-    Ok(created_token(&record, secret))
+    record(&req, &who, "token.create", &robot.name, token_audit(&token)).await;
+    Ok(created_token(&token, secret))
 }

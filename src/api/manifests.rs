@@ -59,22 +59,33 @@ async fn negotiate(
     )))
 }
 
+/// What a GET or HEAD served (for the pull event).
+pub struct Served {
+    pub digest: String,
+    pub media_type: String,
+}
+
 /// GET and HEAD of a manifest: the stored bytes with their media type.
-pub async fn get(req: &HttpRequest, registry: &Registry, name: &str, reference: &Reference) -> Result<HttpResponse> {
+pub async fn get(
+    req: &HttpRequest,
+    registry: &Registry,
+    name: &str,
+    reference: &Reference,
+) -> Result<(HttpResponse, Served)> {
     let found = registry.get_manifest(name, reference).await?;
     let found = negotiate(req, registry, name, reference, found).await?;
+    let served = Served { digest: found.digest.clone(), media_type: found.media_type.clone() };
     let mut resp = HttpResponse::Ok();
     resp.insert_header((header::CONTENT_TYPE, found.media_type.as_str()))
         .insert_header(("Docker-Content-Digest", found.digest.as_str()))
         .insert_header((header::ETAG, format!("\"{}\"", found.digest)));
     if req.method() == Method::HEAD {
         let len = found.content.len() as u64;
-        return Ok(resp.body(actix_web::body::SizedStream::new(
-            len,
-            futures_util::stream::empty::<std::io::Result<bytes::Bytes>>(),
-        )));
+        let body =
+            actix_web::body::SizedStream::new(len, futures_util::stream::empty::<std::io::Result<bytes::Bytes>>());
+        return Ok((resp.body(body), served));
     }
-    Ok(resp.body(found.content))
+    Ok((resp.body(found.content), served))
 }
 
 /// PUT of a manifest, by tag or digest.
@@ -84,7 +95,7 @@ pub async fn put(
     registry: &Registry,
     name: &str,
     reference: &Reference,
-) -> Result<HttpResponse> {
+) -> Result<(HttpResponse, crate::registry::PushedManifest)> {
     let limit = registry.limits.max_manifest_bytes;
     let too_large = || RegistryError::TooLarge(format!("manifest larger than {limit} bytes"));
     if content_length(req).is_some_and(|l| l > limit as u64) {
@@ -107,7 +118,7 @@ pub async fn put(
     if let Some(subject) = &pushed.subject {
         resp.insert_header(("OCI-Subject", subject.as_str()));
     }
-    Ok(resp.finish())
+    Ok((resp.finish(), pushed))
 }
 
 /// DELETE of a tag (the tag only) or of a manifest by digest.

@@ -9,6 +9,7 @@ mod blobs;
 pub mod health;
 mod listing;
 mod manifests;
+pub mod ops;
 pub mod routes;
 pub mod token;
 
@@ -24,6 +25,8 @@ use futures_util::{Stream, StreamExt};
 use crate::auth::Authorizer;
 use crate::error::{RegistryError, Result};
 use crate::mirror::{Mirror, Target};
+use crate::oci::Reference;
+use crate::ops::{Events, RepoEvent};
 use crate::registry::Registry;
 use routes::Route;
 
@@ -33,6 +36,8 @@ pub struct AppState {
     pub auth: Arc<dyn Authorizer>,
     /// The pull-through mirror, when configured.
     pub mirror: Option<Arc<Mirror>>,
+    /// Webhook events and the audit log.
+    pub events: Arc<Events>,
 }
 
 /// The repository a read of `name` is served from: the mirrored copy (fetched or revalidated
@@ -69,7 +74,14 @@ pub(crate) fn query_map(req: &HttpRequest) -> HashMap<String, String> {
 
 /// A request body as the stream the registry service reads.
 pub(crate) fn body_stream(payload: web::Payload) -> impl Stream<Item = Result<Bytes>> + Unpin {
-    payload.map(|chunk| chunk.map_err(|e| RegistryError::BadRequest(format!("request body: {e}"))))
+    let metrics = crate::ops::metrics::global();
+    payload.map(move |chunk| match chunk {
+        Ok(bytes) => {
+            metrics.upload_bytes(bytes.len());
+            Ok(bytes)
+        }
+        Err(e) => Err(RegistryError::BadRequest(format!("request body: {e}"))),
+    })
 }
 
 fn method_not_allowed(method: &Method) -> RegistryError {
@@ -100,18 +112,58 @@ async fn dispatch(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
             Method::GET => listing::referrers(&req, registry, &name, &digest).await,
             _ => Err(method_not_allowed(&method)),
         },
-        Route::Manifest { name, reference } => match method {
-            Method::GET | Method::HEAD => match mirrored(&state, &req, &name).await? {
-                Some((mirror, target)) => {
-                    mirror.ensure_manifest(&target, &reference).await?;
-                    manifests::get(&req, registry, &target.local, &reference).await
+        Route::Manifest { name, reference } => {
+            let tag = match &reference {
+                Reference::Tag(t) => Some(t.as_str()),
+                Reference::Digest(_) => None,
+            };
+            let addr = || crate::auth::service::client_addr(&req);
+            match method {
+                Method::GET | Method::HEAD => {
+                    let (resp, served) = match mirrored(&state, &req, &name).await? {
+                        Some((mirror, target)) => {
+                            mirror.ensure_manifest(&target, &reference).await?;
+                            manifests::get(&req, registry, &target.local, &reference).await?
+                        }
+                        None => manifests::get(&req, registry, &name, &reference).await?,
+                    };
+                    if method == Method::GET {
+                        let ev = RepoEvent {
+                            repository: &name,
+                            tag,
+                            digest: Some(&served.digest),
+                            media_type: Some(&served.media_type),
+                            kind: None,
+                        };
+                        state.events.pulled(&who, ev).await;
+                    }
+                    Ok(resp)
                 }
-                None => manifests::get(&req, registry, &name, &reference).await,
-            },
-            Method::PUT => manifests::put(&req, payload, registry, &name, &reference).await,
-            Method::DELETE => manifests::delete(registry, &name, &reference).await,
-            _ => Err(method_not_allowed(&method)),
-        },
+                Method::PUT => {
+                    let (resp, pushed) = manifests::put(&req, payload, registry, &name, &reference).await?;
+                    let ev = RepoEvent {
+                        repository: &name,
+                        tag,
+                        digest: Some(pushed.digest.as_str()),
+                        media_type: Some(&pushed.media_type),
+                        kind: None,
+                    };
+                    state.events.pushed(&who, &addr(), ev).await;
+                    Ok(resp)
+                }
+                Method::DELETE => {
+                    let resp = manifests::delete(registry, &name, &reference).await?;
+                    let digest = match &reference {
+                        Reference::Digest(d) => Some(d.as_str()),
+                        Reference::Tag(_) => None,
+                    };
+                    let ev = RepoEvent { repository: &name, tag, digest, media_type: None, kind: None };
+                    state.events.deleted(&who, &addr(), ev).await;
+                    Ok(resp)
+                }
+                _ => Err(method_not_allowed(&method)),
+            }
+        }
         Route::Blob { name, digest } => match method {
             Method::GET | Method::HEAD => match mirrored(&state, &req, &name).await? {
                 Some((mirror, target)) => {

@@ -44,6 +44,9 @@ async fn get_token(req: HttpRequest, auth: web::Data<AuthService>) -> Result<Htt
             challenge: None,
         });
     }
+    if let (Some(name), Some(events)) = (who.name(), req.app_data::<web::Data<crate::ops::Events>>()) {
+        events.login_succeeded(name, "token", &client_addr(&req)).await;
+    }
     let query = super::query_map(&req);
     let token = auth.issue(&who, &scopes(&req)).await?;
     let refresh = if query.get("offline_token").is_some_and(|v| v == "true") {
@@ -88,6 +91,9 @@ async fn post_token(
     match form.grant_type.as_str() {
         "password" => {
             let who = auth.login(&form.username, &form.password, &addr).await?;
+            if let (Some(name), Some(events)) = (who.name(), req.app_data::<web::Data<crate::ops::Events>>()) {
+                events.login_succeeded(name, "token", &addr).await;
+            }
             let token = auth.issue(&who, &scopes).await?;
             let refresh =
                 if form.access_type == "offline" { auth.refresh_token_for(&who, &form.password).await? } else { None };

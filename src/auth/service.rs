@@ -49,6 +49,8 @@ pub struct AuthService {
     verified: Mutex<HashMap<[u8; 32], String>>,
     /// The pull-through mirror, whose repositories follow its own pull rule.
     mirror: std::sync::OnceLock<Arc<Mirror>>,
+    /// Where refused logins are recorded (the audit log).
+    events: std::sync::OnceLock<Arc<crate::ops::Events>>,
 }
 
 /// Spends a password verification's time on the blocking pool (unknown or unusable accounts).
@@ -123,6 +125,7 @@ impl AuthService {
             limiter,
             verified: Mutex::new(HashMap::new()),
             mirror: std::sync::OnceLock::new(),
+            events: std::sync::OnceLock::new(),
         })
     }
 
@@ -180,6 +183,9 @@ impl AuthService {
             None => {
                 self.limiter.failed(name, addr);
                 tracing::warn!(account = name, addr, "failed login");
+                if let Some(events) = self.events.get() {
+                    events.login_failed(name, addr).await;
+                }
                 Err(invalid_credentials())
             }
         }
@@ -388,6 +394,11 @@ impl AuthService {
             actions = actions.union(pull);
         }
         Ok(actions)
+    }
+
+    /// Records refused logins in the audit log.
+    pub fn set_events(&self, events: Arc<crate::ops::Events>) {
+        let _ = self.events.set(events);
     }
 
     /// Lets the mirror's repositories follow the mirror's pull rule.

@@ -26,6 +26,8 @@ use crate::config::MirrorConfig;
 use crate::error::{RegistryError, Result};
 use crate::meta::now;
 use crate::oci::{Digest, Reference};
+use crate::ops::metrics;
+use crate::ops::{Events, RepoEvent};
 use crate::registry::Registry;
 use crate::storage::ByteStream;
 pub use upstream::Upstream;
@@ -73,6 +75,8 @@ pub struct Mirror {
     default: Option<usize>,
     registry: Arc<Registry>,
     inflight: Mutex<HashMap<String, Flight>>,
+    /// Where "mirror stored new content" events go.
+    events: std::sync::OnceLock<Arc<Events>>,
 }
 
 impl Mirror {
@@ -96,7 +100,19 @@ impl Mirror {
                     .ok_or_else(|| anyhow::anyhow!("mirror.default_upstream {name:?} is not an upstream"))?,
             ),
         };
-        Ok(Mirror { config, upstreams, default, registry, inflight: Mutex::new(HashMap::new()) })
+        Ok(Mirror {
+            config,
+            upstreams,
+            default,
+            registry,
+            inflight: Mutex::new(HashMap::new()),
+            events: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Sends "mirror stored new content" events to `events`.
+    pub fn set_events(&self, events: Arc<Events>) {
+        let _ = self.events.set(events);
     }
 
     fn by_host(&self, host: &str) -> Option<usize> {
@@ -211,6 +227,7 @@ impl Mirror {
             Reference::Digest(d) => {
                 if meta.manifest_by_digest(&target.local, d).await?.is_some() {
                     tracing::info!(target: "berth::mirror", repository = %target.local, reference = %d, "cache hit");
+                    metrics::global().mirror_hit("manifest");
                     return Ok(());
                 }
             }
@@ -218,6 +235,7 @@ impl Mirror {
                 if let Some((digest, confirmed)) = meta.tag_state(&target.local, tag).await? {
                     if now() - confirmed < up.config.tag_ttl_secs as i64 {
                         tracing::info!(target: "berth::mirror", repository = %target.local, reference = %tag, "cache hit");
+                        metrics::global().mirror_hit("manifest");
                         return Ok(());
                     }
                     // Stale: ask upstream whether the tag moved (a HEAD is not a pull on Docker Hub).
@@ -231,15 +249,18 @@ impl Mirror {
                             if upstream_digest == Some(digest.as_str()) {
                                 meta.touch_tag(&target.local, tag).await?;
                                 tracing::info!(target: "berth::mirror", repository = %target.local, reference = %tag, "revalidated");
+                                metrics::global().mirror_hit("manifest");
                                 return Ok(());
                             }
                         }
                         Ok(resp) => {
                             tracing::warn!(target: "berth::mirror", repository = %target.local, reference = %tag, status = %resp.status(), "upstream refused revalidation; serving the cached tag");
+                            metrics::global().mirror_hit("manifest");
                             return Ok(());
                         }
                         Err(e) => {
                             tracing::warn!(target: "berth::mirror", repository = %target.local, reference = %tag, error = %e, "upstream unreachable; serving the cached tag");
+                            metrics::global().mirror_hit("manifest");
                             return Ok(());
                         }
                     }
@@ -247,6 +268,7 @@ impl Mirror {
             }
         }
         tracing::info!(target: "berth::mirror", repository = %target.local, reference = %reference, "cache miss");
+        metrics::global().mirror_miss("manifest");
         let key = format!("manifest {} {}", target.local, reference);
         let (this, target, reference) = (self.clone(), target.clone(), reference.clone());
         self.single_flight(key, move || async move { this.fetch_manifest(&target, &reference).await }.boxed()).await
@@ -291,6 +313,21 @@ impl Mirror {
         let pushed =
             self.registry.store_manifest(&target.local, reference, content_type.as_deref(), &body, false).await?;
         tracing::info!(target: "berth::mirror", repository = %target.local, reference = %reference, digest = %pushed.digest, bytes = body.len(), "cached manifest from upstream");
+        metrics::global().mirror_upstream_bytes(body.len() as u64);
+        if let Some(events) = self.events.get() {
+            let tag = match reference {
+                Reference::Tag(t) => Some(t.as_str()),
+                Reference::Digest(_) => None,
+            };
+            let ev = RepoEvent {
+                repository: &target.local,
+                tag,
+                digest: Some(pushed.digest.as_str()),
+                media_type: Some(&pushed.media_type),
+                kind: Some("manifest"),
+            };
+            events.mirrored(ev).await;
+        }
         Ok(())
     }
 
@@ -302,6 +339,7 @@ impl Mirror {
         let meta = &self.registry.meta;
         if meta.linked_blob_size(&target.local, digest).await?.is_some() {
             tracing::info!(target: "berth::mirror", repository = %target.local, %digest, "cache hit");
+            metrics::global().mirror_hit("blob");
             return Ok(None);
         }
         // Stored already through another mirrored repository of the same upstream: link it.
@@ -309,10 +347,12 @@ impl Mirror {
         for repo in meta.repositories_linking(digest, 20).await? {
             if repo.starts_with(&up_prefix) && self.registry.mount_blob(&target.local, digest, &repo).await? {
                 tracing::info!(target: "berth::mirror", repository = %target.local, %digest, "cache hit (linked)");
+                metrics::global().mirror_hit("blob");
                 return Ok(None);
             }
         }
         tracing::info!(target: "berth::mirror", repository = %target.local, %digest, "cache miss");
+        metrics::global().mirror_miss("blob");
         let key = format!("blob {} {digest}", target.local);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (this, t, d) = (self.clone(), target.clone(), digest.clone());
@@ -407,6 +447,16 @@ impl Mirror {
                     let _ = tx.send(Ok(last)).await;
                 }
                 tracing::info!(target: "berth::mirror", repository = %target.local, %digest, upstream_bytes = size, "cached blob from upstream");
+                metrics::global().mirror_upstream_bytes(size);
+                if let Some(events) = self.events.get() {
+                    let ev = RepoEvent {
+                        repository: &target.local,
+                        digest: Some(digest.as_str()),
+                        kind: Some("blob"),
+                        ..RepoEvent::default()
+                    };
+                    events.mirrored(ev).await;
+                }
                 if announced.is_some_and(|a| a != size) {
                     tracing::warn!(target: "berth::mirror", %digest, ?announced, size, "upstream Content-Length differed");
                 }

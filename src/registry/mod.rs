@@ -34,6 +34,7 @@ impl Default for Limits {
 pub struct PushedManifest {
     pub digest: Digest,
     pub subject: Option<Digest>,
+    pub media_type: String,
 }
 
 /// A blob ready to stream.
@@ -187,7 +188,7 @@ impl Registry {
             self.tags_changed(repo);
         }
         tracing::info!(repository = repo, %digest, reference = %reference, "manifest pushed");
-        Ok(PushedManifest { digest, subject: parsed.subject })
+        Ok(PushedManifest { digest, subject: parsed.subject, media_type: parsed.media_type })
     }
 
     /// A manifest by tag or digest.
