@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod gc;
 pub mod meta;
 pub mod mirror;
 pub mod oci;

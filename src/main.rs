@@ -42,6 +42,18 @@ enum Command {
     /// Manage namespaces: organisations, members, visibility.
     #[command(subcommand)]
     Namespace(cli::NamespaceCommand),
+    /// Collect garbage now: expired uploads, retention, unreferenced manifests and blobs.
+    Gc {
+        /// Report what would go without deleting anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Manage tag retention policies.
+    #[command(subcommand)]
+    Retention(berth::gc::cli::RetentionCommand),
+    /// Manage namespace storage quotas.
+    #[command(subcommand)]
+    Quota(berth::gc::cli::QuotaCommand),
 }
 
 fn init_logging(config: &Config) {
@@ -100,6 +112,9 @@ fn main() -> anyhow::Result<()> {
                     Command::Token(c) => cli::token(&config, c).await,
                     Command::Robot(c) => cli::robot(&config, c).await,
                     Command::Namespace(c) => cli::namespace(&config, c).await,
+                    Command::Gc { dry_run } => berth::gc::cli::gc(&config, dry_run).await,
+                    Command::Retention(c) => berth::gc::cli::retention(&config, c).await,
+                    Command::Quota(c) => berth::gc::cli::quota(&config, c).await,
                     Command::Serve { .. } => unreachable!("handled above"),
                 }
             })

@@ -33,7 +33,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/namespaces/{ns}/robots", web::post().to(create_robot))
             .route("/robots", web::get().to(list_robots))
             .route("/robots/{name}", web::delete().to(delete_robot))
-            .route("/robots/{name}/tokens", web::post().to(create_robot_token)),
+            .route("/robots/{name}/tokens", web::post().to(create_robot_token))
+            .route("/gc", web::post().to(super::gc::run))
+            .route("/gc", web::get().to(super::gc::last))
+            .route("/retention", web::get().to(super::gc::list_retention))
+            .route("/retention", web::put().to(super::gc::set_retention))
+            .route("/retention", web::delete().to(super::gc::delete_retention))
+            .route("/namespaces/{ns}/usage", web::get().to(super::gc::usage))
+            .route("/namespaces/{ns}/quota", web::put().to(super::gc::set_quota)),
     );
 }
 
@@ -54,7 +61,7 @@ pub fn token_json(t: &TokenRecord) -> Value {
 }
 
 /// The caller, logged in with a password or a personal access token (enough to read).
-async fn reader(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
+pub(crate) async fn reader(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
     let who = auth.identify(req).await?;
     if who.account.is_none() {
         return Err(RegistryError::Unauthorized {
@@ -82,7 +89,7 @@ async fn caller(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
     Ok(who)
 }
 
-async fn admin(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
+pub(crate) async fn admin(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
     let who = caller(req, auth).await?;
     if !who.is_admin() {
         return Err(RegistryError::Denied("administrators only".into()));
