@@ -123,7 +123,7 @@ fn gc_env<'a>(grace: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a
 /// exactly the blobs no remaining image references.
 #[tokio::test]
 async fn gc_removes_exactly_the_unreferenced_of_1000_blobs() {
-    let b = Berth::start_with_env(&gc_env("2", &[]));
+    let b = Berth::start_with_env(&gc_env("30", &[]));
     let reg = Reg::new(&b);
     let repos: Vec<String> = (0..10).map(|i| format!("gcns/r{i}")).collect();
     let shared: Vec<Vec<u8>> = (0..10).map(|i| format!("shared layer {i}").into_bytes()).collect();
@@ -191,7 +191,7 @@ async fn gc_removes_exactly_the_unreferenced_of_1000_blobs() {
     }
     let doomed: HashSet<String> = all.keys().filter(|d| !kept.contains(*d)).cloned().collect();
     let doomed_bytes: usize = doomed.iter().map(|d| all[d]).sum();
-    assert!(kept.len() > 400 && doomed.len() > 400, "{} kept, {} doomed", kept.len(), doomed.len());
+    assert!(kept.len() > 300 && doomed.len() > 500, "{} kept, {} doomed", kept.len(), doomed.len());
     for s in &shared {
         assert!(kept.contains(&sha256(s)));
     }
@@ -200,7 +200,10 @@ async fn gc_removes_exactly_the_unreferenced_of_1000_blobs() {
     let early = reg.gc(false).await;
     assert_eq!(early["blobs_deleted"], 0, "{early}");
     assert_eq!(early["manifests_deleted"], 0, "{early}");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Age everything past the grace period (the test does not wait 30 s).
+    for table in ["blobs", "repository_blobs", "manifests"] {
+        sql(&b, &format!("UPDATE {table} SET created_at = created_at - 60")).await;
+    }
 
     // A dry run reports and changes nothing.
     let dry = reg.gc(true).await;
