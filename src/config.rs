@@ -74,7 +74,13 @@ pub struct MirrorConfig {
 
 impl Default for MirrorConfig {
     fn default() -> Self {
-        MirrorConfig { enabled: false, default_upstream: String::new(), anonymous_pull: true, upstreams: Vec::new(), max_cache_bytes: 0 }
+        MirrorConfig {
+            enabled: false,
+            default_upstream: String::new(),
+            anonymous_pull: true,
+            upstreams: Vec::new(),
+            max_cache_bytes: 0,
+        }
     }
 }
 

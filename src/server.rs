@@ -74,7 +74,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
     } else {
         Vec::new()
     };
-    let collector = Arc::new(Collector::new(registry.clone(), config.gc.clone(), upstreams, config.mirror.max_cache_bytes));
+    let collector =
+        Arc::new(Collector::new(registry.clone(), config.gc.clone(), upstreams, config.mirror.max_cache_bytes));
     collector.spawn_background();
     let collector = web::Data::from(collector);
     let state = web::Data::new(AppState { registry, auth: authorizer, mirror });

@@ -67,6 +67,9 @@ impl Reg {
     }
 }
 
+/// (repository index, image number, blobs with sizes).
+type Image = (usize, usize, Vec<(String, usize)>);
+
 fn image_manifest(blobs: &[(String, usize)]) -> Vec<u8> {
     let layers: Vec<Value> = blobs[1..]
         .iter()
@@ -131,13 +134,13 @@ async fn gc_removes_exactly_the_unreferenced_of_1000_blobs() {
 
     // Everything pushed, keyed by digest with its size; and each image's blobs.
     let mut all: HashMap<String, usize> = HashMap::new();
-    let mut images: Vec<(usize, usize, Vec<(String, usize)>)> = Vec::new(); // (repo, number, blobs)
+    let mut images: Vec<Image> = Vec::new();
     let mut jobs = Vec::new();
     for (i, repo) in repos.iter().enumerate() {
-        for j in 0..19 {
+        for (j, numbered) in by_number.iter().enumerate() {
             let mut contents = vec![format!("{{\"config\":\"{repo} {j}\"}}").into_bytes()];
             contents.extend((0..3).map(|k| format!("own layer {k} of {repo} image {j}").into_bytes()));
-            contents.push(by_number[j].clone());
+            contents.push(numbered.clone());
             contents.extend(shared.iter().cloned());
             let blobs: Vec<(String, usize)> = contents.iter().map(|c| (sha256(c), c.len())).collect();
             images.push((i, j, blobs));
@@ -309,11 +312,15 @@ async fn pushes_during_gc_complete_and_pull_afterwards() {
         pushes.push(tokio::spawn(async move {
             // The third kind pushes into the garbage repository itself, where the reused blob
             // is (still) linked, and relies on a HEAD like docker does.
-            let (repo, tag) =
-                if n % 3 == 2 { ("race/old".to_string(), format!("img{n}")) } else { (format!("race/img{n}"), "latest".into()) };
+            let (repo, tag) = if n % 3 == 2 {
+                ("race/old".to_string(), format!("img{n}"))
+            } else {
+                (format!("race/img{n}"), "latest".into())
+            };
             let own = format!("own layer of racing image {n}").into_bytes();
             let config = format!("{{\"racing\":{n}}}").into_bytes();
-            let mut blobs = vec![(reg.blob(&repo, &config).await, config.len()), (reg.blob(&repo, &own).await, own.len())];
+            let mut blobs =
+                vec![(reg.blob(&repo, &config).await, config.len()), (reg.blob(&repo, &own).await, own.len())];
             let d = sha256(&reused);
             match n % 3 {
                 0 => {
@@ -382,22 +389,30 @@ async fn retention_policies_each_rule_with_dry_run() {
         for t in 0..6 {
             let config = format!("{{\"{repo}\":{t}}}").into_bytes();
             let layer = format!("layer {t} of {repo}").into_bytes();
-            let blobs = vec![
-                (reg.blob(repo, &config).await, config.len()),
-                (reg.blob(repo, &layer).await, layer.len()),
-            ];
+            let blobs =
+                vec![(reg.blob(repo, &config).await, config.len()), (reg.blob(repo, &layer).await, layer.len())];
             assert_eq!(reg.manifest(repo, &format!("t{t}"), &blobs).await.status(), StatusCode::CREATED);
         }
         // Push order decides recency; make it unambiguous (same-second pushes).
         for t in 0..6 {
-            sql(&b, &format!(
-                "UPDATE tags SET updated_at = updated_at - {} WHERE name = 't{t}' AND repository_id = \
-                 (SELECT id FROM repositories WHERE name = '{repo}')", (6 - t) * 10)).await;
+            sql(
+                &b,
+                &format!(
+                    "UPDATE tags SET updated_at = updated_at - {} WHERE name = 't{t}' AND repository_id = \
+                 (SELECT id FROM repositories WHERE name = '{repo}')",
+                    (6 - t) * 10
+                ),
+            )
+            .await;
         }
     }
     // ret/old: t0..t2 pushed 40 days ago.
-    sql(&b, "UPDATE tags SET updated_at = updated_at - 40 * 86400 WHERE name IN ('t0', 't1', 't2') \
-             AND repository_id = (SELECT id FROM repositories WHERE name = 'ret/old')").await;
+    sql(
+        &b,
+        "UPDATE tags SET updated_at = updated_at - 40 * 86400 WHERE name IN ('t0', 't1', 't2') \
+             AND repository_id = (SELECT id FROM repositories WHERE name = 'ret/old')",
+    )
+    .await;
     // ret/pulled: t1 and t3 pulled now (recorded within a second).
     for t in ["t1", "t3"] {
         assert_eq!(reg.status(reqwest::Method::GET, &format!("/v2/ret/pulled/manifests/{t}")).await, StatusCode::OK);
@@ -421,10 +436,19 @@ async fn retention_policies_each_rule_with_dry_run() {
     assert_eq!(listed["policies"].as_array().unwrap().len(), 5);
 
     let mut expected = vec![
-        "ret/last:t0", "ret/last:t1", "ret/last:t2", "ret/last:t3",
-        "ret/pattern:t1", "ret/pattern:t3", "ret/pattern:t4",
-        "ret/old:t0", "ret/old:t1", "ret/old:t2",
-        "ret/pulled:t0", "ret/pulled:t2", "ret/pulled:t4",
+        "ret/last:t0",
+        "ret/last:t1",
+        "ret/last:t2",
+        "ret/last:t3",
+        "ret/pattern:t1",
+        "ret/pattern:t3",
+        "ret/pattern:t4",
+        "ret/old:t0",
+        "ret/old:t1",
+        "ret/old:t2",
+        "ret/pulled:t0",
+        "ret/pulled:t2",
+        "ret/pulled:t4",
     ];
     expected.sort();
     let dry = reg.gc(true).await;
@@ -506,7 +530,8 @@ async fn quota_refuses_a_docker_push_with_its_message() {
     assert!(!out.status.success(), "push over quota succeeded: {text}");
     assert!(text.contains("denied") && text.contains("quota of namespace quota"), "docker output: {text}");
     // Raised quota: the same push goes through.
-    let r = reg.req(reqwest::Method::PUT, "/api/v1/namespaces/quota/quota").json(&json!({"max_bytes": 50_000_000})).send();
+    let r =
+        reg.req(reqwest::Method::PUT, "/api/v1/namespaces/quota/quota").json(&json!({"max_bytes": 50_000_000})).send();
     assert_eq!(r.await.unwrap().status(), StatusCode::OK);
     client.run(&["push", &name]);
     let usage: Value =
@@ -527,7 +552,10 @@ async fn mirror_cache_cap_evicts_least_recently_pulled() {
     for name in ["a", "b", "c"] {
         let config = format!("{{\"image\":\"{name}\"}}").into_bytes();
         let layer: Vec<u8> = (0..100_000u32).map(|i| (i as u8) ^ name.as_bytes()[0]).collect();
-        let blobs = vec![(up.blob(&format!("lib/{name}"), &config).await, config.len()), (up.blob(&format!("lib/{name}"), &layer).await, layer.len())];
+        let blobs = vec![
+            (up.blob(&format!("lib/{name}"), &config).await, config.len()),
+            (up.blob(&format!("lib/{name}"), &layer).await, layer.len()),
+        ];
         assert_eq!(up.manifest(&format!("lib/{name}"), "1", &blobs).await.status(), StatusCode::CREATED);
         sizes.insert(name, blobs);
     }

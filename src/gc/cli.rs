@@ -111,7 +111,10 @@ pub async fn retention(config: &Config, cmd: RetentionCommand) -> anyhow::Result
     let meta = crate::meta::Meta::connect(&config.database_url()).await?;
     match cmd {
         RetentionCommand::List => {
-            println!("{:<24} {:<9} {:<16} {:<10} KEEP PULLED (DAYS)", "PATTERN", "KEEP LAST", "KEEP TAGS", "OLDER THAN");
+            println!(
+                "{:<24} {:<9} {:<16} {:<10} KEEP PULLED (DAYS)",
+                "PATTERN", "KEEP LAST", "KEEP TAGS", "OLDER THAN"
+            );
             let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
             for p in meta.retention_policies().await? {
                 println!(

@@ -148,9 +148,10 @@ impl Collector {
     /// One collection. A real run needs the cluster-wide lease (else `Conflict`); a dry run
     /// changes nothing and needs none.
     pub async fn run(&self, dry_run: bool, progress: Progress<'_>) -> Result<GcReport> {
-        let _local = self.running.try_lock().map_err(|_| {
-            RegistryError::Conflict("garbage collection is already running on this node".into())
-        })?;
+        let _local = self
+            .running
+            .try_lock()
+            .map_err(|_| RegistryError::Conflict("garbage collection is already running on this node".into()))?;
         let meta = &self.registry.meta;
         if !dry_run && !meta.acquire_lease("gc", &self.holder, LEASE_SECS).await? {
             return Err(RegistryError::Conflict("garbage collection is already running on another node".into()));

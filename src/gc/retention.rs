@@ -26,17 +26,19 @@ pub fn doomed<'a>(policy: &RetentionPolicy, tags: &'a [TagInfo], t: i64) -> Vec<
     if policy.keep_last.is_none() && policy.older_than_days.is_none() {
         return Vec::new();
     }
-    let keep_globs: Vec<&str> =
-        policy.keep_tags.as_deref().map(|k| k.split('|').map(str::trim).filter(|g| !g.is_empty()).collect()).unwrap_or_default();
+    let keep_globs: Vec<&str> = policy
+        .keep_tags
+        .as_deref()
+        .map(|k| k.split('|').map(str::trim).filter(|g| !g.is_empty()).collect())
+        .unwrap_or_default();
     tags.iter()
         .enumerate()
         .filter(|(i, tag)| {
             let beyond_last = policy.keep_last.is_none_or(|n| *i as i64 >= n);
             let old = policy.older_than_days.is_none_or(|d| tag.updated_at < t - d * 86_400);
             let kept_by_name = keep_globs.iter().any(|g| glob_match(g, &tag.name));
-            let pulled = policy
-                .keep_pulled_days
-                .is_some_and(|d| tag.last_pulled_at.is_some_and(|p| p >= t - d * 86_400));
+            let pulled =
+                policy.keep_pulled_days.is_some_and(|d| tag.last_pulled_at.is_some_and(|p| p >= t - d * 86_400));
             beyond_last && old && !kept_by_name && !pulled
         })
         .map(|(_, tag)| tag)

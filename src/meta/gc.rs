@@ -88,10 +88,8 @@ impl Meta {
     }
 
     pub async fn gc_report(&self, kind: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT report FROM gc_reports WHERE kind = $1")
-            .bind(kind)
-            .fetch_optional(self.pool())
-            .await?;
+        let row =
+            sqlx::query("SELECT report FROM gc_reports WHERE kind = $1").bind(kind).fetch_optional(self.pool()).await?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -99,14 +97,12 @@ impl Meta {
 
     /// Upload sessions untouched since `cutoff`, after id `last`: `(id, backend state)`.
     pub async fn stale_uploads(&self, cutoff: i64, last: &str, limit: i64) -> Result<Vec<(String, Option<String>)>> {
-        let rows = sqlx::query(
-            "SELECT id, state FROM uploads WHERE updated_at < $1 AND id > $2 ORDER BY id LIMIT $3",
-        )
-        .bind(cutoff)
-        .bind(last)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
+        let rows = sqlx::query("SELECT id, state FROM uploads WHERE updated_at < $1 AND id > $2 ORDER BY id LIMIT $3")
+            .bind(cutoff)
+            .bind(last)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
@@ -125,7 +121,12 @@ impl Meta {
     /// Manifests older than `cutoff` that nothing keeps: no tag points at them, no manifest of
     /// their repository lists them (an index), and their subject (if any) is not in the
     /// repository. After `(repository id, digest)` `last`, in that order.
-    pub async fn unreachable_manifests(&self, cutoff: i64, last: &(i64, String), limit: i64) -> Result<Vec<(i64, String)>> {
+    pub async fn unreachable_manifests(
+        &self,
+        cutoff: i64,
+        last: &(i64, String),
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>> {
         let sql = format!(
             "SELECT m.repository_id, m.digest FROM manifests m \
              WHERE (m.repository_id > $1 OR (m.repository_id = $1 AND m.digest > $2)) AND {UNREACHABLE} \
@@ -174,7 +175,12 @@ impl Meta {
 
     /// The size of a blob if the repository links it; a link older than `refresh_secs` is
     /// refreshed (a client told the blob exists may reference it in a manifest next).
-    pub async fn linked_blob_refreshed(&self, repository: &str, digest: &Digest, refresh_secs: i64) -> Result<Option<u64>> {
+    pub async fn linked_blob_refreshed(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        refresh_secs: i64,
+    ) -> Result<Option<u64>> {
         let row = sqlx::query(
             "SELECT b.size, rb.created_at, r.id FROM repositories r \
              JOIN repository_blobs rb ON rb.repository_id = r.id \
@@ -189,14 +195,13 @@ impl Meta {
         let (size, linked, id): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
         let t = now();
         if linked < t - refresh_secs {
-            let done = sqlx::query(
-                "UPDATE repository_blobs SET created_at = $1 WHERE repository_id = $2 AND digest = $3",
-            )
-            .bind(t)
-            .bind(id)
-            .bind(digest.as_str())
-            .execute(self.pool())
-            .await?;
+            let done =
+                sqlx::query("UPDATE repository_blobs SET created_at = $1 WHERE repository_id = $2 AND digest = $3")
+                    .bind(t)
+                    .bind(id)
+                    .bind(digest.as_str())
+                    .execute(self.pool())
+                    .await?;
             if done.rows_affected() == 0 {
                 return Ok(None); // collected meanwhile
             }
@@ -206,7 +211,12 @@ impl Meta {
 
     /// Repository↔blob links older than `cutoff` that no manifest of the repository
     /// references, after `last`.
-    pub async fn unreferenced_links(&self, cutoff: i64, last: &(i64, String), limit: i64) -> Result<Vec<(i64, String)>> {
+    pub async fn unreferenced_links(
+        &self,
+        cutoff: i64,
+        last: &(i64, String),
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>> {
         let rows = sqlx::query(
             "SELECT rb.repository_id, rb.digest FROM repository_blobs rb \
              WHERE (rb.repository_id > $1 OR (rb.repository_id = $1 AND rb.digest > $2)) AND rb.created_at < $3 \

@@ -44,8 +44,9 @@ impl Registry {
             return Err(RegistryError::Denied(message(ns, quota, usage, adding.max(1))));
         }
         let left = (quota - usage) as u64 - adding;
-        let message =
-            format!("storage quota of namespace {ns} exceeded: quota {quota} bytes, {usage} bytes used, {left} bytes left");
+        let message = format!(
+            "storage quota of namespace {ns} exceeded: quota {quota} bytes, {usage} bytes used, {left} bytes left"
+        );
         Ok(Some(Allowance { bytes: left, message }))
     }
 }
