@@ -16,6 +16,12 @@ use serde_json::{Value, json};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
+/// An HTTP client that drops idle connections before the server's keep-alive (5 s) closes
+/// them, so a request after a long pause never lands on a connection being closed.
+fn client() -> Client {
+    Client::builder().pool_idle_timeout(Duration::from_secs(2)).build().unwrap()
+}
+
 /// A registry client logged in as the admin.
 #[derive(Clone)]
 struct Reg {
@@ -25,7 +31,7 @@ struct Reg {
 
 impl Reg {
     fn new(b: &Berth) -> Reg {
-        Reg { c: Client::new(), base: b.base.clone() }
+        Reg { c: client(), base: b.base.clone() }
     }
 
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -553,7 +559,7 @@ async fn quota_refuses_a_docker_push_with_its_message() {
 #[tokio::test]
 async fn mirror_cache_cap_evicts_least_recently_pulled() {
     let upstream = Berth::start();
-    let up = Reg { c: Client::new(), base: upstream.base.clone() };
+    let up = Reg { c: client(), base: upstream.base.clone() };
     // Three upstream images of ~100 KB each.
     let mut sizes = HashMap::new();
     for name in ["a", "b", "c"] {
