@@ -5,6 +5,7 @@
 //! query with a `last` key, never a scan of storage.
 
 mod accounts;
+mod ui;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,6 +16,7 @@ use crate::error::{RegistryError, Result};
 use crate::oci::{Digest, ParsedManifest};
 
 pub use accounts::{Account, AccountSecret, Namespace, NewAccount, TokenRecord};
+pub use ui::{RepositorySummary, TagSummary, UiSession, like_escape};
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

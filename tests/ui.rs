@@ -1,0 +1,294 @@
+//! The web UI end to end: a real berth with authentication, images pushed and pulled by the
+//! real docker engine, the pages driven in a real browser (Debian's chromium through
+//! Playwright, `tests/ui/browser.py`), and the session/CSRF rules checked over HTTP.
+//!
+//! Needs what tests/docker_e2e.rs needs plus `/usr/bin/chromium` and PyPI's `playwright`
+//! (`.ci/run` installs them). Screenshots go to `$BERTH_UI_SCREENSHOTS`, else
+//! `/tmp/berth-ui-screenshots`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::docker::{DockerClient, Images, docker, docker_output, import_busybox, require_tools};
+use common::{ADMIN_PASSWORD, Berth, run};
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::{Client, StatusCode};
+
+const XSS: &str = "<script>alert(1)</script>";
+
+fn screenshots_dir() -> PathBuf {
+    std::env::var_os("BERTH_UI_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/berth-ui-screenshots"))
+}
+
+/// Panics with an actionable message unless the browser and Playwright are there.
+fn require_browser() {
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").is_file(),
+        "the UI tests need Debian's chromium at /usr/bin/chromium (apt-get install chromium)"
+    );
+    let ok = Command::new("python3").args(["-c", "import playwright.sync_api"]).output().is_ok_and(|o| o.status.success());
+    assert!(ok, "the UI tests need Playwright for Python (pip install playwright; no `playwright install` needed)");
+}
+
+/// Runs one phase of tests/ui/browser.py; returns its stdout (panics with its output on failure).
+fn browser(berth: &Berth, phase: &str, repo: &str, extra: &[(&str, &str)]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ui/browser.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script)
+        .arg(phase)
+        .env("BERTH_URL", &berth.base)
+        .env("BERTH_HOST", berth.host())
+        .env("ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("REPO", repo)
+        .env("SHOTS", screenshots_dir());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out = run(&mut cmd);
+    assert!(out.lines().any(|l| l == format!("OK {phase}")), "browser phase {phase} did not finish:\n{out}");
+    out
+}
+
+fn line_value<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+}
+
+/// Builds `name` from busybox with a `<script>` label, an env var with markup, a working dir,
+/// a port, a COPY layer and a CMD: history lines with and without layers.
+fn build_labelled_image(base: &str, name: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("marker.txt"), "berth ui test\n").unwrap();
+    let dockerfile = format!(
+        "FROM {base}\n\
+         LABEL org.example.note=\"{XSS}\"\n\
+         ENV XSS_PROBE=\"<img src=x onerror=alert(2)>\"\n\
+         WORKDIR /app\n\
+         COPY marker.txt /app/marker.txt\n\
+         EXPOSE 8080/tcp\n\
+         CMD [\"sh\"]\n"
+    );
+    std::fs::write(tmp.path().join("Dockerfile"), dockerfile).unwrap();
+    run(Command::new("docker").args(["build", "-q", "-t", name]).arg(tmp.path()));
+}
+
+#[test]
+fn browse_tokens_deletes_and_access_in_a_real_browser() {
+    require_tools();
+    require_browser();
+    let berth = Berth::start_auth();
+    let host = berth.host();
+    let repo = "uitest/web";
+    let mut images = Images::new();
+    let base = images.add(format!("local/ui-busybox:{}", berth.port));
+    let built = images.add(format!("local/ui-web:{}", berth.port));
+    import_busybox(&base);
+    build_labelled_image(&base, &built);
+
+    // Push two tags of the image as admin (the namespace `uitest` is private: no such org).
+    let admin = DockerClient::new(&host);
+    let login = admin.login("admin", ADMIN_PASSWORD);
+    assert!(login.status.success(), "docker login: {}", String::from_utf8_lossy(&login.stderr));
+    let (v1, old) = (images.add(format!("{host}/{repo}:1.0")), images.add(format!("{host}/{repo}:old")));
+    docker(&["tag", &built, &v1]);
+    docker(&["tag", &built, &old]);
+    admin.run(&["push", &v1]);
+    admin.run(&["push", &old]);
+
+    // Log in, find it, check tags, layers and history, the <script> label; create a token.
+    let out = browser(&berth, "browse", repo, &[]);
+    let shown: Vec<String> = serde_json::from_str(line_value(&out, "HISTORY=")).unwrap();
+    let mut history: Vec<String> =
+        docker(&["history", "--no-trunc", "--format", "{{.CreatedBy}}", &built]).lines().map(String::from).collect();
+    history.reverse(); // docker lists the newest first; the page the oldest first
+    assert_eq!(shown, history, "the page's history lines differ from `docker history`");
+    let token = line_value(&out, "TOKEN=").trim().to_string();
+
+    // The token from the UI works for a real `docker login` and pull.
+    let with_token = DockerClient::new(&host);
+    let login = with_token.login("admin", &token);
+    assert!(login.status.success(), "docker login with the UI token: {}", String::from_utf8_lossy(&login.stderr));
+    let _ = docker_output(&["rmi", &v1]);
+    with_token.run(&["pull", &v1]);
+
+    // Delete the tag `old` in the UI; create a user who cannot see the repository.
+    browser(&berth, "admin", repo, &[("NEW_USER", "alice"), ("NEW_PASSWORD", "alice-password-1")]);
+    let _ = docker_output(&["rmi", &old]);
+    let pulled = with_token.output(&["pull", &old]);
+    assert!(!pulled.status.success(), "the deleted tag still pulls");
+    let err = String::from_utf8_lossy(&pulled.stderr).to_lowercase();
+    assert!(err.contains("not found") || err.contains("unknown"), "pull of the deleted tag: {err}");
+    let _ = docker_output(&["rmi", &v1]);
+    with_token.run(&["pull", &v1]); // the other tag is untouched
+
+    // alice's credentials work for the registry API too, which refuses her the same way.
+    let alice = DockerClient::new(&host);
+    assert!(alice.login("alice", "alice-password-1").status.success());
+    let _ = docker_output(&["rmi", &v1]);
+    assert!(!alice.output(&["pull", &v1]).status.success(), "alice pulls a private repository");
+    eprintln!("UI screenshots: {}", screenshots_dir().display());
+}
+
+// ---- sessions and CSRF over plain HTTP -------------------------------------------------------
+
+fn client() -> Client {
+    Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// The value of `name` in the Set-Cookie headers, with the whole header line.
+fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<(String, String)> {
+    resp.headers().get_all(SET_COOKIE).iter().find_map(|v| {
+        let line = v.to_str().ok()?.to_string();
+        let value = line.strip_prefix(&format!("{name}="))?.split(';').next()?.to_string();
+        Some((value, line))
+    })
+}
+
+/// The CSRF token the forms of a page carry.
+fn form_csrf(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a form with a csrf field") + "name=\"csrf\" value=\"".len();
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+/// Logs in through the form; returns the session cookie value and the Set-Cookie line.
+async fn ui_login(c: &Client, base: &str, name: &str, password: &str, https: bool) -> (String, String) {
+    let page = c.get(format!("{base}/login")).send().await.unwrap();
+    let (csrf_cookie, _) = set_cookie(&page, "berth_csrf").expect("a csrf cookie for the login form");
+    let csrf = form_csrf(&page.text().await.unwrap());
+    assert_eq!(csrf, csrf_cookie);
+    let mut req = c
+        .post(format!("{base}/login"))
+        .header(COOKIE, format!("berth_csrf={csrf_cookie}"))
+        .form(&[("csrf", csrf.as_str()), ("name", name), ("password", password), ("next", "/settings")]);
+    if https {
+        req = req.header("X-Forwarded-Proto", "https");
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "login of {name}");
+    assert_eq!(resp.headers()[LOCATION], "/settings");
+    set_cookie(&resp, "berth_session").expect("a session cookie")
+}
+
+#[tokio::test]
+async fn sessions_and_csrf() {
+    let berth = Berth::start_auth();
+    let (base, c) = (berth.base.clone(), client());
+
+    // A login form posted without its token, or with another one, is refused.
+    let page = c.get(format!("{base}/login")).send().await.unwrap();
+    let (csrf_cookie, line) = set_cookie(&page, "berth_csrf").unwrap();
+    assert!(line.contains("HttpOnly") && line.contains("SameSite=Lax"), "{line}");
+    for form in [
+        vec![("name", "admin"), ("password", ADMIN_PASSWORD)],
+        vec![("csrf", "x".repeat(43).as_str()), ("name", "admin"), ("password", ADMIN_PASSWORD)],
+    ] {
+        let resp = c
+            .post(format!("{base}/login"))
+            .header(COOKIE, format!("berth_csrf={csrf_cookie}"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert!(set_cookie(&resp, "berth_session").is_none());
+    }
+    // A wrong password gets the form again with a readable error.
+    let resp = c
+        .post(format!("{base}/login"))
+        .header(COOKIE, format!("berth_csrf={csrf_cookie}"))
+        .form(&[("csrf", csrf_cookie.as_str()), ("name", "admin"), ("password", "wrong-password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(resp.text().await.unwrap().contains("Invalid name or password."));
+
+    // Cookie flags: HttpOnly, SameSite, Secure only over TLS (as a proxy reports it).
+    let (session, line) = ui_login(&c, &base, "admin", ADMIN_PASSWORD, false).await;
+    assert!(line.contains("HttpOnly") && line.contains("SameSite=Lax") && !line.contains("Secure"), "{line}");
+    let (_, tls_line) = ui_login(&c, &base, "admin", ADMIN_PASSWORD, true).await;
+    assert!(tls_line.contains("; Secure"), "{tls_line}");
+
+    // Only the SHA-256 of the session secret is stored.
+    let mut stored = Vec::new();
+    for f in ["berth.db", "berth.db-wal"] {
+        stored.extend(std::fs::read(berth.data_path().join(f)).unwrap_or_default());
+    }
+    if !stored.is_empty() {
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(session.as_bytes()));
+        let has = |needle: &[u8]| stored.windows(needle.len()).any(|w| w == needle);
+        assert!(!has(session.as_bytes()), "the session secret is in the database");
+        assert!(has(hash.as_bytes()), "the session's hash is not in the database");
+    }
+
+    // A POST without the session's CSRF token changes nothing.
+    let cookie = format!("berth_session={session}");
+    let settings = c.get(format!("{base}/settings")).header(COOKIE, &cookie).send().await.unwrap();
+    assert_eq!(settings.status(), StatusCode::OK);
+    let csrf = form_csrf(&settings.text().await.unwrap());
+    for form in [vec![("name", "t1"), ("scope", "pull")], vec![("csrf", csrf_cookie.as_str()), ("name", "t1"), ("scope", "pull")]]
+    {
+        let resp =
+            c.post(format!("{base}/settings/tokens")).header(COOKIE, &cookie).form(&form).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert!(resp.text().await.unwrap().contains("Form expired"));
+    }
+    let list = c.get(format!("{base}/settings")).header(COOKIE, &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(list.contains("No tokens yet."), "a token was created without the CSRF token");
+    // With it, the token is made and shown once.
+    let resp = c
+        .post(format!("{base}/settings/tokens"))
+        .header(COOKIE, &cookie)
+        .form(&[("csrf", csrf.as_str()), ("name", "t1"), ("scope", "pull")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.text().await.unwrap().contains("berth_"));
+
+    // Anonymous visitors are sent to the login page for account pages and unknown repositories.
+    let resp = c.get(format!("{base}/settings")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()[LOCATION], "/login?next=/settings");
+    let resp = c.get(format!("{base}/r/secret/app")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+
+    // Logging out deletes the session: the cookie no longer opens anything.
+    let resp = c
+        .post(format!("{base}/logout"))
+        .header(COOKIE, &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let resp = c.get(format!("{base}/settings")).header(COOKIE, &cookie).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "the session survived the logout");
+
+    // The pages carry a CSP that forbids inline scripts; the API is untouched.
+    let resp = c.get(format!("{base}/login")).send().await.unwrap();
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(c.get(format!("{base}/v2/")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn open_registry_browses_without_accounts() {
+    let berth = Berth::start();
+    let c = client();
+    let home = c.get(format!("{}/", berth.base)).send().await.unwrap();
+    assert_eq!(home.status(), StatusCode::OK);
+    let html = home.text().await.unwrap();
+    assert!(html.contains("No repositories yet"), "{html}");
+    assert!(html.contains(&format!("docker push {}/NAME:TAG", berth.host())));
+    assert!(!html.contains("Log in"), "an open registry has no login");
+    assert_eq!(c.get(format!("{}/settings", berth.base)).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    let login = c.get(format!("{}/login", berth.base)).send().await.unwrap();
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    let css = c.get(format!("{}/static/berth.css", berth.base)).send().await.unwrap();
+    assert_eq!(css.status(), StatusCode::OK);
+    assert!(css.text().await.unwrap().contains("prefers-color-scheme: dark"));
+}
