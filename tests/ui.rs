@@ -13,7 +13,7 @@ use std::process::Command;
 
 use common::docker::{DockerClient, Images, docker, docker_output, import_busybox, require_tools};
 use common::{ADMIN_PASSWORD, Berth, run};
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Client, StatusCode};
 
 const XSS: &str = "<script>alert(1)</script>";
@@ -134,6 +134,18 @@ fn browse_tokens_deletes_and_access_in_a_real_browser() {
 
 // ---- sessions and CSRF over plain HTTP -------------------------------------------------------
 
+/// Form posts (reqwest's `form` needs a feature the project does not enable).
+trait FormBody {
+    fn form_body(self, fields: &[(&str, &str)]) -> Self;
+}
+
+impl FormBody for reqwest::RequestBuilder {
+    fn form_body(self, fields: &[(&str, &str)]) -> Self {
+        self.header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(fields).unwrap())
+    }
+}
+
 fn client() -> Client {
     Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
@@ -162,7 +174,7 @@ async fn ui_login(c: &Client, base: &str, name: &str, password: &str, https: boo
     let mut req = c
         .post(format!("{base}/login"))
         .header(COOKIE, format!("berth_csrf={csrf_cookie}"))
-        .form(&[("csrf", csrf.as_str()), ("name", name), ("password", password), ("next", "/settings")]);
+        .form_body(&[("csrf", csrf.as_str()), ("name", name), ("password", password), ("next", "/settings")]);
     if https {
         req = req.header("X-Forwarded-Proto", "https");
     }
@@ -188,7 +200,7 @@ async fn sessions_and_csrf() {
         let resp = c
             .post(format!("{base}/login"))
             .header(COOKIE, format!("berth_csrf={csrf_cookie}"))
-            .form(&form)
+            .form_body(&form)
             .send()
             .await
             .unwrap();
@@ -199,7 +211,7 @@ async fn sessions_and_csrf() {
     let resp = c
         .post(format!("{base}/login"))
         .header(COOKIE, format!("berth_csrf={csrf_cookie}"))
-        .form(&[("csrf", csrf_cookie.as_str()), ("name", "admin"), ("password", "wrong-password")])
+        .form_body(&[("csrf", csrf_cookie.as_str()), ("name", "admin"), ("password", "wrong-password")])
         .send()
         .await
         .unwrap();
@@ -232,7 +244,7 @@ async fn sessions_and_csrf() {
     for form in [vec![("name", "t1"), ("scope", "pull")], vec![("csrf", csrf_cookie.as_str()), ("name", "t1"), ("scope", "pull")]]
     {
         let resp =
-            c.post(format!("{base}/settings/tokens")).header(COOKIE, &cookie).form(&form).send().await.unwrap();
+            c.post(format!("{base}/settings/tokens")).header(COOKIE, &cookie).form_body(&form).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
         assert!(resp.text().await.unwrap().contains("Form expired"));
     }
@@ -242,7 +254,7 @@ async fn sessions_and_csrf() {
     let resp = c
         .post(format!("{base}/settings/tokens"))
         .header(COOKIE, &cookie)
-        .form(&[("csrf", csrf.as_str()), ("name", "t1"), ("scope", "pull")])
+        .form_body(&[("csrf", csrf.as_str()), ("name", "t1"), ("scope", "pull")])
         .send()
         .await
         .unwrap();
@@ -260,7 +272,7 @@ async fn sessions_and_csrf() {
     let resp = c
         .post(format!("{base}/logout"))
         .header(COOKIE, &cookie)
-        .form(&[("csrf", csrf.as_str())])
+        .form_body(&[("csrf", csrf.as_str())])
         .send()
         .await
         .unwrap();
