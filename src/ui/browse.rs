@@ -305,7 +305,9 @@ pub struct Entry {
 }
 
 pub struct LayerRow {
-    /// The history line that made it (`created_by`), if any.
+    /// Whether a history entry stands for this row (not a layer left over).
+    has_history: bool,
+    /// The history line (`created_by`).
     created_by: String,
     created: String,
     comment: String,
@@ -382,10 +384,10 @@ fn sorted_pairs(v: Option<&Value>) -> Vec<(String, String)> {
 pub fn layers_with_history(history: &[Value], layers: &[Value]) -> Vec<LayerRow> {
     let mut out = Vec::new();
     let mut next_layer = layers.iter();
-    let layer_row = |created_by: String, created: String, comment: String, layer: Option<&Value>| {
+    let layer_row = |has_history: bool, created_by: String, created: String, comment: String, layer: Option<&Value>| {
         let digest = layer.map(|l| string_of(l.get("digest"))).unwrap_or_default();
         let size = layer.map(|l| format::size(l.get("size").and_then(|s| s.as_i64()).unwrap_or(0))).unwrap_or_default();
-        LayerRow { created_by, created, comment, short: short_digest(&digest), digest, size }
+        LayerRow { has_history, created_by, created, comment, short: short_digest(&digest), digest, size }
     };
     for h in history {
         let empty = h.get("empty_layer").and_then(|e| e.as_bool()).unwrap_or(false);
@@ -396,10 +398,10 @@ pub fn layers_with_history(history: &[Value], layers: &[Value]) -> Vec<LayerRow>
             .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
             .map(|t| time(t.timestamp()))
             .unwrap_or_default();
-        out.push(layer_row(string_of(h.get("created_by")), created, string_of(h.get("comment")), layer));
+        out.push(layer_row(true, string_of(h.get("created_by")), created, string_of(h.get("comment")), layer));
     }
     for layer in next_layer {
-        out.push(layer_row(String::new(), String::new(), String::new(), Some(layer)));
+        out.push(layer_row(false, String::new(), String::new(), String::new(), Some(layer)));
     }
     out
 }

@@ -87,7 +87,7 @@ def browse(browser):
     s.page.wait_for_load_state()
     link = s.page.locator(f"table.list a.repo[href='/r/{REPO}']")
     check(link.count() == 1, f"{REPO} not found by searching {short!r}: {s.text()}")
-    row = s.page.locator("table.list tbody tr", has=link)
+    row = s.page.locator("table.list tbody tr", has=s.page.locator(f"a.repo[href='/r/{REPO}']"))
     cells = row.locator("td").all_inner_texts()
     check(cells[1].strip() == "2", f"tag count of {REPO} is not 2: {cells}")
     check("B" in cells[3], f"no size for {REPO}: {cells}")
