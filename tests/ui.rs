@@ -30,7 +30,8 @@ fn require_browser() {
         std::path::Path::new("/usr/bin/chromium").is_file(),
         "the UI tests need Debian's chromium at /usr/bin/chromium (apt-get install chromium)"
     );
-    let ok = Command::new("python3").args(["-c", "import playwright.sync_api"]).output().is_ok_and(|o| o.status.success());
+    let ok =
+        Command::new("python3").args(["-c", "import playwright.sync_api"]).output().is_ok_and(|o| o.status.success());
     assert!(ok, "the UI tests need Playwright for Python (pip install playwright; no `playwright install` needed)");
 }
 
@@ -171,10 +172,12 @@ async fn ui_login(c: &Client, base: &str, name: &str, password: &str, https: boo
     let (csrf_cookie, _) = set_cookie(&page, "berth_csrf").expect("a csrf cookie for the login form");
     let csrf = form_csrf(&page.text().await.unwrap());
     assert_eq!(csrf, csrf_cookie);
-    let mut req = c
-        .post(format!("{base}/login"))
-        .header(COOKIE, format!("berth_csrf={csrf_cookie}"))
-        .form_body(&[("csrf", csrf.as_str()), ("name", name), ("password", password), ("next", "/settings")]);
+    let mut req = c.post(format!("{base}/login")).header(COOKIE, format!("berth_csrf={csrf_cookie}")).form_body(&[
+        ("csrf", csrf.as_str()),
+        ("name", name),
+        ("password", password),
+        ("next", "/settings"),
+    ]);
     if https {
         req = req.header("X-Forwarded-Proto", "https");
     }
@@ -241,8 +244,10 @@ async fn sessions_and_csrf() {
     let settings = c.get(format!("{base}/settings")).header(COOKIE, &cookie).send().await.unwrap();
     assert_eq!(settings.status(), StatusCode::OK);
     let csrf = form_csrf(&settings.text().await.unwrap());
-    for form in [vec![("name", "t1"), ("scope", "pull")], vec![("csrf", csrf_cookie.as_str()), ("name", "t1"), ("scope", "pull")]]
-    {
+    for form in [
+        vec![("name", "t1"), ("scope", "pull")],
+        vec![("csrf", csrf_cookie.as_str()), ("name", "t1"), ("scope", "pull")],
+    ] {
         let resp =
             c.post(format!("{base}/settings/tokens")).header(COOKIE, &cookie).form_body(&form).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);

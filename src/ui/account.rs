@@ -43,6 +43,8 @@ pub struct Shown {
     what: String,
     account: String,
     secret: String,
+    /// The registry, for the `docker login` hint.
+    host: String,
 }
 
 pub struct NsRow {
@@ -164,10 +166,9 @@ pub async fn create_token(v: Viewer, form: web::Form<TokenForm>) -> UiResult {
     v.check_csrf(&form.csrf)?;
     let auth = v.auth()?;
     let pattern = form.pattern.trim();
-    let (record, secret) = auth
-        .create_token(&name, form.name.trim(), &form.scope, Some(pattern), expires(&form.expires_days)?)
-        .await?;
-    let shown = Shown { what: format!("Token {:?}", record.name), account: name, secret };
+    let (record, secret) =
+        auth.create_token(&name, form.name.trim(), &form.scope, Some(pattern), expires(&form.expires_days)?).await?;
+    let shown = Shown { what: format!("Token {:?}", record.name), account: name, secret, host: v.host.clone() };
     settings_page(&v, None, Some(shown)).await
 }
 
@@ -214,7 +215,13 @@ async fn robots_in(v: &Viewer, namespace: Option<&str>) -> Result<Vec<RobotRow>,
             continue;
         }
         let tokens = auth.tokens_of(&r.name).await?.iter().map(token_row).collect();
-        out.push(RobotRow { name: r.name, namespace: ns, role: r.robot_role.unwrap_or_default(), disabled: r.disabled, tokens });
+        out.push(RobotRow {
+            name: r.name,
+            namespace: ns,
+            role: r.robot_role.unwrap_or_default(),
+            disabled: r.disabled,
+            tokens,
+        });
     }
     Ok(out)
 }
@@ -325,9 +332,20 @@ pub async fn create_robot_token(v: Viewer, name: web::Path<String>, form: web::F
     let robot = managed_robot(&v, &name, &form.csrf).await?;
     let (record, secret) = v
         .auth()?
-        .create_token(&robot.name, form.name.trim(), &form.scope, Some(form.pattern.trim()), expires(&form.expires_days)?)
+        .create_token(
+            &robot.name,
+            form.name.trim(),
+            &form.scope,
+            Some(form.pattern.trim()),
+            expires(&form.expires_days)?,
+        )
         .await?;
-    let shown = Shown { what: format!("Token {:?} of the robot {}", record.name, robot.name), account: robot.name.clone(), secret };
+    let shown = Shown {
+        what: format!("Token {:?} of the robot {}", record.name, robot.name),
+        account: robot.name.clone(),
+        secret,
+        host: v.host.clone(),
+    };
     namespace_page(&v, robot.robot_namespace.as_deref().unwrap_or_default(), None, Some(shown)).await
 }
 
@@ -455,8 +473,9 @@ pub async fn create_user(v: Viewer, form: web::Form<NewUserForm>) -> UiResult {
         what: format!("The generated password of {}", account.name),
         account: account.name.clone(),
         secret,
+        host: v.host.clone(),
     });
-    admin_page(&v, Some("user"), shown).await
+    admin_page(&v, Some("user-created"), shown).await
 }
 
 #[derive(Deserialize)]

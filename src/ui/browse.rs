@@ -156,7 +156,9 @@ fn parse_tail(tail: &str) -> Result<RepoPath, UiError> {
     Ok(match rest {
         None => RepoPath::Repository(name.to_string()),
         Some("delete") => RepoPath::Delete(name.to_string()),
-        Some(r) if r.starts_with("manifest/") => RepoPath::Manifest(name.to_string(), r["manifest/".len()..].to_string()),
+        Some(r) if r.starts_with("manifest/") => {
+            RepoPath::Manifest(name.to_string(), r["manifest/".len()..].to_string())
+        }
         Some(_) => return Err(RegistryError::NotFound("no such page".into()).into()),
     })
 }
@@ -349,6 +351,7 @@ struct ManifestPage {
     labels: Vec<(String, String)>,
     layers: Vec<LayerRow>,
     total_size: String,
+    layer_count: usize,
     subject: Option<String>,
     annotations: Vec<(String, String)>,
     referrers: Vec<Referrer>,
@@ -422,7 +425,8 @@ async fn read_small_blob(v: &Viewer, name: &str, digest: &Digest, limit: usize) 
     Ok(Some(out))
 }
 
-const IMAGE_CONFIGS: [&str; 2] = ["application/vnd.docker.container.image.v1+json", "application/vnd.oci.image.config.v1+json"];
+const IMAGE_CONFIGS: [&str; 2] =
+    ["application/vnd.docker.container.image.v1+json", "application/vnd.oci.image.config.v1+json"];
 
 async fn manifest_page(v: Viewer, name: &str, reference: &str) -> UiResult {
     let actions = may_see(&v, name).await?;
@@ -456,6 +460,7 @@ async fn manifest_page(v: Viewer, name: &str, reference: &str) -> UiResult {
         labels: Vec::new(),
         layers: Vec::new(),
         total_size: String::new(),
+        layer_count: 0,
         subject: m.get("subject").map(|s| string_of(s.get("digest"))),
         annotations: sorted_pairs(m.get("annotations")),
         referrers: Vec::new(),
@@ -476,6 +481,7 @@ async fn manifest_page(v: Viewer, name: &str, reference: &str) -> UiResult {
         let layers = m.get("layers").and_then(|l| l.as_array()).cloned().unwrap_or_default();
         let layer_bytes: i64 = layers.iter().filter_map(|l| l.get("size").and_then(|s| s.as_i64())).sum();
         p.total_size = size(layer_bytes);
+        p.layer_count = layers.len();
         let config = m.get("config");
         let config_type = string_of(config.and_then(|c| c.get("mediaType")));
         let config_digest = string_of(config.and_then(|c| c.get("digest")));
@@ -580,7 +586,10 @@ mod tests {
             json!({"created_by": "COPY x /x"}),
             json!({"created_by": "CMD [\"sh\"]", "empty_layer": true}),
         ];
-        let layers = vec![json!({"digest": "sha256:aaaaaaaaaaaaaaaa", "size": 1000}), json!({"digest": "sha256:bbbbbbbbbbbbbbbb", "size": 20})];
+        let layers = vec![
+            json!({"digest": "sha256:aaaaaaaaaaaaaaaa", "size": 1000}),
+            json!({"digest": "sha256:bbbbbbbbbbbbbbbb", "size": 20}),
+        ];
         let rows = layers_with_history(&history, &layers);
         assert_eq!(rows.len(), 4);
         assert_eq!((rows[0].short.as_str(), rows[0].size.as_str()), ("aaaaaaaaaaaa", "1.00 kB"));
@@ -594,7 +603,9 @@ mod tests {
     #[test]
     fn tails() {
         assert!(matches!(parse_tail("team/app").unwrap(), RepoPath::Repository(n) if n == "team/app"));
-        assert!(matches!(parse_tail("team/app/-/manifest/v1").unwrap(), RepoPath::Manifest(n, r) if n == "team/app" && r == "v1"));
+        assert!(
+            matches!(parse_tail("team/app/-/manifest/v1").unwrap(), RepoPath::Manifest(n, r) if n == "team/app" && r == "v1")
+        );
         assert!(matches!(parse_tail("a/-/delete").unwrap(), RepoPath::Delete(n) if n == "a"));
         assert!(parse_tail("Bad/Name").is_err());
         assert!(parse_tail("a/-/nothing").is_err());

@@ -86,6 +86,9 @@ mod tests {
     fn digests_and_queries() {
         assert_eq!(short_digest("sha256:0123456789abcdef"), "0123456789ab");
         assert_eq!(query_escape("a b&c=<d>/e"), "a%20b%26c%3D%3Cd%3E/e");
-        assert_eq!(platform(&serde_json::json!({"os":"linux","architecture":"arm64","variant":"v8"})), "linux/arm64/v8");
+        assert_eq!(
+            platform(&serde_json::json!({"os":"linux","architecture":"arm64","variant":"v8"})),
+            "linux/arm64/v8"
+        );
     }
 }

@@ -250,6 +250,7 @@ pub fn notice_for(code: Option<&str>) -> Option<String> {
         "robot" => "Robot created.",
         "robot-deleted" => "Robot deleted.",
         "user" => "Account updated.",
+        "user-created" => "User created.",
         "org" => "Organisation created.",
         _ => return None,
     };

@@ -212,7 +212,8 @@ pub async fn login_page(v: Viewer, q: web::Query<NextQuery>) -> UiResult {
     if v.svc.auth.is_none() || v.who.account.is_some() {
         return Ok(see_other(&safe_next(q.next.as_deref())));
     }
-    let p = LoginPage { l: v.layout("Log in", None), next: safe_next(q.next.as_deref()), name: String::new(), error: None };
+    let p =
+        LoginPage { l: v.layout("Log in", None), next: safe_next(q.next.as_deref()), name: String::new(), error: None };
     page(&v, StatusCode::OK, &p)
 }
 

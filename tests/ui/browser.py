@@ -102,6 +102,9 @@ def browse(browser):
     check(pull.startswith(f"docker pull {HOST}/{REPO}:"), f"pull line: {pull}")
     check(s.page.locator("button.copy").first.is_visible(), "no copy button")
     s.shot("repository.png")
+    s.page.set_viewport_size({"width": 390, "height": 844})
+    s.shot("repository-phone.png")
+    s.page.set_viewport_size({"width": 1280, "height": 900})
 
     # The tag: config, layers beside their history lines.
     s.page.click("#tags a.tag >> text=1.0")
@@ -125,6 +128,9 @@ def browse(browser):
     check(len(label_rows) == 1 and label_rows[0]["layer"] == "—", f"the LABEL line should have no layer: {rows}")
     s.no_injection("the tag page")
     s.shot("tag.png")
+    s.page.emulate_media(color_scheme="dark")
+    s.shot("tag-dark.png")
+    s.page.emulate_media(color_scheme="light")
     print("HISTORY=" + json.dumps([r["by"] for r in rows]))
 
     # Settings: a personal access token, shown once.
