@@ -11,8 +11,8 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::docker::{DockerClient, Images, docker, docker_output, import_busybox, require_tools};
-use common::{ADMIN_PASSWORD, Berth, run};
+use common::docker::{DockerClient, Images, docker, docker_output, import_busybox, pushed_digest, require_tools};
+use common::{ADMIN_PASSWORD, Berth, run, sha256};
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Client, StatusCode};
 
@@ -76,6 +76,59 @@ fn build_labelled_image(base: &str, name: &str) {
     run(Command::new("docker").args(["build", "-q", "-t", name]).arg(tmp.path()));
 }
 
+/// Pushes, as admin over the API, the index `multi` (one linux/amd64 entry: `digest`) and an
+/// artifact whose subject is `digest`.
+async fn push_index_and_referrer(base: &str, repo: &str, digest: &str) {
+    let c = client();
+    let auth = |r: reqwest::RequestBuilder| r.basic_auth("admin", Some(ADMIN_PASSWORD));
+    let image = auth(c.get(format!("{base}/v2/{repo}/manifests/{digest}")))
+        .header("accept", "application/vnd.docker.distribution.manifest.v2+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(image.status(), StatusCode::OK);
+    let size = image.bytes().await.unwrap().len();
+    let subject = serde_json::json!({
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json", "digest": digest, "size": size,
+    });
+    let mut platform_entry = subject.clone();
+    platform_entry["platform"] = serde_json::json!({"architecture": "amd64", "os": "linux"});
+    let index = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [platform_entry],
+    });
+    let put = |reference: String, media_type: &'static str, body: Vec<u8>| {
+        auth(c.put(format!("{base}/v2/{repo}/manifests/{reference}")))
+            .header(CONTENT_TYPE, media_type)
+            .body(body)
+            .send()
+    };
+    let r =
+        put("multi".into(), "application/vnd.oci.image.index.v1+json", index.to_string().into_bytes()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+    let mut blobs = Vec::new();
+    for data in [&b"{}"[..], &b"sbom of the berth ui test"[..]] {
+        let d = sha256(data);
+        let r = auth(c.post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}")))
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        blobs.push((d, data.len()));
+    }
+    let artifact = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.example.sbom+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": blobs[0].0, "size": blobs[0].1},
+        "layers": [{"mediaType": "text/plain", "digest": blobs[1].0, "size": blobs[1].1}],
+        "subject": subject,
+    })
+    .to_string()
+    .into_bytes();
+    let r = put(sha256(&artifact), "application/vnd.oci.image.manifest.v1+json", artifact).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+}
+
 #[test]
 fn browse_tokens_deletes_and_access_in_a_real_browser() {
     require_tools();
@@ -96,8 +149,10 @@ fn browse_tokens_deletes_and_access_in_a_real_browser() {
     let (v1, old) = (images.add(format!("{host}/{repo}:1.0")), images.add(format!("{host}/{repo}:old")));
     docker(&["tag", &built, &v1]);
     docker(&["tag", &built, &old]);
-    admin.run(&["push", &v1]);
+    let digest = pushed_digest(&admin.run(&["push", &v1]));
     admin.run(&["push", &old]);
+    // An index over it (tag `multi`) and an SBOM-like artifact referring to it, over the API.
+    tokio::runtime::Runtime::new().unwrap().block_on(push_index_and_referrer(&berth.base, repo, &digest));
 
     // Log in, find it, check tags, layers and history, the <script> label; create a token.
     let out = browser(&berth, "browse", repo, &[]);

@@ -89,7 +89,7 @@ def browse(browser):
     check(link.count() == 1, f"{REPO} not found by searching {short!r}: {s.text()}")
     row = s.page.locator("table.list tbody tr", has=s.page.locator(f"a.repo[href='/r/{REPO}']"))
     cells = row.locator("td").all_inner_texts()
-    check(cells[1].strip() == "2", f"tag count of {REPO} is not 2: {cells}")
+    check(cells[1].strip() == "3", f"tag count of {REPO} is not 3: {cells}")
     check("B" in cells[3], f"no size for {REPO}: {cells}")
     s.goto("/")
     s.shot("list.png")
@@ -97,7 +97,9 @@ def browse(browser):
     # The repository: its tags and the pull line.
     s.goto(f"/r/{REPO}")
     tags = s.page.locator("#tags tbody tr").evaluate_all("rows => rows.map(r => r.dataset.tag)")
-    check(tags == ["1.0", "old"], f"tags of {REPO}: {tags}")
+    check(tags == ["1.0", "multi", "old"], f"tags of {REPO}: {tags}")
+    multi = s.page.locator("#tags tr[data-tag='multi']").inner_text()
+    check("index" in multi and "linux/amd64" in multi, f"the index row shows no platforms: {multi}")
     pull = s.page.locator("#pull-cmd").inner_text()
     check(pull.startswith(f"docker pull {HOST}/{REPO}:"), f"pull line: {pull}")
     check(s.page.locator("button.copy").first.is_visible(), "no copy button")
@@ -131,6 +133,16 @@ def browse(browser):
     s.page.emulate_media(color_scheme="dark")
     s.shot("tag-dark.png")
     s.page.emulate_media(color_scheme="light")
+    referrers = s.page.locator("#referrers").inner_text()
+    check("application/vnd.example.sbom+json" in referrers, f"the referrer is not listed: {referrers}")
+
+    # The index: its platforms link to the image.
+    s.goto(f"/r/{REPO}/-/manifest/multi")
+    check("application/vnd.oci.image.index.v1+json" in s.text(), "the index's media type")
+    s.page.click("#platforms a >> text=linux/amd64")
+    s.page.wait_for_load_state()
+    check("/-/manifest/sha256:" in s.page.url and s.page.locator("#layers").count() == 1, f"platform link: {s.page.url}")
+    s.shot("index-entry.png")
     print("HISTORY=" + json.dumps([r["by"] for r in rows]))
 
     # Settings: a personal access token, shown once.
@@ -162,7 +174,7 @@ def admin(browser):
     s.page.wait_for_load_state()
     check("Deleted." in s.text(), f"no confirmation of the delete: {s.text()}")
     tags = s.page.locator("#tags tbody tr").evaluate_all("rows => rows.map(r => r.dataset.tag)")
-    check(tags == ["1.0"], f"tags after deleting old: {tags}")
+    check(tags == ["1.0", "multi"], f"tags after deleting old: {tags}")
 
     # Create a user as admin.
     s.goto("/admin")
