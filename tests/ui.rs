@@ -171,7 +171,11 @@ fn browse_tokens_deletes_and_access_in_a_real_browser() {
     with_token.run(&["pull", &v1]);
 
     // Delete the tag `old` in the UI; create a user who cannot see the repository.
-    browser(&berth, "admin", repo, &[("NEW_USER", "alice"), ("NEW_PASSWORD", "alice-password-1")]);
+    let out = browser(&berth, "admin", repo, &[("NEW_USER", "alice"), ("NEW_PASSWORD", "alice-password-1")]);
+    // The robot token made on the namespace page logs docker in as the robot.
+    let robot = DockerClient::new(&host);
+    let login = robot.login("uiorg+ci", line_value(&out, "ROBOT_TOKEN=").trim());
+    assert!(login.status.success(), "docker login as the robot: {}", String::from_utf8_lossy(&login.stderr));
     let _ = docker_output(&["rmi", &old]);
     let pulled = with_token.output(&["pull", &old]);
     assert!(!pulled.status.success(), "the deleted tag still pulls");
@@ -363,4 +367,94 @@ async fn open_registry_browses_without_accounts() {
     let css = c.get(format!("{}/static/berth.css", berth.base)).send().await.unwrap();
     assert_eq!(css.status(), StatusCode::OK);
     assert!(css.text().await.unwrap().contains("prefers-color-scheme: dark"));
+}
+
+/// Pushes a one-layer image to `repo:tag` over the API (open registry).
+async fn push_tiny(c: &Client, base: &str, repo: &str, tag: &str) {
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[]}},"history":[],"repo":"{repo}"}}"#
+    );
+    let layer = format!("layer of {repo}");
+    let mut descs = Vec::new();
+    for (data, mt) in [
+        (config.as_bytes(), "application/vnd.oci.image.config.v1+json"),
+        (layer.as_bytes(), "application/vnd.oci.image.layer.v1.tar"),
+    ] {
+        let d = sha256(data);
+        let r = c.post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}")).body(data.to_vec()).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        descs.push(serde_json::json!({"mediaType": mt, "digest": d, "size": data.len()}));
+    }
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": descs[0], "layers": [descs[1]],
+    });
+    let r = c
+        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header(CONTENT_TYPE, "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
+/// The repository names listed on a page of the list.
+fn listed(html: &str) -> Vec<String> {
+    html.match_indices("<a href=\"/r/")
+        .map(|(i, _)| html[i + "<a href=\"/r/".len()..].split('"').next().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn list_pages_searches_and_filters() {
+    let berth = Berth::start();
+    let (base, c) = (berth.base.clone(), client());
+    let mut names: Vec<String> = (0..33).map(|i| format!("pages/app{i:02}")).collect();
+    names.push("other/app-odd_name".into());
+    for n in &names {
+        push_tiny(&c, &base, n, "v1").await;
+    }
+    push_tiny(&c, &base, "pages/app00", "v2").await;
+    names.sort();
+    let page1 = c.get(format!("{base}/")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(listed(&page1), names[..30].to_vec());
+    let next = format!("/?q=&ns=&after={}", names[29]);
+    assert!(
+        page1.contains(&next.replace('&', "&#38;")),
+        "no next link to {next}: {}",
+        &page1[page1.find("pager").unwrap_or(0)..]
+    );
+    let page2 = c.get(format!("{base}{next}")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(listed(&page2), names[30..].to_vec());
+    assert!(!page2.contains("Next page"));
+    // Search (a `_` is a literal, not a LIKE wildcard) and the namespace filter.
+    let found = c.get(format!("{base}/?q=odd_n")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(listed(&found), vec!["other/app-odd_name".to_string()]);
+    let none = c.get(format!("{base}/?q=app_0")).send().await.unwrap().text().await.unwrap();
+    assert!(listed(&none).is_empty() && none.contains("No repository matches"));
+    let ns = c.get(format!("{base}/?ns=other")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(listed(&ns), vec!["other/app-odd_name".to_string()]);
+    // Tag count and size of a repository row.
+    let row = page1.split("/r/pages/app00\"").nth(1).unwrap_or_default();
+    assert!(row.contains("<td class=\"num\">2</td>"), "pages/app00 shows no 2 tags: {row}");
+}
+
+#[tokio::test]
+async fn admin_page_shows_the_mirror() {
+    let toml = "[mirror]\nenabled = true\n[[mirror.upstreams]]\nname = \"hub\"\nurl = \"http://127.0.0.1:9\"\ntag_ttl_secs = 77\n";
+    let berth = Berth::start_with_config(toml, &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)]);
+    let c = client();
+    let (session, _) = ui_login(&c, &berth.base, "admin", ADMIN_PASSWORD, false).await;
+    let html = c
+        .get(format!("{}/admin", berth.base))
+        .header(COOKIE, format!("berth_session={session}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mirror = html.split("id=\"mirror\"").nth(1).expect("a mirror table");
+    assert!(mirror.contains("hub") && mirror.contains("http://127.0.0.1:9") && mirror.contains("77 s"), "{mirror}");
 }

@@ -45,10 +45,15 @@ class Session:
         self.page = self.context.new_page()
         self.dialogs = []
         self.errors = []
+        # Confirmation dialogs (data-confirm) are accepted only when a step expects them.
+        self.accept_dialogs = False
         self.page.on("dialog", self._dialog)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
 
     def _dialog(self, dialog):
+        if self.accept_dialogs:
+            dialog.accept()
+            return
         self.dialogs.append(dialog.message)
         dialog.dismiss()
 
@@ -184,6 +189,36 @@ def admin(browser):
     s.page.wait_for_load_state()
     check(s.page.locator(f"#users tr[data-user='{new_user}']").count() == 1, f"{new_user} not in the users table")
     s.shot("admin.png")
+
+    # An organisation: create it, add the new user as reader, make it public, add a robot.
+    s.page.fill("form[action='/admin/orgs'] input[name=name]", "uiorg")
+    s.page.click("form[action='/admin/orgs'] button[type=submit]")
+    s.page.wait_for_load_state()
+    s.page.click("#orgs a >> text=uiorg")
+    s.page.wait_for_load_state()
+    s.page.fill("form[action='/ns/uiorg/members'] input[name=account]", new_user)
+    s.page.select_option("form[action='/ns/uiorg/members'] select[name=role]", "reader")
+    s.page.click("form[action='/ns/uiorg/members'] button[type=submit]")
+    s.page.wait_for_load_state()
+    members = s.page.locator("#members").inner_text()
+    check(new_user in members and "reader" in members, f"members: {members}")
+    s.accept_dialogs = True
+    s.page.click("form[action='/ns/uiorg/visibility'] button")
+    s.page.wait_for_load_state()
+    s.accept_dialogs = False
+    check("public" in s.page.locator("#visibility").inner_text(), "uiorg did not become public")
+    s.page.fill("form[action='/robots'] input[name=name]", "ci")
+    s.page.select_option("form[action='/robots'] select[name=role]", "writer")
+    s.page.click("form[action='/robots'] button[type=submit]")
+    s.page.wait_for_load_state()
+    check("uiorg+ci" in s.text(), "the robot is not listed")
+    s.page.fill("form[action='/robots/uiorg+ci/tokens'] input[name=name]", "pipeline")
+    s.page.click("form[action='/robots/uiorg+ci/tokens'] button[type=submit]")
+    s.page.wait_for_load_state()
+    robot_token = s.page.locator("#secret-value").inner_text().strip()
+    check(robot_token.startswith("berth_"), "no robot token shown")
+    s.shot("namespace.png")
+    print("ROBOT_TOKEN=" + robot_token)
 
     # The new user cannot see the private repository: not listed, not by URL.
     u = Session(browser)
