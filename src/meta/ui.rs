@@ -54,25 +54,19 @@ pub fn like_escape(s: &str) -> String {
 }
 
 impl Meta {
-    /// Repositories holding at least one manifest, after `after` in byte order, whose name
-    /// contains `search` (when not empty) and lies in `namespace` (when not empty).
-    pub async fn ui_repositories(
+    /// Names of repositories holding at least one manifest, after `after` in byte order, whose
+    /// name contains `search` (when not empty) and lies in `namespace` (when not empty).
+    pub async fn ui_repository_names(
         &self,
         after: &str,
         search: &str,
         namespace: &str,
         limit: i64,
-    ) -> Result<Vec<RepositorySummary>> {
+    ) -> Result<Vec<String>> {
         let search_pattern = if search.is_empty() { String::new() } else { format!("%{}%", like_escape(search)) };
         let ns_pattern = format!("{}/%", like_escape(namespace));
         let rows = sqlx::query(
-            "SELECT r.name, \
-               (SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id), \
-               (SELECT MAX(m.created_at) FROM manifests m WHERE m.repository_id = r.id), \
-               (SELECT MAX(t.updated_at) FROM tags t WHERE t.repository_id = r.id), \
-               (SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM repository_blobs rb \
-                  JOIN blobs b ON b.digest = rb.digest WHERE rb.repository_id = r.id) \
-             FROM repositories r \
+            "SELECT r.name FROM repositories r \
              WHERE r.name > $1 \
                AND ($2 = '' OR r.name LIKE $2 ESCAPE '\\') \
                AND ($3 = '' OR r.name = $3 OR r.name LIKE $4 ESCAPE '\\') \
@@ -86,6 +80,32 @@ impl Meta {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Tag count, last push and size of the named repositories (one page of the list), in
+    /// name order.
+    pub async fn ui_repository_summaries(&self, names: &[String]) -> Result<Vec<RepositorySummary>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT r.name, \
+               (SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id), \
+               (SELECT MAX(m.created_at) FROM manifests m WHERE m.repository_id = r.id), \
+               (SELECT MAX(t.updated_at) FROM tags t WHERE t.repository_id = r.id), \
+               (SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM repository_blobs rb \
+                  JOIN blobs b ON b.digest = rb.digest WHERE rb.repository_id = r.id) \
+             FROM repositories r WHERE r.name IN ({}) ORDER BY r.name",
+            placeholders.join(", ")
+        );
+        // Only numbered placeholders are formatted in.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for n in names {
+            q = q.bind(n);
+        }
+        let rows = q.fetch_all(self.pool()).await?;
         Ok(rows
             .iter()
             .map(|r| RepositorySummary {

@@ -83,42 +83,34 @@ pub async fn repositories(v: Viewer, q: web::Query<ListQuery>) -> UiResult {
     let search = q.q.trim().to_lowercase();
     let ns = q.ns.trim().to_lowercase();
     let meta = &v.svc.registry.meta;
-    let mut rows = Vec::new();
+    let mut names: Vec<String> = Vec::new();
     let mut cursor = q.after.clone();
     let mut visible: HashMap<String, bool> = HashMap::new();
     let mut next = None;
     'scan: for batch_no in 0..SCAN_BATCHES {
-        let batch = meta.ui_repositories(&cursor, &search, &ns, SCAN_BATCH).await?;
+        let batch = meta.ui_repository_names(&cursor, &search, &ns, SCAN_BATCH).await?;
         let full = batch.len() as i64 == SCAN_BATCH;
-        for r in batch {
-            cursor = r.name.clone();
-            let namespace = namespace_of(&r.name).to_string();
+        for name in batch {
+            cursor = name.clone();
+            let namespace = namespace_of(&name).to_string();
             // Without a mirror the rule depends on the namespace only (UI sessions carry no
             // token limits), so one check per namespace; the mirror's rule is per name.
             let ok = match (v.svc.mirror.is_none(), visible.get(&namespace)) {
                 (true, Some(ok)) => *ok,
                 _ => {
-                    let ok = v.svc.actions(&v.who, &r.name).await?.contains(Action::Pull);
-                    visible.insert(namespace.clone(), ok);
+                    let ok = v.svc.actions(&v.who, &name).await?.contains(Action::Pull);
+                    visible.insert(namespace, ok);
                     ok
                 }
             };
             if !ok {
                 continue;
             }
-            if rows.len() == REPOS_PER_PAGE {
-                next = rows.last().map(|r: &RepoRow| r.name.clone());
+            if names.len() == REPOS_PER_PAGE {
+                next = names.last().cloned();
                 break 'scan;
             }
-            rows.push(RepoRow {
-                rest: r.name.get(namespace.len() + 1..).unwrap_or("").to_string(),
-                namespace,
-                tags: r.tag_count,
-                last_push: r.last_push.map(ago).unwrap_or_default(),
-                last_push_at: r.last_push.map(time).unwrap_or_default(),
-                size: size(r.size),
-                name: r.name,
-            });
+            names.push(name);
         }
         if !full {
             break;
@@ -127,6 +119,23 @@ pub async fn repositories(v: Viewer, q: web::Query<ListQuery>) -> UiResult {
             next = Some(cursor.clone()); // scanned enough for one page: offer to go on
         }
     }
+    let rows: Vec<RepoRow> = meta
+        .ui_repository_summaries(&names)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let namespace = namespace_of(&r.name).to_string();
+            RepoRow {
+                rest: r.name.get(namespace.len() + 1..).unwrap_or("").to_string(),
+                namespace,
+                tags: r.tag_count,
+                last_push: r.last_push.map(ago).unwrap_or_default(),
+                last_push_at: r.last_push.map(time).unwrap_or_default(),
+                size: size(r.size),
+                name: r.name,
+            }
+        })
+        .collect();
     let p = RepositoriesPage {
         l: v.layout("Repositories", q.ok.as_deref()),
         host: v.host.clone(),
