@@ -369,8 +369,13 @@ async fn open_registry_browses_without_accounts() {
     assert!(css.text().await.unwrap().contains("prefers-color-scheme: dark"));
 }
 
-/// Pushes a one-layer image to `repo:tag` over the API (open registry).
-async fn push_tiny(c: &Client, base: &str, repo: &str, tag: &str) {
+/// Pushes a one-layer image to `repo:tag` over the API (as `who`, or anonymously on an open
+/// registry); returns the manifest's digest.
+async fn push_tiny_as(c: &Client, base: &str, repo: &str, tag: &str, who: Option<(&str, &str)>) -> String {
+    let auth = |r: reqwest::RequestBuilder| match who {
+        Some((u, p)) => r.basic_auth(u, Some(p)),
+        None => r,
+    };
     let config = format!(
         r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[]}},"history":[],"repo":"{repo}"}}"#
     );
@@ -381,7 +386,11 @@ async fn push_tiny(c: &Client, base: &str, repo: &str, tag: &str) {
         (layer.as_bytes(), "application/vnd.oci.image.layer.v1.tar"),
     ] {
         let d = sha256(data);
-        let r = c.post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}")).body(data.to_vec()).send().await.unwrap();
+        let r = auth(c.post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}")))
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::CREATED);
         descs.push(serde_json::json!({"mediaType": mt, "digest": d, "size": data.len()}));
     }
@@ -389,14 +398,18 @@ async fn push_tiny(c: &Client, base: &str, repo: &str, tag: &str) {
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": descs[0], "layers": [descs[1]],
     });
-    let r = c
-        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+    let r = auth(c.put(format!("{base}/v2/{repo}/manifests/{tag}")))
         .header(CONTENT_TYPE, "application/vnd.oci.image.manifest.v1+json")
         .body(manifest.to_string())
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
+    sha256(manifest.to_string().as_bytes())
+}
+
+async fn push_tiny(c: &Client, base: &str, repo: &str, tag: &str) {
+    push_tiny_as(c, base, repo, tag, None).await;
 }
 
 /// The repository names listed on a page of the list.
@@ -457,4 +470,160 @@ async fn admin_page_shows_the_mirror() {
         .unwrap();
     let mirror = html.split("id=\"mirror\"").nth(1).expect("a mirror table");
     assert!(mirror.contains("hub") && mirror.contains("http://127.0.0.1:9") && mirror.contains("77 s"), "{mirror}");
+}
+
+/// A logged-in UI client: its session cookie and the CSRF token of its forms.
+struct Ui {
+    c: Client,
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+impl Ui {
+    async fn login(base: &str, name: &str, password: &str) -> Ui {
+        let c = client();
+        let (session, _) = ui_login(&c, base, name, password, false).await;
+        let mut ui = Ui { c, base: base.to_string(), cookie: format!("berth_session={session}"), csrf: String::new() };
+        let (status, html) = ui.get("/settings").await;
+        assert_eq!(status, StatusCode::OK);
+        ui.csrf = form_csrf(&html);
+        ui
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let r = self.c.get(format!("{}{path}", self.base)).header(COOKIE, &self.cookie).send().await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    /// Posts a form with the CSRF token; returns the status and the Location or the page.
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> (StatusCode, String) {
+        let mut all = vec![("csrf", self.csrf.as_str())];
+        all.extend_from_slice(fields);
+        let r = self
+            .c
+            .post(format!("{}{path}", self.base))
+            .header(COOKIE, &self.cookie)
+            .form_body(&all)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let location = r.headers().get(LOCATION).map(|l| l.to_str().unwrap().to_string());
+        (status, location.unwrap_or(r.text().await.unwrap()))
+    }
+
+    /// Whether the session still opens the settings page.
+    async fn alive(&self) -> bool {
+        self.get("/settings").await.0 == StatusCode::OK
+    }
+}
+
+/// What `GET /v2/` answers for Basic credentials.
+async fn v2_status(base: &str, user: &str, secret: &str) -> StatusCode {
+    client().get(format!("{base}/v2/")).basic_auth(user, Some(secret)).send().await.unwrap().status()
+}
+
+#[tokio::test]
+async fn account_changes_through_forms() {
+    let berth = Berth::start_auth();
+    let base = berth.base.clone();
+    let admin = Ui::login(&base, "admin", ADMIN_PASSWORD).await;
+
+    // Create bob; make him admin and back; disable, enable, reset his password.
+    let (status, page) = admin.post("/admin/users", &[("name", "bob"), ("password", "bob-password-1")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("User created.") && page.contains("data-user=\"bob\""));
+    let bob = Ui::login(&base, "bob", "bob-password-1").await;
+    assert_eq!(bob.get("/admin").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        bob.post("/admin/users", &[("name", "eve"), ("password", "eve-password-1")]).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(admin.post("/admin/users/bob", &[("action", "make-admin")]).await.0, StatusCode::SEE_OTHER);
+    assert_eq!(bob.get("/admin").await.0, StatusCode::OK);
+    assert_eq!(admin.post("/admin/users/bob", &[("action", "remove-admin")]).await.0, StatusCode::SEE_OTHER);
+    assert!(!bob.alive().await, "removing admin rights ends the sessions");
+    let bob = Ui::login(&base, "bob", "bob-password-1").await;
+    assert_eq!(admin.post("/admin/users/bob", &[("action", "disable")]).await.0, StatusCode::SEE_OTHER);
+    assert!(!bob.alive().await, "a disabled account's session still works");
+    assert_eq!(v2_status(&base, "bob", "bob-password-1").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(admin.post("/admin/users/bob", &[("action", "enable")]).await.0, StatusCode::SEE_OTHER);
+    assert_eq!(v2_status(&base, "bob", "bob-password-1").await, StatusCode::OK);
+    let bob = Ui::login(&base, "bob", "bob-password-1").await;
+    let reset = admin.post("/admin/users/bob", &[("action", "password"), ("password", "bob-password-2")]).await;
+    assert_eq!(reset.0, StatusCode::SEE_OTHER);
+    assert!(!bob.alive().await, "a reset password leaves the old session open");
+    assert_eq!(v2_status(&base, "bob", "bob-password-1").await, StatusCode::UNAUTHORIZED);
+    // An admin cannot lock themselves out.
+    let (status, page) = admin.post("/admin/users/admin", &[("action", "disable")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("cannot lock yourself out"));
+
+    // bob changes his own password: his other session ends, this one stays.
+    let bob = Ui::login(&base, "bob", "bob-password-2").await;
+    let other = Ui::login(&base, "bob", "bob-password-2").await;
+    let wrong = bob
+        .post(
+            "/settings/password",
+            &[("current", "nope-nope"), ("new", "bob-password-3"), ("confirm", "bob-password-3")],
+        )
+        .await;
+    assert_eq!(wrong.0, StatusCode::FORBIDDEN);
+    let changed = bob
+        .post(
+            "/settings/password",
+            &[("current", "bob-password-2"), ("new", "bob-password-3"), ("confirm", "bob-password-3")],
+        )
+        .await;
+    assert_eq!(changed, (StatusCode::SEE_OTHER, "/settings?ok=password".to_string()));
+    assert!(bob.alive().await && !other.alive().await);
+    assert_eq!(v2_status(&base, "bob", "bob-password-3").await, StatusCode::OK);
+
+    // A token made in the UI works on /v2 until it is revoked in the UI.
+    let (status, page) =
+        bob.post("/settings/tokens", &[("name", "cli"), ("scope", "pull"), ("expires_days", "30")]).await;
+    assert_eq!(status, StatusCode::OK);
+    let secret = page.split("id=\"secret-value\">").nth(1).unwrap().split('<').next().unwrap().to_string();
+    assert_eq!(v2_status(&base, "bob", &secret).await, StatusCode::OK);
+    let id = page.split("/settings/tokens/").nth(1).unwrap().split('/').next().unwrap().to_string();
+    assert_eq!(bob.post(&format!("/settings/tokens/{id}/revoke"), &[]).await.0, StatusCode::SEE_OTHER);
+    assert_eq!(v2_status(&base, "bob", &secret).await, StatusCode::UNAUTHORIZED);
+    assert!(bob.get("/settings").await.1.contains("No tokens yet."));
+    // A token is no UI login.
+    let (status, page) = bob.post("/settings/tokens", &[("name", "cli2"), ("scope", "push")]).await;
+    assert_eq!(status, StatusCode::OK);
+    let secret = page.split("id=\"secret-value\">").nth(1).unwrap().split('<').next().unwrap().to_string();
+    let c = client();
+    let login = c.get(format!("{base}/login")).send().await.unwrap();
+    let (csrf, _) = set_cookie(&login, "berth_csrf").unwrap();
+    let r = c
+        .post(format!("{base}/login"))
+        .header(COOKIE, format!("berth_csrf={csrf}"))
+        .form_body(&[("csrf", csrf.as_str()), ("name", "bob"), ("password", secret.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.text().await.unwrap().contains("not a token"));
+
+    // Deleting a manifest by digest (with its tags), only with delete permission.
+    let c = client();
+    let digest = push_tiny_as(&c, &base, "admin/app", "v1", Some(("admin", ADMIN_PASSWORD))).await;
+    push_tiny_as(&c, &base, "admin/app", "v1-again", Some(("admin", ADMIN_PASSWORD))).await;
+    assert_eq!(bob.post("/r/admin/app/-/delete", &[("reference", &digest)]).await.0, StatusCode::FORBIDDEN);
+    let (status, confirm) = admin.get(&format!("/r/admin/app/-/delete?reference={digest}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(confirm.contains("<strong>v1</strong>") && confirm.contains("<strong>v1-again</strong>"), "{confirm}");
+    let (status, to) = admin.post("/r/admin/app/-/delete", &[("reference", &digest)]).await;
+    assert_eq!((status, to.as_str()), (StatusCode::SEE_OTHER, "/r/admin/app?ok=deleted"));
+    let gone = c
+        .get(format!("{base}/v2/admin/app/manifests/v1-again"))
+        .basic_auth("admin", Some(ADMIN_PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    let (_, page) = admin.get("/r/admin/app?ok=deleted").await;
+    assert!(page.contains("Deleted.") && page.contains("No tags"));
 }
