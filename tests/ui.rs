@@ -367,6 +367,26 @@ async fn open_registry_browses_without_accounts() {
     let css = c.get(format!("{}/static/berth.css", berth.base)).send().await.unwrap();
     assert_eq!(css.status(), StatusCode::OK);
     assert!(css.text().await.unwrap().contains("prefers-color-scheme: dark"));
+
+    // Everyone may delete on an open registry, but only through a form of this site: the
+    // token must match the visitor's berth_csrf cookie.
+    push_tiny(&c, &berth.base, "open/app", "v1").await;
+    let confirm = c.get(format!("{}/r/open/app/-/delete?reference=v1", berth.base)).send().await.unwrap();
+    assert_eq!(confirm.status(), StatusCode::OK);
+    let (cookie, _) = set_cookie(&confirm, "berth_csrf").expect("a csrf cookie");
+    let token = form_csrf(&confirm.text().await.unwrap());
+    let post = |cookie: Option<String>| {
+        let mut r = c.post(format!("{}/r/open/app/-/delete", berth.base));
+        if let Some(v) = cookie {
+            r = r.header(COOKIE, format!("berth_csrf={v}"));
+        }
+        r.form_body(&[("csrf", token.as_str()), ("reference", "v1")]).send()
+    };
+    assert_eq!(post(None).await.unwrap().status(), StatusCode::FORBIDDEN, "a cross-site post (no cookie)");
+    assert_eq!(post(Some("y".repeat(43))).await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(post(Some(cookie)).await.unwrap().status(), StatusCode::SEE_OTHER);
+    let gone = c.get(format!("{}/v2/open/app/manifests/v1", berth.base)).send().await.unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
 }
 
 /// Pushes a one-layer image to `repo:tag` over the API (as `who`, or anonymously on an open
