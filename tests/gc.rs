@@ -265,6 +265,18 @@ async fn gc_removes_exactly_the_unreferenced_of_1000_blobs() {
     // A second run finds nothing more.
     let again = reg.gc(false).await;
     assert_eq!(again["blobs_deleted"], 0, "{again}");
+    // /metrics counts the three real runs (not the dry one) and the bytes they freed.
+    let text = Client::new().get(format!("{}/metrics", b.base)).send().await.unwrap().text().await.unwrap();
+    let metric = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(metric("berth_gc_runs_total"), 3.0);
+    assert_eq!(metric("berth_gc_freed_bytes_total"), doomed_bytes as f64);
 
     // Only administrators may collect.
     let anon = Client::new().post(format!("{}/api/v1/gc", b.base)).send().await.unwrap();

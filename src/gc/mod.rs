@@ -166,6 +166,13 @@ impl Collector {
         report.duration_ms = started.elapsed().as_millis() as u64;
         let json = serde_json::to_string(&report).map_err(|e| RegistryError::internal("gc report", e))?;
         meta.save_gc_report(if dry_run { "dry_run" } else { "run" }, &json).await?;
+        if !dry_run {
+            crate::ops::metrics::global().record_gc_run(
+                report.blobs_deleted + report.manifests_deleted,
+                report.bytes_freed,
+                started.elapsed(),
+            );
+        }
         tracing::info!(
             dry_run,
             uploads = report.uploads_removed,
