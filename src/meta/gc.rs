@@ -634,3 +634,22 @@ const UNREACHABLE: &str = "m.created_at < $3 \
                      AND r.child_digest = m.digest AND r.kind = 'manifest') \
      AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repository_id = m.repository_id \
                                           AND s.digest = m.subject))";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_lease_holder_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display())).await.unwrap();
+        assert!(meta.acquire_lease("gc", "node-a", 300).await.unwrap());
+        assert!(!meta.acquire_lease("gc", "node-b", 300).await.unwrap(), "held by a");
+        assert!(meta.acquire_lease("gc", "node-a", 300).await.unwrap(), "a renews");
+        meta.release_lease("gc", "node-b").await.unwrap(); // not b's to release
+        assert!(!meta.acquire_lease("gc", "node-b", 300).await.unwrap());
+        meta.release_lease("gc", "node-a").await.unwrap();
+        assert!(meta.acquire_lease("gc", "node-b", -1).await.unwrap(), "free after release");
+        assert!(meta.acquire_lease("gc", "node-a", 300).await.unwrap(), "b's lease expired");
+    }
+}
