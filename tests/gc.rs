@@ -386,6 +386,43 @@ async fn pushes_during_gc_complete_and_pull_afterwards() {
         }
     }
     assert!(push_out.contains("digest: sha256:"), "{push_out}");
+
+    // The same interleavings, in a fixed order: old unreferenced blobs that a client is told
+    // exist (HEAD), mounts, or uploads again, then a collection, then the manifest. The push
+    // must win each time; an untouched blob of the same age is collected.
+    let contents: Vec<Vec<u8>> = (0..4).map(|k| format!("sequenced blob {k}").into_bytes()).collect();
+    let mut seq = Vec::new();
+    for c in &contents {
+        seq.push((reg.blob("race/seq", c).await, c.len()));
+    }
+    for table in ["blobs", "repository_blobs"] {
+        sql(
+            &b,
+            &format!(
+                "UPDATE {table} SET created_at = created_at - 600 WHERE digest IN ('{}', '{}', '{}', '{}')",
+                seq[0].0, seq[1].0, seq[2].0, seq[3].0
+            ),
+        )
+        .await;
+    }
+    assert_eq!(reg.status(reqwest::Method::HEAD, &format!("/v2/race/seq/blobs/{}", seq[0].0)).await, StatusCode::OK);
+    let mount = format!("/v2/race/seq-mount/blobs/uploads/?mount={}&from=race/seq", seq[1].0);
+    assert_eq!(reg.status(reqwest::Method::POST, &mount).await, StatusCode::CREATED);
+    reg.blob("race/seq-again", &contents[2]).await;
+    reg.gc(false).await;
+    for (repo, blob) in [("race/seq", &seq[0]), ("race/seq-mount", &seq[1]), ("race/seq-again", &seq[2])] {
+        let config = (reg.blob(repo, b"{\"seq\":1}").await, 9);
+        let r = reg.manifest(repo, "1", &[config, blob.clone()]).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{repo}: {}", r.text().await.unwrap());
+        let r = reg.req(reqwest::Method::GET, &format!("/v2/{repo}/blobs/{}", blob.0)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(sha256(&r.bytes().await.unwrap()), blob.0);
+    }
+    assert_eq!(
+        reg.status(reqwest::Method::HEAD, &format!("/v2/race/seq/blobs/{}", seq[3].0)).await,
+        StatusCode::NOT_FOUND
+    );
+    assert!(!object_exists(&b, &seq[3].0), "the untouched old blob is collected");
     client.run(&["rmi", &name]);
     client.run(&["pull", &name]);
     let out = client.run(&["run", "--rm", &name, "echo", "pulled after gc"]);
