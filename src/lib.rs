@@ -10,5 +10,6 @@ pub mod meta;
 pub mod mirror;
 pub mod oci;
 pub mod registry;
+pub mod runtime;
 pub mod server;
 pub mod storage;

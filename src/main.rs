@@ -42,10 +42,13 @@ enum Command {
     /// Manage namespaces: organisations, members, visibility.
     #[command(subcommand)]
     Namespace(cli::NamespaceCommand),
+    /// The bundled runtime: run, ps, stop, rm, start, logs, images, volume.
+    #[command(flatten)]
+    Runtime(berth::runtime::cli::RuntimeCommand),
 }
 
-fn init_logging(config: &Config) {
-    let mut directives = std::env::var("BERTH_LOG").unwrap_or_else(|_| config.log.level.clone());
+fn init_logging(config: &Config, default_level: &str) {
+    let mut directives = std::env::var("BERTH_LOG").unwrap_or_else(|_| default_level.to_string());
     // Clients probing HTTPS on a plain-HTTP port (docker and skopeo do, before falling back)
     // make actix log a parse error per probe; that is client noise, not a server error.
     if !directives.contains("actix_http") {
@@ -80,7 +83,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(dir) = cli.data_dir {
         config.data_dir = dir;
     }
-    init_logging(&config);
+    // The runtime's commands print for people; its logs are warnings unless BERTH_LOG asks.
+    let level = if matches!(cli.command, Command::Runtime(_)) { "warn".to_string() } else { config.log.level.clone() };
+    init_logging(&config, &level);
     match cli.command {
         Command::Serve { listen } => {
             if let Some(listen) = listen {
@@ -92,6 +97,11 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        // No tokio runtime here: the runtime's monitor must stay single-threaded (libcontainer forks).
+        Command::Runtime(command) => {
+            let code = berth::runtime::main(&config, cli.config.as_deref(), command)?;
+            std::process::exit(code);
+        }
         command => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async move {
@@ -100,7 +110,7 @@ fn main() -> anyhow::Result<()> {
                     Command::Token(c) => cli::token(&config, c).await,
                     Command::Robot(c) => cli::robot(&config, c).await,
                     Command::Namespace(c) => cli::namespace(&config, c).await,
-                    Command::Serve { .. } => unreachable!("handled above"),
+                    Command::Serve { .. } | Command::Runtime(_) => unreachable!("handled above"),
                 }
             })
         }
