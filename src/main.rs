@@ -84,7 +84,11 @@ fn main() -> anyhow::Result<()> {
         config.data_dir = dir;
     }
     // The runtime's commands print for people; its logs are warnings unless BERTH_LOG asks.
-    let level = if matches!(cli.command, Command::Runtime(_)) { "warn".to_string() } else { config.log.level.clone() };
+    let level = if matches!(cli.command, Command::Runtime(_)) {
+        "warn,libcgroups=error".to_string()
+    } else {
+        config.log.level.clone()
+    };
     init_logging(&config, &level);
     match cli.command {
         Command::Serve { listen } => {

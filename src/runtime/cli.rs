@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 #[derive(Subcommand, Debug)]
 pub enum RuntimeCommand {
     /// Run a command in a new container from an image in the store (or `host:port/repo:tag`).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List containers.
     Ps(PsArgs),
     /// Stop running containers (SIGTERM, then SIGKILL after the timeout).

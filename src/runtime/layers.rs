@@ -360,7 +360,8 @@ mod tests {
     #[test]
     fn refuses_escapes() {
         let tmp = tempfile::tempdir().unwrap();
-        let cases: Vec<(&str, Box<dyn Fn(&mut tar::Builder<&mut Vec<u8>>)>)> = vec![
+        type Build = Box<dyn Fn(&mut tar::Builder<&mut Vec<u8>>)>;
+        let cases: Vec<(&str, Build)> = vec![
             (
                 "dotdot",
                 Box::new(|b| {

@@ -49,7 +49,7 @@ pub fn main(config: &Config, config_path: Option<&Path>, command: RuntimeCommand
     }
     recover(&ctx.paths)?;
     match command {
-        RuntimeCommand::Run(args) => run(&ctx, args),
+        RuntimeCommand::Run(args) => run(&ctx, *args),
         RuntimeCommand::Ps(a) => ps(&ctx.paths, a).map(|()| 0),
         RuntimeCommand::Stop(a) => {
             for what in &a.containers {

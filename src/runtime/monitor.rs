@@ -223,6 +223,12 @@ pub fn run(paths: &Paths, id: &str, attach: bool, interactive: bool) -> anyhow::
         Err(e) => {
             let message = format!("{e:#}");
             let _ = rootfs::unmount(paths, id);
+            if c.auto_remove {
+                // `--rm`: a container that could not start is not kept either.
+                let _lock = paths.lock();
+                let _ = super::remove_container_files(paths, id);
+                return Err(e);
+            }
             let _ = update(paths, id, |c| {
                 c.error = Some(message.clone());
                 c.monitor_pid = None;
@@ -493,20 +499,19 @@ fn relay(
             pipes.remove(i);
         }
         // The pty.
-        if master_open {
-            if let Some(p) = fds.iter().find(|p| p.fd == master_fd)
-                && p.revents != 0
-            {
-                match read_some(master_fd, &mut buf) {
-                    Some(0) => {}
-                    Some(n) => {
-                        let _ = log.write(STDOUT, &buf[..n]);
-                        if attach {
-                            write_all_fd(1, &buf[..n]);
-                        }
+        if master_open
+            && let Some(p) = fds.iter().find(|p| p.fd == master_fd)
+            && p.revents != 0
+        {
+            match read_some(master_fd, &mut buf) {
+                Some(0) => {}
+                Some(n) => {
+                    let _ = log.write(STDOUT, &buf[..n]);
+                    if attach {
+                        write_all_fd(1, &buf[..n]);
                     }
-                    None => master_open = false,
                 }
+                None => master_open = false,
             }
         }
         // The user's keystrokes.

@@ -106,7 +106,6 @@ pub fn build(input: &SpecInput) -> anyhow::Result<Value> {
             "env": input.env,
             "cwd": input.cwd,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64}],
             "noNewPrivileges": false,
         },
         "root": {"path": input.rootfs, "readonly": false},
