@@ -605,3 +605,30 @@ fn images_from_another_registry_are_pulled_first() {
     let local = format!("127.0.0.1-{}/{img}", remote.split(':').nth(1).unwrap().split('/').next().unwrap());
     assert!(images.lines().any(|l| l.starts_with(&local) && l.contains("1/1")), "{images}");
 }
+
+#[test]
+fn signals_reach_the_container_and_stop_sends_sigterm_first() {
+    let (b, img, _images) = server_with_busybox("signals");
+    // `berth run` in the foreground becomes the monitor: a SIGTERM to it goes to the container.
+    let script = "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done";
+    let mut child = rt_cmd(&b, &["run", "--rm", &img, "sh", "-c", script]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 6];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    assert_eq!(&first, b"ready\n");
+    run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest, "got-term\n");
+    assert_eq!(status.code(), Some(7));
+
+    // stop: a container that handles SIGTERM exits on it, well before the timeout.
+    let id = rt_ok(&b, &["run", "-d", &img, "sh", "-c", script]).trim().to_string();
+    let t = Instant::now();
+    rt_ok(&b, &["stop", "-t", "20", &id]);
+    assert!(t.elapsed() < Duration::from_secs(10), "stop waited for the timeout");
+    assert!(rt_ok(&b, &["ps", "-a"]).contains("Exited (7)"));
+    let out = rt(&b, &["logs", &id]);
+    assert_eq!(text(&out.stdout), "ready\ngot-term\n");
+}
