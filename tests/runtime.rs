@@ -585,7 +585,8 @@ fn interactive_tty_under_tmux() {
     let p = wait_for_pane(&session, "EXIT=0");
     assert!(p.lines().any(|l| l.trim_end() == "hi"), "{p}");
     // The terminal is back in its previous mode.
-    send(&format!("stty -g > {}; echo SAVED", after.display()));
+    // (The quotes keep the typed command line from matching what it prints.)
+    send(&format!("stty -g > {}; echo SAV''ED", after.display()));
     wait_for_pane(&session, "SAVED");
     assert_eq!(std::fs::read_to_string(&before).unwrap(), std::fs::read_to_string(&after).unwrap());
 }
@@ -631,4 +632,59 @@ fn signals_reach_the_container_and_stop_sends_sigterm_first() {
     assert!(rt_ok(&b, &["ps", "-a"]).contains("Exited (7)"));
     let out = rt(&b, &["logs", &id]);
     assert_eq!(text(&out.stdout), "ready\ngot-term\n");
+}
+
+#[test]
+fn concurrent_runs_share_one_unpacked_layer() {
+    let (b, img, _images) = server_with_busybox("concurrent");
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            rt_cmd(&b, &["run", "--rm", &img, "echo", &format!("run-{i}")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "run {i}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), format!("run-{i}\n"));
+    }
+    let layers: Vec<_> =
+        std::fs::read_dir(b.data_dir.join("runtime/layers")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(layers.len(), 1, "one cached layer, no leftovers: {layers:?}");
+    assert_eq!(std::fs::read_dir(containers_dir(&b)).unwrap().count(), 0);
+}
+
+#[test]
+fn a_container_whose_monitor_died_is_recovered() {
+    let (b, img, _images) = server_with_busybox("stale");
+    let id = rt_ok(&b, &["run", "-d", "--name", "orphan", &img, "sleep", "1000"]).trim().to_string();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(containers_dir(&b).join(&id).join("container.json")).unwrap()).unwrap();
+    let monitor = record["monitor_pid"].as_i64().unwrap();
+    let pid = record["pid"].as_i64().unwrap();
+    assert_eq!(mounts_under(&b.data_dir).len(), 1);
+    run(Command::new("kill").args(["-KILL", &monitor.to_string()]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(format!("/proc/{monitor}/stat")).is_ok_and(|s| !s.contains(") Z")) {
+        assert!(Instant::now() < deadline, "the monitor did not die");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The next command notices: exited, the container's process ended, the root unmounted.
+    let ps = rt_ok(&b, &["ps", "-a"]);
+    assert!(ps.lines().any(|l| l.contains("orphan") && l.contains("Exited")), "{ps}");
+    assert!(mounts_under(&b.data_dir).is_empty(), "{:?}", mounts_under(&b.data_dir));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z")) {
+        assert!(Instant::now() < deadline, "the container's process survived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // And it can run again.
+    let mut child = rt_cmd(&b, &["start", "-a", "orphan"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    rt_ok(&b, &["stop", "-t", "0", "orphan"]);
+    assert_eq!(child.wait().unwrap().code(), Some(137));
+    rt_ok(&b, &["rm", "orphan"]);
 }

@@ -219,12 +219,17 @@ pub fn validate_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The start time of a process (clock ticks since boot, field 22 of `/proc/PID/stat`).
+/// The start time of a live process (clock ticks since boot, field 22 of `/proc/PID/stat`);
+/// `None` if it is gone or a zombie.
 pub fn process_start(pid: i32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    let mut fields = rest.split(' ');
+    if matches!(fields.next(), Some("Z") | Some("X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// Whether the record's monitor process is still alive.
