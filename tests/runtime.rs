@@ -688,3 +688,33 @@ fn a_container_whose_monitor_died_is_recovered() {
     assert_eq!(child.wait().unwrap().code(), Some(137));
     rt_ok(&b, &["rm", "orphan"]);
 }
+
+#[test]
+fn pulls_use_the_credentials_in_dockers_config() {
+    docker::require_tools();
+    let source = Berth::start_auth();
+    let client = docker::DockerClient::new(&source.host());
+    assert!(client.login("admin", common::ADMIN_PASSWORD).status.success());
+    let mut images = Images::new();
+    let local = images.add(format!("local/rt-busybox-{}-auth:latest", source.port));
+    import_busybox_full(&local);
+    let remote = images.add(format!("{}/rt/private:latest", source.host()));
+    docker::docker(&["tag", &local, &remote]);
+    client.run(&["push", &remote]);
+
+    let b = Berth::start();
+    // Without credentials the source refuses.
+    let empty = tempfile::tempdir().unwrap();
+    let out = rt_cmd(&b, &["run", "--rm", &remote, "true"]).env("DOCKER_CONFIG", empty.path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("cannot pull") && err.contains("anonymous"), "{err}");
+    // With docker's login it pulls.
+    let out = rt_cmd(&b, &["run", "--rm", &remote, "echo", "private"])
+        .env("DOCKER_CONFIG", client.config_dir())
+        .output()
+        .unwrap();
+    // (docker stored an identity token, a refresh token for the token endpoint, not a password.)
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "private\n");
+}

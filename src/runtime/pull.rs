@@ -16,8 +16,11 @@ use crate::mirror::upstream::{MANIFEST_ACCEPT, Upstream};
 use crate::oci::{Digest, Reference, manifest, media};
 use crate::registry::Registry;
 
-/// `user:password` for `host` from docker's config.json, if it holds one.
-fn docker_credentials(host: &str) -> Option<(String, String)> {
+/// Credentials for a registry: user, password, and an OAuth2 refresh token.
+type Credentials = (String, String, Option<String>);
+
+/// What docker's config.json holds for `host`: `auth` (`user:password`) and/or `identitytoken`.
+fn docker_credentials(host: &str) -> Option<Credentials> {
     let dir = std::env::var_os("DOCKER_CONFIG")
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")))?;
@@ -27,11 +30,17 @@ fn docker_credentials(host: &str) -> Option<(String, String)> {
         let k = k.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
         (k == host).then_some(e)
     })?;
-    let auth = entry["auth"].as_str()?;
-    let decoded = data_encoding::BASE64.decode(auth.as_bytes()).ok()?;
-    let pair = String::from_utf8(decoded).ok()?;
-    let (u, p) = pair.split_once(':')?;
-    Some((u.to_string(), p.to_string()))
+    let identity = entry["identitytoken"].as_str().map(String::from);
+    let pair = entry["auth"]
+        .as_str()
+        .and_then(|a| data_encoding::BASE64.decode(a.as_bytes()).ok())
+        .and_then(|d| String::from_utf8(d).ok())
+        .unwrap_or_default();
+    let (u, p) = pair.split_once(':').unwrap_or(("", ""));
+    if u.is_empty() && identity.is_none() {
+        return None;
+    }
+    Some((u.to_string(), p.to_string(), identity))
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -72,11 +81,25 @@ pub async fn pull(
     password: Option<String>,
 ) -> anyhow::Result<()> {
     let host = image.registry.clone().context("not a remote image")?;
-    let (username, password) = match (user, password) {
-        (Some(u), Some(p)) => (u, p),
-        (Some(u), None) => (u, String::new()),
-        _ => docker_credentials(&host).unwrap_or_default(),
+    let (credentials, source) = match (user, password) {
+        (Some(u), p) => ((u, p.unwrap_or_default(), None), "--registry-user"),
+        _ => match docker_credentials(&host) {
+            Some(c) => (c, "docker's config.json"),
+            None => (Default::default(), "none (anonymous)"),
+        },
     };
+    pull_with(registry, image, &host, credentials)
+        .await
+        .with_context(|| format!("cannot pull {host}/{}:{} (credentials: {source})", image.repo, image.reference))
+}
+
+async fn pull_with(
+    registry: &Registry,
+    image: &ImageRef,
+    host: &str,
+    (username, password, refresh_token): Credentials,
+) -> anyhow::Result<()> {
+    let host = host.to_string();
     let scheme = if is_loopback(&host) { "http" } else { "https" };
     let up = Upstream::new(UpstreamConfig {
         name: host.clone(),
@@ -84,7 +107,8 @@ pub async fn pull(
         username,
         password,
         ..Default::default()
-    })?;
+    })?
+    .with_refresh_token(refresh_token);
     let local = image.local_repo();
     eprintln!("Pulling {}:{} from {host}", image.repo, image.reference);
     let (top, top_type) = fetch_manifest(&up, &image.repo, &image.reference).await?;
