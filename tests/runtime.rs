@@ -718,3 +718,23 @@ fn pulls_use_the_credentials_in_dockers_config() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "private\n");
 }
+
+#[test]
+fn the_runtime_refuses_to_run_without_root() {
+    // A copy of the binary that an unprivileged user may execute.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("berth");
+    std::fs::copy(berth_bin(), &bin).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["ps", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("needs root"), "{}", text(&out.stderr));
+    assert!(!dir.path().join("data").exists(), "nothing is created for an unprivileged caller");
+}

@@ -296,7 +296,7 @@ fn ps(paths: &Paths, a: cli::PsArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    println!("{:<12}   {:<24} {:<22} {:<16} {:<26} NAMES", "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS");
+    println!("{:<12}   {:<24} {:<22} {:<24} {:<36} NAMES", "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS");
     for c in &all {
         let mut command = format!("\"{}\"", c.command.join(" "));
         if command.chars().count() > 22 {
@@ -313,7 +313,7 @@ fn ps(paths: &Paths, a: cli::PsArgs) -> anyhow::Result<()> {
         };
         let id = if a.no_trunc { c.id.as_str() } else { c.short_id() };
         println!(
-            "{id:<12}   {:<24} {command:<22} {:<16} {status:<26} {}",
+            "{id:<12}   {:<24} {command:<22} {:<24} {status:<36} {}",
             c.image,
             format!("{} ago", ago(&c.created)),
             c.name
