@@ -358,6 +358,43 @@ mod tests {
     }
 
     #[test]
+    fn zstd_layers_are_hashed_uncompressed() {
+        let (bytes, diff_id) = layer(|b| {
+            let mut h = header(tar::EntryType::Regular, 4);
+            b.append_data(&mut h, "z", &b"zstd"[..]).unwrap();
+        });
+        let zst = ruzstd::encoding::compress_to_vec(&bytes[..], ruzstd::encoding::CompressionLevel::Fastest);
+        assert_eq!(&zst[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
+        let tmp = tempfile::tempdir().unwrap();
+        unpack(&zst[..], &tmp.path().join("l"), &diff_id).unwrap();
+        assert_eq!(fs::read_to_string(tmp.path().join("l/z")).unwrap(), "zstd");
+    }
+
+    #[test]
+    fn whiteouts_become_overlay_whiteouts() {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let (bytes, diff_id) = layer(|b| {
+            let mut h = header(tar::EntryType::Regular, 0);
+            b.append_data(&mut h, ".wh.gone", io::empty()).unwrap();
+            let mut h = header(tar::EntryType::Directory, 0);
+            b.append_data(&mut h, "d/", io::empty()).unwrap();
+            let mut h = header(tar::EntryType::Regular, 0);
+            b.append_data(&mut h, "d/.wh..wh..opq", io::empty()).unwrap();
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("l");
+        unpack(&bytes[..], &dest, &diff_id).unwrap();
+        let m = fs::symlink_metadata(dest.join("gone")).unwrap();
+        assert!(m.file_type().is_char_device() && m.rdev() == 0);
+        assert!(!dest.join(".wh.gone").exists() && !dest.join("d/.wh..wh..opq").exists());
+        let mut buf = [0u8; 4];
+        let p = CString::new(dest.join("d").as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid strings and buffer.
+        let n = unsafe { libc::lgetxattr(p.as_ptr(), c"trusted.overlay.opaque".as_ptr(), buf.as_mut_ptr().cast(), 4) };
+        assert_eq!(&buf[..n as usize], b"y");
+    }
+
+    #[test]
     fn refuses_escapes() {
         let tmp = tempfile::tempdir().unwrap();
         type Build = Box<dyn Fn(&mut tar::Builder<&mut Vec<u8>>)>;
