@@ -47,6 +47,17 @@ struct ResultLabel {
     result: &'static str,
 }
 
+/// The mirror's counters, read back for the web UI.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MirrorCounts {
+    pub manifest_hits: u64,
+    pub manifest_misses: u64,
+    pub blob_hits: u64,
+    pub blob_misses: u64,
+    /// Bytes fetched from upstreams and stored.
+    pub upstream_bytes: u64,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -192,6 +203,19 @@ impl Metrics {
     /// Bytes fetched from an upstream and stored.
     pub fn mirror_upstream_bytes(&self, n: u64) {
         self.mirror_upstream_bytes.inc_by(n);
+    }
+
+    /// The mirror's counters since this process started (what `/metrics` exports).
+    pub fn mirror_counts(&self) -> MirrorCounts {
+        let hits = |kind| self.mirror_hits.get(&KindLabel { kind }).map(|c| c.get()).unwrap_or(0);
+        let misses = |kind| self.mirror_misses.get(&KindLabel { kind }).map(|c| c.get()).unwrap_or(0);
+        MirrorCounts {
+            manifest_hits: hits("manifest"),
+            manifest_misses: misses("manifest"),
+            blob_hits: hits("blob"),
+            blob_misses: misses("blob"),
+            upstream_bytes: self.mirror_upstream_bytes.get(),
+        }
     }
 
     /// One webhook delivery attempt: `delivered`, `retry` or `failed` (given up).
@@ -398,5 +422,18 @@ mod tests {
         assert!(text.contains("berth_http_requests_total{route=\"manifest_get\",status=\"200\"} 1"), "{text}");
         assert!(text.contains("berth_gc_freed_bytes_total 4096"), "{text}");
         assert!(text.contains("berth_gc_runs_total 1"), "{text}");
+    }
+
+    #[test]
+    fn mirror_counts_read_back() {
+        let m = Metrics::new();
+        assert_eq!(m.mirror_counts(), MirrorCounts::default());
+        m.mirror_hit("blob");
+        m.mirror_hit("blob");
+        m.mirror_miss("manifest");
+        m.mirror_upstream_bytes(1234);
+        let c = m.mirror_counts();
+        assert_eq!((c.blob_hits, c.blob_misses, c.manifest_hits, c.manifest_misses), (2, 0, 0, 1));
+        assert_eq!(c.upstream_bytes, 1234);
     }
 }

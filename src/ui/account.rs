@@ -9,6 +9,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::format::{ago, size, time};
+use super::ops::{GcRow, GcView, MirrorStats, Storage, gc_view, mirror_stats, storage};
 use super::session::CsrfForm;
 use super::{Layout, UiError, UiResult, Viewer, page, see_other};
 use crate::auth::Action;
@@ -204,6 +205,10 @@ struct NamespacePage {
     shown: Option<Shown>,
     roles: &'static [&'static str],
     scopes: &'static [&'static str],
+    /// Usage and quota, for viewers the usage API answers.
+    storage: Option<Storage>,
+    /// Administrators set quotas.
+    may_set_quota: bool,
 }
 
 async fn robots_in(v: &Viewer, namespace: Option<&str>) -> Result<Vec<RobotRow>, UiError> {
@@ -248,6 +253,8 @@ async fn namespace_page(v: &Viewer, ns: &str, ok: Option<&str>, shown: Option<Sh
         shown,
         roles: &ROLES,
         scopes: &SCOPES,
+        storage: storage(v, ns).await?,
+        may_set_quota: v.who.is_admin(),
     };
     page(v, StatusCode::OK, &p)
 }
@@ -386,9 +393,11 @@ struct AdminPage {
     upstreams: Vec<UpstreamRow>,
     shown: Option<Shown>,
     roles: &'static [&'static str],
+    gc: GcView,
+    mirror: MirrorStats,
 }
 
-fn require_admin(v: &Viewer) -> Result<(), UiError> {
+pub(super) fn require_admin(v: &Viewer) -> Result<(), UiError> {
     v.require_login()?;
     if !v.who.is_admin() {
         return Err(RegistryError::Denied("administrators only".into()).into());
@@ -397,7 +406,23 @@ fn require_admin(v: &Viewer) -> Result<(), UiError> {
 }
 
 async fn admin_page(v: &Viewer, ok: Option<&str>, shown: Option<Shown>) -> UiResult {
+    admin_page_with(v, StatusCode::OK, ok, None, shown.map(Err).unwrap_or(Ok(None))).await
+}
+
+/// The administration page with `status`, a notice (a fixed `ok` code, or a text) and either
+/// a secret to show once or the report of a collection just run.
+pub(super) async fn admin_page_with(
+    v: &Viewer,
+    status: StatusCode,
+    ok: Option<&str>,
+    notice: Option<String>,
+    extra: Result<Option<GcRow>, Shown>,
+) -> UiResult {
     require_admin(v)?;
+    let (shown, just_ran) = match extra {
+        Ok(report) => (None, report),
+        Err(shown) => (Some(shown), None),
+    };
     let auth = v.auth()?;
     let me = v.name().unwrap_or_default();
     let users = auth
@@ -436,8 +461,14 @@ async fn admin_page(v: &Viewer, ok: Option<&str>, shown: Option<Shown>) -> UiRes
             });
         }
     }
+    let mut gc = gc_view(v).await?;
+    gc.just_ran = just_ran;
+    let mut l = v.layout("Administration", ok);
+    if notice.is_some() {
+        l.notice = notice;
+    }
     let p = AdminPage {
-        l: v.layout("Administration", ok),
+        l,
         users,
         robots: robots_in(v, None).await?,
         orgs,
@@ -445,8 +476,10 @@ async fn admin_page(v: &Viewer, ok: Option<&str>, shown: Option<Shown>) -> UiRes
         upstreams,
         shown,
         roles: &ROLES,
+        gc,
+        mirror: mirror_stats(),
     };
-    page(v, StatusCode::OK, &p)
+    page(v, status, &p)
 }
 
 pub async fn admin(v: Viewer, q: web::Query<OkQuery>) -> UiResult {

@@ -10,11 +10,13 @@
 //! browses and deletes like the open API, without account pages.
 //!
 //! Pages: [`browse`] (repositories, tags, manifests, deletes), [`account`] (settings,
-//! namespaces, robots, administration).
+//! namespaces, robots, administration), [`ops`] (garbage collection, quotas and usage, the
+//! mirror's counters).
 
 mod account;
 mod browse;
 mod format;
+mod ops;
 mod session;
 
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use askama::Template;
 use crate::api::AppState;
 use crate::auth::{Actions, AuthService, Identity};
 use crate::error::RegistryError;
+use crate::gc::Collector;
 use crate::mirror::Mirror;
 use crate::registry::Registry;
 pub use session::Viewer;
@@ -49,13 +52,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/ns/{ns}", web::get().to(account::namespace))
         .route("/ns/{ns}/visibility", web::post().to(account::set_visibility))
         .route("/ns/{ns}/members", web::post().to(account::set_member))
+        .route("/ns/{ns}/quota", web::post().to(ops::set_quota))
         .route("/robots", web::post().to(account::create_robot))
         .route("/robots/{name}/tokens", web::post().to(account::create_robot_token))
         .route("/robots/{name}/delete", web::post().to(account::delete_robot))
         .route("/admin", web::get().to(account::admin))
         .route("/admin/users", web::post().to(account::create_user))
         .route("/admin/users/{name}", web::post().to(account::update_user))
-        .route("/admin/orgs", web::post().to(account::create_org));
+        .route("/admin/orgs", web::post().to(account::create_org))
+        .route("/admin/gc", web::post().to(ops::run_gc));
 }
 
 const CSS: &str = include_str!("static/berth.css");
@@ -92,6 +97,8 @@ pub struct Services {
     pub registry: Arc<Registry>,
     pub auth: Option<Arc<AuthService>>,
     pub mirror: Option<Arc<Mirror>>,
+    /// The garbage collector the server runs.
+    pub gc: Option<Arc<Collector>>,
 }
 
 impl Services {
@@ -103,6 +110,7 @@ impl Services {
             registry: state.registry.clone(),
             auth: req.app_data::<web::Data<AuthService>>().map(|d| d.clone().into_inner()),
             mirror: state.mirror.clone(),
+            gc: req.app_data::<web::Data<Collector>>().map(|d| d.clone().into_inner()),
         })
     }
 
@@ -252,6 +260,9 @@ pub fn notice_for(code: Option<&str>) -> Option<String> {
         "user" => "Account updated.",
         "user-created" => "User created.",
         "org" => "Organisation created.",
+        "quota" => "Quota changed.",
+        "gc" => "Garbage collection done.",
+        "gc-dry" => "Dry run done: nothing was deleted.",
         _ => return None,
     };
     Some(text.to_string())

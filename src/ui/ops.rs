@@ -1,0 +1,266 @@
+//! Operations shown in the UI: garbage collection (the last reports and the "dry run" /
+//! "collect now" actions on the administration page), the storage quota and usage of a
+//! namespace, and the mirror's counters since this node started. The same calls as the
+//! management API (`src/api/gc.rs`) after the same checks: GC and quotas for administrators,
+//! usage for whoever may read the namespace.
+
+use actix_web::http::StatusCode;
+use actix_web::web;
+use serde::Deserialize;
+
+use super::format::{ago, size, time};
+use super::{UiError, UiResult, Viewer, see_other};
+use crate::auth::Action;
+use crate::error::RegistryError;
+use crate::gc::GcReport;
+use crate::ops::metrics::{self, MirrorCounts};
+
+/// A GC report as the page shows it.
+pub struct GcRow {
+    pub dry_run: bool,
+    pub when: String,
+    pub ago: String,
+    pub duration: String,
+    pub blobs_deleted: u64,
+    pub bytes_freed: u64,
+    pub freed: String,
+    pub manifests_deleted: u64,
+    pub mirror_manifests_evicted: u64,
+    pub uploads_removed: u64,
+    pub tags_deleted: u64,
+    pub links_removed: u64,
+    pub orphans_deleted: u64,
+    pub errors: u64,
+}
+
+impl From<&GcReport> for GcRow {
+    fn from(r: &GcReport) -> Self {
+        GcRow {
+            dry_run: r.dry_run,
+            when: time(r.started_at),
+            ago: ago(r.started_at),
+            duration: if r.duration_ms < 1000 {
+                format!("{} ms", r.duration_ms)
+            } else {
+                format!("{:.1} s", r.duration_ms as f64 / 1000.0)
+            },
+            blobs_deleted: r.blobs_deleted,
+            bytes_freed: r.bytes_freed,
+            freed: size(r.bytes_freed.min(i64::MAX as u64) as i64),
+            manifests_deleted: r.manifests_deleted,
+            mirror_manifests_evicted: r.mirror_manifests_evicted,
+            uploads_removed: r.uploads_removed,
+            tags_deleted: r.tags_deleted,
+            links_removed: r.links_removed,
+            orphans_deleted: r.orphans_deleted,
+            errors: r.errors,
+        }
+    }
+}
+
+/// The GC section of the administration page.
+pub struct GcView {
+    pub available: bool,
+    pub last_run: Option<GcRow>,
+    pub last_dry_run: Option<GcRow>,
+    pub schedule: String,
+    /// The report of the run this request just made.
+    pub just_ran: Option<GcRow>,
+}
+
+pub async fn gc_view(v: &Viewer) -> Result<GcView, UiError> {
+    let Some(gc) = &v.svc.gc else {
+        return Ok(GcView {
+            available: false,
+            last_run: None,
+            last_dry_run: None,
+            schedule: String::new(),
+            just_ran: None,
+        });
+    };
+    let schedule = if gc.config.enabled {
+        format!("every {}", interval(gc.config.interval_secs))
+    } else {
+        "off (on demand only)".to_string()
+    };
+    Ok(GcView {
+        available: true,
+        last_run: gc.last_report(false).await?.as_ref().map(GcRow::from),
+        last_dry_run: gc.last_report(true).await?.as_ref().map(GcRow::from),
+        schedule,
+        just_ran: None,
+    })
+}
+
+fn interval(secs: u64) -> String {
+    match secs {
+        s if s % 86_400 == 0 => format!("{} days", s / 86_400),
+        s if s % 3600 == 0 => format!("{} hours", s / 3600),
+        s if s % 60 == 0 => format!("{} minutes", s / 60),
+        s => format!("{s} seconds"),
+    }
+}
+
+/// The mirror's counters, for the page.
+pub struct MirrorStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub c: MirrorCounts,
+    pub upstream: String,
+}
+
+pub fn mirror_stats() -> MirrorStats {
+    let c = metrics::global().mirror_counts();
+    MirrorStats {
+        hits: c.manifest_hits + c.blob_hits,
+        misses: c.manifest_misses + c.blob_misses,
+        c,
+        upstream: size(c.upstream_bytes.min(i64::MAX as u64) as i64),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct GcForm {
+    #[serde(default)]
+    csrf: String,
+    /// `dry-run` or `collect`.
+    #[serde(default)]
+    action: String,
+}
+
+/// `POST /admin/gc`: a dry run or a real collection, then the administration page with its report.
+pub async fn run_gc(v: Viewer, form: web::Form<GcForm>) -> UiResult {
+    super::account::require_admin(&v)?;
+    v.check_csrf(&form.csrf)?;
+    let dry_run = match form.action.as_str() {
+        "dry-run" => true,
+        "collect" => false,
+        _ => return Err(RegistryError::Invalid("unknown action".into()).into()),
+    };
+    let gc = v.svc.gc.clone().ok_or_else(|| RegistryError::Internal("the collector is not registered".into()))?;
+    let by = v.name().unwrap_or_default().to_string();
+    tracing::info!(by, dry_run, "garbage collection requested from the UI");
+    match gc.run(dry_run, &|line| tracing::info!("gc: {line}")).await {
+        Ok(report) => {
+            let code = if dry_run { "gc-dry" } else { "gc" };
+            super::account::admin_page_with(&v, StatusCode::OK, Some(code), None, Ok(Some(GcRow::from(&report)))).await
+        }
+        Err(RegistryError::Conflict(m)) => {
+            let notice = format!("Nothing was done: {m}. Try again when it has finished.");
+            super::account::admin_page_with(&v, StatusCode::CONFLICT, None, Some(notice), Ok(None)).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A namespace's storage: usage and quota, if the viewer may read them.
+pub struct Storage {
+    pub used_bytes: i64,
+    pub used: String,
+    pub quota_bytes: Option<i64>,
+    pub quota: String,
+    /// Percentage of the quota used (capped at 100 for the bar).
+    pub percent: u32,
+    pub bar: u32,
+    pub over: bool,
+}
+
+/// Usage and quota of `ns` for viewers the API's `GET /namespaces/{ns}/usage` answers.
+pub async fn storage(v: &Viewer, ns: &str) -> Result<Option<Storage>, UiError> {
+    let Some(auth) = v.svc.auth.as_deref() else { return Ok(None) };
+    if v.who.account.is_none() || v.who.granted.is_some() {
+        return Ok(None);
+    }
+    let visible = v.who.is_admin()
+        || auth.may_manage(&v.who, ns).await?
+        || auth.allowed(&v.who, &format!("{ns}/x")).await?.contains(Action::Pull);
+    if !visible {
+        return Ok(None);
+    }
+    let used_bytes = auth.meta.namespace_usage(ns).await?;
+    let quota_bytes = auth.meta.quota(ns).await?;
+    let percent = match quota_bytes {
+        Some(q) if q > 0 => ((used_bytes as f64 / q as f64) * 100.0).round().min(u32::MAX as f64) as u32,
+        Some(_) => 100,
+        None => 0,
+    };
+    Ok(Some(Storage {
+        used_bytes,
+        used: size(used_bytes),
+        quota_bytes,
+        quota: quota_bytes.map(size).unwrap_or_else(|| "none".into()),
+        percent,
+        bar: percent.min(100),
+        over: quota_bytes.is_some_and(|q| used_bytes > q),
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct QuotaForm {
+    #[serde(default)]
+    csrf: String,
+    /// The quota as a size (`500 MB`, `2GiB`, `1048576`); empty clears it.
+    #[serde(default)]
+    max: String,
+    /// `clear` removes the quota whatever `max` says.
+    #[serde(default)]
+    action: String,
+}
+
+/// `POST /ns/{ns}/quota` (administrators, like `PUT /api/v1/namespaces/{ns}/quota`).
+pub async fn set_quota(v: Viewer, ns: web::Path<String>, form: web::Form<QuotaForm>) -> UiResult {
+    super::account::require_admin(&v)?;
+    v.check_csrf(&form.csrf)?;
+    let max = if form.action == "clear" { None } else { parse_size(&form.max)? };
+    crate::oci::validate_name(&ns).map_err(|_| RegistryError::Invalid(format!("{ns} is not a namespace name")))?;
+    v.auth()?.meta.set_quota(&ns, max).await?;
+    Ok(see_other(&format!("/ns/{ns}?ok=quota")))
+}
+
+/// A size typed in a form: a number of bytes, or a number with a unit (kB, MB, GB, TB
+/// decimal; KiB, MiB, GiB, TiB binary). Empty: none.
+pub fn parse_size(text: &str) -> Result<Option<i64>, UiError> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let bad =
+        || UiError::from(RegistryError::Invalid(format!("{t:?} is not a size: write e.g. 500 MB, 2 GiB or 1048576")));
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().map_err(|_| bad())?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0f64.powi(4),
+        _ => return Err(bad()),
+    };
+    let bytes = (num * mult).round();
+    if !bytes.is_finite() || bytes < 0.0 || bytes > i64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(Some(bytes as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_typed_in_forms() {
+        assert_eq!(parse_size("").unwrap(), None);
+        assert_eq!(parse_size("1048576").unwrap(), Some(1_048_576));
+        assert_eq!(parse_size("500 MB").unwrap(), Some(500_000_000));
+        assert_eq!(parse_size("2GiB").unwrap(), Some(2 * 1024 * 1024 * 1024));
+        assert_eq!(parse_size("1.5 kB").unwrap(), Some(1500));
+        assert!(parse_size("-5").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("MB").is_err());
+    }
+}
