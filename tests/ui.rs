@@ -647,3 +647,227 @@ async fn account_changes_through_forms() {
     let (_, page) = admin.get("/r/admin/app?ok=deleted").await;
     assert!(page.contains("Deleted.") && page.contains("No tags"));
 }
+
+/// The text of the cell `data-k="{key}"` inside the element `id="{id}"` of a page.
+fn cell(html: &str, id: &str, key: &str) -> String {
+    let section = html.split(&format!("id=\"{id}\"")).nth(1).unwrap_or_else(|| panic!("no #{id} in the page"));
+    let at = section.find(&format!("data-k=\"{key}\"")).unwrap_or_else(|| panic!("no {key} in #{id}"));
+    let tag = &section[at..];
+    tag[tag.find('>').unwrap() + 1..].split('<').next().unwrap().trim().to_string()
+}
+
+/// The exact byte count a size cell carries in its `title="N bytes"`.
+fn cell_bytes(html: &str, id: &str, key: &str) -> i64 {
+    let section = html.split(&format!("id=\"{id}\"")).nth(1).unwrap_or_else(|| panic!("no #{id} in the page"));
+    let at = section.find(&format!("data-k=\"{key}\" title=\"")).unwrap_or_else(|| panic!("no {key} in #{id}"));
+    let rest = &section[at + format!("data-k=\"{key}\" title=\"").len()..];
+    rest.split(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("no byte count in {rest:.60}"))
+}
+
+const GC_KEYS: [&str; 8] = [
+    "blobs_deleted",
+    "manifests_deleted",
+    "mirror_manifests_evicted",
+    "tags_deleted",
+    "uploads_removed",
+    "links_removed",
+    "orphans_deleted",
+    "errors",
+];
+
+/// `GET /api/v1/gc` as admin.
+async fn api_gc(base: &str) -> serde_json::Value {
+    let r = client().get(format!("{base}/api/v1/gc")).basic_auth("admin", Some(ADMIN_PASSWORD)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.unwrap()
+}
+
+/// Every count of the report shown in `#{id}` equals the API's `report`.
+fn assert_report_shown(html: &str, id: &str, report: &serde_json::Value) {
+    for key in GC_KEYS {
+        assert_eq!(cell(html, id, key), report[key].to_string(), "{key} in #{id} vs {report}");
+    }
+    assert_eq!(cell_bytes(html, id, "bytes_freed"), report["bytes_freed"].as_i64().unwrap(), "bytes in #{id}");
+}
+
+#[tokio::test]
+async fn gc_and_quota_through_the_ui() {
+    let berth = Berth::start_with_env(&[
+        ("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ("BERTH_GC__ENABLED", "false"),
+        ("BERTH_GC__GRACE_SECS", "0"),
+        ("BERTH_GC__DELETE_UNTAGGED", "true"),
+    ]);
+    let base = berth.base.clone();
+    let c = client();
+    let admin = Ui::login(&base, "admin", ADMIN_PASSWORD).await;
+    assert_eq!(admin.post("/admin/orgs", &[("name", "gcui")]).await.0, StatusCode::SEE_OTHER);
+    let (_, page) = admin.post("/admin/users", &[("name", "bob"), ("password", "bob-password-1")]).await;
+    assert!(page.contains("User created."));
+    let who = Some(("admin", ADMIN_PASSWORD));
+    push_tiny_as(&c, &base, "gcui/keep", "v1", who).await;
+    let dropped = push_tiny_as(&c, &base, "gcui/drop", "v1", who).await;
+    let r = c
+        .delete(format!("{base}/v2/gcui/drop/manifests/{dropped}"))
+        .basic_auth("admin", Some(ADMIN_PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // Past the grace period (0 s: rows of an earlier second).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    let (status, html) = admin.get("/admin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("No collection has run yet.") && html.contains("No dry run yet."));
+    assert!(html.contains("value=\"dry-run\"") && html.contains("data-confirm=\"Collect garbage now?"));
+
+    // A dry run from the form: its report on the page, as the API reports it; nothing deleted.
+    let (status, html) = admin.post("/admin/gc", &[("action", "dry-run")]).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Dry run done"));
+    let api = api_gc(&base).await;
+    assert!(api["last_run"].is_null(), "{api}");
+    assert_eq!(api["last_dry_run"]["blobs_deleted"], 2, "the dropped image's config and layer: {api}");
+    assert_report_shown(&html, "gc-result", &api["last_dry_run"]);
+    assert_report_shown(&html, "gc-last-dry-run", &api["last_dry_run"]);
+
+    // Refused: a non-admin, and a form without (or with a wrong) CSRF token.
+    let bob = Ui::login(&base, "bob", "bob-password-1").await;
+    assert_eq!(bob.post("/admin/gc", &[("action", "collect")]).await.0, StatusCode::FORBIDDEN);
+    let no_csrf = admin
+        .c
+        .post(format!("{base}/admin/gc"))
+        .header(COOKIE, &admin.cookie)
+        .form_body(&[("action", "collect")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_csrf.status(), StatusCode::FORBIDDEN);
+    let wrong = admin
+        .c
+        .post(format!("{base}/admin/gc"))
+        .header(COOKIE, &admin.cookie)
+        .form_body(&[("csrf", "x".repeat(43).as_str()), ("action", "collect")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    assert!(api_gc(&base).await["last_run"].is_null(), "a refused form ran a collection");
+
+    // The real run: freed what the dry run announced; the admin page shows the API's report.
+    let (status, html) = admin.post("/admin/gc", &[("action", "collect")]).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Garbage collection done."));
+    let api = api_gc(&base).await;
+    assert_eq!(api["last_run"]["blobs_deleted"], 2, "{api}");
+    assert!(api["last_run"]["bytes_freed"].as_i64().unwrap() > 0);
+    assert_report_shown(&html, "gc-result", &api["last_run"]);
+    let (_, html) = admin.get("/admin").await;
+    assert_report_shown(&html, "gc-last-run", &api["last_run"]);
+    assert_report_shown(&html, "gc-last-dry-run", &api["last_dry_run"]);
+    assert!(!html.contains("id=\"gc-result\""), "the just-ran report is shown only after a run");
+
+    // Quota: set through the form (admins only), shown with the usage the API reports.
+    let usage = |ns: &'static str| {
+        let c = c.clone();
+        let base = base.clone();
+        async move {
+            let r = c
+                .get(format!("{base}/api/v1/namespaces/{ns}/usage"))
+                .basic_auth("admin", Some(ADMIN_PASSWORD))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let (_, html) = admin.get("/ns/gcui").await;
+    assert!(html.contains("id=\"quota-form\""));
+    assert_eq!(cell(&html, "storage", "quota_bytes"), "none");
+    let (status, location) = admin.post("/ns/gcui/quota", &[("action", "set"), ("max", "1 MB")]).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/ns/gcui?ok=quota"));
+    let api = usage("gcui").await;
+    assert_eq!(api["quota_bytes"], 1_000_000, "{api}");
+    let used = api["used_bytes"].as_i64().unwrap();
+    assert!(used > 0, "{api}");
+    let (_, html) = admin.get("/ns/gcui?ok=quota").await;
+    assert!(html.contains("Quota changed."));
+    assert_eq!(cell_bytes(&html, "storage", "used_bytes"), used);
+    assert_eq!(cell_bytes(&html, "storage", "quota_bytes"), 1_000_000);
+    assert_eq!(cell(&html, "storage", "quota_bytes"), "1.00 MB");
+    let percent = ((used as f64 / 1e6) * 100.0).round() as i64;
+    assert_eq!(cell(&html, "storage", "percent"), format!("{percent}%"));
+    assert!(html.contains(&format!("<progress max=\"100\" value=\"{}\"", percent.min(100))));
+
+    // bob, a reader of gcui, sees the usage (as the API shows him) but may not set the quota.
+    assert_eq!(
+        admin.post("/ns/gcui/members", &[("account", "bob"), ("role", "reader")]).await.0,
+        StatusCode::SEE_OTHER
+    );
+    let (status, html) = bob.get("/ns/gcui").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cell_bytes(&html, "storage", "used_bytes"), used);
+    assert!(!html.contains("id=\"quota-form\""));
+    assert_eq!(bob.post("/ns/gcui/quota", &[("action", "set"), ("max", "1 GB")]).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(bob.post("/ns/gcui/quota", &[("action", "clear")]).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(usage("gcui").await["quota_bytes"], 1_000_000);
+    // A size that is no size: a readable error, nothing changed.
+    let (status, page) = admin.post("/ns/gcui/quota", &[("action", "set"), ("max", "12 parsecs")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("is not a size"), "{page}");
+    assert_eq!(usage("gcui").await["quota_bytes"], 1_000_000);
+    // Cleared through the form.
+    assert_eq!(admin.post("/ns/gcui/quota", &[("action", "clear")]).await.0, StatusCode::SEE_OTHER);
+    assert!(usage("gcui").await["quota_bytes"].is_null());
+    let (_, html) = admin.get("/ns/gcui").await;
+    assert_eq!(cell(&html, "storage", "quota_bytes"), "none");
+}
+
+#[tokio::test]
+async fn admin_page_counts_mirror_hits_and_misses() {
+    // The upstream is another Berth on loopback.
+    let upstream = Berth::start();
+    let c = client();
+    let digest = push_tiny_as(&c, &upstream.base, "lib/counted", "v1", None).await;
+    let layer = b"layer of lib/counted".to_vec();
+    let toml = format!("[mirror]\nenabled = true\n[[mirror.upstreams]]\nname = \"up\"\nurl = \"{}\"\n", upstream.base);
+    let mirror = Berth::start_with_config(&toml, &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)]);
+    let admin = Ui::login(&mirror.base, "admin", ADMIN_PASSWORD).await;
+    let counts = |html: &str| {
+        ["manifest_hits", "manifest_misses", "blob_hits", "blob_misses", "hits", "misses"]
+            .map(|k| cell(html, "mirror-traffic", k).parse::<u64>().unwrap())
+    };
+    let (_, html) = admin.get("/admin").await;
+    assert!(html.contains("since this Berth process started"));
+    assert_eq!(counts(&html), [0; 6]);
+    assert_eq!(cell_bytes(&html, "mirror", "upstream_bytes"), 0);
+
+    let mut manifest_len = 0;
+    for round in 0..2 {
+        let r = c
+            .get(format!("{}/v2/up/lib/counted/manifests/v1", mirror.base))
+            .basic_auth("admin", Some(ADMIN_PASSWORD))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = r.bytes().await.unwrap();
+        assert_eq!(sha256(&body), digest);
+        manifest_len = body.len();
+        let r = c
+            .get(format!("{}/v2/up/lib/counted/blobs/{}", mirror.base, sha256(&layer)))
+            .basic_auth("admin", Some(ADMIN_PASSWORD))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.bytes().await.unwrap().to_vec(), layer);
+        let (_, html) = admin.get("/admin").await;
+        let expected = if round == 0 { [0, 1, 0, 1, 0, 2] } else { [1, 1, 1, 1, 2, 2] };
+        assert_eq!(counts(&html), expected, "after pull {}", round + 1);
+        assert_eq!(cell_bytes(&html, "mirror", "upstream_bytes"), (manifest_len + layer.len()) as i64);
+    }
+}
