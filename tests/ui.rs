@@ -844,7 +844,6 @@ async fn admin_page_counts_mirror_hits_and_misses() {
     assert_eq!(counts(&html), [0; 6]);
     assert_eq!(cell_bytes(&html, "mirror", "upstream_bytes"), 0);
 
-    let mut manifest_len = 0;
     for round in 0..2 {
         let r = c
             .get(format!("{}/v2/up/lib/counted/manifests/v1", mirror.base))
@@ -856,7 +855,7 @@ async fn admin_page_counts_mirror_hits_and_misses() {
         assert_eq!(r.status(), StatusCode::OK);
         let body = r.bytes().await.unwrap();
         assert_eq!(sha256(&body), digest);
-        manifest_len = body.len();
+        let manifest_len = body.len();
         let r = c
             .get(format!("{}/v2/up/lib/counted/blobs/{}", mirror.base, sha256(&layer)))
             .basic_auth("admin", Some(ADMIN_PASSWORD))
