@@ -217,8 +217,9 @@ pub async fn set_quota(v: Viewer, ns: web::Path<String>, form: web::Form<QuotaFo
     Ok(see_other(&format!("/ns/{ns}?ok=quota")))
 }
 
-/// A size typed in a form: a number of bytes, or a number with a unit (kB, MB, GB, TB
-/// decimal; KiB, MiB, GiB, TiB binary). Empty: none.
+/// A size typed in a form: a number of bytes, or a number with a unit: kB, MB, GB, TB are
+/// decimal (as the pages show sizes); KiB, MiB, GiB, TiB and the bare K, M, G, T of
+/// `berth quota set` are powers of 1024. Empty: none.
 pub fn parse_size(text: &str) -> Result<Option<i64>, UiError> {
     let t = text.trim();
     if t.is_empty() {
@@ -231,14 +232,14 @@ pub fn parse_size(text: &str) -> Result<Option<i64>, UiError> {
     let num: f64 = num.parse().map_err(|_| bad())?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "m" | "mb" => 1e6,
-        "g" | "gb" => 1e9,
-        "t" | "tb" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "tib" => 1024.0f64.powi(4),
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0f64.powi(2),
+        "g" | "gib" => 1024.0f64.powi(3),
+        "t" | "tib" => 1024.0f64.powi(4),
         _ => return Err(bad()),
     };
     let bytes = (num * mult).round();
@@ -259,6 +260,7 @@ mod tests {
         assert_eq!(parse_size("500 MB").unwrap(), Some(500_000_000));
         assert_eq!(parse_size("2GiB").unwrap(), Some(2 * 1024 * 1024 * 1024));
         assert_eq!(parse_size("1.5 kB").unwrap(), Some(1500));
+        assert_eq!(parse_size("50G").unwrap(), Some(50 << 30), "as `berth quota set` reads it");
         assert!(parse_size("-5").is_err());
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("MB").is_err());

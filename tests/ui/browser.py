@@ -190,6 +190,16 @@ def admin(browser):
     check(s.page.locator(f"#users tr[data-user='{new_user}']").count() == 1, f"{new_user} not in the users table")
     s.shot("admin.png")
 
+    # Garbage collection from its button, after the confirmation: the page shows the report.
+    s.accept_dialogs = True
+    s.page.click("#gc-form button[value=collect]")
+    s.page.wait_for_load_state()
+    s.accept_dialogs = False
+    check("Garbage collection done." in s.text(), f"no GC notice: {s.text()[:300]}")
+    check(s.page.locator("#gc-result [data-k=blobs_deleted]").count() == 1, "no report of the run")
+    check(s.page.locator("#gc-last-run [data-k=blobs_deleted]").count() == 1, "no last run on the page")
+    s.shot("admin-gc.png")
+
     # An organisation: create it, add the new user as reader, make it public, add a robot.
     s.page.fill("form[action='/admin/orgs'] input[name=name]", "uiorg")
     s.page.click("form[action='/admin/orgs'] button[type=submit]")
