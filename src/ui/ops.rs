@@ -92,13 +92,15 @@ pub async fn gc_view(v: &Viewer) -> Result<GcView, UiError> {
     })
 }
 
+/// `86400` as `day`, `7200` as `2 hours`.
 fn interval(secs: u64) -> String {
-    match secs {
-        s if s % 86_400 == 0 => format!("{} days", s / 86_400),
-        s if s % 3600 == 0 => format!("{} hours", s / 3600),
-        s if s % 60 == 0 => format!("{} minutes", s / 60),
-        s => format!("{s} seconds"),
-    }
+    let (n, unit) = match secs.max(1) {
+        s if s % 86_400 == 0 => (s / 86_400, "day"),
+        s if s % 3600 == 0 => (s / 3600, "hour"),
+        s if s % 60 == 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    if n == 1 { unit.to_string() } else { format!("{n} {unit}s") }
 }
 
 /// The mirror's counters, for the page.
@@ -252,6 +254,13 @@ pub fn parse_size(text: &str) -> Result<Option<i64>, UiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schedules() {
+        assert_eq!(interval(86_400), "day");
+        assert_eq!(interval(7200), "2 hours");
+        assert_eq!(interval(90), "90 seconds");
+    }
 
     #[test]
     fn sizes_typed_in_forms() {
