@@ -690,6 +690,26 @@ fn assert_report_shown(html: &str, id: &str, report: &serde_json::Value) {
     assert_eq!(cell_bytes(html, id, "bytes_freed"), report["bytes_freed"].as_i64().unwrap(), "bytes in #{id}");
 }
 
+/// Writes, as another node would, a garbage collection lease that lasts an hour into the
+/// server's database (SQLite in the data dir, or the PostgreSQL database of an `s3-postgres` run).
+async fn hold_gc_lease(b: &Berth) {
+    use sqlx::Connection as _;
+    const SQL: &str = "INSERT INTO gc_lease (name, holder, expires_at) VALUES ('gc', 'another-node', $1) \
+                       ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at";
+    let until = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 3600;
+    match b.backend() {
+        common::Backend::FsSqlite => {
+            let url = format!("sqlite://{}", b.data_path().join("berth.db").display());
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query(SQL).bind(until).execute(&mut conn).await.unwrap();
+        }
+        common::Backend::S3Postgres { database, .. } => {
+            let mut conn = sqlx::PgConnection::connect(database).await.unwrap();
+            sqlx::query(SQL).bind(until).execute(&mut conn).await.unwrap();
+        }
+    }
+}
+
 #[tokio::test]
 async fn gc_and_quota_through_the_ui() {
     let berth = Berth::start_with_env(&[
@@ -767,6 +787,14 @@ async fn gc_and_quota_through_the_ui() {
     assert_report_shown(&html, "gc-last-run", &api["last_run"]);
     assert_report_shown(&html, "gc-last-dry-run", &api["last_dry_run"]);
     assert!(!html.contains("id=\"gc-result\""), "the just-ran report is shown only after a run");
+    // Another node holds the collection lease: the button answers 409 with a readable page and
+    // nothing runs.
+    hold_gc_lease(&berth).await;
+    let (status, html) = admin.post("/admin/gc", &[("action", "collect")]).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(html.contains("Nothing was done: garbage collection is already running on another node"), "{html}");
+    assert_report_shown(&html, "gc-last-run", &api["last_run"]);
+    assert_eq!(api_gc(&base).await["last_run"], api["last_run"]);
 
     // Quota: set through the form (admins only), shown with the usage the API reports.
     let usage = |ns: &'static str| {
