@@ -8,6 +8,9 @@ Subcommands:
   wrk FILE                           parse `wrk --latency` output: "rps p99_ms non2xx sockerr requests"
   median V...                        median of the values
   table RESULTS                      render the comparison table from key=value lines
+  throttle PORT TARGET_PORT MIBS     TCP proxy on 127.0.0.1:PORT to 127.0.0.1:TARGET_PORT that
+                                     sends the target's answers at most MIBS MiB/s per
+                                     connection (a remote upstream, for mirror-bench.sh)
 """
 
 import http.client
@@ -152,8 +155,43 @@ def table(path):
     print("MB = 10^6 bytes. ratio is always berth/reference; 'better' says which direction wins.")
 
 
+def throttle(port, target_port, mibs):
+    import asyncio
+
+    rate = float(mibs) * 1048576
+
+    async def pipe(reader, writer, limited):
+        start, sent = time.monotonic(), 0
+        try:
+            while data := await reader.read(65536):
+                if limited and sent / rate < time.monotonic() - start - 0.05:
+                    start, sent = time.monotonic(), 0  # idle keep-alive connection: no saved-up burst
+                writer.write(data)
+                await writer.drain()
+                if limited:
+                    sent += len(data)
+                    ahead = sent / rate - (time.monotonic() - start)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(client_r, client_w):
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", int(target_port))
+        await asyncio.gather(pipe(client_r, up_w, False), pipe(up_r, client_w, True))
+
+    async def serve():
+        server = await asyncio.start_server(handle, "127.0.0.1", int(port))
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
 def main():
-    commands = {"freeport": freeport, "put-tags": put_tags, "wrk": wrk, "table": table,
+    commands = {"freeport": freeport, "put-tags": put_tags, "wrk": wrk, "table": table, "throttle": throttle,
                 "median": lambda *v: median(v)}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)

@@ -46,7 +46,7 @@ where
         let start = Instant::now();
         let method = req.method().to_string();
         let path = req.path().to_string();
-        let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        let peer = crate::client_ip::client_ip(req.request());
         let fut = self.service.call(req);
         Box::pin(async move {
             let res = fut.await?;

@@ -22,6 +22,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub mirror: MirrorConfig,
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client; empty: the
+    /// TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
     pub metrics: MetricsConfig,
     pub webhooks: WebhooksConfig,
     /// On SIGTERM or SIGINT: seconds in-flight requests get to finish before the server exits.
@@ -287,6 +290,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             mirror: MirrorConfig::default(),
+            trusted_proxies: Vec::new(),
             metrics: MetricsConfig::default(),
             webhooks: WebhooksConfig::default(),
             shutdown_timeout_secs: 30,

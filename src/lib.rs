@@ -4,6 +4,7 @@ pub mod access_log;
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod client_ip;
 pub mod config;
 pub mod error;
 pub mod meta;

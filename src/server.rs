@@ -37,6 +37,7 @@ pub struct Server {
 
 /// Binds the listener and builds the server; `.server.await` runs it.
 pub async fn build(config: &Config) -> anyhow::Result<Server> {
+    crate::client_ip::init(&config.trusted_proxies)?;
     let registry = Arc::new(open_registry(config).await?);
     let auth_service = if config.auth.enabled {
         let service = Arc::new(AuthService::new(registry.meta.clone(), config.auth.clone()).await?);

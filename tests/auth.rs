@@ -893,6 +893,58 @@ async fn brute_force_is_throttled_per_account_and_per_address() {
     );
 }
 
+/// Behind a trusted proxy (here: 127.0.0.9, configured in `trusted_proxies`) clients are told
+/// apart by the `X-Forwarded-For` the proxy appends, so one client's guessing does not lock out
+/// everyone else behind the same proxy; an untrusted peer's header still counts for nothing.
+#[tokio::test]
+async fn throttling_behind_a_trusted_proxy_uses_x_forwarded_for() {
+    let b = Berth::start_with_env(&[
+        ("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ("BERTH_AUTH__MAX_FAILED_LOGINS", "3"),
+        ("BERTH_AUTH__LOCKOUT_SECS", "60"),
+        ("BERTH_TRUSTED_PROXIES", "[\"127.0.0.9/32\"]"),
+    ]);
+    let reg = Reg::new(&b);
+    for u in ["erin", "frank"] {
+        reg.create_user(u, &format!("{u}-password-1")).await;
+    }
+    let proxy = Reg::with_client(&b, client_from("127.0.0.9"));
+    let scope = ["repository:erin/app:pull"];
+    // A guessing client behind the proxy: three wrong passwords for three different accounts'
+    // worth of names, so only the per-address limit can trip.
+    for (i, user) in ["nobody-1", "nobody-2", "nobody-3"].iter().enumerate() {
+        let r = proxy
+            .req(Method::GET, "/v2/", &Creds::basic(user, &format!("guess-{i}")))
+            .header("x-forwarded-for", "6.6.6.6, 203.0.113.7")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    let frank = Creds::basic("frank", "frank-password-1");
+    let r = proxy.req(Method::GET, "/v2/", &frank).header("x-forwarded-for", "203.0.113.7").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "the guessing client (by its forwarded address)");
+    // Another client behind the same proxy is not locked out ...
+    let r = proxy.req(Method::GET, "/v2/", &frank).header("x-forwarded-for", "198.51.100.4").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "another client behind the proxy");
+    // ... nor is the proxy's own address.
+    let r = proxy.get_token_response(&Creds::basic("erin", "erin-password-1"), &scope, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK, "a request with no forwarded address");
+    // An untrusted peer cannot choose its address: its header is ignored.
+    let direct = Reg::with_client(&b, client_from("127.0.0.10"));
+    for i in 0..3 {
+        let r = direct
+            .req(Method::GET, "/v2/", &Creds::basic("nobody", &format!("guess-{i}")))
+            .header("x-forwarded-for", format!("192.0.2.{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = direct.req(Method::GET, "/v2/", &frank).header("x-forwarded-for", "192.0.2.99").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "X-Forwarded-For from an untrusted peer");
+}
+
 // ---- the authorisation matrix ------------------------------------------------------------------
 
 /// The matrix's repositories: (label, repository).

@@ -70,9 +70,9 @@ pub fn decode_basic(encoded: &str) -> Option<(String, String)> {
     Some((name.to_string(), secret.to_string()))
 }
 
-/// The client address used for throttling.
+/// The client address used for throttling (behind trusted proxies, from `X-Forwarded-For`).
 pub fn client_addr(req: &HttpRequest) -> String {
-    req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
+    crate::client_ip::client_ip(req)
 }
 
 /// A parsed scope request: `type:name:actions`.

@@ -17,7 +17,7 @@ mod upstream;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use reqwest::Method;
@@ -32,6 +32,9 @@ use crate::registry::Registry;
 use crate::storage::ByteStream;
 pub use upstream::Upstream;
 use upstream::{MANIFEST_ACCEPT, is_manifest_type};
+
+/// Bytes gathered from the upstream before they go on to storage and the client.
+const COALESCE: usize = 512 * 1024;
 
 /// A request's mirrored repository: which upstream, the local name, the upstream name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -396,10 +399,30 @@ impl Mirror {
         let pump = async move {
             let mut upstream = resp.bytes_stream();
             let mut held: Option<Bytes> = None;
-            while let Some(chunk) = upstream.next().await {
-                let chunk = match chunk {
-                    Ok(c) => c,
-                    Err(e) => {
+            // The upstream's reads come in small pieces (often 16 KiB); passing them on in
+            // batches of COALESCE bytes costs one copy and saves most of the per-chunk work
+            // (channel hand-offs, hash calls, writes, socket sends) on both sides.
+            let mut batch = BytesMut::new();
+            let mut ended = false;
+            while !ended {
+                let chunk = match upstream.next().await {
+                    Some(Ok(c)) if batch.is_empty() && c.len() >= COALESCE => c,
+                    Some(Ok(c)) => {
+                        if batch.is_empty() {
+                            batch.reserve(COALESCE);
+                        }
+                        batch.extend_from_slice(&c);
+                        if batch.len() < COALESCE {
+                            continue;
+                        }
+                        batch.split().freeze()
+                    }
+                    None if !batch.is_empty() => {
+                        ended = true;
+                        batch.split().freeze()
+                    }
+                    None => break,
+                    Some(Err(e)) => {
                         let _ = store_tx.send(Err(RegistryError::Unavailable(format!("upstream {name}: {e}")))).await;
                         break;
                     }
