@@ -438,6 +438,7 @@ async fn webhooks_get_signed_push_and_delete_events_from_docker() {
     let theirs = theirs["webhooks"].as_array().unwrap().clone();
     assert_eq!(theirs.len(), 1);
     assert_eq!(theirs[0]["namespace"], "ops-elsewhere");
+    assert_eq!(theirs[0]["url"], elsewhere.url.trim_end_matches("/hook"), "only the origin for non-admins");
     let global_id =
         list["webhooks"].as_array().unwrap().iter().find(|w| w["namespace"].is_null()).unwrap()["id"].clone();
     let (s, _) = api(&c, &b, Method::GET, &format!("/api/v1/webhooks/{global_id}/deliveries"), carol, None).await;
