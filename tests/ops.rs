@@ -805,6 +805,9 @@ async fn graceful_shutdown_finishes_transfers_in_flight() {
     );
     up.write_all(&small[..small.len() / 2]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    // The metrics see it in flight.
+    let m = scrape(&c, &b).await;
+    assert_eq!(get(&m, "berth_uploads_in_flight"), 1.0);
 
     // SIGTERM.
     let kill = Command::new("kill").args(["-TERM", &b.pid().to_string()]).status().unwrap();
