@@ -29,6 +29,7 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// On SIGTERM or SIGINT: seconds in-flight requests get to finish before the server exits.
     pub shutdown_timeout_secs: u64,
+    pub gc: GcConfig,
 }
 
 /// Prometheus metrics at `GET /metrics`.
@@ -81,6 +82,37 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// Garbage collection (see `src/gc`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GcConfig {
+    /// Run on a schedule (every `interval_secs`); `berth gc` and the admin API work either way.
+    pub enabled: bool,
+    pub interval_secs: u64,
+    /// Blobs, links and manifests younger than this are never collected (a push in progress
+    /// may be about to reference them).
+    pub grace_secs: u64,
+    /// Upload sessions untouched for this long are removed with their stored bytes.
+    pub upload_expiry_secs: u64,
+    /// Delete manifests that no tag (nor tagged index, nor kept subject) reaches.
+    pub delete_untagged: bool,
+    /// How often pull times are written to the database (at most once per manifest per period).
+    pub pull_record_secs: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            enabled: true,
+            interval_secs: 24 * 3600,
+            grace_secs: 3600,
+            upload_expiry_secs: 24 * 3600,
+            delete_untagged: false,
+            pull_record_secs: 60,
+        }
+    }
+}
+
 /// Pull-through mirror of other registries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -92,11 +124,20 @@ pub struct MirrorConfig {
     /// Whether anonymous clients may pull through the mirror (logged-in accounts always may).
     pub anonymous_pull: bool,
     pub upstreams: Vec<UpstreamConfig>,
+    /// Size cap of the mirrored content in bytes (0: none). Above it, garbage collection evicts
+    /// the least recently pulled mirrored manifests and their blobs.
+    pub max_cache_bytes: u64,
 }
 
 impl Default for MirrorConfig {
     fn default() -> Self {
-        MirrorConfig { enabled: false, default_upstream: String::new(), anonymous_pull: true, upstreams: Vec::new() }
+        MirrorConfig {
+            enabled: false,
+            default_upstream: String::new(),
+            anonymous_pull: true,
+            upstreams: Vec::new(),
+            max_cache_bytes: 0,
+        }
     }
 }
 
@@ -294,6 +335,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             webhooks: WebhooksConfig::default(),
             shutdown_timeout_secs: 30,
+            gc: GcConfig::default(),
         }
     }
 }

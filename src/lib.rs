@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client_ip;
 pub mod config;
 pub mod error;
+pub mod gc;
 pub mod meta;
 pub mod mirror;
 pub mod oci;

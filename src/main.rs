@@ -54,6 +54,18 @@ enum Command {
         #[arg(short, default_value_t = 50)]
         n: i64,
     },
+    /// Collect garbage now: expired uploads, retention, unreferenced manifests and blobs.
+    Gc {
+        /// Report what would go without deleting anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Manage tag retention policies.
+    #[command(subcommand)]
+    Retention(berth::gc::cli::RetentionCommand),
+    /// Manage namespace storage quotas.
+    #[command(subcommand)]
+    Quota(berth::gc::cli::QuotaCommand),
 }
 
 fn init_logging(config: &Config) {
@@ -114,6 +126,9 @@ fn main() -> anyhow::Result<()> {
                     Command::Namespace(c) => cli::namespace(&config, c).await,
                     Command::Webhook(c) => cli::webhook(&config, c).await,
                     Command::Audit { actor, action, n } => cli::audit_log(&config, actor, action, n).await,
+                    Command::Gc { dry_run } => berth::gc::cli::gc(&config, dry_run).await,
+                    Command::Retention(c) => berth::gc::cli::retention(&config, c).await,
+                    Command::Quota(c) => berth::gc::cli::quota(&config, c).await,
                     Command::Serve { .. } => unreachable!("handled above"),
                 }
             })

@@ -8,6 +8,7 @@ use actix_web::{App, HttpServer, middleware, web};
 use crate::api::{self, AppState};
 use crate::auth::{AllowAll, AuthService, Authorizer, TokenAuth};
 use crate::config::Config;
+use crate::gc::Collector;
 use crate::meta::Meta;
 use crate::mirror::Mirror;
 use crate::ops::Events;
@@ -78,6 +79,15 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
     } else {
         None
     };
+    let upstreams = if config.mirror.enabled {
+        config.mirror.upstreams.iter().map(|u| u.name.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let collector =
+        Arc::new(Collector::new(registry.clone(), config.gc.clone(), upstreams, config.mirror.max_cache_bytes));
+    collector.spawn_background();
+    let collector = web::Data::from(collector);
     let state = web::Data::new(AppState { registry, auth: authorizer, mirror, events: events.clone() });
     let events_data = web::Data::from(events);
     let auth_data = auth_service.map(web::Data::from);
@@ -87,6 +97,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
         let mut app = App::new()
             .app_data(state.clone())
             .app_data(events_data.clone())
+            .app_data(collector.clone())
             .wrap(middleware::Condition::new(access, crate::access_log::AccessLog))
             .wrap(middleware::Condition::new(metrics.enabled, crate::ops::metrics::RequestMetrics))
             .configure(api::configure)

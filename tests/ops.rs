@@ -951,3 +951,45 @@ async fn mirror_hits_misses_upstream_bytes_and_cache_events() {
     assert_eq!(pull["repository"], "up/lib/mirrored");
     assert_eq!(pull["actor"], "anonymous");
 }
+
+#[tokio::test]
+async fn a_gc_run_shows_in_the_metrics_and_the_audit_log() {
+    let b = Berth::start_with_env(&[
+        ("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ("BERTH_GC__ENABLED", "false"),
+        ("BERTH_GC__GRACE_SECS", "0"),
+    ]);
+    let c = Client::new();
+    let admin = ("admin", ADMIN_PASSWORD);
+    let layer = vec![7u8; 50_000];
+    let (digest, _) = push_image(&c, &b, ADMIN, "admin/collected", "v1", &layer).await;
+    let r = c
+        .delete(format!("{}/v2/admin/collected/manifests/{digest}", b.base))
+        .basic_auth("admin", Some(ADMIN_PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // Timestamps are whole seconds: let the deleted content be older than the cutoff.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (s, dry) = api(&c, &b, Method::POST, "/api/v1/gc?dry_run=true", admin, None).await;
+    assert_eq!(s, StatusCode::OK, "{dry}");
+    assert_eq!(get(&scrape(&c, &b).await, "berth_gc_runs_total"), 0.0, "a dry run is no run");
+    let (s, report) = api(&c, &b, Method::POST, "/api/v1/gc", admin, None).await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    let freed_bytes = report["bytes_freed"].as_u64().unwrap();
+    assert!(freed_bytes >= layer.len() as u64, "{report}");
+    let freed = report["blobs_deleted"].as_u64().unwrap()
+        + report["manifests_deleted"].as_u64().unwrap()
+        + report["mirror_manifests_evicted"].as_u64().unwrap();
+    let m = scrape(&c, &b).await;
+    assert_eq!(get(&m, "berth_gc_runs_total"), 1.0);
+    assert_eq!(get(&m, "berth_gc_freed_bytes_total"), freed_bytes as f64);
+    assert_eq!(get(&m, "berth_gc_freed_objects_total"), freed as f64);
+    assert_eq!(get(&m, "berth_gc_duration_seconds_count"), 1.0);
+    let (_, audit) = api(&c, &b, Method::GET, "/api/v1/audit?action=gc.run", admin, None).await;
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(entries[0]["actor"], "admin");
+    assert_eq!(entries[0]["detail"]["bytes_freed"], freed_bytes);
+}

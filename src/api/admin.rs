@@ -36,6 +36,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/robots", web::get().to(list_robots))
             .route("/robots/{name}", web::delete().to(delete_robot))
             .route("/robots/{name}/tokens", web::post().to(create_robot_token))
+            .route("/gc", web::post().to(super::gc::run))
+            .route("/gc", web::get().to(super::gc::last))
+            .route("/retention", web::get().to(super::gc::list_retention))
+            .route("/retention", web::put().to(super::gc::set_retention))
+            .route("/retention", web::delete().to(super::gc::delete_retention))
+            .route("/namespaces/{ns}/usage", web::get().to(super::gc::usage))
+            .route("/namespaces/{ns}/quota", web::put().to(super::gc::set_quota))
             .configure(super::ops::routes),
     );
 }

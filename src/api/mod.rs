@@ -6,6 +6,7 @@
 
 pub mod admin;
 mod blobs;
+mod gc;
 pub mod health;
 mod listing;
 mod manifests;

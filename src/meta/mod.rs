@@ -5,6 +5,7 @@
 //! query with a `last` key, never a scan of storage.
 
 mod accounts;
+mod gc;
 mod ops;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,6 +17,7 @@ use crate::error::{RegistryError, Result};
 use crate::oci::{Digest, ParsedManifest};
 
 pub use accounts::{Account, AccountSecret, Namespace, NewAccount, TokenRecord};
+pub use gc::{RetentionPolicy, TagInfo};
 pub use ops::{AuditEntry, Delivery, Outcome, Webhook, now_millis};
 
 /// Which database is behind the pool.
@@ -205,19 +207,28 @@ impl Meta {
     }
 
     /// Records a verified blob and links it to a repository. The blob must already be
-    /// visible in the blob store: the row comes last.
-    pub async fn link_blob(&self, repository_id: i64, digest: &Digest, size: u64) -> Result<()> {
+    /// visible in the blob store: the row comes last. An existing row is refreshed
+    /// (`created_at`, which garbage collection's grace period counts from), in the same
+    /// transaction as the link, so GC cannot take the blob in between. Returns false, linking
+    /// nothing, when GC is deleting the blob's object (the caller waits and stores it again).
+    pub async fn link_blob(&self, repository_id: i64, digest: &Digest, size: u64) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let t = now();
-        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING")
-            .bind(digest.as_str())
-            .bind(size as i64)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?;
+        let pinned = sqlx::query(
+            "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (digest) DO UPDATE SET created_at = excluded.created_at WHERE blobs.deleting IS NULL",
+        )
+        .bind(digest.as_str())
+        .bind(size as i64)
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+        if pinned.rows_affected() == 0 {
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (repository_id, digest) DO NOTHING",
+             ON CONFLICT (repository_id, digest) DO UPDATE SET created_at = excluded.created_at",
         )
         .bind(repository_id)
         .bind(digest.as_str())
@@ -225,7 +236,7 @@ impl Meta {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Removes a blob's link from a repository; false when it was not linked.
@@ -256,6 +267,10 @@ impl Meta {
         let children = parsed.required_manifests()?;
         let mut tx = self.begin_write().await?;
         if check_references {
+            // Refreshing the rows this manifest depends on conflicts with garbage collection
+            // deleting them (it re-checks their age): one of the two transactions wins.
+            touch(&mut tx, "repository_blobs", repository_id, &blobs).await?;
+            touch(&mut tx, "manifests", repository_id, &children).await?;
             if let Some(missing) = first_missing(&mut tx, "repository_blobs", repository_id, &blobs).await? {
                 return Err(RegistryError::ManifestBlobUnknown(format!("blob {missing} is not in this repository")));
             }
@@ -272,7 +287,7 @@ impl Meta {
             "INSERT INTO manifests (repository_id, digest, media_type, size, content, artifact_type, \
              subject, config_digest, annotations, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             ON CONFLICT (repository_id, digest) DO NOTHING",
+             ON CONFLICT (repository_id, digest) DO UPDATE SET created_at = excluded.created_at",
         )
         .bind(repository_id)
         .bind(digest.as_str())
@@ -529,6 +544,36 @@ async fn bump_tags_version(tx: &mut sqlx::Transaction<'static, sqlx::Any>, repos
         .bind(repository_id)
         .execute(&mut **tx)
         .await?;
+    Ok(())
+}
+
+/// Sets `created_at` to now on the rows of `table` (repository_blobs or manifests) a new
+/// manifest depends on, so garbage collection (which only takes rows older than its grace
+/// period, re-checked when it deletes) leaves them alone.
+async fn touch(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    table: &str,
+    repository_id: i64,
+    digests: &[Digest],
+) -> Result<()> {
+    if digests.is_empty() {
+        return Ok(());
+    }
+    let table = match table {
+        "repository_blobs" => "repository_blobs",
+        _ => "manifests",
+    };
+    let placeholders: Vec<String> = (0..digests.len()).map(|i| format!("${}", i + 3)).collect();
+    let sql = format!(
+        "UPDATE {table} SET created_at = $2 WHERE repository_id = $1 AND digest IN ({})",
+        placeholders.join(", ")
+    );
+    // Only the fixed table names above and numbered placeholders are formatted in.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(repository_id).bind(now());
+    for d in digests {
+        q = q.bind(d.as_str());
+    }
+    q.execute(&mut **tx).await?;
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! metadata store and the blob store. HTTP handlers, the CLI, the UI, the mirror and the runtime
 //! all call this, so no rule of the spec lives in two places.
 
+pub mod quota;
 mod uploads;
 
 use std::collections::HashMap;
@@ -54,6 +55,12 @@ pub struct Registry {
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<uploads::HashState>>>>>,
     /// Tag lists by repository name.
     tag_lists: Mutex<HashMap<String, TagList>>,
+    /// Manifest pulls not yet written to the database (retention, mirror eviction).
+    pub pulls: crate::gc::PullTracker,
+    /// A blob link older than this many seconds is refreshed when a client asks for it, so
+    /// garbage collection (grace period: twice this) cannot remove a blob a client was just
+    /// told it need not upload.
+    pub link_refresh_secs: std::sync::atomic::AtomicI64,
 }
 
 /// A repository's tags as read at a tags version.
@@ -71,7 +78,15 @@ pub const TAGS_RECHECK: Duration = Duration::from_millis(500);
 
 impl Registry {
     pub fn new(meta: Meta, blobs: BlobStore, limits: Limits) -> Self {
-        Registry { meta, blobs, limits, uploads: Mutex::new(HashMap::new()), tag_lists: Mutex::new(HashMap::new()) }
+        Registry {
+            meta,
+            blobs,
+            limits,
+            uploads: Mutex::new(HashMap::new()),
+            tag_lists: Mutex::new(HashMap::new()),
+            pulls: Default::default(),
+            link_refresh_secs: std::sync::atomic::AtomicI64::new(1800),
+        }
     }
 
     async fn repository_id(&self, name: &str) -> Result<Option<i64>> {
@@ -84,8 +99,9 @@ impl Registry {
     /// The size of a blob readable through `repo`.
     pub async fn stat_blob(&self, repo: &str, digest: &Digest) -> Result<u64> {
         validate_name(repo)?;
+        let refresh = self.link_refresh_secs.load(std::sync::atomic::Ordering::Relaxed);
         self.meta
-            .linked_blob_size(repo, digest)
+            .linked_blob_refreshed(repo, digest, refresh)
             .await?
             .ok_or_else(|| RegistryError::BlobUnknown(format!("blob {digest} unknown to repository {repo}")))
     }
@@ -132,9 +148,10 @@ impl Registry {
         let Some(size) = self.meta.linked_blob_size(from, digest).await? else {
             return Ok(false);
         };
+        self.check_quota(repo, size, Some(digest)).await?;
         let id = self.meta.ensure_repository(repo).await?;
-        self.meta.link_blob(id, digest, size).await?;
-        Ok(true)
+        // False when garbage collection is deleting the blob: the client uploads it instead.
+        self.meta.link_blob(id, digest, size).await
     }
 
     // ---- manifests --------------------------------------------------------------------------
@@ -198,8 +215,11 @@ impl Registry {
             Reference::Tag(t) => self.meta.manifest_by_tag(repo, t).await?,
             Reference::Digest(d) => self.meta.manifest_by_digest(repo, d).await?,
         };
-        found
-            .ok_or_else(|| RegistryError::ManifestUnknown(format!("manifest {reference} unknown to repository {repo}")))
+        let found = found.ok_or_else(|| {
+            RegistryError::ManifestUnknown(format!("manifest {reference} unknown to repository {repo}"))
+        })?;
+        self.pulls.record(repo, &found.digest);
+        Ok(found)
     }
 
     /// Deletes a tag (by tag) or a manifest and the tags pointing at it (by digest).

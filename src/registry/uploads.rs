@@ -89,6 +89,7 @@ impl Registry {
     /// Opens a new upload session in `repo`.
     pub async fn start_upload(&self, repo: &str) -> Result<UploadStatus> {
         validate_name(repo)?;
+        self.check_quota(repo, 0, None).await?;
         let repository_id = self.meta.ensure_repository(repo).await?;
         let id = uuid::Uuid::new_v4().to_string();
         let state = self.blobs.uploads().create(&id).await?;
@@ -127,7 +128,7 @@ impl Registry {
                 upload_size: Some(rec.size),
             });
         }
-        let size = self.append_locked(&mut guard, &rec, len, body, None).await?;
+        let size = self.append_locked(repo, &mut guard, &rec, len, body, None).await?;
         Ok(UploadStatus { id: rec.id, size })
     }
 
@@ -135,6 +136,7 @@ impl Registry {
     /// named it (a monolithic upload): an empty session is then hashed with its algorithm.
     async fn append_locked<S>(
         &self,
+        repo: &str,
         guard: &mut Guard<'_>,
         rec: &UploadRecord,
         len: Option<u64>,
@@ -148,6 +150,13 @@ impl Registry {
             Some(d) if rec.size == 0 => d.algorithm(),
             _ => rec.hash_state.as_deref().and_then(Hasher::restore).map_or(Algorithm::Sha256, |h| h.algorithm()),
         };
+        // A namespace quota bounds what this chunk may add, checked before anything is stored
+        // (against the announced length) and while it streams.
+        if let Some(len) = len {
+            self.check_quota(repo, rec.size + len, None).await?;
+        }
+        let allowance = self.check_quota(repo, rec.size, None).await?;
+        let body = super::quota::limited(body, allowance);
         let hasher = self.running_hash(guard, rec, alg).await?;
         match self.write_body(rec, hasher, len, body).await {
             Ok((size, hasher, state)) => {
@@ -261,7 +270,7 @@ impl Registry {
         let mut guard = lock.lock().await;
         let mut rec = self.upload_record(repo, id).await?;
         if let Some(body) = body {
-            self.append_locked(&mut guard, &rec, None, body, Some(digest)).await?;
+            self.append_locked(repo, &mut guard, &rec, None, body, Some(digest)).await?;
             rec = self.upload_record(repo, id).await?; // size, backend and hash state moved on
         }
         let hasher = self.running_hash(&mut guard, &rec, digest.algorithm()).await?;
@@ -270,19 +279,58 @@ impl Registry {
             self.drop_upload(&rec).await?;
             return Err(RegistryError::DigestInvalid(format!("uploaded content has digest {actual}, not {digest}")));
         }
-        // Visibility order: the object first, the database rows last.
-        if self.blobs.exists(digest).await? {
-            // Already stored (pushed before, or a crash came between commit and link).
-            self.blobs.uploads().abort(&rec.id, rec.state.as_deref()).await?;
-        } else {
-            self.blobs.uploads().commit(&rec.id, rec.size, rec.state.as_deref(), &self.blobs.blob_key(digest)).await?;
+        if let Err(e) = self.check_quota(repo, rec.size, Some(digest)).await {
+            self.drop_upload(&rec).await?;
+            return Err(e);
         }
-        self.meta.link_blob(rec.repository_id, digest, rec.size).await?;
+        self.commit_blob(&rec, digest).await?;
         self.meta.delete_upload(&rec.id).await?;
         drop(guard);
         self.forget_upload(&rec.id);
         tracing::info!(repository = repo, %digest, size = rec.size, "blob pushed");
         Ok(rec.size)
+    }
+
+    /// Makes a verified upload the blob `digest` and links it. Visibility order: the object
+    /// first, the database rows last. A blob already recorded is only linked (which refreshes
+    /// its row in the same transaction, so garbage collection cannot take it meanwhile) and the
+    /// session's copy dropped; a blob garbage collection is deleting right now is waited for,
+    /// then stored again from the session.
+    async fn commit_blob(&self, rec: &UploadRecord, digest: &Digest) -> Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let mut in_session = true;
+        loop {
+            match self.meta.blob_deleting(digest.as_str()).await? {
+                Some(true) => {
+                    if std::time::Instant::now() > deadline {
+                        return Err(RegistryError::Internal(format!("blob {digest} stays marked for deletion")));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+                Some(false) => {}
+                None if in_session => {
+                    // Not recorded (new, or an object left without its row by a crash): store ours.
+                    let key = self.blobs.blob_key(digest);
+                    self.blobs.uploads().commit(&rec.id, rec.size, rec.state.as_deref(), &key).await?;
+                    in_session = false;
+                }
+                None => {
+                    // Our object was stored, then a collector took a row for it; it may be gone.
+                    if !self.blobs.exists(digest).await? {
+                        return Err(RegistryError::BlobUploadInvalid(format!(
+                            "blob {digest} was removed by garbage collection while it was stored; push it again"
+                        )));
+                    }
+                }
+            }
+            if self.meta.link_blob(rec.repository_id, digest, rec.size).await? {
+                if in_session {
+                    self.blobs.uploads().abort(&rec.id, rec.state.as_deref()).await?;
+                }
+                return Ok(());
+            }
+        }
     }
 
     /// Cancels an upload session.

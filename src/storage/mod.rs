@@ -154,6 +154,14 @@ impl BlobStore {
         }
     }
 
+    /// Deletes a blob's object (garbage collection only); an absent object is not an error.
+    pub async fn delete(&self, digest: &Digest) -> Result<()> {
+        match self.store.delete(&self.blob_key(digest)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Streams a blob, or the byte range of it.
     pub async fn read(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream> {
         let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };

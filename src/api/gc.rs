@@ -1,0 +1,125 @@
+//! Management API for garbage collection, retention and quotas (under `/api/v1`, mounted by
+//! [`super::admin`]): `POST /gc?dry_run=true|false` runs a collection and answers its report,
+//! `GET /gc` the last reports; `GET|PUT|DELETE /retention` the policies (administrators);
+//! `GET /namespaces/{ns}/usage` (anyone who may see the namespace) and
+//! `PUT /namespaces/{ns}/quota` (administrators).
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::admin::{admin, reader};
+use crate::auth::AuthService;
+use crate::error::{RegistryError, Result};
+use crate::gc::Collector;
+use crate::meta::RetentionPolicy;
+
+#[derive(Deserialize)]
+pub struct RunQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+pub async fn run(
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    gc: web::Data<Collector>,
+    q: web::Query<RunQuery>,
+) -> Result<HttpResponse> {
+    let who = admin(&req, &auth).await?;
+    tracing::info!(by = who.name().unwrap_or_default(), dry_run = q.dry_run, "garbage collection requested");
+    let report = gc.run(q.dry_run, &|line| tracing::info!("gc: {line}")).await?;
+    if !q.dry_run
+        && let Some(events) = req.app_data::<web::Data<crate::ops::Events>>()
+    {
+        let detail = json!({
+            "blobs_deleted": report.blobs_deleted, "manifests_deleted": report.manifests_deleted,
+            "tags_deleted": report.tags_deleted, "bytes_freed": report.bytes_freed,
+        });
+        let addr = crate::auth::service::client_addr(&req);
+        events.audit(crate::ops::events::actor(&who), "gc.run", None, detail, Some(&addr)).await;
+    }
+    Ok(HttpResponse::Ok().json(report))
+}
+
+pub async fn last(req: HttpRequest, auth: web::Data<AuthService>, gc: web::Data<Collector>) -> Result<HttpResponse> {
+    admin(&req, &auth).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "last_run": gc.last_report(false).await?,
+        "last_dry_run": gc.last_report(true).await?,
+        "schedule": { "enabled": gc.config.enabled, "interval_secs": gc.config.interval_secs },
+    })))
+}
+
+pub async fn list_retention(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
+    admin(&req, &auth).await?;
+    Ok(HttpResponse::Ok().json(json!({ "policies": auth.meta.retention_policies().await? })))
+}
+
+pub async fn set_retention(
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    body: web::Json<RetentionPolicy>,
+) -> Result<HttpResponse> {
+    admin(&req, &auth).await?;
+    crate::gc::cli::validate_policy(&body).map_err(RegistryError::Invalid)?;
+    auth.meta.set_retention_policy(&body).await?;
+    Ok(HttpResponse::Ok().json(&*body))
+}
+
+#[derive(Deserialize)]
+pub struct PatternQuery {
+    pattern: String,
+}
+
+pub async fn delete_retention(
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    q: web::Query<PatternQuery>,
+) -> Result<HttpResponse> {
+    admin(&req, &auth).await?;
+    if !auth.meta.delete_retention_policy(&q.pattern).await? {
+        return Err(RegistryError::NotFound(format!("no retention policy for {}", q.pattern)));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn usage(req: HttpRequest, auth: web::Data<AuthService>, ns: web::Path<String>) -> Result<HttpResponse> {
+    let who = reader(&req, &auth).await?;
+    let visible = who.is_admin()
+        || auth.may_manage(&who, &ns).await?
+        || auth.allowed(&who, &format!("{ns}/x")).await?.contains(crate::auth::Action::Pull);
+    if !visible {
+        return Err(RegistryError::NotFound(format!("no namespace {ns}")));
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "namespace": *ns,
+        "used_bytes": auth.meta.namespace_usage(&ns).await?,
+        "quota_bytes": auth.meta.quota(&ns).await?,
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct Quota {
+    /// Bytes; `null` removes the quota.
+    max_bytes: Option<i64>,
+}
+
+pub async fn set_quota(
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    ns: web::Path<String>,
+    body: web::Json<Quota>,
+) -> Result<HttpResponse> {
+    admin(&req, &auth).await?;
+    if body.max_bytes.is_some_and(|b| b < 0) {
+        return Err(RegistryError::Invalid("max_bytes must not be negative".into()));
+    }
+    crate::oci::validate_name(&ns).map_err(|_| RegistryError::Invalid(format!("{ns} is not a namespace name")))?;
+    auth.meta.set_quota(&ns, body.max_bytes).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "namespace": *ns,
+        "used_bytes": auth.meta.namespace_usage(&ns).await?,
+        "quota_bytes": body.max_bytes,
+    })))
+}

@@ -1,0 +1,182 @@
+//! `berth gc`, `berth retention ...` and `berth quota ...`: garbage collection, retention
+//! policies and namespace quotas on the configured database and blob store (the same
+//! [`Collector`] the server schedules; the lease keeps it from running beside a server's).
+
+use std::sync::Arc;
+
+use clap::Subcommand;
+
+use super::{Collector, GcReport};
+use crate::config::Config;
+use crate::meta::RetentionPolicy;
+
+#[derive(Subcommand)]
+pub enum RetentionCommand {
+    /// List the policies.
+    List,
+    /// Create or replace the policy of a repository glob (e.g. `team/*`).
+    Set {
+        pattern: String,
+        /// Keep the N most recently pushed tags.
+        #[arg(long)]
+        keep_last: Option<i64>,
+        /// Keep tags matching these globs (`|`-separated, e.g. `v*|latest`).
+        #[arg(long)]
+        keep_tags: Option<String>,
+        /// Only tags pushed more than D days ago may go.
+        #[arg(long)]
+        older_than_days: Option<i64>,
+        /// Keep tags pulled within D days.
+        #[arg(long)]
+        keep_pulled_days: Option<i64>,
+    },
+    /// Remove the policy of a pattern.
+    Remove { pattern: String },
+}
+
+#[derive(Subcommand)]
+pub enum QuotaCommand {
+    /// Show a namespace's usage and quota.
+    Show { namespace: String },
+    /// Set a namespace's quota, in bytes (suffixes K, M, G, T: powers of 1024).
+    Set { namespace: String, size: String },
+    /// Remove a namespace's quota.
+    Remove { namespace: String },
+}
+
+/// Parses `123`, `10K`, `512M`, `2G`, `1T`.
+pub fn parse_size(s: &str) -> anyhow::Result<i64> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&s[..s.len() - 1], 1i64 << 10),
+        Some('M') => (&s[..s.len() - 1], 1 << 20),
+        Some('G') => (&s[..s.len() - 1], 1 << 30),
+        Some('T') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    let n: i64 = num.trim().parse().map_err(|_| anyhow::anyhow!("not a size: {s:?} (e.g. 500M, 2G)"))?;
+    if n < 0 {
+        anyhow::bail!("a size cannot be negative");
+    }
+    n.checked_mul(mult).ok_or_else(|| anyhow::anyhow!("size too large"))
+}
+
+/// Checks a policy's values.
+pub fn validate_policy(p: &RetentionPolicy) -> Result<(), String> {
+    if p.pattern.trim().is_empty() {
+        return Err("pattern must not be empty".into());
+    }
+    for (name, v) in
+        [("keep_last", p.keep_last), ("older_than_days", p.older_than_days), ("keep_pulled_days", p.keep_pulled_days)]
+    {
+        if v.is_some_and(|v| v < 0) {
+            return Err(format!("{name} must not be negative"));
+        }
+    }
+    Ok(())
+}
+
+pub fn print_report(r: &GcReport) {
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    println!("garbage collection {}finished in {} ms", if r.dry_run { "(dry run) " } else { "" }, r.duration_ms);
+    println!("  {verb} {} expired upload sessions", r.uploads_removed);
+    println!("  {verb} {} tags by retention", r.tags_deleted);
+    for t in &r.retention {
+        println!("    {t}");
+    }
+    println!("  {verb} {} mirrored manifests over the cache cap", r.mirror_manifests_evicted);
+    println!("  {verb} {} manifests", r.manifests_deleted);
+    println!("  {verb} {} blob links", r.links_removed);
+    println!("  {verb} {} blobs, {} bytes", r.blobs_deleted, r.bytes_freed);
+    if r.errors > 0 {
+        println!("  {} objects could not be deleted (kept; see the log)", r.errors);
+    }
+}
+
+pub async fn gc(config: &Config, dry_run: bool) -> anyhow::Result<()> {
+    let registry = Arc::new(crate::server::open_registry(config).await?);
+    let upstreams = if config.mirror.enabled {
+        config.mirror.upstreams.iter().map(|u| u.name.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let collector = Collector::new(registry, config.gc.clone(), upstreams, config.mirror.max_cache_bytes);
+    let report = collector.run(dry_run, &|line| println!("{line}")).await?;
+    print_report(&report);
+    Ok(())
+}
+
+pub async fn retention(config: &Config, cmd: RetentionCommand) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let meta = crate::meta::Meta::connect(&config.database_url()).await?;
+    match cmd {
+        RetentionCommand::List => {
+            println!(
+                "{:<24} {:<9} {:<16} {:<10} KEEP PULLED (DAYS)",
+                "PATTERN", "KEEP LAST", "KEEP TAGS", "OLDER THAN"
+            );
+            let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+            for p in meta.retention_policies().await? {
+                println!(
+                    "{:<24} {:<9} {:<16} {:<10} {}",
+                    p.pattern,
+                    opt(p.keep_last),
+                    p.keep_tags.clone().unwrap_or_else(|| "-".into()),
+                    opt(p.older_than_days),
+                    opt(p.keep_pulled_days)
+                );
+            }
+        }
+        RetentionCommand::Set { pattern, keep_last, keep_tags, older_than_days, keep_pulled_days } => {
+            let p = RetentionPolicy { pattern, keep_last, keep_tags, older_than_days, keep_pulled_days };
+            validate_policy(&p).map_err(anyhow::Error::msg)?;
+            meta.set_retention_policy(&p).await?;
+            println!("retention policy for {} saved (applied at the next garbage collection)", p.pattern);
+        }
+        RetentionCommand::Remove { pattern } => {
+            if !meta.delete_retention_policy(&pattern).await? {
+                anyhow::bail!("no retention policy for {pattern}");
+            }
+            println!("retention policy for {pattern} removed");
+        }
+    }
+    Ok(())
+}
+
+pub async fn quota(config: &Config, cmd: QuotaCommand) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let meta = crate::meta::Meta::connect(&config.database_url()).await?;
+    match cmd {
+        QuotaCommand::Show { namespace } => {
+            let used = meta.namespace_usage(&namespace).await?;
+            match meta.quota(&namespace).await? {
+                Some(q) => println!("{namespace}: {used} of {q} bytes used"),
+                None => println!("{namespace}: {used} bytes used, no quota"),
+            }
+        }
+        QuotaCommand::Set { namespace, size } => {
+            let bytes = parse_size(&size)?;
+            meta.set_quota(&namespace, Some(bytes)).await?;
+            println!("quota of {namespace} set to {bytes} bytes");
+        }
+        QuotaCommand::Remove { namespace } => {
+            meta.set_quota(&namespace, None).await?;
+            println!("quota of {namespace} removed");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("123").unwrap(), 123);
+        assert_eq!(parse_size("2K").unwrap(), 2048);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("-1").is_err());
+    }
+}

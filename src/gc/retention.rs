@@ -1,0 +1,139 @@
+//! Tag retention policies, applied at the start of each collection (a dry run lists what would
+//! go). A policy applies to the repositories its glob `pattern` matches; when several match,
+//! the longest pattern wins. A tag is removed when
+//!
+//! - it is not among the `keep_last` most recently pushed tags (if set), **and**
+//! - it was pushed more than `older_than_days` ago (if set), **and**
+//! - it matches none of the `keep_tags` globs (`|`-separated), **and**
+//! - its manifest was not pulled within `keep_pulled_days` (if set).
+//!
+//! A policy without `keep_last` and `older_than_days` removes nothing. The manifest a removed
+//! tag pointed at is deleted too once nothing else keeps it (another tag, an index, a kept
+//! subject), subject to the grace period; its blobs go in the same run's sweep.
+
+use super::{BATCH, Collector, GcReport, LISTED};
+use crate::auth::policy::glob_match;
+use crate::error::Result;
+use crate::meta::{RetentionPolicy, TagInfo, now};
+
+/// The policy that applies to a repository: the longest matching pattern.
+pub fn policy_for<'a>(policies: &'a [RetentionPolicy], repo: &str) -> Option<&'a RetentionPolicy> {
+    policies.iter().filter(|p| glob_match(&p.pattern, repo)).max_by_key(|p| p.pattern.len())
+}
+
+/// The tags (given most recent first) a policy removes, at time `t`.
+pub fn doomed<'a>(policy: &RetentionPolicy, tags: &'a [TagInfo], t: i64) -> Vec<&'a TagInfo> {
+    if policy.keep_last.is_none() && policy.older_than_days.is_none() {
+        return Vec::new();
+    }
+    let keep_globs: Vec<&str> = policy
+        .keep_tags
+        .as_deref()
+        .map(|k| k.split('|').map(str::trim).filter(|g| !g.is_empty()).collect())
+        .unwrap_or_default();
+    tags.iter()
+        .enumerate()
+        .filter(|(i, tag)| {
+            let beyond_last = policy.keep_last.is_none_or(|n| *i as i64 >= n);
+            let old = policy.older_than_days.is_none_or(|d| tag.updated_at < t - d * 86_400);
+            let kept_by_name = keep_globs.iter().any(|g| glob_match(g, &tag.name));
+            let pulled =
+                policy.keep_pulled_days.is_some_and(|d| tag.last_pulled_at.is_some_and(|p| p >= t - d * 86_400));
+            beyond_last && old && !kept_by_name && !pulled
+        })
+        .map(|(_, tag)| tag)
+        .collect()
+}
+
+pub(super) async fn apply(gc: &Collector, report: &mut GcReport, cutoff: i64) -> Result<()> {
+    let meta = &gc.registry.meta;
+    let policies = meta.retention_policies().await?;
+    if policies.is_empty() {
+        return Ok(());
+    }
+    let t = now();
+    let mut last = 0;
+    loop {
+        let page = meta.repositories_after(last, BATCH).await?;
+        let Some((l, _)) = page.last() else { break };
+        last = *l;
+        for (id, name) in &page {
+            let Some(policy) = policy_for(&policies, name) else { continue };
+            let tags = meta.tag_infos(*id).await?;
+            for tag in doomed(policy, &tags, t) {
+                let gone = report.dry_run || meta.delete_tag_if_unchanged(*id, tag).await?;
+                if !gone {
+                    continue;
+                }
+                report.tags_deleted += 1;
+                if report.retention.len() < LISTED {
+                    report.retention.push(format!("{name}:{}", tag.name));
+                }
+                if !report.dry_run {
+                    let deleted = meta.delete_unreachable_manifests(&[(*id, tag.digest.clone())], cutoff).await?;
+                    report.manifests_deleted += deleted.len() as u64;
+                }
+            }
+        }
+        gc.renew(report.dry_run).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(name: &str, age_days: i64, pulled_days_ago: Option<i64>) -> TagInfo {
+        let t = 1_000_000_000;
+        TagInfo {
+            name: name.into(),
+            digest: format!("sha256:{name}"),
+            updated_at: t - age_days * 86_400,
+            last_pulled_at: pulled_days_ago.map(|d| t - d * 86_400),
+        }
+    }
+
+    fn policy() -> RetentionPolicy {
+        RetentionPolicy {
+            pattern: "a/*".into(),
+            keep_last: None,
+            keep_tags: None,
+            older_than_days: None,
+            keep_pulled_days: None,
+        }
+    }
+
+    fn names(v: Vec<&TagInfo>) -> Vec<&str> {
+        v.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    #[test]
+    fn each_rule() {
+        let t = 1_000_000_000;
+        let tags = vec![tag("new", 1, None), tag("mid", 10, Some(1)), tag("v1", 40, None), tag("old", 50, None)];
+        assert!(doomed(&policy(), &tags, t).is_empty(), "no deleting rule: nothing goes");
+        let p = RetentionPolicy { keep_last: Some(2), ..policy() };
+        assert_eq!(names(doomed(&p, &tags, t)), ["v1", "old"]);
+        let p = RetentionPolicy { older_than_days: Some(30), ..policy() };
+        assert_eq!(names(doomed(&p, &tags, t)), ["v1", "old"]);
+        let p = RetentionPolicy { keep_last: Some(1), keep_tags: Some("v*|x".into()), ..policy() };
+        assert_eq!(names(doomed(&p, &tags, t)), ["mid", "old"]);
+        let p = RetentionPolicy { keep_last: Some(1), keep_pulled_days: Some(7), ..policy() };
+        assert_eq!(names(doomed(&p, &tags, t)), ["v1", "old"]);
+        let p = RetentionPolicy { keep_last: Some(3), older_than_days: Some(5), ..policy() };
+        assert_eq!(names(doomed(&p, &tags, t)), ["old"]);
+    }
+
+    #[test]
+    fn longest_pattern_wins() {
+        let ps = vec![
+            RetentionPolicy { pattern: "*".into(), ..policy() },
+            RetentionPolicy { pattern: "team/*".into(), ..policy() },
+            RetentionPolicy { pattern: "team/app".into(), ..policy() },
+        ];
+        assert_eq!(policy_for(&ps, "team/app").unwrap().pattern, "team/app");
+        assert_eq!(policy_for(&ps, "team/web").unwrap().pattern, "team/*");
+        assert_eq!(policy_for(&ps, "other").unwrap().pattern, "*");
+    }
+}

@@ -1,0 +1,68 @@
+//! Storage quotas per namespace (the first component of a repository name). A push that would
+//! take a namespace over its quota is refused with `DENIED` naming the quota, before the bytes
+//! are stored: at upload start (already full), before and while each chunk streams, at commit
+//! and for a mount. A blob the namespace already holds does not count twice. Uploads running
+//! at the same time each see the usage without the others' unfinished bytes, so together they
+//! can overshoot by what they send concurrently.
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+use super::Registry;
+use crate::error::{RegistryError, Result};
+use crate::oci::Digest;
+
+/// What a chunk may still add, and the error to give when it goes over.
+#[derive(Debug, Clone)]
+pub struct Allowance {
+    pub bytes: u64,
+    pub message: String,
+}
+
+pub use crate::auth::policy::namespace_of;
+
+fn message(ns: &str, quota: i64, usage: i64, adding: u64) -> String {
+    format!(
+        "storage quota of namespace {ns} exceeded: quota {quota} bytes, {usage} bytes used, this push needs {adding} more"
+    )
+}
+
+impl Registry {
+    /// Checks that `repo`'s namespace can take `adding` more bytes (none when `digest` is
+    /// already in the namespace). Returns what is left beyond that, when a quota applies.
+    pub async fn check_quota(&self, repo: &str, adding: u64, digest: Option<&Digest>) -> Result<Option<Allowance>> {
+        let ns = namespace_of(repo);
+        let Some(quota) = self.meta.quota(ns).await? else { return Ok(None) };
+        if let Some(d) = digest
+            && self.meta.namespace_has_blob(ns, d.as_str()).await?
+        {
+            return Ok(None);
+        }
+        let usage = self.meta.namespace_usage(ns).await?;
+        let full = adding == 0 && digest.is_none() && usage >= quota;
+        if full || usage.saturating_add(adding as i64) > quota {
+            return Err(RegistryError::Denied(message(ns, quota, usage, adding.max(1))));
+        }
+        let left = (quota - usage) as u64 - adding;
+        let message = format!(
+            "storage quota of namespace {ns} exceeded: quota {quota} bytes, {usage} bytes used, {left} bytes left"
+        );
+        Ok(Some(Allowance { bytes: left, message }))
+    }
+}
+
+/// `body`, failing with `DENIED` as soon as it carries more than the allowance.
+pub(super) fn limited<S>(body: S, allowance: Option<Allowance>) -> impl Stream<Item = Result<Bytes>> + Unpin
+where
+    S: Stream<Item = Result<Bytes>> + Unpin,
+{
+    let mut seen = 0u64;
+    body.map(move |chunk| {
+        let chunk = chunk?;
+        seen += chunk.len() as u64;
+        match &allowance {
+            Some(a) if seen > a.bytes => Err(RegistryError::Denied(a.message.clone())),
+            _ => Ok(chunk),
+        }
+    })
+}

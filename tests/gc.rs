@@ -1,0 +1,632 @@
+//! Garbage collection, retention, quotas and the mirror's cache cap against real `berth`
+//! processes: content pushed over the registry API (reqwest) and by the docker engine, GC run
+//! through the admin API and the CLI, objects checked in the blob store itself.
+//! `BERTH_TEST_BACKEND=s3-postgres` runs the same tests on S3 and PostgreSQL.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::docker::{DockerClient, Images, import_busybox, require_tools};
+use common::{ADMIN_PASSWORD, Backend, Berth, run, sha256};
+use futures_util::StreamExt;
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// An HTTP client that drops idle connections before the server's keep-alive (5 s) closes
+/// them, so a request after a long pause never lands on a connection being closed.
+fn client() -> Client {
+    Client::builder().pool_idle_timeout(Duration::from_secs(2)).build().unwrap()
+}
+
+/// A registry client logged in as the admin.
+#[derive(Clone)]
+struct Reg {
+    c: Client,
+    base: String,
+}
+
+impl Reg {
+    fn new(b: &Berth) -> Reg {
+        Reg { c: client(), base: b.base.clone() }
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.c.request(method, format!("{}{path}", self.base)).basic_auth("admin", Some(ADMIN_PASSWORD))
+    }
+
+    /// Pushes a blob monolithically; returns its digest.
+    async fn blob(&self, repo: &str, data: &[u8]) -> String {
+        let digest = sha256(data);
+        let r = self
+            .req(reqwest::Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={digest}"))
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "push blob to {repo}: {}", r.text().await.unwrap());
+        digest
+    }
+
+    /// Pushes an OCI image manifest over `blobs` (the first is the config); returns its digest.
+    async fn manifest(&self, repo: &str, tag: &str, blobs: &[(String, usize)]) -> reqwest::Response {
+        let body = image_manifest(blobs);
+        self.req(reqwest::Method::PUT, &format!("/v2/{repo}/manifests/{tag}"))
+            .header("content-type", OCI_MANIFEST)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn status(&self, method: reqwest::Method, path: &str) -> StatusCode {
+        self.req(method, path).send().await.unwrap().status()
+    }
+
+    async fn gc(&self, dry_run: bool) -> Value {
+        let r = self.req(reqwest::Method::POST, &format!("/api/v1/gc?dry_run={dry_run}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+}
+
+/// (repository index, image number, blobs with sizes).
+type Image = (usize, usize, Vec<(String, usize)>);
+
+fn image_manifest(blobs: &[(String, usize)]) -> Vec<u8> {
+    let layers: Vec<Value> = blobs[1..]
+        .iter()
+        .map(|(d, s)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s}))
+        .collect();
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blobs[0].0, "size": blobs[0].1},
+        "layers": layers,
+    }))
+    .unwrap()
+}
+
+/// Whether the blob store holds the object of `digest` (the file, or the S3 object).
+fn object_exists(b: &Berth, digest: &str) -> bool {
+    let hex = digest.trim_start_matches("sha256:");
+    match b.backend() {
+        Backend::FsSqlite => b.data_path().join(format!("storage/blobs/sha256/{}/{hex}", &hex[..2])).exists(),
+        Backend::S3Postgres { endpoint, bucket, prefix, .. } => {
+            // The test S3 server answers unsigned listings (not unsigned object HEADs).
+            let key = format!("{prefix}/blobs/sha256/{}/{hex}", &hex[..2]);
+            let url = format!("{endpoint}/{bucket}?list-type=2&prefix={key}");
+            for _ in 0..10 {
+                let out = std::process::Command::new("curl").args(["-sf", &url]).output().unwrap();
+                if out.status.success() {
+                    return String::from_utf8_lossy(&out.stdout).contains(&format!("<Key>{key}</Key>"));
+                }
+                std::thread::sleep(Duration::from_millis(200)); // the test server is busy
+            }
+            panic!("cannot list {url}");
+        }
+    }
+}
+
+/// Runs SQL on the server's database (to age rows: tests cannot wait days).
+async fn sql(b: &Berth, statement: &str) {
+    sqlx::any::install_default_drivers();
+    let url = match b.backend() {
+        Backend::FsSqlite => format!("sqlite://{}", b.data_path().join("berth.db").display()),
+        Backend::S3Postgres { database, .. } => database.clone(),
+    };
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    sqlx::Executor::execute(&mut conn, sqlx::AssertSqlSafe(statement.to_string())).await.unwrap();
+}
+
+fn gc_env<'a>(grace: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ("BERTH_GC__ENABLED", "false"),
+        ("BERTH_GC__GRACE_SECS", grace),
+        ("BERTH_GC__DELETE_UNTAGGED", "true"),
+    ];
+    env.extend_from_slice(extra);
+    env
+}
+
+/// 1,000 blobs in ten repositories: images with their own config and layers, layers shared by
+/// every repository, a layer shared by image number across repositories, and blobs no manifest
+/// references. Some images are then deleted by digest, some only untagged. GC must remove
+/// exactly the blobs no remaining image references.
+#[tokio::test]
+async fn gc_removes_exactly_the_unreferenced_of_1000_blobs() {
+    let b = Berth::start_with_env(&gc_env("300", &[]));
+    let reg = Reg::new(&b);
+    let repos: Vec<String> = (0..10).map(|i| format!("gcns/r{i}")).collect();
+    let shared: Vec<Vec<u8>> = (0..10).map(|i| format!("shared layer {i}").into_bytes()).collect();
+    let by_number: Vec<Vec<u8>> = (0..19).map(|j| format!("layer of image number {j}").into_bytes()).collect();
+
+    // Everything pushed, keyed by digest with its size; and each image's blobs.
+    let mut all: HashMap<String, usize> = HashMap::new();
+    let mut images: Vec<Image> = Vec::new();
+    let mut jobs = Vec::new();
+    for (i, repo) in repos.iter().enumerate() {
+        for (j, numbered) in by_number.iter().enumerate() {
+            let mut contents = vec![format!("{{\"config\":\"{repo} {j}\"}}").into_bytes()];
+            contents.extend((0..3).map(|k| format!("own layer {k} of {repo} image {j}").into_bytes()));
+            contents.push(numbered.clone());
+            contents.extend(shared.iter().cloned());
+            let blobs: Vec<(String, usize)> = contents.iter().map(|c| (sha256(c), c.len())).collect();
+            images.push((i, j, blobs));
+            for c in contents {
+                jobs.push((repo.clone(), c));
+            }
+        }
+        // Pushed but never referenced.
+        let n = if i == 9 { 22 } else { 21 };
+        for k in 0..n {
+            jobs.push((repo.clone(), format!("orphan {k} in {repo}").into_bytes()));
+        }
+    }
+    for (_, c) in &jobs {
+        all.insert(sha256(c), c.len());
+    }
+    assert_eq!(all.len(), 1000, "the scenario holds 1,000 distinct blobs");
+    let pushed: Vec<()> = futures_util::stream::iter(jobs)
+        .map(|(repo, c)| {
+            let reg = reg.clone();
+            async move {
+                reg.blob(&repo, &c).await;
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(!pushed.is_empty());
+    let mut digests: HashMap<(usize, usize), String> = HashMap::new();
+    for (i, j, blobs) in &images {
+        let r = reg.manifest(&repos[*i], &format!("v{j}"), blobs).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        digests.insert((*i, *j), r.headers()["docker-content-digest"].to_str().unwrap().to_string());
+    }
+
+    // Repository i loses images j with (i + j) % 19 < 10: half by manifest delete, half by
+    // deleting only the tag (untagged: collected with delete_untagged).
+    let mut kept: HashSet<String> = HashSet::new();
+    for (i, j, blobs) in &images {
+        let repo = &repos[*i];
+        if (i + j) % 19 < 10 {
+            let path = if j % 2 == 0 {
+                format!("/v2/{repo}/manifests/{}", digests[&(*i, *j)])
+            } else {
+                format!("/v2/{repo}/manifests/v{j}")
+            };
+            assert_eq!(reg.status(reqwest::Method::DELETE, &path).await, StatusCode::ACCEPTED);
+        } else {
+            kept.extend(blobs.iter().map(|(d, _)| d.clone()));
+        }
+    }
+    let doomed: HashSet<String> = all.keys().filter(|d| !kept.contains(*d)).cloned().collect();
+    let doomed_bytes: usize = doomed.iter().map(|d| all[d]).sum();
+    assert!(kept.len() > 300 && doomed.len() > 500, "{} kept, {} doomed", kept.len(), doomed.len());
+    for s in &shared {
+        assert!(kept.contains(&sha256(s)));
+    }
+
+    // Inside the grace period nothing goes.
+    let early = reg.gc(false).await;
+    assert_eq!(early["blobs_deleted"], 0, "{early}");
+    assert_eq!(early["manifests_deleted"], 0, "{early}");
+    // Age everything past the grace period (the test does not wait 5 minutes).
+    for table in ["blobs", "repository_blobs", "manifests"] {
+        sql(&b, &format!("UPDATE {table} SET created_at = created_at - 600")).await;
+    }
+
+    // A dry run reports and changes nothing.
+    let dry = reg.gc(true).await;
+    assert_eq!(dry["dry_run"], true);
+    let untagged = images.iter().filter(|(i, j, _)| (i + j) % 19 < 10 && j % 2 == 1).count();
+    assert_eq!(dry["manifests_deleted"], untagged as u64, "{dry}");
+    assert!(dry["blobs_deleted"].as_u64().unwrap() > 0, "{dry}");
+    assert!(doomed.iter().all(|d| object_exists(&b, d)), "a dry run deleted something");
+
+    // The real run: exactly the unreferenced blobs go.
+    let report = reg.gc(false).await;
+    assert_eq!(report["dry_run"], false);
+    assert_eq!(report["manifests_deleted"], untagged as u64, "{report}");
+    assert_eq!(report["blobs_deleted"], doomed.len() as u64, "{report}");
+    assert_eq!(report["bytes_freed"], doomed_bytes as u64, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    for d in &doomed {
+        assert!(!object_exists(&b, d), "{d} should be gone");
+    }
+    for d in &kept {
+        assert!(object_exists(&b, d), "{d} must stay");
+    }
+    // Through the API: every kept image pulls whole; deleted content is unknown.
+    for (i, j, blobs) in &images {
+        let repo = &repos[*i];
+        let tag_status = reg.status(reqwest::Method::GET, &format!("/v2/{repo}/manifests/v{j}")).await;
+        if (i + j) % 19 < 10 {
+            assert_eq!(tag_status, StatusCode::NOT_FOUND);
+            let by_digest = format!("/v2/{repo}/manifests/{}", digests[&(*i, *j)]);
+            assert_eq!(reg.status(reqwest::Method::GET, &by_digest).await, StatusCode::NOT_FOUND);
+        } else {
+            assert_eq!(tag_status, StatusCode::OK);
+            for (d, size) in blobs {
+                let r = reg.req(reqwest::Method::GET, &format!("/v2/{repo}/blobs/{d}")).send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK, "{repo} {d}");
+                assert_eq!(r.bytes().await.unwrap().len(), *size);
+            }
+        }
+    }
+    let last: Value = reg.req(reqwest::Method::GET, "/api/v1/gc").send().await.unwrap().json().await.unwrap();
+    assert_eq!(last["last_run"]["blobs_deleted"], doomed.len() as u64);
+    assert_eq!(last["last_dry_run"]["dry_run"], true);
+    // A second run finds nothing more.
+    let again = reg.gc(false).await;
+    assert_eq!(again["blobs_deleted"], 0, "{again}");
+
+    // Only administrators may collect.
+    let anon = Client::new().post(format!("{}/api/v1/gc", b.base)).send().await.unwrap();
+    assert_eq!(anon.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Pushes racing garbage collection: fresh images, and images whose blobs are garbage being
+/// collected at that moment (uploaded again, or only announced by HEAD) — every push that
+/// succeeded pulls whole afterwards, and the docker engine's push during GC pulls back.
+#[tokio::test]
+async fn pushes_during_gc_complete_and_pull_afterwards() {
+    require_tools();
+    let b = Berth::start_with_env(&gc_env("2", &[]));
+    let reg = Reg::new(&b);
+    // Garbage to keep GC busy: 1,500 unreferenced blobs, old enough to collect.
+    let garbage: Vec<Vec<u8>> = (0..1500).map(|k| format!("garbage blob {k}").into_bytes()).collect();
+    futures_util::stream::iter(garbage.iter().cloned())
+        .map(|c| {
+            let reg = reg.clone();
+            async move { reg.blob("race/old", &c).await }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The docker engine pushes an image while GC runs.
+    let mut images = Images::new();
+    let name = images.add(format!("{}/gcrace/busybox:1", b.host()));
+    import_busybox(&name);
+    let client = DockerClient::new(&b.host());
+    let login = client.login("admin", ADMIN_PASSWORD);
+    assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
+
+    let gc_loop = {
+        let reg = reg.clone();
+        tokio::spawn(async move {
+            let mut freed = 0;
+            for _ in 0..6 {
+                freed += reg.gc(false).await["blobs_deleted"].as_u64().unwrap();
+            }
+            freed
+        })
+    };
+    let docker_push = {
+        let client_dir = client.config_dir();
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || {
+            run(std::process::Command::new("docker").env("DOCKER_CONFIG", client_dir).args(["push", &name]))
+        })
+    };
+    // Meanwhile over the API: 60 images, a third of them re-using garbage blobs (uploaded
+    // again), a third announcing garbage blobs by HEAD only (they exist in race/old: mount).
+    let mut pushes = Vec::new();
+    for n in 0..60usize {
+        let reg = reg.clone();
+        let reused = garbage[n * 20].clone();
+        pushes.push(tokio::spawn(async move {
+            // The third kind pushes into the garbage repository itself, where the reused blob
+            // is (still) linked, and relies on a HEAD like docker does.
+            let (repo, tag) = if n % 3 == 2 {
+                ("race/old".to_string(), format!("img{n}"))
+            } else {
+                (format!("race/img{n}"), "latest".into())
+            };
+            let own = format!("own layer of racing image {n}").into_bytes();
+            let config = format!("{{\"racing\":{n}}}").into_bytes();
+            let mut blobs =
+                vec![(reg.blob(&repo, &config).await, config.len()), (reg.blob(&repo, &own).await, own.len())];
+            let d = sha256(&reused);
+            match n % 3 {
+                0 => {
+                    reg.blob(&repo, &reused).await;
+                }
+                1 => {
+                    // Cross-repository mount from the garbage repository: linked if the blob is
+                    // still there, else a 202 and a normal upload.
+                    let r = reg
+                        .req(reqwest::Method::POST, &format!("/v2/{repo}/blobs/uploads/?mount={d}&from=race/old"))
+                        .send()
+                        .await
+                        .unwrap();
+                    if r.status() != StatusCode::CREATED {
+                        reg.blob(&repo, &reused).await;
+                    }
+                }
+                _ => {
+                    if reg.status(reqwest::Method::HEAD, &format!("/v2/{repo}/blobs/{d}")).await != StatusCode::OK {
+                        reg.blob(&repo, &reused).await;
+                    }
+                }
+            }
+            blobs.push((d, reused.len()));
+            let r = reg.manifest(&repo, &tag, &blobs).await;
+            let status = r.status();
+            assert_eq!(status, StatusCode::CREATED, "{repo}:{tag}: {}", r.text().await.unwrap());
+            (repo, tag, blobs)
+        }));
+    }
+    let mut pushed = Vec::new();
+    for p in pushes {
+        pushed.push(p.await.unwrap());
+    }
+    let push_out = docker_push.await.unwrap();
+    let freed = gc_loop.await.unwrap();
+    assert!(freed > 1000, "GC ran beside the pushes and freed {freed}");
+    // One more collection after everything settled, then every image pulls whole.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    reg.gc(false).await;
+    for (repo, tag, blobs) in &pushed {
+        assert_eq!(reg.status(reqwest::Method::GET, &format!("/v2/{repo}/manifests/{tag}")).await, StatusCode::OK);
+        for (d, size) in blobs {
+            let r = reg.req(reqwest::Method::GET, &format!("/v2/{repo}/blobs/{d}")).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{repo} {d}");
+            let bytes = r.bytes().await.unwrap();
+            assert_eq!(bytes.len(), *size);
+            assert_eq!(sha256(&bytes), *d);
+            assert!(object_exists(&b, d));
+        }
+    }
+    assert!(push_out.contains("digest: sha256:"), "{push_out}");
+    client.run(&["rmi", &name]);
+    client.run(&["pull", &name]);
+    let out = client.run(&["run", "--rm", &name, "echo", "pulled after gc"]);
+    assert_eq!(out.trim(), "pulled after gc");
+}
+
+/// Each retention rule, dry run first, then applied.
+#[tokio::test]
+async fn retention_policies_each_rule_with_dry_run() {
+    let b = Berth::start_with_env(&gc_env("0", &[("BERTH_GC__PULL_RECORD_SECS", "1")]));
+    let reg = Reg::new(&b);
+    // Per repository: tags t0..t5, each its own image, pushed in order (t5 newest).
+    for repo in ["ret/last", "ret/pattern", "ret/old", "ret/pulled", "other/free"] {
+        for t in 0..6 {
+            let config = format!("{{\"{repo}\":{t}}}").into_bytes();
+            let layer = format!("layer {t} of {repo}").into_bytes();
+            let blobs =
+                vec![(reg.blob(repo, &config).await, config.len()), (reg.blob(repo, &layer).await, layer.len())];
+            assert_eq!(reg.manifest(repo, &format!("t{t}"), &blobs).await.status(), StatusCode::CREATED);
+        }
+        // Push order decides recency; make it unambiguous (same-second pushes).
+        for t in 0..6 {
+            sql(
+                &b,
+                &format!(
+                    "UPDATE tags SET updated_at = updated_at - {} WHERE name = 't{t}' AND repository_id = \
+                 (SELECT id FROM repositories WHERE name = '{repo}')",
+                    (6 - t) * 10
+                ),
+            )
+            .await;
+        }
+    }
+    // ret/old: t0..t2 pushed 40 days ago.
+    sql(
+        &b,
+        "UPDATE tags SET updated_at = updated_at - 40 * 86400 WHERE name IN ('t0', 't1', 't2') \
+             AND repository_id = (SELECT id FROM repositories WHERE name = 'ret/old')",
+    )
+    .await;
+    // ret/pulled: t1 and t3 pulled now (recorded within a second).
+    for t in ["t1", "t3"] {
+        assert_eq!(reg.status(reqwest::Method::GET, &format!("/v2/ret/pulled/manifests/{t}")).await, StatusCode::OK);
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let policies = [
+        json!({"pattern": "ret/last", "keep_last": 2}),
+        json!({"pattern": "ret/pattern", "keep_last": 1, "keep_tags": "t0|t2"}),
+        json!({"pattern": "ret/old", "older_than_days": 30}),
+        json!({"pattern": "ret/pulled", "keep_last": 1, "keep_pulled_days": 7}),
+        json!({"pattern": "ret/*", "keep_last": 100}),
+    ];
+    for p in &policies {
+        let r = reg.req(reqwest::Method::PUT, "/api/v1/retention").json(p).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let bad = reg.req(reqwest::Method::PUT, "/api/v1/retention").json(&json!({"pattern": "x", "keep_last": -1})).send();
+    assert_eq!(bad.await.unwrap().status(), StatusCode::BAD_REQUEST);
+    let listed: Value = reg.req(reqwest::Method::GET, "/api/v1/retention").send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["policies"].as_array().unwrap().len(), 5);
+
+    let mut expected = vec![
+        "ret/last:t0",
+        "ret/last:t1",
+        "ret/last:t2",
+        "ret/last:t3",
+        "ret/pattern:t1",
+        "ret/pattern:t3",
+        "ret/pattern:t4",
+        "ret/old:t0",
+        "ret/old:t1",
+        "ret/old:t2",
+        "ret/pulled:t0",
+        "ret/pulled:t2",
+        "ret/pulled:t4",
+    ];
+    expected.sort();
+    let dry = reg.gc(true).await;
+    let mut listed: Vec<String> = serde_json::from_value(dry["retention"].clone()).unwrap();
+    listed.sort();
+    assert_eq!(listed, expected, "{dry}");
+    assert_eq!(reg.status(reqwest::Method::GET, "/v2/ret/last/manifests/t0").await, StatusCode::OK, "dry run kept it");
+
+    // The CLI's dry run says the same.
+    let out = b.cli(&["gc", "--dry-run"]);
+    assert!(out.contains("would remove 13 tags by retention"), "{out}");
+    assert!(out.contains("ret/pulled:t2"), "{out}");
+
+    let report = reg.gc(false).await;
+    assert_eq!(report["tags_deleted"], 13, "{report}");
+    assert_eq!(report["manifests_deleted"], 13, "{report}");
+    assert_eq!(report["blobs_deleted"], 26, "{report}");
+    for repo in ["ret/last", "ret/pattern", "ret/old", "ret/pulled", "other/free"] {
+        for t in 0..6 {
+            let gone = expected.contains(&format!("{repo}:t{t}").as_str());
+            let status = reg.status(reqwest::Method::GET, &format!("/v2/{repo}/manifests/t{t}")).await;
+            assert_eq!(status, if gone { StatusCode::NOT_FOUND } else { StatusCode::OK }, "{repo}:t{t}");
+        }
+    }
+    // Policies through the CLI too.
+    let out = b.cli(&["retention", "list"]);
+    assert!(out.contains("ret/pattern") && out.contains("t0|t2"), "{out}");
+    b.cli(&["retention", "remove", "ret/*"]);
+    let r = reg.req(reqwest::Method::DELETE, "/api/v1/retention?pattern=ret/last").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let listed: Value = reg.req(reqwest::Method::GET, "/api/v1/retention").send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["policies"].as_array().unwrap().len(), 3);
+}
+
+/// A namespace quota: the docker engine's push is refused with the quota named in its output;
+/// usage shows in the API; a blob already in the namespace does not count twice.
+#[tokio::test]
+async fn quota_refuses_a_docker_push_with_its_message() {
+    require_tools();
+    let b = Berth::start_with_env(&gc_env("3600", &[]));
+    let reg = Reg::new(&b);
+    let small = b"a small layer".to_vec();
+    let d = reg.blob("quota/a", &small).await;
+    let r = reg.req(reqwest::Method::PUT, "/api/v1/namespaces/quota/quota").json(&json!({"max_bytes": 100_000})).send();
+    assert_eq!(r.await.unwrap().status(), StatusCode::OK);
+    let usage: Value =
+        reg.req(reqwest::Method::GET, "/api/v1/namespaces/quota/usage").send().await.unwrap().json().await.unwrap();
+    assert_eq!(usage["used_bytes"], small.len() as u64);
+    assert_eq!(usage["quota_bytes"], 100_000);
+
+    // Over the API: a blob larger than what is left is refused before it is stored.
+    let big = vec![7u8; 150_000];
+    let r = reg
+        .req(reqwest::Method::POST, &format!("/v2/quota/a/blobs/uploads/?digest={}", sha256(&big)))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "DENIED");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("quota of namespace quota"), "{body}");
+    assert!(!object_exists(&b, &sha256(&big)));
+    // Pushing a blob the namespace holds, or mounting it, adds nothing and is allowed.
+    reg.blob("quota/b", &small).await;
+    let r = reg.req(reqwest::Method::POST, &format!("/v2/quota/c/blobs/uploads/?mount={d}&from=quota/a")).send();
+    assert_eq!(r.await.unwrap().status(), StatusCode::CREATED);
+    // Other namespaces are not limited.
+    reg.blob("free/a", &big).await;
+
+    // The docker engine: busybox is about 1 MB, over the quota.
+    let mut images = Images::new();
+    let name = images.add(format!("{}/quota/busybox:1", b.host()));
+    import_busybox(&name);
+    let client = DockerClient::new(&b.host());
+    assert!(client.login("admin", ADMIN_PASSWORD).status.success());
+    let out = client.output(&["push", &name]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "push over quota succeeded: {text}");
+    assert!(text.contains("denied") && text.contains("quota of namespace quota"), "docker output: {text}");
+    // Raised quota: the same push goes through.
+    let r =
+        reg.req(reqwest::Method::PUT, "/api/v1/namespaces/quota/quota").json(&json!({"max_bytes": 50_000_000})).send();
+    assert_eq!(r.await.unwrap().status(), StatusCode::OK);
+    client.run(&["push", &name]);
+    let usage: Value =
+        reg.req(reqwest::Method::GET, "/api/v1/namespaces/quota/usage").send().await.unwrap().json().await.unwrap();
+    assert!(usage["used_bytes"].as_u64().unwrap() > 100_000, "{usage}");
+    let out = b.cli(&["quota", "show", "quota"]);
+    assert!(out.contains("of 50000000 bytes used"), "{out}");
+}
+
+/// The mirror's cache cap evicts the least recently pulled mirrored images (never local pushes)
+/// and an evicted image is fetched again on the next pull.
+#[tokio::test]
+async fn mirror_cache_cap_evicts_least_recently_pulled() {
+    let upstream = Berth::start();
+    let up = Reg { c: client(), base: upstream.base.clone() };
+    // Three upstream images of ~100 KB each.
+    let mut sizes = HashMap::new();
+    for name in ["a", "b", "c"] {
+        let config = format!("{{\"image\":\"{name}\"}}").into_bytes();
+        let layer: Vec<u8> = (0..100_000u32).map(|i| (i as u8) ^ name.as_bytes()[0]).collect();
+        let blobs = vec![
+            (up.blob(&format!("lib/{name}"), &config).await, config.len()),
+            (up.blob(&format!("lib/{name}"), &layer).await, layer.len()),
+        ];
+        assert_eq!(up.manifest(&format!("lib/{name}"), "1", &blobs).await.status(), StatusCode::CREATED);
+        sizes.insert(name, blobs);
+    }
+    let toml = format!(
+        "[mirror]\nenabled = true\nmax_cache_bytes = 250000\n\n[[mirror.upstreams]]\nname = \"up\"\nurl = {:?}\n",
+        upstream.base
+    );
+    let mirror = Berth::start_with_config(
+        &toml,
+        &[
+            ("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD),
+            ("BERTH_GC__ENABLED", "false"),
+            ("BERTH_GC__GRACE_SECS", "1"),
+            ("BERTH_GC__PULL_RECORD_SECS", "1"),
+        ],
+    );
+    let m = Reg::new(&mirror);
+    let pull = |name: &'static str| {
+        let m = m.clone();
+        let blobs = sizes[name].clone();
+        async move {
+            let r = m.req(reqwest::Method::GET, &format!("/v2/up/lib/{name}/manifests/1")).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "pull {name}");
+            for (d, size) in &blobs {
+                let r = m.req(reqwest::Method::GET, &format!("/v2/up/lib/{name}/blobs/{d}")).send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                assert_eq!(r.bytes().await.unwrap().len(), *size);
+            }
+        }
+    };
+    // A local push of similar size on the mirror: never evicted.
+    let local_layer = vec![3u8; 100_000];
+    let local = vec![(m.blob("mine/app", b"{}").await, 2), (m.blob("mine/app", &local_layer).await, local_layer.len())];
+    assert_eq!(m.manifest("mine/app", "1", &local).await.status(), StatusCode::CREATED);
+    // Pulled in the order a, b, c, then a again: b is the least recently pulled.
+    for name in ["a", "b", "c"] {
+        pull(name).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    pull("a").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await; // pull times recorded, grace passed
+
+    let report = m.gc(false).await;
+    assert_eq!(report["mirror_manifests_evicted"], 1, "{report}");
+    assert!(report["evicted"][0].as_str().unwrap().starts_with("up/lib/b@"), "{report}");
+    for (d, _) in &sizes["b"] {
+        assert!(!object_exists(&mirror, d), "b's blobs are evicted");
+    }
+    for name in ["a", "c"] {
+        for (d, _) in &sizes[name] {
+            assert!(object_exists(&mirror, d), "{name} stays");
+        }
+    }
+    for (d, _) in &local {
+        assert!(object_exists(&mirror, d), "local pushes are never evicted");
+    }
+    // Under the cap now: nothing more goes; b comes back from upstream on the next pull.
+    let again = m.gc(false).await;
+    assert_eq!(again["mirror_manifests_evicted"], 0, "{again}");
+    pull("b").await;
+}
