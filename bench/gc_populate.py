@@ -112,7 +112,8 @@ def run(hostport, images, layers, orphans, threads):
 
     run_all(delete_worker)
     blobs = images * (1 + layers) + min(images, 100) + orphans
-    garbage = (images + 1) // 2 * (1 + layers) + orphans
+    kept_repos = {i % 100 for i in range(images) if i % 2 == 1}
+    garbage = (images + 1) // 2 * (1 + layers) + orphans + (min(images, 100) - len(kept_repos))
     print(f"blobs={blobs} garbage={garbage} seconds={time.perf_counter() - t0:.1f}")
 
 

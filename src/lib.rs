@@ -15,3 +15,4 @@ pub mod ops;
 pub mod registry;
 pub mod server;
 pub mod storage;
+pub mod ui;

@@ -108,7 +108,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
         if let Some(auth) = &auth_data {
             app = app.app_data(auth.clone()).configure(api::token::configure).configure(api::admin::configure);
         }
-        app
+        // The web UI at `/`, after the API so `/v2`, `/token` and `/api/v1` keep their routes.
+        app.configure(crate::ui::configure)
     })
     // SIGTERM/SIGINT: stop accepting, let requests in flight finish (up to this), then return.
     .shutdown_timeout(config.shutdown_timeout_secs)

@@ -265,6 +265,18 @@ async fn gc_removes_exactly_the_unreferenced_of_1000_blobs() {
     // A second run finds nothing more.
     let again = reg.gc(false).await;
     assert_eq!(again["blobs_deleted"], 0, "{again}");
+    // /metrics counts the three real runs (not the dry one) and the bytes they freed.
+    let text = Client::new().get(format!("{}/metrics", b.base)).send().await.unwrap().text().await.unwrap();
+    let metric = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(metric("berth_gc_runs_total"), 3.0);
+    assert_eq!(metric("berth_gc_freed_bytes_total"), doomed_bytes as f64);
 
     // Only administrators may collect.
     let anon = Client::new().post(format!("{}/api/v1/gc", b.base)).send().await.unwrap();
@@ -386,6 +398,43 @@ async fn pushes_during_gc_complete_and_pull_afterwards() {
         }
     }
     assert!(push_out.contains("digest: sha256:"), "{push_out}");
+
+    // The same interleavings, in a fixed order: old unreferenced blobs that a client is told
+    // exist (HEAD), mounts, or uploads again, then a collection, then the manifest. The push
+    // must win each time; an untouched blob of the same age is collected.
+    let contents: Vec<Vec<u8>> = (0..4).map(|k| format!("sequenced blob {k}").into_bytes()).collect();
+    let mut seq = Vec::new();
+    for c in &contents {
+        seq.push((reg.blob("race/seq", c).await, c.len()));
+    }
+    for table in ["blobs", "repository_blobs"] {
+        sql(
+            &b,
+            &format!(
+                "UPDATE {table} SET created_at = created_at - 600 WHERE digest IN ('{}', '{}', '{}', '{}')",
+                seq[0].0, seq[1].0, seq[2].0, seq[3].0
+            ),
+        )
+        .await;
+    }
+    assert_eq!(reg.status(reqwest::Method::HEAD, &format!("/v2/race/seq/blobs/{}", seq[0].0)).await, StatusCode::OK);
+    let mount = format!("/v2/race/seq-mount/blobs/uploads/?mount={}&from=race/seq", seq[1].0);
+    assert_eq!(reg.status(reqwest::Method::POST, &mount).await, StatusCode::CREATED);
+    reg.blob("race/seq-again", &contents[2]).await;
+    reg.gc(false).await;
+    for (repo, blob) in [("race/seq", &seq[0]), ("race/seq-mount", &seq[1]), ("race/seq-again", &seq[2])] {
+        let config = (reg.blob(repo, b"{\"seq\":1}").await, 9);
+        let r = reg.manifest(repo, "1", &[config, blob.clone()]).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{repo}: {}", r.text().await.unwrap());
+        let r = reg.req(reqwest::Method::GET, &format!("/v2/{repo}/blobs/{}", blob.0)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(sha256(&r.bytes().await.unwrap()), blob.0);
+    }
+    assert_eq!(
+        reg.status(reqwest::Method::HEAD, &format!("/v2/race/seq/blobs/{}", seq[3].0)).await,
+        StatusCode::NOT_FOUND
+    );
+    assert!(!object_exists(&b, &seq[3].0), "the untouched old blob is collected");
     client.run(&["rmi", &name]);
     client.run(&["pull", &name]);
     let out = client.run(&["run", "--rm", &name, "echo", "pulled after gc"]);
@@ -629,4 +678,72 @@ async fn mirror_cache_cap_evicts_least_recently_pulled() {
     let again = m.gc(false).await;
     assert_eq!(again["mirror_manifests_evicted"], 0, "{again}");
     pull("b").await;
+}
+
+/// Writes an object straight into the blob store (a crash's leftover), by key.
+fn put_object(b: &Berth, key: &str, data: &[u8]) {
+    match b.backend() {
+        Backend::FsSqlite => {
+            let path = b.data_path().join("storage").join(key);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, data).unwrap();
+        }
+        Backend::S3Postgres { endpoint, bucket, prefix, .. } => {
+            let tmp = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(tmp.path(), data).unwrap();
+            let url = format!("{endpoint}/{bucket}/{prefix}/{key}");
+            run(std::process::Command::new("curl")
+                .args(["-sf", "-X", "PUT", "--data-binary"])
+                .arg(format!("@{}", tmp.path().display()))
+                .arg(&url));
+        }
+    }
+}
+
+/// Expired upload sessions go with their stored bytes; objects without a database row (a crash
+/// between storing and recording, an upload file without its session) go once older than the
+/// grace period; everything younger stays.
+#[tokio::test]
+async fn expired_uploads_and_leftover_objects() {
+    let b = Berth::start_with_env(&gc_env("2", &[("BERTH_GC__UPLOAD_EXPIRY_SECS", "2")]));
+    let reg = Reg::new(&b);
+    // A session with some bytes, then abandoned.
+    let r = reg.req(reqwest::Method::POST, "/v2/left/app/blobs/uploads/").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let path = location.trim_start_matches(&b.base).to_string();
+    let r = reg.req(reqwest::Method::PATCH, &path).body(vec![1u8; 10_000]).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // Leftovers: a blob object no row records, an upload object no session owns.
+    let orphan = b"an object whose row was never written".to_vec();
+    let od = sha256(&orphan);
+    let hex = od.trim_start_matches("sha256:");
+    put_object(&b, &format!("blobs/sha256/{}/{hex}", &hex[..2]), &orphan);
+    put_object(&b, "_uploads/0b1d2c3e-leftover", b"half an upload");
+    // A real blob, referenced, must stay.
+    let kept = reg.blob("left/app", b"{}").await;
+    assert_eq!(reg.manifest("left/app", "1", &[(kept.clone(), 2)]).await.status(), StatusCode::CREATED);
+
+    let young = reg.gc(false).await;
+    assert_eq!(young["uploads_removed"], 0, "{young}");
+    assert_eq!(young["orphans_deleted"], 0, "{young}");
+    assert!(object_exists(&b, &od));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let dry = reg.gc(true).await;
+    assert_eq!(dry["uploads_removed"], 1, "{dry}");
+    assert_eq!(dry["orphans_deleted"], 2, "{dry}");
+    let report = reg.gc(false).await;
+    assert_eq!(report["uploads_removed"], 1, "{report}");
+    assert_eq!(report["orphans_deleted"], 2, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(!object_exists(&b, &od));
+    assert_eq!(b.upload_leftovers(), 0, "upload data is gone");
+    let r = reg.req(reqwest::Method::GET, &path).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(object_exists(&b, &kept));
+    assert_eq!(reg.status(reqwest::Method::GET, &format!("/v2/left/app/blobs/{kept}")).await, StatusCode::OK);
+    // The leftover's digest can be pushed normally afterwards.
+    reg.blob("left/app", &orphan).await;
+    assert!(object_exists(&b, &od));
 }

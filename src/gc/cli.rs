@@ -88,6 +88,7 @@ pub fn print_report(r: &GcReport) {
     println!("  {verb} {} manifests", r.manifests_deleted);
     println!("  {verb} {} blob links", r.links_removed);
     println!("  {verb} {} blobs, {} bytes", r.blobs_deleted, r.bytes_freed);
+    println!("  {verb} {} leftover objects (no database row)", r.orphans_deleted);
     if r.errors > 0 {
         println!("  {} objects could not be deleted (kept; see the log)", r.errors);
     }

@@ -6,7 +6,8 @@
 //! (tags, and the manifests they leave unreachable); mirror eviction above
 //! `mirror.max_cache_bytes` (least recently pulled mirrored manifests); unreachable manifests
 //! (with `gc.delete_untagged`); repository↔blob links no manifest references; blobs no
-//! repository links (row marked, object deleted, row deleted).
+//! repository links (row marked, object deleted, row deleted); objects the database does not
+//! know (crash leftovers), once older than the grace period.
 //!
 //! **Safety rule.** Nothing younger than the grace period (`gc.grace_secs`, counted from the
 //! row's `created_at`) is collected, and every delete re-checks its condition — still old,
@@ -69,6 +70,9 @@ pub struct GcReport {
     pub blobs_deleted: u64,
     /// Bytes of the deleted blobs.
     pub bytes_freed: u64,
+    /// Objects the database did not know (a blob object without its row, upload data without
+    /// its session: leftovers of crashes), deleted once older than the grace period.
+    pub orphans_deleted: u64,
     /// Objects that could not be deleted (kept, retried next run).
     pub errors: u64,
     /// `repository:tag` removed by retention (at most 1,000 listed).
@@ -167,8 +171,11 @@ impl Collector {
         let json = serde_json::to_string(&report).map_err(|e| RegistryError::internal("gc report", e))?;
         meta.save_gc_report(if dry_run { "dry_run" } else { "run" }, &json).await?;
         if !dry_run {
-            let freed = report.blobs_deleted + report.manifests_deleted + report.mirror_manifests_evicted;
-            crate::ops::metrics::global().record_gc_run(freed, report.bytes_freed, started.elapsed());
+            crate::ops::metrics::global().record_gc_run(
+                report.blobs_deleted + report.manifests_deleted,
+                report.bytes_freed,
+                started.elapsed(),
+            );
         }
         tracing::info!(
             dry_run,
@@ -178,6 +185,7 @@ impl Collector {
             evicted = report.mirror_manifests_evicted,
             links = report.links_removed,
             blobs = report.blobs_deleted,
+            orphans = report.orphans_deleted,
             bytes = report.bytes_freed,
             errors = report.errors,
             ms = report.duration_ms,
@@ -232,6 +240,86 @@ impl Collector {
         progress(&format!("unreferenced blob links removed: {}", report.links_removed));
         self.blobs(report, cutoff, progress).await?;
         progress(&format!("blobs deleted: {} ({} bytes)", report.blobs_deleted, report.bytes_freed));
+        self.orphans(report, cutoff).await?;
+        progress(&format!("leftover objects deleted: {}", report.orphans_deleted));
+        Ok(())
+    }
+
+    /// Objects the database does not know: blob objects without a row (a crash between storing
+    /// and recording) once older than the grace period, upload data without a session once
+    /// older than the upload expiry (a push writes the row right after the object). A blob
+    /// object is claimed first with a row marked `deleting` (a push of the same blob waits for
+    /// it), and deleted only if it was not rewritten meanwhile.
+    async fn orphans(&self, report: &mut GcReport, cutoff: i64) -> Result<()> {
+        let meta = &self.registry.meta;
+        let blobs = &self.registry.blobs;
+        let run = format!("gc-{}", self.holder);
+        let mut listing = blobs.list(true).chunks(BATCH as usize);
+        while let Some(page) = listing.next().await {
+            let mut found: Vec<(String, String)> = Vec::new(); // (digest, key)
+            for item in page {
+                let (key, modified) = item?;
+                if modified >= cutoff {
+                    continue;
+                }
+                let parts: Vec<&str> = key.split('/').collect();
+                if let [_, alg, _, hex] = parts[..]
+                    && let Ok(d) = format!("{alg}:{hex}").parse::<Digest>()
+                {
+                    found.push((d.to_string(), key.clone()));
+                }
+            }
+            let digests: Vec<String> = found.iter().map(|(d, _)| d.clone()).collect();
+            let known = meta.known_blobs(&digests).await?;
+            for (digest, key) in found.into_iter().filter(|(d, _)| !known.contains(d)) {
+                if report.dry_run {
+                    report.orphans_deleted += 1;
+                    continue;
+                }
+                if !meta.claim_orphan(&digest, &run).await? {
+                    continue;
+                }
+                if let Some(modified) = blobs.modified(&key).await?
+                    && modified < cutoff
+                {
+                    match blobs.delete_key(&key).await {
+                        Ok(()) => report.orphans_deleted += 1,
+                        Err(e) => {
+                            tracing::warn!(%key, error = %e, "could not delete a leftover object");
+                            report.errors += 1;
+                        }
+                    }
+                }
+                meta.delete_marked_blobs(&[digest], &run).await?;
+            }
+            self.renew(report.dry_run).await?;
+        }
+        let upload_cutoff = now() - self.config.upload_expiry_secs as i64;
+        let mut listing = blobs.list(false).chunks(BATCH as usize);
+        while let Some(page) = listing.next().await {
+            let mut found: Vec<(String, String)> = Vec::new(); // (upload id, key)
+            for item in page {
+                let (key, modified) = item?;
+                if let Some(id) = key.strip_prefix("_uploads/").and_then(|k| k.split('/').next())
+                    && modified < upload_cutoff
+                {
+                    found.push((id.to_string(), key.clone()));
+                }
+            }
+            let ids: Vec<String> = found.iter().map(|(i, _)| i.clone()).collect();
+            let known = meta.known_uploads(&ids).await?;
+            for (_, key) in found.into_iter().filter(|(i, _)| !known.contains(i)) {
+                if !report.dry_run
+                    && let Err(e) = blobs.delete_key(&key).await
+                {
+                    tracing::warn!(%key, error = %e, "could not delete a leftover upload object");
+                    report.errors += 1;
+                    continue;
+                }
+                report.orphans_deleted += 1;
+            }
+            self.renew(report.dry_run).await?;
+        }
         Ok(())
     }
 

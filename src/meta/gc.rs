@@ -353,6 +353,47 @@ impl Meta {
         Ok(row.map(|r| r.get::<Option<String>, _>(0).is_some()))
     }
 
+    /// Those of `digests` that have a blob row.
+    pub async fn known_blobs(&self, digests: &[String]) -> Result<std::collections::HashSet<String>> {
+        if digests.is_empty() {
+            return Ok(Default::default());
+        }
+        let sql = format!("SELECT digest FROM blobs WHERE digest IN ({})", placeholders(1, digests.len()));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for d in digests {
+            q = q.bind(d);
+        }
+        Ok(q.fetch_all(self.pool()).await?.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
+    /// Claims an object that has no blob row for deletion: inserts a row already marked
+    /// `deleting` by `run` (a push of the same blob then waits for it). False if a row exists.
+    pub async fn claim_orphan(&self, digest: &str, run: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO blobs (digest, size, created_at, deleting) VALUES ($1, 0, $2, $3) \
+             ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(digest)
+        .bind(now())
+        .bind(run)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Those of `ids` that are upload sessions.
+    pub async fn known_uploads(&self, ids: &[String]) -> Result<std::collections::HashSet<String>> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let sql = format!("SELECT id FROM uploads WHERE id IN ({})", placeholders(1, ids.len()));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for d in ids {
+            q = q.bind(d);
+        }
+        Ok(q.fetch_all(self.pool()).await?.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
     // ---- pulls ------------------------------------------------------------------------------
 
     /// Records pull times: `(repository name, manifest digest, time)`.
@@ -593,3 +634,22 @@ const UNREACHABLE: &str = "m.created_at < $3 \
                      AND r.child_digest = m.digest AND r.kind = 'manifest') \
      AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repository_id = m.repository_id \
                                           AND s.digest = m.subject))";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_lease_holder_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display())).await.unwrap();
+        assert!(meta.acquire_lease("gc", "node-a", 300).await.unwrap());
+        assert!(!meta.acquire_lease("gc", "node-b", 300).await.unwrap(), "held by a");
+        assert!(meta.acquire_lease("gc", "node-a", 300).await.unwrap(), "a renews");
+        meta.release_lease("gc", "node-b").await.unwrap(); // not b's to release
+        assert!(!meta.acquire_lease("gc", "node-b", 300).await.unwrap());
+        meta.release_lease("gc", "node-a").await.unwrap();
+        assert!(meta.acquire_lease("gc", "node-b", -1).await.unwrap(), "free after release");
+        assert!(meta.acquire_lease("gc", "node-a", 300).await.unwrap(), "b's lease expired");
+    }
+}

@@ -7,6 +7,7 @@
 mod accounts;
 mod gc;
 mod ops;
+mod ui;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,6 +20,7 @@ use crate::oci::{Digest, ParsedManifest};
 pub use accounts::{Account, AccountSecret, Namespace, NewAccount, TokenRecord};
 pub use gc::{RetentionPolicy, TagInfo};
 pub use ops::{AuditEntry, Delivery, Outcome, Webhook, now_millis};
+pub use ui::{RepositorySummary, TagSummary, UiSession, like_escape};
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -162,6 +162,39 @@ impl BlobStore {
         }
     }
 
+    /// Every object under `blobs/` (with `blobs = true`) or `_uploads/`, as
+    /// `(key relative to the store's prefix, last modified in Unix seconds)`.
+    pub fn list(&self, blobs: bool) -> BoxStream<'static, Result<(String, i64)>> {
+        let prefix = Path::from(format!("{}{}", self.prefix, if blobs { "blobs" } else { "_uploads" }));
+        let strip = self.prefix.clone();
+        self.store
+            .list(Some(&prefix))
+            .filter(|m| std::future::ready(!matches!(m, Err(object_store::Error::NotFound { .. }))))
+            .map(move |m| {
+                let m = m?;
+                let key = m.location.as_ref().strip_prefix(strip.as_str()).unwrap_or(m.location.as_ref()).to_string();
+                Ok((key, m.last_modified.timestamp()))
+            })
+            .boxed()
+    }
+
+    /// When an object was last written (Unix seconds), if it exists.
+    pub async fn modified(&self, key: &str) -> Result<Option<i64>> {
+        match self.store.head(&Path::from(format!("{}{key}", self.prefix))).await {
+            Ok(m) => Ok(Some(m.last_modified.timestamp())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes an object by key (garbage collection of leftovers only).
+    pub async fn delete_key(&self, key: &str) -> Result<()> {
+        match self.store.delete(&Path::from(format!("{}{key}", self.prefix))).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Streams a blob, or the byte range of it.
     pub async fn read(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream> {
         let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };

@@ -181,7 +181,10 @@ impl UploadWriter for LocalWriter {
 #[async_trait]
 impl UploadBackend for LocalUploads {
     async fn create(&self, id: &str) -> Result<Option<String>> {
-        tokio::fs::File::create(self.file(id)?).await?;
+        let path = self.file(id)?;
+        // The folder may have been removed (the blob store drops empty folders after deletes).
+        tokio::fs::create_dir_all(&self.dir).await?;
+        tokio::fs::File::create(path).await?;
         Ok(None)
     }
 

@@ -1,0 +1,531 @@
+//! Account pages: settings (password, personal access tokens), namespaces (visibility,
+//! members, robots) and administration (users, robots, organisations, the mirror). Every
+//! change goes through the `AuthService` management functions the API and the CLI use, after
+//! the same checks as `/api/v1` (admins; managers of a namespace).
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, web};
+use askama::Template;
+use serde::Deserialize;
+
+use super::format::{ago, size, time};
+use super::session::CsrfForm;
+use super::{Layout, UiError, UiResult, Viewer, page, see_other};
+use crate::auth::Action;
+use crate::auth::service::{ROLES, SCOPES, client_addr};
+use crate::error::RegistryError;
+use crate::meta::{Account, TokenRecord};
+
+pub struct TokenRow {
+    id: i64,
+    name: String,
+    scope: String,
+    pattern: String,
+    created: String,
+    expires: String,
+    last_used: String,
+}
+
+fn token_row(t: &TokenRecord) -> TokenRow {
+    TokenRow {
+        id: t.id,
+        name: t.name.clone(),
+        scope: t.scope.clone(),
+        pattern: t.repository_pattern.clone().unwrap_or_default(),
+        created: time(t.created_at),
+        expires: t.expires_at.map(time).unwrap_or_else(|| "never".into()),
+        last_used: t.last_used_at.map(ago).unwrap_or_else(|| "never".into()),
+    }
+}
+
+/// A secret shown once, right after it was made.
+pub struct Shown {
+    what: String,
+    account: String,
+    secret: String,
+    /// The registry, for the `docker login` hint.
+    host: String,
+}
+
+pub struct NsRow {
+    name: String,
+    kind: String,
+    public: bool,
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+struct SettingsPage {
+    l: Layout,
+    host: String,
+    account: Account,
+    tokens: Vec<TokenRow>,
+    namespaces: Vec<NsRow>,
+    shown: Option<Shown>,
+    scopes: &'static [&'static str],
+}
+
+#[derive(Deserialize)]
+pub struct OkQuery {
+    ok: Option<String>,
+}
+
+async fn visible_namespaces(v: &Viewer) -> Result<Vec<NsRow>, UiError> {
+    let auth = v.auth()?;
+    let mut out = Vec::new();
+    for ns in auth.meta.namespaces().await? {
+        let visible = ns.public
+            || auth.may_manage(&v.who, &ns.name).await?
+            || auth.allowed(&v.who, &format!("{}/x", ns.name)).await?.contains(Action::Pull);
+        if visible {
+            out.push(NsRow { name: ns.name, kind: ns.kind, public: ns.public });
+        }
+    }
+    Ok(out)
+}
+
+async fn settings_page(v: &Viewer, ok: Option<&str>, shown: Option<Shown>) -> UiResult {
+    let name = v.require_login()?.to_string();
+    let auth = v.auth()?;
+    let account = v.who.account.clone().ok_or_else(|| UiError::Login(v.path.clone()))?;
+    let tokens = auth.tokens_of(&name).await?.iter().map(token_row).collect();
+    let p = SettingsPage {
+        l: v.layout("Account settings", ok),
+        host: v.host.clone(),
+        account,
+        tokens,
+        namespaces: visible_namespaces(v).await?,
+        shown,
+        scopes: &SCOPES,
+    };
+    page(v, StatusCode::OK, &p)
+}
+
+pub async fn settings(v: Viewer, q: web::Query<OkQuery>) -> UiResult {
+    settings_page(&v, q.ok.as_deref(), None).await
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    current: String,
+    #[serde(default)]
+    new: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+pub async fn change_password(v: Viewer, req: HttpRequest, form: web::Form<PasswordForm>) -> UiResult {
+    let name = v.require_login()?.to_string();
+    v.check_csrf(&form.csrf)?;
+    let auth = v.auth()?;
+    if form.new != form.confirm {
+        return Err(RegistryError::Invalid("the new password and its confirmation differ".into()).into());
+    }
+    auth.login(&name, &form.current, &client_addr(&req)).await.map_err(|e| match e {
+        RegistryError::Unauthorized { .. } => RegistryError::Denied("the current password is wrong".into()),
+        other => other,
+    })?;
+    auth.set_password(&name, &form.new).await?;
+    if let Some(a) = &v.who.account {
+        auth.meta.delete_ui_sessions_of(a.id, v.session_hash()).await?;
+    }
+    Ok(see_other("/settings?ok=password"))
+}
+
+#[derive(Deserialize)]
+pub struct TokenForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    scope: String,
+    #[serde(default)]
+    pattern: String,
+    #[serde(default)]
+    expires_days: String,
+}
+
+fn expires(days: &str) -> Result<Option<u32>, UiError> {
+    let days = days.trim();
+    if days.is_empty() || days == "0" {
+        return Ok(None);
+    }
+    days.parse::<u32>()
+        .ok()
+        .filter(|d| *d <= 3650)
+        .map(Some)
+        .ok_or_else(|| RegistryError::Invalid("expiry: a number of days up to 3650, or empty for never".into()).into())
+}
+
+pub async fn create_token(v: Viewer, form: web::Form<TokenForm>) -> UiResult {
+    let name = v.require_login()?.to_string();
+    v.check_csrf(&form.csrf)?;
+    let auth = v.auth()?;
+    let pattern = form.pattern.trim();
+    let (record, secret) =
+        auth.create_token(&name, form.name.trim(), &form.scope, Some(pattern), expires(&form.expires_days)?).await?;
+    let shown = Shown { what: format!("Token {:?}", record.name), account: name, secret, host: v.host.clone() };
+    settings_page(&v, None, Some(shown)).await
+}
+
+pub async fn revoke_token(v: Viewer, id: web::Path<i64>, form: web::Form<CsrfForm>) -> UiResult {
+    let name = v.require_login()?.to_string();
+    v.check_csrf(&form.csrf)?;
+    v.auth()?.revoke_token(*id, Some(&name)).await?;
+    Ok(see_other("/settings?ok=revoked"))
+}
+
+// ---- namespaces -----------------------------------------------------------------------------
+
+pub struct RobotRow {
+    name: String,
+    namespace: String,
+    role: String,
+    disabled: bool,
+    tokens: Vec<TokenRow>,
+}
+
+#[derive(Template)]
+#[template(path = "namespace.html")]
+struct NamespacePage {
+    l: Layout,
+    name: String,
+    kind: String,
+    public: bool,
+    members: Vec<(String, String)>,
+    robots: Vec<RobotRow>,
+    may_manage: bool,
+    repositories: i64,
+    size: String,
+    shown: Option<Shown>,
+    roles: &'static [&'static str],
+    scopes: &'static [&'static str],
+}
+
+async fn robots_in(v: &Viewer, namespace: Option<&str>) -> Result<Vec<RobotRow>, UiError> {
+    let auth = v.auth()?;
+    let mut out = Vec::new();
+    for r in auth.meta.accounts(Some("robot")).await? {
+        let ns = r.robot_namespace.clone().unwrap_or_default();
+        if namespace.is_some_and(|n| n != ns) {
+            continue;
+        }
+        let tokens = auth.tokens_of(&r.name).await?.iter().map(token_row).collect();
+        out.push(RobotRow {
+            name: r.name,
+            namespace: ns,
+            role: r.robot_role.unwrap_or_default(),
+            disabled: r.disabled,
+            tokens,
+        });
+    }
+    Ok(out)
+}
+
+async fn namespace_page(v: &Viewer, ns: &str, ok: Option<&str>, shown: Option<Shown>) -> UiResult {
+    let auth = v.auth()?;
+    let hidden = || v.hidden(&format!("the namespace {ns}"));
+    let namespace = auth.meta.namespace(ns).await?.ok_or_else(hidden)?;
+    let may_manage = auth.may_manage(&v.who, ns).await?;
+    if !may_manage && !namespace.public && !auth.allowed(&v.who, &format!("{ns}/x")).await?.contains(Action::Pull) {
+        return Err(hidden());
+    }
+    let (repositories, bytes) = auth.meta.ui_namespace_usage(ns).await?;
+    let p = NamespacePage {
+        l: v.layout(format!("Namespace {ns}"), ok),
+        name: namespace.name,
+        kind: namespace.kind,
+        public: namespace.public,
+        members: auth.meta.members(ns).await?,
+        robots: if may_manage { robots_in(v, Some(ns)).await? } else { Vec::new() },
+        may_manage,
+        repositories,
+        size: size(bytes),
+        shown,
+        roles: &ROLES,
+        scopes: &SCOPES,
+    };
+    page(v, StatusCode::OK, &p)
+}
+
+pub async fn namespace(v: Viewer, ns: web::Path<String>, q: web::Query<OkQuery>) -> UiResult {
+    namespace_page(&v, &ns, q.ok.as_deref(), None).await
+}
+
+/// The viewer, if it may manage `ns` (after the CSRF check).
+async fn manager(v: &Viewer, ns: &str, csrf: &str) -> Result<(), UiError> {
+    v.require_login()?;
+    v.check_csrf(csrf)?;
+    if !v.auth()?.may_manage(&v.who, ns).await? {
+        return Err(RegistryError::Denied(format!("you may not manage {ns}")).into());
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+pub struct VisibilityForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    public: String,
+}
+
+pub async fn set_visibility(v: Viewer, ns: web::Path<String>, form: web::Form<VisibilityForm>) -> UiResult {
+    manager(&v, &ns, &form.csrf).await?;
+    v.auth()?.set_visibility(&ns, form.public == "true").await?;
+    Ok(see_other(&format!("/ns/{ns}?ok=visibility")))
+}
+
+#[derive(Deserialize)]
+pub struct MemberForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    account: String,
+    /// A role, or `remove`.
+    #[serde(default)]
+    role: String,
+}
+
+pub async fn set_member(v: Viewer, ns: web::Path<String>, form: web::Form<MemberForm>) -> UiResult {
+    manager(&v, &ns, &form.csrf).await?;
+    let role = (form.role != "remove").then_some(form.role.as_str());
+    v.auth()?.set_member(&ns, form.account.trim(), role).await?;
+    Ok(see_other(&format!("/ns/{ns}?ok=member")))
+}
+
+#[derive(Deserialize)]
+pub struct RobotForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    role: String,
+    /// Where to go back to: `admin` or the namespace page.
+    #[serde(default)]
+    back: String,
+}
+
+pub async fn create_robot(v: Viewer, form: web::Form<RobotForm>) -> UiResult {
+    let ns = form.namespace.trim();
+    manager(&v, ns, &form.csrf).await?;
+    v.auth()?.create_robot(ns, form.name.trim(), &form.role).await?;
+    Ok(see_other(&if form.back == "admin" { "/admin?ok=robot".to_string() } else { format!("/ns/{ns}?ok=robot") }))
+}
+
+/// A robot and its namespace, if the viewer may manage it.
+async fn managed_robot(v: &Viewer, name: &str, csrf: &str) -> Result<Account, UiError> {
+    let robot = v.auth()?.meta.account(name).await?.map(|a| a.account).filter(|a| a.kind == "robot");
+    let robot = robot.ok_or_else(|| RegistryError::NotFound(format!("no robot {name}")))?;
+    manager(v, robot.robot_namespace.as_deref().unwrap_or_default(), csrf).await?;
+    Ok(robot)
+}
+
+pub async fn create_robot_token(v: Viewer, name: web::Path<String>, form: web::Form<TokenForm>) -> UiResult {
+    let robot = managed_robot(&v, &name, &form.csrf).await?;
+    let (record, secret) = v
+        .auth()?
+        .create_token(
+            &robot.name,
+            form.name.trim(),
+            &form.scope,
+            Some(form.pattern.trim()),
+            expires(&form.expires_days)?,
+        )
+        .await?;
+    let shown = Shown {
+        what: format!("Token {:?} of the robot {}", record.name, robot.name),
+        account: robot.name.clone(),
+        secret,
+        host: v.host.clone(),
+    };
+    namespace_page(&v, robot.robot_namespace.as_deref().unwrap_or_default(), None, Some(shown)).await
+}
+
+pub async fn delete_robot(v: Viewer, name: web::Path<String>, form: web::Form<CsrfForm>) -> UiResult {
+    let robot = managed_robot(&v, &name, &form.csrf).await?;
+    v.auth()?.delete_account(&robot.name).await?;
+    Ok(see_other(&format!("/ns/{}?ok=robot-deleted", robot.robot_namespace.unwrap_or_default())))
+}
+
+// ---- administration -------------------------------------------------------------------------
+
+pub struct UserRow {
+    name: String,
+    admin: bool,
+    disabled: bool,
+    created: String,
+    last_login: String,
+    is_me: bool,
+}
+
+pub struct UpstreamRow {
+    name: String,
+    url: String,
+    default: bool,
+    tag_ttl: u64,
+    repositories: i64,
+    size: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin.html")]
+struct AdminPage {
+    l: Layout,
+    users: Vec<UserRow>,
+    robots: Vec<RobotRow>,
+    orgs: Vec<NsRow>,
+    mirror_on: bool,
+    upstreams: Vec<UpstreamRow>,
+    shown: Option<Shown>,
+    roles: &'static [&'static str],
+}
+
+fn require_admin(v: &Viewer) -> Result<(), UiError> {
+    v.require_login()?;
+    if !v.who.is_admin() {
+        return Err(RegistryError::Denied("administrators only".into()).into());
+    }
+    Ok(())
+}
+
+async fn admin_page(v: &Viewer, ok: Option<&str>, shown: Option<Shown>) -> UiResult {
+    require_admin(v)?;
+    let auth = v.auth()?;
+    let me = v.name().unwrap_or_default();
+    let users = auth
+        .meta
+        .accounts(Some("user"))
+        .await?
+        .into_iter()
+        .map(|a| UserRow {
+            is_me: a.name == me,
+            created: time(a.created_at),
+            last_login: a.last_login_at.map(ago).unwrap_or_else(|| "never".into()),
+            name: a.name,
+            admin: a.is_admin,
+            disabled: a.disabled,
+        })
+        .collect();
+    let orgs = auth
+        .meta
+        .namespaces()
+        .await?
+        .into_iter()
+        .filter(|n| n.kind == "org")
+        .map(|n| NsRow { name: n.name, kind: n.kind, public: n.public })
+        .collect();
+    let mut upstreams = Vec::new();
+    if let Some(m) = &v.svc.mirror {
+        for u in &m.config.upstreams {
+            let (repositories, bytes) = auth.meta.ui_namespace_usage(&u.name).await?;
+            upstreams.push(UpstreamRow {
+                name: u.name.clone(),
+                url: u.url.clone(),
+                default: m.config.default_upstream == u.name,
+                tag_ttl: u.tag_ttl_secs,
+                repositories,
+                size: size(bytes),
+            });
+        }
+    }
+    let p = AdminPage {
+        l: v.layout("Administration", ok),
+        users,
+        robots: robots_in(v, None).await?,
+        orgs,
+        mirror_on: v.svc.mirror.is_some(),
+        upstreams,
+        shown,
+        roles: &ROLES,
+    };
+    page(v, StatusCode::OK, &p)
+}
+
+pub async fn admin(v: Viewer, q: web::Query<OkQuery>) -> UiResult {
+    admin_page(&v, q.ok.as_deref(), None).await
+}
+
+#[derive(Deserialize)]
+pub struct NewUserForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    password: String,
+    admin: Option<String>,
+}
+
+pub async fn create_user(v: Viewer, form: web::Form<NewUserForm>) -> UiResult {
+    require_admin(&v)?;
+    v.check_csrf(&form.csrf)?;
+    let password = Some(form.password.as_str()).filter(|p| !p.is_empty());
+    let (account, generated) = v.auth()?.create_user(form.name.trim(), password, form.admin.is_some()).await?;
+    let shown = generated.map(|secret| Shown {
+        what: format!("The generated password of {}", account.name),
+        account: account.name.clone(),
+        secret,
+        host: v.host.clone(),
+    });
+    admin_page(&v, Some("user-created"), shown).await
+}
+
+#[derive(Deserialize)]
+pub struct UserUpdateForm {
+    #[serde(default)]
+    csrf: String,
+    /// `disable`, `enable`, `make-admin`, `remove-admin` or `password`.
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    password: String,
+}
+
+pub async fn update_user(v: Viewer, name: web::Path<String>, form: web::Form<UserUpdateForm>) -> UiResult {
+    require_admin(&v)?;
+    v.check_csrf(&form.csrf)?;
+    let auth = v.auth()?;
+    let is_me = v.name() == Some(name.as_str());
+    let account = match form.action.as_str() {
+        "disable" | "remove-admin" if is_me => {
+            return Err(RegistryError::Invalid("you cannot lock yourself out: ask another administrator".into()).into());
+        }
+        "disable" => auth.set_flags(&name, None, Some(true)).await?,
+        "enable" => auth.set_flags(&name, None, Some(false)).await?,
+        "make-admin" => auth.set_flags(&name, Some(true), None).await?,
+        "remove-admin" => auth.set_flags(&name, Some(false), None).await?,
+        "password" => {
+            auth.set_password(&name, &form.password).await?;
+            auth.set_flags(&name, None, None).await?
+        }
+        _ => return Err(RegistryError::Invalid("unknown action".into()).into()),
+    };
+    if matches!(form.action.as_str(), "disable" | "password" | "remove-admin") {
+        // The account's open UI sessions end with the change.
+        auth.meta.delete_ui_sessions_of(account.id, v.session_hash()).await?;
+    }
+    Ok(see_other("/admin?ok=user"))
+}
+
+#[derive(Deserialize)]
+pub struct OrgForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+}
+
+pub async fn create_org(v: Viewer, form: web::Form<OrgForm>) -> UiResult {
+    require_admin(&v)?;
+    v.check_csrf(&form.csrf)?;
+    v.auth()?.create_org(form.name.trim()).await?;
+    Ok(see_other("/admin?ok=org"))
+}

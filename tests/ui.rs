@@ -1,0 +1,649 @@
+//! The web UI end to end: a real berth with authentication, images pushed and pulled by the
+//! real docker engine, the pages driven in a real browser (Debian's chromium through
+//! Playwright, `tests/ui/browser.py`), and the session/CSRF rules checked over HTTP.
+//!
+//! Needs what tests/docker_e2e.rs needs plus `/usr/bin/chromium` and PyPI's `playwright`
+//! (`.ci/run` installs them). Screenshots go to `$BERTH_UI_SCREENSHOTS`, else
+//! `/tmp/berth-ui-screenshots`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::docker::{DockerClient, Images, docker, docker_output, import_busybox, pushed_digest, require_tools};
+use common::{ADMIN_PASSWORD, Berth, run, sha256};
+use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::{Client, StatusCode};
+
+const XSS: &str = "<script>alert(1)</script>";
+
+fn screenshots_dir() -> PathBuf {
+    std::env::var_os("BERTH_UI_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/berth-ui-screenshots"))
+}
+
+/// Panics with an actionable message unless the browser and Playwright are there.
+fn require_browser() {
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").is_file(),
+        "the UI tests need Debian's chromium at /usr/bin/chromium (apt-get install chromium)"
+    );
+    let ok =
+        Command::new("python3").args(["-c", "import playwright.sync_api"]).output().is_ok_and(|o| o.status.success());
+    assert!(ok, "the UI tests need Playwright for Python (pip install playwright; no `playwright install` needed)");
+}
+
+/// Runs one phase of tests/ui/browser.py; returns its stdout (panics with its output on failure).
+fn browser(berth: &Berth, phase: &str, repo: &str, extra: &[(&str, &str)]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ui/browser.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script)
+        .arg(phase)
+        .env("BERTH_URL", &berth.base)
+        .env("BERTH_HOST", berth.host())
+        .env("ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("REPO", repo)
+        .env("SHOTS", screenshots_dir());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out = run(&mut cmd);
+    assert!(out.lines().any(|l| l == format!("OK {phase}")), "browser phase {phase} did not finish:\n{out}");
+    out
+}
+
+fn line_value<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+}
+
+/// Builds `name` from busybox with a `<script>` label, an env var with markup, a working dir,
+/// a port, a COPY layer and a CMD: history lines with and without layers.
+fn build_labelled_image(base: &str, name: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("marker.txt"), "berth ui test\n").unwrap();
+    let dockerfile = format!(
+        "FROM {base}\n\
+         LABEL org.example.note=\"{XSS}\"\n\
+         ENV XSS_PROBE=\"<img src=x onerror=alert(2)>\"\n\
+         WORKDIR /app\n\
+         COPY marker.txt /app/marker.txt\n\
+         EXPOSE 8080/tcp\n\
+         CMD [\"sh\"]\n"
+    );
+    std::fs::write(tmp.path().join("Dockerfile"), dockerfile).unwrap();
+    run(Command::new("docker").args(["build", "-q", "-t", name]).arg(tmp.path()));
+}
+
+/// Pushes, as admin over the API, the index `multi` (one linux/amd64 entry: `digest`) and an
+/// artifact whose subject is `digest`.
+async fn push_index_and_referrer(base: &str, repo: &str, digest: &str) {
+    let c = client();
+    let auth = |r: reqwest::RequestBuilder| r.basic_auth("admin", Some(ADMIN_PASSWORD));
+    let image = auth(c.get(format!("{base}/v2/{repo}/manifests/{digest}")))
+        .header("accept", "application/vnd.docker.distribution.manifest.v2+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(image.status(), StatusCode::OK);
+    let size = image.bytes().await.unwrap().len();
+    let subject = serde_json::json!({
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json", "digest": digest, "size": size,
+    });
+    let mut platform_entry = subject.clone();
+    platform_entry["platform"] = serde_json::json!({"architecture": "amd64", "os": "linux"});
+    let index = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [platform_entry],
+    });
+    let put = |reference: String, media_type: &'static str, body: Vec<u8>| {
+        auth(c.put(format!("{base}/v2/{repo}/manifests/{reference}")))
+            .header(CONTENT_TYPE, media_type)
+            .body(body)
+            .send()
+    };
+    let r =
+        put("multi".into(), "application/vnd.oci.image.index.v1+json", index.to_string().into_bytes()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+    let mut blobs = Vec::new();
+    for data in [&b"{}"[..], &b"sbom of the berth ui test"[..]] {
+        let d = sha256(data);
+        let r = auth(c.post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}")))
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        blobs.push((d, data.len()));
+    }
+    let artifact = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.example.sbom+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": blobs[0].0, "size": blobs[0].1},
+        "layers": [{"mediaType": "text/plain", "digest": blobs[1].0, "size": blobs[1].1}],
+        "subject": subject,
+    })
+    .to_string()
+    .into_bytes();
+    let r = put(sha256(&artifact), "application/vnd.oci.image.manifest.v1+json", artifact).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+}
+
+#[test]
+fn browse_tokens_deletes_and_access_in_a_real_browser() {
+    require_tools();
+    require_browser();
+    let berth = Berth::start_auth();
+    let host = berth.host();
+    let repo = "uitest/web";
+    let mut images = Images::new();
+    let base = images.add(format!("local/ui-busybox:{}", berth.port));
+    let built = images.add(format!("local/ui-web:{}", berth.port));
+    import_busybox(&base);
+    build_labelled_image(&base, &built);
+
+    // Push two tags of the image as admin (the namespace `uitest` is private: no such org).
+    let admin = DockerClient::new(&host);
+    let login = admin.login("admin", ADMIN_PASSWORD);
+    assert!(login.status.success(), "docker login: {}", String::from_utf8_lossy(&login.stderr));
+    let (v1, old) = (images.add(format!("{host}/{repo}:1.0")), images.add(format!("{host}/{repo}:old")));
+    docker(&["tag", &built, &v1]);
+    docker(&["tag", &built, &old]);
+    let digest = pushed_digest(&admin.run(&["push", &v1]));
+    admin.run(&["push", &old]);
+    // An index over it (tag `multi`) and an SBOM-like artifact referring to it, over the API.
+    tokio::runtime::Runtime::new().unwrap().block_on(push_index_and_referrer(&berth.base, repo, &digest));
+
+    // Log in, find it, check tags, layers and history, the <script> label; create a token.
+    let out = browser(&berth, "browse", repo, &[]);
+    let shown: Vec<String> = serde_json::from_str(line_value(&out, "HISTORY=")).unwrap();
+    let mut history: Vec<String> =
+        docker(&["history", "--no-trunc", "--format", "{{.CreatedBy}}", &built]).lines().map(String::from).collect();
+    history.reverse(); // docker lists the newest first; the page the oldest first
+    assert_eq!(shown, history, "the page's history lines differ from `docker history`");
+    let token = line_value(&out, "TOKEN=").trim().to_string();
+
+    // The token from the UI works for a real `docker login` and pull.
+    let with_token = DockerClient::new(&host);
+    let login = with_token.login("admin", &token);
+    assert!(login.status.success(), "docker login with the UI token: {}", String::from_utf8_lossy(&login.stderr));
+    let _ = docker_output(&["rmi", &v1]);
+    with_token.run(&["pull", &v1]);
+
+    // Delete the tag `old` in the UI; create a user who cannot see the repository.
+    let out = browser(&berth, "admin", repo, &[("NEW_USER", "alice"), ("NEW_PASSWORD", "alice-password-1")]);
+    // The robot token made on the namespace page logs docker in as the robot.
+    let robot = DockerClient::new(&host);
+    let login = robot.login("uiorg+ci", line_value(&out, "ROBOT_TOKEN=").trim());
+    assert!(login.status.success(), "docker login as the robot: {}", String::from_utf8_lossy(&login.stderr));
+    let _ = docker_output(&["rmi", &old]);
+    let pulled = with_token.output(&["pull", &old]);
+    assert!(!pulled.status.success(), "the deleted tag still pulls");
+    let err = String::from_utf8_lossy(&pulled.stderr).to_lowercase();
+    assert!(err.contains("not found") || err.contains("unknown"), "pull of the deleted tag: {err}");
+    let _ = docker_output(&["rmi", &v1]);
+    with_token.run(&["pull", &v1]); // the other tag is untouched
+
+    // alice's credentials work for the registry API too, which refuses her the same way.
+    let alice = DockerClient::new(&host);
+    assert!(alice.login("alice", "alice-password-1").status.success());
+    let _ = docker_output(&["rmi", &v1]);
+    assert!(!alice.output(&["pull", &v1]).status.success(), "alice pulls a private repository");
+    eprintln!("UI screenshots: {}", screenshots_dir().display());
+}
+
+// ---- sessions and CSRF over plain HTTP -------------------------------------------------------
+
+/// Form posts (reqwest's `form` needs a feature the project does not enable).
+trait FormBody {
+    fn form_body(self, fields: &[(&str, &str)]) -> Self;
+}
+
+impl FormBody for reqwest::RequestBuilder {
+    fn form_body(self, fields: &[(&str, &str)]) -> Self {
+        self.header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(fields).unwrap())
+    }
+}
+
+fn client() -> Client {
+    Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// The value of `name` in the Set-Cookie headers, with the whole header line.
+fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<(String, String)> {
+    resp.headers().get_all(SET_COOKIE).iter().find_map(|v| {
+        let line = v.to_str().ok()?.to_string();
+        let value = line.strip_prefix(&format!("{name}="))?.split(';').next()?.to_string();
+        Some((value, line))
+    })
+}
+
+/// The CSRF token the forms of a page carry.
+fn form_csrf(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a form with a csrf field") + "name=\"csrf\" value=\"".len();
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+/// Logs in through the form; returns the session cookie value and the Set-Cookie line.
+async fn ui_login(c: &Client, base: &str, name: &str, password: &str, https: bool) -> (String, String) {
+    let page = c.get(format!("{base}/login")).send().await.unwrap();
+    let (csrf_cookie, _) = set_cookie(&page, "berth_csrf").expect("a csrf cookie for the login form");
+    let csrf = form_csrf(&page.text().await.unwrap());
+    assert_eq!(csrf, csrf_cookie);
+    let mut req = c.post(format!("{base}/login")).header(COOKIE, format!("berth_csrf={csrf_cookie}")).form_body(&[
+        ("csrf", csrf.as_str()),
+        ("name", name),
+        ("password", password),
+        ("next", "/settings"),
+    ]);
+    if https {
+        req = req.header("X-Forwarded-Proto", "https");
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "login of {name}");
+    assert_eq!(resp.headers()[LOCATION], "/settings");
+    set_cookie(&resp, "berth_session").expect("a session cookie")
+}
+
+#[tokio::test]
+async fn sessions_and_csrf() {
+    let berth = Berth::start_auth();
+    let (base, c) = (berth.base.clone(), client());
+
+    // A login form posted without its token, or with another one, is refused.
+    let page = c.get(format!("{base}/login")).send().await.unwrap();
+    let (csrf_cookie, line) = set_cookie(&page, "berth_csrf").unwrap();
+    assert!(line.contains("HttpOnly") && line.contains("SameSite=Lax"), "{line}");
+    for form in [
+        vec![("name", "admin"), ("password", ADMIN_PASSWORD)],
+        vec![("csrf", "x".repeat(43).as_str()), ("name", "admin"), ("password", ADMIN_PASSWORD)],
+    ] {
+        let resp = c
+            .post(format!("{base}/login"))
+            .header(COOKIE, format!("berth_csrf={csrf_cookie}"))
+            .form_body(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert!(set_cookie(&resp, "berth_session").is_none());
+    }
+    // A wrong password gets the form again with a readable error.
+    let resp = c
+        .post(format!("{base}/login"))
+        .header(COOKIE, format!("berth_csrf={csrf_cookie}"))
+        .form_body(&[("csrf", csrf_cookie.as_str()), ("name", "admin"), ("password", "wrong-password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(resp.text().await.unwrap().contains("Invalid name or password."));
+
+    // Cookie flags: HttpOnly, SameSite, Secure only over TLS (as a proxy reports it).
+    let (session, line) = ui_login(&c, &base, "admin", ADMIN_PASSWORD, false).await;
+    assert!(line.contains("HttpOnly") && line.contains("SameSite=Lax") && !line.contains("Secure"), "{line}");
+    let (_, tls_line) = ui_login(&c, &base, "admin", ADMIN_PASSWORD, true).await;
+    assert!(tls_line.contains("; Secure"), "{tls_line}");
+
+    // Only the SHA-256 of the session secret is stored.
+    let mut stored = Vec::new();
+    for f in ["berth.db", "berth.db-wal"] {
+        stored.extend(std::fs::read(berth.data_path().join(f)).unwrap_or_default());
+    }
+    if !stored.is_empty() {
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(session.as_bytes()));
+        let has = |needle: &[u8]| stored.windows(needle.len()).any(|w| w == needle);
+        assert!(!has(session.as_bytes()), "the session secret is in the database");
+        assert!(has(hash.as_bytes()), "the session's hash is not in the database");
+    }
+
+    // A POST without the session's CSRF token changes nothing.
+    let cookie = format!("berth_session={session}");
+    let settings = c.get(format!("{base}/settings")).header(COOKIE, &cookie).send().await.unwrap();
+    assert_eq!(settings.status(), StatusCode::OK);
+    let csrf = form_csrf(&settings.text().await.unwrap());
+    for form in [
+        vec![("name", "t1"), ("scope", "pull")],
+        vec![("csrf", csrf_cookie.as_str()), ("name", "t1"), ("scope", "pull")],
+    ] {
+        let resp =
+            c.post(format!("{base}/settings/tokens")).header(COOKIE, &cookie).form_body(&form).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert!(resp.text().await.unwrap().contains("Form expired"));
+    }
+    let list = c.get(format!("{base}/settings")).header(COOKIE, &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(list.contains("No tokens yet."), "a token was created without the CSRF token");
+    // With it, the token is made and shown once.
+    let resp = c
+        .post(format!("{base}/settings/tokens"))
+        .header(COOKIE, &cookie)
+        .form_body(&[("csrf", csrf.as_str()), ("name", "t1"), ("scope", "pull")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.text().await.unwrap().contains("berth_"));
+
+    // Anonymous visitors are sent to the login page for account pages and unknown repositories.
+    let resp = c.get(format!("{base}/settings")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()[LOCATION], "/login?next=/settings");
+    let resp = c.get(format!("{base}/r/secret/app")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+
+    // Logging out deletes the session: the cookie no longer opens anything.
+    let resp = c
+        .post(format!("{base}/logout"))
+        .header(COOKIE, &cookie)
+        .form_body(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let resp = c.get(format!("{base}/settings")).header(COOKIE, &cookie).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "the session survived the logout");
+
+    // The pages carry a CSP that forbids inline scripts; the API is untouched.
+    let resp = c.get(format!("{base}/login")).send().await.unwrap();
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(c.get(format!("{base}/v2/")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn open_registry_browses_without_accounts() {
+    let berth = Berth::start();
+    let c = client();
+    let home = c.get(format!("{}/", berth.base)).send().await.unwrap();
+    assert_eq!(home.status(), StatusCode::OK);
+    let html = home.text().await.unwrap();
+    assert!(html.contains("No repositories yet"), "{html}");
+    assert!(html.contains(&format!("docker push {}/NAME:TAG", berth.host())));
+    assert!(!html.contains("Log in"), "an open registry has no login");
+    assert_eq!(c.get(format!("{}/settings", berth.base)).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    let login = c.get(format!("{}/login", berth.base)).send().await.unwrap();
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    let css = c.get(format!("{}/static/berth.css", berth.base)).send().await.unwrap();
+    assert_eq!(css.status(), StatusCode::OK);
+    assert!(css.text().await.unwrap().contains("prefers-color-scheme: dark"));
+
+    // Everyone may delete on an open registry, but only through a form of this site: the
+    // token must match the visitor's berth_csrf cookie.
+    push_tiny(&c, &berth.base, "open/app", "v1").await;
+    let confirm = c.get(format!("{}/r/open/app/-/delete?reference=v1", berth.base)).send().await.unwrap();
+    assert_eq!(confirm.status(), StatusCode::OK);
+    let (cookie, _) = set_cookie(&confirm, "berth_csrf").expect("a csrf cookie");
+    let token = form_csrf(&confirm.text().await.unwrap());
+    let post = |cookie: Option<String>| {
+        let mut r = c.post(format!("{}/r/open/app/-/delete", berth.base));
+        if let Some(v) = cookie {
+            r = r.header(COOKIE, format!("berth_csrf={v}"));
+        }
+        r.form_body(&[("csrf", token.as_str()), ("reference", "v1")]).send()
+    };
+    assert_eq!(post(None).await.unwrap().status(), StatusCode::FORBIDDEN, "a cross-site post (no cookie)");
+    assert_eq!(post(Some("y".repeat(43))).await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(post(Some(cookie)).await.unwrap().status(), StatusCode::SEE_OTHER);
+    let gone = c.get(format!("{}/v2/open/app/manifests/v1", berth.base)).send().await.unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+}
+
+/// Pushes a one-layer image to `repo:tag` over the API (as `who`, or anonymously on an open
+/// registry); returns the manifest's digest.
+async fn push_tiny_as(c: &Client, base: &str, repo: &str, tag: &str, who: Option<(&str, &str)>) -> String {
+    let auth = |r: reqwest::RequestBuilder| match who {
+        Some((u, p)) => r.basic_auth(u, Some(p)),
+        None => r,
+    };
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[]}},"history":[],"repo":"{repo}"}}"#
+    );
+    let layer = format!("layer of {repo}");
+    let mut descs = Vec::new();
+    for (data, mt) in [
+        (config.as_bytes(), "application/vnd.oci.image.config.v1+json"),
+        (layer.as_bytes(), "application/vnd.oci.image.layer.v1.tar"),
+    ] {
+        let d = sha256(data);
+        let r = auth(c.post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}")))
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        descs.push(serde_json::json!({"mediaType": mt, "digest": d, "size": data.len()}));
+    }
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": descs[0], "layers": [descs[1]],
+    });
+    let r = auth(c.put(format!("{base}/v2/{repo}/manifests/{tag}")))
+        .header(CONTENT_TYPE, "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    sha256(manifest.to_string().as_bytes())
+}
+
+async fn push_tiny(c: &Client, base: &str, repo: &str, tag: &str) {
+    push_tiny_as(c, base, repo, tag, None).await;
+}
+
+/// The repository names listed on a page of the list.
+fn listed(html: &str) -> Vec<String> {
+    html.match_indices("<a href=\"/r/")
+        .map(|(i, _)| html[i + "<a href=\"/r/".len()..].split('"').next().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn list_pages_searches_and_filters() {
+    let berth = Berth::start();
+    let (base, c) = (berth.base.clone(), client());
+    let mut names: Vec<String> = (0..33).map(|i| format!("pages/app{i:02}")).collect();
+    names.push("other/app-odd_name".into());
+    for n in &names {
+        push_tiny(&c, &base, n, "v1").await;
+    }
+    push_tiny(&c, &base, "pages/app00", "v2").await;
+    names.sort();
+    let page1 = c.get(format!("{base}/")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(listed(&page1), names[..30].to_vec());
+    let next = format!("/?q=&ns=&after={}", names[29]);
+    assert!(
+        page1.contains(&next.replace('&', "&#38;")),
+        "no next link to {next}: {}",
+        &page1[page1.find("pager").unwrap_or(0)..]
+    );
+    let page2 = c.get(format!("{base}{next}")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(listed(&page2), names[30..].to_vec());
+    assert!(!page2.contains("Next page"));
+    // Search (a `_` is a literal, not a LIKE wildcard) and the namespace filter.
+    let found = c.get(format!("{base}/?q=odd_n")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(listed(&found), vec!["other/app-odd_name".to_string()]);
+    let none = c.get(format!("{base}/?q=app_0")).send().await.unwrap().text().await.unwrap();
+    assert!(listed(&none).is_empty() && none.contains("No repository matches"));
+    let ns = c.get(format!("{base}/?ns=other")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(listed(&ns), vec!["other/app-odd_name".to_string()]);
+    // Tag count and size of a repository row.
+    let row = page1.split("/r/pages/app00\"").nth(1).unwrap_or_default();
+    assert!(row.contains("<td class=\"num\">2</td>"), "pages/app00 shows no 2 tags: {row}");
+}
+
+#[tokio::test]
+async fn admin_page_shows_the_mirror() {
+    let toml = "[mirror]\nenabled = true\n[[mirror.upstreams]]\nname = \"hub\"\nurl = \"http://127.0.0.1:9\"\ntag_ttl_secs = 77\n";
+    let berth = Berth::start_with_config(toml, &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)]);
+    let c = client();
+    let (session, _) = ui_login(&c, &berth.base, "admin", ADMIN_PASSWORD, false).await;
+    let html = c
+        .get(format!("{}/admin", berth.base))
+        .header(COOKIE, format!("berth_session={session}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mirror = html.split("id=\"mirror\"").nth(1).expect("a mirror table");
+    assert!(mirror.contains("hub") && mirror.contains("http://127.0.0.1:9") && mirror.contains("77 s"), "{mirror}");
+}
+
+/// A logged-in UI client: its session cookie and the CSRF token of its forms.
+struct Ui {
+    c: Client,
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+impl Ui {
+    async fn login(base: &str, name: &str, password: &str) -> Ui {
+        let c = client();
+        let (session, _) = ui_login(&c, base, name, password, false).await;
+        let mut ui = Ui { c, base: base.to_string(), cookie: format!("berth_session={session}"), csrf: String::new() };
+        let (status, html) = ui.get("/settings").await;
+        assert_eq!(status, StatusCode::OK);
+        ui.csrf = form_csrf(&html);
+        ui
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let r = self.c.get(format!("{}{path}", self.base)).header(COOKIE, &self.cookie).send().await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    /// Posts a form with the CSRF token; returns the status and the Location or the page.
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> (StatusCode, String) {
+        let mut all = vec![("csrf", self.csrf.as_str())];
+        all.extend_from_slice(fields);
+        let r = self
+            .c
+            .post(format!("{}{path}", self.base))
+            .header(COOKIE, &self.cookie)
+            .form_body(&all)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let location = r.headers().get(LOCATION).map(|l| l.to_str().unwrap().to_string());
+        (status, location.unwrap_or(r.text().await.unwrap()))
+    }
+
+    /// Whether the session still opens the settings page.
+    async fn alive(&self) -> bool {
+        self.get("/settings").await.0 == StatusCode::OK
+    }
+}
+
+/// What `GET /v2/` answers for Basic credentials.
+async fn v2_status(base: &str, user: &str, secret: &str) -> StatusCode {
+    client().get(format!("{base}/v2/")).basic_auth(user, Some(secret)).send().await.unwrap().status()
+}
+
+#[tokio::test]
+async fn account_changes_through_forms() {
+    let berth = Berth::start_auth();
+    let base = berth.base.clone();
+    let admin = Ui::login(&base, "admin", ADMIN_PASSWORD).await;
+
+    // Create bob; make him admin and back; disable, enable, reset his password.
+    let (status, page) = admin.post("/admin/users", &[("name", "bob"), ("password", "bob-password-1")]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("User created.") && page.contains("data-user=\"bob\""));
+    let bob = Ui::login(&base, "bob", "bob-password-1").await;
+    assert_eq!(bob.get("/admin").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        bob.post("/admin/users", &[("name", "eve"), ("password", "eve-password-1")]).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(admin.post("/admin/users/bob", &[("action", "make-admin")]).await.0, StatusCode::SEE_OTHER);
+    assert_eq!(bob.get("/admin").await.0, StatusCode::OK);
+    assert_eq!(admin.post("/admin/users/bob", &[("action", "remove-admin")]).await.0, StatusCode::SEE_OTHER);
+    assert!(!bob.alive().await, "removing admin rights ends the sessions");
+    let bob = Ui::login(&base, "bob", "bob-password-1").await;
+    assert_eq!(admin.post("/admin/users/bob", &[("action", "disable")]).await.0, StatusCode::SEE_OTHER);
+    assert!(!bob.alive().await, "a disabled account's session still works");
+    assert_eq!(v2_status(&base, "bob", "bob-password-1").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(admin.post("/admin/users/bob", &[("action", "enable")]).await.0, StatusCode::SEE_OTHER);
+    assert_eq!(v2_status(&base, "bob", "bob-password-1").await, StatusCode::OK);
+    let bob = Ui::login(&base, "bob", "bob-password-1").await;
+    let reset = admin.post("/admin/users/bob", &[("action", "password"), ("password", "bob-password-2")]).await;
+    assert_eq!(reset.0, StatusCode::SEE_OTHER);
+    assert!(!bob.alive().await, "a reset password leaves the old session open");
+    assert_eq!(v2_status(&base, "bob", "bob-password-1").await, StatusCode::UNAUTHORIZED);
+    // An admin cannot lock themselves out.
+    let (status, page) = admin.post("/admin/users/admin", &[("action", "disable")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("cannot lock yourself out"));
+
+    // bob changes his own password: his other session ends, this one stays.
+    let bob = Ui::login(&base, "bob", "bob-password-2").await;
+    let other = Ui::login(&base, "bob", "bob-password-2").await;
+    let wrong = bob
+        .post(
+            "/settings/password",
+            &[("current", "nope-nope"), ("new", "bob-password-3"), ("confirm", "bob-password-3")],
+        )
+        .await;
+    assert_eq!(wrong.0, StatusCode::FORBIDDEN);
+    let changed = bob
+        .post(
+            "/settings/password",
+            &[("current", "bob-password-2"), ("new", "bob-password-3"), ("confirm", "bob-password-3")],
+        )
+        .await;
+    assert_eq!(changed, (StatusCode::SEE_OTHER, "/settings?ok=password".to_string()));
+    assert!(bob.alive().await && !other.alive().await);
+    assert_eq!(v2_status(&base, "bob", "bob-password-3").await, StatusCode::OK);
+
+    // A token made in the UI works on /v2 until it is revoked in the UI.
+    let (status, page) =
+        bob.post("/settings/tokens", &[("name", "cli"), ("scope", "pull"), ("expires_days", "30")]).await;
+    assert_eq!(status, StatusCode::OK);
+    let secret = page.split("id=\"secret-value\">").nth(1).unwrap().split('<').next().unwrap().to_string();
+    assert_eq!(v2_status(&base, "bob", &secret).await, StatusCode::OK);
+    let id = page.split("/settings/tokens/").nth(1).unwrap().split('/').next().unwrap().to_string();
+    assert_eq!(bob.post(&format!("/settings/tokens/{id}/revoke"), &[]).await.0, StatusCode::SEE_OTHER);
+    assert_eq!(v2_status(&base, "bob", &secret).await, StatusCode::UNAUTHORIZED);
+    assert!(bob.get("/settings").await.1.contains("No tokens yet."));
+    // A token is no UI login.
+    let (status, page) = bob.post("/settings/tokens", &[("name", "cli2"), ("scope", "push")]).await;
+    assert_eq!(status, StatusCode::OK);
+    let secret = page.split("id=\"secret-value\">").nth(1).unwrap().split('<').next().unwrap().to_string();
+    let c = client();
+    let login = c.get(format!("{base}/login")).send().await.unwrap();
+    let (csrf, _) = set_cookie(&login, "berth_csrf").unwrap();
+    let r = c
+        .post(format!("{base}/login"))
+        .header(COOKIE, format!("berth_csrf={csrf}"))
+        .form_body(&[("csrf", csrf.as_str()), ("name", "bob"), ("password", secret.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.text().await.unwrap().contains("not a token"));
+
+    // Deleting a manifest by digest (with its tags), only with delete permission.
+    let c = client();
+    let digest = push_tiny_as(&c, &base, "admin/app", "v1", Some(("admin", ADMIN_PASSWORD))).await;
+    push_tiny_as(&c, &base, "admin/app", "v1-again", Some(("admin", ADMIN_PASSWORD))).await;
+    assert_eq!(bob.post("/r/admin/app/-/delete", &[("reference", &digest)]).await.0, StatusCode::FORBIDDEN);
+    let (status, confirm) = admin.get(&format!("/r/admin/app/-/delete?reference={digest}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(confirm.contains("<strong>v1</strong>") && confirm.contains("<strong>v1-again</strong>"), "{confirm}");
+    let (status, to) = admin.post("/r/admin/app/-/delete", &[("reference", &digest)]).await;
+    assert_eq!((status, to.as_str()), (StatusCode::SEE_OTHER, "/r/admin/app?ok=deleted"));
+    let gone = c
+        .get(format!("{base}/v2/admin/app/manifests/v1-again"))
+        .basic_auth("admin", Some(ADMIN_PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    let (_, page) = admin.get("/r/admin/app?ok=deleted").await;
+    assert!(page.contains("Deleted.") && page.contains("No tags"));
+}
