@@ -993,3 +993,83 @@ async fn a_gc_run_shows_in_the_metrics_and_the_audit_log() {
     assert_eq!(entries[0]["actor"], "admin");
     assert_eq!(entries[0]["detail"]["bytes_freed"], freed_bytes);
 }
+
+/// The value of `name` in a response's Set-Cookie headers.
+fn cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| v.to_str().ok()?.strip_prefix(&format!("{name}="))?.split(';').next().map(String::from))
+}
+
+/// The CSRF token the forms of a page carry.
+fn form_csrf(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a form with a csrf field") + "name=\"csrf\" value=\"".len();
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn web_ui_logins_and_deletes_reach_the_audit_log_and_webhooks() {
+    let b = Berth::start_with_env(&[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD), ("BERTH_WEBHOOKS__POLL_MS", "50")]);
+    let c = Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let admin = ("admin", ADMIN_PASSWORD);
+    let hook = Receiver::start(0);
+    let (s, _) = api(
+        &c,
+        &b,
+        Method::POST,
+        "/api/v1/webhooks",
+        admin,
+        Some(json!({"url": hook.url, "secret": SECRET, "events": ["delete"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    push_image(&c, &b, ADMIN, "admin/ui-deleted", "v1", b"ui layer").await;
+
+    // Log in through the form.
+    let page = c.get(format!("{}/login", b.base)).send().await.unwrap();
+    let csrf_cookie = cookie(&page, "berth_csrf").expect("a csrf cookie");
+    let csrf = form_csrf(&page.text().await.unwrap());
+    let form = serde_urlencoded::to_string([
+        ("csrf", csrf.as_str()),
+        ("name", "admin"),
+        ("password", ADMIN_PASSWORD),
+        ("next", "/"),
+    ])
+    .unwrap();
+    let resp = c
+        .post(format!("{}/login", b.base))
+        .header("cookie", format!("berth_csrf={csrf_cookie}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let session = cookie(&resp, "berth_session").expect("a session");
+    let cookies = format!("berth_csrf={csrf_cookie}; berth_session={session}");
+
+    // Delete the tag from the repository page.
+    let page = c.get(format!("{}/r/admin/ui-deleted", b.base)).header("cookie", &cookies).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let csrf = form_csrf(&page.text().await.unwrap());
+    let form = serde_urlencoded::to_string([("csrf", csrf.as_str()), ("reference", "v1")]).unwrap();
+    let resp = c
+        .post(format!("{}/r/admin/ui-deleted/-/delete", b.base))
+        .header("cookie", &cookies)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{}", resp.text().await.unwrap());
+
+    let delete = verified(&hook.wait_for("delete", Duration::from_secs(20)), SECRET);
+    assert_eq!(delete["repository"], "admin/ui-deleted");
+    assert_eq!(delete["tag"], "v1");
+    assert_eq!(delete["actor"], "admin");
+    let (_, audit) = api(&c, &b, Method::GET, "/api/v1/audit?actor=admin", admin, None).await;
+    let entries = audit["entries"].as_array().unwrap();
+    assert!(entries.iter().any(|e| e["action"] == "login" && e["detail"]["via"] == "ui"), "{audit:#}");
+    assert!(entries.iter().any(|e| e["action"] == "delete" && e["target"] == "admin/ui-deleted"), "{audit:#}");
+}
