@@ -13,6 +13,7 @@ pub mod mirror;
 pub mod oci;
 pub mod ops;
 pub mod registry;
+pub mod runtime;
 pub mod server;
 pub mod storage;
 pub mod ui;

@@ -66,10 +66,13 @@ enum Command {
     /// Manage namespace storage quotas.
     #[command(subcommand)]
     Quota(berth::gc::cli::QuotaCommand),
+    /// The bundled runtime: run, ps, stop, rm, start, logs, images, volume.
+    #[command(flatten)]
+    Runtime(berth::runtime::cli::RuntimeCommand),
 }
 
-fn init_logging(config: &Config) {
-    let mut directives = std::env::var("BERTH_LOG").unwrap_or_else(|_| config.log.level.clone());
+fn init_logging(config: &Config, default_level: &str) {
+    let mut directives = std::env::var("BERTH_LOG").unwrap_or_else(|_| default_level.to_string());
     // Clients probing HTTPS on a plain-HTTP port (docker and skopeo do, before falling back)
     // make actix log a parse error per probe; that is client noise, not a server error.
     if !directives.contains("actix_http") {
@@ -104,7 +107,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(dir) = cli.data_dir {
         config.data_dir = dir;
     }
-    init_logging(&config);
+    // The runtime's commands print for people; its logs are warnings unless BERTH_LOG asks.
+    let level = if matches!(cli.command, Command::Runtime(_)) {
+        "warn,libcgroups=error".to_string()
+    } else {
+        config.log.level.clone()
+    };
+    init_logging(&config, &level);
     match cli.command {
         Command::Serve { listen } => {
             if let Some(listen) = listen {
@@ -115,6 +124,11 @@ fn main() -> anyhow::Result<()> {
                 server.server.await?;
                 Ok(())
             })
+        }
+        // No tokio runtime here: the runtime's monitor must stay single-threaded (libcontainer forks).
+        Command::Runtime(command) => {
+            let code = berth::runtime::main(&config, cli.config.as_deref(), command)?;
+            std::process::exit(code);
         }
         command => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -129,7 +143,7 @@ fn main() -> anyhow::Result<()> {
                     Command::Gc { dry_run } => berth::gc::cli::gc(&config, dry_run).await,
                     Command::Retention(c) => berth::gc::cli::retention(&config, c).await,
                     Command::Quota(c) => berth::gc::cli::quota(&config, c).await,
-                    Command::Serve { .. } => unreachable!("handled above"),
+                    Command::Serve { .. } | Command::Runtime(_) => unreachable!("handled above"),
                 }
             })
         }

@@ -12,7 +12,7 @@
 //! first request starts the fetch as a task of its own (so it completes even if that client
 //! goes away) and every request for the same thing waits for it.
 
-mod upstream;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

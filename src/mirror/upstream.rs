@@ -24,6 +24,8 @@ pub struct Upstream {
     client: reqwest::Client,
     /// Bearer tokens by scope, with when they stop being usable.
     tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// An OAuth2 refresh token (docker's `identitytoken`), used instead of Basic credentials.
+    refresh_token: Option<String>,
 }
 
 /// `Bearer realm="...",service="...",scope="..."` → its parameters.
@@ -61,7 +63,14 @@ impl Upstream {
             .read_timeout(Duration::from_secs(config.timeout_secs.max(1)))
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Upstream { config, client, tokens: Mutex::new(HashMap::new()) })
+        Ok(Upstream { config, client, tokens: Mutex::new(HashMap::new()), refresh_token: None })
+    }
+
+    /// Authenticates to the token realm with an OAuth2 refresh token (what `docker login`
+    /// stores as `identitytoken`) rather than a password.
+    pub fn with_refresh_token(mut self, token: Option<String>) -> Upstream {
+        self.refresh_token = token.filter(|t| !t.is_empty());
+        self
     }
 
     /// The repository name upstream for a name asked for here.
@@ -88,11 +97,23 @@ impl Upstream {
         if let Some(service) = params.get("service") {
             query.push(("service", service.as_str()));
         }
-        let url = reqwest::Url::parse_with_params(realm, &query).map_err(|e| unavailable(&self.config.name, e))?;
-        let mut req = self.client.get(url);
-        if let Some(basic) = self.basic() {
-            req = req.header(AUTHORIZATION, basic);
-        }
+        let req = if let Some(refresh) = &self.refresh_token {
+            let mut form =
+                vec![("grant_type", "refresh_token"), ("refresh_token", refresh.as_str()), ("client_id", "berth")];
+            form.extend(query.iter().copied());
+            let body = serde_urlencoded::to_string(&form).map_err(|e| unavailable(&self.config.name, e))?;
+            self.client
+                .post(realm)
+                .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(body)
+        } else {
+            let url = reqwest::Url::parse_with_params(realm, &query).map_err(|e| unavailable(&self.config.name, e))?;
+            let mut req = self.client.get(url);
+            if let Some(basic) = self.basic() {
+                req = req.header(AUTHORIZATION, basic);
+            }
+            req
+        };
         let resp = req.send().await.map_err(|e| unavailable(&self.config.name, e))?;
         if !resp.status().is_success() {
             return Err(unavailable(&self.config.name, format!("token endpoint answered {}", resp.status())));

@@ -1,0 +1,157 @@
+//! The runtime's subcommands and docker's flags for them (clap). `main.rs` flattens
+//! [`RuntimeCommand`] into Berth's command line; the work is in `runtime::*`.
+
+use clap::{Args, Subcommand};
+
+#[derive(Subcommand, Debug)]
+pub enum RuntimeCommand {
+    /// Run a command in a new container from an image in the store (or `host:port/repo:tag`).
+    Run(Box<RunArgs>),
+    /// List containers.
+    Ps(PsArgs),
+    /// Stop running containers (SIGTERM, then SIGKILL after the timeout).
+    Stop(StopArgs),
+    /// Remove containers and their writable layers.
+    Rm(RmArgs),
+    /// Start stopped containers again, on their own writable layer.
+    Start(StartArgs),
+    /// Print a container's output.
+    Logs(LogsArgs),
+    /// List the images in the store and whether their layers are unpacked.
+    Images,
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Internal: the monitor process of one container.
+    #[command(name = "runtime-monitor", hide = true)]
+    Monitor(MonitorArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Keep STDIN open.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Run in the background and print the container ID.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Name the container.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// HOST_PATH:CTR_PATH[:ro|rw] (bind mount) or VOLUME:CTR_PATH[:ro|rw] (named volume).
+    #[arg(short = 'v', long = "volume")]
+    pub volumes: Vec<String>,
+    /// K=V (or K: the value of K here).
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// Overwrite the image's ENTRYPOINT.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Container host name.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// host (the host's network, default) or none.
+    #[arg(long, default_value = "host")]
+    pub network: String,
+    /// Memory limit (e.g. 256m, 1g).
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Process limit.
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// User for pulling from another registry (default: docker's config.json).
+    #[arg(long)]
+    pub registry_user: Option<String>,
+    /// Password for pulling from another registry.
+    #[arg(long, env = "BERTH_REGISTRY_PASSWORD", hide_env_values = true)]
+    pub registry_password: Option<String>,
+    /// The image: repo[:tag], repo@digest, or host:port/repo[:tag].
+    pub image: String,
+    /// The command and its arguments (default: the image's).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Show all containers (default: running only).
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Only the latest created container (of any status).
+    #[arg(short = 'l', long)]
+    pub latest: bool,
+    /// Do not truncate IDs.
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait before killing.
+    #[arg(short = 't', long = "time", default_value_t = 10)]
+    pub time: u64,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Kill running containers first.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Containers to remove (volumes outlive them).
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Attach to the output and wait; the exit status is the container's.
+    #[arg(short = 'a', long)]
+    pub attach: bool,
+    /// Attach STDIN.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    pub container: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VolumeCommand {
+    /// List volumes.
+    Ls {
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    /// Remove volumes (refused while a container uses them).
+    Rm {
+        #[arg(required = true)]
+        volumes: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct MonitorArgs {
+    pub id: String,
+    #[arg(long)]
+    pub attach: bool,
+    #[arg(long)]
+    pub interactive: bool,
+}

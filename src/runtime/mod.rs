@@ -1,0 +1,600 @@
+//! The bundled runtime: `berth run`, `ps`, `stop`, `rm`, `start`, `logs`, `images`, `volume` — run
+//! the images the store holds without a Docker engine.
+//!
+//! - `image.rs`: image references, resolution through the registry service, the layer cache fill;
+//! - `pull.rs`: images named `host:port/repo:tag` pulled from another registry into the store;
+//! - `layers.rs`: safe layer unpacking (whiteouts to overlay form, diff_id verified);
+//! - `rootfs.rs`: the overlay (or private copy) root of a container;
+//! - `spec.rs`: the OCI configuration of a container;
+//! - `monitor.rs`: the single-threaded helper process that runs a container with libcontainer;
+//! - `state.rs`: container records, directories and the lock;
+//! - `cgroups.rs`: the host's cgroup layout;
+//! - `cli.rs`: the subcommands and their flags.
+//!
+//! Container state lives in files under `<data_dir>/runtime` (see `state.rs`), so it survives
+//! restarts of Berth and needs no database; concurrent commands serialise on `runtime/lock`.
+
+pub mod cgroups;
+pub mod cli;
+pub mod image;
+pub mod layers;
+pub mod monitor;
+pub mod pull;
+pub mod rootfs;
+pub mod spec;
+pub mod state;
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::config::Config;
+use cli::{RunArgs, RuntimeCommand, VolumeCommand};
+use state::{Container, Paths, Status, VolumeMount};
+
+/// Runs a runtime subcommand; returns the process exit status.
+pub fn main(config: &Config, config_path: Option<&Path>, command: RuntimeCommand) -> anyhow::Result<i32> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the berth runtime needs root (it mounts filesystems and creates namespaces): run it with sudo");
+    }
+    let paths = Paths::new(&config.data_dir)?;
+    let ctx = Ctx { config, config_path: config_path.map(Path::to_path_buf), paths };
+    if let RuntimeCommand::Monitor(m) = command {
+        return monitor::run(&ctx.paths, &m.id, m.attach, m.interactive);
+    }
+    recover(&ctx.paths)?;
+    match command {
+        RuntimeCommand::Run(args) => run(&ctx, *args),
+        RuntimeCommand::Ps(a) => ps(&ctx.paths, a).map(|()| 0),
+        RuntimeCommand::Stop(a) => {
+            for what in &a.containers {
+                let c = state::resolve(&ctx.paths, what)?;
+                stop(&ctx.paths, &c, Duration::from_secs(a.time))?;
+                println!("{what}");
+            }
+            Ok(0)
+        }
+        RuntimeCommand::Rm(a) => {
+            for what in &a.containers {
+                let c = state::resolve(&ctx.paths, what)?;
+                rm(&ctx.paths, &c, a.force)?;
+                println!("{what}");
+            }
+            Ok(0)
+        }
+        RuntimeCommand::Start(a) => {
+            if a.attach && a.containers.len() > 1 {
+                bail!("start -a attaches to one container at a time");
+            }
+            for what in &a.containers {
+                let c = state::resolve(&ctx.paths, what)?;
+                if c.status == Status::Running && state::monitor_alive(&c) {
+                    bail!("container {what} is already running");
+                }
+                if a.attach {
+                    return Err(ctx.exec_monitor(&c.id, true, a.interactive));
+                }
+                ctx.start_detached(&c)?;
+                println!("{what}");
+            }
+            Ok(0)
+        }
+        RuntimeCommand::Logs(a) => {
+            let c = state::resolve(&ctx.paths, &a.container)?;
+            let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+            monitor::replay_log(&ctx.paths.container(&c.id).join("log"), &mut out, &mut err)?;
+            out.flush()?;
+            Ok(0)
+        }
+        RuntimeCommand::Images => ctx.block_on(images(&ctx)).map(|()| 0),
+        RuntimeCommand::Volume(VolumeCommand::Ls { quiet }) => volume_ls(&ctx.paths, quiet).map(|()| 0),
+        RuntimeCommand::Volume(VolumeCommand::Rm { volumes }) => {
+            for v in &volumes {
+                volume_rm(&ctx.paths, v)?;
+                println!("{v}");
+            }
+            Ok(0)
+        }
+        RuntimeCommand::Monitor(_) => unreachable!("handled above"),
+    }
+}
+
+struct Ctx<'a> {
+    config: &'a Config,
+    config_path: Option<PathBuf>,
+    paths: Paths,
+}
+
+impl Ctx<'_> {
+    fn block_on<T>(&self, f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)
+    }
+
+    /// `berth [--config C] --data-dir D runtime-monitor ID ...`.
+    fn monitor_command(&self, id: &str, attach: bool, interactive: bool) -> anyhow::Result<Command> {
+        let exe = std::env::current_exe().context("cannot find the berth binary")?;
+        let mut cmd = Command::new(exe);
+        if let Some(c) = &self.config_path {
+            cmd.arg("--config").arg(c);
+        }
+        let data_dir = self.paths.root.parent().unwrap_or(&self.paths.root);
+        cmd.arg("--data-dir").arg(data_dir).arg("runtime-monitor").arg(id);
+        if attach {
+            cmd.arg("--attach");
+        }
+        if interactive {
+            cmd.arg("--interactive");
+        }
+        Ok(cmd)
+    }
+
+    /// Replaces this process with the container's monitor (foreground): its exit status becomes
+    /// the container's. Returns only on failure.
+    fn exec_monitor(&self, id: &str, attach: bool, interactive: bool) -> anyhow::Error {
+        match self.monitor_command(id, attach, interactive) {
+            Ok(mut cmd) => anyhow::Error::from(cmd.exec()).context("cannot start the container's monitor"),
+            Err(e) => e,
+        }
+    }
+
+    /// Starts the monitor in the background and waits until the container runs (or ran).
+    fn start_detached(&self, c: &Container) -> anyhow::Result<()> {
+        let dir = self.paths.container(&c.id);
+        let log = std::fs::File::options().create(true).append(true).open(dir.join("monitor.log"))?;
+        let mut cmd = self.monitor_command(&c.id, false, false)?;
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        // SAFETY: setsid is async-signal-safe; the monitor leaves this terminal's session.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let before = state::now();
+        let mut child = cmd.spawn().context("cannot start the container's monitor")?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let exited = child.try_wait()?.is_some();
+            match state::load(&self.paths, &c.id) {
+                Ok(rec) => {
+                    if rec.started.as_deref().is_some_and(|s| s > before.as_str()) {
+                        return Ok(());
+                    }
+                    if let Some(e) = rec.error.filter(|_| exited) {
+                        bail!("{e}");
+                    }
+                }
+                // Removed already: it ran, exited and was `--rm`.
+                Err(_) if exited && !dir.exists() => return Ok(()),
+                Err(_) => {}
+            }
+            if exited {
+                let log = std::fs::read_to_string(dir.join("monitor.log")).unwrap_or_default();
+                bail!("the container did not start: {}", log.trim());
+            }
+            if Instant::now() > deadline {
+                bail!("the container did not start within a minute");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Marks containers whose monitor died as exited and unmounts roots nobody uses (after a crash
+/// or a reboot).
+fn recover(paths: &Paths) -> anyhow::Result<()> {
+    let _lock = paths.lock()?;
+    for mut c in state::list(paths)? {
+        if c.monitor_pid.is_some() && !state::monitor_alive(&c) {
+            tracing::warn!(id = c.id, "the container's monitor is gone: marking it exited");
+            if let Some(pid) = c.pid {
+                // The init may outlive its monitor only if the monitor was killed: end it.
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+            monitor::delete_runtime_state(paths, &c.id);
+            if c.status != Status::Exited {
+                c.status = Status::Exited;
+                c.finished = Some(state::now());
+            }
+            c.pid = None;
+            c.monitor_pid = None;
+            c.monitor_start = None;
+            state::save(paths, &c)?;
+        }
+        if c.status != Status::Running && c.monitor_pid.is_none() {
+            rootfs::unmount(paths, &c.id)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a container's files: root, writable layer, log, record.
+pub(crate) fn remove_container_files(paths: &Paths, id: &str) -> anyhow::Result<()> {
+    rootfs::unmount(paths, id)?;
+    monitor::delete_runtime_state(paths, id);
+    let dir = paths.container(id);
+    std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    Ok(())
+}
+
+fn running(c: &Container) -> bool {
+    c.status == Status::Running && state::monitor_alive(c)
+}
+
+/// Waits until the container's record says it exited.
+fn wait_exited(paths: &Paths, id: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match state::load(paths, id) {
+            Ok(c) if running(&c) => {}
+            _ => return true,
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+fn stop(paths: &Paths, c: &Container, timeout: Duration) -> anyhow::Result<()> {
+    use nix::sys::signal::{Signal, kill};
+    if !running(c) {
+        return Ok(());
+    }
+    let Some(pid) = c.pid.map(nix::unistd::Pid::from_raw) else { return Ok(()) };
+    let _ = kill(pid, Signal::SIGTERM);
+    if wait_exited(paths, &c.id, timeout) {
+        return Ok(());
+    }
+    let _ = kill(pid, Signal::SIGKILL);
+    if !wait_exited(paths, &c.id, Duration::from_secs(30)) {
+        bail!("container {} did not stop", c.short_id());
+    }
+    Ok(())
+}
+
+fn rm(paths: &Paths, c: &Container, force: bool) -> anyhow::Result<()> {
+    if running(c) {
+        if !force {
+            bail!("container {} is running: stop it first, or use rm -f", c.short_id());
+        }
+        stop(paths, c, Duration::ZERO)?;
+    }
+    let _lock = paths.lock()?;
+    // Its monitor may have removed it already (`--rm`).
+    if paths.container(&c.id).exists() {
+        remove_container_files(paths, &c.id)?;
+    }
+    Ok(())
+}
+
+fn ago(rfc3339: &str) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(rfc3339) else { return "?".into() };
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    match secs {
+        0..=1 => "Less than a second".into(),
+        2..=59 => format!("{secs} seconds"),
+        60..=3599 => format!("{} minutes", secs / 60),
+        3600..=172_799 => format!("{} hours", secs / 3600),
+        _ => format!("{} days", secs / 86400),
+    }
+}
+
+fn ps(paths: &Paths, a: cli::PsArgs) -> anyhow::Result<()> {
+    let mut all = state::list(paths)?;
+    if a.latest {
+        all = all.pop().into_iter().collect();
+    } else if !a.all {
+        all.retain(running);
+    }
+    if a.quiet {
+        for c in &all {
+            println!("{}", if a.no_trunc { c.id.as_str() } else { c.short_id() });
+        }
+        return Ok(());
+    }
+    println!("{:<12}   {:<24} {:<22} {:<24} {:<36} NAMES", "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS");
+    for c in &all {
+        let mut command = format!("\"{}\"", c.command.join(" "));
+        if command.chars().count() > 22 {
+            command = format!("{}…\"", command.chars().take(20).collect::<String>());
+        }
+        let status = match c.status {
+            Status::Created => "Created".to_string(),
+            Status::Running if running(c) => format!("Up {}", ago(c.started.as_deref().unwrap_or(&c.created))),
+            _ => format!(
+                "Exited ({}) {} ago",
+                c.exit_code.map_or("?".to_string(), |e| e.to_string()),
+                ago(c.finished.as_deref().unwrap_or(&c.created))
+            ),
+        };
+        let id = if a.no_trunc { c.id.as_str() } else { c.short_id() };
+        println!(
+            "{id:<12}   {:<24} {command:<22} {:<24} {status:<36} {}",
+            c.image,
+            format!("{} ago", ago(&c.created)),
+            c.name
+        );
+    }
+    Ok(())
+}
+
+fn volume_ls(paths: &Paths, quiet: bool) -> anyhow::Result<()> {
+    let mut names: Vec<String> = std::fs::read_dir(paths.volumes())?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    if !quiet {
+        println!("DRIVER    VOLUME NAME");
+    }
+    for n in names {
+        if quiet { println!("{n}") } else { println!("local     {n}") }
+    }
+    Ok(())
+}
+
+fn volume_rm(paths: &Paths, name: &str) -> anyhow::Result<()> {
+    state::validate_name(name)?;
+    let _lock = paths.lock()?;
+    let dir = paths.volume(name);
+    if !dir.exists() {
+        bail!("no such volume: {name}");
+    }
+    if let Some(c) =
+        state::list(paths)?.into_iter().find(|c| c.volumes.iter().any(|v| !v.is_bind() && v.source == name))
+    {
+        bail!("volume {name} is in use by container {} ({}): remove the container first", c.short_id(), c.name);
+    }
+    std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    Ok(())
+}
+
+async fn images(ctx: &Ctx<'_>) -> anyhow::Result<()> {
+    let registry = crate::server::open_registry(ctx.config).await?;
+    println!("{:<40} {:<20} {:<19} LAYERS UNPACKED", "REPOSITORY", "TAG", "DIGEST");
+    let mut last: Option<String> = None;
+    loop {
+        let repos = registry.catalog(last.as_deref(), 1000).await?;
+        let Some(end) = repos.last().cloned() else { break };
+        for repo in repos {
+            let mut last_tag: Option<String> = None;
+            loop {
+                let tags = registry.tags(&repo, last_tag.as_deref(), 1000).await?;
+                let Some(end_tag) = tags.last().cloned() else { break };
+                for tag in tags {
+                    let reference = crate::oci::Reference::Tag(tag.clone());
+                    let (digest, unpacked) = match image::resolve(&registry, &repo, &reference).await {
+                        Ok(img) => {
+                            let n = img.layers.iter().filter(|(_, d)| ctx.paths.layer(d.hex()).is_dir()).count();
+                            (img.manifest_digest, format!("{n}/{}", img.layers.len()))
+                        }
+                        Err(_) => match registry.get_manifest(&repo, &reference).await {
+                            Ok(m) => (m.digest, "not an image".into()),
+                            Err(_) => ("?".into(), "-".into()),
+                        },
+                    };
+                    let short = digest.get(..19).unwrap_or(&digest);
+                    println!("{repo:<40} {tag:<20} {short:<19} {unpacked}");
+                }
+                last_tag = Some(end_tag);
+            }
+        }
+        last = Some(end);
+    }
+    Ok(())
+}
+
+/// `-v` values: `/host:/ctr[:ro]` or `name:/ctr[:ro]`.
+fn parse_volume(v: &str) -> anyhow::Result<VolumeMount> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (source, target, read_only) = match parts.as_slice() {
+        [s, t] => (*s, *t, false),
+        [s, t, "ro"] => (*s, *t, true),
+        [s, t, "rw"] => (*s, *t, false),
+        _ => bail!("invalid volume {v:?}: use HOST_PATH:CTR_PATH[:ro] or VOLUME:CTR_PATH[:ro]"),
+    };
+    if !spec::valid_container_path(target) {
+        bail!("invalid volume {v:?}: the container path must be absolute, without `..`");
+    }
+    if !source.starts_with('/') {
+        state::validate_name(source)
+            .map_err(|_| anyhow::anyhow!("invalid volume name {source:?} in {v:?} (a host path must be absolute)"))?;
+    }
+    Ok(VolumeMount { source: source.to_string(), target: target.to_string(), read_only })
+}
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn set_env(env: &mut Vec<String>, kv: String) {
+    let key = kv.split('=').next().unwrap_or_default().to_string();
+    env.retain(|e| e.split('=').next() != Some(key.as_str()));
+    env.push(kv);
+}
+
+fn run(ctx: &Ctx<'_>, args: RunArgs) -> anyhow::Result<i32> {
+    // Check what needs no image first.
+    if let Some(name) = &args.name {
+        state::validate_name(name)?;
+    }
+    if args.network != "host" && args.network != "none" {
+        bail!("--network {:?} is not supported: use host or none", args.network);
+    }
+    let memory = args.memory.as_deref().map(spec::parse_memory).transpose()?;
+    if memory.is_some() {
+        cgroups::require("memory", "--memory")?;
+    }
+    if let Some(p) = args.pids_limit {
+        if p <= 0 {
+            bail!("--pids-limit must be positive");
+        }
+        cgroups::require("pids", "--pids-limit")?;
+    }
+    let volumes = args.volumes.iter().map(|v| parse_volume(v)).collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(w) = &args.workdir
+        && !spec::valid_container_path(w)
+    {
+        bail!("--workdir must be an absolute path");
+    }
+    let image_ref = image::ImageRef::parse(&args.image)?;
+
+    let (img, layers) = ctx.block_on(async {
+        let registry = crate::server::open_registry(ctx.config).await?;
+        let repo = image_ref.local_repo();
+        let reference = image_ref.reference();
+        if image_ref.registry.is_some() && registry.get_manifest(&repo, &reference).await.is_err() {
+            pull::pull(&registry, &image_ref, args.registry_user.clone(), args.registry_password.clone()).await?;
+        }
+        let img = image::resolve(&registry, &repo, &reference).await?;
+        let layers = image::ensure_layers(&registry, &ctx.paths, &img).await?;
+        Ok((img, layers))
+    })?;
+
+    let c = create(ctx, &args, &img, layers, volumes, memory)?;
+    if args.detach {
+        ctx.start_detached(&c)?;
+        println!("{}", c.id);
+        return Ok(0);
+    }
+    Err(ctx.exec_monitor(&c.id, true, args.interactive))
+}
+
+fn create(
+    ctx: &Ctx<'_>,
+    args: &RunArgs,
+    img: &image::Image,
+    layers: Vec<String>,
+    volumes: Vec<VolumeMount>,
+    memory: Option<i64>,
+) -> anyhow::Result<Container> {
+    let paths = &ctx.paths;
+    let cfg = &img.config;
+    let id = state::new_id();
+    let hostname = args.hostname.clone().unwrap_or_else(|| id[..12].to_string());
+
+    let entrypoint: Vec<String> = match &args.entrypoint {
+        Some(e) if e.is_empty() => Vec::new(),
+        Some(e) => vec![e.clone()],
+        None => cfg.entrypoint.clone().unwrap_or_default(),
+    };
+    let cmd: Vec<String> = if !args.command.is_empty() {
+        args.command.clone()
+    } else if args.entrypoint.is_some() {
+        Vec::new()
+    } else {
+        cfg.cmd.clone().unwrap_or_default()
+    };
+    let process_args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if process_args.is_empty() {
+        bail!("no command: the image has no ENTRYPOINT or CMD, so give one after the image name");
+    }
+    let mut env = cfg.env.clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.to_string());
+    }
+    set_env(&mut env, format!("HOSTNAME={hostname}"));
+    if args.tty {
+        set_env(&mut env, "TERM=xterm".into());
+    }
+    for e in &args.env {
+        if e.contains('=') {
+            set_env(&mut env, e.clone());
+        } else if let Ok(v) = std::env::var(e) {
+            set_env(&mut env, format!("{e}={v}"));
+        }
+    }
+    let cwd = args.workdir.clone().or_else(|| cfg.working_dir.clone().filter(|w| !w.is_empty())).unwrap_or("/".into());
+    let layer_dirs: Vec<PathBuf> = layers.iter().map(|l| paths.layer(l)).collect();
+    let (uid, gid, additional_gids) = spec::resolve_user(cfg.user.as_deref().unwrap_or(""), &layer_dirs)?;
+
+    let rootfs_mode = if rootfs::overlay_available() {
+        "overlay"
+    } else {
+        eprintln!(
+            "berth: overlayfs is not available here: the container gets a private copy of the image \
+             (slower to create, uses more disk)"
+        );
+        "copy"
+    };
+
+    let _lock = paths.lock()?;
+    let all = state::list(paths)?;
+    let name = args.name.clone().unwrap_or_else(|| state::default_name(&id));
+    if all.iter().any(|c| c.name == name) {
+        bail!("the container name {name:?} is already in use: remove that container or choose another name");
+    }
+    let dir = paths.container(&id);
+    std::fs::create_dir_all(&dir)?;
+    let result = (|| -> anyhow::Result<Container> {
+        let mut binds = Vec::new();
+        for v in &volumes {
+            let source = if v.is_bind() {
+                let p = Path::new(&v.source);
+                if !p.exists() {
+                    bail!("bind mount source {} does not exist", v.source);
+                }
+                p.canonicalize()?
+            } else {
+                let data = paths.volume(&v.source).join("_data");
+                std::fs::create_dir_all(&data)?;
+                data
+            };
+            binds.push(spec::BindMount { source, target: v.target.clone(), read_only: v.read_only });
+        }
+        std::fs::write(dir.join("hosts"), spec::hosts_file(&hostname))?;
+        std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
+        std::fs::write(dir.join("resolv.conf"), spec::resolv_conf(args.network == "host"))?;
+        for f in ["hosts", "hostname", "resolv.conf"] {
+            binds.push(spec::BindMount { source: dir.join(f), target: format!("/etc/{f}"), read_only: false });
+        }
+        let input = spec::SpecInput {
+            id: id.clone(),
+            rootfs: rootfs::rootfs_dir(paths, &id),
+            args: process_args.clone(),
+            env,
+            cwd,
+            uid,
+            gid,
+            additional_gids,
+            terminal: args.tty,
+            hostname: hostname.clone(),
+            host_network: args.network == "host",
+            binds,
+            memory_bytes: memory,
+            pids_limit: args.pids_limit,
+        };
+        let config = spec::build(&input)?;
+        std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+        let c = Container {
+            id: id.clone(),
+            name,
+            image: args.image.clone(),
+            image_digest: img.manifest_digest.clone(),
+            layers,
+            command: process_args,
+            tty: args.tty,
+            auto_remove: args.rm,
+            volumes,
+            status: Status::Created,
+            exit_code: None,
+            pid: None,
+            monitor_pid: None,
+            monitor_start: None,
+            rootfs_mode: rootfs_mode.to_string(),
+            created: state::now(),
+            started: None,
+            finished: None,
+            error: None,
+        };
+        rootfs::prepare(paths, &c)?;
+        state::save(paths, &c)?;
+        Ok(c)
+    })();
+    if result.is_err() {
+        image::remove_tree(&dir);
+    }
+    result
+}

@@ -1,0 +1,531 @@
+//! The monitor: the single-threaded helper process (`berth runtime-monitor ID`, Berth re-executing
+//! itself, so no tokio thread exists when libcontainer forks) that creates and starts one
+//! container with youki's `libcontainer`, relays its output to the log (and to the terminal when
+//! attached), forwards signals, and when the container exits records the exit code, deletes the
+//! runtime state and cgroup, unmounts the root, and removes the container if it was `--rm`.
+//! `berth run` in the foreground *becomes* the monitor (exec), so its exit status is the
+//! container's; `run -d` and `start` without `-a` start it detached.
+//!
+//! With `-t` the container gets a pty (libcontainer sends the master over a console socket); the
+//! monitor puts the user's terminal in raw mode, restored on exit, and copies window sizes.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, kill, signal, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::rootfs;
+use super::state::{self, Container, Paths, Status};
+
+/// Output streams in the log.
+pub const STDOUT: u8 = 1;
+pub const STDERR: u8 = 2;
+
+/// The container's log: records of `[stream: u8][length: u32 BE][bytes]`, appended.
+pub struct LogWriter {
+    file: File,
+}
+
+impl LogWriter {
+    pub fn open(path: &Path) -> io::Result<LogWriter> {
+        Ok(LogWriter { file: File::options().create(true).append(true).open(path)? })
+    }
+
+    pub fn write(&mut self, stream: u8, data: &[u8]) -> io::Result<()> {
+        let mut record = Vec::with_capacity(5 + data.len());
+        record.push(stream);
+        record.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        record.extend_from_slice(data);
+        self.file.write_all(&record)
+    }
+}
+
+/// Replays a log to `out` (stdout records) and `err` (stderr records).
+pub fn replay_log(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut header = [0u8; 5];
+    let mut buf = Vec::new();
+    loop {
+        match file.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        buf.resize(len, 0);
+        if file.read_exact(&mut buf).is_err() {
+            return Ok(()); // a record being written right now
+        }
+        if header[0] == STDERR { err.write_all(&buf)? } else { out.write_all(&buf)? }
+    }
+}
+
+/// The path of the console socket (short: socket paths are limited to 108 bytes).
+fn console_socket_path(id: &str) -> PathBuf {
+    PathBuf::from(format!("/run/berth-{}-{}.sock", &id[..16], std::process::id()))
+}
+
+/// The user's terminal in raw mode until dropped.
+struct RawMode {
+    fd: RawFd,
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawMode {
+    fn enter(fd: RawFd) -> Option<RawMode> {
+        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        // SAFETY: fd 0 stays open for the life of the process.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let saved = tcgetattr(borrowed).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(borrowed, SetArg::TCSANOW, &raw).ok()?;
+        Some(RawMode { fd, saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        use nix::sys::termios::{SetArg, tcsetattr};
+        // SAFETY: as in `enter`.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) };
+        let _ = tcsetattr(borrowed, SetArg::TCSANOW, &self.saved);
+    }
+}
+
+/// Copies the window size of `from` (a terminal) to `to` (the pty master).
+fn copy_winsize(from: RawFd, to: RawFd) {
+    // SAFETY: ioctls with a properly sized winsize struct; errors are ignored (not a tty).
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(from, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(to, libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
+
+fn isatty(fd: RawFd) -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+/// Receives the pty master libcontainer sends over the console socket.
+fn receive_master(listener: &UnixListener) -> anyhow::Result<OwnedFd> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let (conn, _) = listener.accept().context("the container did not connect to the console socket")?;
+    let mut buf = [0u8; 4096];
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())
+        .context("cannot receive the pty from the container")?;
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg
+            && let Some(&fd) = fds.first()
+        {
+            // SAFETY: the kernel just gave us this descriptor.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    bail!("the container sent no pty over the console socket")
+}
+
+fn set_nonblocking(fd: RawFd) {
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+}
+
+/// Reads what is available on `fd`: Some(bytes) (empty = would block) or None at EOF.
+fn read_some(fd: RawFd, buf: &mut [u8]) -> Option<usize> {
+    // SAFETY: reading into a buffer we own.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n > 0 {
+        return Some(n as usize);
+    }
+    if n == 0 {
+        return None;
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EINTR) => Some(0),
+        _ => None, // EIO: the pty's other side is gone
+    }
+}
+
+fn write_all_fd(fd: RawFd, mut data: &[u8]) {
+    while !data.is_empty() {
+        // SAFETY: writing from a buffer we own.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n > 0 {
+            data = &data[n as usize..];
+        } else if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        } else if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
+            let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut p, 1, 1000) };
+        } else {
+            return; // the reader went away: output still goes to the log
+        }
+    }
+}
+
+/// Updates the record under the runtime lock.
+fn update(paths: &Paths, id: &str, f: impl FnOnce(&mut Container)) -> anyhow::Result<Container> {
+    let _lock = paths.lock()?;
+    let mut c = state::load(paths, id)?;
+    f(&mut c);
+    state::save(paths, &c)?;
+    Ok(c)
+}
+
+/// Exit status for a wait status, as shells report it.
+fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+/// Runs the container `id`; returns its exit status. `attach`: relay output to this process's
+/// stdout/stderr (else only to the log); `interactive`: give it this process's stdin.
+pub fn run(paths: &Paths, id: &str, attach: bool, interactive: bool) -> anyhow::Result<i32> {
+    let me = std::process::id() as i32;
+    let c = {
+        let _lock = paths.lock()?;
+        let mut c = state::load(paths, id)?;
+        if c.status == Status::Running && state::monitor_alive(&c) {
+            bail!("container {} is already running", c.short_id());
+        }
+        c.monitor_pid = Some(me);
+        c.monitor_start = state::process_start(me);
+        c.error = None;
+        state::save(paths, &c)?;
+        c
+    };
+    match start_and_wait(paths, &c, attach, interactive) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            let message = format!("{e:#}");
+            let _ = rootfs::unmount(paths, id);
+            if c.auto_remove {
+                // `--rm`: a container that could not start is not kept either.
+                let _lock = paths.lock();
+                let _ = super::remove_container_files(paths, id);
+                return Err(e);
+            }
+            let _ = update(paths, id, |c| {
+                c.error = Some(message.clone());
+                c.monitor_pid = None;
+                c.pid = None;
+                if c.status == Status::Running {
+                    c.status = Status::Exited;
+                    c.finished = Some(state::now());
+                }
+            });
+            Err(e)
+        }
+    }
+}
+
+/// Deletes libcontainer's state of a container, if any is left.
+pub fn delete_runtime_state(paths: &Paths, id: &str) {
+    let dir = paths.libcontainer_state().join(id);
+    if !dir.exists() {
+        return;
+    }
+    match libcontainer::container::Container::load(dir.clone()) {
+        Ok(mut container) => {
+            if let Err(e) = container.delete(true) {
+                tracing::warn!(id, error = %e, "cannot delete the container's runtime state");
+            }
+        }
+        Err(e) => tracing::debug!(id, error = %e, "unreadable runtime state"),
+    }
+    if dir.exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+fn start_and_wait(paths: &Paths, c: &Container, attach: bool, interactive: bool) -> anyhow::Result<i32> {
+    let id = c.id.as_str();
+    let dir = paths.container(id);
+    rootfs::mount(paths, c)?;
+    delete_runtime_state(paths, id);
+
+    // The container inherits dispositions and the signal mask: give it the defaults.
+    // SAFETY: setting default dispositions, single-threaded.
+    unsafe {
+        let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+
+    let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_root_path(paths.libcontainer_state())
+        .context("cannot use the runtime state directory")?;
+    let mut console: Option<(UnixListener, PathBuf)> = None;
+    let mut pipes: Vec<(OwnedFd, u8)> = Vec::new();
+    if c.tty {
+        let sock = console_socket_path(id);
+        let _ = std::fs::remove_file(&sock);
+        let listener = UnixListener::bind(&sock).with_context(|| format!("cannot bind {}", sock.display()))?;
+        builder = builder.with_console_socket(Some(&sock));
+        console = Some((listener, sock));
+    } else {
+        let (out_r, out_w) = nix::unistd::pipe()?;
+        let (err_r, err_w) = nix::unistd::pipe()?;
+        let stdin: OwnedFd = if interactive {
+            nix::unistd::dup(0).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })?
+        } else {
+            File::open("/dev/null")?.into()
+        };
+        builder = builder.with_stdin(stdin).with_stdout(out_w).with_stderr(err_w);
+        pipes.push((out_r, STDOUT));
+        pipes.push((err_r, STDERR));
+    }
+    let built = builder.as_init(&dir).with_systemd(false).with_detach(true).build();
+    let mut container = match built {
+        Ok(container) => container,
+        Err(e) => {
+            if let Some((_, sock)) = &console {
+                let _ = std::fs::remove_file(sock);
+            }
+            delete_runtime_state(paths, id);
+            return Err(anyhow::anyhow!("cannot create the container: {e}"));
+        }
+    };
+    if let Err(e) = container.start() {
+        let _ = container.delete(true);
+        bail!("cannot start the container: {e}");
+    }
+    let pid = container.pid().ok_or_else(|| anyhow::anyhow!("the started container has no pid"))?;
+
+    // From here on signals arrive through a signalfd, and a vanished reader is no reason to die.
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        mask.add(s);
+    }
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    // SAFETY: ignoring SIGPIPE in the monitor only (the container already runs).
+    unsafe {
+        let _ = signal(Signal::SIGPIPE, SigHandler::SigIgn);
+    }
+
+    update(paths, id, |rec| {
+        rec.status = Status::Running;
+        rec.pid = Some(pid.as_raw());
+        rec.started = Some(state::now());
+        rec.finished = None;
+        rec.exit_code = None;
+    })?;
+    tracing::info!(id, pid = pid.as_raw(), "container started");
+
+    let mut log = LogWriter::open(&dir.join("log"))?;
+    let mut raw_mode = None;
+    let mut master: Option<OwnedFd> = None;
+    if let Some((listener, sock)) = console.take() {
+        let m = receive_master(&listener);
+        let _ = std::fs::remove_file(&sock);
+        let m = m?;
+        if attach && isatty(0) {
+            copy_winsize(0, m.as_raw_fd());
+            if interactive {
+                raw_mode = RawMode::enter(0);
+            }
+        }
+        set_nonblocking(m.as_raw_fd());
+        master = Some(m);
+    }
+    for (fd, _) in &pipes {
+        set_nonblocking(fd.as_raw_fd());
+    }
+    let stdin_open = interactive && master.is_some();
+    if stdin_open {
+        set_nonblocking(0);
+    }
+
+    let code = relay(&mut log, &sfd, pid, &mut pipes, master.as_ref(), attach, stdin_open);
+    if stdin_open {
+        // SAFETY: restoring the blocking flag on our stdin.
+        unsafe {
+            let flags = libc::fcntl(0, libc::F_GETFL);
+            libc::fcntl(0, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+    drop(raw_mode);
+    drop(master);
+
+    if let Err(e) = container.delete(true) {
+        tracing::warn!(id, error = %e, "cannot delete the container's runtime state");
+    }
+    delete_runtime_state(paths, id);
+    rootfs::unmount(paths, id)?;
+    let rec = update(paths, id, |rec| {
+        rec.status = Status::Exited;
+        rec.exit_code = Some(code);
+        rec.finished = Some(state::now());
+        rec.pid = None;
+        rec.monitor_pid = None;
+    })?;
+    tracing::info!(id, code, "container exited");
+    if rec.auto_remove {
+        super::remove_container_files(paths, id)?;
+    }
+    Ok(code)
+}
+
+/// Copies output until the container exits and its output is drained; returns the exit code.
+fn relay(
+    log: &mut LogWriter,
+    sfd: &SignalFd,
+    pid: Pid,
+    pipes: &mut Vec<(OwnedFd, u8)>,
+    master: Option<&OwnedFd>,
+    attach: bool,
+    mut stdin_open: bool,
+) -> i32 {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut code: Option<i32> = None;
+    let mut master_open = master.is_some();
+    // The exit may have happened before the signalfd existed.
+    if let Ok(status) = waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        code = exit_code(status);
+    }
+    let mut drain_deadline: Option<std::time::Instant> = None;
+    loop {
+        if code.is_some() {
+            let done = pipes.is_empty() && !master_open;
+            let deadline =
+                *drain_deadline.get_or_insert_with(|| std::time::Instant::now() + std::time::Duration::from_secs(2));
+            if done || std::time::Instant::now() > deadline {
+                break;
+            }
+        }
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        fds.push(libc::pollfd { fd: sfd.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        for (fd, _) in pipes.iter() {
+            fds.push(libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        }
+        let master_fd = master.map(|m| m.as_raw_fd()).unwrap_or(-1);
+        if master_open {
+            fds.push(libc::pollfd { fd: master_fd, events: libc::POLLIN, revents: 0 });
+        }
+        if stdin_open && code.is_none() {
+            fds.push(libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 });
+        }
+        let timeout = if code.is_some() { 50 } else { -1 };
+        // SAFETY: a valid array of pollfds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            break;
+        }
+        if code.is_some() && n == 0 {
+            break; // exited and nothing more to read
+        }
+        // Signals.
+        if fds[0].revents != 0 {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                let sig = info.ssi_signo as i32;
+                if sig == libc::SIGCHLD {
+                    loop {
+                        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                            Ok(WaitStatus::StillAlive) | Err(_) => break,
+                            Ok(status) => {
+                                if status.pid() == Some(pid) {
+                                    code = exit_code(status);
+                                }
+                            }
+                        }
+                    }
+                } else if sig == libc::SIGWINCH {
+                    if master_open && isatty(0) {
+                        copy_winsize(0, master_fd);
+                    }
+                } else if code.is_none()
+                    && let Ok(s) = Signal::try_from(sig)
+                {
+                    tracing::debug!(signal = %s, "forwarding a signal to the container");
+                    let _ = kill(pid, s);
+                }
+            }
+        }
+        // Output pipes.
+        let mut closed = Vec::new();
+        for (i, (fd, stream)) in pipes.iter().enumerate() {
+            let p = fds[1 + i];
+            if p.revents == 0 {
+                continue;
+            }
+            match read_some(fd.as_raw_fd(), &mut buf) {
+                Some(0) => {}
+                Some(n) => {
+                    let _ = log.write(*stream, &buf[..n]);
+                    if attach {
+                        write_all_fd(if *stream == STDERR { 2 } else { 1 }, &buf[..n]);
+                    }
+                }
+                None => closed.push(i),
+            }
+        }
+        for i in closed.into_iter().rev() {
+            pipes.remove(i);
+        }
+        // The pty.
+        if master_open
+            && let Some(p) = fds.iter().find(|p| p.fd == master_fd)
+            && p.revents != 0
+        {
+            match read_some(master_fd, &mut buf) {
+                Some(0) => {}
+                Some(n) => {
+                    let _ = log.write(STDOUT, &buf[..n]);
+                    if attach {
+                        write_all_fd(1, &buf[..n]);
+                    }
+                }
+                None => master_open = false,
+            }
+        }
+        // The user's keystrokes.
+        if stdin_open
+            && code.is_none()
+            && let Some(p) = fds.iter().find(|p| p.fd == 0)
+            && p.revents != 0
+        {
+            match read_some(0, &mut buf) {
+                Some(0) => {}
+                Some(n) => write_all_fd(master_fd, &buf[..n]),
+                None => stdin_open = false,
+            }
+        }
+    }
+    code.unwrap_or(255)
+}

@@ -1,0 +1,278 @@
+//! The OCI runtime configuration (`config.json`) of a container: the process (args, env, cwd,
+//! user, terminal), docker's default capabilities, namespaces (mount, PID, UTS, IPC, and network
+//! unless the host's is asked for), `/proc`, a minimal `/dev` with devpts, `/sys` read-only,
+//! `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`, volumes and bind mounts, and cgroup
+//! limits only when asked. Written as JSON and checked by parsing it as `oci_spec`'s `Spec`.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+/// A mount from the host into the container.
+#[derive(Debug, Clone)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// Everything the configuration is built from.
+#[derive(Debug, Clone)]
+pub struct SpecInput {
+    pub id: String,
+    pub rootfs: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub terminal: bool,
+    pub hostname: String,
+    pub host_network: bool,
+    pub binds: Vec<BindMount>,
+    pub memory_bytes: Option<i64>,
+    pub pids_limit: Option<i64>,
+}
+
+/// Docker's default capability set.
+const CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Builds the configuration; fails only if the result is not a valid OCI spec.
+pub fn build(input: &SpecInput) -> anyhow::Result<Value> {
+    let caps: Vec<Value> = CAPABILITIES.iter().map(|c| json!(c)).collect();
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+               "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+               "options": ["nosuid", "noexec", "nodev", "ro"]}),
+    ];
+    for b in &input.binds {
+        let mode = if b.read_only { "ro" } else { "rw" };
+        mounts.push(json!({"destination": b.target, "type": "bind", "source": b.source,
+                           "options": ["rbind", mode, "rprivate"]}));
+    }
+    let mut namespaces =
+        vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
+    if !input.host_network {
+        namespaces.push(json!({"type": "network"}));
+    }
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "cgroupsPath": format!("/berth/{}", input.id),
+        "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                        "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+                        "/proc/scsi"],
+        "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+    });
+    if input.memory_bytes.is_some() || input.pids_limit.is_some() {
+        let mut resources = json!({});
+        if let Some(m) = input.memory_bytes {
+            resources["memory"] = json!({"limit": m});
+        }
+        if let Some(p) = input.pids_limit {
+            resources["pids"] = json!({"limit": p});
+        }
+        linux["resources"] = resources;
+    }
+    let spec = json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": input.terminal,
+            "user": {"uid": input.uid, "gid": input.gid, "additionalGids": input.additional_gids},
+            "args": input.args,
+            "env": input.env,
+            "cwd": input.cwd,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "noNewPrivileges": false,
+        },
+        "root": {"path": input.rootfs, "readonly": false},
+        "hostname": input.hostname,
+        "mounts": mounts,
+        "linux": linux,
+    });
+    // The configuration must be what libcontainer will read.
+    let _: oci_spec::runtime::Spec = serde_json::from_value(spec.clone())
+        .map_err(|e| anyhow::anyhow!("internal error: the container configuration is not a valid OCI spec: {e}"))?;
+    Ok(spec)
+}
+
+/// Parses docker's `--memory` values: bytes, or a number with b, k, m, g (powers of 1024).
+pub fn parse_memory(s: &str) -> anyhow::Result<i64> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, mult) = match t.chars().last() {
+        Some('b') => (&t[..t.len() - 1], 1),
+        Some('k') => (&t[..t.len() - 1], 1 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t.as_str(), 1),
+    };
+    let n: i64 = num.parse().map_err(|_| anyhow::anyhow!("invalid memory size {s:?} (e.g. 256m, 1g)"))?;
+    let bytes = n.checked_mul(mult).filter(|b| *b >= 6 * 1024 * 1024);
+    bytes.ok_or_else(|| anyhow::anyhow!("memory limit {s:?} is out of range (at least 6m)"))
+}
+
+/// `uid[:gid]` or `name[:group]` of the image's `User`, resolved with the image's own
+/// `/etc/passwd` and `/etc/group` (found in the layers, topmost first).
+pub fn resolve_user(user: &str, layer_dirs: &[PathBuf]) -> anyhow::Result<(u32, u32, Vec<u32>)> {
+    let user = user.trim();
+    if user.is_empty() {
+        return Ok((0, 0, Vec::new()));
+    }
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let read = |name: &str| -> String {
+        layer_dirs.iter().rev().find_map(|d| std::fs::read_to_string(d.join("etc").join(name)).ok()).unwrap_or_default()
+    };
+    let passwd = read("passwd");
+    let (uid, primary_gid) = match u.parse::<u32>() {
+        Ok(uid) => {
+            let gid = passwd
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() > 3 && f[2] == u)
+                .and_then(|f| f[3].parse().ok())
+                .unwrap_or(0);
+            (uid, gid)
+        }
+        Err(_) => {
+            let f = passwd
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() > 3 && f[0] == u)
+                .ok_or_else(|| anyhow::anyhow!("user {u:?} is not in the image's /etc/passwd"))?;
+            (f[2].parse()?, f[3].parse()?)
+        }
+    };
+    let group = read("group");
+    let gid = match g {
+        None => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => group
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() > 2 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| anyhow::anyhow!("group {g:?} is not in the image's /etc/group"))?,
+        },
+    };
+    let user_name = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == uid.to_string())
+        .map(|f| f[0].to_string());
+    let mut additional = Vec::new();
+    if let Some(name) = user_name {
+        for f in group.lines().map(|l| l.split(':').collect::<Vec<_>>()) {
+            if f.len() > 3
+                && f[3].split(',').any(|m| m == name)
+                && let Ok(id) = f[2].parse::<u32>()
+                && id != gid
+            {
+                additional.push(id);
+            }
+        }
+    }
+    Ok((uid, gid, additional))
+}
+
+/// The content of the container's `/etc/hosts`.
+pub fn hosts_file(hostname: &str) -> String {
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n\
+         ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+    )
+}
+
+/// The container's `/etc/resolv.conf`: the host's (network host), a copy of it otherwise.
+pub fn resolv_conf(host_network: bool) -> String {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if host_network {
+        return host;
+    }
+    // A container without network has no resolver to reach; keep the search domains only.
+    host.lines().filter(|l| !l.trim_start().starts_with("nameserver")).map(|l| format!("{l}\n")).collect()
+}
+
+/// Whether `path` is an absolute container path without `..`.
+pub fn valid_container_path(path: &str) -> bool {
+    let p = Path::new(path);
+    p.is_absolute() && !p.components().any(|c| matches!(c, std::path::Component::ParentDir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("256m").unwrap(), 256 << 20);
+        assert_eq!(parse_memory("1G").unwrap(), 1 << 30);
+        assert!(parse_memory("1k").is_err());
+        assert!(parse_memory("lots").is_err());
+    }
+
+    #[test]
+    fn users_from_the_image() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("etc")).unwrap();
+        std::fs::write(tmp.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/:/bin/sh\n")
+            .unwrap();
+        std::fs::write(tmp.path().join("etc/group"), "root:x:0:\napp:x:1001:\nextra:x:2000:app\n").unwrap();
+        let dirs = vec![tmp.path().to_path_buf()];
+        assert_eq!(resolve_user("app", &dirs).unwrap(), (1000, 1001, vec![2000]));
+        assert_eq!(resolve_user("1000:extra", &dirs).unwrap(), (1000, 2000, vec![]));
+        assert_eq!(resolve_user("", &dirs).unwrap(), (0, 0, vec![]));
+        assert!(resolve_user("nobody-here", &dirs).is_err());
+    }
+
+    #[test]
+    fn spec_is_valid() {
+        let input = SpecInput {
+            id: "a".repeat(64),
+            rootfs: "/tmp/rootfs".into(),
+            args: vec!["sh".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            terminal: false,
+            hostname: "h".into(),
+            host_network: false,
+            binds: vec![BindMount { source: "/tmp".into(), target: "/data".into(), read_only: true }],
+            memory_bytes: Some(64 << 20),
+            pids_limit: Some(10),
+        };
+        let spec = build(&input).unwrap();
+        assert_eq!(spec["linux"]["resources"]["pids"]["limit"], 10);
+        assert!(valid_container_path("/data"));
+        assert!(!valid_container_path("data"));
+        assert!(!valid_container_path("/a/../b"));
+    }
+}
