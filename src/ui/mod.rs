@@ -92,6 +92,10 @@ pub struct Services {
     pub registry: Arc<Registry>,
     pub auth: Option<Arc<AuthService>>,
     pub mirror: Option<Arc<Mirror>>,
+    /// Webhook events and the audit log.
+    pub events: Arc<crate::ops::Events>,
+    /// The client's address (for the audit log).
+    pub addr: String,
 }
 
 impl Services {
@@ -103,6 +107,8 @@ impl Services {
             registry: state.registry.clone(),
             auth: req.app_data::<web::Data<AuthService>>().map(|d| d.clone().into_inner()),
             mirror: state.mirror.clone(),
+            events: state.events.clone(),
+            addr: crate::auth::service::client_addr(req),
         })
     }
 
