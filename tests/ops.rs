@@ -438,6 +438,7 @@ async fn webhooks_get_signed_push_and_delete_events_from_docker() {
     let theirs = theirs["webhooks"].as_array().unwrap().clone();
     assert_eq!(theirs.len(), 1);
     assert_eq!(theirs[0]["namespace"], "ops-elsewhere");
+    assert_eq!(theirs[0]["url"], elsewhere.url.trim_end_matches("/hook"), "only the origin for non-admins");
     let global_id =
         list["webhooks"].as_array().unwrap().iter().find(|w| w["namespace"].is_null()).unwrap()["id"].clone();
     let (s, _) = api(&c, &b, Method::GET, &format!("/api/v1/webhooks/{global_id}/deliveries"), carol, None).await;
@@ -804,6 +805,9 @@ async fn graceful_shutdown_finishes_transfers_in_flight() {
     );
     up.write_all(&small[..small.len() / 2]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    // The metrics see it in flight.
+    let m = scrape(&c, &b).await;
+    assert_eq!(get(&m, "berth_uploads_in_flight"), 1.0);
 
     // SIGTERM.
     let kill = Command::new("kill").args(["-TERM", &b.pid().to_string()]).status().unwrap();
@@ -946,4 +950,126 @@ async fn mirror_hits_misses_upstream_bytes_and_cache_events() {
     let pull = verified(&hook.wait_for_nth("pull", 2, Duration::from_secs(20)), SECRET);
     assert_eq!(pull["repository"], "up/lib/mirrored");
     assert_eq!(pull["actor"], "anonymous");
+}
+
+#[tokio::test]
+async fn a_gc_run_shows_in_the_metrics_and_the_audit_log() {
+    let b = Berth::start_with_env(&[
+        ("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ("BERTH_GC__ENABLED", "false"),
+        ("BERTH_GC__GRACE_SECS", "0"),
+    ]);
+    let c = Client::new();
+    let admin = ("admin", ADMIN_PASSWORD);
+    let layer = vec![7u8; 50_000];
+    let (digest, _) = push_image(&c, &b, ADMIN, "admin/collected", "v1", &layer).await;
+    let r = c
+        .delete(format!("{}/v2/admin/collected/manifests/{digest}", b.base))
+        .basic_auth("admin", Some(ADMIN_PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // Timestamps are whole seconds: let the deleted content be older than the cutoff.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (s, dry) = api(&c, &b, Method::POST, "/api/v1/gc?dry_run=true", admin, None).await;
+    assert_eq!(s, StatusCode::OK, "{dry}");
+    assert_eq!(get(&scrape(&c, &b).await, "berth_gc_runs_total"), 0.0, "a dry run is no run");
+    let (s, report) = api(&c, &b, Method::POST, "/api/v1/gc", admin, None).await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    let freed_bytes = report["bytes_freed"].as_u64().unwrap();
+    assert!(freed_bytes >= layer.len() as u64, "{report}");
+    let freed = report["blobs_deleted"].as_u64().unwrap()
+        + report["manifests_deleted"].as_u64().unwrap()
+        + report["mirror_manifests_evicted"].as_u64().unwrap();
+    let m = scrape(&c, &b).await;
+    assert_eq!(get(&m, "berth_gc_runs_total"), 1.0);
+    assert_eq!(get(&m, "berth_gc_freed_bytes_total"), freed_bytes as f64);
+    assert_eq!(get(&m, "berth_gc_freed_objects_total"), freed as f64);
+    assert_eq!(get(&m, "berth_gc_duration_seconds_count"), 1.0);
+    let (_, audit) = api(&c, &b, Method::GET, "/api/v1/audit?action=gc.run", admin, None).await;
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(entries[0]["actor"], "admin");
+    assert_eq!(entries[0]["detail"]["bytes_freed"], freed_bytes);
+}
+
+/// The value of `name` in a response's Set-Cookie headers.
+fn cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| v.to_str().ok()?.strip_prefix(&format!("{name}="))?.split(';').next().map(String::from))
+}
+
+/// The CSRF token the forms of a page carry.
+fn form_csrf(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a form with a csrf field") + "name=\"csrf\" value=\"".len();
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn web_ui_logins_and_deletes_reach_the_audit_log_and_webhooks() {
+    let b = Berth::start_with_env(&[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD), ("BERTH_WEBHOOKS__POLL_MS", "50")]);
+    let c = Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let admin = ("admin", ADMIN_PASSWORD);
+    let hook = Receiver::start(0);
+    let (s, _) = api(
+        &c,
+        &b,
+        Method::POST,
+        "/api/v1/webhooks",
+        admin,
+        Some(json!({"url": hook.url, "secret": SECRET, "events": ["delete"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    push_image(&c, &b, ADMIN, "admin/ui-deleted", "v1", b"ui layer").await;
+
+    // Log in through the form.
+    let page = c.get(format!("{}/login", b.base)).send().await.unwrap();
+    let csrf_cookie = cookie(&page, "berth_csrf").expect("a csrf cookie");
+    let csrf = form_csrf(&page.text().await.unwrap());
+    let form = serde_urlencoded::to_string([
+        ("csrf", csrf.as_str()),
+        ("name", "admin"),
+        ("password", ADMIN_PASSWORD),
+        ("next", "/"),
+    ])
+    .unwrap();
+    let resp = c
+        .post(format!("{}/login", b.base))
+        .header("cookie", format!("berth_csrf={csrf_cookie}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let session = cookie(&resp, "berth_session").expect("a session");
+    let cookies = format!("berth_csrf={csrf_cookie}; berth_session={session}");
+
+    // Delete the tag from the repository page.
+    let page = c.get(format!("{}/r/admin/ui-deleted", b.base)).header("cookie", &cookies).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let csrf = form_csrf(&page.text().await.unwrap());
+    let form = serde_urlencoded::to_string([("csrf", csrf.as_str()), ("reference", "v1")]).unwrap();
+    let resp = c
+        .post(format!("{}/r/admin/ui-deleted/-/delete", b.base))
+        .header("cookie", &cookies)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{}", resp.text().await.unwrap());
+
+    let delete = verified(&hook.wait_for("delete", Duration::from_secs(20)), SECRET);
+    assert_eq!(delete["repository"], "admin/ui-deleted");
+    assert_eq!(delete["tag"], "v1");
+    assert_eq!(delete["actor"], "admin");
+    let (_, audit) = api(&c, &b, Method::GET, "/api/v1/audit?actor=admin", admin, None).await;
+    let entries = audit["entries"].as_array().unwrap();
+    assert!(entries.iter().any(|e| e["action"] == "login" && e["detail"]["via"] == "ui"), "{audit:#}");
+    assert!(entries.iter().any(|e| e["action"] == "delete" && e["target"] == "admin/ui-deleted"), "{audit:#}");
 }

@@ -795,6 +795,20 @@ async fn gc_and_quota_through_the_ui() {
     assert!(html.contains("Nothing was done: garbage collection is already running on another node"), "{html}");
     assert_report_shown(&html, "gc-last-run", &api["last_run"]);
     assert_eq!(api_gc(&base).await["last_run"], api["last_run"]);
+    // The audit log has the one real run, by admin, as the API would have recorded it.
+    let audit: serde_json::Value = c
+        .get(format!("{base}/api/v1/audit?action=gc.run"))
+        .basic_auth("admin", Some(ADMIN_PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(entries[0]["actor"], "admin");
+    assert_eq!(entries[0]["detail"]["bytes_freed"], api["last_run"]["bytes_freed"]);
 
     // Quota: set through the form (admins only), shown with the usage the API reports.
     let usage = |ns: &'static str| {

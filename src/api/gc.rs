@@ -29,6 +29,16 @@ pub async fn run(
     let who = admin(&req, &auth).await?;
     tracing::info!(by = who.name().unwrap_or_default(), dry_run = q.dry_run, "garbage collection requested");
     let report = gc.run(q.dry_run, &|line| tracing::info!("gc: {line}")).await?;
+    if !q.dry_run
+        && let Some(events) = req.app_data::<web::Data<crate::ops::Events>>()
+    {
+        let detail = json!({
+            "blobs_deleted": report.blobs_deleted, "manifests_deleted": report.manifests_deleted,
+            "tags_deleted": report.tags_deleted, "bytes_freed": report.bytes_freed,
+        });
+        let addr = crate::auth::service::client_addr(&req);
+        events.audit(crate::ops::events::actor(&who), "gc.run", None, detail, Some(&addr)).await;
+    }
     Ok(HttpResponse::Ok().json(report))
 }
 

@@ -101,10 +101,21 @@ async fn list_webhooks(req: HttpRequest, auth: web::Data<AuthService>) -> Result
     let mut out = Vec::new();
     for hook in events(&req)?.meta().webhooks().await? {
         if may_manage_hook(&auth, &who, &hook).await? {
-            out.push(webhook_json(&hook));
+            let mut json = webhook_json(&hook);
+            if !who.is_admin() {
+                // A URL's path or query can be a credential itself (chat webhooks): only the
+                // administrators who set it see it whole.
+                json["url"] = url_origin(&hook.url).into();
+            }
+            out.push(json);
         }
     }
     Ok(HttpResponse::Ok().json(json!({ "webhooks": out })))
+}
+
+/// `scheme://host[:port]` of a URL.
+fn url_origin(url: &str) -> String {
+    reqwest::Url::parse(url).map(|u| u.origin().ascii_serialization()).unwrap_or_default()
 }
 
 #[derive(Deserialize)]

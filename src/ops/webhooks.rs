@@ -84,6 +84,7 @@ async fn send(events: &Events, config: &WebhooksConfig, client: &reqwest::Client
             return;
         }
     };
+    let gone = hook.is_none();
     let result = match hook {
         None => Err((None, "the webhook was deleted".to_string())),
         Some(hook) => {
@@ -112,7 +113,7 @@ async fn send(events: &Events, config: &WebhooksConfig, client: &reqwest::Client
             Outcome::Delivered { status_code }
         }
         Err((status_code, error)) => {
-            let give_up = d.attempts >= config.max_attempts as i64;
+            let give_up = gone || d.attempts >= config.max_attempts as i64;
             let next_attempt_at = (!give_up).then(|| now_millis() + backoff_ms(config, d.attempts));
             metrics::global().webhook_attempt(if give_up { "failed" } else { "retry" });
             tracing::warn!(webhook = d.webhook_id, delivery = d.id, attempt = d.attempts, give_up, %error, "webhook delivery failed");

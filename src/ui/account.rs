@@ -130,6 +130,7 @@ pub async fn change_password(v: Viewer, req: HttpRequest, form: web::Form<Passwo
         other => other,
     })?;
     auth.set_password(&name, &form.new).await?;
+    v.audit("password.change", &name, serde_json::Value::Null).await;
     if let Some(a) = &v.who.account {
         auth.meta.delete_ui_sessions_of(a.id, v.session_hash()).await?;
     }
@@ -169,6 +170,7 @@ pub async fn create_token(v: Viewer, form: web::Form<TokenForm>) -> UiResult {
     let pattern = form.pattern.trim();
     let (record, secret) =
         auth.create_token(&name, form.name.trim(), &form.scope, Some(pattern), expires(&form.expires_days)?).await?;
+    v.audit("token.create", &name, crate::api::admin::token_audit(&record)).await;
     let shown = Shown { what: format!("Token {:?}", record.name), account: name, secret, host: v.host.clone() };
     settings_page(&v, None, Some(shown)).await
 }
@@ -177,6 +179,7 @@ pub async fn revoke_token(v: Viewer, id: web::Path<i64>, form: web::Form<CsrfFor
     let name = v.require_login()?.to_string();
     v.check_csrf(&form.csrf)?;
     v.auth()?.revoke_token(*id, Some(&name)).await?;
+    v.audit("token.revoke", &id.to_string(), serde_json::Value::Null).await;
     Ok(see_other("/settings?ok=revoked"))
 }
 
@@ -284,6 +287,7 @@ pub struct VisibilityForm {
 pub async fn set_visibility(v: Viewer, ns: web::Path<String>, form: web::Form<VisibilityForm>) -> UiResult {
     manager(&v, &ns, &form.csrf).await?;
     v.auth()?.set_visibility(&ns, form.public == "true").await?;
+    v.audit("namespace.visibility", &ns, serde_json::json!({ "public": form.public == "true" })).await;
     Ok(see_other(&format!("/ns/{ns}?ok=visibility")))
 }
 
@@ -302,6 +306,8 @@ pub async fn set_member(v: Viewer, ns: web::Path<String>, form: web::Form<Member
     manager(&v, &ns, &form.csrf).await?;
     let role = (form.role != "remove").then_some(form.role.as_str());
     v.auth()?.set_member(&ns, form.account.trim(), role).await?;
+    let detail = serde_json::json!({ "account": form.account.trim(), "role": role });
+    v.audit(if role.is_some() { "member.set" } else { "member.remove" }, &ns, detail).await;
     Ok(see_other(&format!("/ns/{ns}?ok=member")))
 }
 
@@ -323,7 +329,8 @@ pub struct RobotForm {
 pub async fn create_robot(v: Viewer, form: web::Form<RobotForm>) -> UiResult {
     let ns = form.namespace.trim();
     manager(&v, ns, &form.csrf).await?;
-    v.auth()?.create_robot(ns, form.name.trim(), &form.role).await?;
+    let robot = v.auth()?.create_robot(ns, form.name.trim(), &form.role).await?;
+    v.audit("robot.create", &robot.name, serde_json::json!({ "role": form.role })).await;
     Ok(see_other(&if form.back == "admin" { "/admin?ok=robot".to_string() } else { format!("/ns/{ns}?ok=robot") }))
 }
 
@@ -347,6 +354,7 @@ pub async fn create_robot_token(v: Viewer, name: web::Path<String>, form: web::F
             expires(&form.expires_days)?,
         )
         .await?;
+    v.audit("token.create", &robot.name, crate::api::admin::token_audit(&record)).await;
     let shown = Shown {
         what: format!("Token {:?} of the robot {}", record.name, robot.name),
         account: robot.name.clone(),
@@ -359,6 +367,7 @@ pub async fn create_robot_token(v: Viewer, name: web::Path<String>, form: web::F
 pub async fn delete_robot(v: Viewer, name: web::Path<String>, form: web::Form<CsrfForm>) -> UiResult {
     let robot = managed_robot(&v, &name, &form.csrf).await?;
     v.auth()?.delete_account(&robot.name).await?;
+    v.audit("robot.delete", &robot.name, serde_json::Value::Null).await;
     Ok(see_other(&format!("/ns/{}?ok=robot-deleted", robot.robot_namespace.unwrap_or_default())))
 }
 
@@ -502,6 +511,7 @@ pub async fn create_user(v: Viewer, form: web::Form<NewUserForm>) -> UiResult {
     v.check_csrf(&form.csrf)?;
     let password = Some(form.password.as_str()).filter(|p| !p.is_empty());
     let (account, generated) = v.auth()?.create_user(form.name.trim(), password, form.admin.is_some()).await?;
+    v.audit("user.create", &account.name, serde_json::json!({ "admin": form.admin.is_some() })).await;
     let shown = generated.map(|secret| Shown {
         what: format!("The generated password of {}", account.name),
         account: account.name.clone(),
@@ -541,6 +551,7 @@ pub async fn update_user(v: Viewer, name: web::Path<String>, form: web::Form<Use
         }
         _ => return Err(RegistryError::Invalid("unknown action".into()).into()),
     };
+    v.audit("user.update", &name, serde_json::json!({ "action": form.action })).await;
     if matches!(form.action.as_str(), "disable" | "password" | "remove-admin") {
         // The account's open UI sessions end with the change.
         auth.meta.delete_ui_sessions_of(account.id, v.session_hash()).await?;
@@ -560,5 +571,6 @@ pub async fn create_org(v: Viewer, form: web::Form<OrgForm>) -> UiResult {
     require_admin(&v)?;
     v.check_csrf(&form.csrf)?;
     v.auth()?.create_org(form.name.trim()).await?;
+    v.audit("namespace.create", form.name.trim(), serde_json::Value::Null).await;
     Ok(see_other("/admin?ok=org"))
 }

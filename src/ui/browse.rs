@@ -208,6 +208,12 @@ pub async fn repository_post(v: Viewer, tail: web::Path<String>, form: web::Form
         return Err(RegistryError::Denied(format!("you may not delete in {name}")).into());
     }
     v.svc.registry.delete_manifest(&name, &reference).await?;
+    let (tag, digest) = match &reference {
+        Reference::Tag(t) => (Some(t.as_str()), None),
+        Reference::Digest(d) => (None, Some(d.as_str())),
+    };
+    let ev = crate::ops::RepoEvent { repository: &name, tag, digest, ..Default::default() };
+    v.svc.events.deleted(&v.who, &v.svc.addr, ev).await;
     tracing::info!(repository = %name, reference = %reference, account = v.name().unwrap_or("-"), "deleted in the UI");
     Ok(see_other(&format!("/r/{name}?ok=deleted")))
 }

@@ -99,6 +99,10 @@ pub struct Services {
     pub mirror: Option<Arc<Mirror>>,
     /// The garbage collector the server runs.
     pub gc: Option<Arc<Collector>>,
+    /// Webhook events and the audit log.
+    pub events: Arc<crate::ops::Events>,
+    /// The client's address (for the audit log).
+    pub addr: String,
 }
 
 impl Services {
@@ -111,6 +115,8 @@ impl Services {
             auth: req.app_data::<web::Data<AuthService>>().map(|d| d.clone().into_inner()),
             mirror: state.mirror.clone(),
             gc: req.app_data::<web::Data<Collector>>().map(|d| d.clone().into_inner()),
+            events: state.events.clone(),
+            addr: crate::auth::service::client_addr(req),
         })
     }
 

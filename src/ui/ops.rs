@@ -144,6 +144,15 @@ pub async fn run_gc(v: Viewer, form: web::Form<GcForm>) -> UiResult {
     tracing::info!(by, dry_run, "garbage collection requested from the UI");
     match gc.run(dry_run, &|line| tracing::info!("gc: {line}")).await {
         Ok(report) => {
+            if !dry_run {
+                // As `POST /api/v1/gc` records it.
+                let detail = serde_json::json!({
+                    "blobs_deleted": report.blobs_deleted, "manifests_deleted": report.manifests_deleted,
+                    "tags_deleted": report.tags_deleted, "bytes_freed": report.bytes_freed,
+                });
+                let actor = crate::ops::events::actor(&v.who);
+                v.svc.events.audit(actor, "gc.run", None, detail, Some(&v.svc.addr)).await;
+            }
             let code = if dry_run { "gc-dry" } else { "gc" };
             super::account::admin_page_with(&v, StatusCode::OK, Some(code), None, Ok(Some(GcRow::from(&report)))).await
         }

@@ -145,6 +145,12 @@ impl Viewer {
     }
 
     /// The account name of a logged-in viewer; anonymous viewers go to the login page.
+    /// Records a change made through the UI in the audit log.
+    pub async fn audit(&self, action: &str, target: &str, detail: serde_json::Value) {
+        let actor = crate::ops::events::actor(&self.who);
+        self.svc.events.audit(actor, action, Some(target), detail, Some(&self.svc.addr)).await;
+    }
+
     pub fn require_login(&self) -> Result<&str, UiError> {
         if self.svc.auth.is_none() {
             return Err(RegistryError::NotFound("there are no accounts: authentication is off".into()).into());
@@ -261,6 +267,7 @@ pub async fn login(v: Viewer, req: HttpRequest, form: web::Form<LoginForm>) -> U
     let hash = token_hash(&secret);
     auth.meta.create_ui_session(&hash, account.id, &random_secret(), SESSION_TTL_SECS).await?;
     tracing::info!(account = %account.name, "UI login");
+    v.svc.events.login_succeeded(&account.name, "ui", &client_addr(&req)).await;
     let mut resp = see_other(&next);
     resp.headers_mut().append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, &secret, SESSION_TTL_SECS, v.secure));
     Ok(resp)
