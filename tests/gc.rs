@@ -746,4 +746,26 @@ async fn expired_uploads_and_leftover_objects() {
     // The leftover's digest can be pushed normally afterwards.
     reg.blob("left/app", &orphan).await;
     assert!(object_exists(&b, &od));
+
+    // A run interrupted between marking a blob `deleting` and removing it (a crash, a restart)
+    // leaves the mark: the next run finishes it, and the digest can be pushed again at once.
+    let stuck = b"a blob whose collection was interrupted".to_vec();
+    let sd = reg.blob("left/stuck", &stuck).await;
+    assert_eq!(reg.status(reqwest::Method::DELETE, &format!("/v2/left/stuck/blobs/{sd}")).await, StatusCode::ACCEPTED);
+    sql(
+        &b,
+        &format!(
+            "UPDATE blobs SET deleting = 'gc-a-node-that-died', created_at = created_at - 600 WHERE digest = '{sd}'"
+        ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // the object is past the grace period too
+    let report = reg.gc(false).await;
+    assert!(report["blobs_deleted"].as_u64().unwrap() >= 1, "{report}");
+    assert!(!object_exists(&b, &sd), "the interrupted deletion was finished");
+    let started = std::time::Instant::now();
+    reg.blob("left/stuck", &stuck).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "the push did not wait for a stale mark");
+    assert!(object_exists(&b, &sd));
+    assert_eq!(reg.status(reqwest::Method::GET, &format!("/v2/left/stuck/blobs/{sd}")).await, StatusCode::OK);
 }

@@ -183,7 +183,9 @@ fn content_range(req: &HttpRequest) -> Result<Option<(u64, u64)>> {
     let (start, end) = spec.split_once('-').ok_or_else(invalid)?;
     let start: u64 = start.trim().parse().map_err(|_| invalid())?;
     let end: u64 = end.trim().parse().map_err(|_| invalid())?;
-    if end < start {
+    // Sizes are stored as i64: an end beyond that is no real upload (and `end - start + 1`
+    // must not overflow).
+    if end < start || end >= i64::MAX as u64 {
         return Err(invalid());
     }
     Ok(Some((start, end)))

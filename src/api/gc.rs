@@ -28,7 +28,7 @@ pub async fn run(
 ) -> Result<HttpResponse> {
     let who = admin(&req, &auth).await?;
     tracing::info!(by = who.name().unwrap_or_default(), dry_run = q.dry_run, "garbage collection requested");
-    let report = gc.run(q.dry_run, &|line| tracing::info!("gc: {line}")).await?;
+    let report = gc.into_inner().run_detached(q.dry_run).await?;
     if !q.dry_run
         && let Some(events) = req.app_data::<web::Data<crate::ops::Events>>()
     {
@@ -86,7 +86,8 @@ pub async fn delete_retention(
 
 pub async fn usage(req: HttpRequest, auth: web::Data<AuthService>, ns: web::Path<String>) -> Result<HttpResponse> {
     let who = reader(&req, &auth).await?;
-    let visible = who.is_admin()
+    // An administrator's token limited to some repositories is not an administrator here.
+    let visible = (who.is_admin() && who.limit.is_none())
         || auth.may_manage(&who, &ns).await?
         || auth.allowed(&who, &format!("{ns}/x")).await?.contains(crate::auth::Action::Pull);
     if !visible {

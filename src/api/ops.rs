@@ -13,7 +13,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::admin::{admin, reader};
+use super::admin::{admin, caller};
 use crate::auth::{AuthService, Identity};
 use crate::config::MetricsConfig;
 use crate::error::{RegistryError, Result};
@@ -97,7 +97,7 @@ async fn managed_hook(req: &HttpRequest, auth: &AuthService, id: i64, who: &Iden
 }
 
 async fn list_webhooks(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
-    let who = reader(&req, &auth).await?;
+    let who = caller(&req, &auth).await?;
     let mut out = Vec::new();
     for hook in events(&req)?.meta().webhooks().await? {
         if may_manage_hook(&auth, &who, &hook).await? {
@@ -251,7 +251,7 @@ async fn list_deliveries(
     id: web::Path<i64>,
     page: web::Query<Page>,
 ) -> Result<HttpResponse> {
-    let who = reader(&req, &auth).await?;
+    let who = caller(&req, &auth).await?;
     let hook = managed_hook(&req, &auth, *id, &who).await?;
     let n = page_size(page.n)?;
     let list = events(&req)?.meta().deliveries(hook.id, page.before, n).await?;

@@ -149,6 +149,13 @@ impl Collector {
         });
     }
 
+    /// [`Collector::run`] on its own task, progress to the log: a request that asked for it
+    /// (API, UI) may go away without cancelling the collection halfway.
+    pub async fn run_detached(self: Arc<Self>, dry_run: bool) -> Result<GcReport> {
+        let task = tokio::spawn(async move { self.run(dry_run, &|line| tracing::info!("gc: {line}")).await });
+        task.await.map_err(|e| RegistryError::internal("garbage collection task", e))?
+    }
+
     /// One collection. A real run needs the cluster-wide lease (else `Conflict`); a dry run
     /// changes nothing and needs none.
     pub async fn run(&self, dry_run: bool, progress: Progress<'_>) -> Result<GcReport> {
@@ -395,6 +402,9 @@ impl Collector {
     async fn blobs(&self, report: &mut GcReport, cutoff: i64, progress: Progress<'_>) -> Result<()> {
         let meta = &self.registry.meta;
         let run = format!("gc-{}", self.holder);
+        if !report.dry_run {
+            self.finish_stale_marks(report, cutoff).await?;
+        }
         let mut last = String::new();
         let mut pages = 0u64;
         loop {
@@ -448,6 +458,37 @@ impl Collector {
             self.renew(false).await?;
         }
         Ok(())
+    }
+
+    /// Finishes what an interrupted run left marked `deleting` (such rows are invisible to
+    /// later marks, and a push of their digest waits for them to go). We hold the lease, so no
+    /// other run is working on them. A mark was set only on an unlinked blob (or, with size 0,
+    /// as a claim on a leftover object), and a marked row cannot be linked, so the object goes
+    /// when it is older than the grace period; a younger one (an upload may be committing it)
+    /// stays and is judged again as a leftover by a later run. The row goes either way.
+    async fn finish_stale_marks(&self, report: &mut GcReport, cutoff: i64) -> Result<()> {
+        let meta = &self.registry.meta;
+        loop {
+            let stale = meta.stale_marked_blobs(BATCH).await?;
+            if stale.is_empty() {
+                return Ok(());
+            }
+            for (digest, size) in stale {
+                let Ok(d) = digest.parse::<Digest>() else {
+                    meta.drop_marked_blob(&digest).await?;
+                    continue;
+                };
+                let old = matches!(self.registry.blobs.blob_modified(&d).await?, Some(m) if m < cutoff);
+                if old {
+                    self.registry.blobs.delete(&d).await?;
+                }
+                if meta.drop_marked_blob(&digest).await? > 0 && old {
+                    report.blobs_deleted += 1;
+                    report.bytes_freed += size as u64;
+                }
+            }
+            tracing::info!("finished the blob deletions an interrupted garbage collection left marked");
+        }
     }
 
     /// The upstream names whose repositories are mirrored content (an upstream a local

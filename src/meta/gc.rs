@@ -153,8 +153,10 @@ impl Meta {
         let mut tx = self.begin_write().await?;
         for (repo, digest) in manifests {
             let sql = format!(
-                "DELETE FROM manifests WHERE repository_id = $1 AND digest = $2 AND EXISTS \
-                 (SELECT 1 FROM manifests m WHERE m.repository_id = $1 AND m.digest = $2 AND {UNREACHABLE})"
+                // The conditions are on the deleted row itself, so a PostgreSQL DELETE that waited
+                // for a concurrent push re-checks them on the pushed version (whose refreshed
+                // `created_at` keeps it); an uncorrelated subquery would keep its stale answer.
+                "DELETE FROM manifests AS m WHERE m.repository_id = $1 AND m.digest = $2 AND {UNREACHABLE}"
             );
             let done =
                 sqlx::query(sqlx::AssertSqlSafe(sql)).bind(repo).bind(digest).bind(cutoff).execute(&mut *tx).await?;
@@ -331,6 +333,26 @@ impl Meta {
             q = q.bind(d);
         }
         Ok(q.execute(self.pool()).await?.rows_affected())
+    }
+
+    /// Blob rows still marked `deleting` (digest, size): left by a run that stopped between
+    /// marking and removing them (a crash, a restart, an error). Only called under the lease,
+    /// when no other run can be working on them.
+    pub async fn stale_marked_blobs(&self, limit: i64) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT digest, size FROM blobs WHERE deleting IS NOT NULL ORDER BY digest LIMIT $1")
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))).collect())
+    }
+
+    /// Removes the row of a stale mark (whatever run set it).
+    pub async fn drop_marked_blob(&self, digest: &str) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM blobs WHERE digest = $1 AND deleting IS NOT NULL")
+            .bind(digest)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
     }
 
     /// Clears the mark of a blob whose object could not be deleted (it stays a valid blob).

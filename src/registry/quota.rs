@@ -40,7 +40,7 @@ impl Registry {
         }
         let usage = self.meta.namespace_usage(ns).await?;
         let full = adding == 0 && digest.is_none() && usage >= quota;
-        if full || usage.saturating_add(adding as i64) > quota {
+        if full || usage.saturating_add(i64::try_from(adding).unwrap_or(i64::MAX)) > quota {
             return Err(RegistryError::Denied(message(ns, quota, usage, adding.max(1))));
         }
         let left = (quota - usage) as u64 - adding;

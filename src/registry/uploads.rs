@@ -153,7 +153,7 @@ impl Registry {
         // A namespace quota bounds what this chunk may add, checked before anything is stored
         // (against the announced length) and while it streams.
         if let Some(len) = len {
-            self.check_quota(repo, rec.size + len, None).await?;
+            self.check_quota(repo, rec.size.saturating_add(len), None).await?;
         }
         let allowance = self.check_quota(repo, rec.size, None).await?;
         let body = super::quota::limited(body, allowance);

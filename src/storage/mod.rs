@@ -187,6 +187,15 @@ impl BlobStore {
         }
     }
 
+    /// When a blob's object was last modified (Unix seconds), `None` if there is none.
+    pub async fn blob_modified(&self, digest: &Digest) -> Result<Option<i64>> {
+        match self.store.head(&self.blob_key(digest)).await {
+            Ok(m) => Ok(Some(m.last_modified.timestamp())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes an object by key (garbage collection of leftovers only).
     pub async fn delete_key(&self, key: &str) -> Result<()> {
         match self.store.delete(&Path::from(format!("{}{key}", self.prefix))).await {

@@ -142,7 +142,7 @@ pub async fn run_gc(v: Viewer, form: web::Form<GcForm>) -> UiResult {
     let gc = v.svc.gc.clone().ok_or_else(|| RegistryError::Internal("the collector is not registered".into()))?;
     let by = v.name().unwrap_or_default().to_string();
     tracing::info!(by, dry_run, "garbage collection requested from the UI");
-    match gc.run(dry_run, &|line| tracing::info!("gc: {line}")).await {
+    match gc.run_detached(dry_run).await {
         Ok(report) => {
             if !dry_run {
                 // As `POST /api/v1/gc` records it.
