@@ -377,13 +377,18 @@ impl Meta {
 
     /// Those of `digests` that have a blob row.
     pub async fn known_blobs(&self, digests: &[String]) -> Result<std::collections::HashSet<String>> {
-        if digests.is_empty() {
+        self.existing("SELECT digest FROM blobs WHERE digest IN", digests).await
+    }
+
+    /// Those of `keys` that `select` (a query ending in `IN`, of one text column) returns.
+    async fn existing(&self, select: &'static str, keys: &[String]) -> Result<std::collections::HashSet<String>> {
+        if keys.is_empty() {
             return Ok(Default::default());
         }
-        let sql = format!("SELECT digest FROM blobs WHERE digest IN ({})", placeholders(1, digests.len()));
+        let sql = format!("{select} ({})", placeholders(1, keys.len()));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for d in digests {
-            q = q.bind(d);
+        for k in keys {
+            q = q.bind(k);
         }
         Ok(q.fetch_all(self.pool()).await?.iter().map(|r| r.get::<String, _>(0)).collect())
     }
@@ -405,15 +410,7 @@ impl Meta {
 
     /// Those of `ids` that are upload sessions.
     pub async fn known_uploads(&self, ids: &[String]) -> Result<std::collections::HashSet<String>> {
-        if ids.is_empty() {
-            return Ok(Default::default());
-        }
-        let sql = format!("SELECT id FROM uploads WHERE id IN ({})", placeholders(1, ids.len()));
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for d in ids {
-            q = q.bind(d);
-        }
-        Ok(q.fetch_all(self.pool()).await?.iter().map(|r| r.get::<String, _>(0)).collect())
+        self.existing("SELECT id FROM uploads WHERE id IN", ids).await
     }
 
     // ---- pulls ------------------------------------------------------------------------------
