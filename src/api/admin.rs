@@ -266,10 +266,7 @@ async fn list_namespaces(req: HttpRequest, auth: web::Data<AuthService>) -> Resu
     let who = reader(&req, &auth).await?;
     let mut out = Vec::new();
     for ns in auth.meta.namespaces().await? {
-        let visible = ns.public
-            || auth.may_manage(&who, &ns.name).await?
-            || auth.allowed(&who, &format!("{}/x", ns.name)).await?.contains(crate::auth::Action::Pull);
-        if visible {
+        if auth.may_see_namespace(&who, &ns.name, ns.public).await? {
             out.push(json!({ "name": ns.name, "kind": ns.kind, "public": ns.public }));
         }
     }
@@ -300,10 +297,7 @@ async fn get_namespace(req: HttpRequest, auth: web::Data<AuthService>, ns: web::
     let namespace =
         auth.meta.namespace(&ns).await?.ok_or_else(|| RegistryError::NotFound(format!("no namespace {ns}")))?;
     let manage = auth.may_manage(&who, &ns).await?;
-    if !manage
-        && !namespace.public
-        && !auth.allowed(&who, &format!("{ns}/x")).await?.contains(crate::auth::Action::Pull)
-    {
+    if !manage && !namespace.public && !auth.may_pull_in(&who, &ns).await? {
         return Err(RegistryError::NotFound(format!("no namespace {ns}")));
     }
     let members: Vec<Value> =

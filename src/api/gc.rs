@@ -86,11 +86,8 @@ pub async fn delete_retention(
 
 pub async fn usage(req: HttpRequest, auth: web::Data<AuthService>, ns: web::Path<String>) -> Result<HttpResponse> {
     let who = reader(&req, &auth).await?;
-    // An administrator's token limited to some repositories is not an administrator here.
-    let visible = (who.is_admin() && who.limit.is_none())
-        || auth.may_manage(&who, &ns).await?
-        || auth.allowed(&who, &format!("{ns}/x")).await?.contains(crate::auth::Action::Pull);
-    if !visible {
+    // (An administrator's token limited to some repositories manages nothing: may_manage.)
+    if !auth.may_see_namespace(&who, &ns, false).await? {
         return Err(RegistryError::NotFound(format!("no namespace {ns}")));
     }
     Ok(HttpResponse::Ok().json(json!({

@@ -646,6 +646,17 @@ impl AuthService {
         Ok(())
     }
 
+    /// Whether `who` may pull something in `namespace` (the policy asked for a repository in it).
+    pub async fn may_pull_in(&self, who: &Identity, namespace: &str) -> Result<bool> {
+        Ok(self.allowed(who, &format!("{namespace}/x")).await?.contains(super::Action::Pull))
+    }
+
+    /// Whether `who` may see `namespace` (its page, members, usage): it is `public`, `who`
+    /// manages it, or may pull in it.
+    pub async fn may_see_namespace(&self, who: &Identity, namespace: &str, public: bool) -> Result<bool> {
+        Ok(public || self.may_manage(who, namespace).await? || self.may_pull_in(who, namespace).await?)
+    }
+
     /// Whether `who` may manage a namespace (visibility, members, robots): admins, the owning
     /// user, and maintainers of an organisation.
     pub async fn may_manage(&self, who: &Identity, namespace: &str) -> Result<bool> {

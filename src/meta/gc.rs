@@ -6,14 +6,10 @@
 
 use sqlx::Row;
 
+use super::placeholders;
 use super::{Meta, now};
 use crate::error::Result;
 use crate::oci::Digest;
-
-/// `$first, $first+1, ...` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
-    (0..n).map(|i| format!("${}", first + i)).collect::<Vec<_>>().join(", ")
-}
 
 /// A retention policy for the repositories matching `pattern` (a glob, `*` any run of characters).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -565,10 +565,9 @@ async fn touch(
         "repository_blobs" => "repository_blobs",
         _ => "manifests",
     };
-    let placeholders: Vec<String> = (0..digests.len()).map(|i| format!("${}", i + 3)).collect();
     let sql = format!(
         "UPDATE {table} SET created_at = $2 WHERE repository_id = $1 AND digest IN ({})",
-        placeholders.join(", ")
+        placeholders(3, digests.len())
     );
     // Only the fixed table names above and numbered placeholders are formatted in.
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(repository_id).bind(now());
@@ -577,6 +576,11 @@ async fn touch(
     }
     q.execute(&mut **tx).await?;
     Ok(())
+}
+
+/// `$first, $first+1, ...` for `n` bound values.
+fn placeholders(first: usize, n: usize) -> String {
+    (0..n).map(|i| format!("${}", first + i)).collect::<Vec<_>>().join(", ")
 }
 
 /// The first of `digests` that `table` (repository_blobs or manifests) lacks for a repository.
@@ -593,9 +597,10 @@ async fn first_missing(
         "repository_blobs" => "repository_blobs",
         _ => "manifests",
     };
-    let placeholders: Vec<String> = (0..digests.len()).map(|i| format!("${}", i + 2)).collect();
-    let sql =
-        format!("SELECT digest FROM {table} WHERE repository_id = $1 AND digest IN ({})", placeholders.join(", "));
+    let sql = format!(
+        "SELECT digest FROM {table} WHERE repository_id = $1 AND digest IN ({})",
+        placeholders(2, digests.len())
+    );
     // Only the fixed table names above and numbered placeholders are formatted in.
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(repository_id);
     for d in digests {

@@ -21,10 +21,8 @@ pub struct Allowance {
 
 pub use crate::auth::policy::namespace_of;
 
-fn message(ns: &str, quota: i64, usage: i64, adding: u64) -> String {
-    format!(
-        "storage quota of namespace {ns} exceeded: quota {quota} bytes, {usage} bytes used, this push needs {adding} more"
-    )
+fn message(ns: &str, quota: i64, usage: i64, tail: std::fmt::Arguments) -> String {
+    format!("storage quota of namespace {ns} exceeded: quota {quota} bytes, {usage} bytes used, {tail}")
 }
 
 impl Registry {
@@ -41,13 +39,11 @@ impl Registry {
         let usage = self.meta.namespace_usage(ns).await?;
         let full = adding == 0 && digest.is_none() && usage >= quota;
         if full || usage.saturating_add(i64::try_from(adding).unwrap_or(i64::MAX)) > quota {
-            return Err(RegistryError::Denied(message(ns, quota, usage, adding.max(1))));
+            let needs = adding.max(1);
+            return Err(RegistryError::Denied(message(ns, quota, usage, format_args!("this push needs {needs} more"))));
         }
         let left = (quota - usage) as u64 - adding;
-        let message = format!(
-            "storage quota of namespace {ns} exceeded: quota {quota} bytes, {usage} bytes used, {left} bytes left"
-        );
-        Ok(Some(Allowance { bytes: left, message }))
+        Ok(Some(Allowance { bytes: left, message: message(ns, quota, usage, format_args!("{left} bytes left")) }))
     }
 }
 

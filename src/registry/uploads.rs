@@ -152,10 +152,12 @@ impl Registry {
         };
         // A namespace quota bounds what this chunk may add, checked before anything is stored
         // (against the announced length) and while it streams.
-        if let Some(len) = len {
-            self.check_quota(repo, rec.size.saturating_add(len), None).await?;
-        }
         let allowance = self.check_quota(repo, rec.size, None).await?;
+        if let (Some(len), Some(a)) = (len, &allowance)
+            && len > a.bytes
+        {
+            return Err(RegistryError::Denied(a.message.clone()));
+        }
         let body = super::quota::limited(body, allowance);
         let hasher = self.running_hash(guard, rec, alg).await?;
         match self.write_body(rec, hasher, len, body).await {

@@ -12,7 +12,6 @@ use super::format::{ago, size, time};
 use super::ops::{GcRow, GcView, MirrorStats, Storage, gc_view, mirror_stats, storage};
 use super::session::CsrfForm;
 use super::{Layout, UiError, UiResult, Viewer, page, see_other};
-use crate::auth::Action;
 use crate::auth::service::{ROLES, SCOPES, client_addr};
 use crate::error::RegistryError;
 use crate::meta::{Account, TokenRecord};
@@ -75,10 +74,7 @@ async fn visible_namespaces(v: &Viewer) -> Result<Vec<NsRow>, UiError> {
     let auth = v.auth()?;
     let mut out = Vec::new();
     for ns in auth.meta.namespaces().await? {
-        let visible = ns.public
-            || auth.may_manage(&v.who, &ns.name).await?
-            || auth.allowed(&v.who, &format!("{}/x", ns.name)).await?.contains(Action::Pull);
-        if visible {
+        if auth.may_see_namespace(&v.who, &ns.name, ns.public).await? {
             out.push(NsRow { name: ns.name, kind: ns.kind, public: ns.public });
         }
     }
@@ -239,7 +235,7 @@ async fn namespace_page(v: &Viewer, ns: &str, ok: Option<&str>, shown: Option<Sh
     let hidden = || v.hidden(&format!("the namespace {ns}"));
     let namespace = auth.meta.namespace(ns).await?.ok_or_else(hidden)?;
     let may_manage = auth.may_manage(&v.who, ns).await?;
-    if !may_manage && !namespace.public && !auth.allowed(&v.who, &format!("{ns}/x")).await?.contains(Action::Pull) {
+    if !may_manage && !namespace.public && !auth.may_pull_in(&v.who, ns).await? {
         return Err(hidden());
     }
     let (repositories, bytes) = auth.meta.ui_namespace_usage(ns).await?;

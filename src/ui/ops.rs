@@ -10,7 +10,6 @@ use serde::Deserialize;
 
 use super::format::{ago, size, time};
 use super::{UiError, UiResult, Viewer, see_other};
-use crate::auth::Action;
 use crate::error::RegistryError;
 use crate::gc::GcReport;
 use crate::ops::metrics::{self, MirrorCounts};
@@ -182,10 +181,7 @@ pub async fn storage(v: &Viewer, ns: &str) -> Result<Option<Storage>, UiError> {
     if v.who.account.is_none() || v.who.granted.is_some() {
         return Ok(None);
     }
-    let visible = v.who.is_admin()
-        || auth.may_manage(&v.who, ns).await?
-        || auth.allowed(&v.who, &format!("{ns}/x")).await?.contains(Action::Pull);
-    if !visible {
+    if !auth.may_see_namespace(&v.who, ns, false).await? {
         return Ok(None);
     }
     let used_bytes = auth.meta.namespace_usage(ns).await?;
