@@ -763,9 +763,8 @@ async fn expired_uploads_and_leftover_objects() {
     let report = reg.gc(false).await;
     assert!(report["blobs_deleted"].as_u64().unwrap() >= 1, "{report}");
     assert!(!object_exists(&b, &sd), "the interrupted deletion was finished");
-    let started = std::time::Instant::now();
+    // With the mark left in place this push would wait for it and fail (commit_blob).
     reg.blob("left/stuck", &stuck).await;
-    assert!(started.elapsed() < Duration::from_secs(10), "the push did not wait for a stale mark");
     assert!(object_exists(&b, &sd));
     assert_eq!(reg.status(reqwest::Method::GET, &format!("/v2/left/stuck/blobs/{sd}")).await, StatusCode::OK);
 }

@@ -344,11 +344,13 @@ async fn metrics_are_parsed_and_follow_traffic() {
     assert_eq!(get(&after, "berth_http_request_duration_seconds_bucket{le=\"+Inf\",route=\"manifest_get\"}"), 4.0);
     assert_eq!(delta("berth_upload_bytes_total"), (layer.len() + config_len) as f64);
     assert_eq!(delta("berth_blob_served_bytes_total"), layer.len() as f64);
+    assert!(after.contains_key("berth_uploads_in_flight"));
     assert_eq!(get(&after, "berth_uploads_in_flight"), 0.0);
     // No repository name, tag or digest ever becomes a label.
     let text = c.get(format!("{}/metrics", b.base)).send().await.unwrap().text().await.unwrap();
     assert!(!text.contains("metered") && !text.contains("sha256:"), "{text}");
     // GC runs are exported (at zero until a collection runs).
+    assert!(after.contains_key("berth_gc_runs_total"));
     assert_eq!(get(&after, "berth_gc_runs_total"), 0.0);
     assert!(after.contains_key("berth_gc_freed_bytes_total"));
 }

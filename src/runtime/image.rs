@@ -123,7 +123,7 @@ async fn read_small_blob(registry: &Registry, repo: &str, digest: &Digest, max: 
     Ok(out)
 }
 
-fn is_linux_amd64(d: &Descriptor) -> bool {
+pub(crate) fn is_linux_amd64(d: &Descriptor) -> bool {
     d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
 }
 

@@ -122,7 +122,7 @@ fn prepare_parents(dest: &Path, rel: &Path, raw: &Path) -> anyhow::Result<()> {
 }
 
 /// Removes whatever is at `path` (never following a symlink).
-fn remove_existing(path: &Path) -> io::Result<()> {
+pub(crate) fn remove_existing(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => fs::remove_dir_all(path),
         Ok(_) => fs::remove_file(path),
@@ -131,7 +131,7 @@ fn remove_existing(path: &Path) -> io::Result<()> {
     }
 }
 
-fn cstring(path: &Path) -> io::Result<CString> {
+pub(crate) fn cstring(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
 }
 

@@ -117,7 +117,7 @@ async fn pull_with(
         let d = top_parsed
             .manifests
             .iter()
-            .find(|d| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64"))
+            .find(|d| super::image::is_linux_amd64(d))
             .with_context(|| format!("{host}/{}:{} has no linux/amd64 image", image.repo, image.reference))?;
         let (b, t) = fetch_manifest(&up, &image.repo, &d.digest).await?;
         (b, t, Some(d.digest.parse::<Digest>()?))

@@ -5,7 +5,6 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -115,21 +114,12 @@ pub fn unmount(paths: &Paths, id: &str) -> anyhow::Result<()> {
 }
 
 fn lgetxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let p = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let p = super::layers::cstring(path).ok()?;
     let n = CString::new(name).ok()?;
     let mut buf = [0u8; 16];
     // SAFETY: valid strings and a buffer of the given length.
     let rc = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     (rc >= 0).then(|| buf[..rc as usize].to_vec())
-}
-
-fn remove_any(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 /// Applies one unpacked layer onto a private root: whiteouts delete, opaque directories replace.
@@ -141,7 +131,7 @@ fn copy_layer(src: &Path, dst: &Path) -> anyhow::Result<()> {
         let meta = fs::symlink_metadata(&from)?;
         let ft = meta.file_type();
         if ft.is_char_device() && meta.rdev() == 0 {
-            remove_any(&to)?; // whiteout
+            super::layers::remove_existing(&to)?; // whiteout
         } else if ft.is_dir() {
             let opaque = lgetxattr(&from, "trusted.overlay.opaque").is_some_and(|v| v == b"y");
             match fs::symlink_metadata(&to) {
@@ -160,15 +150,15 @@ fn copy_layer(src: &Path, dst: &Path) -> anyhow::Result<()> {
             fs::set_permissions(&to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
             copy_layer(&from, &to)?;
         } else if ft.is_symlink() {
-            remove_any(&to)?;
+            super::layers::remove_existing(&to)?;
             std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
             std::os::unix::fs::lchown(&to, Some(meta.uid()), Some(meta.gid()))?;
         } else if ft.is_fifo() {
-            remove_any(&to)?;
+            super::layers::remove_existing(&to)?;
             nix::unistd::mkfifo(&to, nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o7777))?;
             std::os::unix::fs::lchown(&to, Some(meta.uid()), Some(meta.gid()))?;
         } else if ft.is_file() {
-            remove_any(&to)?;
+            super::layers::remove_existing(&to)?;
             fs::copy(&from, &to)?;
             std::os::unix::fs::lchown(&to, Some(meta.uid()), Some(meta.gid()))?;
             fs::set_permissions(&to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
