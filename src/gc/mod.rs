@@ -521,37 +521,21 @@ impl Collector {
         for prefix in self.mirror_prefixes().await? {
             candidates.extend(meta.least_recently_pulled(&prefix, 10_000).await?);
         }
-        candidates.sort_by_key(|c| c.3);
-        let names = self.repository_names().await?;
+        candidates.sort_by_key(|c| c.last_used);
         let mut freed = 0u64;
-        for (repo, digest, bytes, _) in candidates {
+        for c in candidates {
             if freed >= target {
                 break;
             }
-            let evicted = report.dry_run || meta.evict_manifest(repo, &digest).await?;
+            let evicted = report.dry_run || meta.evict_manifest(c.repository_id, &c.digest).await?;
             if evicted {
-                freed += bytes as u64;
+                freed += c.bytes as u64;
                 report.mirror_manifests_evicted += 1;
                 if report.evicted.len() < LISTED {
-                    let name = names.get(&repo).cloned().unwrap_or_default();
-                    report.evicted.push(format!("{name}@{digest}"));
+                    report.evicted.push(format!("{}@{}", c.repository, c.digest));
                 }
             }
         }
         Ok(())
-    }
-
-    /// Repository names by id (of the mirrored prefixes, for reports).
-    async fn repository_names(&self) -> Result<std::collections::HashMap<i64, String>> {
-        let prefixes = self.mirror_prefixes().await?;
-        let mut out = std::collections::HashMap::new();
-        let mut last = 0;
-        loop {
-            let page = self.registry.meta.repositories_after(last, BATCH).await?;
-            let Some((l, _)) = page.last() else { break };
-            last = *l;
-            out.extend(page.into_iter().filter(|(_, n)| prefixes.iter().any(|p| n.starts_with(p.as_str()))));
-        }
-        Ok(out)
     }
 }

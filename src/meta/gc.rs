@@ -11,6 +11,18 @@ use super::{Meta, now};
 use crate::error::Result;
 use crate::oci::Digest;
 
+/// A mirrored manifest as the cache cap sees it.
+#[derive(Debug, Clone)]
+pub struct CachedManifest {
+    pub repository_id: i64,
+    pub repository: String,
+    pub digest: String,
+    /// Bytes of the blobs it references.
+    pub bytes: i64,
+    /// When it was last pulled (or cached), Unix seconds.
+    pub last_used: i64,
+}
+
 /// A retention policy for the repositories matching `pattern` (a glob, `*` any run of characters).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RetentionPolicy {
@@ -601,15 +613,14 @@ impl Meta {
         Ok(total)
     }
 
-    /// Manifests of repositories under `prefix`, least recently pulled (or cached) first:
-    /// `(repository id, digest, bytes of the blobs it references, last pulled or cached)`.
-    pub async fn least_recently_pulled(&self, prefix: &str, limit: i64) -> Result<Vec<(i64, String, i64, i64)>> {
+    /// Manifests of repositories under `prefix`, least recently pulled (or cached) first.
+    pub async fn least_recently_pulled(&self, prefix: &str, limit: i64) -> Result<Vec<CachedManifest>> {
         let ns = prefix.trim_end_matches('/');
         let rows = sqlx::query(
             "SELECT m.repository_id, m.digest, \
              (SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM manifest_references r JOIN blobs b ON b.digest = r.child_digest \
               WHERE r.repository_id = m.repository_id AND r.parent_digest = m.digest), \
-             COALESCE(m.last_pulled_at, m.created_at) \
+             COALESCE(m.last_pulled_at, m.created_at), rp.name \
              FROM manifests m JOIN repositories rp ON rp.id = m.repository_id \
              WHERE rp.name > $1 AND rp.name < $2 \
              ORDER BY COALESCE(m.last_pulled_at, m.created_at), m.repository_id, m.digest LIMIT $3",
@@ -619,7 +630,16 @@ impl Meta {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| CachedManifest {
+                repository_id: r.get(0),
+                digest: r.get(1),
+                bytes: r.get(2),
+                last_used: r.get(3),
+                repository: r.get(4),
+            })
+            .collect())
     }
 
     /// Removes a cached manifest, its tags and reference rows (mirror eviction).

@@ -161,20 +161,15 @@ impl Meta {
 
     /// Repositories in a namespace and the bytes of the distinct blobs they link.
     pub async fn ui_namespace_usage(&self, namespace: &str) -> Result<(i64, i64)> {
-        let pattern = format!("{}/%", like_escape(namespace));
-        let repos = sqlx::query("SELECT COUNT(*) FROM repositories WHERE name LIKE $1 ESCAPE '\\'")
-            .bind(&pattern)
+        // The same namespace range as the quota's `namespace_usage` (which gives the bytes), so
+        // the page's size and the quota's usage are one figure.
+        let repos = sqlx::query("SELECT COUNT(*) FROM repositories WHERE name = $1 OR (name > $2 AND name < $3)")
+            .bind(namespace)
+            .bind(format!("{namespace}/"))
+            .bind(format!("{namespace}0")) // '0' follows '/'
             .fetch_one(self.pool())
             .await?;
-        let bytes = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM blobs b WHERE b.digest IN \
-             (SELECT rb.digest FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
-              WHERE r.name LIKE $1 ESCAPE '\\')",
-        )
-        .bind(&pattern)
-        .fetch_one(self.pool())
-        .await?;
-        Ok((repos.get(0), bytes.get(0)))
+        Ok((repos.get(0), self.namespace_usage(namespace).await?))
     }
 
     // ---- sessions ---------------------------------------------------------------------------
