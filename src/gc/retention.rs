@@ -60,6 +60,9 @@ pub(super) async fn apply(gc: &Collector, report: &mut GcReport, cutoff: i64) ->
         for (id, name) in &page {
             let Some(policy) = policy_for(&policies, name) else { continue };
             let tags = meta.tag_infos(*id).await?;
+            // The manifests the removed tags pointed at, deleted together once the tags are gone
+            // (those another tag still reaches stay: the delete re-checks).
+            let mut untagged: Vec<(i64, String)> = Vec::new();
             for tag in doomed(policy, &tags, t) {
                 let gone = report.dry_run || meta.delete_tag_if_unchanged(*id, tag).await?;
                 if !gone {
@@ -69,10 +72,12 @@ pub(super) async fn apply(gc: &Collector, report: &mut GcReport, cutoff: i64) ->
                 if report.retention.len() < LISTED {
                     report.retention.push(format!("{name}:{}", tag.name));
                 }
-                if !report.dry_run {
-                    let deleted = meta.delete_unreachable_manifests(&[(*id, tag.digest.clone())], cutoff).await?;
-                    report.manifests_deleted += deleted.len() as u64;
+                if !report.dry_run && !untagged.iter().any(|(_, d)| *d == tag.digest) {
+                    untagged.push((*id, tag.digest.clone()));
                 }
+            }
+            if !untagged.is_empty() {
+                report.manifests_deleted += meta.delete_unreachable_manifests(&untagged, cutoff).await?.len() as u64;
             }
         }
         gc.renew(report.dry_run).await?;
