@@ -73,7 +73,7 @@ pub fn main(config: &Config, config_path: Option<&Path>, command: RuntimeCommand
             }
             for what in &a.containers {
                 let c = state::resolve(&ctx.paths, what)?;
-                if c.status == Status::Running && state::monitor_alive(&c) {
+                if state::running(&c) {
                     bail!("container {what} is already running");
                 }
                 if a.attach {
@@ -222,16 +222,12 @@ pub(crate) fn remove_container_files(paths: &Paths, id: &str) -> anyhow::Result<
     Ok(())
 }
 
-fn running(c: &Container) -> bool {
-    c.status == Status::Running && state::monitor_alive(c)
-}
-
 /// Waits until the container's record says it exited.
 fn wait_exited(paths: &Paths, id: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         match state::load(paths, id) {
-            Ok(c) if running(&c) => {}
+            Ok(c) if state::running(&c) => {}
             _ => return true,
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -241,7 +237,7 @@ fn wait_exited(paths: &Paths, id: &str, timeout: Duration) -> bool {
 
 fn stop(paths: &Paths, c: &Container, timeout: Duration) -> anyhow::Result<()> {
     use nix::sys::signal::{Signal, kill};
-    if !running(c) {
+    if !state::running(c) {
         return Ok(());
     }
     let Some(pid) = c.pid.map(nix::unistd::Pid::from_raw) else { return Ok(()) };
@@ -257,7 +253,7 @@ fn stop(paths: &Paths, c: &Container, timeout: Duration) -> anyhow::Result<()> {
 }
 
 fn rm(paths: &Paths, c: &Container, force: bool) -> anyhow::Result<()> {
-    if running(c) {
+    if state::running(c) {
         if !force {
             bail!("container {} is running: stop it first, or use rm -f", c.short_id());
         }
@@ -288,7 +284,7 @@ fn ps(paths: &Paths, a: cli::PsArgs) -> anyhow::Result<()> {
     if a.latest {
         all = all.pop().into_iter().collect();
     } else if !a.all {
-        all.retain(running);
+        all.retain(state::running);
     }
     if a.quiet {
         for c in &all {
@@ -304,7 +300,7 @@ fn ps(paths: &Paths, a: cli::PsArgs) -> anyhow::Result<()> {
         }
         let status = match c.status {
             Status::Created => "Created".to_string(),
-            Status::Running if running(c) => format!("Up {}", ago(c.started.as_deref().unwrap_or(&c.created))),
+            Status::Running if state::running(c) => format!("Up {}", ago(c.started.as_deref().unwrap_or(&c.created))),
             _ => format!(
                 "Exited ({}) {} ago",
                 c.exit_code.map_or("?".to_string(), |e| e.to_string()),

@@ -209,7 +209,7 @@ pub fn run(paths: &Paths, id: &str, attach: bool, interactive: bool) -> anyhow::
     let c = {
         let _lock = paths.lock()?;
         let mut c = state::load(paths, id)?;
-        if c.status == Status::Running && state::monitor_alive(&c) {
+        if state::running(&c) {
             bail!("container {} is already running", c.short_id());
         }
         c.monitor_pid = Some(me);

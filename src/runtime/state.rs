@@ -232,6 +232,11 @@ pub fn process_start(pid: i32) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
+/// Whether the container runs: its record says so and its monitor process is alive.
+pub fn running(c: &Container) -> bool {
+    c.status == Status::Running && monitor_alive(c)
+}
+
 /// Whether the record's monitor process is still alive.
 pub fn monitor_alive(c: &Container) -> bool {
     match (c.monitor_pid, c.monitor_start) {
