@@ -476,6 +476,17 @@ for who in $tag_servers; do
     ms=$(awk -v m="$($HELPER median "${times[@]}")" 'BEGIN{printf "%.3f", m * 1000}')
     log "   $who: $TAGS tag PUTs in ${s}s; tags/list ($got tags) median ${ms} ms (min $(printf '%s\n' "${times[@]}" | sort -g | head -1)s, max $(printf '%s\n' "${times[@]}" | sort -g | tail -1)s)"
     put "${who}_tags_ms" "$ms"
+    # The same requests on one keep-alive connection (as docker and containerd send them): one
+    # curl fetches the URL TAG_RUNS + 1 times and reports each; the first, which opens the
+    # connection, is dropped.
+    urls=()
+    for ((i = 0; i <= TAG_RUNS; i++)); do urls+=(-o /dev/null "$url"); done
+    mapfile -t ka < <(curl -fsS --max-time 60 -w '%{time_total} %{num_connects}\n' "${urls[@]}" |
+        awk 'NR > 1 && $2 == 0 {print $1}')
+    ((${#ka[@]} == TAG_RUNS)) || die "$who: keep-alive tags/list reused the connection ${#ka[@]} of $TAG_RUNS times"
+    ms=$(awk -v m="$($HELPER median "${ka[@]}")" 'BEGIN{printf "%.3f", m * 1000}')
+    log "   $who: tags/list on one keep-alive connection: median ${ms} ms"
+    put "${who}_tags_ka_ms" "$ms"
 done
 
 # ---------------------------------------------------------------- 5. peak RSS

@@ -188,6 +188,9 @@ pub struct StorageConfig {
     pub kind: String,
     /// Root of the filesystem store; empty for `<data_dir>/storage`.
     pub path: String,
+    /// Filesystem store: uploads write whole 1 MiB blocks with direct I/O (`O_DIRECT`), past
+    /// the page cache (see `storage::direct`).
+    pub direct_io: bool,
     /// The S3 store, when `kind = "s3"`.
     pub s3: S3Config,
     /// Google Cloud Storage, when `kind = "gcs"` (not tested here).
@@ -345,6 +348,7 @@ impl Default for StorageConfig {
         StorageConfig {
             kind: "filesystem".into(),
             path: String::new(),
+            direct_io: true,
             s3: S3Config::default(),
             gcs: GcsConfig::default(),
             azure: AzureConfig::default(),

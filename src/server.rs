@@ -20,7 +20,7 @@ pub async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
     std::fs::create_dir_all(&config.data_dir)?;
     let meta = Meta::connect(&config.database_url()).await?;
     let blobs = match config.storage.kind.as_str() {
-        "filesystem" => BlobStore::filesystem(&config.storage_path())?,
+        "filesystem" => BlobStore::filesystem(&config.storage_path(), config.storage.direct_io)?,
         "s3" => BlobStore::s3(&config.storage.s3)?,
         "gcs" => BlobStore::gcs(&config.storage.gcs)?,
         "azure" => BlobStore::azure(&config.storage.azure)?,

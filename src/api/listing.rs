@@ -46,31 +46,13 @@ fn split_page(mut items: Vec<String>, n: i64) -> (Vec<String>, bool) {
 
 pub async fn tags(req: &HttpRequest, registry: &Registry, name: &str) -> Result<HttpResponse> {
     let (n, last) = pagination(req, MAX_PAGE)?;
-    let (tags, more) = if n == 0 {
-        // Still answer NAME_UNKNOWN for an unknown repository.
-        registry.tags(name, None, 0).await?;
-        (Vec::new(), false)
-    } else {
-        split_page(registry.tags(name, last.as_deref(), n + 1).await?, n)
-    };
+    // n = 0 still answers NAME_UNKNOWN for an unknown repository.
+    let page = registry.tags_page(name, last.as_deref(), n).await?;
     let mut resp = HttpResponse::Ok();
-    with_next(&mut resp, &format!("/v2/{name}/tags/list"), &tags, n, more);
-    // Names and tags are plain ASCII by their grammars (no quotes, no backslashes), so the JSON
-    // is written directly.
-    let mut body = String::with_capacity(32 + name.len() + tags.iter().map(|t| t.len() + 3).sum::<usize>());
-    body.push_str("{\"name\":\"");
-    body.push_str(name);
-    body.push_str("\",\"tags\":[");
-    for (i, t) in tags.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push('"');
-        body.push_str(t);
-        body.push('"');
+    if let Some(after) = &page.next_after {
+        resp.insert_header((header::LINK, format!("</v2/{name}/tags/list?last={after}&n={n}>; rel=\"next\"")));
     }
-    body.push_str("]}");
-    Ok(resp.content_type("application/json").body(body))
+    Ok(resp.content_type("application/json").body(page.body))
 }
 
 pub async fn catalog(req: &HttpRequest, state: &AppState, who: &Identity) -> Result<HttpResponse> {

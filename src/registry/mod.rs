@@ -5,6 +5,7 @@
 pub mod quota;
 mod uploads;
 
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -67,8 +68,42 @@ pub struct Registry {
 #[derive(Clone)]
 struct TagList {
     version: i64,
-    list: Arc<Vec<String>>,
+    list: Arc<Tags>,
     checked: Instant,
+}
+
+/// A repository's tags, sorted, with the tags/list document of all of them, rendered once on
+/// first use: a repeated full listing costs one reference count.
+struct Tags {
+    names: Vec<String>,
+    json: std::sync::OnceLock<Bytes>,
+}
+
+/// One page of `GET /v2/<name>/tags/list`.
+pub struct TagsPage {
+    /// `{"name":…,"tags":[…]}`
+    pub body: Bytes,
+    /// The last tag on the page when more follow (for the `Link` header).
+    pub next_after: Option<String>,
+}
+
+/// The tags/list document. Names and tags are plain ASCII by their grammars (no quotes, no
+/// backslashes), so the JSON is written directly.
+fn tags_document(repo: &str, tags: &[String]) -> Bytes {
+    let mut body = Vec::with_capacity(32 + repo.len() + tags.iter().map(|t| t.len() + 3).sum::<usize>());
+    body.extend_from_slice(b"{\"name\":\"");
+    body.extend_from_slice(repo.as_bytes());
+    body.extend_from_slice(b"\",\"tags\":[");
+    for (i, t) in tags.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.push(b'"');
+        body.extend_from_slice(t.as_bytes());
+        body.push(b'"');
+    }
+    body.extend_from_slice(b"]}");
+    Bytes::from(body)
 }
 
 /// Repositories whose tag lists are kept in memory at most.
@@ -251,11 +286,30 @@ impl Registry {
     pub async fn tags(&self, repo: &str, last: Option<&str>, n: i64) -> Result<Vec<String>> {
         validate_name(repo)?;
         let all = self.tag_list(repo).await?;
-        let start = last.map_or(0, |l| all.partition_point(|t| t.as_str() <= l));
-        Ok(all.iter().skip(start).take(n.max(0) as usize).cloned().collect())
+        Ok(Self::page(&all.names, last, n).to_vec())
     }
 
-    async fn tag_list(&self, repo: &str) -> Result<Arc<Vec<String>>> {
+    /// The tags/list document of up to `n` tags after `last` (see [`Registry::tags`]).
+    pub async fn tags_page(&self, repo: &str, last: Option<&str>, n: i64) -> Result<TagsPage> {
+        validate_name(repo)?;
+        let all = self.tag_list(repo).await?;
+        let page = Self::page(&all.names, last, n);
+        let more = page.last().is_some_and(|l| all.names.last() != Some(l));
+        let body = if page.len() == all.names.len() {
+            all.json.get_or_init(|| tags_document(repo, &all.names)).clone()
+        } else {
+            tags_document(repo, page)
+        };
+        Ok(TagsPage { body, next_after: more.then(|| page.last().cloned()).flatten() })
+    }
+
+    fn page<'a>(all: &'a [String], last: Option<&str>, n: i64) -> &'a [String] {
+        let start = last.map_or(0, |l| all.partition_point(|t| t.as_str() <= l));
+        let end = start.saturating_add(n.max(0) as usize).min(all.len());
+        &all[start..end]
+    }
+
+    async fn tag_list(&self, repo: &str) -> Result<Arc<Tags>> {
         let cached = self.tag_lists.lock().unwrap_or_else(|p| p.into_inner()).get(repo).cloned();
         if let Some(c) = &cached
             && c.checked.elapsed() < TAGS_RECHECK
@@ -269,7 +323,7 @@ impl Registry {
             .ok_or_else(|| RegistryError::NameUnknown(format!("repository {repo} unknown")))?;
         let list = match cached {
             Some(c) if c.version == version => c.list,
-            _ => Arc::new(self.meta.all_tags(id).await?),
+            _ => Arc::new(Tags { names: self.meta.all_tags(id).await?, json: Default::default() }),
         };
         let mut map = self.tag_lists.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= TAG_LISTS_CACHED {

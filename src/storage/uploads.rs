@@ -17,6 +17,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 
 use super::ByteStream;
+use super::direct::AppendFile;
 use crate::error::{RegistryError, Result};
 
 /// Writes the bytes of one PATCH (or final PUT) of an upload.
@@ -58,13 +59,15 @@ pub struct LocalUploads {
     dir: PathBuf,
     /// One lock per upload in use, held by every file operation on it.
     locks: std::sync::Mutex<HashMap<String, Arc<std::sync::Mutex<()>>>>,
+    /// Write full blocks with direct I/O (`storage.direct_io`).
+    direct_io: bool,
 }
 
 impl LocalUploads {
-    pub fn new(store: Arc<LocalFileSystem>, root: &FsPath) -> std::io::Result<Self> {
+    pub fn new(store: Arc<LocalFileSystem>, root: &FsPath, direct_io: bool) -> std::io::Result<Self> {
         let dir = root.join("_uploads");
         std::fs::create_dir_all(&dir)?;
-        Ok(LocalUploads { store, dir, locks: Default::default() })
+        Ok(LocalUploads { store, dir, locks: Default::default(), direct_io })
     }
 
     fn file(&self, id: &str) -> Result<PathBuf> {
@@ -107,7 +110,7 @@ impl LocalUploads {
 
 /// Cuts a file back to `len` bytes; a file shorter than that lost acknowledged bytes, which is
 /// an error (never padded with zeros).
-fn truncate_to(file: &std::fs::File, len: u64) -> std::io::Result<()> {
+pub(super) fn truncate_to(file: &std::fs::File, len: u64) -> std::io::Result<()> {
     let have = file.metadata()?.len();
     if have < len {
         return Err(std::io::Error::other(format!("upload file has {have} bytes, {len} were acknowledged")));
@@ -125,25 +128,44 @@ fn missing_upload(e: std::io::Error) -> RegistryError {
 
 /// Appends to a local file on the blocking pool, one batch at a time: `write` returns once the
 /// previous batch is written and this one has started, so storing overlaps with receiving and
-/// hashing, and no thread waits for a slow client.
+/// hashing, and no thread waits for a slow client. Full blocks go to the disk with direct I/O
+/// (see [`super::direct`]).
 ///
 /// A writer dropped mid-way (the request was cancelled) may leave a write queued on the
 /// blocking pool. Every file operation of an upload holds the upload's `lock`, and a dropped
 /// writer's queued write sees `cancelled` and does nothing, so a later writer's truncate is
 /// never overtaken by a stale write.
 struct LocalWriter {
-    file: Option<std::fs::File>,
-    busy: Option<tokio::task::JoinHandle<std::io::Result<std::fs::File>>>,
+    file: Option<Box<AppendFile>>,
+    busy: Option<tokio::task::JoinHandle<std::io::Result<Box<AppendFile>>>>,
     lock: Arc<std::sync::Mutex<()>>,
     cancelled: Arc<AtomicBool>,
 }
 
 impl LocalWriter {
-    async fn file(&mut self) -> Result<std::fs::File> {
+    async fn file(&mut self) -> Result<Box<AppendFile>> {
         if let Some(job) = self.busy.take() {
             return Ok(job.await.map_err(|e| RegistryError::internal("writing an upload", e))??);
         }
         self.file.take().ok_or_else(|| RegistryError::Internal("upload file lost after a failed write".into()))
+    }
+
+    /// Runs `op` on the file on the blocking pool, holding the upload's lock.
+    fn start(
+        &mut self,
+        file: Box<AppendFile>,
+        op: impl FnOnce(&mut AppendFile) -> std::io::Result<()> + Send + 'static,
+    ) {
+        let (lock, cancelled) = (self.lock.clone(), self.cancelled.clone());
+        self.busy = Some(tokio::task::spawn_blocking(move || {
+            let mut file = file;
+            let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+            if cancelled.load(Ordering::SeqCst) {
+                return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "upload request cancelled"));
+            }
+            op(&mut file)?;
+            Ok(file)
+        }));
     }
 }
 
@@ -156,23 +178,14 @@ impl Drop for LocalWriter {
 #[async_trait]
 impl UploadWriter for LocalWriter {
     async fn write(&mut self, data: Vec<Bytes>) -> Result<()> {
-        let mut file = self.file().await?;
-        let (lock, cancelled) = (self.lock.clone(), self.cancelled.clone());
-        self.busy = Some(tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
-            if cancelled.load(Ordering::SeqCst) {
-                return Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "upload request cancelled"));
-            }
-            for part in &data {
-                file.write_all(part)?;
-            }
-            Ok(file)
-        }));
+        let file = self.file().await?;
+        self.start(file, move |file| data.iter().try_for_each(|part| file.push(part)));
         Ok(())
     }
 
     async fn finish(mut self: Box<Self>) -> Result<Option<String>> {
+        let file = self.file().await?;
+        self.start(file, |file| file.finish());
         self.file().await?;
         Ok(None)
     }
@@ -190,16 +203,9 @@ impl UploadBackend for LocalUploads {
 
     async fn writer(&self, id: &str, offset: u64, _state: Option<&str>) -> Result<Box<dyn UploadWriter>> {
         let path = self.file(id)?;
-        let file = self
-            .with_lock(id, move || {
-                use std::io::{Seek, SeekFrom};
-                let mut file = std::fs::OpenOptions::new().write(true).open(&path)?;
-                // Forget bytes that were never acknowledged, then continue from the acknowledged end.
-                truncate_to(&file, offset)?;
-                file.seek(SeekFrom::Start(offset))?;
-                Ok(file)
-            })
-            .await?;
+        let direct = self.direct_io;
+        // Forgets bytes that were never acknowledged, then continues from the acknowledged end.
+        let file = self.with_lock(id, move || AppendFile::open(&path, offset, direct).map(Box::new)).await?;
         Ok(Box::new(LocalWriter { file: Some(file), busy: None, lock: self.lock(id), cancelled: Arc::default() }))
     }
 
