@@ -32,7 +32,7 @@ use uploads::{LocalUploads, UploadBackend};
 pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
 
 /// Read size for blobs served from local files.
-const READ_CHUNK: usize = 1024 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
 
 /// Blob storage plus the upload backend that belongs to it.
 #[derive(Clone)]
@@ -224,7 +224,13 @@ impl BlobStore {
     }
 }
 
-/// Streams `range` of a local file in large chunks, each read on the blocking pool.
+/// Streams `range` of a local file in large chunks.
+///
+/// A chunk already in the page cache is read at once on the server's own thread
+/// (`preadv2(RWF_NOWAIT)`: it never waits for the disk): no thread hop, and the bytes are still
+/// in this core's cache when the HTTP layer copies them to the socket. A chunk that would wait
+/// for the disk is read on the blocking pool (the kernel's readahead keeps the disk busy
+/// meanwhile), so no server thread waits for the disk or for a slow client.
 ///
 /// A stream reuses its chunk buffers: the HTTP layer copies a chunk into its socket buffer and
 /// drops it, which hands the buffer back for the next read. Memory that is already mapped and
@@ -233,36 +239,79 @@ impl BlobStore {
 fn file_stream(file: std::fs::File, range: Range<u64>) -> ByteStream {
     use std::os::unix::fs::FileExt;
     let file = Arc::new(file);
-    let pool = Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
-    let read = move |file: Arc<std::fs::File>, pos: u64, pool: Arc<std::sync::Mutex<Vec<Vec<u8>>>>| {
-        tokio::task::spawn_blocking(move || {
-            let len = READ_CHUNK.min((range.end - pos) as usize);
-            let mut buf = pool.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
-            buf.resize(len, 0);
-            file.read_exact_at(&mut buf, pos)?;
-            Ok::<_, std::io::Error>(Bytes::from_owner(PooledChunk { buf, pool }))
-        })
-    };
-    // The next chunk is read on the blocking pool while the current one is sent; no thread
-    // waits for a slow client.
-    let first = (range.start < range.end).then(|| read(file.clone(), range.start, pool.clone()));
-    futures_util::stream::try_unfold((first, range.start), move |(pending, pos)| {
+    let pool: ChunkPool = Arc::default();
+    let end = range.end;
+    futures_util::stream::try_unfold(range.start, move |pos| {
         let (file, pool) = (file.clone(), pool.clone());
         async move {
-            let Some(job) = pending else { return Ok(None) };
-            let chunk = job.await.map_err(std::io::Error::other)??;
-            let next = pos + chunk.len() as u64;
-            let pending = (next < range.end).then(|| read(file, next, pool));
-            Ok(Some((chunk, (pending, next))))
+            if pos >= end {
+                return Ok(None);
+            }
+            let mut buf = take_buffer(&pool, READ_CHUNK.min((end - pos) as usize));
+            let buf = match read_cached(&file, &mut buf, pos)? {
+                Some(n) => {
+                    buf.truncate(n);
+                    buf
+                }
+                None => tokio::task::spawn_blocking(move || {
+                    // Ask for the next stretch too, so the disk works while this chunk is sent.
+                    advise_willneed(&file, pos, COLD_READ_AHEAD);
+                    file.read_exact_at(&mut buf, pos).map(|()| buf)
+                })
+                .await
+                .map_err(std::io::Error::other)??,
+            };
+            let next = pos + buf.len() as u64;
+            Ok(Some((Bytes::from_owner(PooledChunk { buf, pool }), next)))
         }
     })
     .boxed()
 }
 
+/// Bytes the disk is asked to read ahead when a blob read misses the page cache.
+const COLD_READ_AHEAD: i64 = 8 * 1024 * 1024;
+
+/// Starts reading `len` bytes at `pos` into the page cache in the background (a hint: errors
+/// are ignored, the read that follows reports them).
+fn advise_willneed(file: &std::fs::File, pos: u64, len: i64) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: a hint on a descriptor we own.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), pos as libc::off_t, len, libc::POSIX_FADV_WILLNEED) };
+}
+
+/// Reads what of `buf.len()` bytes at `pos` is in the page cache, without waiting for the
+/// disk: `None` when nothing is (or the filesystem cannot tell).
+fn read_cached(file: &std::fs::File, buf: &mut [u8], pos: u64) -> std::io::Result<Option<usize>> {
+    use std::os::unix::io::AsRawFd;
+    let iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: one iovec over `buf`, which outlives the call; the kernel writes at most its length.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, pos as libc::off_t, libc::RWF_NOWAIT) };
+    if n > 0 {
+        return Ok(Some(n as usize));
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        _ if n == 0 => {
+            Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "blob file is shorter than recorded"))
+        }
+        Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS) => Ok(None),
+        _ => Err(err),
+    }
+}
+
+type ChunkPool = Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+
+/// A buffer of `len` bytes from the pool, or a new one.
+fn take_buffer(pool: &ChunkPool, len: usize) -> Vec<u8> {
+    let mut buf = pool.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
+    buf.resize(len, 0);
+    buf
+}
+
 /// A chunk of a file stream; its buffer goes back to the stream's pool when dropped.
 struct PooledChunk {
     buf: Vec<u8>,
-    pool: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    pool: ChunkPool,
 }
 
 impl AsRef<[u8]> for PooledChunk {
@@ -278,5 +327,45 @@ impl Drop for PooledChunk {
         if pool.len() < 2 {
             pool.push(std::mem::take(&mut self.buf));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn collect(stream: ByteStream) -> Vec<u8> {
+        let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
+        assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= READ_CHUNK));
+        chunks.concat()
+    }
+
+    /// Whole files and ranges come back byte for byte, from the page cache (read in place) and
+    /// after the file's pages were dropped from it (read on the blocking pool).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn file_stream_returns_exact_ranges_cached_or_not() {
+        use std::os::unix::io::AsRawFd;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("blob");
+        let data: Vec<u8> = (0..3 * READ_CHUNK + 12_345).map(|i| (i * 7 + i / 4096) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let len = data.len() as u64;
+        let ranges = [0..len, 1..len - 1, READ_CHUNK as u64 - 3..READ_CHUNK as u64 + 3, len - 1..len, 5..5];
+        for cached in [true, false] {
+            for r in ranges.clone() {
+                let file = std::fs::File::open(&path).unwrap();
+                if !cached {
+                    file.sync_all().unwrap();
+                    // SAFETY: a hint on an open descriptor.
+                    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+                }
+                let got = collect(file_stream(file, r.clone())).await;
+                assert_eq!(got, &data[r.start as usize..r.end as usize], "range {r:?}, cached {cached}");
+            }
+        }
+        // A file shorter than the range asked for is an error, not a short answer.
+        let file = std::fs::File::open(&path).unwrap();
+        let result: std::io::Result<Vec<Bytes>> = file_stream(file, 0..len + 10).try_collect().await;
+        assert!(result.is_err());
     }
 }
