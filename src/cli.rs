@@ -187,7 +187,7 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Passwd { name, password_stdin } => {
             let (password, generated) = read_password(password_stdin)?;
-            auth.set_password(&name, &password).await?;
+            auth.set_password(&name, &password, None).await?;
             audit(&auth, "user.update", &name, json!({ "password_changed": true })).await;
             println!("password of {name} changed");
             if generated {

@@ -602,6 +602,23 @@ async fn account_changes_through_forms() {
     assert!(bob.alive().await && !other.alive().await);
     assert_eq!(v2_status(&base, "bob", "bob-password-3").await, StatusCode::OK);
 
+    // A password changed through the REST API or the CLI ends the UI sessions as well.
+    let r = client()
+        .put(format!("{base}/api/v1/me/password"))
+        .basic_auth("bob", Some("bob-password-3"))
+        .json(&serde_json::json!({"current_password": "bob-password-3", "new_password": "bob-password-4"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(!bob.alive().await, "a password changed through the API leaves the UI session open");
+    let bob = Ui::login(&base, "bob", "bob-password-4").await;
+    // (back to an earlier password: the server's cache of verified passwords, which still
+    // holds bob-password-3 with the hash it had then, must not refuse it now)
+    berth.cli_stdin(&["user", "passwd", "bob", "--password-stdin"], "bob-password-3");
+    assert!(!bob.alive().await, "a password changed with the CLI leaves the UI session open");
+    let bob = Ui::login(&base, "bob", "bob-password-3").await;
+
     // A token made in the UI works on /v2 until it is revoked in the UI.
     let (status, page) =
         bob.post("/settings/tokens", &[("name", "cli"), ("scope", "pull"), ("expires_days", "30")]).await;

@@ -144,7 +144,7 @@ async fn change_own_password(
     let who = caller(&req, &auth).await?;
     let name = me_name(&who);
     auth.login(&name, &body.current_password, &crate::auth::service::client_addr(&req)).await?;
-    auth.set_password(&name, &body.new_password).await?;
+    auth.set_password(&name, &body.new_password, None).await?;
     record(&req, &who, "password.change", &name, Value::Null).await;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -189,7 +189,7 @@ async fn update_user(
 ) -> Result<HttpResponse> {
     let who = admin(&req, &auth).await?;
     if let Some(p) = &body.password {
-        auth.set_password(&name, p).await?;
+        auth.set_password(&name, p, None).await?;
     }
     let account = auth.set_flags(&name, body.admin, body.disabled).await?;
     let detail = json!({ "admin": body.admin, "disabled": body.disabled, "password_changed": body.password.is_some() });

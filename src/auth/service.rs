@@ -44,8 +44,8 @@ pub struct AuthService {
     keys: TokenKeys,
     limiter: LoginLimiter,
     /// Passwords verified recently: hash of (name, password) → the PHC string they matched.
-    /// Saves an argon2 run per request for clients that send Basic credentials every time; a
-    /// changed password no longer matches the cached PHC.
+    /// Saves an argon2 run per request for clients that send Basic credentials every time; after
+    /// a password change the cached PHC no longer matches and the password is verified again.
     verified: Mutex<HashMap<[u8; 32], String>>,
     /// The pull-through mirror, whose repositories follow its own pull rule.
     mirror: std::sync::OnceLock<Arc<Mirror>>,
@@ -213,9 +213,11 @@ impl AuthService {
         };
         let key: [u8; 32] = sha2::Sha256::digest(format!("{name}\0{secret}").as_bytes()).into();
         let cached = self.verified.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        // A cached entry for an older hash (the password was changed, perhaps back to this
+        // one) proves nothing either way: verify again.
         let ok = match cached {
-            Some(c) => secrets::constant_time_eq(c.as_bytes(), phc.as_bytes()),
-            None => {
+            Some(c) if secrets::constant_time_eq(c.as_bytes(), phc.as_bytes()) => true,
+            _ => {
                 let (secret, phc_owned) = (secret.to_string(), phc.to_string());
                 let ok = tokio::task::spawn_blocking(move || secrets::verify_password(&secret, &phc_owned))
                     .await
@@ -494,22 +496,30 @@ impl AuthService {
         Ok((account, generated))
     }
 
-    pub async fn set_password(&self, name: &str, password: &str) -> Result<()> {
+    /// Sets a user's password. Logins made with the old one end with it, whichever door the
+    /// change came through: docker's stored refresh tokens and the account's web UI sessions,
+    /// but `keep_ui_session` (the session hash of a user changing their own password in the UI).
+    pub async fn set_password(&self, name: &str, password: &str, keep_ui_session: Option<&str>) -> Result<()> {
         validate_password(password)?;
         let account = self.account_named(name).await?;
         if account.kind != "user" {
             return Err(RegistryError::Invalid("robots log in with tokens only".into()));
         }
         self.meta.set_password_hash(account.id, &secrets::hash_password(password)?).await?;
-        // Logins made with the old password (docker's stored refresh tokens) end with it.
         self.meta.delete_tokens_of_kind(account.id, "refresh").await?;
+        self.meta.delete_ui_sessions_of(account.id, keep_ui_session.unwrap_or("")).await?;
         tracing::info!(account = name, "password changed");
         Ok(())
     }
 
+    /// Sets the admin and disabled flags; disabling an account or taking its admin right away
+    /// also ends its web UI sessions.
     pub async fn set_flags(&self, name: &str, admin: Option<bool>, disabled: Option<bool>) -> Result<Account> {
         let account = self.account_named(name).await?;
         self.meta.set_account_flags(account.id, admin, disabled).await?;
+        if disabled == Some(true) || admin == Some(false) {
+            self.meta.delete_ui_sessions_of(account.id, "").await?;
+        }
         tracing::info!(account = name, ?admin, ?disabled, "account changed");
         self.account_named(name).await
     }

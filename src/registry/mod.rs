@@ -56,6 +56,8 @@ pub struct Registry {
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<uploads::HashState>>>>>,
     /// Tag lists by repository name.
     tag_lists: Mutex<HashMap<String, TagList>>,
+    /// Counts this process's tag changes, so a list read while one landed is not cached.
+    tag_changes: std::sync::atomic::AtomicU64,
     /// Manifest pulls not yet written to the database (retention, mirror eviction).
     pub pulls: crate::gc::PullTracker,
     /// A blob link older than this many seconds is refreshed when a client asks for it, so
@@ -119,6 +121,7 @@ impl Registry {
             limits,
             uploads: Mutex::new(HashMap::new()),
             tag_lists: Mutex::new(HashMap::new()),
+            tag_changes: Default::default(),
             pulls: Default::default(),
             link_refresh_secs: std::sync::atomic::AtomicI64::new(1800),
         }
@@ -316,6 +319,7 @@ impl Registry {
         {
             return Ok(c.list.clone());
         }
+        let changes = self.tag_changes.load(std::sync::atomic::Ordering::SeqCst);
         let (id, version) = self
             .meta
             .repository_tags_version(repo)
@@ -326,16 +330,23 @@ impl Registry {
             _ => Arc::new(Tags { names: self.meta.all_tags(id).await?, json: Default::default() }),
         };
         let mut map = self.tag_lists.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= TAG_LISTS_CACHED {
-            map.clear();
+        // A tag change that landed meanwhile may be missing from what was read: serve it, but
+        // do not keep it.
+        if self.tag_changes.load(std::sync::atomic::Ordering::SeqCst) == changes {
+            if map.len() >= TAG_LISTS_CACHED {
+                map.clear();
+            }
+            map.insert(repo.to_string(), TagList { version, list: list.clone(), checked: Instant::now() });
         }
-        map.insert(repo.to_string(), TagList { version, list: list.clone(), checked: Instant::now() });
         Ok(list)
     }
 
-    /// Forgets the cached tag list of a repository whose tags this process changed.
+    /// Forgets the cached tag list of a repository whose tags this process changed (called
+    /// once the change is committed).
     fn tags_changed(&self, repo: &str) {
-        self.tag_lists.lock().unwrap_or_else(|p| p.into_inner()).remove(repo);
+        let mut map = self.tag_lists.lock().unwrap_or_else(|p| p.into_inner());
+        self.tag_changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        map.remove(repo);
     }
 
     /// Up to `n` repository names after `last`.

@@ -84,16 +84,17 @@ pub struct AppendFile {
     file: File,
     /// `O_DIRECT` is set on `file`.
     direct: bool,
-    /// Bytes of the file from `start` on, not yet written.
+    /// The file's bytes from `start` on that are not yet written, after the ones read back
+    /// from the file by `open`.
     buf: AlignedBuf,
-    /// File offset of `buf[0]`; a multiple of [`ALIGN`].
+    /// File offset of `buf[0]`; a multiple of [`ALIGN`] while `direct`.
     start: u64,
 }
 
 impl AppendFile {
     /// Opens `path` to append at `offset`, cutting off anything past it. The bytes between the
-    /// block boundary below `offset` and `offset` are read back into the buffer, so every
-    /// direct write starts on a boundary.
+    /// 4 KiB boundary below `offset` and `offset` are read back into the buffer, so every direct
+    /// write starts on a boundary.
     pub fn open(path: &Path, offset: u64, direct: bool) -> io::Result<Self> {
         let open = |flags: i32| std::fs::OpenOptions::new().write(true).custom_flags(flags).open(path);
         let (file, direct) = match direct {

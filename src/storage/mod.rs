@@ -229,71 +229,82 @@ impl BlobStore {
 /// A chunk already in the page cache is read at once on the server's own thread
 /// (`preadv2(RWF_NOWAIT)`: it never waits for the disk): no thread hop, and the bytes are still
 /// in this core's cache when the HTTP layer copies them to the socket. A chunk that would wait
-/// for the disk is read on the blocking pool (the kernel's readahead keeps the disk busy
-/// meanwhile), so no server thread waits for the disk or for a slow client.
+/// for the disk is read on the blocking pool, after asking the kernel to read the next
+/// [`COLD_READ_AHEAD`] bytes in the background, so the disk works while chunks are sent and no
+/// server thread waits for the disk or for a slow client.
 ///
 /// A stream reuses its chunk buffers: the HTTP layer copies a chunk into its socket buffer and
 /// drops it, which hands the buffer back for the next read. Memory that is already mapped and
-/// written once costs nothing to fill again, where a new megabyte each time costs page faults
-/// and zeroing that showed as a third of a pull's CPU.
+/// written once costs nothing to fill again, where a new buffer for every chunk costs page
+/// faults and zeroing that showed as a third of a pull's CPU.
 fn file_stream(file: std::fs::File, range: Range<u64>) -> ByteStream {
     use std::os::unix::fs::FileExt;
     let file = Arc::new(file);
     let pool: ChunkPool = Arc::default();
     let end = range.end;
-    futures_util::stream::try_unfold(range.start, move |pos| {
+    // (next offset, end of what the kernel was asked to read ahead)
+    futures_util::stream::try_unfold((range.start, range.start), move |(pos, ahead)| {
         let (file, pool) = (file.clone(), pool.clone());
         async move {
             if pos >= end {
                 return Ok(None);
             }
             let mut buf = take_buffer(&pool, READ_CHUNK.min((end - pos) as usize));
+            let mut new_ahead = ahead;
             let buf = match read_cached(&file, &mut buf, pos)? {
                 Some(n) => {
                     buf.truncate(n);
                     buf
                 }
-                None => tokio::task::spawn_blocking(move || {
-                    // Ask for the next stretch too, so the disk works while this chunk is sent.
-                    advise_willneed(&file, pos, COLD_READ_AHEAD);
-                    file.read_exact_at(&mut buf, pos).map(|()| buf)
-                })
-                .await
-                .map_err(std::io::Error::other)??,
+                None => {
+                    // Ask again only once half of the last stretch is used up.
+                    let advise = (ahead < (pos + COLD_READ_AHEAD / 2).min(end)).then(|| {
+                        let from = ahead.max(pos);
+                        new_ahead = (pos + COLD_READ_AHEAD).min(end);
+                        (from, new_ahead - from)
+                    });
+                    tokio::task::spawn_blocking(move || {
+                        if let Some((from, len)) = advise {
+                            advise_willneed(&file, from, len);
+                        }
+                        file.read_exact_at(&mut buf, pos).map(|()| buf)
+                    })
+                    .await
+                    .map_err(std::io::Error::other)??
+                }
             };
             let next = pos + buf.len() as u64;
-            Ok(Some((Bytes::from_owner(PooledChunk { buf, pool }), next)))
+            Ok(Some((Bytes::from_owner(PooledChunk { buf, pool }), (next, new_ahead))))
         }
     })
     .boxed()
 }
 
 /// Bytes the disk is asked to read ahead when a blob read misses the page cache.
-const COLD_READ_AHEAD: i64 = 8 * 1024 * 1024;
+const COLD_READ_AHEAD: u64 = 8 * 1024 * 1024;
 
 /// Starts reading `len` bytes at `pos` into the page cache in the background (a hint: errors
 /// are ignored, the read that follows reports them).
-fn advise_willneed(file: &std::fs::File, pos: u64, len: i64) {
+fn advise_willneed(file: &std::fs::File, pos: u64, len: u64) {
     use std::os::unix::io::AsRawFd;
     // SAFETY: a hint on a descriptor we own.
-    unsafe { libc::posix_fadvise(file.as_raw_fd(), pos as libc::off_t, len, libc::POSIX_FADV_WILLNEED) };
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), pos as libc::off_t, len as libc::off_t, libc::POSIX_FADV_WILLNEED) };
 }
 
 /// Reads what of `buf.len()` bytes at `pos` is in the page cache, without waiting for the
-/// disk: `None` when nothing is (or the filesystem cannot tell).
+/// disk: `None` when nothing is, or the filesystem cannot tell. (`0` is `None` too: Linux 5.9
+/// and 5.10 may return it before the end of the file; the blocking read that follows tells a
+/// real end of file.)
 fn read_cached(file: &std::fs::File, buf: &mut [u8], pos: u64) -> std::io::Result<Option<usize>> {
     use std::os::unix::io::AsRawFd;
     let iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     // SAFETY: one iovec over `buf`, which outlives the call; the kernel writes at most its length.
     let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, pos as libc::off_t, libc::RWF_NOWAIT) };
-    if n > 0 {
-        return Ok(Some(n as usize));
+    if n >= 0 {
+        return Ok((n > 0).then_some(n as usize));
     }
     let err = std::io::Error::last_os_error();
     match err.raw_os_error() {
-        _ if n == 0 => {
-            Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "blob file is shorter than recorded"))
-        }
         Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS) => Ok(None),
         _ => Err(err),
     }

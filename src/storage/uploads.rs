@@ -26,8 +26,8 @@ pub trait UploadWriter: Send {
     /// Appends bytes (one batch, in order). May return before they reach storage; `finish`
     /// waits for them.
     async fn write(&mut self, data: Vec<Bytes>) -> Result<()>;
-    /// Waits until everything written is stored (in the page cache or the object store: no
-    /// fsync, so a process crash keeps it, a power loss may not), and
+    /// Waits until everything written is stored (on the disk with direct I/O, in the page cache
+    /// or in the object store: no fsync, so a process crash keeps it, a power loss may not), and
     /// returns the backend state to persist with the new size.
     async fn finish(self: Box<Self>) -> Result<Option<String>>;
 }

@@ -125,11 +125,9 @@ pub async fn change_password(v: Viewer, req: HttpRequest, form: web::Form<Passwo
         RegistryError::Unauthorized { .. } => RegistryError::Denied("the current password is wrong".into()),
         other => other,
     })?;
-    auth.set_password(&name, &form.new).await?;
+    // Ends the account's other UI sessions, keeping this one.
+    auth.set_password(&name, &form.new, Some(v.session_hash())).await?;
     v.audit("password.change", &name, serde_json::Value::Null).await;
-    if let Some(a) = &v.who.account {
-        auth.meta.delete_ui_sessions_of(a.id, v.session_hash()).await?;
-    }
     Ok(see_other("/settings?ok=password"))
 }
 
@@ -533,25 +531,19 @@ pub async fn update_user(v: Viewer, name: web::Path<String>, form: web::Form<Use
     v.check_csrf(&form.csrf)?;
     let auth = v.auth()?;
     let is_me = v.name() == Some(name.as_str());
-    let account = match form.action.as_str() {
+    match form.action.as_str() {
         "disable" | "remove-admin" if is_me => {
             return Err(RegistryError::Invalid("you cannot lock yourself out: ask another administrator".into()).into());
         }
-        "disable" => auth.set_flags(&name, None, Some(true)).await?,
-        "enable" => auth.set_flags(&name, None, Some(false)).await?,
-        "make-admin" => auth.set_flags(&name, Some(true), None).await?,
-        "remove-admin" => auth.set_flags(&name, Some(false), None).await?,
-        "password" => {
-            auth.set_password(&name, &form.password).await?;
-            auth.set_flags(&name, None, None).await?
-        }
+        "disable" => drop(auth.set_flags(&name, None, Some(true)).await?),
+        "enable" => drop(auth.set_flags(&name, None, Some(false)).await?),
+        "make-admin" => drop(auth.set_flags(&name, Some(true), None).await?),
+        "remove-admin" => drop(auth.set_flags(&name, Some(false), None).await?),
+        // The account's UI sessions end with it (an admin resetting their own keeps this one).
+        "password" => auth.set_password(&name, &form.password, Some(v.session_hash())).await?,
         _ => return Err(RegistryError::Invalid("unknown action".into()).into()),
     };
     v.audit("user.update", &name, serde_json::json!({ "action": form.action })).await;
-    if matches!(form.action.as_str(), "disable" | "password" | "remove-admin") {
-        // The account's open UI sessions end with the change.
-        auth.meta.delete_ui_sessions_of(account.id, v.session_hash()).await?;
-    }
     Ok(see_other("/admin?ok=user"))
 }
 
