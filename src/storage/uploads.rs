@@ -27,8 +27,8 @@ pub trait UploadWriter: Send {
     /// waits for them.
     async fn write(&mut self, data: Vec<Bytes>) -> Result<()>;
     /// Waits until everything written is stored (on the disk with direct I/O, in the page cache
-    /// or in the object store: no fsync, so a process crash keeps it, a power loss may not), and
-    /// returns the backend state to persist with the new size.
+    /// or in the object store; not flushed: a process crash keeps it, a power loss may not, which
+    /// `commit` makes up for), and returns the backend state to persist with the new size.
     async fn finish(self: Box<Self>) -> Result<Option<String>>;
 }
 
@@ -113,16 +113,24 @@ impl LocalUploads {
 pub(super) fn truncate_to(file: &std::fs::File, len: u64) -> std::io::Result<()> {
     let have = file.metadata()?.len();
     if have < len {
-        return Err(std::io::Error::other(format!("upload file has {have} bytes, {len} were acknowledged")));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("upload file has {have} bytes, {len} were acknowledged"),
+        ));
     }
     file.set_len(len)
 }
 
+/// An upload whose file is gone, or shorter than its acknowledged size (chunks are not flushed
+/// one by one: a power loss can take the last ones), cannot go on: the client starts again.
 fn missing_upload(e: std::io::Error) -> RegistryError {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        RegistryError::BlobUploadUnknown("upload data is gone".into())
-    } else {
-        e.into()
+    match e.kind() {
+        std::io::ErrorKind::NotFound => RegistryError::BlobUploadUnknown("upload data is gone".into()),
+        std::io::ErrorKind::UnexpectedEof => {
+            tracing::warn!(error = %e, "upload data lost");
+            RegistryError::BlobUploadUnknown("upload data was lost; start the upload again".into())
+        }
+        _ => e.into(),
     }
 }
 
@@ -214,11 +222,26 @@ impl UploadBackend for LocalUploads {
         Ok(super::file_stream(file, 0..len))
     }
 
+    /// The data is flushed to the disk before the blob becomes visible, and the rename before
+    /// the push is acknowledged, so a power loss keeps an acknowledged blob whole (with direct
+    /// I/O most of it is on the disk already: the flush is the tail and the file's metadata).
     async fn commit(&self, id: &str, len: u64, _state: Option<&str>, dest: &Path) -> Result<()> {
         let path = self.file(id)?;
-        self.with_lock(id, move || truncate_to(&std::fs::OpenOptions::new().write(true).open(&path)?, len)).await?;
+        self.with_lock(id, move || {
+            let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+            truncate_to(&file, len)?;
+            file.sync_data()
+        })
+        .await?;
         self.store.rename(&Self::key(id), dest).await?;
         self.forget(id);
+        // The blob's folder and its parent (either may have just been made by the rename).
+        let folder = self.dir.with_file_name(dest.as_ref());
+        tokio::task::spawn_blocking(move || {
+            folder.ancestors().skip(1).take(2).try_for_each(|dir| std::fs::File::open(dir)?.sync_all())
+        })
+        .await
+        .map_err(|e| RegistryError::internal("syncing a blob's folder", e))??;
         Ok(())
     }
 

@@ -229,6 +229,11 @@ impl Berth {
     }
 
     /// How many objects of unfinished or abandoned uploads the blob store holds.
+    /// Where upload data lives on the filesystem backend (`None` on S3).
+    pub fn upload_leftovers_dir(&self) -> Option<PathBuf> {
+        matches!(self.backend, Backend::FsSqlite).then(|| self.data_dir.join("storage/_uploads"))
+    }
+
     pub fn upload_leftovers(&self) -> usize {
         match &self.backend {
             Backend::FsSqlite => {
