@@ -545,6 +545,50 @@ async fn retention_policies_each_rule_with_dry_run() {
     assert_eq!(listed["policies"].as_array().unwrap().len(), 3);
 }
 
+/// Uploads that each fit under the quota while they stream, finishing at the same moment:
+/// only as many become blobs as the quota holds (the check that counts is made in the
+/// transaction that links the blob), the others are refused with DENIED and leave no session.
+#[tokio::test]
+async fn uploads_finishing_together_never_take_a_namespace_over_its_quota() {
+    let b = Berth::start_with_env(&gc_env("3600", &[]));
+    let reg = Reg::new(&b);
+    let r = reg.req(reqwest::Method::PUT, "/api/v1/namespaces/race/quota").json(&json!({"max_bytes": 100_000})).send();
+    assert_eq!(r.await.unwrap().status(), StatusCode::OK);
+    // Eight uploads of 40,000 bytes each: every one fits while usage is 0; two fit in all.
+    let mut sessions = Vec::new();
+    for i in 0..8u8 {
+        let r = reg.req(reqwest::Method::POST, &format!("/v2/race/r{i}/blobs/uploads/")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let location = r.headers()["location"].to_str().unwrap().to_string();
+        let data = vec![i; 40_000];
+        let r = reg.req(reqwest::Method::PATCH, &location).body(data.clone()).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        sessions.push((location, sha256(&data)));
+    }
+    let puts = sessions.iter().map(|(location, digest)| {
+        let sep = if location.contains('?') { '&' } else { '?' };
+        reg.req(reqwest::Method::PUT, &format!("{location}{sep}digest={digest}")).send()
+    });
+    let answers = futures_util::future::join_all(puts).await;
+    let mut created = 0;
+    for r in answers {
+        let r = r.unwrap();
+        match r.status() {
+            StatusCode::CREATED => created += 1,
+            StatusCode::FORBIDDEN => {
+                let body: Value = r.json().await.unwrap();
+                assert_eq!(body["errors"][0]["code"], "DENIED", "{body}");
+            }
+            other => panic!("unexpected answer {other}"),
+        }
+    }
+    let usage: Value =
+        reg.req(reqwest::Method::GET, "/api/v1/namespaces/race/usage").send().await.unwrap().json().await.unwrap();
+    assert_eq!(created, 2, "usage now {usage}");
+    assert_eq!(usage["used_bytes"], 80_000);
+    assert_eq!(b.upload_leftovers(), 0, "refused uploads left their data");
+}
+
 /// A namespace quota: the docker engine's push is refused with the quota named in its output;
 /// usage shows in the API; a blob already in the namespace does not count twice.
 #[tokio::test]

@@ -571,32 +571,12 @@ impl Meta {
     /// Bytes stored for a namespace: each distinct blob linked by its repositories once
     /// (`<ns>` itself and `<ns>/...`, found by a range on the repository name index).
     pub async fn namespace_usage(&self, namespace: &str) -> Result<i64> {
-        let row = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM blobs b WHERE b.digest IN \
-             (SELECT rb.digest FROM repositories r JOIN repository_blobs rb ON rb.repository_id = r.id \
-              WHERE r.name = $1 OR (r.name > $2 AND r.name < $3))",
-        )
-        .bind(namespace)
-        .bind(format!("{namespace}/"))
-        .bind(format!("{namespace}0")) // '0' follows '/'
-        .fetch_one(self.pool())
-        .await?;
-        Ok(row.get(0))
+        namespace_usage_on(self.pool(), namespace).await
     }
 
     /// Whether a repository of the namespace links the blob already.
     pub async fn namespace_has_blob(&self, namespace: &str, digest: &str) -> Result<bool> {
-        let row = sqlx::query(
-            "SELECT 1 FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
-             WHERE rb.digest = $1 AND (r.name = $2 OR (r.name > $3 AND r.name < $4)) LIMIT 1",
-        )
-        .bind(digest)
-        .bind(namespace)
-        .bind(format!("{namespace}/"))
-        .bind(format!("{namespace}0"))
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(row.is_some())
+        namespace_has_blob_on(self.pool(), namespace, digest).await
     }
 
     // ---- mirror cache -----------------------------------------------------------------------
@@ -669,6 +649,43 @@ const UNREACHABLE: &str = "m.created_at < $3 \
                      AND r.child_digest = m.digest AND r.kind = 'manifest') \
      AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repository_id = m.repository_id \
                                           AND s.digest = m.subject))";
+
+/// Bytes of the distinct blobs linked by the namespace's repositories (on a pool or inside a
+/// transaction).
+pub(super) async fn namespace_usage_on<'e, E>(e: E, namespace: &str) -> Result<i64>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM blobs b WHERE b.digest IN \
+         (SELECT rb.digest FROM repositories r JOIN repository_blobs rb ON rb.repository_id = r.id \
+          WHERE r.name = $1 OR (r.name > $2 AND r.name < $3))",
+    )
+    .bind(namespace)
+    .bind(format!("{namespace}/"))
+    .bind(format!("{namespace}0")) // '0' follows '/'
+    .fetch_one(e)
+    .await?;
+    Ok(row.get(0))
+}
+
+/// Whether a repository of the namespace links the blob (on a pool or inside a transaction).
+pub(super) async fn namespace_has_blob_on<'e, E>(e: E, namespace: &str, digest: &str) -> Result<bool>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let row = sqlx::query(
+        "SELECT 1 FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
+         WHERE rb.digest = $1 AND (r.name = $2 OR (r.name > $3 AND r.name < $4)) LIMIT 1",
+    )
+    .bind(digest)
+    .bind(namespace)
+    .bind(format!("{namespace}/"))
+    .bind(format!("{namespace}0"))
+    .fetch_optional(e)
+    .await?;
+    Ok(row.is_some())
+}
 
 #[cfg(test)]
 mod tests {

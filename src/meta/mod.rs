@@ -22,6 +22,19 @@ pub use gc::{RetentionPolicy, TagInfo};
 pub use ops::{AuditEntry, Delivery, Outcome, Webhook, now_millis};
 pub use ui::{RepositorySummary, TagSummary, UiSession, like_escape};
 
+/// What [`Meta::link_blob`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linked {
+    Done,
+    /// Garbage collection is deleting the blob's object.
+    Deleting,
+    /// The blob would take the namespace over its quota (`usage` without it).
+    OverQuota {
+        quota: i64,
+        usage: i64,
+    },
+}
+
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbKind {
@@ -212,10 +225,26 @@ impl Meta {
     /// Records a verified blob and links it to a repository. The blob must already be
     /// visible in the blob store: the row comes last. An existing row is refreshed
     /// (`created_at`, which garbage collection's grace period counts from), in the same
-    /// transaction as the link, so GC cannot take the blob in between. Returns false, linking
-    /// nothing, when GC is deleting the blob's object (the caller waits and stores it again).
-    pub async fn link_blob(&self, repository_id: i64, digest: &Digest, size: u64) -> Result<bool> {
+    /// transaction as the link, so GC cannot take the blob in between. Links nothing when GC is
+    /// deleting the blob's object (the caller waits and stores it again), or when the blob would
+    /// take `namespace` over its quota: the quota is read (and on PostgreSQL locked) in the same
+    /// transaction, so uploads finishing at the same time cannot together go over it.
+    pub async fn link_blob(&self, repository_id: i64, digest: &Digest, size: u64, namespace: &str) -> Result<Linked> {
         let mut tx = self.begin_write().await?;
+        let quota_sql = match self.kind {
+            DbKind::Postgres => "SELECT max_bytes FROM namespace_quotas WHERE namespace = $1 FOR UPDATE",
+            DbKind::Sqlite => "SELECT max_bytes FROM namespace_quotas WHERE namespace = $1",
+        };
+        let quota: Option<i64> =
+            sqlx::query(quota_sql).bind(namespace).fetch_optional(&mut *tx).await?.map(|r| r.get(0));
+        if let Some(quota) = quota
+            && !gc::namespace_has_blob_on(&mut *tx, namespace, digest.as_str()).await?
+        {
+            let usage = gc::namespace_usage_on(&mut *tx, namespace).await?;
+            if usage.saturating_add(i64::try_from(size).unwrap_or(i64::MAX)) > quota {
+                return Ok(Linked::OverQuota { quota, usage });
+            }
+        }
         let t = now();
         let pinned = sqlx::query(
             "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) \
@@ -227,7 +256,7 @@ impl Meta {
         .execute(&mut *tx)
         .await?;
         if pinned.rows_affected() == 0 {
-            return Ok(false);
+            return Ok(Linked::Deleting);
         }
         sqlx::query(
             "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ($1, $2, $3) \
@@ -239,7 +268,7 @@ impl Meta {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Linked::Done)
     }
 
     /// Removes a blob's link from a repository; false when it was not linked.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{RegistryError, Result};
-use crate::meta::{ManifestRecord, Meta};
+use crate::meta::{Linked, ManifestRecord, Meta};
 use crate::oci::{Digest, Reference, manifest, validate_name};
 use crate::storage::{BlobStore, ByteStream};
 
@@ -188,8 +188,12 @@ impl Registry {
         };
         self.check_quota(repo, size, Some(digest)).await?;
         let id = self.meta.ensure_repository(repo).await?;
-        // False when garbage collection is deleting the blob: the client uploads it instead.
-        self.meta.link_blob(id, digest, size).await
+        match self.meta.link_blob(id, digest, size, quota::namespace_of(repo)).await? {
+            Linked::Done => Ok(true),
+            // Garbage collection is deleting the blob: the client uploads it instead.
+            Linked::Deleting => Ok(false),
+            Linked::OverQuota { quota, usage } => Err(quota::over_quota(repo, quota, usage, size)),
+        }
     }
 
     // ---- manifests --------------------------------------------------------------------------

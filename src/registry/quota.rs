@@ -3,7 +3,8 @@
 //! are stored: at upload start (already full), before and while each chunk streams, at commit
 //! and for a mount. A blob the namespace already holds does not count twice. Uploads running
 //! at the same time each see the usage without the others' unfinished bytes, so together they
-//! can overshoot by what they send concurrently.
+//! may hold more in upload sessions than the quota leaves; the final check, in the transaction
+//! that links the blob (`Meta::link_blob`), lets only those that fit become blobs.
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -23,6 +24,11 @@ pub use crate::auth::policy::namespace_of;
 
 fn message(ns: &str, quota: i64, usage: i64, tail: std::fmt::Arguments) -> String {
     format!("storage quota of namespace {ns} exceeded: quota {quota} bytes, {usage} bytes used, {tail}")
+}
+
+/// The refusal of a blob that does not fit.
+pub(super) fn over_quota(repo: &str, quota: i64, usage: i64, needs: u64) -> RegistryError {
+    RegistryError::Denied(message(namespace_of(repo), quota, usage, format_args!("this push needs {needs} more")))
 }
 
 impl Registry {

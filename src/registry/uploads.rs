@@ -13,7 +13,7 @@ use futures_util::{Stream, StreamExt};
 
 use super::Registry;
 use crate::error::{RegistryError, Result};
-use crate::meta::UploadRecord;
+use crate::meta::{Linked, UploadRecord};
 use crate::oci::{Algorithm, Digest, Hasher, validate_name};
 
 /// Bytes gathered before hashing and handing them to storage.
@@ -285,7 +285,13 @@ impl Registry {
             self.drop_upload(&rec).await?;
             return Err(e);
         }
-        self.commit_blob(&rec, digest).await?;
+        if let Err(e) = self.commit_blob(repo, &rec, digest).await {
+            if matches!(e, RegistryError::Denied(_)) {
+                // Over the quota after all (another upload finished first): the session ends.
+                self.drop_upload(&rec).await?;
+            }
+            return Err(e);
+        }
         self.meta.delete_upload(&rec.id).await?;
         drop(guard);
         self.forget_upload(&rec.id);
@@ -298,7 +304,7 @@ impl Registry {
     /// its row in the same transaction, so garbage collection cannot take it meanwhile) and the
     /// session's copy dropped; a blob garbage collection is deleting right now is waited for,
     /// then stored again from the session.
-    async fn commit_blob(&self, rec: &UploadRecord, digest: &Digest) -> Result<()> {
+    async fn commit_blob(&self, repo: &str, rec: &UploadRecord, digest: &Digest) -> Result<()> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         let mut in_session = true;
         loop {
@@ -326,11 +332,19 @@ impl Registry {
                     }
                 }
             }
-            if self.meta.link_blob(rec.repository_id, digest, rec.size).await? {
-                if in_session {
-                    self.blobs.uploads().abort(&rec.id, rec.state.as_deref()).await?;
+            match self.meta.link_blob(rec.repository_id, digest, rec.size, super::quota::namespace_of(repo)).await? {
+                Linked::Done => {
+                    if in_session {
+                        self.blobs.uploads().abort(&rec.id, rec.state.as_deref()).await?;
+                    }
+                    return Ok(());
                 }
-                return Ok(());
+                Linked::Deleting => {}
+                // The object may stay without a row: garbage collection takes it after the
+                // grace period, unless a push links it first.
+                Linked::OverQuota { quota, usage } => {
+                    return Err(super::quota::over_quota(repo, quota, usage, rec.size));
+                }
             }
         }
     }
