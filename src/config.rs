@@ -127,6 +127,9 @@ pub struct MirrorConfig {
     /// Size cap of the mirrored content in bytes (0: none). Above it, garbage collection evicts
     /// the least recently pulled mirrored manifests and their blobs.
     pub max_cache_bytes: u64,
+    /// How often (seconds) the cache's size is checked against `max_cache_bytes` between
+    /// scheduled collections; over it, a collection runs at once (needs `gc.enabled`).
+    pub cap_check_secs: u64,
 }
 
 impl Default for MirrorConfig {
@@ -137,6 +140,7 @@ impl Default for MirrorConfig {
             anonymous_pull: true,
             upstreams: Vec::new(),
             max_cache_bytes: 0,
+            cap_check_secs: 300,
         }
     }
 }

@@ -84,8 +84,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
     } else {
         Vec::new()
     };
-    let collector =
-        Arc::new(Collector::new(registry.clone(), config.gc.clone(), upstreams, config.mirror.max_cache_bytes));
+    let collector = Arc::new(
+        Collector::new(registry.clone(), config.gc.clone(), upstreams, config.mirror.max_cache_bytes)
+            .with_cap_check_secs(config.mirror.cap_check_secs),
+    );
     collector.spawn_background();
     let collector = web::Data::from(collector);
     let state = web::Data::new(AppState { registry, auth: authorizer, mirror, events: events.clone() });

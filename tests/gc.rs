@@ -724,6 +724,62 @@ async fn mirror_cache_cap_evicts_least_recently_pulled() {
     pull("b").await;
 }
 
+/// With garbage collection on its daily schedule, the mirror's cap still holds: the cache's
+/// size is checked every `mirror.cap_check_secs`, and a collection runs as soon as it is over.
+#[tokio::test]
+async fn mirror_cache_cap_is_enforced_between_scheduled_collections() {
+    let upstream = Berth::start();
+    let up = Reg { c: client(), base: upstream.base.clone() };
+    let mut blobs_of = HashMap::new();
+    for name in ["a", "b", "c"] {
+        let layer: Vec<u8> = (0..100_000u32).map(|i| (i as u8) ^ name.as_bytes()[0]).collect();
+        let blobs = vec![
+            (up.blob(&format!("lib/{name}"), name.as_bytes()).await, 1),
+            (up.blob(&format!("lib/{name}"), &layer).await, layer.len()),
+        ];
+        assert_eq!(up.manifest(&format!("lib/{name}"), "1", &blobs).await.status(), StatusCode::CREATED);
+        blobs_of.insert(name, blobs);
+    }
+    let toml = format!(
+        "[mirror]\nenabled = true\nmax_cache_bytes = 250000\ncap_check_secs = 1\n\n[[mirror.upstreams]]\nname = \"up\"\nurl = {:?}\n",
+        upstream.base
+    );
+    let mirror = Berth::start_with_config(
+        &toml,
+        &[
+            ("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD),
+            ("BERTH_GC__ENABLED", "true"),
+            ("BERTH_GC__INTERVAL_SECS", "86400"),
+            ("BERTH_GC__GRACE_SECS", "1"),
+            ("BERTH_GC__PULL_RECORD_SECS", "1"),
+        ],
+    );
+    let m = Reg::new(&mirror);
+    // a, b, c pulled in that order: a and b fit under the cap, c takes the cache over it, and
+    // a, the least recently pulled, goes without anyone starting a collection.
+    for name in ["a", "b", "c"] {
+        let r = m.req(reqwest::Method::GET, &format!("/v2/up/lib/{name}/manifests/1")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        for (d, _) in &blobs_of[name] {
+            let r = m.req(reqwest::Method::GET, &format!("/v2/up/lib/{name}/blobs/{d}")).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r.bytes().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let a_layer = &blobs_of["a"][1].0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while object_exists(&mirror, a_layer) {
+        assert!(std::time::Instant::now() < deadline, "the cache stayed over its cap");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for name in ["b", "c"] {
+        for (d, _) in &blobs_of[name] {
+            assert!(object_exists(&mirror, d), "{name} stays");
+        }
+    }
+}
+
 /// Writes an object straight into the blob store (a crash's leftover), by key.
 fn put_object(b: &Berth, key: &str, data: &[u8]) {
     match b.backend() {

@@ -92,6 +92,8 @@ pub struct Collector {
     pub mirror_upstreams: Vec<String>,
     /// The mirror's cache cap in bytes (0: none).
     pub max_cache_bytes: u64,
+    /// How often the background task checks the cap (`mirror.cap_check_secs`).
+    cap_check_secs: u64,
     holder: String,
     running: tokio::sync::Mutex<()>,
 }
@@ -105,6 +107,7 @@ impl Collector {
             config,
             mirror_upstreams,
             max_cache_bytes,
+            cap_check_secs: 300,
             holder: uuid::Uuid::new_v4().to_string(),
             running: tokio::sync::Mutex::new(()),
         }
@@ -119,8 +122,15 @@ impl Collector {
         }
     }
 
-    /// Runs the scheduled collection every `interval_secs`, and writes recorded pull times
-    /// every `pull_record_secs`, until the process ends.
+    /// Sets how often [`Collector::spawn_background`] checks the mirror's cache against its cap.
+    pub fn with_cap_check_secs(mut self, secs: u64) -> Self {
+        self.cap_check_secs = secs;
+        self
+    }
+
+    /// Runs the scheduled collection every `interval_secs` (and sooner when the mirror's cache
+    /// is over its cap, checked every `cap_check_secs`), and writes recorded pull times every
+    /// `pull_record_secs`, until the process ends.
     pub fn spawn_background(self: &Arc<Self>) {
         let this = self.clone();
         let every = Duration::from_secs(self.config.pull_record_secs.max(1));
@@ -140,13 +150,37 @@ impl Collector {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                match this.run(false, &|_| {}).await {
-                    Ok(_) => {}
-                    Err(RegistryError::Conflict(m)) => tracing::info!("scheduled garbage collection skipped: {m}"),
-                    Err(e) => tracing::warn!(error = %e, "scheduled garbage collection failed"),
+                this.scheduled_run("scheduled").await;
+            }
+        });
+        if self.max_cache_bytes == 0 || self.mirror_upstreams.is_empty() {
+            return;
+        }
+        // The mirror's cap between scheduled runs: a busy mirror can cache far more than its
+        // cap in a day.
+        let this = self.clone();
+        let every = Duration::from_secs(self.cap_check_secs.max(1));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match this.mirror_over_cap().await {
+                    Ok(0) => {}
+                    Ok(over) => {
+                        tracing::info!(over_bytes = over, "mirror cache over its cap: collecting now");
+                        this.scheduled_run("mirror cap").await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not measure the mirror cache"),
                 }
             }
         });
+    }
+
+    async fn scheduled_run(&self, why: &str) {
+        match self.run(false, &|_| {}).await {
+            Ok(_) => {}
+            Err(RegistryError::Conflict(m)) => tracing::info!(why, "garbage collection skipped: {m}"),
+            Err(e) => tracing::warn!(why, error = %e, "garbage collection failed"),
+        }
     }
 
     /// [`Collector::run`] on its own task, progress to the log: a request that asked for it
