@@ -231,36 +231,44 @@ impl Meta {
         Ok(rows.iter().map(delivery_from).collect())
     }
 
-    /// Records what an attempt came to and releases the lease.
-    pub async fn finish_attempt(&self, id: i64, outcome: &Outcome) -> Result<()> {
+    /// Records what an attempt came to and releases the lease. `attempt` is the delivery's
+    /// attempt count as claimed, the fence: when the lease ran out meanwhile and another node
+    /// claimed the delivery again (the count moved on), or it is no longer pending, nothing is
+    /// written and false is returned, so a late answer never overwrites a newer attempt's.
+    pub async fn finish_attempt(&self, id: i64, attempt: i64, outcome: &Outcome) -> Result<bool> {
+        const FENCE: &str = " WHERE id = $1 AND attempts = $2 AND status = 'pending'";
         let q = match outcome {
-            Outcome::Delivered { status_code } => sqlx::query(
+            Outcome::Delivered { status_code } => sqlx::query(sqlx::AssertSqlSafe(format!(
                 // last_error stays: the history shows what failed before the delivery went through.
-                "UPDATE webhook_deliveries SET status = 'delivered', lease_until = NULL, last_status_code = $2, \
-                 finished_at = $3 WHERE id = $1",
-            )
+                "UPDATE webhook_deliveries SET status = 'delivered', lease_until = NULL, last_status_code = $3, \
+                 finished_at = $4{FENCE}"
+            )))
             .bind(id)
+            .bind(attempt)
             .bind(*status_code)
             .bind(now()),
-            Outcome::Failed { status_code, error, next_attempt_at: Some(next) } => sqlx::query(
-                "UPDATE webhook_deliveries SET lease_until = NULL, last_status_code = $2, last_error = $3, \
-                 next_attempt_at = $4 WHERE id = $1",
-            )
+            Outcome::Failed { status_code, error, next_attempt_at: Some(next) } => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE webhook_deliveries SET lease_until = NULL, last_status_code = $3, last_error = $4, \
+                     next_attempt_at = $5{FENCE}"
+                )))
+                .bind(id)
+                .bind(attempt)
+                .bind(*status_code)
+                .bind(error.clone())
+                .bind(*next)
+            }
+            Outcome::Failed { status_code, error, next_attempt_at: None } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE webhook_deliveries SET status = 'failed', lease_until = NULL, last_status_code = $3, \
+                     last_error = $4, finished_at = $5{FENCE}"
+            )))
             .bind(id)
-            .bind(*status_code)
-            .bind(error.clone())
-            .bind(*next),
-            Outcome::Failed { status_code, error, next_attempt_at: None } => sqlx::query(
-                "UPDATE webhook_deliveries SET status = 'failed', lease_until = NULL, last_status_code = $2, \
-                 last_error = $3, finished_at = $4 WHERE id = $1",
-            )
-            .bind(id)
+            .bind(attempt)
             .bind(*status_code)
             .bind(error.clone())
             .bind(now()),
         };
-        q.execute(self.pool()).await?;
-        Ok(())
+        Ok(q.execute(self.pool()).await?.rows_affected() > 0)
     }
 
     /// A webhook's deliveries, newest first, before the id `before`.
@@ -346,4 +354,30 @@ impl Meta {
 /// Current time in Unix milliseconds.
 pub fn now_millis() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node whose lease ran out while it delivered cannot overwrite the outcome of the node
+    /// that claimed the delivery after it.
+    #[tokio::test]
+    async fn a_late_attempt_does_not_overwrite_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display())).await.unwrap();
+        let hook = meta.create_webhook(None, "http://127.0.0.1:9/", "s", &["push".into()], "admin").await.unwrap();
+        meta.enqueue_deliveries(&[hook], "e1", "push", "{}").await.unwrap();
+        // Node A claims with a lease that runs out at once; node B claims it again.
+        let a = meta.claim_deliveries(-1, 10).await.unwrap();
+        let b = meta.claim_deliveries(60_000, 10).await.unwrap();
+        assert_eq!((a.len(), b.len()), (1, 1));
+        assert_eq!((a[0].attempts, b[0].attempts), (1, 2));
+        // B delivers; A's late failure is not recorded.
+        assert!(meta.finish_attempt(b[0].id, b[0].attempts, &Outcome::Delivered { status_code: 200 }).await.unwrap());
+        let late = Outcome::Failed { status_code: Some(500), error: "late".into(), next_attempt_at: Some(0) };
+        assert!(!meta.finish_attempt(a[0].id, a[0].attempts, &late).await.unwrap());
+        let d = &meta.deliveries(hook, None, 10).await.unwrap()[0];
+        assert_eq!((d.status.as_str(), d.last_status_code, d.last_error.as_deref()), ("delivered", Some(200), None));
+    }
 }

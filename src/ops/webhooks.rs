@@ -120,8 +120,16 @@ async fn send(events: &Events, config: &WebhooksConfig, client: &reqwest::Client
             Outcome::Failed { status_code, error, next_attempt_at }
         }
     };
-    if let Err(e) = events.meta().finish_attempt(d.id, &outcome).await {
-        tracing::warn!(delivery = d.id, error = %e, "could not record a webhook attempt");
+    match events.meta().finish_attempt(d.id, d.attempts, &outcome).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(
+                delivery = d.id,
+                attempt = d.attempts,
+                "webhook attempt outlived its lease; another attempt owns the delivery"
+            )
+        }
+        Err(e) => tracing::warn!(delivery = d.id, error = %e, "could not record a webhook attempt"),
     }
 }
 
