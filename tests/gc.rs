@@ -651,33 +651,7 @@ async fn quota_refuses_a_docker_push_with_its_message() {
 /// and an evicted image is fetched again on the next pull.
 #[tokio::test]
 async fn mirror_cache_cap_evicts_least_recently_pulled() {
-    let upstream = Berth::start();
-    let up = Reg { c: client(), base: upstream.base.clone() };
-    // Three upstream images of ~100 KB each.
-    let mut sizes = HashMap::new();
-    for name in ["a", "b", "c"] {
-        let config = format!("{{\"image\":\"{name}\"}}").into_bytes();
-        let layer: Vec<u8> = (0..100_000u32).map(|i| (i as u8) ^ name.as_bytes()[0]).collect();
-        let blobs = vec![
-            (up.blob(&format!("lib/{name}"), &config).await, config.len()),
-            (up.blob(&format!("lib/{name}"), &layer).await, layer.len()),
-        ];
-        assert_eq!(up.manifest(&format!("lib/{name}"), "1", &blobs).await.status(), StatusCode::CREATED);
-        sizes.insert(name, blobs);
-    }
-    let toml = format!(
-        "[mirror]\nenabled = true\nmax_cache_bytes = 250000\n\n[[mirror.upstreams]]\nname = \"up\"\nurl = {:?}\n",
-        upstream.base
-    );
-    let mirror = Berth::start_with_config(
-        &toml,
-        &[
-            ("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD),
-            ("BERTH_GC__ENABLED", "false"),
-            ("BERTH_GC__GRACE_SECS", "1"),
-            ("BERTH_GC__PULL_RECORD_SECS", "1"),
-        ],
-    );
+    let (_upstream, mirror, sizes) = capped_mirror("", "false").await;
     let m = Reg::new(&mirror);
     let pull = |name: &'static str| {
         let m = m.clone();
@@ -728,32 +702,7 @@ async fn mirror_cache_cap_evicts_least_recently_pulled() {
 /// size is checked every `mirror.cap_check_secs`, and a collection runs as soon as it is over.
 #[tokio::test]
 async fn mirror_cache_cap_is_enforced_between_scheduled_collections() {
-    let upstream = Berth::start();
-    let up = Reg { c: client(), base: upstream.base.clone() };
-    let mut blobs_of = HashMap::new();
-    for name in ["a", "b", "c"] {
-        let layer: Vec<u8> = (0..100_000u32).map(|i| (i as u8) ^ name.as_bytes()[0]).collect();
-        let blobs = vec![
-            (up.blob(&format!("lib/{name}"), name.as_bytes()).await, 1),
-            (up.blob(&format!("lib/{name}"), &layer).await, layer.len()),
-        ];
-        assert_eq!(up.manifest(&format!("lib/{name}"), "1", &blobs).await.status(), StatusCode::CREATED);
-        blobs_of.insert(name, blobs);
-    }
-    let toml = format!(
-        "[mirror]\nenabled = true\nmax_cache_bytes = 250000\ncap_check_secs = 1\n\n[[mirror.upstreams]]\nname = \"up\"\nurl = {:?}\n",
-        upstream.base
-    );
-    let mirror = Berth::start_with_config(
-        &toml,
-        &[
-            ("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD),
-            ("BERTH_GC__ENABLED", "true"),
-            ("BERTH_GC__INTERVAL_SECS", "86400"),
-            ("BERTH_GC__GRACE_SECS", "1"),
-            ("BERTH_GC__PULL_RECORD_SECS", "1"),
-        ],
-    );
+    let (_upstream, mirror, blobs_of) = capped_mirror("cap_check_secs = 1\n", "true").await;
     let m = Reg::new(&mirror);
     // a, b, c pulled in that order: a and b fit under the cap, c takes the cache over it, and
     // a, the least recently pulled, goes without anyone starting a collection.
@@ -778,6 +727,41 @@ async fn mirror_cache_cap_is_enforced_between_scheduled_collections() {
             assert!(object_exists(&mirror, d), "{name} stays");
         }
     }
+}
+
+/// An upstream Berth with three images of ~100 KB (`lib/a`, `lib/b`, `lib/c`, tag `1`), and a
+/// mirror of it capped at 250,000 bytes (`extra` more `[mirror]` settings; garbage collection
+/// on its daily schedule when `gc_enabled`, with a 1 s grace period). Returns both servers and
+/// each image's blobs with their sizes.
+async fn capped_mirror(extra: &str, gc_enabled: &str) -> (Berth, Berth, HashMap<&'static str, Vec<(String, usize)>>) {
+    let upstream = Berth::start();
+    let up = Reg { c: client(), base: upstream.base.clone() };
+    let mut images = HashMap::new();
+    for name in ["a", "b", "c"] {
+        let config = format!("{{\"image\":\"{name}\"}}").into_bytes();
+        let layer: Vec<u8> = (0..100_000u32).map(|i| (i as u8) ^ name.as_bytes()[0]).collect();
+        let blobs = vec![
+            (up.blob(&format!("lib/{name}"), &config).await, config.len()),
+            (up.blob(&format!("lib/{name}"), &layer).await, layer.len()),
+        ];
+        assert_eq!(up.manifest(&format!("lib/{name}"), "1", &blobs).await.status(), StatusCode::CREATED);
+        images.insert(name, blobs);
+    }
+    let toml = format!(
+        "[mirror]\nenabled = true\nmax_cache_bytes = 250000\n{extra}\n[[mirror.upstreams]]\nname = \"up\"\nurl = {:?}\n",
+        upstream.base
+    );
+    let mirror = Berth::start_with_config(
+        &toml,
+        &[
+            ("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD),
+            ("BERTH_GC__ENABLED", gc_enabled),
+            ("BERTH_GC__INTERVAL_SECS", "86400"),
+            ("BERTH_GC__GRACE_SECS", "1"),
+            ("BERTH_GC__PULL_RECORD_SECS", "1"),
+        ],
+    );
+    (upstream, mirror, images)
 }
 
 /// Writes an object straight into the blob store (a crash's leftover), by key.

@@ -122,7 +122,7 @@ mod tests {
     #[tokio::test]
     async fn sign_and_verify() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = Meta::connect(&format!("sqlite://{}/t.db?mode=rwc", dir.path().display())).await.unwrap();
+        let meta = Meta::temp_sqlite(dir.path()).await;
         let keys = TokenKeys::load(&meta, "berth").await.unwrap();
         let again = TokenKeys::load(&meta, "berth").await.unwrap();
         assert_eq!(keys.kid, again.kid, "the key is kept");
@@ -139,7 +139,7 @@ mod tests {
         assert!(keys.verify(&parts.join("."), "svc").is_none());
         // Another key's token.
         let dir2 = tempfile::tempdir().unwrap();
-        let meta2 = Meta::connect(&format!("sqlite://{}/t.db?mode=rwc", dir2.path().display())).await.unwrap();
+        let meta2 = Meta::temp_sqlite(dir2.path()).await;
         let other = TokenKeys::load(&meta2, "berth").await.unwrap();
         assert!(keys.verify(&other.sign(&claims("svc", 60)).unwrap(), "svc").is_none());
     }

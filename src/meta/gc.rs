@@ -694,7 +694,7 @@ mod tests {
     #[tokio::test]
     async fn one_lease_holder_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = Meta::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display())).await.unwrap();
+        let meta = Meta::temp_sqlite(dir.path()).await;
         assert!(meta.acquire_lease("gc", "node-a", 300).await.unwrap());
         assert!(!meta.acquire_lease("gc", "node-b", 300).await.unwrap(), "held by a");
         assert!(meta.acquire_lease("gc", "node-a", 300).await.unwrap(), "a renews");

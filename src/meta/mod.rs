@@ -85,6 +85,12 @@ pub fn now() -> i64 {
 }
 
 impl Meta {
+    /// A SQLite database in `dir` (unit tests).
+    #[cfg(test)]
+    pub async fn temp_sqlite(dir: &std::path::Path) -> Self {
+        Self::connect(&format!("sqlite://{}?mode=rwc", dir.join("t.db").display())).await.expect("test database")
+    }
+
     /// Connects to `url` (`sqlite://...` or `postgres://...`) and applies the migrations.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         install_default_drivers();

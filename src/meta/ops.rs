@@ -365,7 +365,7 @@ mod tests {
     #[tokio::test]
     async fn a_late_attempt_does_not_overwrite_a_newer_one() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = Meta::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display())).await.unwrap();
+        let meta = Meta::temp_sqlite(dir.path()).await;
         let hook = meta.create_webhook(None, "http://127.0.0.1:9/", "s", &["push".into()], "admin").await.unwrap();
         meta.enqueue_deliveries(&[hook], "e1", "push", "{}").await.unwrap();
         // Node A claims with a lease that runs out at once; node B claims it again.
