@@ -595,7 +595,7 @@ impl Meta {
 
     /// Manifests of repositories under `prefix`, least recently pulled (or cached) first.
     pub async fn least_recently_pulled(&self, prefix: &str, limit: i64) -> Result<Vec<CachedManifest>> {
-        let ns = prefix.trim_end_matches('/');
+        let (lower, upper) = below(prefix.trim_end_matches('/'));
         let rows = sqlx::query(
             "SELECT m.repository_id, m.digest, \
              (SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM manifest_references r JOIN blobs b ON b.digest = r.child_digest \
@@ -605,8 +605,8 @@ impl Meta {
              WHERE rp.name > $1 AND rp.name < $2 \
              ORDER BY COALESCE(m.last_pulled_at, m.created_at), m.repository_id, m.digest LIMIT $3",
         )
-        .bind(format!("{ns}/"))
-        .bind(format!("{ns}0"))
+        .bind(lower)
+        .bind(upper)
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
@@ -650,20 +650,28 @@ const UNREACHABLE: &str = "m.created_at < $3 \
      AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repository_id = m.repository_id \
                                           AND s.digest = m.subject))";
 
+/// The bounds of the repository names below `namespace/`: a name `n` is in it when
+/// `lower < n < upper` (`'0'` is the byte after `'/'`), which an index on names answers as a
+/// range. Every query that asks for a namespace's repositories uses these.
+pub(super) fn below(namespace: &str) -> (String, String) {
+    (format!("{namespace}/"), format!("{namespace}0"))
+}
+
 /// Bytes of the distinct blobs linked by the namespace's repositories (on a pool or inside a
 /// transaction).
 pub(super) async fn namespace_usage_on<'e, E>(e: E, namespace: &str) -> Result<i64>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
+    let (lower, upper) = below(namespace);
     let row = sqlx::query(
         "SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM blobs b WHERE b.digest IN \
          (SELECT rb.digest FROM repositories r JOIN repository_blobs rb ON rb.repository_id = r.id \
           WHERE r.name = $1 OR (r.name > $2 AND r.name < $3))",
     )
     .bind(namespace)
-    .bind(format!("{namespace}/"))
-    .bind(format!("{namespace}0")) // '0' follows '/'
+    .bind(lower)
+    .bind(upper)
     .fetch_one(e)
     .await?;
     Ok(row.get(0))
@@ -674,14 +682,15 @@ pub(super) async fn namespace_has_blob_on<'e, E>(e: E, namespace: &str, digest: 
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
+    let (lower, upper) = below(namespace);
     let row = sqlx::query(
         "SELECT 1 FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
          WHERE rb.digest = $1 AND (r.name = $2 OR (r.name > $3 AND r.name < $4)) LIMIT 1",
     )
     .bind(digest)
     .bind(namespace)
-    .bind(format!("{namespace}/"))
-    .bind(format!("{namespace}0"))
+    .bind(lower)
+    .bind(upper)
     .fetch_optional(e)
     .await?;
     Ok(row.is_some())

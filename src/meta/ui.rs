@@ -163,10 +163,11 @@ impl Meta {
     pub async fn ui_namespace_usage(&self, namespace: &str) -> Result<(i64, i64)> {
         // The same namespace range as the quota's `namespace_usage` (which gives the bytes), so
         // the page's size and the quota's usage are one figure.
+        let (lower, upper) = super::gc::below(namespace);
         let repos = sqlx::query("SELECT COUNT(*) FROM repositories WHERE name = $1 OR (name > $2 AND name < $3)")
             .bind(namespace)
-            .bind(format!("{namespace}/"))
-            .bind(format!("{namespace}0")) // '0' follows '/'
+            .bind(lower)
+            .bind(upper)
             .fetch_one(self.pool())
             .await?;
         Ok((repos.get(0), self.namespace_usage(namespace).await?))
