@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Berth, sha256};
+use common::{Berth, client, sha256};
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -11,10 +11,6 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-
-fn client() -> Client {
-    Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
-}
 
 fn header(r: &Response, name: &str) -> String {
     r.headers().get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()

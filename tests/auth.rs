@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::docker::{
     DockerClient, Images, build_image, docker, import_busybox, local_name, pushed_digest, require_tools,
 };
-use common::{ADMIN_PASSWORD, Berth, sha256};
+use common::{ADMIN_PASSWORD, Berth, client, sha256};
 use data_encoding::BASE64URL_NOPAD;
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
@@ -55,10 +55,6 @@ impl Creds {
             Creds::Bearer(t) => rb.bearer_auth(t),
         }
     }
-}
-
-fn client() -> Client {
-    Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
 /// A client whose connections come from `ip` (any 127.0.0.0/8 address works on Linux), to tell

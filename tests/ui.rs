@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::docker::{DockerClient, Images, docker, docker_output, import_busybox, pushed_digest, require_tools};
-use common::{ADMIN_PASSWORD, Berth, run, sha256};
+use common::{ADMIN_PASSWORD, Berth, client, run, sha256};
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Client, StatusCode};
 
@@ -204,10 +204,6 @@ impl FormBody for reqwest::RequestBuilder {
         self.header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(serde_urlencoded::to_string(fields).unwrap())
     }
-}
-
-fn client() -> Client {
-    Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
 /// The value of `name` in the Set-Cookie headers, with the whole header line.

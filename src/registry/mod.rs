@@ -186,6 +186,7 @@ impl Registry {
         let Some(size) = self.meta.linked_blob_size(from, digest).await? else {
             return Ok(false);
         };
+        // (before a repository row is made for the mount; `link_blob` checks again, atomically)
         self.check_quota(repo, size, Some(digest)).await?;
         let id = self.meta.ensure_repository(repo).await?;
         match self.meta.link_blob(id, digest, size, quota::namespace_of(repo)).await? {

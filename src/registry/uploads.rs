@@ -281,6 +281,8 @@ impl Registry {
             self.drop_upload(&rec).await?;
             return Err(RegistryError::DigestInvalid(format!("uploaded content has digest {actual}, not {digest}")));
         }
+        // Refused here, nothing reaches the blob store; the check that holds against uploads
+        // finishing at the same time is the one inside `Meta::link_blob`.
         if let Err(e) = self.check_quota(repo, rec.size, Some(digest)).await {
             self.drop_upload(&rec).await?;
             return Err(e);

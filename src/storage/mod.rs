@@ -361,6 +361,8 @@ mod tests {
         let data: Vec<u8> = (0..3 * READ_CHUNK + 12_345).map(|i| (i * 7 + i / 4096) as u8).collect();
         std::fs::write(&path, &data).unwrap();
         let len = data.len() as u64;
+        let fs_type = nix::sys::statfs::statfs(tmp.path()).unwrap().filesystem_type();
+        let on_disk = fs_type == nix::sys::statfs::EXT4_SUPER_MAGIC || fs_type == nix::sys::statfs::XFS_SUPER_MAGIC;
         let ranges = [0..len, 1..len - 1, READ_CHUNK as u64 - 3..READ_CHUNK as u64 + 3, len - 1..len, 5..5];
         for cached in [true, false] {
             for r in ranges.clone() {
@@ -369,6 +371,12 @@ mod tests {
                     file.sync_all().unwrap();
                     // SAFETY: a hint on an open descriptor.
                     unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+                    // On a disk filesystem the pages are gone now: the stream must take the
+                    // blocking path (tmpfs keeps its pages, and takes the cached one).
+                    if on_disk {
+                        let mut probe = vec![0u8; 4096];
+                        assert_eq!(read_cached(&file, &mut probe, r.start.min(len - 1)).unwrap(), None);
+                    }
                 }
                 let got = collect(file_stream(file, r.clone())).await;
                 assert_eq!(got, &data[r.start as usize..r.end as usize], "range {r:?}, cached {cached}");

@@ -327,6 +327,12 @@ pub fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// An HTTP client that does not follow redirects, so tests see the registry's own answers
+/// (`Location` headers, 307s, the UI's 303s).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
 /// `sha256:<hex>` of bytes.
 pub fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
