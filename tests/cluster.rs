@@ -225,18 +225,26 @@ struct S3Server {
 }
 
 impl S3Server {
+    /// Starts on `port`, or on another free port when moto cannot have it (another test's
+    /// server took it after `free_port` chose it).
     fn start(port: u16) -> S3Server {
         let mut s = S3Server { port, child: None };
-        s.resume();
-        s
+        for _ in 0..3 {
+            if s.resume() {
+                return s;
+            }
+            s.port = free_port();
+        }
+        panic!("moto did not start (pip install 'moto[server]')");
     }
 
     fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Starts the server (empty: moto keeps everything in memory) and creates the bucket.
-    fn resume(&mut self) {
+    /// Starts the server (empty: moto keeps everything in memory) and creates the bucket; false
+    /// when the server exited before it answered (its port was taken).
+    fn resume(&mut self) -> bool {
         let port = self.port.to_string();
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port])
@@ -251,15 +259,20 @@ impl S3Server {
                     .spawn()
             })
             .expect("start moto (pip install 'moto[server]')");
-        self.child = Some(child);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                break;
+        let child = self.child.insert(child);
+        // moto takes a few seconds to import on a busy machine.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if child.try_wait().ok().flatten().is_some() {
+                self.child = None;
+                return false;
             }
+            assert!(std::time::Instant::now() < deadline, "moto did not answer on port {} within 60 s", self.port);
             std::thread::sleep(Duration::from_millis(50));
         }
         let bucket = std::env::var("BERTH_TEST_S3_BUCKET").unwrap_or_else(|_| "berth-test".into());
         curl(&["-X", "PUT", &format!("{}/{bucket}", self.endpoint())]);
+        true
     }
 
     fn stop(&mut self) {
@@ -365,8 +378,10 @@ fn s3_outage_mid_push_leaves_no_partial_blob() {
         assert_eq!(status, 404);
     }
 
-    // S3 is back (empty: moto keeps nothing): the same push, from the start, succeeds.
-    s3.resume();
+    // S3 is back (empty: moto keeps nothing): the same push, from the start, succeeds. (Berth
+    // knows this port: a server that cannot have it yet is started again.)
+    let back = (0..5).any(|_| s3.resume() || (std::thread::sleep(Duration::from_millis(500)), false).1);
+    assert!(back, "moto could not take its port back");
     let (status, _) = curl_status(&[&format!("{}/readyz", berth.base)]);
     assert_eq!(status, 200);
     let statuses = chunked_push(&berth.base, "fault", &parts, dir.path());
