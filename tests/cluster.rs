@@ -259,19 +259,27 @@ impl S3Server {
                     .spawn()
             })
             .expect("start moto (pip install 'moto[server]')");
+        // moto takes a few seconds to import on a busy machine. Ready means it answers HTTP (the
+        // bucket's creation), not merely that the port takes a connection.
+        let bucket = std::env::var("BERTH_TEST_S3_BUCKET").unwrap_or_else(|_| "berth-test".into());
+        let url = format!("{}/{bucket}", self.endpoint());
         let child = self.child.insert(child);
-        // moto takes a few seconds to import on a busy machine.
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
+            let answered = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "--max-time", "5", "-X", "PUT", &url])
+                .status()
+                .is_ok_and(|s| s.success());
+            if answered {
+                break;
+            }
             if child.try_wait().ok().flatten().is_some() {
                 self.child = None;
                 return false;
             }
             assert!(std::time::Instant::now() < deadline, "moto did not answer on port {} within 60 s", self.port);
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(100));
         }
-        let bucket = std::env::var("BERTH_TEST_S3_BUCKET").unwrap_or_else(|_| "berth-test".into());
-        curl(&["-X", "PUT", &format!("{}/{bucket}", self.endpoint())]);
         true
     }
 
