@@ -272,10 +272,144 @@ async fn challenges_name_the_token_endpoint_and_scope() {
     let r = reg.get_manifest(&Creds::bearer(&tok), "team/app", "v1").await;
     let (status, _, challenge) = error_of(r).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(challenge, format!("{realm},scope=\"repository:team/app:pull\""));
+    assert_eq!(challenge, format!("{realm},scope=\"repository:team/app:pull\",error=\"insufficient_scope\""));
     // Any valid token passes the /v2/ check.
     let r = reg.req(Method::GET, "/v2/", &Creds::bearer(&tok)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// A registry token that lacks what a request needs gets `401` naming exactly the scope to
+/// ask for, with `error="insufficient_scope"`, when its bearer may do it (containerd, BuildKit
+/// and oras fetch a `pull` token first and widen it on this challenge), and `403 DENIED` when
+/// a wider token would not help.
+#[tokio::test]
+async fn tokens_lacking_a_scope_are_sent_to_widen_it() {
+    let b = Berth::start_auth();
+    let reg = Reg::new(&b);
+    let realm = format!("Bearer realm=\"{}/token\",service=\"berth\"", b.base);
+    let insufficient = |scope: &str| format!("{realm},scope=\"{scope}\",error=\"insufficient_scope\"");
+    reg.create_user("alice", "alice-password-1").await;
+    reg.create_user("rita", "rita-password-1").await;
+    let alice = Creds::basic("alice", "alice-password-1");
+    let rita = Creds::basic("rita", "rita-password-1");
+    let seed = reg.seed(&alice, "alice/app", "v1").await;
+    let (layer, _) = seed.layer.clone();
+
+    // containerd's order: a pull token for the HEAD, then the upload with it.
+    let pull = Creds::bearer(&reg.token(&alice, &["repository:alice/app:pull"]).await);
+    let r = reg.req(Method::HEAD, &format!("/v2/alice/app/blobs/{layer}"), &pull).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = reg.push_blob(&pull, "alice/app", b"pushed after widening").await;
+    let (status, code, challenge) = error_of(r).await;
+    assert_eq!((status, code.as_str()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
+    assert_eq!(challenge, insufficient("repository:alice/app:pull,push"));
+    // The client asks for that scope and retries: it works.
+    let push = Creds::bearer(&reg.token(&alice, &["repository:alice/app:pull,push"]).await);
+    let r = reg.push_blob(&push, "alice/app", b"pushed after widening").await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = reg.put_manifest(&pull, "alice/app", "v2", &seed.manifest("v2")).await;
+    assert_eq!(error_of(r).await.2, insufficient("repository:alice/app:pull,push"));
+
+    // A pull,push token reused for a DELETE.
+    let body = seed.manifest("to delete");
+    assert_eq!(reg.put_manifest(&push, "alice/app", "gone", &body).await.status(), StatusCode::CREATED);
+    let path = format!("/v2/alice/app/manifests/{}", sha256(&body));
+    let r = reg.req(Method::DELETE, &path, &push).send().await.unwrap();
+    assert_eq!(error_of(r).await.2, insufficient("repository:alice/app:delete"));
+    let delete = Creds::bearer(&reg.token(&alice, &["repository:alice/app:delete"]).await);
+    assert_eq!(reg.req(Method::DELETE, &path, &delete).send().await.unwrap().status(), StatusCode::ACCEPTED);
+
+    // A token for repository A reused for a mount into repository B: B's scope is named.
+    let mount = format!("/v2/alice/copy/blobs/uploads/?mount={layer}&from=alice/app");
+    let r = reg.req(Method::POST, &mount, &push).send().await.unwrap();
+    assert_eq!(error_of(r).await.2, insufficient("repository:alice/copy:pull,push"));
+    let both =
+        Creds::bearer(&reg.token(&alice, &["repository:alice/copy:pull,push", "repository:alice/app:pull"]).await);
+    assert_eq!(reg.req(Method::POST, &mount, &both).send().await.unwrap().status(), StatusCode::CREATED);
+
+    // The catalog, with a token that does not name it.
+    let r = reg.req(Method::GET, "/v2/_catalog", &push).send().await.unwrap();
+    assert_eq!(error_of(r).await.2, insufficient("registry:catalog:*"));
+
+    // An account that may not push there gets 403 DENIED naming what is missing, whatever
+    // token it holds: a wider one would not be granted.
+    for scopes in [&["repository:alice/app:pull"][..], &["repository:rita/app:pull"][..]] {
+        let t = Creds::bearer(&reg.token(&rita, scopes).await);
+        let r = reg.push_blob(&t, "alice/app", b"not rita's").await;
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, StatusCode::FORBIDDEN, "{scopes:?}: {body}");
+        assert_eq!(body["errors"][0]["code"], "DENIED");
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains("push alice/app"), "{body}");
+    }
+
+    // An anonymous token lacking a scope: 401, so the client may log in.
+    let anon = Creds::bearer(&reg.token(&Creds::Anonymous, &["repository:alice/app:pull"]).await);
+    let r = reg.get_manifest(&anon, "alice/app", "v1").await;
+    let (status, _, challenge) = error_of(r).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(challenge, insufficient("repository:alice/app:pull"));
+}
+
+/// A credential never has fewer rights than an anonymous client: a personal access token
+/// limited to `team/*` and a robot of another namespace both pull a public repository outside
+/// their reach (and push nothing there), with Basic credentials and through the token flow.
+#[tokio::test]
+async fn limited_credentials_still_pull_what_is_public() {
+    let b = Berth::start_auth();
+    let reg = Reg::new(&b);
+    let admin = Creds::admin();
+    reg.create_user("alice", "alice-password-1").await;
+    let alice = Creds::basic("alice", "alice-password-1");
+    for ns in ["team", "pub"] {
+        reg.api_ok(Method::POST, "/api/v1/namespaces", &admin, Some(json!({"name": ns}))).await;
+    }
+    reg.api_ok(Method::PUT, "/api/v1/namespaces/pub/visibility", &admin, Some(json!({"public": true}))).await;
+    reg.api_ok(Method::PUT, "/api/v1/namespaces/team/members/alice", &admin, Some(json!({"role": "writer"}))).await;
+    reg.seed(&admin, "pub/base", "v1").await;
+    reg.seed(&admin, "alice/private", "v1").await;
+    let made = reg
+        .api_ok(
+            Method::POST,
+            "/api/v1/tokens",
+            &alice,
+            Some(json!({"name": "ci", "scope": "push", "repository_pattern": "team/*"})),
+        )
+        .await;
+    let limited = Creds::basic("alice", made["token"].as_str().unwrap());
+    let robot = reg
+        .api_ok(Method::POST, "/api/v1/namespaces/team/robots", &admin, Some(json!({"name": "ci", "role": "writer"})))
+        .await;
+    let robot_name = robot["name"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/robots/{robot_name}/tokens");
+    let made = reg.api_ok(Method::POST, &path, &admin, Some(json!({"name": "robot", "scope": "push"}))).await;
+    let robot = Creds::basic(&robot_name, made["token"].as_str().unwrap());
+    for (label, creds) in [("limited token", &limited), ("robot", &robot)] {
+        // Directly with Basic credentials.
+        assert_eq!(reg.get_manifest(creds, "pub/base", "v1").await.status(), StatusCode::OK, "{label}, Basic");
+        // Through a registry token.
+        let t = Creds::bearer(&reg.token(creds, &["repository:pub/base:pull,push"]).await);
+        assert_eq!(claims_actions(&t, "pub/base"), ["pull"], "{label}");
+        assert_eq!(reg.get_manifest(&t, "pub/base", "v1").await.status(), StatusCode::OK, "{label}, token");
+        let r = reg.push_blob(&t, "pub/base", b"not theirs").await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{label} pushes into a public namespace");
+        // What is not public stays out of reach.
+        assert_eq!(reg.get_manifest(creds, "alice/private", "v1").await.status(), StatusCode::FORBIDDEN, "{label}");
+    }
+    // Inside its limit the token works as before.
+    assert_eq!(reg.push_blob(&limited, "team/app", b"inside").await.status(), StatusCode::CREATED);
+}
+
+/// The actions a registry token grants on `repo`.
+fn claims_actions(token: &Creds, repo: &str) -> Vec<String> {
+    let Creds::Bearer(jwt) = token else { panic!("not a registry token") };
+    let access = claims(jwt)["access"].as_array().cloned().unwrap_or_default();
+    access
+        .iter()
+        .filter(|e| e["type"] == "repository" && e["name"] == repo)
+        .flat_map(|e| e["actions"].as_array().cloned().unwrap_or_default())
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test]

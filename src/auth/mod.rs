@@ -134,39 +134,70 @@ fn grants(entry: &AccessEntry, action: &str) -> bool {
     entry.actions.iter().any(|a| a == action || a == "*")
 }
 
+/// Whether a registry token's bearer lacking `need` should be sent for a wider token: always
+/// for an anonymous token (a login may help), else when the account itself may do it (a wider
+/// token would be granted). An account that may not gets `403 DENIED` instead.
+async fn anonymous_or_could(auth: &AuthService, who: &Identity, need: &Need) -> Result<bool> {
+    if who.account.is_none() {
+        return Ok(true);
+    }
+    let bearer = Identity { granted: None, ..who.clone() };
+    Ok(match need {
+        Need::Login => true,
+        Need::Catalog => auth.may_list_catalog(&bearer),
+        Need::Repository { name, action } => auth.allowed(&bearer, name).await?.contains(*action),
+    })
+}
+
 #[async_trait(?Send)]
 impl Authorizer for TokenAuth {
     async fn authorize(&self, req: &HttpRequest, needs: &[Need]) -> Result<Identity> {
         let auth = &self.0;
         let who = auth.identify(req).await?;
         for need in needs {
-            let unauthorized = || RegistryError::Unauthorized {
-                message: format!("authentication required ({})", need_text(need)),
-                challenge: Some(auth.challenge(req, challenge_scope(need).as_deref())),
-            };
-            let denied =
-                || RegistryError::Denied(format!("requested access to the resource is denied ({})", need_text(need)));
-            let ok = match (need, &who.granted) {
-                (Need::Login, Some(_)) => true,
-                (Need::Login, None) => who.account.is_some(),
-                (Need::Catalog, Some(granted)) => {
-                    match granted.iter().find(|e| e.kind == "registry" && e.name == "catalog") {
-                        Some(e) => grants(e, "*"),
-                        None => return Err(unauthorized()),
+            let decision = match &who.granted {
+                None => match need {
+                    Need::Login => who.account.is_some(),
+                    Need::Catalog => auth.may_list_catalog(&who),
+                    Need::Repository { name, action } => auth.allowed(&who, name).await?.contains(*action),
+                },
+                Some(granted) => {
+                    let in_token = match need {
+                        Need::Login => true,
+                        Need::Catalog => granted
+                            .iter()
+                            .find(|e| e.kind == "registry" && e.name == "catalog")
+                            .is_some_and(|e| grants(e, "*")),
+                        Need::Repository { name, action } => granted
+                            .iter()
+                            .find(|e| e.kind == "repository" && e.name == *name)
+                            .is_some_and(|e| grants(e, action.as_str())),
+                    };
+                    if in_token {
+                        true
+                    } else if anonymous_or_could(auth, &who, need).await? {
+                        // A registry token is a subset of what its bearer may do: when the
+                        // bearer may do this, a token for the right scope would do; say which
+                        // (containerd, BuildKit and oras ask for the narrowest scope first and
+                        // widen it on this challenge).
+                        return Err(RegistryError::Unauthorized {
+                            message: format!("the registry token does not grant {}", need_text(need)),
+                            challenge: Some(auth.challenge_insufficient(req, challenge_scope(need).as_deref())),
+                        });
+                    } else {
+                        false
                     }
                 }
-                (Need::Catalog, None) => who.account.is_some() || auth.config.anonymous_pull,
-                (Need::Repository { name, action }, Some(granted)) => {
-                    match granted.iter().find(|e| e.kind == "repository" && e.name == *name) {
-                        Some(e) => grants(e, action.as_str()),
-                        // The token was made for other resources: ask for one for this.
-                        None => return Err(unauthorized()),
-                    }
-                }
-                (Need::Repository { name, action }, None) => auth.allowed(&who, name).await?.contains(*action),
             };
-            if !ok {
-                return Err(if who.account.is_none() { unauthorized() } else { denied() });
+            if !decision {
+                return Err(if who.account.is_none() {
+                    RegistryError::Unauthorized {
+                        message: format!("authentication required ({})", need_text(need)),
+                        challenge: Some(auth.challenge(req, challenge_scope(need).as_deref())),
+                    }
+                } else {
+                    RegistryError::Denied(format!("requested access to the resource is denied ({})", need_text(need)))
+                });
             }
         }
         Ok(who)

@@ -112,6 +112,11 @@ pub fn namespace_of(repository: &str) -> &str {
 }
 
 /// The actions `account` (anonymous when `None`) may take on `repository`.
+///
+/// A personal access token's `limit` narrows what the account may do as itself (its own
+/// namespace, robot binding, membership, admin), never what anyone may: a public namespace
+/// stays pullable, so a credential never has fewer rights than an anonymous client (or a robot
+/// of another namespace).
 pub async fn allowed(
     meta: &Meta,
     anonymous_pull: bool,
@@ -120,37 +125,41 @@ pub async fn allowed(
     repository: &str,
 ) -> Result<Actions> {
     let ns = namespace_of(repository);
-    let mut actions = Actions::NONE;
+    let mut own = Actions::NONE;
     if let Some(a) = account {
         if a.disabled {
             return Ok(Actions::NONE);
         }
         if a.is_admin {
-            actions = Actions::ALL;
+            own = Actions::ALL;
         } else if a.kind == "robot" {
             if a.robot_namespace.as_deref() == Some(ns) {
-                actions = Actions::of_level(a.robot_role.as_deref().unwrap_or(""));
+                own = Actions::of_level(a.robot_role.as_deref().unwrap_or(""));
             }
         } else if a.name == ns {
-            actions = Actions::ALL;
+            own = Actions::ALL;
         }
     }
-    if actions != Actions::ALL
-        && let Some((public, role)) = meta.namespace_access(ns, account.map(|a| a.id)).await?
+    let mut public = Actions::NONE;
+    // An account that may do everything here needs no lookup, unless a token limit may take
+    // that away and leave only what is public.
+    if (own != Actions::ALL || limit.is_some())
+        && let Some((is_public, role)) = meta.namespace_access(ns, account.map(|a| a.id)).await?
     {
         if account.is_some_and(|a| a.kind == "user")
             && let Some(role) = role
         {
-            actions = actions.union(Actions::of_level(&role));
+            own = own.union(Actions::of_level(&role));
         }
-        if public && (account.is_some() || anonymous_pull) {
-            actions = actions.union(Actions::PULL);
+        if is_public && (account.is_some() || anonymous_pull) {
+            public = Actions::PULL;
         }
     }
-    Ok(match limit {
-        Some(l) => l.apply(repository, actions),
-        None => actions,
-    })
+    let own = match limit {
+        Some(l) => l.apply(repository, own),
+        None => own,
+    };
+    Ok(own.union(public))
 }
 
 #[cfg(test)]
@@ -177,5 +186,54 @@ mod tests {
         let l = TokenLimit { token_id: 1, actions: Actions::PULL, repository_pattern: Some("a/*".into()) };
         assert_eq!(l.apply("a/b", Actions::ALL), Actions::PULL);
         assert_eq!(l.apply("b/c", Actions::ALL), Actions::NONE);
+    }
+
+    /// A credential never has fewer rights than anonymous: a limited token of any account
+    /// (admin, owner, member) and a robot of another namespace may all pull a public
+    /// namespace's repositories, and nothing more there.
+    #[tokio::test]
+    async fn limits_never_hide_what_is_public() {
+        use crate::meta::NewAccount;
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::temp_sqlite(dir.path()).await;
+        let user = |name: &'static str, is_admin| NewAccount {
+            name,
+            kind: "user",
+            password_hash: None,
+            is_admin,
+            robot_namespace: None,
+            robot_role: None,
+        };
+        let alice = meta.create_account(&user("alice", false)).await.unwrap().unwrap();
+        let root = meta.create_account(&user("root", true)).await.unwrap().unwrap();
+        assert!(meta.create_org("pub").await.unwrap());
+        assert!(meta.set_namespace_public("pub", true).await.unwrap());
+        assert!(meta.create_org("team").await.unwrap());
+        meta.set_member("team", alice.id, "writer").await.unwrap();
+        let robot = NewAccount {
+            name: "team+ci",
+            kind: "robot",
+            password_hash: None,
+            is_admin: false,
+            robot_namespace: Some("team"),
+            robot_role: Some("writer"),
+        };
+        let robot = meta.create_account(&robot).await.unwrap().unwrap();
+        let limit = TokenLimit { token_id: 1, actions: Actions::PULL_PUSH, repository_pattern: Some("team/*".into()) };
+        let limited = Some(&limit);
+        for who in [&alice, &root] {
+            // Inside the limit: the account's rights, cut to the token's scope.
+            assert_eq!(allowed(&meta, false, Some(who), limited, "team/app").await.unwrap(), Actions::PULL_PUSH);
+            // Outside it: what is public, as for anyone logged in.
+            assert_eq!(allowed(&meta, false, Some(who), limited, "pub/app").await.unwrap(), Actions::PULL);
+            assert_eq!(allowed(&meta, false, Some(who), limited, "alice/app").await.unwrap(), Actions::NONE);
+        }
+        assert_eq!(allowed(&meta, false, Some(&robot), None, "pub/app").await.unwrap(), Actions::PULL);
+        assert_eq!(allowed(&meta, false, Some(&robot), None, "alice/app").await.unwrap(), Actions::NONE);
+        // Anonymous, with anonymous pulls off and on.
+        assert_eq!(allowed(&meta, false, None, None, "pub/app").await.unwrap(), Actions::NONE);
+        assert_eq!(allowed(&meta, true, None, None, "pub/app").await.unwrap(), Actions::PULL);
+        // Without a limit, the owner's own namespace is everything.
+        assert_eq!(allowed(&meta, false, Some(&alice), None, "alice/app").await.unwrap(), Actions::ALL);
     }
 }

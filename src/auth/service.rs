@@ -372,6 +372,18 @@ impl AuthService {
         c
     }
 
+    /// The challenge for a registry token that lacks the scope a request needs: the same as
+    /// [`AuthService::challenge`] with `error="insufficient_scope"`, as the reference registry
+    /// answers, so the client fetches a token for `scope` and retries.
+    pub fn challenge_insufficient(&self, req: &HttpRequest, scope: Option<&str>) -> String {
+        format!("{},error=\"insufficient_scope\"", self.challenge(req, scope))
+    }
+
+    /// Whether `who` may list the catalog (which shows only what it may pull).
+    pub fn may_list_catalog(&self, who: &Identity) -> bool {
+        who.account.is_some() || self.config.anonymous_pull
+    }
+
     // ---- permissions and tokens -------------------------------------------------------------
 
     /// What `who` may do on `repository`.
@@ -389,11 +401,9 @@ impl AuthService {
             && (who.account.as_ref().is_some_and(|a| !a.disabled) || mirror.config.anonymous_pull)
             && mirror.may_serve(repository).await?
         {
-            let pull = match &who.limit {
-                Some(limit) => limit.apply(repository, Actions::PULL),
-                None => Actions::PULL,
-            };
-            actions = actions.union(pull);
+            // Like a public namespace: a token's repository limit does not take away what
+            // any account (or anyone) may pull.
+            actions = actions.union(Actions::PULL);
         }
         Ok(actions)
     }
@@ -431,7 +441,7 @@ impl AuthService {
                     names
                 }
                 "registry" if req.name == "catalog" => {
-                    if who.account.is_some() || self.config.anonymous_pull {
+                    if self.may_list_catalog(who) {
                         vec!["*".to_string()]
                     } else {
                         Vec::new()
