@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Berth, client, sha256};
+use common::{ADMIN_PASSWORD, Berth, client, sha256};
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -123,7 +123,7 @@ async fn invalid_names_digests_and_tags() {
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
     let r = c.get(format!("{base}/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e")).send().await.unwrap();
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
-    let r = c.get(format!("{base}/v2/a/manifests/bad*tag")).send().await.unwrap();
+    let r = c.put(format!("{base}/v2/a/manifests/bad*tag")).body("{}").send().await.unwrap();
     expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
     let r = c.get(format!("{base}/v2/never/pushed/tags/list")).send().await.unwrap();
     expect_error(r, StatusCode::NOT_FOUND, "NAME_UNKNOWN").await;
@@ -176,6 +176,48 @@ async fn monolithic_blob_head_get_range_delete() {
     expect_error(r, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
     let r = c.delete(format!("{base}/v2/team/app/blobs/{digest}")).send().await.unwrap();
     expect_error(r, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+}
+
+/// Suffix (`bytes=-N`) and open (`bytes=N-`) ranges are served as 206 with the bytes they
+/// name; ranges that select nothing are 416.
+#[tokio::test]
+async fn blob_ranges_suffix_open_and_unsatisfiable() {
+    let b = Berth::start();
+    let c = client();
+    let base = &b.base;
+    let digest = push_blob(&c, base, "ranges", b"0123456789abcdef").await;
+    let url = format!("{base}/v2/ranges/blobs/{digest}");
+    for (range, content_range, body) in [
+        ("bytes=-6", "bytes 10-15/16", &b"abcdef"[..]),
+        ("bytes=-1", "bytes 15-15/16", b"f"),
+        ("bytes=-16", "bytes 0-15/16", b"0123456789abcdef"),
+        ("bytes=-100", "bytes 0-15/16", b"0123456789abcdef"),
+        ("bytes=10-", "bytes 10-15/16", b"abcdef"),
+        ("bytes=0-", "bytes 0-15/16", b"0123456789abcdef"),
+        ("bytes=14-99", "bytes 14-15/16", b"ef"),
+    ] {
+        let r = c.get(&url).header("range", range).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_eq!(header(&r, "content-range"), content_range, "{range}");
+        assert_eq!(header(&r, "content-length"), body.len().to_string(), "{range}");
+        assert_eq!(&r.bytes().await.unwrap()[..], body, "{range}");
+    }
+    for range in ["bytes=-0", "bytes=16-", "bytes=99-"] {
+        let r = c.get(&url).header("range", range).send().await.unwrap();
+        assert_eq!(header(&r, "content-range"), "bytes */16", "{range}");
+        expect_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID").await;
+    }
+    // An empty blob has no last byte to serve.
+    let empty = push_blob(&c, base, "ranges", b"").await;
+    let r = c.get(format!("{base}/v2/ranges/blobs/{empty}")).header("range", "bytes=-5").send().await.unwrap();
+    assert_eq!(header(&r, "content-range"), "bytes */0");
+    expect_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID").await;
+    // Forms that are ignored (RFC 9110 allows it): the whole blob.
+    for range in ["bytes=0-1,4-5", "items=0-1", "bytes=-"] {
+        let r = c.get(&url).header("range", range).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{range}");
+        assert_eq!(&r.bytes().await.unwrap()[..], b"0123456789abcdef", "{range}");
+    }
 }
 
 #[tokio::test]
@@ -250,6 +292,56 @@ async fn chunked_and_streamed_uploads() {
     assert_eq!(&r.bytes().await.unwrap()[..], b"five twelve");
     // An empty blob.
     push_blob(&c, base, "chunks", b"").await;
+}
+
+/// The closing PUT's final chunk is held to its `Content-Range` as a PATCH is: one that does not
+/// start where the upload ends gets 416 with the same headers, nothing is stored, and the
+/// session goes on.
+#[tokio::test]
+async fn a_closing_put_with_a_chunk_out_of_place_is_refused_like_a_patch() {
+    let b = Berth::start();
+    let c = client();
+    let base = &b.base;
+    let r = c.post(format!("{base}/v2/closing/blobs/uploads/")).send().await.unwrap();
+    let url = format!("{base}{}", header(&r, "location"));
+    let r = c.patch(&url).header("content-range", "0-4").body("hello").send().await.unwrap();
+    assert_eq!(header(&r, "range"), "0-4");
+    let digest = sha256(b"hello world");
+
+    // " world" really is what follows, but the client says it starts at 6 (past the end) or
+    // at 3 (over acknowledged bytes).
+    for bad in ["6-11", "3-8"] {
+        let r = c
+            .put(format!("{url}?digest={digest}"))
+            .header("content-range", bad)
+            .header("content-type", "application/octet-stream")
+            .body(" world")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&r, "range"), "0-4", "{bad}");
+        assert_eq!(format!("{base}{}", header(&r, "location")), url, "{bad}");
+        assert!(!header(&r, "docker-upload-uuid").is_empty(), "{bad}");
+        expect_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID").await;
+        // Nothing committed, nothing appended.
+        let r = c.head(format!("{base}/v2/closing/blobs/{digest}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{bad}");
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT, "{bad}");
+        assert_eq!(header(&r, "range"), "0-4", "{bad}");
+    }
+    // A Content-Range whose length disagrees with the body's: the same 416.
+    let r =
+        c.put(format!("{url}?digest={digest}")).header("content-range", "5-20").body(" world").send().await.unwrap();
+    expect_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID").await;
+    assert_eq!(header(&c.get(&url).send().await.unwrap(), "range"), "0-4");
+
+    // The session is still usable: the right range completes it.
+    let r =
+        c.put(format!("{url}?digest={digest}")).header("content-range", "5-10").body(" world").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let got = c.get(format!("{base}/v2/closing/blobs/{digest}")).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(&got[..], b"hello world");
 }
 
 #[tokio::test]
@@ -413,6 +505,133 @@ async fn manifest_validation() {
     // Nothing was tagged by the failures.
     let tags: Value = c.get(format!("{base}/v2/v/a/tags/list")).send().await.unwrap().json().await.unwrap();
     assert_eq!(tags["tags"], json!([]));
+}
+
+/// A reference that is no valid tag or digest names no manifest: GET and HEAD answer 404
+/// MANIFEST_UNKNOWN (as the OCI conformance suite expects), PUT and DELETE still refuse it (400).
+#[tokio::test]
+async fn a_manifest_by_an_invalid_reference_is_unknown() {
+    let b = Berth::start();
+    let c = client();
+    let base = &b.base;
+    let body = image(&c, base, "refs", OCI_MANIFEST, "refs").await;
+    assert_eq!(put_manifest(&c, base, "refs", "v1", OCI_MANIFEST, &body).await.status(), StatusCode::CREATED);
+    let long = "a".repeat(129);
+    for reference in [".INVALID", "bad*tag", "-dash", long.as_str(), "sha256:zz", "md5:abc"] {
+        let url = format!("{base}/v2/refs/manifests/{reference}");
+        expect_error(c.get(&url).send().await.unwrap(), StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+        let r = c.head(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "HEAD {reference}");
+        // Also in a repository that does not exist.
+        let r = c.get(format!("{base}/v2/never/pushed/manifests/{reference}")).send().await.unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+    }
+    let r = put_manifest(&c, base, "refs", ".INVALID", OCI_MANIFEST, &body).await;
+    expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+    let r = put_manifest(&c, base, "refs", "sha256:zz", OCI_MANIFEST, &body).await;
+    expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+    let r = c.delete(format!("{base}/v2/refs/manifests/.INVALID")).send().await.unwrap();
+    expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+    // An invalid name is still NAME_INVALID.
+    let r = c.get(format!("{base}/v2/UPPER/manifests/.INVALID")).send().await.unwrap();
+    expect_error(r, StatusCode::BAD_REQUEST, "NAME_INVALID").await;
+    let tags: Value = c.get(format!("{base}/v2/refs/tags/list")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(tags["tags"], json!(["v1"]));
+}
+
+/// `depth` nested arrays, as text (a serde_json `Value` that deep would be built recursively).
+fn nested_arrays(depth: usize) -> String {
+    format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// JSON nested deeper than 64 levels is refused wherever Berth parses JSON: manifests
+/// (400 MANIFEST_INVALID, nothing stored) and `/api/v1` bodies (400 INVALID, nothing changed),
+/// even where the deep part is a field serde skips.
+#[tokio::test]
+async fn json_nested_deeper_than_64_levels_is_refused() {
+    let b = Berth::start_auth();
+    let c = client();
+    let base = &b.base;
+    let admin = ("admin", Some(ADMIN_PASSWORD));
+    let put = |reference: &str, body: String| {
+        c.put(format!("{base}/v2/admin/deep/manifests/{reference}"))
+            .basic_auth(admin.0, admin.1)
+            .header("content-type", OCI_MANIFEST)
+            .body(body)
+            .send()
+    };
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let digest = sha256(config);
+    let r = c
+        .post(format!("{base}/v2/admin/deep/blobs/uploads/?digest={digest}"))
+        .basic_auth(admin.0, admin.1)
+        .body(config.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // A valid image manifest with `extra` (a field nobody reads) `depth` levels deep overall.
+    let manifest = |depth: usize| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{digest}","size":{}}},"layers":[],"extra":{}}}"#,
+            config.len(),
+            nested_arrays(depth - 1)
+        )
+    };
+    assert_eq!(put("ok64", manifest(64)).await.unwrap().status(), StatusCode::CREATED);
+    for (tag, depth) in [("deep65", 65), ("deep10000", 10_000)] {
+        expect_error(put(tag, manifest(depth)).await.unwrap(), StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+    }
+    // Deep where serde_json itself gives up (past its 128 levels, in a field it builds): 400 too.
+    let annotated = format!(
+        r#"{{"schemaVersion":2,"config":{{"digest":"{digest}","size":{}}},"layers":[],"annotations":{{"a":{}}}}}"#,
+        config.len(),
+        nested_arrays(200)
+    );
+    expect_error(put("annotated", annotated).await.unwrap(), StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+    let tags: Value = c
+        .get(format!("{base}/v2/admin/deep/tags/list"))
+        .basic_auth(admin.0, admin.1)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tags["tags"], json!(["ok64"]), "nothing deeper was stored");
+
+    // /api/v1: an organisation and a webhook, each with a deep field the endpoint ignores.
+    let api = |method: Method, path: &str, body: String| {
+        c.request(method, format!("{base}/api/v1{path}"))
+            .basic_auth(admin.0, admin.1)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let org = |name: &str, depth: usize| format!(r#"{{"name":"{name}","extra":{}}}"#, nested_arrays(depth - 1));
+    let r = api(Method::POST, "/namespaces", org("shallow", 64)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    for (name, depth) in [("deep-org", 65), ("deeper-org", 10_000)] {
+        let r = api(Method::POST, "/namespaces", org(name, depth)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{name}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["errors"][0]["code"], "INVALID", "{body}");
+        let r = api(Method::GET, &format!("/namespaces/{name}"), String::new()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{name} was created");
+    }
+    let hook = |depth: usize| {
+        format!(r#"{{"url":"http://127.0.0.1:9/hook","events":["push"],"extra":{}}}"#, nested_arrays(depth - 1))
+    };
+    let r = api(Method::POST, "/webhooks", hook(100)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = api(Method::POST, "/webhooks", hook(64)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let hooks: Value = api(Method::GET, "/webhooks", String::new()).await.unwrap().json().await.unwrap();
+    assert_eq!(hooks["webhooks"].as_array().map(Vec::len), Some(1), "{hooks}");
+    // Malformed JSON is the same 400 INVALID.
+    let r = api(Method::POST, "/namespaces", "{oops".into()).await.unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "INVALID", "{body}");
 }
 
 #[tokio::test]

@@ -343,12 +343,21 @@ async fn tokens_lacking_a_scope_are_sent_to_widen_it() {
         assert!(body["errors"][0]["message"].as_str().unwrap().contains("push alice/app"), "{body}");
     }
 
-    // An anonymous token lacking a scope: 401, so the client may log in.
+    // An anonymous token: for what anyone may do (a public repository) it is widened like
+    // any other; for the rest the answer is the plain challenge, as without a token, so the
+    // client logs in (docker then says "unauthorized: authentication required").
+    reg.api_ok(Method::POST, "/api/v1/namespaces", &alice, Some(json!({"name": "pub"}))).await;
+    reg.api_ok(Method::PUT, "/api/v1/namespaces/pub/visibility", &alice, Some(json!({"public": true}))).await;
+    reg.seed(&alice, "pub/app", "v1").await;
     let anon = Creds::bearer(&reg.token(&Creds::Anonymous, &["repository:alice/app:pull"]).await);
+    let r = reg.get_manifest(&anon, "pub/app", "v1").await;
+    let (status, _, challenge) = error_of(r).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(challenge, insufficient("repository:pub/app:pull"));
     let r = reg.get_manifest(&anon, "alice/app", "v1").await;
     let (status, _, challenge) = error_of(r).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(challenge, insufficient("repository:alice/app:pull"));
+    assert_eq!(challenge, format!("{realm},scope=\"repository:alice/app:pull\""));
 }
 
 /// A credential never has fewer rights than an anonymous client: a personal access token
@@ -498,8 +507,13 @@ async fn oauth2_password_and_refresh_grants() {
     let pull_only = Creds::bearer(&pulled);
     assert_eq!(reg.get_manifest(&pull_only, "alice/app", "v1").await.status(), StatusCode::OK);
     let r = reg.put_manifest(&pull_only, "alice/app", "v2", &seed.manifest("v2")).await;
-    let (status, code, _) = error_of(r).await;
-    assert_eq!((status, code.as_str()), (StatusCode::FORBIDDEN, "DENIED"), "token lacks push");
+    // The account may push: the client is sent for a wider token.
+    let (status, _, challenge) = error_of(r).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "token lacks push");
+    assert!(
+        challenge.ends_with(",scope=\"repository:alice/app:pull,push\",error=\"insufficient_scope\""),
+        "{challenge}"
+    );
 
     // GET /token with offline_token=true (docker login) also hands out a refresh token.
     let r = reg
@@ -639,9 +653,11 @@ async fn forged_expired_and_tampered_tokens_are_refused() {
     assert_eq!(status_with(real.clone()).await.0, StatusCode::OK);
     let forged_ok = sign(&kid, &der, &pull_claims("alice", "alice/app", &["pull"]));
     assert_eq!(status_with(forged_ok).await.0, StatusCode::OK, "test-signed token works");
-    // ... including for a pull-only token asked to push: 403, it names the repository.
+    // ... including for a pull-only token asked to push: 401 asking for the wider scope
+    // (alice may push there).
     let r = reg.put_manifest(&Creds::bearer(&real), "alice/app", "v2", &seed.manifest("x")).await;
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(header(&r, "www-authenticate").contains("error=\"insufficient_scope\""));
 
     let t = now();
     let mut cases: Vec<(&str, String)> = Vec::new();

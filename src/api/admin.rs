@@ -7,6 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::json::JsonBody;
 use crate::auth::service::client_addr;
 use crate::auth::{AuthService, Identity};
 use crate::error::{RegistryError, Result};
@@ -139,7 +140,7 @@ struct PasswordChange {
 async fn change_own_password(
     req: HttpRequest,
     auth: web::Data<AuthService>,
-    body: web::Json<PasswordChange>,
+    body: JsonBody<PasswordChange>,
 ) -> Result<HttpResponse> {
     let who = caller(&req, &auth).await?;
     let name = me_name(&who);
@@ -163,7 +164,7 @@ struct NewUser {
     admin: bool,
 }
 
-async fn create_user(req: HttpRequest, auth: web::Data<AuthService>, body: web::Json<NewUser>) -> Result<HttpResponse> {
+async fn create_user(req: HttpRequest, auth: web::Data<AuthService>, body: JsonBody<NewUser>) -> Result<HttpResponse> {
     let who = admin(&req, &auth).await?;
     let (account, generated) = auth.create_user(&body.name, body.password.as_deref(), body.admin).await?;
     record(&req, &who, "user.create", &account.name, json!({ "admin": body.admin })).await;
@@ -185,7 +186,7 @@ async fn update_user(
     req: HttpRequest,
     auth: web::Data<AuthService>,
     name: web::Path<String>,
-    body: web::Json<UserUpdate>,
+    body: JsonBody<UserUpdate>,
 ) -> Result<HttpResponse> {
     let who = admin(&req, &auth).await?;
     if let Some(p) = &body.password {
@@ -244,7 +245,7 @@ fn created_token(record: &TokenRecord, secret: String) -> HttpResponse {
 async fn create_token(
     req: HttpRequest,
     auth: web::Data<AuthService>,
-    body: web::Json<NewToken>,
+    body: JsonBody<NewToken>,
 ) -> Result<HttpResponse> {
     let who = caller(&req, &auth).await?;
     let (token, secret) = auth
@@ -278,7 +279,7 @@ struct NewOrg {
     name: String,
 }
 
-async fn create_org(req: HttpRequest, auth: web::Data<AuthService>, body: web::Json<NewOrg>) -> Result<HttpResponse> {
+async fn create_org(req: HttpRequest, auth: web::Data<AuthService>, body: JsonBody<NewOrg>) -> Result<HttpResponse> {
     let who = caller(&req, &auth).await?;
     let account = who.account.as_ref().expect("caller has an account");
     if account.kind != "user" {
@@ -317,7 +318,7 @@ async fn set_visibility(
     req: HttpRequest,
     auth: web::Data<AuthService>,
     ns: web::Path<String>,
-    body: web::Json<Visibility>,
+    body: JsonBody<Visibility>,
 ) -> Result<HttpResponse> {
     let who = manager(&req, &auth, &ns).await?;
     auth.set_visibility(&ns, body.public).await?;
@@ -334,7 +335,7 @@ async fn set_member(
     req: HttpRequest,
     auth: web::Data<AuthService>,
     path: web::Path<(String, String)>,
-    body: web::Json<Role>,
+    body: JsonBody<Role>,
 ) -> Result<HttpResponse> {
     let (ns, account) = path.into_inner();
     let who = manager(&req, &auth, &ns).await?;
@@ -365,7 +366,7 @@ async fn create_robot(
     req: HttpRequest,
     auth: web::Data<AuthService>,
     ns: web::Path<String>,
-    body: web::Json<NewRobot>,
+    body: JsonBody<NewRobot>,
 ) -> Result<HttpResponse> {
     let who = manager(&req, &auth, &ns).await?;
     let robot = auth.create_robot(&ns, &body.name, &body.role).await?;
@@ -403,7 +404,7 @@ async fn create_robot_token(
     req: HttpRequest,
     auth: web::Data<AuthService>,
     name: web::Path<String>,
-    body: web::Json<NewToken>,
+    body: JsonBody<NewToken>,
 ) -> Result<HttpResponse> {
     let (robot, who) = managed_robot(&req, &auth, &name).await?;
     let (token, secret) = auth

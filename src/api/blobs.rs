@@ -8,35 +8,36 @@ use super::{AppState, body_stream, content_length, query_map, range_header};
 use crate::auth::Identity;
 use crate::error::{RegistryError, Result};
 use crate::oci::Digest;
-use crate::registry::{Registry, UploadStatus};
+use crate::registry::{ByteRange, Registry, UploadStatus};
 
-/// Parses a single `bytes=start-end` range; `None` for no range or one we serve whole
-/// (several ranges, suffix ranges).
-fn parse_range(req: &HttpRequest) -> Result<Option<(u64, Option<u64>)>> {
+/// The range of a `Range` header: `bytes=start-end`, `bytes=start-` or `bytes=-suffix`;
+/// `None` for no header or one served whole (several ranges, other units, syntax errors, which
+/// RFC 9110 lets a server ignore).
+fn parse_range(req: &HttpRequest) -> Result<Option<ByteRange>> {
     let Some(value) = req.headers().get(header::RANGE) else {
         return Ok(None);
     };
     let value = value.to_str().map_err(|_| RegistryError::BadRequest("invalid Range header".into()))?;
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
-        return Ok(None);
-    };
+    Ok(range_of(value))
+}
+
+fn range_of(value: &str) -> Option<ByteRange> {
+    let spec = value.trim().strip_prefix("bytes=")?;
     if spec.contains(',') {
-        return Ok(None);
+        return None;
     }
-    let Some((start, end)) = spec.split_once('-') else {
-        return Ok(None);
-    };
-    let Ok(start) = start.trim().parse::<u64>() else {
-        return Ok(None);
-    };
-    let end = match end.trim() {
+    let (start, end) = spec.split_once('-')?;
+    let number = |s: &str| if s.bytes().all(|b| b.is_ascii_digit()) { s.parse::<u64>().ok() } else { None };
+    let (start, end) = (start.trim(), end.trim());
+    if start.is_empty() {
+        return Some(ByteRange::Suffix(number(end)?));
+    }
+    let start = number(start)?;
+    let end = match end {
         "" => None,
-        e => match e.parse::<u64>() {
-            Ok(e) if e >= start => Some(e),
-            _ => return Ok(None),
-        },
+        e => Some(number(e).filter(|&e| e >= start)?),
     };
-    Ok(Some((start, end)))
+    Some(ByteRange::From { start, end })
 }
 
 /// GET and HEAD of a blob.
@@ -191,14 +192,8 @@ fn content_range(req: &HttpRequest) -> Result<Option<(u64, u64)>> {
     Ok(Some((start, end)))
 }
 
-/// PATCH: appends a chunk (with `Content-Range`) or streams the body.
-pub async fn patch_upload(
-    req: &HttpRequest,
-    payload: web::Payload,
-    registry: &Registry,
-    name: &str,
-    id: &str,
-) -> Result<HttpResponse> {
+/// The `Content-Range` of a chunk as (start, length), checked against its `Content-Length`.
+fn chunk_range(req: &HttpRequest) -> Result<(Option<u64>, Option<u64>)> {
     let (start, len) = match content_range(req)? {
         Some((start, end)) => (Some(start), Some(end - start + 1)),
         None => (None, None),
@@ -211,24 +206,42 @@ pub async fn patch_upload(
             upload_size: None,
         });
     }
+    Ok((start, len))
+}
+
+/// A chunk out of place (PATCH or closing PUT): 416 with where the upload stands (`Range`) and
+/// where to send the next chunk (`Location`); other errors as they are.
+fn chunk_refused(e: RegistryError, name: &str, id: &str) -> Result<HttpResponse> {
+    if !matches!(e, RegistryError::RangeInvalid { .. }) {
+        return Err(e);
+    }
+    let mut resp = actix_web::ResponseError::error_response(&e);
+    if let (Ok(location), Ok(uuid)) =
+        (header::HeaderValue::from_str(&upload_location(name, id)), header::HeaderValue::from_str(id))
+    {
+        resp.headers_mut().insert(header::LOCATION, location);
+        resp.headers_mut().insert(header::HeaderName::from_static("docker-upload-uuid"), uuid);
+    }
+    Ok(resp)
+}
+
+/// PATCH: appends a chunk (with `Content-Range`) or streams the body.
+pub async fn patch_upload(
+    req: &HttpRequest,
+    payload: web::Payload,
+    registry: &Registry,
+    name: &str,
+    id: &str,
+) -> Result<HttpResponse> {
+    let (start, len) = chunk_range(req)?;
     match registry.append_upload(name, id, start, len, body_stream(payload)).await {
         Ok(upload) => Ok(upload_response(StatusCode::ACCEPTED, name, &upload)),
-        // A chunk out of place: 416 with where the upload stands and where to send the next.
-        Err(e @ RegistryError::RangeInvalid { .. }) => {
-            let mut resp = actix_web::ResponseError::error_response(&e);
-            if let (Ok(location), Ok(uuid)) =
-                (header::HeaderValue::from_str(&upload_location(name, id)), header::HeaderValue::from_str(id))
-            {
-                resp.headers_mut().insert(header::LOCATION, location);
-                resp.headers_mut().insert(header::HeaderName::from_static("docker-upload-uuid"), uuid);
-            }
-            Ok(resp)
-        }
-        Err(e) => Err(e),
+        Err(e) => chunk_refused(e, name, id),
     }
 }
 
-/// PUT: completes an upload, with or without a final chunk.
+/// PUT: completes an upload, with or without a final chunk (whose `Content-Range`, if sent,
+/// must start where the upload ends, as for PATCH).
 pub async fn put_upload(
     req: &HttpRequest,
     payload: web::Payload,
@@ -239,13 +252,36 @@ pub async fn put_upload(
     let digest = digest_param(req)?
         .ok_or_else(|| RegistryError::DigestInvalid("the digest query parameter is required".into()))?;
     let has_body = content_length(req).is_some_and(|l| l > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let (start, len) = if has_body { chunk_range(req)? } else { (None, None) };
     let body = has_body.then(|| body_stream(payload));
-    registry.finish_upload(name, id, &digest, body).await?;
-    Ok(created_blob(name, &digest))
+    match registry.finish_upload_at(name, id, &digest, start, len, body).await {
+        Ok(_) => Ok(created_blob(name, &digest)),
+        Err(e) => chunk_refused(e, name, id),
+    }
 }
 
 /// DELETE of an upload: cancels it.
 pub async fn cancel_upload(registry: &Registry, name: &str, id: &str) -> Result<HttpResponse> {
     registry.cancel_upload(name, id).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_headers() {
+        let from = |start, end| Some(ByteRange::From { start, end });
+        assert_eq!(range_of("bytes=4-7"), from(4, Some(7)));
+        assert_eq!(range_of("bytes=10-"), from(10, None));
+        assert_eq!(range_of("bytes=-6"), Some(ByteRange::Suffix(6)));
+        assert_eq!(range_of("bytes=-0"), Some(ByteRange::Suffix(0)));
+        // Served whole: several ranges, other units, nonsense, a backwards range.
+        for whole in
+            ["bytes=0-1,4-5", "items=0-1", "bytes=-", "bytes=--5", "bytes=a-b", "bytes=+1-2", "bytes=7-4", "0-4"]
+        {
+            assert_eq!(range_of(whole), None, "{whole}");
+        }
+    }
 }

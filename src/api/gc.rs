@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::admin::{admin, reader};
+use super::json::JsonBody;
 use crate::auth::AuthService;
 use crate::error::{RegistryError, Result};
 use crate::gc::Collector;
@@ -59,7 +60,7 @@ pub async fn list_retention(req: HttpRequest, auth: web::Data<AuthService>) -> R
 pub async fn set_retention(
     req: HttpRequest,
     auth: web::Data<AuthService>,
-    body: web::Json<RetentionPolicy>,
+    body: JsonBody<RetentionPolicy>,
 ) -> Result<HttpResponse> {
     admin(&req, &auth).await?;
     crate::gc::cli::validate_policy(&body).map_err(RegistryError::Invalid)?;
@@ -107,7 +108,7 @@ pub async fn set_quota(
     req: HttpRequest,
     auth: web::Data<AuthService>,
     ns: web::Path<String>,
-    body: web::Json<Quota>,
+    body: JsonBody<Quota>,
 ) -> Result<HttpResponse> {
     admin(&req, &auth).await?;
     if body.max_bytes.is_some_and(|b| b < 0) {

@@ -8,6 +8,7 @@ pub mod admin;
 mod blobs;
 mod gc;
 pub mod health;
+pub mod json;
 mod listing;
 mod manifests;
 pub mod ops;
@@ -165,6 +166,17 @@ async fn dispatch(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
                 _ => Err(method_not_allowed(&method)),
             }
         }
+        Route::InvalidReference { name, raw } => match method {
+            Method::GET | Method::HEAD => Err(RegistryError::ManifestUnknown(format!(
+                "no manifest of {name} has the reference {:?}: it is not a valid tag or digest",
+                crate::oci::digest::truncate(&raw)
+            ))),
+            // The parse error: MANIFEST_INVALID for a bad tag, DIGEST_INVALID for a bad digest.
+            Method::PUT | Method::DELETE => Err(Reference::parse(&raw).err().unwrap_or_else(|| {
+                RegistryError::ManifestInvalid(format!("invalid reference {:?}", crate::oci::digest::truncate(&raw)))
+            })),
+            _ => Err(method_not_allowed(&method)),
+        },
         Route::Blob { name, digest } => match method {
             Method::GET | Method::HEAD => match mirrored(&state, &req, &name).await? {
                 Some((mirror, target)) => {

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::admin::{admin, caller};
+use super::json::JsonBody;
 use crate::auth::{AuthService, Identity};
 use crate::config::MetricsConfig;
 use crate::error::{RegistryError, Result};
@@ -177,7 +178,7 @@ pub async fn create(
 async fn create_webhook(
     req: HttpRequest,
     auth: web::Data<AuthService>,
-    body: web::Json<NewWebhook>,
+    body: JsonBody<NewWebhook>,
 ) -> Result<HttpResponse> {
     let who = admin(&req, &auth).await?;
     let events = events(&req)?;
@@ -216,7 +217,7 @@ async fn update_webhook(
     req: HttpRequest,
     auth: web::Data<AuthService>,
     id: web::Path<i64>,
-    body: web::Json<WebhookUpdate>,
+    body: JsonBody<WebhookUpdate>,
 ) -> Result<HttpResponse> {
     let who = admin(&req, &auth).await?;
     let events = events(&req)?;

@@ -9,13 +9,17 @@ use crate::auth::{Action, Need};
 use crate::error::{RegistryError, Result};
 use crate::oci::{Digest, Reference, validate_name};
 
-/// An API endpoint with its parsed parameters.
+/// An API endpoint with its parsed parameters. `InvalidReference` is `/manifests/<raw>` where
+/// `raw` is no valid tag or digest: no manifest can have it, so a GET or HEAD is
+/// `404 MANIFEST_UNKNOWN` (as the OCI conformance suite expects) while a PUT or DELETE gets the
+/// parse error (400).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Base,
     Catalog,
     Tags { name: String },
     Manifest { name: String, reference: Reference },
+    InvalidReference { name: String, raw: String },
     Blob { name: String, digest: Digest },
     UploadStart { name: String },
     Upload { name: String, id: String },
@@ -55,8 +59,12 @@ impl Route {
         match (tail(3), tail(2), tail(1)) {
             (_, "tags", "list") => Ok(Route::Tags { name: name_of(2)? }),
             (_, "manifests", r) if !r.is_empty() => {
-                let reference = Reference::parse(&decode_colon(r))?;
-                Ok(Route::Manifest { name: name_of(2)?, reference })
+                let name = name_of(2)?;
+                let raw = decode_colon(r);
+                Ok(match Reference::parse(&raw) {
+                    Ok(reference) => Route::Manifest { name, reference },
+                    Err(_) => Route::InvalidReference { name, raw },
+                })
             }
             ("blobs", "uploads", "") => Ok(Route::UploadStart { name: name_of(3)? }),
             (_, "blobs", "uploads") => Ok(Route::UploadStart { name: name_of(2)? }),
@@ -79,6 +87,7 @@ impl Route {
             Route::Base | Route::Catalog => None,
             Route::Tags { name }
             | Route::Manifest { name, .. }
+            | Route::InvalidReference { name, .. }
             | Route::Blob { name, .. }
             | Route::UploadStart { name }
             | Route::Upload { name, .. }
@@ -141,11 +150,22 @@ mod tests {
             ("/../etc/tags/list", "NAME_INVALID"),
             ("/tags/list", "NAME_UNKNOWN"),
             ("/x/blobs/sha256:zz", "DIGEST_INVALID"),
-            ("/x/manifests/bad*tag", "MANIFEST_INVALID"),
             ("/x/whatever", "NAME_UNKNOWN"),
         ] {
             let err = Route::parse(path).unwrap_err();
             assert_eq!(err.code(), code, "{path}");
         }
+    }
+
+    #[test]
+    fn invalid_references_are_routed_for_the_method_to_decide() {
+        for raw in ["bad*tag", ".INVALID", "sha256:zz"] {
+            assert_eq!(
+                Route::parse(&format!("/x/y/manifests/{raw}")).unwrap(),
+                Route::InvalidReference { name: "x/y".into(), raw: raw.into() }
+            );
+        }
+        // The name is still checked first.
+        assert_eq!(Route::parse("/UPPER/manifests/.INVALID").unwrap_err().code(), "NAME_INVALID");
     }
 }

@@ -134,16 +134,13 @@ fn grants(entry: &AccessEntry, action: &str) -> bool {
     entry.actions.iter().any(|a| a == action || a == "*")
 }
 
-/// Whether a registry token's bearer lacking `need` should be sent for a wider token: always
-/// for an anonymous token (a login may help), else when the account itself may do it (a wider
-/// token would be granted). An account that may not gets `403 DENIED` instead.
-async fn anonymous_or_could(auth: &AuthService, who: &Identity, need: &Need) -> Result<bool> {
-    if who.account.is_none() {
-        return Ok(true);
-    }
+/// Whether a wider registry token would let its bearer do `need`: the bearer itself (the
+/// account, or anonymous) may do it. Otherwise the refusal stays what it would be without a
+/// token: `403 DENIED` for an account, `401` asking for a login for anonymous.
+async fn wider_token_helps(auth: &AuthService, who: &Identity, need: &Need) -> Result<bool> {
     let bearer = Identity { granted: None, ..who.clone() };
     Ok(match need {
-        Need::Login => true,
+        Need::Login => bearer.account.is_some(),
         Need::Catalog => auth.may_list_catalog(&bearer),
         Need::Repository { name, action } => auth.allowed(&bearer, name).await?.contains(*action),
     })
@@ -175,7 +172,7 @@ impl Authorizer for TokenAuth {
                     };
                     if in_token {
                         true
-                    } else if anonymous_or_could(auth, &who, need).await? {
+                    } else if wider_token_helps(auth, &who, need).await? {
                         // A registry token is a subset of what its bearer may do: when the
                         // bearer may do this, a token for the right scope would do; say which
                         // (containerd, BuildKit and oras ask for the narrowest scope first and

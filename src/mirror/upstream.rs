@@ -118,7 +118,9 @@ impl Upstream {
         if !resp.status().is_success() {
             return Err(unavailable(&self.config.name, format!("token endpoint answered {}", resp.status())));
         }
-        let body: serde_json::Value = resp.json().await.map_err(|e| unavailable(&self.config.name, e))?;
+        let bytes = resp.bytes().await.map_err(|e| unavailable(&self.config.name, e))?;
+        crate::oci::json::check_nesting(&bytes).map_err(|e| unavailable(&self.config.name, e))?;
+        let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| unavailable(&self.config.name, e))?;
         let token = body["token"]
             .as_str()
             .or_else(|| body["access_token"].as_str())

@@ -115,6 +115,7 @@ pub fn bare_media_type(content_type: &str) -> &str {
 
 /// Parses and validates a manifest pushed with the given Content-Type.
 pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest, RegistryError> {
+    super::json::check_nesting(bytes).map_err(|e| RegistryError::ManifestInvalid(format!("manifest: {e}")))?;
     let raw: RawManifest = serde_json::from_slice(bytes)
         .map_err(|e| RegistryError::ManifestInvalid(format!("manifest is not valid JSON: {e}")))?;
     let header = content_type.map(bare_media_type).filter(|t| !t.is_empty() && *t != "application/json");
@@ -243,6 +244,16 @@ mod tests {
                 r#"{"schemaVersion":2,"config":{"digest":"sha256:nothex","size":1},"layers":[]}"#.to_string(),
             ),
             (Some(media::DOCKER_SCHEMA1_SIGNED), r#"{"schemaVersion":1}"#.to_string()),
+            // Valid in every other respect, but nested too deep (in a field serde_json skips).
+            (
+                Some(media::OCI_MANIFEST),
+                format!(
+                    r#"{{"schemaVersion":2,"config":{{"digest":"{}","size":1}},"layers":[],"x":{}{}}}"#,
+                    d('a'),
+                    "[".repeat(10_000),
+                    "]".repeat(10_000)
+                ),
+            ),
         ];
         for (ct, body) in cases {
             assert!(

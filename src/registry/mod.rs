@@ -39,6 +39,29 @@ pub struct PushedManifest {
     pub media_type: String,
 }
 
+/// A byte range asked of a blob, as an HTTP `Range` header names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// `bytes=start-end` (`end` inclusive) or `bytes=start-` (to the end).
+    From { start: u64, end: Option<u64> },
+    /// `bytes=-n`: the last `n` bytes (the whole blob if it is shorter).
+    Suffix(u64),
+}
+
+impl ByteRange {
+    /// The bytes of a blob of `size` this range selects (half-open), or `None` when none can be
+    /// served (RFC 9110: a start at or past the end, a suffix of 0 bytes, an empty blob).
+    pub fn resolve(self, size: u64) -> Option<Range<u64>> {
+        match self {
+            ByteRange::From { start, end } => {
+                let end = end.map_or(size, |e| e.saturating_add(1).min(size));
+                (start < end).then_some(start..end)
+            }
+            ByteRange::Suffix(n) => (n > 0 && size > 0).then(|| size - n.min(size)..size),
+        }
+    }
+}
+
 /// A blob ready to stream.
 pub struct BlobRead {
     pub size: u64,
@@ -144,19 +167,12 @@ impl Registry {
             .ok_or_else(|| RegistryError::BlobUnknown(format!("blob {digest} unknown to repository {repo}")))
     }
 
-    /// Opens a blob readable through `repo`, whole or a range of it. `range` is inclusive
-    /// `(start, end)` as in an HTTP `Range` header, `end` optional.
-    pub async fn read_blob(&self, repo: &str, digest: &Digest, range: Option<(u64, Option<u64>)>) -> Result<BlobRead> {
+    /// Opens a blob readable through `repo`, whole or a range of it.
+    pub async fn read_blob(&self, repo: &str, digest: &Digest, range: Option<ByteRange>) -> Result<BlobRead> {
         let size = self.stat_blob(repo, digest).await?;
         let range = match range {
             None => None,
-            Some((start, end)) => {
-                let end = end.map_or(size, |e| (e + 1).min(size));
-                if start >= size || start >= end {
-                    return Err(RegistryError::RangeNotSatisfiable { blob_size: size });
-                }
-                Some(start..end)
-            }
+            Some(r) => Some(r.resolve(size).ok_or(RegistryError::RangeNotSatisfiable { blob_size: size })?),
         };
         let body = self.blobs.read(digest, range.clone()).await?;
         Ok(BlobRead { size, range, body })
@@ -392,5 +408,27 @@ impl Registry {
             "mediaType": manifest::media::OCI_INDEX,
             "manifests": manifests,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ByteRange;
+
+    #[test]
+    fn byte_ranges_resolve_as_rfc_9110_says() {
+        let from = |start, end| ByteRange::From { start, end };
+        assert_eq!(from(4, Some(7)).resolve(16), Some(4..8));
+        assert_eq!(from(10, None).resolve(16), Some(10..16));
+        assert_eq!(from(10, Some(99)).resolve(16), Some(10..16));
+        assert_eq!(from(0, Some(u64::MAX)).resolve(16), Some(0..16));
+        assert_eq!(from(16, None).resolve(16), None);
+        assert_eq!(from(16, Some(20)).resolve(16), None);
+        assert_eq!(ByteRange::Suffix(6).resolve(16), Some(10..16));
+        assert_eq!(ByteRange::Suffix(16).resolve(16), Some(0..16));
+        assert_eq!(ByteRange::Suffix(100).resolve(16), Some(0..16));
+        assert_eq!(ByteRange::Suffix(0).resolve(16), None);
+        assert_eq!(ByteRange::Suffix(5).resolve(0), None);
+        assert_eq!(from(0, None).resolve(0), None);
     }
 }

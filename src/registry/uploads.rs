@@ -267,12 +267,39 @@ impl Registry {
     where
         S: Stream<Item = Result<Bytes>> + Unpin,
     {
+        self.finish_upload_at(repo, id, digest, None, None, body).await
+    }
+
+    /// [`finish_upload`](Self::finish_upload) with where the client says the final chunk starts
+    /// and how long it is (its `Content-Range`): a chunk that does not start where the upload
+    /// ends is refused as [`append_upload`](Self::append_upload) refuses it (416, nothing
+    /// stored, the session stays as it was).
+    pub async fn finish_upload_at<S>(
+        &self,
+        repo: &str,
+        id: &str,
+        digest: &Digest,
+        start: Option<u64>,
+        len: Option<u64>,
+        body: Option<S>,
+    ) -> Result<u64>
+    where
+        S: Stream<Item = Result<Bytes>> + Unpin,
+    {
         self.upload_record(repo, id).await?;
         let lock = self.upload_lock(id);
         let mut guard = lock.lock().await;
         let mut rec = self.upload_record(repo, id).await?;
         if let Some(body) = body {
-            self.append_locked(repo, &mut guard, &rec, None, body, Some(digest)).await?;
+            if let Some(start) = start
+                && start != rec.size
+            {
+                return Err(RegistryError::RangeInvalid {
+                    message: format!("the final chunk starts at {start} but the upload has {} bytes", rec.size),
+                    upload_size: Some(rec.size),
+                });
+            }
+            self.append_locked(repo, &mut guard, &rec, len, body, Some(digest)).await?;
             rec = self.upload_record(repo, id).await?; // size, backend and hash state moved on
         }
         let hasher = self.running_hash(&mut guard, &rec, digest.algorithm()).await?;

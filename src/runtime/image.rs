@@ -156,6 +156,7 @@ pub async fn resolve(registry: &Registry, repo: &str, reference: &Reference) -> 
     let config_desc = parsed.config.as_ref().ok_or_else(|| anyhow::anyhow!("{repo}@{digest} is not an image"))?;
     let config_digest: Digest = config_desc.digest.parse()?;
     let bytes = read_small_blob(registry, repo, &config_digest, MAX_CONFIG_BYTES).await?;
+    crate::oci::json::check_nesting(&bytes).with_context(|| format!("the config of {repo}@{digest}"))?;
     let config: ImageConfig = serde_json::from_slice(&bytes)
         .with_context(|| format!("the config of {repo}@{digest} is not an image config"))?;
     if config.rootfs.diff_ids.len() != parsed.layers.len() {

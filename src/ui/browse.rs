@@ -506,6 +506,9 @@ async fn manifest_page(v: Viewer, name: &str, reference: &str) -> UiResult {
                 .parse()
                 .map_err(|_| RegistryError::ManifestInvalid("the manifest's config digest is invalid".into()))?;
             match read_small_blob(&v, name, &digest, MAX_CONFIG_BYTES).await {
+                Ok(Some(bytes)) if crate::oci::json::check_nesting(&bytes).is_err() => {
+                    p.config_note = Some(format!("The image config is not shown: {}.", crate::oci::json::TooDeep))
+                }
                 Ok(Some(bytes)) => match serde_json::from_slice::<Value>(&bytes) {
                     Ok(c) => {
                         let cc = c.get("config");
