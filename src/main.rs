@@ -100,16 +100,64 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// Whether the command line names one of the runtime's subcommands (`run`, `start`, `ps`…),
+/// skipping the global options before it.
+fn runtime_subcommand(args: &[String]) -> bool {
+    let mut args = args.iter().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" | "--data-dir" => {
+                args.next();
+            }
+            a if a.starts_with('-') => {}
+            a => return <berth::runtime::cli::RuntimeCommand as clap::Subcommand>::has_subcommand(a),
+        }
+    }
+    false
+}
+
+/// The command line; a usage error of a runtime subcommand exits 125, as docker's do (clap's
+/// own status for usage errors is 2).
+fn parse_cli() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let args: Vec<String> = std::env::args().collect();
+            if e.use_stderr() && runtime_subcommand(&args) {
+                let _ = e.print();
+                std::process::exit(berth::runtime::command::EXIT_BERTH);
+            }
+            e.exit()
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     limit_malloc_arenas();
-    let cli = Cli::parse();
+    let cli = parse_cli();
+    if matches!(cli.command, Command::Runtime(_)) {
+        // The runtime's failures are one line, and exit with docker's statuses (125 for Berth's
+        // own, 126/127 for a command that cannot be run); the container's status otherwise.
+        let code = run(cli).unwrap_or_else(|e| {
+            eprintln!("berth: {e:#}");
+            berth::runtime::command::exit_status(&e)
+        });
+        std::process::exit(code);
+    }
+    run(cli).map(|_| ())
+}
+
+/// Runs a command; returns the exit status of a runtime command (0 for the others).
+fn run(cli: Cli) -> anyhow::Result<i32> {
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(dir) = cli.data_dir {
         config.data_dir = dir;
     }
     // The runtime's commands print for people; its logs are warnings unless BERTH_LOG asks.
+    // libcontainer logs each failure on its way up (from the container's processes too): the
+    // monitor reports it once, as one line, so its own logs are off.
     let level = if matches!(cli.command, Command::Runtime(_)) {
-        "warn,libcgroups=error".to_string()
+        "warn,libcgroups=error,libcontainer=off".to_string()
     } else {
         config.log.level.clone()
     };
@@ -122,14 +170,11 @@ fn main() -> anyhow::Result<()> {
             actix_web::rt::System::new().block_on(async move {
                 let server = berth::server::build(&config).await?;
                 server.server.await?;
-                Ok(())
+                Ok(0)
             })
         }
         // No tokio runtime here: the runtime's monitor must stay single-threaded (libcontainer forks).
-        Command::Runtime(command) => {
-            let code = berth::runtime::main(&config, cli.config.as_deref(), command)?;
-            std::process::exit(code);
-        }
+        Command::Runtime(command) => berth::runtime::main(&config, cli.config.as_deref(), command),
         command => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async move {
@@ -146,6 +191,7 @@ fn main() -> anyhow::Result<()> {
                     Command::Serve { .. } | Command::Runtime(_) => unreachable!("handled above"),
                 }
             })
+            .map(|()| 0)
         }
     }
 }

@@ -198,6 +198,8 @@ fn memory_and_pid_limits_reach_the_cgroup() {
 /// A tar layer from (path, kind) entries; `kind` is file contents, a dir, a symlink or hardlink.
 enum Entry<'a> {
     File(&'a str, &'a [u8]),
+    /// A file without execute permission (0644).
+    Plain(&'a str, &'a [u8]),
     Dir(&'a str),
     Symlink(&'a str, &'a str),
     Hardlink(&'a str, &'a str),
@@ -218,10 +220,10 @@ fn layer_tar(entries: &[Entry]) -> Vec<u8> {
             let mut h = tar::Header::new_gnu();
             h.set_mtime(1_700_000_000);
             match e {
-                Entry::File(name, data) => {
+                Entry::File(name, data) | Entry::Plain(name, data) => {
                     h.set_entry_type(tar::EntryType::Regular);
                     h.set_size(data.len() as u64);
-                    h.set_mode(0o755);
+                    h.set_mode(if matches!(e, Entry::Plain(..)) { 0o644 } else { 0o755 });
                     raw_name(&mut h, name);
                     h.set_cksum();
                     t.append(&h, *data).unwrap();
@@ -328,11 +330,112 @@ fn busybox_layer(extra: &[Entry]) -> Vec<u8> {
     }
     entries.extend(extra.iter().map(|e| match e {
         Entry::File(a, b) => Entry::File(a, b),
+        Entry::Plain(a, b) => Entry::Plain(a, b),
         Entry::Dir(a) => Entry::Dir(a),
         Entry::Symlink(a, b) => Entry::Symlink(a, b),
         Entry::Hardlink(a, b) => Entry::Hardlink(a, b),
     }));
     layer_tar(&entries)
+}
+
+/// `berth run` exits as docker does: 125 when Berth itself fails (bad flag or argument, image
+/// not in the store), 126 when the command cannot be invoked, 127 when it is not in the image,
+/// the container's own status otherwise; a failure is one readable line.
+#[test]
+fn run_exit_codes_follow_docker() {
+    let b = Berth::start();
+    let layer = busybox_layer(&[
+        Entry::Dir("adir/"),
+        Entry::Plain("notes.txt", b"just text\n"),
+        Entry::Symlink("bin/dangling", "/nowhere"),
+        Entry::Symlink("bin/notes", "../notes.txt"),
+    ]);
+    push_image(&b, "rt/codes", &[(layer, true)]);
+    let img = "rt/codes";
+    let host = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(host.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(host.path().join("plain.txt"), "text\n").unwrap();
+    std::fs::write(host.path().join("ok.sh"), "#!/bin/sh\necho from-volume\n").unwrap();
+    std::fs::set_permissions(host.path().join("ok.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let vol = format!("{}:/tools:ro", host.path().display());
+
+    // (arguments, exit status, what stderr says; one line unless it is clap's usage message)
+    let cases: Vec<(Vec<&str>, i32, &str, bool)> = vec![
+        // 127: not in the image (by path, in PATH, a dangling link).
+        (vec!["run", "--rm", img, "/nope"], 127, r#"berth: container command "/nope" not found in the image"#, true),
+        (vec!["run", "--rm", img, "nope"], 127, r#"container command "nope" not found"#, true),
+        (vec!["run", "--rm", img, "dangling"], 127, "not found", true),
+        (vec!["run", "--rm", img, "/adir/nope"], 127, "not found", true),
+        // 126: there, but not something to execute.
+        (
+            vec!["run", "--rm", img, "/adir"],
+            126,
+            r#"container command "/adir" cannot be invoked: it is a directory"#,
+            true,
+        ),
+        (vec!["run", "--rm", img, "/notes.txt"], 126, "cannot be invoked: it is not executable", true),
+        (vec!["run", "--rm", img, "notes"], 126, "cannot be invoked", true),
+        (vec!["run", "--rm", "-w", "/", img, "./notes.txt"], 126, "cannot be invoked", true),
+        (vec!["run", "--rm", "--entrypoint", "/adir", img], 126, "cannot be invoked", true),
+        // Under a volume the runtime decides; its refusal maps the same way.
+        (vec!["run", "--rm", "-v", &vol, img, "/tools/missing"], 127, "not found", true),
+        (vec!["run", "--rm", "-v", &vol, img, "/tools/plain.txt"], 126, "cannot be invoked", true),
+        // The container's own status, whatever it is.
+        (vec!["run", "--rm", img, "sh", "-c", "exit 126"], 126, "", false),
+        (vec!["run", "--rm", img, "sh", "-c", "exit 125"], 125, "", false),
+        (vec!["run", "--rm", img, "sh", "-c", "nope"], 127, "nope: not found", false),
+        // 125: Berth's own failures.
+        (vec!["run", "--rm", "rt/not-there", "true"], 125, "not in the store", true),
+        (vec!["run", "--rm", "--network", "bridge", img, "true"], 125, "is not supported", true),
+        (vec!["run", "--rm", "-m", "lots", img, "true"], 125, "berth: ", true),
+        (vec!["run", "--rm", "--no-such-flag", img, "true"], 125, "--no-such-flag", false),
+        (vec!["run"], 125, "IMAGE", false),
+        (vec!["--config=/nonexistent.toml", "run", "--bogus"], 125, "--bogus", false),
+        (vec!["start", "--bogus", "x"], 125, "--bogus", false),
+        (vec!["ps", "--bogus"], 125, "--bogus", false),
+        (vec!["start", "no-such-container"], 125, "no such container", true),
+    ];
+    for (args, code, says, one_line) in &cases {
+        let out = rt(&b, args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(*code), "berth {args:?}: {stderr}");
+        assert!(stderr.contains(says), "berth {args:?}: {stderr}");
+        if *one_line {
+            assert_eq!(stderr.lines().count(), 1, "berth {args:?}: one line, not\n{stderr}");
+        }
+    }
+    // The volume's own executable runs.
+    assert_eq!(rt_ok(&b, &["run", "--rm", "-v", &vol, img, "/tools/ok.sh"]), "from-volume\n");
+    // Clap's own statuses stay for help and version.
+    assert_eq!(rt(&b, &["run", "--help"]).status.code(), Some(0));
+    assert_eq!(rt(&b, &["--version"]).status.code(), Some(0));
+    // The registry's commands keep clap's usage status.
+    assert_eq!(rt(&b, &["user", "--bogus"]).status.code(), Some(2));
+
+    // Detached: the same statuses; the container stays (no --rm), created but never run.
+    let out = rt(&b, &["run", "-d", "--name", "never-ran", img, "/nope"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("not found in the image"), "{}", text(&out.stderr));
+    let out = rt(&b, &["start", "never-ran"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    let out = rt(&b, &["start", "-a", "never-ran"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    rt_ok(&b, &["rm", "never-ran"]);
+    // Detached with --rm: the container is gone, the status and the reason are not.
+    let out = rt(&b, &["run", "-d", "--rm", img, "/adir"]);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr).lines().count(), 1, "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("it is a directory"), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "", "no container id for a container that never ran");
+    // A detached container that runs and exits at once with such a status is no failure.
+    let out = rt(&b, &["run", "-d", "--rm", img, "sh", "-c", "exit 127"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(containers_dir(&b)).unwrap().next().is_some() {
+        assert!(Instant::now() < deadline, "containers left behind");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(mounts_under(&b.data_dir).is_empty());
 }
 
 #[test]
@@ -734,7 +837,7 @@ fn the_runtime_refuses_to_run_without_root() {
         .env_remove("RUST_BACKTRACE")
         .output()
         .expect("setpriv (util-linux)");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(125), "Berth's own failure");
     assert!(text(&out.stderr).contains("needs root"), "{}", text(&out.stderr));
     assert!(!dir.path().join("data").exists(), "nothing is created for an unprivileged caller");
 }

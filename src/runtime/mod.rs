@@ -9,6 +9,8 @@
 //! - `monitor.rs`: the single-threaded helper process that runs a container with libcontainer;
 //! - `state.rs`: container records, directories and the lock;
 //! - `cgroups.rs`: the host's cgroup layout;
+//! - `command.rs`: exit statuses as docker gives them (125, 126, 127) and the check of the
+//!   container's command in its root before it starts;
 //! - `cli.rs`: the subcommands and their flags.
 //!
 //! Container state lives in files under `<data_dir>/runtime` (see `state.rs`), so it survives
@@ -16,6 +18,7 @@
 
 pub mod cgroups;
 pub mod cli;
+pub mod command;
 pub mod image;
 pub mod layers;
 pub mod monitor;
@@ -147,7 +150,8 @@ impl Ctx<'_> {
         let dir = self.paths.container(&c.id);
         let log = std::fs::File::options().create(true).append(true).open(dir.join("monitor.log"))?;
         let mut cmd = self.monitor_command(&c.id, false, false)?;
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        // Its stdout says why it could not start (read below if it exits before starting).
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
         // SAFETY: setsid is async-signal-safe; the monitor leaves this terminal's session.
         unsafe {
             cmd.pre_exec(|| {
@@ -159,18 +163,32 @@ impl Ctx<'_> {
         let mut child = cmd.spawn().context("cannot start the container's monitor")?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let exited = child.try_wait()?.is_some();
+            let status = child.try_wait()?;
+            let exited = status.is_some();
             match state::load(&self.paths, &c.id) {
                 Ok(rec) => {
                     if rec.started.as_deref().is_some_and(|s| s > before.as_str()) {
                         return Ok(());
                     }
                     if let Some(e) = rec.error.filter(|_| exited) {
-                        bail!("{e}");
+                        // The monitor exits with the status the failure has (127, 126, 125).
+                        let code = status.and_then(|s| s.code()).filter(|&c| c != 0).unwrap_or(command::EXIT_BERTH);
+                        return Err(command::Failure { code, message: e }.into());
                     }
                 }
-                // Removed already: it ran, exited and was `--rm`.
-                Err(_) if exited && !dir.exists() => return Ok(()),
+                // Removed already: it ran, exited and was `--rm`; or it could not start (and
+                // `--rm` removed it), which it said.
+                Err(_) if exited && !dir.exists() => {
+                    let mut said = String::new();
+                    if let Some(mut out) = child.stdout.take() {
+                        let _ = std::io::Read::read_to_string(&mut out, &mut said);
+                    }
+                    if said.trim().is_empty() {
+                        return Ok(());
+                    }
+                    let code = status.and_then(|s| s.code()).filter(|&c| c != 0).unwrap_or(command::EXIT_BERTH);
+                    return Err(command::Failure { code, message: said.trim().to_string() }.into());
+                }
                 Err(_) => {}
             }
             if exited {

@@ -222,6 +222,11 @@ pub fn run(paths: &Paths, id: &str, attach: bool, interactive: bool) -> anyhow::
         Ok(code) => Ok(code),
         Err(e) => {
             let message = format!("{e:#}");
+            if !attach {
+                // A detached monitor's stdout is read by the command that started it, until
+                // the container runs (see `Ctx::start_detached`); nobody reads it later.
+                let _ = writeln!(io::stdout(), "{message}");
+            }
             let _ = rootfs::unmount(paths, id);
             if c.auto_remove {
                 // `--rm`: a container that could not start is not kept either.
@@ -240,6 +245,44 @@ pub fn run(paths: &Paths, id: &str, attach: bool, interactive: bool) -> anyhow::
             });
             Err(e)
         }
+    }
+}
+
+/// Checks the container's command in its mounted root, from its `config.json` (127 when it is
+/// not in the image, 126 when it cannot be executed); returns it.
+fn check_command(paths: &Paths, c: &Container) -> anyhow::Result<String> {
+    let path = paths.container(&c.id).join("config.json");
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path)?).with_context(|| format!("{} is damaged", path.display()))?;
+    let process = &spec["process"];
+    let command = process["args"].get(0).and_then(|a| a.as_str()).unwrap_or_default().to_string();
+    let path_var = process["env"]
+        .as_array()
+        .and_then(|env| env.iter().filter_map(|e| e.as_str()).find_map(|e| e.strip_prefix("PATH=")));
+    let cwd = process["cwd"].as_str().unwrap_or("/");
+    let mounts: Vec<String> = spec["mounts"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|m| m["destination"].as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    super::command::check(&rootfs::rootfs_dir(paths, &c.id), &command, path_var, cwd, &mounts)?;
+    Ok(command)
+}
+
+/// A libcontainer failure as one line: its refusal to execute the command as 127/126 (see
+/// [`super::command`]), anything else with its causes.
+fn runtime_error(what: &str, e: &dyn std::error::Error, command: &str) -> anyhow::Error {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let line = s.to_string();
+        if !text.contains(&line) {
+            text = format!("{text}: {line}");
+        }
+        source = s.source();
+    }
+    match super::command::from_runtime_error(&text, command) {
+        Some(f) => f.into(),
+        None => anyhow::anyhow!("{what}: {text}"),
     }
 }
 
@@ -267,6 +310,7 @@ fn start_and_wait(paths: &Paths, c: &Container, attach: bool, interactive: bool)
     let dir = paths.container(id);
     rootfs::mount(paths, c)?;
     delete_runtime_state(paths, id);
+    let command = check_command(paths, c)?;
 
     // The container inherits dispositions and the signal mask: give it the defaults.
     // SAFETY: setting default dispositions, single-threaded.
@@ -306,12 +350,12 @@ fn start_and_wait(paths: &Paths, c: &Container, attach: bool, interactive: bool)
                 let _ = std::fs::remove_file(sock);
             }
             delete_runtime_state(paths, id);
-            return Err(anyhow::anyhow!("cannot create the container: {e}"));
+            return Err(runtime_error("cannot create the container", &e, &command));
         }
     };
     if let Err(e) = container.start() {
         let _ = container.delete(true);
-        bail!("cannot start the container: {e}");
+        return Err(runtime_error("cannot start the container", &e, &command));
     }
     let pid = container.pid().ok_or_else(|| anyhow::anyhow!("the started container has no pid"))?;
 
