@@ -327,6 +327,18 @@ async fn tokens_lacking_a_scope_are_sent_to_widen_it() {
         Creds::bearer(&reg.token(&alice, &["repository:alice/copy:pull,push", "repository:alice/app:pull"]).await);
     assert_eq!(reg.req(Method::POST, &mount, &both).send().await.unwrap().status(), StatusCode::CREATED);
 
+    // containerd asks for one repository twice in a token request (`pull`, then `pull,push`):
+    // any entry that grants the action counts.
+    let twice = reg.token(&alice, &["repository:alice/app:pull", "repository:alice/app:pull,push"]).await;
+    assert_eq!(claims(&twice)["access"].as_array().unwrap().len(), 2, "{}", claims(&twice));
+    let r = reg.push_blob(&Creds::bearer(&twice), "alice/app", b"pushed with a repeated scope").await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // A mount whose source the token does not name: an upload session instead (202), though
+    // alice may pull there.
+    let own = Creds::bearer(&reg.token(&alice, &["repository:alice/copy2:pull,push"]).await);
+    let mount2 = format!("/v2/alice/copy2/blobs/uploads/?mount={layer}&from=alice/app");
+    assert_eq!(reg.req(Method::POST, &mount2, &own).send().await.unwrap().status(), StatusCode::ACCEPTED);
+
     // The catalog, with a token that does not name it.
     let r = reg.req(Method::GET, "/v2/_catalog", &push).send().await.unwrap();
     assert_eq!(error_of(r).await.2, insufficient("registry:catalog:*"));

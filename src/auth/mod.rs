@@ -83,6 +83,14 @@ pub trait Authorizer: Send + Sync {
     /// Whether `who` may pull from `repository` (to filter listings, and to mount a blob
     /// without naming its source).
     async fn may_pull(&self, who: &Identity, repository: &str) -> Result<bool>;
+
+    /// Whether `who` may mount a blob from `repository` it names as the source (`from=`): it
+    /// may pull there and, with a registry token, the token grants that pull (else the client
+    /// gets an upload session instead, as the spec allows).
+    async fn may_mount_from(&self, who: &Identity, repository: &str) -> Result<bool> {
+        let in_token = who.granted.as_deref().is_none_or(|g| token_grants(g, "repository", repository, "pull"));
+        Ok(in_token && self.may_pull(who, repository).await?)
+    }
 }
 
 /// The open registry: everyone may do everything.
@@ -130,8 +138,14 @@ fn need_text(need: &Need) -> String {
     }
 }
 
-fn grants(entry: &AccessEntry, action: &str) -> bool {
-    entry.actions.iter().any(|a| a == action || a == "*")
+/// Whether a registry token's access list grants `action` on a resource. A resource may be
+/// named by several entries (containerd asks for `pull` and `pull,push` of one repository in
+/// one token request): any of them grants.
+fn token_grants(granted: &[AccessEntry], kind: &str, name: &str, action: &str) -> bool {
+    granted
+        .iter()
+        .filter(|e| e.kind == kind && e.name == name)
+        .any(|e| e.actions.iter().any(|a| a == action || a == "*"))
 }
 
 /// Whether a wider registry token would let its bearer do `need`: the bearer itself (the
@@ -161,14 +175,8 @@ impl Authorizer for TokenAuth {
                 Some(granted) => {
                     let in_token = match need {
                         Need::Login => true,
-                        Need::Catalog => granted
-                            .iter()
-                            .find(|e| e.kind == "registry" && e.name == "catalog")
-                            .is_some_and(|e| grants(e, "*")),
-                        Need::Repository { name, action } => granted
-                            .iter()
-                            .find(|e| e.kind == "repository" && e.name == *name)
-                            .is_some_and(|e| grants(e, action.as_str())),
+                        Need::Catalog => token_grants(granted, "registry", "catalog", "*"),
+                        Need::Repository { name, action } => token_grants(granted, "repository", name, action.as_str()),
                     };
                     if in_token {
                         true
