@@ -138,7 +138,7 @@ pub async fn start_upload(
     if let Some(mount) = query.get("mount") {
         let digest: Digest = mount.parse()?;
         let source = match query.get("from") {
-            Some(from) if state.auth.may_pull(who, from).await? => Some(from.clone()),
+            Some(from) if state.auth.may_mount_from(who, from).await? => Some(from.clone()),
             Some(_) => None,
             None => {
                 let mut found = None;
