@@ -8,87 +8,16 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use common::db::execute as sql;
 use common::docker::{DockerClient, Images, import_busybox, require_tools};
+use common::registry::{Reg, header};
 use common::{ADMIN_PASSWORD, Backend, Berth, run, sha256};
 use futures_util::StreamExt;
-use reqwest::{Client, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-/// An HTTP client that drops idle connections before the server's keep-alive (5 s) closes
-/// them, so a request after a long pause never lands on a connection being closed.
-fn client() -> Client {
-    Client::builder().pool_idle_timeout(Duration::from_secs(2)).build().unwrap()
-}
-
-/// A registry client logged in as the admin.
-#[derive(Clone)]
-struct Reg {
-    c: Client,
-    base: String,
-}
-
-impl Reg {
-    fn new(b: &Berth) -> Reg {
-        Reg { c: client(), base: b.base.clone() }
-    }
-
-    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.c.request(method, format!("{}{path}", self.base)).basic_auth("admin", Some(ADMIN_PASSWORD))
-    }
-
-    /// Pushes a blob monolithically; returns its digest.
-    async fn blob(&self, repo: &str, data: &[u8]) -> String {
-        let digest = sha256(data);
-        let r = self
-            .req(reqwest::Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={digest}"))
-            .body(data.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED, "push blob to {repo}: {}", r.text().await.unwrap());
-        digest
-    }
-
-    /// Pushes an OCI image manifest over `blobs` (the first is the config); returns its digest.
-    async fn manifest(&self, repo: &str, tag: &str, blobs: &[(String, usize)]) -> reqwest::Response {
-        let body = image_manifest(blobs);
-        self.req(reqwest::Method::PUT, &format!("/v2/{repo}/manifests/{tag}"))
-            .header("content-type", OCI_MANIFEST)
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn status(&self, method: reqwest::Method, path: &str) -> StatusCode {
-        self.req(method, path).send().await.unwrap().status()
-    }
-
-    async fn gc(&self, dry_run: bool) -> Value {
-        let r = self.req(reqwest::Method::POST, &format!("/api/v1/gc?dry_run={dry_run}")).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        r.json().await.unwrap()
-    }
-}
 
 /// (repository index, image number, blobs with sizes).
 type Image = (usize, usize, Vec<(String, usize)>);
-
-fn image_manifest(blobs: &[(String, usize)]) -> Vec<u8> {
-    let layers: Vec<Value> = blobs[1..]
-        .iter()
-        .map(|(d, s)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s}))
-        .collect();
-    serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blobs[0].0, "size": blobs[0].1},
-        "layers": layers,
-    }))
-    .unwrap()
-}
 
 /// Whether the blob store holds the object of `digest` (the file, or the S3 object).
 fn object_exists(b: &Berth, digest: &str) -> bool {
@@ -111,17 +40,6 @@ fn object_exists(b: &Berth, digest: &str) -> bool {
     }
 }
 
-/// Runs SQL on the server's database (to age rows: tests cannot wait days).
-async fn sql(b: &Berth, statement: &str) {
-    sqlx::any::install_default_drivers();
-    let url = match b.backend() {
-        Backend::FsSqlite => format!("sqlite://{}", b.data_path().join("berth.db").display()),
-        Backend::S3Postgres { database, .. } => database.clone(),
-    };
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await.unwrap();
-    sqlx::Executor::execute(&mut conn, sqlx::AssertSqlSafe(statement.to_string())).await.unwrap();
-}
-
 fn gc_env<'a>(grace: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut env = vec![
         ("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD),
@@ -140,7 +58,7 @@ fn gc_env<'a>(grace: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a
 #[tokio::test]
 async fn gc_removes_exactly_the_unreferenced_of_1000_blobs() {
     let b = Berth::start_with_env(&gc_env("300", &[]));
-    let reg = Reg::new(&b);
+    let reg = Reg::admin(&b);
     let repos: Vec<String> = (0..10).map(|i| format!("gcns/r{i}")).collect();
     let shared: Vec<Vec<u8>> = (0..10).map(|i| format!("shared layer {i}").into_bytes()).collect();
     let by_number: Vec<Vec<u8>> = (0..19).map(|j| format!("layer of image number {j}").into_bytes()).collect();
@@ -184,7 +102,7 @@ async fn gc_removes_exactly_the_unreferenced_of_1000_blobs() {
     assert!(!pushed.is_empty());
     let mut digests: HashMap<(usize, usize), String> = HashMap::new();
     for (i, j, blobs) in &images {
-        let r = reg.manifest(&repos[*i], &format!("v{j}"), blobs).await;
+        let r = reg.put_image_manifest(&repos[*i], &format!("v{j}"), blobs).await;
         assert_eq!(r.status(), StatusCode::CREATED);
         digests.insert((*i, *j), r.headers()["docker-content-digest"].to_str().unwrap().to_string());
     }
@@ -200,7 +118,7 @@ async fn gc_removes_exactly_the_unreferenced_of_1000_blobs() {
             } else {
                 format!("/v2/{repo}/manifests/v{j}")
             };
-            assert_eq!(reg.status(reqwest::Method::DELETE, &path).await, StatusCode::ACCEPTED);
+            assert_eq!(reg.status(Method::DELETE, &path).await, StatusCode::ACCEPTED);
         } else {
             kept.extend(blobs.iter().map(|(d, _)| d.clone()));
         }
@@ -245,28 +163,28 @@ async fn gc_removes_exactly_the_unreferenced_of_1000_blobs() {
     // Through the API: every kept image pulls whole; deleted content is unknown.
     for (i, j, blobs) in &images {
         let repo = &repos[*i];
-        let tag_status = reg.status(reqwest::Method::GET, &format!("/v2/{repo}/manifests/v{j}")).await;
+        let tag_status = reg.status(Method::GET, &format!("/v2/{repo}/manifests/v{j}")).await;
         if (i + j) % 19 < 10 {
             assert_eq!(tag_status, StatusCode::NOT_FOUND);
             let by_digest = format!("/v2/{repo}/manifests/{}", digests[&(*i, *j)]);
-            assert_eq!(reg.status(reqwest::Method::GET, &by_digest).await, StatusCode::NOT_FOUND);
+            assert_eq!(reg.status(Method::GET, &by_digest).await, StatusCode::NOT_FOUND);
         } else {
             assert_eq!(tag_status, StatusCode::OK);
             for (d, size) in blobs {
-                let r = reg.req(reqwest::Method::GET, &format!("/v2/{repo}/blobs/{d}")).send().await.unwrap();
+                let r = reg.req(Method::GET, &format!("/v2/{repo}/blobs/{d}")).send().await.unwrap();
                 assert_eq!(r.status(), StatusCode::OK, "{repo} {d}");
                 assert_eq!(r.bytes().await.unwrap().len(), *size);
             }
         }
     }
-    let last: Value = reg.req(reqwest::Method::GET, "/api/v1/gc").send().await.unwrap().json().await.unwrap();
+    let last: Value = reg.req(Method::GET, "/api/v1/gc").send().await.unwrap().json().await.unwrap();
     assert_eq!(last["last_run"]["blobs_deleted"], doomed.len() as u64);
     assert_eq!(last["last_dry_run"]["dry_run"], true);
     // A second run finds nothing more.
     let again = reg.gc(false).await;
     assert_eq!(again["blobs_deleted"], 0, "{again}");
     // /metrics counts the three real runs (not the dry one) and the bytes they freed.
-    let text = Client::new().get(format!("{}/metrics", b.base)).send().await.unwrap().text().await.unwrap();
+    let text = Reg::new(&b).send(Method::GET, "/metrics").await.text().await.unwrap();
     let metric = |name: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
@@ -279,8 +197,7 @@ async fn gc_removes_exactly_the_unreferenced_of_1000_blobs() {
     assert_eq!(metric("berth_gc_freed_bytes_total"), doomed_bytes as f64);
 
     // Only administrators may collect.
-    let anon = Client::new().post(format!("{}/api/v1/gc", b.base)).send().await.unwrap();
-    assert_eq!(anon.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(Reg::new(&b).status(Method::POST, "/api/v1/gc").await, StatusCode::UNAUTHORIZED);
 }
 
 /// Pushes racing garbage collection: fresh images, and images whose blobs are garbage being
@@ -290,7 +207,7 @@ async fn gc_removes_exactly_the_unreferenced_of_1000_blobs() {
 async fn pushes_during_gc_complete_and_pull_afterwards() {
     require_tools();
     let b = Berth::start_with_env(&gc_env("2", &[]));
-    let reg = Reg::new(&b);
+    let reg = Reg::admin(&b);
     // Garbage to keep GC busy: 1,500 unreferenced blobs, old enough to collect.
     let garbage: Vec<Vec<u8>> = (0..1500).map(|k| format!("garbage blob {k}").into_bytes()).collect();
     futures_util::stream::iter(garbage.iter().cloned())
@@ -355,7 +272,7 @@ async fn pushes_during_gc_complete_and_pull_afterwards() {
                     // Cross-repository mount from the garbage repository: linked if the blob is
                     // still there, else a 202 and a normal upload.
                     let r = reg
-                        .req(reqwest::Method::POST, &format!("/v2/{repo}/blobs/uploads/?mount={d}&from=race/old"))
+                        .req(Method::POST, &format!("/v2/{repo}/blobs/uploads/?mount={d}&from=race/old"))
                         .send()
                         .await
                         .unwrap();
@@ -364,13 +281,13 @@ async fn pushes_during_gc_complete_and_pull_afterwards() {
                     }
                 }
                 _ => {
-                    if reg.status(reqwest::Method::HEAD, &format!("/v2/{repo}/blobs/{d}")).await != StatusCode::OK {
+                    if reg.status(Method::HEAD, &format!("/v2/{repo}/blobs/{d}")).await != StatusCode::OK {
                         reg.blob(&repo, &reused).await;
                     }
                 }
             }
             blobs.push((d, reused.len()));
-            let r = reg.manifest(&repo, &tag, &blobs).await;
+            let r = reg.put_image_manifest(&repo, &tag, &blobs).await;
             let status = r.status();
             assert_eq!(status, StatusCode::CREATED, "{repo}:{tag}: {}", r.text().await.unwrap());
             (repo, tag, blobs)
@@ -387,9 +304,9 @@ async fn pushes_during_gc_complete_and_pull_afterwards() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     reg.gc(false).await;
     for (repo, tag, blobs) in &pushed {
-        assert_eq!(reg.status(reqwest::Method::GET, &format!("/v2/{repo}/manifests/{tag}")).await, StatusCode::OK);
+        assert_eq!(reg.status(Method::GET, &format!("/v2/{repo}/manifests/{tag}")).await, StatusCode::OK);
         for (d, size) in blobs {
-            let r = reg.req(reqwest::Method::GET, &format!("/v2/{repo}/blobs/{d}")).send().await.unwrap();
+            let r = reg.req(Method::GET, &format!("/v2/{repo}/blobs/{d}")).send().await.unwrap();
             assert_eq!(r.status(), StatusCode::OK, "{repo} {d}");
             let bytes = r.bytes().await.unwrap();
             assert_eq!(bytes.len(), *size);
@@ -417,23 +334,20 @@ async fn pushes_during_gc_complete_and_pull_afterwards() {
         )
         .await;
     }
-    assert_eq!(reg.status(reqwest::Method::HEAD, &format!("/v2/race/seq/blobs/{}", seq[0].0)).await, StatusCode::OK);
+    assert_eq!(reg.status(Method::HEAD, &format!("/v2/race/seq/blobs/{}", seq[0].0)).await, StatusCode::OK);
     let mount = format!("/v2/race/seq-mount/blobs/uploads/?mount={}&from=race/seq", seq[1].0);
-    assert_eq!(reg.status(reqwest::Method::POST, &mount).await, StatusCode::CREATED);
+    assert_eq!(reg.status(Method::POST, &mount).await, StatusCode::CREATED);
     reg.blob("race/seq-again", &contents[2]).await;
     reg.gc(false).await;
     for (repo, blob) in [("race/seq", &seq[0]), ("race/seq-mount", &seq[1]), ("race/seq-again", &seq[2])] {
         let config = (reg.blob(repo, b"{\"seq\":1}").await, 9);
-        let r = reg.manifest(repo, "1", &[config, blob.clone()]).await;
+        let r = reg.put_image_manifest(repo, "1", &[config, blob.clone()]).await;
         assert_eq!(r.status(), StatusCode::CREATED, "{repo}: {}", r.text().await.unwrap());
-        let r = reg.req(reqwest::Method::GET, &format!("/v2/{repo}/blobs/{}", blob.0)).send().await.unwrap();
+        let r = reg.req(Method::GET, &format!("/v2/{repo}/blobs/{}", blob.0)).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(sha256(&r.bytes().await.unwrap()), blob.0);
     }
-    assert_eq!(
-        reg.status(reqwest::Method::HEAD, &format!("/v2/race/seq/blobs/{}", seq[3].0)).await,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(reg.status(Method::HEAD, &format!("/v2/race/seq/blobs/{}", seq[3].0)).await, StatusCode::NOT_FOUND);
     assert!(!object_exists(&b, &seq[3].0), "the untouched old blob is collected");
     client.run(&["rmi", &name]);
     client.run(&["pull", &name]);
@@ -445,7 +359,7 @@ async fn pushes_during_gc_complete_and_pull_afterwards() {
 #[tokio::test]
 async fn retention_policies_each_rule_with_dry_run() {
     let b = Berth::start_with_env(&gc_env("0", &[("BERTH_GC__PULL_RECORD_SECS", "1")]));
-    let reg = Reg::new(&b);
+    let reg = Reg::admin(&b);
     // Per repository: tags t0..t5, each its own image, pushed in order (t5 newest).
     for repo in ["ret/last", "ret/pattern", "ret/old", "ret/pulled", "other/free"] {
         for t in 0..6 {
@@ -453,7 +367,7 @@ async fn retention_policies_each_rule_with_dry_run() {
             let layer = format!("layer {t} of {repo}").into_bytes();
             let blobs =
                 vec![(reg.blob(repo, &config).await, config.len()), (reg.blob(repo, &layer).await, layer.len())];
-            assert_eq!(reg.manifest(repo, &format!("t{t}"), &blobs).await.status(), StatusCode::CREATED);
+            assert_eq!(reg.put_image_manifest(repo, &format!("t{t}"), &blobs).await.status(), StatusCode::CREATED);
         }
         // Push order decides recency; make it unambiguous (same-second pushes).
         for t in 0..6 {
@@ -477,7 +391,7 @@ async fn retention_policies_each_rule_with_dry_run() {
     .await;
     // ret/pulled: t1 and t3 pulled now (recorded within a second).
     for t in ["t1", "t3"] {
-        assert_eq!(reg.status(reqwest::Method::GET, &format!("/v2/ret/pulled/manifests/{t}")).await, StatusCode::OK);
+        assert_eq!(reg.status(Method::GET, &format!("/v2/ret/pulled/manifests/{t}")).await, StatusCode::OK);
     }
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
@@ -489,12 +403,12 @@ async fn retention_policies_each_rule_with_dry_run() {
         json!({"pattern": "ret/*", "keep_last": 100}),
     ];
     for p in &policies {
-        let r = reg.req(reqwest::Method::PUT, "/api/v1/retention").json(p).send().await.unwrap();
+        let r = reg.req(Method::PUT, "/api/v1/retention").json(p).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
     }
-    let bad = reg.req(reqwest::Method::PUT, "/api/v1/retention").json(&json!({"pattern": "x", "keep_last": -1})).send();
+    let bad = reg.req(Method::PUT, "/api/v1/retention").json(&json!({"pattern": "x", "keep_last": -1})).send();
     assert_eq!(bad.await.unwrap().status(), StatusCode::BAD_REQUEST);
-    let listed: Value = reg.req(reqwest::Method::GET, "/api/v1/retention").send().await.unwrap().json().await.unwrap();
+    let listed: Value = reg.req(Method::GET, "/api/v1/retention").send().await.unwrap().json().await.unwrap();
     assert_eq!(listed["policies"].as_array().unwrap().len(), 5);
 
     let mut expected = vec![
@@ -517,7 +431,7 @@ async fn retention_policies_each_rule_with_dry_run() {
     let mut listed: Vec<String> = serde_json::from_value(dry["retention"].clone()).unwrap();
     listed.sort();
     assert_eq!(listed, expected, "{dry}");
-    assert_eq!(reg.status(reqwest::Method::GET, "/v2/ret/last/manifests/t0").await, StatusCode::OK, "dry run kept it");
+    assert_eq!(reg.status(Method::GET, "/v2/ret/last/manifests/t0").await, StatusCode::OK, "dry run kept it");
 
     // The CLI's dry run says the same.
     let out = b.cli(&["gc", "--dry-run"]);
@@ -531,7 +445,7 @@ async fn retention_policies_each_rule_with_dry_run() {
     for repo in ["ret/last", "ret/pattern", "ret/old", "ret/pulled", "other/free"] {
         for t in 0..6 {
             let gone = expected.contains(&format!("{repo}:t{t}").as_str());
-            let status = reg.status(reqwest::Method::GET, &format!("/v2/{repo}/manifests/t{t}")).await;
+            let status = reg.status(Method::GET, &format!("/v2/{repo}/manifests/t{t}")).await;
             assert_eq!(status, if gone { StatusCode::NOT_FOUND } else { StatusCode::OK }, "{repo}:t{t}");
         }
     }
@@ -539,9 +453,9 @@ async fn retention_policies_each_rule_with_dry_run() {
     let out = b.cli(&["retention", "list"]);
     assert!(out.contains("ret/pattern") && out.contains("t0|t2"), "{out}");
     b.cli(&["retention", "remove", "ret/*"]);
-    let r = reg.req(reqwest::Method::DELETE, "/api/v1/retention?pattern=ret/last").send().await.unwrap();
+    let r = reg.req(Method::DELETE, "/api/v1/retention?pattern=ret/last").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let listed: Value = reg.req(reqwest::Method::GET, "/api/v1/retention").send().await.unwrap().json().await.unwrap();
+    let listed: Value = reg.req(Method::GET, "/api/v1/retention").send().await.unwrap().json().await.unwrap();
     assert_eq!(listed["policies"].as_array().unwrap().len(), 3);
 }
 
@@ -551,28 +465,24 @@ async fn retention_policies_each_rule_with_dry_run() {
 #[tokio::test]
 async fn uploads_finishing_together_never_take_a_namespace_over_its_quota() {
     let b = Berth::start_with_env(&gc_env("3600", &[]));
-    let reg = Reg::new(&b);
-    let r = reg.req(reqwest::Method::PUT, "/api/v1/namespaces/race/quota").json(&json!({"max_bytes": 100_000})).send();
+    let reg = Reg::admin(&b);
+    let r = reg.req(Method::PUT, "/api/v1/namespaces/race/quota").json(&json!({"max_bytes": 100_000})).send();
     assert_eq!(r.await.unwrap().status(), StatusCode::OK);
     // Eight uploads of 40,000 bytes each: every one fits while usage is 0; two fit in all.
     let mut sessions = Vec::new();
     for i in 0..8u8 {
-        let r = reg.req(reqwest::Method::POST, &format!("/v2/race/r{i}/blobs/uploads/")).send().await.unwrap();
+        let r = reg.start_upload(&format!("race/r{i}")).await;
         assert_eq!(r.status(), StatusCode::ACCEPTED);
-        let location = r.headers()["location"].to_str().unwrap().to_string();
+        let location = header(&r, "location");
         let data = vec![i; 40_000];
-        let r = reg.req(reqwest::Method::PATCH, &location).body(data.clone()).send().await.unwrap();
+        let r = reg.patch_upload(&location, &data, None).await;
         assert_eq!(r.status(), StatusCode::ACCEPTED);
         sessions.push((location, sha256(&data)));
     }
-    let puts = sessions.iter().map(|(location, digest)| {
-        let sep = if location.contains('?') { '&' } else { '?' };
-        reg.req(reqwest::Method::PUT, &format!("{location}{sep}digest={digest}")).send()
-    });
+    let puts = sessions.iter().map(|(location, digest)| reg.finish_upload(location, digest, &[]));
     let answers = futures_util::future::join_all(puts).await;
     let mut created = 0;
     for r in answers {
-        let r = r.unwrap();
         match r.status() {
             StatusCode::CREATED => created += 1,
             StatusCode::FORBIDDEN => {
@@ -583,7 +493,7 @@ async fn uploads_finishing_together_never_take_a_namespace_over_its_quota() {
         }
     }
     let usage: Value =
-        reg.req(reqwest::Method::GET, "/api/v1/namespaces/race/usage").send().await.unwrap().json().await.unwrap();
+        reg.req(Method::GET, "/api/v1/namespaces/race/usage").send().await.unwrap().json().await.unwrap();
     assert_eq!(created, 2, "usage now {usage}");
     assert_eq!(usage["used_bytes"], 80_000);
     assert_eq!(b.upload_leftovers(), 0, "refused uploads left their data");
@@ -595,20 +505,20 @@ async fn uploads_finishing_together_never_take_a_namespace_over_its_quota() {
 async fn quota_refuses_a_docker_push_with_its_message() {
     require_tools();
     let b = Berth::start_with_env(&gc_env("3600", &[]));
-    let reg = Reg::new(&b);
+    let reg = Reg::admin(&b);
     let small = b"a small layer".to_vec();
     let d = reg.blob("quota/a", &small).await;
-    let r = reg.req(reqwest::Method::PUT, "/api/v1/namespaces/quota/quota").json(&json!({"max_bytes": 100_000})).send();
+    let r = reg.req(Method::PUT, "/api/v1/namespaces/quota/quota").json(&json!({"max_bytes": 100_000})).send();
     assert_eq!(r.await.unwrap().status(), StatusCode::OK);
     let usage: Value =
-        reg.req(reqwest::Method::GET, "/api/v1/namespaces/quota/usage").send().await.unwrap().json().await.unwrap();
+        reg.req(Method::GET, "/api/v1/namespaces/quota/usage").send().await.unwrap().json().await.unwrap();
     assert_eq!(usage["used_bytes"], small.len() as u64);
     assert_eq!(usage["quota_bytes"], 100_000);
 
     // Over the API: a blob larger than what is left is refused before it is stored.
     let big = vec![7u8; 150_000];
     let r = reg
-        .req(reqwest::Method::POST, &format!("/v2/quota/a/blobs/uploads/?digest={}", sha256(&big)))
+        .req(Method::POST, &format!("/v2/quota/a/blobs/uploads/?digest={}", sha256(&big)))
         .body(big.clone())
         .send()
         .await
@@ -620,7 +530,7 @@ async fn quota_refuses_a_docker_push_with_its_message() {
     assert!(!object_exists(&b, &sha256(&big)));
     // Pushing a blob the namespace holds, or mounting it, adds nothing and is allowed.
     reg.blob("quota/b", &small).await;
-    let r = reg.req(reqwest::Method::POST, &format!("/v2/quota/c/blobs/uploads/?mount={d}&from=quota/a")).send();
+    let r = reg.req(Method::POST, &format!("/v2/quota/c/blobs/uploads/?mount={d}&from=quota/a")).send();
     assert_eq!(r.await.unwrap().status(), StatusCode::CREATED);
     // Other namespaces are not limited.
     reg.blob("free/a", &big).await;
@@ -636,12 +546,11 @@ async fn quota_refuses_a_docker_push_with_its_message() {
     assert!(!out.status.success(), "push over quota succeeded: {text}");
     assert!(text.contains("denied") && text.contains("quota of namespace quota"), "docker output: {text}");
     // Raised quota: the same push goes through.
-    let r =
-        reg.req(reqwest::Method::PUT, "/api/v1/namespaces/quota/quota").json(&json!({"max_bytes": 50_000_000})).send();
+    let r = reg.req(Method::PUT, "/api/v1/namespaces/quota/quota").json(&json!({"max_bytes": 50_000_000})).send();
     assert_eq!(r.await.unwrap().status(), StatusCode::OK);
     client.run(&["push", &name]);
     let usage: Value =
-        reg.req(reqwest::Method::GET, "/api/v1/namespaces/quota/usage").send().await.unwrap().json().await.unwrap();
+        reg.req(Method::GET, "/api/v1/namespaces/quota/usage").send().await.unwrap().json().await.unwrap();
     assert!(usage["used_bytes"].as_u64().unwrap() > 100_000, "{usage}");
     let out = b.cli(&["quota", "show", "quota"]);
     assert!(out.contains("of 50000000 bytes used"), "{out}");
@@ -652,15 +561,15 @@ async fn quota_refuses_a_docker_push_with_its_message() {
 #[tokio::test]
 async fn mirror_cache_cap_evicts_least_recently_pulled() {
     let (_upstream, mirror, sizes) = capped_mirror("", "false").await;
-    let m = Reg::new(&mirror);
+    let m = Reg::admin(&mirror);
     let pull = |name: &'static str| {
         let m = m.clone();
         let blobs = sizes[name].clone();
         async move {
-            let r = m.req(reqwest::Method::GET, &format!("/v2/up/lib/{name}/manifests/1")).send().await.unwrap();
+            let r = m.req(Method::GET, &format!("/v2/up/lib/{name}/manifests/1")).send().await.unwrap();
             assert_eq!(r.status(), StatusCode::OK, "pull {name}");
             for (d, size) in &blobs {
-                let r = m.req(reqwest::Method::GET, &format!("/v2/up/lib/{name}/blobs/{d}")).send().await.unwrap();
+                let r = m.req(Method::GET, &format!("/v2/up/lib/{name}/blobs/{d}")).send().await.unwrap();
                 assert_eq!(r.status(), StatusCode::OK);
                 assert_eq!(r.bytes().await.unwrap().len(), *size);
             }
@@ -669,7 +578,7 @@ async fn mirror_cache_cap_evicts_least_recently_pulled() {
     // A local push of similar size on the mirror: never evicted.
     let local_layer = vec![3u8; 100_000];
     let local = vec![(m.blob("mine/app", b"{}").await, 2), (m.blob("mine/app", &local_layer).await, local_layer.len())];
-    assert_eq!(m.manifest("mine/app", "1", &local).await.status(), StatusCode::CREATED);
+    assert_eq!(m.put_image_manifest("mine/app", "1", &local).await.status(), StatusCode::CREATED);
     // Pulled in the order a, b, c, then a again: b is the least recently pulled.
     for name in ["a", "b", "c"] {
         pull(name).await;
@@ -703,14 +612,14 @@ async fn mirror_cache_cap_evicts_least_recently_pulled() {
 #[tokio::test]
 async fn mirror_cache_cap_is_enforced_between_scheduled_collections() {
     let (_upstream, mirror, blobs_of) = capped_mirror("cap_check_secs = 1\n", "true").await;
-    let m = Reg::new(&mirror);
+    let m = Reg::admin(&mirror);
     // a, b, c pulled in that order: a and b fit under the cap, c takes the cache over it, and
     // a, the least recently pulled, goes without anyone starting a collection.
     for name in ["a", "b", "c"] {
-        let r = m.req(reqwest::Method::GET, &format!("/v2/up/lib/{name}/manifests/1")).send().await.unwrap();
+        let r = m.req(Method::GET, &format!("/v2/up/lib/{name}/manifests/1")).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         for (d, _) in &blobs_of[name] {
-            let r = m.req(reqwest::Method::GET, &format!("/v2/up/lib/{name}/blobs/{d}")).send().await.unwrap();
+            let r = m.req(Method::GET, &format!("/v2/up/lib/{name}/blobs/{d}")).send().await.unwrap();
             assert_eq!(r.status(), StatusCode::OK);
             r.bytes().await.unwrap();
         }
@@ -735,7 +644,7 @@ async fn mirror_cache_cap_is_enforced_between_scheduled_collections() {
 /// each image's blobs with their sizes.
 async fn capped_mirror(extra: &str, gc_enabled: &str) -> (Berth, Berth, HashMap<&'static str, Vec<(String, usize)>>) {
     let upstream = Berth::start();
-    let up = Reg { c: client(), base: upstream.base.clone() };
+    let up = Reg::new(&upstream);
     let mut images = HashMap::new();
     for name in ["a", "b", "c"] {
         let config = format!("{{\"image\":\"{name}\"}}").into_bytes();
@@ -744,7 +653,7 @@ async fn capped_mirror(extra: &str, gc_enabled: &str) -> (Berth, Berth, HashMap<
             (up.blob(&format!("lib/{name}"), &config).await, config.len()),
             (up.blob(&format!("lib/{name}"), &layer).await, layer.len()),
         ];
-        assert_eq!(up.manifest(&format!("lib/{name}"), "1", &blobs).await.status(), StatusCode::CREATED);
+        assert_eq!(up.put_image_manifest(&format!("lib/{name}"), "1", &blobs).await.status(), StatusCode::CREATED);
         images.insert(name, blobs);
     }
     let toml = format!(
@@ -790,13 +699,13 @@ fn put_object(b: &Berth, key: &str, data: &[u8]) {
 #[tokio::test]
 async fn expired_uploads_and_leftover_objects() {
     let b = Berth::start_with_env(&gc_env("2", &[("BERTH_GC__UPLOAD_EXPIRY_SECS", "2")]));
-    let reg = Reg::new(&b);
+    let reg = Reg::admin(&b);
     // A session with some bytes, then abandoned.
-    let r = reg.req(reqwest::Method::POST, "/v2/left/app/blobs/uploads/").send().await.unwrap();
+    let r = reg.req(Method::POST, "/v2/left/app/blobs/uploads/").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let location = r.headers()["location"].to_str().unwrap().to_string();
     let path = location.trim_start_matches(&b.base).to_string();
-    let r = reg.req(reqwest::Method::PATCH, &path).body(vec![1u8; 10_000]).send().await.unwrap();
+    let r = reg.req(Method::PATCH, &path).body(vec![1u8; 10_000]).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     // Leftovers: a blob object no row records, an upload object no session owns.
     let orphan = b"an object whose row was never written".to_vec();
@@ -806,7 +715,7 @@ async fn expired_uploads_and_leftover_objects() {
     put_object(&b, "_uploads/0b1d2c3e-leftover", b"half an upload");
     // A real blob, referenced, must stay.
     let kept = reg.blob("left/app", b"{}").await;
-    assert_eq!(reg.manifest("left/app", "1", &[(kept.clone(), 2)]).await.status(), StatusCode::CREATED);
+    assert_eq!(reg.put_image_manifest("left/app", "1", &[(kept.clone(), 2)]).await.status(), StatusCode::CREATED);
 
     let young = reg.gc(false).await;
     assert_eq!(young["uploads_removed"], 0, "{young}");
@@ -823,10 +732,10 @@ async fn expired_uploads_and_leftover_objects() {
     assert_eq!(report["errors"], 0, "{report}");
     assert!(!object_exists(&b, &od));
     assert_eq!(b.upload_leftovers(), 0, "upload data is gone");
-    let r = reg.req(reqwest::Method::GET, &path).send().await.unwrap();
+    let r = reg.req(Method::GET, &path).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert!(object_exists(&b, &kept));
-    assert_eq!(reg.status(reqwest::Method::GET, &format!("/v2/left/app/blobs/{kept}")).await, StatusCode::OK);
+    assert_eq!(reg.status(Method::GET, &format!("/v2/left/app/blobs/{kept}")).await, StatusCode::OK);
     // The leftover's digest can be pushed normally afterwards.
     reg.blob("left/app", &orphan).await;
     assert!(object_exists(&b, &od));
@@ -835,7 +744,7 @@ async fn expired_uploads_and_leftover_objects() {
     // leaves the mark: the next run finishes it, and the digest can be pushed again at once.
     let stuck = b"a blob whose collection was interrupted".to_vec();
     let sd = reg.blob("left/stuck", &stuck).await;
-    assert_eq!(reg.status(reqwest::Method::DELETE, &format!("/v2/left/stuck/blobs/{sd}")).await, StatusCode::ACCEPTED);
+    assert_eq!(reg.status(Method::DELETE, &format!("/v2/left/stuck/blobs/{sd}")).await, StatusCode::ACCEPTED);
     sql(
         &b,
         &format!(
@@ -850,5 +759,5 @@ async fn expired_uploads_and_leftover_objects() {
     // With the mark left in place this push would wait for it and fail (commit_blob).
     reg.blob("left/stuck", &stuck).await;
     assert!(object_exists(&b, &sd));
-    assert_eq!(reg.status(reqwest::Method::GET, &format!("/v2/left/stuck/blobs/{sd}")).await, StatusCode::OK);
+    assert_eq!(reg.status(Method::GET, &format!("/v2/left/stuck/blobs/{sd}")).await, StatusCode::OK);
 }

@@ -17,12 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::docker::{DockerClient, Images, import_busybox, pushed_digest, require_tools};
+use common::html::Ui;
+use common::images::image_with_layer;
+use common::registry::{Creds, Reg};
 use common::{ADMIN_PASSWORD, Berth, sha256};
 use hmac::{KeyInit, Mac};
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 // ---- Prometheus text parsing -------------------------------------------------------------------
 
@@ -110,8 +111,8 @@ fn parse_labels_from(s: &str, line: &str) -> (Vec<(String, String)>, usize) {
     }
 }
 
-async fn scrape(c: &Client, b: &Berth) -> HashMap<String, f64> {
-    let r = c.get(format!("{}/metrics", b.base)).send().await.unwrap();
+async fn scrape(b: &Berth) -> HashMap<String, f64> {
+    let r = Reg::new(b).send(Method::GET, "/metrics").await;
     assert_eq!(r.status(), StatusCode::OK);
     let ct = r.headers().get("content-type").unwrap().to_str().unwrap().to_string();
     assert!(ct.starts_with("application/openmetrics-text") || ct.starts_with("text/plain"), "{ct}");
@@ -128,68 +129,10 @@ fn requests(route: &str, status: u16) -> String {
 
 // ---- registry helpers -------------------------------------------------------------------------
 
-/// Pushes a blob in one POST; returns its digest.
-async fn push_blob(c: &Client, b: &Berth, auth: Option<(&str, &str)>, repo: &str, data: &[u8]) -> String {
-    let digest = sha256(data);
-    let mut rb = c.post(format!("{}/v2/{repo}/blobs/uploads/?digest={digest}", b.base)).body(data.to_vec());
-    if let Some((u, p)) = auth {
-        rb = rb.basic_auth(u, Some(p));
-    }
-    let r = rb.send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
-    digest
-}
-
-/// Pushes a small image `repo:tag` (config and one layer of `layer_size` bytes); returns the
-/// manifest digest and the layer's digest.
-async fn push_image(
-    c: &Client,
-    b: &Berth,
-    auth: Option<(&str, &str)>,
-    repo: &str,
-    tag: &str,
-    layer: &[u8],
-) -> (String, String) {
-    let config = format!(r#"{{"architecture":"amd64","os":"linux","note":"{repo}"}}"#);
-    let config_digest = push_blob(c, b, auth, repo, config.as_bytes()).await;
-    let layer_digest = push_blob(c, b, auth, repo, layer).await;
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len()}],
-    })
-    .to_string();
-    let mut rb = c
-        .put(format!("{}/v2/{repo}/manifests/{tag}", b.base))
-        .header("content-type", OCI_MANIFEST)
-        .body(manifest.clone());
-    if let Some((u, p)) = auth {
-        rb = rb.basic_auth(u, Some(p));
-    }
-    let r = rb.send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
-    (sha256(manifest.as_bytes()), layer_digest)
-}
-
-const ADMIN: Option<(&str, &str)> = Some(("admin", ADMIN_PASSWORD));
-
-async fn api(
-    c: &Client,
-    b: &Berth,
-    method: Method,
-    path: &str,
-    auth: (&str, &str),
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut rb = c.request(method, format!("{}{path}", b.base)).basic_auth(auth.0, Some(auth.1));
-    if let Some(body) = body {
-        rb = rb.json(&body);
-    }
-    let r = rb.send().await.unwrap();
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+/// Pushes a one-layer image `repo:tag` over `layer`; returns the manifest's and the layer's
+/// digests.
+async fn push_image(reg: &Reg, repo: &str, tag: &str, layer: &[u8]) -> (String, String) {
+    (reg.push_image(repo, tag, &image_with_layer(repo, layer)).await, sha256(layer))
 }
 
 // ---- a webhook receiver -------------------------------------------------------------------------
@@ -310,29 +253,24 @@ fn chrono_like(s: &str) -> bool {
 #[tokio::test]
 async fn metrics_are_parsed_and_follow_traffic() {
     let b = Berth::start();
-    let c = Client::new();
-    let before = scrape(&c, &b).await;
+    let reg = Reg::new(&b);
+    let before = scrape(&b).await;
     assert!(before.contains_key("berth_uploads_in_flight"), "{before:?}");
 
     let layer: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let config_len = r#"{"architecture":"amd64","os":"linux","note":"ops/metered"}"#.len();
-    let (manifest_digest, layer_digest) = push_image(&c, &b, None, "ops/metered", "v1", &layer).await;
+    let config_len = image_with_layer("ops/metered", &layer).config.len();
+    let (manifest_digest, layer_digest) = push_image(&reg, "ops/metered", "v1", &layer).await;
     for _ in 0..3 {
-        let r = c
-            .get(format!("{}/v2/ops/metered/manifests/v1", b.base))
-            .header("accept", OCI_MANIFEST)
-            .send()
-            .await
-            .unwrap();
+        let r = reg.get_manifest("ops/metered", "v1").await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(sha256(&r.bytes().await.unwrap()), manifest_digest);
     }
-    let r = c.get(format!("{}/v2/ops/metered/blobs/{layer_digest}", b.base)).send().await.unwrap();
+    let r = reg.send(Method::GET, &format!("/v2/ops/metered/blobs/{layer_digest}")).await;
     assert_eq!(r.bytes().await.unwrap().len(), layer.len());
-    let r = c.get(format!("{}/v2/ops/metered/manifests/nope", b.base)).send().await.unwrap();
+    let r = reg.send(Method::GET, "/v2/ops/metered/manifests/nope").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
-    let after = scrape(&c, &b).await;
+    let after = scrape(&b).await;
     let delta = |k: &str| get(&after, k) - get(&before, k);
     assert_eq!(delta(&requests("manifest_get", 200)), 3.0);
     assert_eq!(delta(&requests("manifest_get", 404)), 1.0);
@@ -347,7 +285,7 @@ async fn metrics_are_parsed_and_follow_traffic() {
     assert!(after.contains_key("berth_uploads_in_flight"));
     assert_eq!(get(&after, "berth_uploads_in_flight"), 0.0);
     // No repository name, tag or digest ever becomes a label.
-    let text = c.get(format!("{}/metrics", b.base)).send().await.unwrap().text().await.unwrap();
+    let text = reg.send(Method::GET, "/metrics").await.text().await.unwrap();
     assert!(!text.contains("metered") && !text.contains("sha256:"), "{text}");
     // GC runs are exported (at zero until a collection runs).
     assert!(after.contains_key("berth_gc_runs_total"));
@@ -358,18 +296,17 @@ async fn metrics_are_parsed_and_follow_traffic() {
 #[tokio::test]
 async fn metrics_can_require_a_token_or_be_off() {
     let b = Berth::start_with_env(&[("BERTH_AUTH__ENABLED", "false"), ("BERTH_METRICS__TOKEN", "scrape-me-please")]);
-    let c = Client::new();
-    let r = c.get(format!("{}/metrics", b.base)).send().await.unwrap();
+    let reg = Reg::new(&b);
+    let r = reg.send(Method::GET, "/metrics").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = c.get(format!("{}/metrics", b.base)).bearer_auth("wrong").send().await.unwrap();
+    let r = reg.with(&Creds::bearer("wrong")).send(Method::GET, "/metrics").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = c.get(format!("{}/metrics", b.base)).bearer_auth("scrape-me-please").send().await.unwrap();
+    let r = reg.with(&Creds::bearer("scrape-me-please")).send(Method::GET, "/metrics").await;
     assert_eq!(r.status(), StatusCode::OK);
     parse_metrics(&r.text().await.unwrap());
 
     let off = Berth::start_with_env(&[("BERTH_AUTH__ENABLED", "false"), ("BERTH_METRICS__ENABLED", "false")]);
-    let r = c.get(format!("{}/metrics", off.base)).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(Reg::new(&off).status(Method::GET, "/metrics").await, StatusCode::NOT_FOUND);
 }
 
 const SECRET: &str = "webhook-secret-for-the-ops-suite";
@@ -378,83 +315,64 @@ const SECRET: &str = "webhook-secret-for-the-ops-suite";
 async fn webhooks_get_signed_push_and_delete_events_from_docker() {
     require_tools();
     let b = Berth::start_auth();
-    let c = Client::new();
-    let admin = ("admin", ADMIN_PASSWORD);
+    let admin = Reg::admin(&b);
     let hook = Receiver::start(0);
     let elsewhere = Receiver::start(0);
-    let (s, v) = api(
-        &c,
-        &b,
-        Method::POST,
-        "/api/v1/webhooks",
-        admin,
-        Some(json!({"url": hook.url, "secret": SECRET, "events": ["push", "delete"]})),
-    )
-    .await;
+    let (s, v) = admin
+        .api(
+            Method::POST,
+            "/api/v1/webhooks",
+            Some(json!({"url": hook.url, "secret": SECRET, "events": ["push", "delete"]})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert!(v.get("secret").is_none(), "a given secret is never echoed: {v}");
     // A webhook of another namespace hears nothing of admin/...
-    let (s, _) = api(&c, &b, Method::POST, "/api/v1/namespaces", admin, Some(json!({"name": "ops-elsewhere"}))).await;
+    let (s, _) = admin.api(Method::POST, "/api/v1/namespaces", Some(json!({"name": "ops-elsewhere"}))).await;
     assert_eq!(s, StatusCode::CREATED);
-    let (s, v) = api(
-        &c,
-        &b,
-        Method::POST,
-        "/api/v1/webhooks",
-        admin,
-        Some(json!({"url": elsewhere.url, "namespace": "ops-elsewhere", "events": ["push", "delete", "pull"]})),
-    )
-    .await;
+    let (s, v) = admin
+        .api(
+            Method::POST,
+            "/api/v1/webhooks",
+            Some(json!({"url": elsewhere.url, "namespace": "ops-elsewhere", "events": ["push", "delete", "pull"]})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert!(v["secret"].as_str().is_some_and(|s| s.len() >= 32), "a generated secret is shown once: {v}");
     // Listing never shows secrets.
-    let (_, list) = api(&c, &b, Method::GET, "/api/v1/webhooks", admin, None).await;
+    let (_, list) = admin.api(Method::GET, "/api/v1/webhooks", None).await;
     assert_eq!(list["webhooks"].as_array().unwrap().len(), 2);
     assert!(!list.to_string().contains(SECRET));
     // A namespace's maintainer sees its webhooks, but only admins create them.
-    let carol = ("carol", "carols-password-1");
+    let carol_password = "carols-password-1";
+    let carol = Reg::new(&b).with(&Creds::basic("carol", carol_password));
     let (s, _) =
-        api(&c, &b, Method::POST, "/api/v1/users", admin, Some(json!({"name": "carol", "password": carol.1}))).await;
+        admin.api(Method::POST, "/api/v1/users", Some(json!({"name": "carol", "password": carol_password}))).await;
     assert_eq!(s, StatusCode::CREATED);
-    let (s, _) = api(
-        &c,
-        &b,
-        Method::PUT,
-        "/api/v1/namespaces/ops-elsewhere/members/carol",
-        admin,
-        Some(json!({"role": "maintainer"})),
-    )
-    .await;
+    let (s, _) = admin
+        .api(Method::PUT, "/api/v1/namespaces/ops-elsewhere/members/carol", Some(json!({"role": "maintainer"})))
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _) = api(
-        &c,
-        &b,
-        Method::POST,
-        "/api/v1/webhooks",
-        carol,
-        Some(json!({"url": hook.url, "namespace": "ops-elsewhere"})),
-    )
-    .await;
+    let (s, _) =
+        carol.api(Method::POST, "/api/v1/webhooks", Some(json!({"url": hook.url, "namespace": "ops-elsewhere"}))).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (_, theirs) = api(&c, &b, Method::GET, "/api/v1/webhooks", carol, None).await;
+    let (_, theirs) = carol.api(Method::GET, "/api/v1/webhooks", None).await;
     let theirs = theirs["webhooks"].as_array().unwrap().clone();
     assert_eq!(theirs.len(), 1);
     assert_eq!(theirs[0]["namespace"], "ops-elsewhere");
     assert_eq!(theirs[0]["url"], elsewhere.url.trim_end_matches("/hook"), "only the origin for non-admins");
     let global_id =
         list["webhooks"].as_array().unwrap().iter().find(|w| w["namespace"].is_null()).unwrap()["id"].clone();
-    let (s, _) = api(&c, &b, Method::GET, &format!("/api/v1/webhooks/{global_id}/deliveries"), carol, None).await;
+    let (s, _) = carol.api(Method::GET, &format!("/api/v1/webhooks/{global_id}/deliveries"), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = api(&c, &b, Method::DELETE, &format!("/api/v1/webhooks/{}", theirs[0]["id"]), carol, None).await;
+    let (s, _) = carol.api(Method::DELETE, &format!("/api/v1/webhooks/{}", theirs[0]["id"]), None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 
     // Bad input is refused clearly.
-    let (s, v) =
-        api(&c, &b, Method::POST, "/api/v1/webhooks", admin, Some(json!({"url": "ftp://x", "events": ["push"]}))).await;
+    let (s, v) = admin.api(Method::POST, "/api/v1/webhooks", Some(json!({"url": "ftp://x", "events": ["push"]}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     let (s, _) =
-        api(&c, &b, Method::POST, "/api/v1/webhooks", admin, Some(json!({"url": hook.url, "events": ["explode"]})))
-            .await;
+        admin.api(Method::POST, "/api/v1/webhooks", Some(json!({"url": hook.url, "events": ["explode"]}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 
     // A real docker push.
@@ -487,13 +405,7 @@ async fn webhooks_get_signed_push_and_delete_events_from_docker() {
     assert!(push["media_type"].as_str().unwrap().contains("manifest"), "{push}");
 
     // Delete the tag over HTTP.
-    let r = c
-        .delete(format!("{}/v2/admin/ops-hooked/manifests/v1", b.base))
-        .basic_auth("admin", Some(ADMIN_PASSWORD))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(admin.status(Method::DELETE, "/v2/admin/ops-hooked/manifests/v1").await, StatusCode::ACCEPTED);
     let delete = verified(&hook.wait_for("delete", Duration::from_secs(20)), SECRET);
     assert_eq!(delete["repository"], "admin/ops-hooked");
     assert_eq!(delete["tag"], "v1");
@@ -509,7 +421,7 @@ async fn webhooks_get_signed_push_and_delete_events_from_docker() {
     let id = list["webhooks"].as_array().unwrap().iter().find(|w| w["url"] == hook.url.as_str()).unwrap()["id"]
         .as_i64()
         .unwrap();
-    let (s, h) = api(&c, &b, Method::GET, &format!("/api/v1/webhooks/{id}/deliveries"), admin, None).await;
+    let (s, h) = admin.api(Method::GET, &format!("/api/v1/webhooks/{id}/deliveries"), None).await;
     assert_eq!(s, StatusCode::OK);
     let statuses: Vec<&str> =
         h["deliveries"].as_array().unwrap().iter().map(|d| d["status"].as_str().unwrap()).collect();
@@ -523,7 +435,7 @@ async fn a_failing_receiver_gets_the_event_after_retries() {
         ("BERTH_WEBHOOKS__BACKOFF_INITIAL_MS", "200"),
         ("BERTH_WEBHOOKS__POLL_MS", "100"),
     ]);
-    let c = Client::new();
+    let admin = Reg::admin(&b);
     let hook = Receiver::start(2);
     // Added with the command line, while the server runs (it sees it within seconds).
     let out = b.cli_stdin(&["webhook", "add", &hook.url, "--events", "push,pull", "--secret-stdin"], SECRET);
@@ -532,7 +444,7 @@ async fn a_failing_receiver_gets_the_event_after_retries() {
     std::thread::sleep(Duration::from_millis(2500)); // the server's webhook cache (2 s)
 
     let started = Instant::now();
-    let (digest, _) = push_image(&c, &b, ADMIN, "admin/retried", "latest", b"retried layer").await;
+    let (digest, _) = push_image(&admin, "admin/retried", "latest", b"retried layer").await;
     let push = verified(&hook.wait_for_nth("push", 3, Duration::from_secs(20)), SECRET);
     let pushes: Vec<Received> = hook.received().into_iter().filter(|r| r.headers["x-berth-event"] == "push").collect();
     assert_eq!(pushes.len(), 3, "two failures, then success");
@@ -544,13 +456,7 @@ async fn a_failing_receiver_gets_the_event_after_retries() {
     assert_eq!(push["tag"], "latest");
 
     // Pulls were asked for: a manifest GET is delivered too.
-    let r = c
-        .get(format!("{}/v2/admin/retried/manifests/latest", b.base))
-        .basic_auth("admin", Some(ADMIN_PASSWORD))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
+    let r = admin.get_manifest("admin/retried", "latest").await;
     assert_eq!(r.status(), StatusCode::OK);
     let pull = verified(&hook.wait_for("pull", Duration::from_secs(20)), SECRET);
     assert_eq!(pull["repository"], "admin/retried");
@@ -558,8 +464,7 @@ async fn a_failing_receiver_gets_the_event_after_retries() {
     assert_eq!(pull["actor"], "admin");
 
     // The history, newest first: the pull (1 attempt) and the push (3 attempts, the last error kept).
-    let admin = ("admin", ADMIN_PASSWORD);
-    let (s, h) = api(&c, &b, Method::GET, "/api/v1/webhooks/1/deliveries", admin, None).await;
+    let (s, h) = admin.api(Method::GET, "/api/v1/webhooks/1/deliveries", None).await;
     assert_eq!(s, StatusCode::OK, "{h}");
     let d = h["deliveries"].as_array().unwrap();
     assert_eq!(d.len(), 2, "{h}");
@@ -573,21 +478,20 @@ async fn a_failing_receiver_gets_the_event_after_retries() {
     let cli = b.cli(&["webhook", "deliveries", "1"]);
     assert!(cli.contains("delivered") && cli.contains("push"), "{cli}");
     // Pagination.
-    let (_, page) = api(&c, &b, Method::GET, "/api/v1/webhooks/1/deliveries?n=1", admin, None).await;
+    let (_, page) = admin.api(Method::GET, "/api/v1/webhooks/1/deliveries?n=1", None).await;
     let before = page["next_before"].as_i64().expect("a next page");
-    let (_, page2) =
-        api(&c, &b, Method::GET, &format!("/api/v1/webhooks/1/deliveries?n=1&before={before}"), admin, None).await;
+    let (_, page2) = admin.api(Method::GET, &format!("/api/v1/webhooks/1/deliveries?n=1&before={before}"), None).await;
     assert_eq!(page2["deliveries"][0]["action"], "push");
 
-    let m = scrape(&c, &b).await;
+    let m = scrape(&b).await;
     assert_eq!(get(&m, "berth_webhook_attempts_total{result=\"retry\"}"), 2.0);
     assert_eq!(get(&m, "berth_webhook_attempts_total{result=\"delivered\"}"), 2.0);
 
     // A receiver that never answers 2xx: given up after max_attempts.
     // (Deleting the webhook drops its history.)
-    let (s, _) = api(&c, &b, Method::DELETE, "/api/v1/webhooks/1", admin, None).await;
+    let (s, _) = admin.api(Method::DELETE, "/api/v1/webhooks/1", None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _) = api(&c, &b, Method::GET, "/api/v1/webhooks/1/deliveries", admin, None).await;
+    let (s, _) = admin.api(Method::GET, "/api/v1/webhooks/1/deliveries", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
@@ -599,17 +503,15 @@ async fn deliveries_are_given_up_after_max_attempts() {
         ("BERTH_WEBHOOKS__POLL_MS", "50"),
         ("BERTH_WEBHOOKS__MAX_ATTEMPTS", "3"),
     ]);
-    let c = Client::new();
     let hook = Receiver::start(usize::MAX);
-    let admin = ("admin", ADMIN_PASSWORD);
-    let (s, v) =
-        api(&c, &b, Method::POST, "/api/v1/webhooks", admin, Some(json!({"url": hook.url, "secret": SECRET}))).await;
+    let admin = Reg::admin(&b);
+    let (s, v) = admin.api(Method::POST, "/api/v1/webhooks", Some(json!({"url": hook.url, "secret": SECRET}))).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let id = v["id"].as_i64().unwrap();
-    push_image(&c, &b, ADMIN, "admin/unheard", "v1", b"unheard").await;
+    push_image(&admin, "admin/unheard", "v1", b"unheard").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, h) = api(&c, &b, Method::GET, &format!("/api/v1/webhooks/{id}/deliveries"), admin, None).await;
+        let (_, h) = admin.api(Method::GET, &format!("/api/v1/webhooks/{id}/deliveries"), None).await;
         if h["deliveries"][0]["status"] == "failed" {
             assert_eq!(h["deliveries"][0]["attempts"], 3, "{h}");
             assert_eq!(h["deliveries"][0]["last_status_code"], 500, "{h}");
@@ -621,13 +523,12 @@ async fn deliveries_are_given_up_after_max_attempts() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(hook.received().len(), 3, "no attempt after giving up");
     // A disabled webhook gets nothing queued.
-    let (s, v) =
-        api(&c, &b, Method::PATCH, &format!("/api/v1/webhooks/{id}"), admin, Some(json!({"enabled": false}))).await;
+    let (s, v) = admin.api(Method::PATCH, &format!("/api/v1/webhooks/{id}"), Some(json!({"enabled": false}))).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["enabled"], false);
-    push_image(&c, &b, ADMIN, "admin/unheard", "v2", b"unheard").await;
+    push_image(&admin, "admin/unheard", "v2", b"unheard").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, h) = api(&c, &b, Method::GET, &format!("/api/v1/webhooks/{id}/deliveries"), admin, None).await;
+    let (_, h) = admin.api(Method::GET, &format!("/api/v1/webhooks/{id}/deliveries"), None).await;
     assert_eq!(h["deliveries"].as_array().unwrap().len(), 1, "{h}");
     assert_eq!(hook.received().len(), 3);
     assert!(b.cli(&["webhook", "list"]).contains("false"));
@@ -636,56 +537,39 @@ async fn deliveries_are_given_up_after_max_attempts() {
 #[tokio::test]
 async fn the_audit_log_records_logins_pushes_deletes_and_permission_changes() {
     let b = Berth::start_auth();
-    let c = Client::new();
-    let admin = ("admin", ADMIN_PASSWORD);
+    let admin = Reg::admin(&b);
     let bob_pw = "bobs-password-123";
-    let (s, _) =
-        api(&c, &b, Method::POST, "/api/v1/users", admin, Some(json!({"name": "bob", "password": bob_pw}))).await;
+    let bob = Reg::new(&b).with(&Creds::basic("bob", bob_pw));
+    let (s, _) = admin.api(Method::POST, "/api/v1/users", Some(json!({"name": "bob", "password": bob_pw}))).await;
     assert_eq!(s, StatusCode::CREATED);
     // Logins at /token: one refused, one accepted.
-    let r = c
-        .get(format!("{}/token?service=berth", b.base))
-        .basic_auth("bob", Some("not-bobs-password"))
-        .send()
-        .await
-        .unwrap();
+    let r = admin.with(&Creds::basic("bob", "not-bobs-password")).token_response(&[], &[]).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = c.get(format!("{}/token?service=berth", b.base)).basic_auth("bob", Some(bob_pw)).send().await.unwrap();
+    let r = bob.token_response(&[], &[]).await;
     assert_eq!(r.status(), StatusCode::OK);
     // A push and a delete.
-    push_image(&c, &b, ADMIN, "admin/audited", "v1", b"audited layer").await;
-    let r = c
-        .delete(format!("{}/v2/admin/audited/manifests/v1", b.base))
-        .basic_auth("admin", Some(ADMIN_PASSWORD))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    push_image(&admin, "admin/audited", "v1", b"audited layer").await;
+    assert_eq!(admin.status(Method::DELETE, "/v2/admin/audited/manifests/v1").await, StatusCode::ACCEPTED);
     // Permission changes.
-    let (s, _) = api(&c, &b, Method::POST, "/api/v1/namespaces", admin, Some(json!({"name": "ops-team"}))).await;
+    let (s, _) = admin.api(Method::POST, "/api/v1/namespaces", Some(json!({"name": "ops-team"}))).await;
     assert_eq!(s, StatusCode::CREATED);
     let (s, _) =
-        api(&c, &b, Method::PUT, "/api/v1/namespaces/ops-team/members/bob", admin, Some(json!({"role": "writer"})))
-            .await;
+        admin.api(Method::PUT, "/api/v1/namespaces/ops-team/members/bob", Some(json!({"role": "writer"}))).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _) =
-        api(&c, &b, Method::PUT, "/api/v1/namespaces/ops-team/visibility", admin, Some(json!({"public": true}))).await;
+    let (s, _) = admin.api(Method::PUT, "/api/v1/namespaces/ops-team/visibility", Some(json!({"public": true}))).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, tok) =
-        api(&c, &b, Method::POST, "/api/v1/tokens", ("bob", bob_pw), Some(json!({"name": "ci", "scope": "push"})))
-            .await;
+    let (s, tok) = bob.api(Method::POST, "/api/v1/tokens", Some(json!({"name": "ci", "scope": "push"}))).await;
     assert_eq!(s, StatusCode::CREATED);
     let token_secret = tok["token"].as_str().unwrap().to_string();
     // And one from the command line.
     b.cli(&["namespace", "member", "ops-team", "bob", "reader"]);
 
     // Non-admins may not read it.
-    let (s, _) = api(&c, &b, Method::GET, "/api/v1/audit", ("bob", bob_pw), None).await;
+    let (s, _) = bob.api(Method::GET, "/api/v1/audit", None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let r = c.get(format!("{}/api/v1/audit", b.base)).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(Reg::new(&b).status(Method::GET, "/api/v1/audit").await, StatusCode::UNAUTHORIZED);
 
-    let (s, all) = api(&c, &b, Method::GET, "/api/v1/audit", admin, None).await;
+    let (s, all) = admin.api(Method::GET, "/api/v1/audit", None).await;
     assert_eq!(s, StatusCode::OK, "{all}");
     let entries = all["entries"].as_array().unwrap();
     let find_where = |actor: &str, action: &str, detail: Value| -> Value {
@@ -731,18 +615,18 @@ async fn the_audit_log_records_logins_pushes_deletes_and_permission_changes() {
     }
 
     // Filters and pages.
-    let (_, bobs) = api(&c, &b, Method::GET, "/api/v1/audit?actor=bob", admin, None).await;
+    let (_, bobs) = admin.api(Method::GET, "/api/v1/audit?actor=bob", None).await;
     assert!(bobs["entries"].as_array().unwrap().iter().all(|e| e["actor"] == "bob"));
     // login.failed, login (token), login (api), token.create
     assert_eq!(bobs["entries"].as_array().unwrap().len(), 4, "{bobs}");
-    let (_, pushes) = api(&c, &b, Method::GET, "/api/v1/audit?action=push", admin, None).await;
+    let (_, pushes) = admin.api(Method::GET, "/api/v1/audit?action=push", None).await;
     assert_eq!(pushes["entries"].as_array().unwrap().len(), 1);
-    let (_, p1) = api(&c, &b, Method::GET, "/api/v1/audit?n=2", admin, None).await;
+    let (_, p1) = admin.api(Method::GET, "/api/v1/audit?n=2", None).await;
     assert_eq!(p1["entries"].as_array().unwrap().len(), 2);
     let before = p1["next_before"].as_i64().unwrap();
-    let (_, p2) = api(&c, &b, Method::GET, &format!("/api/v1/audit?n=2&before={before}"), admin, None).await;
+    let (_, p2) = admin.api(Method::GET, &format!("/api/v1/audit?n=2&before={before}"), None).await;
     assert_eq!(p2["entries"][0]["id"].as_i64().unwrap(), ids[2]);
-    let (s, _) = api(&c, &b, Method::GET, "/api/v1/audit?n=0", admin, None).await;
+    let (s, _) = admin.api(Method::GET, "/api/v1/audit?n=0", None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // The command line reads it too.
     let out = b.cli(&["audit", "--action", "push"]);
@@ -778,10 +662,9 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, HashMap<String, String>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_transfers_in_flight() {
     let mut b = Berth::start_with_env(&[("BERTH_AUTH__ENABLED", "false"), ("BERTH_SHUTDOWN_TIMEOUT_SECS", "30")]);
-    let c = Client::new();
     // A 24 MiB blob to download slowly.
     let big: Vec<u8> = (0..24u32 * 1024 * 1024).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
-    let big_digest = push_blob(&c, &b, None, "ops/graceful", &big).await;
+    let big_digest = Reg::new(&b).blob("ops/graceful", &big).await;
     let addr = b.host();
 
     // The download: headers and the first MiB, then the reader pauses.
@@ -808,7 +691,7 @@ async fn graceful_shutdown_finishes_transfers_in_flight() {
     up.write_all(&small[..small.len() / 2]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     // The metrics see it in flight.
-    let m = scrape(&c, &b).await;
+    let m = scrape(&b).await;
     assert_eq!(get(&m, "berth_uploads_in_flight"), 1.0);
 
     // SIGTERM.
@@ -850,9 +733,7 @@ async fn graceful_shutdown_finishes_transfers_in_flight() {
 
     // The upload was committed: after a restart the blob is there.
     b.restart();
-    let r = c.get(format!("{}/v2/ops/graceful/blobs/{small_digest}", b.base)).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(sha256(&r.bytes().await.unwrap()), small_digest);
+    Reg::new(&b).get_blob("ops/graceful", &small_digest).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -865,17 +746,15 @@ async fn two_nodes_share_the_queue_and_send_each_delivery_once() {
     ];
     let a = Berth::start_on(common::Backend::s3_postgres(None), &env);
     let b = a.start_peer();
-    let c = Client::new();
     let hook = Receiver::start(3);
-    let admin = ("admin", ADMIN_PASSWORD);
-    let (s, v) =
-        api(&c, &a, Method::POST, "/api/v1/webhooks", admin, Some(json!({"url": hook.url, "secret": SECRET}))).await;
+    let admin = Reg::admin(&a);
+    let (s, v) = admin.api(Method::POST, "/api/v1/webhooks", Some(json!({"url": hook.url, "secret": SECRET}))).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     tokio::time::sleep(Duration::from_millis(2100)).await; // the nodes' webhook caches
     let n = 12;
     for i in 0..n {
         let node = if i % 2 == 0 { &a } else { &b };
-        push_image(&c, node, ADMIN, "admin/shared", &format!("t{i}"), format!("layer {i}").as_bytes()).await;
+        push_image(&Reg::admin(node), "admin/shared", &format!("t{i}"), format!("layer {i}").as_bytes()).await;
     }
     // Every event arrives (3 of them after a failure), each delivered exactly once.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -904,30 +783,29 @@ async fn two_nodes_share_the_queue_and_send_each_delivery_once() {
 async fn mirror_hits_misses_upstream_bytes_and_cache_events() {
     // The upstream is another Berth on loopback.
     let upstream = Berth::start();
-    let c = Client::new();
     let layer: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
-    let (manifest_digest, layer_digest) = push_image(&c, &upstream, None, "lib/mirrored", "v1", &layer).await;
+    let (manifest_digest, layer_digest) = push_image(&Reg::new(&upstream), "lib/mirrored", "v1", &layer).await;
     let toml = format!("[mirror]\nenabled = true\n[[mirror.upstreams]]\nname = \"up\"\nurl = \"{}\"\n", upstream.base);
     let mirror =
         Berth::start_with_config(&toml, &[("BERTH_AUTH__ENABLED", "false"), ("BERTH_WEBHOOKS__POLL_MS", "50")]);
     let hook = Receiver::start(0);
     mirror.cli_stdin(&["webhook", "add", &hook.url, "--events", "mirror,pull", "--secret-stdin"], SECRET);
-    let before = scrape(&c, &mirror).await;
+    let before = scrape(&mirror).await;
 
-    let manifest_url = format!("{}/v2/up/lib/mirrored/manifests/v1", mirror.base);
-    let blob_url = format!("{}/v2/up/lib/mirrored/blobs/{layer_digest}", mirror.base);
+    let m = Reg::new(&mirror);
+    let blob_path = format!("/v2/up/lib/mirrored/blobs/{layer_digest}");
     let mut manifest_len = 0;
     for _ in 0..2 {
-        let r = c.get(&manifest_url).header("accept", OCI_MANIFEST).send().await.unwrap();
+        let r = m.get_manifest("up/lib/mirrored", "v1").await;
         assert_eq!(r.status(), StatusCode::OK);
         let body = r.bytes().await.unwrap();
         assert_eq!(sha256(&body), manifest_digest);
         manifest_len = body.len();
-        let r = c.get(&blob_url).send().await.unwrap();
+        let r = m.send(Method::GET, &blob_path).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(sha256(&r.bytes().await.unwrap()), layer_digest);
     }
-    let after = scrape(&c, &mirror).await;
+    let after = scrape(&mirror).await;
     let delta = |k: &str| get(&after, k) - get(&before, k);
     assert_eq!(delta("berth_mirror_cache_misses_total{kind=\"manifest\"}"), 1.0);
     assert_eq!(delta("berth_mirror_cache_hits_total{kind=\"manifest\"}"), 1.0);
@@ -961,116 +839,59 @@ async fn a_gc_run_shows_in_the_metrics_and_the_audit_log() {
         ("BERTH_GC__ENABLED", "false"),
         ("BERTH_GC__GRACE_SECS", "0"),
     ]);
-    let c = Client::new();
-    let admin = ("admin", ADMIN_PASSWORD);
+    let admin = Reg::admin(&b);
     let layer = vec![7u8; 50_000];
-    let (digest, _) = push_image(&c, &b, ADMIN, "admin/collected", "v1", &layer).await;
-    let r = c
-        .delete(format!("{}/v2/admin/collected/manifests/{digest}", b.base))
-        .basic_auth("admin", Some(ADMIN_PASSWORD))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let (digest, _) = push_image(&admin, "admin/collected", "v1", &layer).await;
+    let path = format!("/v2/admin/collected/manifests/{digest}");
+    assert_eq!(admin.status(Method::DELETE, &path).await, StatusCode::ACCEPTED);
     // Timestamps are whole seconds: let the deleted content be older than the cutoff.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (s, dry) = api(&c, &b, Method::POST, "/api/v1/gc?dry_run=true", admin, None).await;
+    let (s, dry) = admin.api(Method::POST, "/api/v1/gc?dry_run=true", None).await;
     assert_eq!(s, StatusCode::OK, "{dry}");
-    assert_eq!(get(&scrape(&c, &b).await, "berth_gc_runs_total"), 0.0, "a dry run is no run");
-    let (s, report) = api(&c, &b, Method::POST, "/api/v1/gc", admin, None).await;
+    assert_eq!(get(&scrape(&b).await, "berth_gc_runs_total"), 0.0, "a dry run is no run");
+    let (s, report) = admin.api(Method::POST, "/api/v1/gc", None).await;
     assert_eq!(s, StatusCode::OK, "{report}");
     let freed_bytes = report["bytes_freed"].as_u64().unwrap();
     assert!(freed_bytes >= layer.len() as u64, "{report}");
     let freed = report["blobs_deleted"].as_u64().unwrap()
         + report["manifests_deleted"].as_u64().unwrap()
         + report["mirror_manifests_evicted"].as_u64().unwrap();
-    let m = scrape(&c, &b).await;
+    let m = scrape(&b).await;
     assert_eq!(get(&m, "berth_gc_runs_total"), 1.0);
     assert_eq!(get(&m, "berth_gc_freed_bytes_total"), freed_bytes as f64);
     assert_eq!(get(&m, "berth_gc_freed_objects_total"), freed as f64);
     assert_eq!(get(&m, "berth_gc_duration_seconds_count"), 1.0);
-    let (_, audit) = api(&c, &b, Method::GET, "/api/v1/audit?action=gc.run", admin, None).await;
+    let (_, audit) = admin.api(Method::GET, "/api/v1/audit?action=gc.run", None).await;
     let entries = audit["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{audit}");
     assert_eq!(entries[0]["actor"], "admin");
     assert_eq!(entries[0]["detail"]["bytes_freed"], freed_bytes);
 }
 
-/// The value of `name` in a response's Set-Cookie headers.
-fn cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get_all("set-cookie")
-        .iter()
-        .find_map(|v| v.to_str().ok()?.strip_prefix(&format!("{name}="))?.split(';').next().map(String::from))
-}
-
-/// The CSRF token the forms of a page carry.
-fn form_csrf(html: &str) -> String {
-    let at = html.find("name=\"csrf\" value=\"").expect("a form with a csrf field") + "name=\"csrf\" value=\"".len();
-    html[at..].split('"').next().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn web_ui_logins_and_deletes_reach_the_audit_log_and_webhooks() {
     let b = Berth::start_with_env(&[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD), ("BERTH_WEBHOOKS__POLL_MS", "50")]);
-    let c = Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let admin = ("admin", ADMIN_PASSWORD);
+    let admin = Reg::admin(&b);
     let hook = Receiver::start(0);
-    let (s, _) = api(
-        &c,
-        &b,
-        Method::POST,
-        "/api/v1/webhooks",
-        admin,
-        Some(json!({"url": hook.url, "secret": SECRET, "events": ["delete"]})),
-    )
-    .await;
+    let (s, _) = admin
+        .api(Method::POST, "/api/v1/webhooks", Some(json!({"url": hook.url, "secret": SECRET, "events": ["delete"]})))
+        .await;
     assert_eq!(s, StatusCode::CREATED);
-    push_image(&c, &b, ADMIN, "admin/ui-deleted", "v1", b"ui layer").await;
+    push_image(&admin, "admin/ui-deleted", "v1", b"ui layer").await;
 
     // Log in through the form.
-    let page = c.get(format!("{}/login", b.base)).send().await.unwrap();
-    let csrf_cookie = cookie(&page, "berth_csrf").expect("a csrf cookie");
-    let csrf = form_csrf(&page.text().await.unwrap());
-    let form = serde_urlencoded::to_string([
-        ("csrf", csrf.as_str()),
-        ("name", "admin"),
-        ("password", ADMIN_PASSWORD),
-        ("next", "/"),
-    ])
-    .unwrap();
-    let resp = c
-        .post(format!("{}/login", b.base))
-        .header("cookie", format!("berth_csrf={csrf_cookie}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    let session = cookie(&resp, "berth_session").expect("a session");
-    let cookies = format!("berth_csrf={csrf_cookie}; berth_session={session}");
+    let ui = Ui::login(&b.base, "admin", ADMIN_PASSWORD).await;
 
     // Delete the tag from the repository page.
-    let page = c.get(format!("{}/r/admin/ui-deleted", b.base)).header("cookie", &cookies).send().await.unwrap();
-    assert_eq!(page.status(), StatusCode::OK);
-    let csrf = form_csrf(&page.text().await.unwrap());
-    let form = serde_urlencoded::to_string([("csrf", csrf.as_str()), ("reference", "v1")]).unwrap();
-    let resp = c
-        .post(format!("{}/r/admin/ui-deleted/-/delete", b.base))
-        .header("cookie", &cookies)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{}", resp.text().await.unwrap());
+    assert_eq!(ui.get("/r/admin/ui-deleted").await.0, StatusCode::OK);
+    let (status, page) = ui.post("/r/admin/ui-deleted/-/delete", &[("reference", "v1")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
 
     let delete = verified(&hook.wait_for("delete", Duration::from_secs(20)), SECRET);
     assert_eq!(delete["repository"], "admin/ui-deleted");
     assert_eq!(delete["tag"], "v1");
     assert_eq!(delete["actor"], "admin");
-    let (_, audit) = api(&c, &b, Method::GET, "/api/v1/audit?actor=admin", admin, None).await;
+    let (_, audit) = admin.api(Method::GET, "/api/v1/audit?actor=admin", None).await;
     let entries = audit["entries"].as_array().unwrap();
     assert!(entries.iter().any(|e| e["action"] == "login" && e["detail"]["via"] == "ui"), "{audit:#}");
     assert!(entries.iter().any(|e| e["action"] == "delete" && e["target"] == "admin/ui-deleted"), "{audit:#}");

@@ -145,6 +145,17 @@ pub fn local_name(berth: &Berth, what: &str) -> String {
     format!("berth-e2e-{}-{what}:latest", berth.port)
 }
 
+/// Imports a busybox base and builds an app image on it ([`build_image`] with `marker` and the
+/// server's port), both under [`local_name`]s recorded in `images`; returns the app's name and
+/// what running it prints.
+pub fn local_app(berth: &Berth, images: &mut Images, marker: &str) -> (String, String) {
+    let base = images.add(local_name(berth, "base"));
+    let app = images.add(local_name(berth, "app"));
+    import_busybox(&base);
+    let expected = build_image(&base, &app, &format!("{marker} {}", berth.port));
+    (app, expected)
+}
+
 /// A docker client whose login state is private to one test: its own `DOCKER_CONFIG`
 /// directory, so parallel tests and the user's `~/.docker/config.json` are never touched.
 /// Logs out of the registry when dropped (also when an assertion fails).

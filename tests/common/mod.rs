@@ -1,11 +1,28 @@
-//! Test harness: runs the real `berth` binary on a free loopback port with its own data dir.
+//! Test harness: runs the real `berth` binary on a free loopback port with its own data dir
+//! ([`Berth`]), and the helpers every suite shares, one home each:
+//!
+//! - [`registry`]: [`registry::Reg`], the typed HTTP client of a registry (token endpoint,
+//!   blobs and uploads, manifests, `/api/v1`), and its [`registry::Creds`];
+//! - [`images`]: media types, manifests and small test images to push;
+//! - [`html`]: the web UI over HTTP (forms, cookies, CSRF, a logged-in [`html::Ui`]);
+//! - [`docker`]: the docker engine (busybox images, per-test login state);
+//! - [`skopeo`]: skopeo and OCI image layouts on disk;
+//! - [`db`]: a server's database, opened behind its back.
+//!
+//! Each `tests/*.rs` is its own binary with `mod common;`; what a suite does not use is
+//! compiled and left unused (hence `dead_code` allowed).
 #![allow(dead_code)]
 
+pub mod db;
 pub mod docker;
+pub mod html;
+pub mod images;
+pub mod registry;
+pub mod skopeo;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The admin password of [`Berth::start_auth`] servers.
@@ -79,7 +96,8 @@ impl Backend {
         Backend::S3Postgres { env, endpoint, bucket, prefix: name, database }
     }
 
-    fn env(&self) -> &[(String, String)] {
+    /// The environment a server (or a `berth` command) needs for this backend.
+    pub fn env(&self) -> &[(String, String)] {
         match self {
             Backend::FsSqlite => &[],
             Backend::S3Postgres { env, .. } => env,
@@ -228,12 +246,12 @@ impl Berth {
         &self.backend
     }
 
-    /// How many objects of unfinished or abandoned uploads the blob store holds.
     /// Where upload data lives on the filesystem backend (`None` on S3).
     pub fn upload_leftovers_dir(&self) -> Option<PathBuf> {
         matches!(self.backend, Backend::FsSqlite).then(|| self.data_dir.join("storage/_uploads"))
     }
 
+    /// How many objects of unfinished or abandoned uploads the blob store holds.
     pub fn upload_leftovers(&self) -> usize {
         match &self.backend {
             Backend::FsSqlite => {
@@ -327,10 +345,26 @@ pub fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// stdout and stderr of a command, for failure messages and matching error messages.
+pub fn output_text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
 /// An HTTP client that does not follow redirects, so tests see the registry's own answers
-/// (`Location` headers, 307s, the UI's 303s).
+/// (`Location` headers, 307s, the UI's 303s). It drops idle connections before the server's
+/// keep-alive (5 s) closes them, so a request after a long pause never lands on a connection
+/// being closed.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
+/// Runs a future to completion on a runtime of its own, for tests that are not async.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 }
 
 /// `sha256:<hex>` of bytes.
