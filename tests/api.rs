@@ -3,18 +3,11 @@
 
 mod common;
 
+use common::images::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, tiny};
+use common::registry::{Reg, header};
 use common::{ADMIN_PASSWORD, Berth, client, sha256};
-use reqwest::{Client, Method, Response, StatusCode};
+use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-
-fn header(r: &Response, name: &str) -> String {
-    r.headers().get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
-}
 
 /// Asserts a spec error: status, code, and the API version header.
 async fn expect_error(r: Response, status: StatusCode, code: &str) {
@@ -24,43 +17,11 @@ async fn expect_error(r: Response, status: StatusCode, code: &str) {
     assert_eq!(body["errors"][0]["code"], code, "{body}");
 }
 
-/// Pushes a blob monolithically; returns its digest.
-async fn push_blob(c: &Client, base: &str, repo: &str, data: &[u8]) -> String {
-    let digest = sha256(data);
-    let r =
-        c.post(format!("{base}/v2/{repo}/blobs/uploads/?digest={digest}")).body(data.to_vec()).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    digest
-}
-
-/// Pushes a manifest; returns the response.
-async fn put_manifest(c: &Client, base: &str, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Response {
-    c.put(format!("{base}/v2/{repo}/manifests/{reference}"))
-        .header("content-type", media_type)
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap()
-}
-
-/// An image manifest over freshly pushed config and layer blobs; returns its bytes.
-async fn image(c: &Client, base: &str, repo: &str, media_type: &str, seed: &str) -> Vec<u8> {
-    let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#);
-    let layer = format!("layer of {seed}");
-    let cd = push_blob(c, base, repo, config.as_bytes()).await;
-    let ld = push_blob(c, base, repo, layer.as_bytes()).await;
-    let (cmt, lmt) = if media_type == DOCKER_MANIFEST {
-        ("application/vnd.docker.container.image.v1+json", "application/vnd.docker.image.rootfs.diff.tar.gzip")
-    } else {
-        ("application/vnd.oci.image.config.v1+json", "application/vnd.oci.image.layer.v1.tar")
-    };
-    serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": media_type,
-        "config": {"mediaType": cmt, "digest": cd, "size": config.len()},
-        "layers": [{"mediaType": lmt, "digest": ld, "size": layer.len()}],
-    }))
-    .unwrap()
+/// An image manifest over freshly pushed config and layer blobs ([`tiny`]`(seed)`); its bytes.
+async fn image(reg: &Reg, repo: &str, media_type: &str, seed: &str) -> Vec<u8> {
+    let image = if media_type == DOCKER_MANIFEST { tiny(seed).docker() } else { tiny(seed) };
+    reg.push_blobs(repo, &image).await;
+    image.manifest()
 }
 
 #[tokio::test]
@@ -183,9 +144,9 @@ async fn monolithic_blob_head_get_range_delete() {
 #[tokio::test]
 async fn blob_ranges_suffix_open_and_unsatisfiable() {
     let b = Berth::start();
-    let c = client();
-    let base = &b.base;
-    let digest = push_blob(&c, base, "ranges", b"0123456789abcdef").await;
+    let reg = Reg::new(&b);
+    let (c, base) = (&reg.http, &b.base);
+    let digest = reg.blob("ranges", b"0123456789abcdef").await;
     let url = format!("{base}/v2/ranges/blobs/{digest}");
     for (range, content_range, body) in [
         ("bytes=-6", "bytes 10-15/16", &b"abcdef"[..]),
@@ -208,7 +169,7 @@ async fn blob_ranges_suffix_open_and_unsatisfiable() {
         expect_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID").await;
     }
     // An empty blob has no last byte to serve.
-    let empty = push_blob(&c, base, "ranges", b"").await;
+    let empty = reg.blob("ranges", b"").await;
     let r = c.get(format!("{base}/v2/ranges/blobs/{empty}")).header("range", "bytes=-5").send().await.unwrap();
     assert_eq!(header(&r, "content-range"), "bytes */0");
     expect_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID").await;
@@ -223,8 +184,8 @@ async fn blob_ranges_suffix_open_and_unsatisfiable() {
 #[tokio::test]
 async fn chunked_and_streamed_uploads() {
     let b = Berth::start();
-    let c = client();
-    let base = &b.base;
+    let reg = Reg::new(&b);
+    let (c, base) = (&reg.http, &b.base);
     let r = c.post(format!("{base}/v2/chunks/blobs/uploads/")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let location = header(&r, "location");
@@ -280,7 +241,7 @@ async fn chunked_and_streamed_uploads() {
     assert_eq!(r.status(), StatusCode::CREATED);
 
     // Pushing a blob that exists again is fine.
-    push_blob(&c, base, "chunks", b"abc").await;
+    reg.blob("chunks", b"abc").await;
     // sha512 digests.
     let d512 = {
         use sha2::Digest;
@@ -291,7 +252,7 @@ async fn chunked_and_streamed_uploads() {
     let r = c.get(format!("{base}/v2/chunks/blobs/{d512}")).send().await.unwrap();
     assert_eq!(&r.bytes().await.unwrap()[..], b"five twelve");
     // An empty blob.
-    push_blob(&c, base, "chunks", b"").await;
+    reg.blob("chunks", b"").await;
 }
 
 /// The closing PUT's final chunk is held to its `Content-Range` as a PATCH is: one that does not
@@ -393,9 +354,9 @@ async fn wrong_digest_leaves_nothing_and_cancel_works() {
 #[tokio::test]
 async fn cross_repository_mount() {
     let b = Berth::start();
-    let c = client();
-    let base = &b.base;
-    let digest = push_blob(&c, base, "src/repo", b"shared layer").await;
+    let reg = Reg::new(&b);
+    let (c, base) = (&reg.http, &b.base);
+    let digest = reg.blob("src/repo", b"shared layer").await;
     let r = c.post(format!("{base}/v2/dst/repo/blobs/uploads/?mount={digest}&from=src/repo")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(header(&r, "location"), format!("/v2/dst/repo/blobs/{digest}"));
@@ -420,12 +381,12 @@ async fn cross_repository_mount() {
 #[tokio::test]
 async fn manifests_by_tag_and_digest() {
     let b = Berth::start();
-    let c = client();
-    let base = &b.base;
+    let reg = Reg::new(&b);
+    let (c, base) = (&reg.http, &b.base);
     for (repo, media_type) in [("m/docker", DOCKER_MANIFEST), ("m/oci", OCI_MANIFEST)] {
-        let body = image(&c, base, repo, media_type, repo).await;
+        let body = image(&reg, repo, media_type, repo).await;
         let digest = sha256(&body);
-        let r = put_manifest(&c, base, repo, "v1", media_type, &body).await;
+        let r = reg.put_manifest(repo, "v1", media_type, &body).await;
         assert_eq!(r.status(), StatusCode::CREATED);
         assert_eq!(header(&r, "docker-content-digest"), digest);
         assert_eq!(header(&r, "location"), format!("/v2/{repo}/manifests/{digest}"));
@@ -453,17 +414,17 @@ async fn manifests_by_tag_and_digest() {
             assert_eq!(header(&h, "docker-content-digest"), digest);
         }
         // Push by digest.
-        let r = put_manifest(&c, base, repo, &digest, media_type, &body).await;
+        let r = reg.put_manifest(repo, &digest, media_type, &body).await;
         assert_eq!(r.status(), StatusCode::CREATED);
     }
     // Whitespace matters: the digest is that of the exact bytes.
-    let body = image(&c, base, "m/ws", OCI_MANIFEST, "ws").await;
+    let body = image(&reg, "m/ws", OCI_MANIFEST, "ws").await;
     let mut spaced = body.clone();
     spaced.extend_from_slice(b"\n\n");
-    let r = put_manifest(&c, base, "m/ws", "spaced", OCI_MANIFEST, &spaced).await;
+    let r = reg.put_manifest("m/ws", "spaced", OCI_MANIFEST, &spaced).await;
     assert_eq!(header(&r, "docker-content-digest"), sha256(&spaced));
     // A digest reference that does not match the bytes.
-    let r = put_manifest(&c, base, "m/ws", &sha256(b"other"), OCI_MANIFEST, &body).await;
+    let r = reg.put_manifest("m/ws", &sha256(b"other"), OCI_MANIFEST, &body).await;
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
     // Unknown manifests.
     let r = c.get(format!("{base}/v2/m/ws/manifests/nope")).send().await.unwrap();
@@ -475,24 +436,24 @@ async fn manifests_by_tag_and_digest() {
 #[tokio::test]
 async fn manifest_validation() {
     let b = Berth::start();
-    let c = client();
-    let base = &b.base;
-    let r = put_manifest(&c, base, "v/a", "bad", OCI_MANIFEST, b"{not json").await;
+    let reg = Reg::new(&b);
+    let (c, base) = (&reg.http, &b.base);
+    let r = reg.put_manifest("v/a", "bad", OCI_MANIFEST, b"{not json").await;
     expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
-    let r = put_manifest(&c, base, "v/a", "bad", "text/plain", br#"{"schemaVersion":2}"#).await;
+    let r = reg.put_manifest("v/a", "bad", "text/plain", br#"{"schemaVersion":2}"#).await;
     expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
     // Content-Type and mediaType disagree.
-    let body = image(&c, base, "v/a", DOCKER_MANIFEST, "a").await;
-    let r = put_manifest(&c, base, "v/a", "bad", OCI_MANIFEST, &body).await;
+    let body = image(&reg, "v/a", DOCKER_MANIFEST, "a").await;
+    let r = reg.put_manifest("v/a", "bad", OCI_MANIFEST, &body).await;
     expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
     // Blobs that are not in this repository (they are in v/a only).
-    let r = put_manifest(&c, base, "v/b", "x", DOCKER_MANIFEST, &body).await;
+    let r = reg.put_manifest("v/b", "x", DOCKER_MANIFEST, &body).await;
     expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
     // Too large.
     let mut huge = br#"{"schemaVersion":2,"annotations":{"x":""#.to_vec();
     huge.extend(std::iter::repeat_n(b'a', 4 * 1024 * 1024));
     huge.extend_from_slice(br#""}}"#);
-    let r = put_manifest(&c, base, "v/a", "huge", OCI_MANIFEST, &huge).await;
+    let r = reg.put_manifest("v/a", "huge", OCI_MANIFEST, &huge).await;
     expect_error(r, StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID").await;
     // An index whose child is not in the repository.
     let index = serde_json::to_vec(&json!({
@@ -500,7 +461,7 @@ async fn manifest_validation() {
         "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(b"absent"), "size": 10}],
     }))
     .unwrap();
-    let r = put_manifest(&c, base, "v/a", "idx", OCI_INDEX, &index).await;
+    let r = reg.put_manifest("v/a", "idx", OCI_INDEX, &index).await;
     expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
     // Nothing was tagged by the failures.
     let tags: Value = c.get(format!("{base}/v2/v/a/tags/list")).send().await.unwrap().json().await.unwrap();
@@ -512,10 +473,10 @@ async fn manifest_validation() {
 #[tokio::test]
 async fn a_manifest_by_an_invalid_reference_is_unknown() {
     let b = Berth::start();
-    let c = client();
-    let base = &b.base;
-    let body = image(&c, base, "refs", OCI_MANIFEST, "refs").await;
-    assert_eq!(put_manifest(&c, base, "refs", "v1", OCI_MANIFEST, &body).await.status(), StatusCode::CREATED);
+    let reg = Reg::new(&b);
+    let (c, base) = (&reg.http, &b.base);
+    let body = image(&reg, "refs", OCI_MANIFEST, "refs").await;
+    assert_eq!(reg.put_manifest("refs", "v1", OCI_MANIFEST, &body).await.status(), StatusCode::CREATED);
     let long = "a".repeat(129);
     for reference in [".INVALID", "bad*tag", "-dash", long.as_str(), "sha256:zz", "md5:abc"] {
         let url = format!("{base}/v2/refs/manifests/{reference}");
@@ -526,9 +487,9 @@ async fn a_manifest_by_an_invalid_reference_is_unknown() {
         let r = c.get(format!("{base}/v2/never/pushed/manifests/{reference}")).send().await.unwrap();
         expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
     }
-    let r = put_manifest(&c, base, "refs", ".INVALID", OCI_MANIFEST, &body).await;
+    let r = reg.put_manifest("refs", ".INVALID", OCI_MANIFEST, &body).await;
     expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
-    let r = put_manifest(&c, base, "refs", "sha256:zz", OCI_MANIFEST, &body).await;
+    let r = reg.put_manifest("refs", "sha256:zz", OCI_MANIFEST, &body).await;
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
     let r = c.delete(format!("{base}/v2/refs/manifests/.INVALID")).send().await.unwrap();
     expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
@@ -637,12 +598,12 @@ async fn json_nested_deeper_than_64_levels_is_refused() {
 #[tokio::test]
 async fn indexes_and_accept_negotiation() {
     let b = Berth::start();
-    let c = client();
-    let base = &b.base;
-    let amd = image(&c, base, "multi", DOCKER_MANIFEST, "amd64").await;
-    let arm = image(&c, base, "multi", DOCKER_MANIFEST, "arm64").await;
+    let reg = Reg::new(&b);
+    let (c, base) = (&reg.http, &b.base);
+    let amd = image(&reg, "multi", DOCKER_MANIFEST, "amd64").await;
+    let arm = image(&reg, "multi", DOCKER_MANIFEST, "arm64").await;
     for m in [&amd, &arm] {
-        assert_eq!(put_manifest(&c, base, "multi", &sha256(m), DOCKER_MANIFEST, m).await.status(), StatusCode::CREATED);
+        assert_eq!(reg.put_manifest("multi", &sha256(m), DOCKER_MANIFEST, m).await.status(), StatusCode::CREATED);
     }
     let list = serde_json::to_vec(&json!({
         "schemaVersion": 2, "mediaType": DOCKER_LIST,
@@ -652,7 +613,7 @@ async fn indexes_and_accept_negotiation() {
         ],
     }))
     .unwrap();
-    assert_eq!(put_manifest(&c, base, "multi", "latest", DOCKER_LIST, &list).await.status(), StatusCode::CREATED);
+    assert_eq!(reg.put_manifest("multi", "latest", DOCKER_LIST, &list).await.status(), StatusCode::CREATED);
     // A client that takes lists gets the list.
     let r = c
         .get(format!("{base}/v2/multi/manifests/latest"))
@@ -674,14 +635,14 @@ async fn indexes_and_accept_negotiation() {
     expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
 
     // OCI index with an artifact type.
-    let oci = image(&c, base, "multi", OCI_MANIFEST, "oci").await;
-    put_manifest(&c, base, "multi", &sha256(&oci), OCI_MANIFEST, &oci).await;
+    let oci = image(&reg, "multi", OCI_MANIFEST, "oci").await;
+    reg.put_manifest("multi", &sha256(&oci), OCI_MANIFEST, &oci).await;
     let index = serde_json::to_vec(&json!({
         "schemaVersion": 2, "mediaType": OCI_INDEX, "artifactType": "application/x.bundle",
         "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(&oci), "size": oci.len(), "platform": {"architecture": "amd64", "os": "linux"}}],
     }))
     .unwrap();
-    assert_eq!(put_manifest(&c, base, "multi", "oci", OCI_INDEX, &index).await.status(), StatusCode::CREATED);
+    assert_eq!(reg.put_manifest("multi", "oci", OCI_INDEX, &index).await.status(), StatusCode::CREATED);
     let r = c.get(format!("{base}/v2/multi/manifests/oci")).header("accept", OCI_INDEX).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap().to_vec(), index);
 }
@@ -689,12 +650,12 @@ async fn indexes_and_accept_negotiation() {
 #[tokio::test]
 async fn deletes_of_tags_and_manifests() {
     let b = Berth::start();
-    let c = client();
-    let base = &b.base;
-    let body = image(&c, base, "del", OCI_MANIFEST, "del").await;
+    let reg = Reg::new(&b);
+    let (c, base) = (&reg.http, &b.base);
+    let body = image(&reg, "del", OCI_MANIFEST, "del").await;
     let digest = sha256(&body);
-    put_manifest(&c, base, "del", "a", OCI_MANIFEST, &body).await;
-    put_manifest(&c, base, "del", "b", OCI_MANIFEST, &body).await;
+    reg.put_manifest("del", "a", OCI_MANIFEST, &body).await;
+    reg.put_manifest("del", "b", OCI_MANIFEST, &body).await;
     // Deleting a tag removes the tag only.
     assert_eq!(c.delete(format!("{base}/v2/del/manifests/a")).send().await.unwrap().status(), StatusCode::ACCEPTED);
     expect_error(
@@ -741,15 +702,15 @@ async fn deletes_of_tags_and_manifests() {
 #[tokio::test]
 async fn referrers_and_subject() {
     let b = Berth::start();
-    let c = client();
-    let base = &b.base;
-    let subject = image(&c, base, "art", OCI_MANIFEST, "subject").await;
+    let reg = Reg::new(&b);
+    let (c, base) = (&reg.http, &b.base);
+    let subject = image(&reg, "art", OCI_MANIFEST, "subject").await;
     let sd = sha256(&subject);
-    put_manifest(&c, base, "art", "v1", OCI_MANIFEST, &subject).await;
-    let empty = push_blob(&c, base, "art", b"{}").await;
+    reg.put_manifest("art", "v1", OCI_MANIFEST, &subject).await;
+    let empty = reg.blob("art", b"{}").await;
     let mut pushed = Vec::new();
     for (i, artifact_type) in ["application/vnd.example.sig", "application/spdx+json"].iter().enumerate() {
-        let layer = push_blob(&c, base, "art", format!("payload {i}").as_bytes()).await;
+        let layer = reg.blob("art", format!("payload {i}").as_bytes()).await;
         let body = serde_json::to_vec(&json!({
             "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
             "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
@@ -759,7 +720,7 @@ async fn referrers_and_subject() {
         }))
         .unwrap();
         let digest = sha256(&body);
-        let r = put_manifest(&c, base, "art", &digest, OCI_MANIFEST, &body).await;
+        let r = reg.put_manifest("art", &digest, OCI_MANIFEST, &body).await;
         assert_eq!(r.status(), StatusCode::CREATED);
         assert_eq!(header(&r, "oci-subject"), sd);
         pushed.push((digest, body.len()));
@@ -791,28 +752,28 @@ async fn referrers_and_subject() {
     let r = c.get(format!("{base}/v2/art/referrers/sha256:bad")).send().await.unwrap();
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
     // Helm-style artifact: any config media type.
-    let cfg = push_blob(&c, base, "charts/app", br#"{"name":"app","version":"1.0.0"}"#).await;
-    let chart = push_blob(&c, base, "charts/app", b"chart tgz").await;
+    let cfg = reg.blob("charts/app", br#"{"name":"app","version":"1.0.0"}"#).await;
+    let chart = reg.blob("charts/app", b"chart tgz").await;
     let helm = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "digest": cfg, "size": 31},
         "layers": [{"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "digest": chart, "size": 9}],
     }))
     .unwrap();
-    assert_eq!(put_manifest(&c, base, "charts/app", "1.0.0", OCI_MANIFEST, &helm).await.status(), StatusCode::CREATED);
+    assert_eq!(reg.put_manifest("charts/app", "1.0.0", OCI_MANIFEST, &helm).await.status(), StatusCode::CREATED);
 }
 
 #[tokio::test]
 async fn tags_and_catalog_pagination() {
     let b = Berth::start();
-    let c = client();
-    let base = &b.base;
-    let body = image(&c, base, "pages/one", OCI_MANIFEST, "p").await;
+    let reg = Reg::new(&b);
+    let (c, base) = (&reg.http, &b.base);
+    let body = image(&reg, "pages/one", OCI_MANIFEST, "p").await;
     let mut expected: Vec<String> = (0..25).map(|i| format!("t{i:02}")).collect();
     expected.push("Z".into());
     expected.push("latest".into());
     for t in &expected {
-        assert_eq!(put_manifest(&c, base, "pages/one", t, OCI_MANIFEST, &body).await.status(), StatusCode::CREATED);
+        assert_eq!(reg.put_manifest("pages/one", t, OCI_MANIFEST, &body).await.status(), StatusCode::CREATED);
     }
     expected.sort();
     let all: Value = c.get(format!("{base}/v2/pages/one/tags/list")).send().await.unwrap().json().await.unwrap();
@@ -845,11 +806,11 @@ async fn tags_and_catalog_pagination() {
     expect_error(r, StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID").await;
 
     for repo in ["pages/two", "alpha", "zeta/deep/name"] {
-        let m = image(&c, base, repo, OCI_MANIFEST, repo).await;
-        put_manifest(&c, base, repo, "v1", OCI_MANIFEST, &m).await;
+        let m = image(&reg, repo, OCI_MANIFEST, repo).await;
+        reg.put_manifest(repo, "v1", OCI_MANIFEST, &m).await;
     }
     // A repository with only an upload or a blob is not in the catalog.
-    push_blob(&c, base, "blobonly", b"x").await;
+    reg.blob("blobonly", b"x").await;
     let cat: Value = c.get(format!("{base}/v2/_catalog")).send().await.unwrap().json().await.unwrap();
     assert_eq!(cat["repositories"], json!(["alpha", "pages/one", "pages/two", "zeta/deep/name"]));
     let r = c.get(format!("{base}/v2/_catalog?n=2")).send().await.unwrap();
@@ -865,9 +826,10 @@ async fn tags_and_catalog_pagination() {
 #[tokio::test]
 async fn upload_session_survives_restart_and_data_persists() {
     let mut b = Berth::start();
-    let c = client();
-    let body = image(&c, &b.base, "keep/me", OCI_MANIFEST, "keep").await;
-    put_manifest(&c, &b.base, "keep/me", "v1", OCI_MANIFEST, &body).await;
+    let reg = Reg::new(&b);
+    let c = &reg.http;
+    let body = image(&reg, "keep/me", OCI_MANIFEST, "keep").await;
+    reg.put_manifest("keep/me", "v1", OCI_MANIFEST, &body).await;
     let r = c.post(format!("{}/v2/keep/me/blobs/uploads/", b.base)).send().await.unwrap();
     let location = header(&r, "location");
     let first = vec![7u8; 3 * 1024 * 1024 + 17];
@@ -979,7 +941,8 @@ async fn an_upload_that_lost_acknowledged_bytes_must_start_again() {
     if b.upload_leftovers_dir().is_none() {
         return; // S3 keeps acknowledged parts itself
     }
-    let c = client();
+    let reg = Reg::new(&b);
+    let c = &reg.http;
     let r = c.post(format!("{}/v2/lost/blobs/uploads/", b.base)).send().await.unwrap();
     let location = header(&r, "location");
     let url = format!("{}{location}", b.base);
@@ -997,7 +960,7 @@ async fn an_upload_that_lost_acknowledged_bytes_must_start_again() {
     let r = c.head(format!("{}/v2/lost/blobs/{digest}", b.base)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND, "a blob with a hole was committed");
     // Starting again works.
-    assert_eq!(push_blob(&c, &b.base, "lost", &[7u8; 10_000]).await, digest);
+    assert_eq!(reg.blob("lost", &[7u8; 10_000]).await, digest);
 }
 
 #[tokio::test]

@@ -31,19 +31,7 @@ async fn a_password_change_ends_stored_logins() {
     let reg = Reg::new(&b);
     reg.create_user("carol", "carol-password-1").await;
     // docker login stores a refresh token instead of the password.
-    let r = reg
-        .post_token(&[
-            ("grant_type", "password"),
-            ("username", "carol"),
-            ("password", "carol-password-1"),
-            ("access_type", "offline"),
-            ("service", "berth"),
-            ("scope", "repository:carol/app:pull"),
-        ])
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let body: Value = r.json().await.unwrap();
-    let refresh = body["refresh_token"].as_str().unwrap().to_string();
+    let refresh = reg.offline_login("carol", "carol-password-1", "repository:carol/app:pull").await;
     let refresh_form = [("grant_type", "refresh_token"), ("refresh_token", refresh.as_str()), ("service", "berth")];
     assert_eq!(reg.post_token(&refresh_form).await.status(), StatusCode::OK);
     b.cli_stdin(&["user", "passwd", "carol", "--password-stdin"], "carol-password-2");
@@ -178,16 +166,7 @@ async fn disabled_users_are_refused_everywhere() {
         .unwrap()
         .to_string();
     let jwt = reg.with(&alice).token(&["repository:alice/app:pull"]).await;
-    let r = reg
-        .post_token(&[
-            ("grant_type", "password"),
-            ("username", "alice"),
-            ("password", "alice-password-1"),
-            ("scope", "repository:alice/app:pull"),
-            ("access_type", "offline"),
-        ])
-        .await;
-    let refresh = r.json::<Value>().await.unwrap()["refresh_token"].as_str().unwrap().to_string();
+    let refresh = reg.offline_login("alice", "alice-password-1", "repository:alice/app:pull").await;
 
     let disabled =
         reg.with(&Creds::admin()).api_ok(Method::PATCH, "/api/v1/users/alice", Some(json!({"disabled": true}))).await;
@@ -275,15 +254,7 @@ async fn brute_force_is_throttled_per_account_and_per_address() {
 
     // Bad refresh tokens are throttled per address too, and must not lock out other clients'
     // refresh tokens (docker and containerd renew with them on every pull and push).
-    let r = reg
-        .post_token(&[
-            ("grant_type", "password"),
-            ("username", "dave"),
-            ("password", "dave-password-1"),
-            ("access_type", "offline"),
-        ])
-        .await;
-    let refresh = r.json::<Value>().await.unwrap()["refresh_token"].as_str().unwrap().to_string();
+    let refresh = reg.offline_login("dave", "dave-password-1", "repository:dave/app:pull").await;
     let bad = from("127.0.0.5");
     for i in 0..3 {
         let r =

@@ -176,17 +176,15 @@ async fn oauth2_password_and_refresh_grants() {
     let scope = "repository:alice/app:pull,push";
 
     // containerd's first request: grant_type=password with access_type=offline.
-    let r = reg
-        .post_token(&[
-            ("grant_type", "password"),
-            ("username", "alice"),
-            ("password", "alice-password-1"),
-            ("scope", scope),
-            ("service", "berth"),
-            ("client_id", "containerd"),
-            ("access_type", "offline"),
-        ])
-        .await;
+    let password_grant = [
+        ("grant_type", "password"),
+        ("username", "alice"),
+        ("password", "alice-password-1"),
+        ("scope", scope),
+        ("service", "berth"),
+        ("client_id", "containerd"),
+    ];
+    let r = reg.post_token(&[&password_grant[..], &[("access_type", "offline")]].concat()).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "cache-control"), "no-store");
     let body: Value = r.json().await.unwrap();
@@ -216,16 +214,7 @@ async fn oauth2_password_and_refresh_grants() {
     assert_eq!(reg.with(&bearer).get_manifest("alice/app", "v1").await.status(), StatusCode::OK);
 
     // Without access_type=offline: no refresh token.
-    let r = reg
-        .post_token(&[
-            ("grant_type", "password"),
-            ("username", "alice"),
-            ("password", "alice-password-1"),
-            ("scope", scope),
-            ("service", "berth"),
-            ("client_id", "containerd"),
-        ])
-        .await;
+    let r = reg.post_token(&password_grant).await;
     assert_eq!(r.status(), StatusCode::OK);
     let body: Value = r.json().await.unwrap();
     assert!(body.get("refresh_token").is_none(), "{body}");

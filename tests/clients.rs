@@ -19,17 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use common::docker::{DockerClient, Images, build_image, docker, import_busybox, local_name, pushed_digest};
-use common::{ADMIN_PASSWORD, Berth, client, run, sha256};
-use reqwest::StatusCode;
+use common::images::{DOCKER_MANIFEST, MANIFEST_ACCEPT, OCI_MANIFEST};
+use common::registry::{Reg, Served, header};
+use common::{ADMIN_PASSWORD, Berth, run, sha256};
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
-
-/// Media types asked for when reading a manifest back.
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
-     application/vnd.oci.image.index.v1+json, \
-     application/vnd.docker.distribution.manifest.v2+json, \
-     application/vnd.docker.distribution.manifest.list.v2+json";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 // ---- shared ----------------------------------------------------------------------------------
 
@@ -95,74 +89,9 @@ fn add_user(berth: &Berth, name: &str, password: &str) {
     berth.cli_stdin(&["user", "add", name, "--password-stdin"], password);
 }
 
-/// A manifest as Berth serves it.
-struct Served {
-    digest: String,
-    media_type: String,
-    size: usize,
-    json: Value,
-}
-
-impl Served {
-    fn layers(&self) -> Vec<String> {
-        self.json["layers"]
-            .as_array()
-            .expect("layers")
-            .iter()
-            .map(|l| l["digest"].as_str().unwrap().to_string())
-            .collect()
-    }
-}
-
-/// `GET /v2/NAME/manifests/REFERENCE` as the admin: its `Docker-Content-Digest`, checked
-/// against the bytes and against HEAD's.
+/// A manifest as Berth serves it to the admin ([`Reg::served`]).
 async fn served(berth: &Berth, name: &str, reference: &str) -> Served {
-    let url = format!("{}/v2/{name}/manifests/{reference}", berth.base);
-    let head = client()
-        .head(&url)
-        .basic_auth("admin", Some(ADMIN_PASSWORD))
-        .header("Accept", MANIFEST_ACCEPT)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(head.status(), StatusCode::OK, "HEAD {url}\n{}", requests_seen(berth));
-    let head_digest = header(&head, "docker-content-digest");
-    let r = client()
-        .get(&url)
-        .basic_auth("admin", Some(ADMIN_PASSWORD))
-        .header("Accept", MANIFEST_ACCEPT)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK, "GET {url}");
-    let digest = header(&r, "docker-content-digest");
-    let media_type = header(&r, "content-type");
-    let bytes = r.bytes().await.unwrap();
-    assert_eq!(sha256(&bytes), digest, "GET {url}: the body does not hash to Docker-Content-Digest");
-    assert_eq!(head_digest, digest, "HEAD and GET {url} disagree");
-    let json: Value = serde_json::from_slice(&bytes).unwrap();
-    Served { digest, media_type, size: bytes.len(), json }
-}
-
-/// The status of `GET /v2/NAME/manifests/REFERENCE` as the admin.
-async fn manifest_status(berth: &Berth, name: &str, reference: &str) -> StatusCode {
-    let url = format!("{}/v2/{name}/manifests/{reference}", berth.base);
-    let r = client().get(&url).basic_auth("admin", Some(ADMIN_PASSWORD)).header("Accept", MANIFEST_ACCEPT);
-    r.send().await.unwrap().status()
-}
-
-/// A blob as Berth serves it to the admin.
-async fn blob(berth: &Berth, name: &str, digest: &str) -> Vec<u8> {
-    let url = format!("{}/v2/{name}/blobs/{digest}", berth.base);
-    let r = client().get(&url).basic_auth("admin", Some(ADMIN_PASSWORD)).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK, "GET {url}");
-    let bytes = r.bytes().await.unwrap().to_vec();
-    assert_eq!(sha256(&bytes), digest, "GET {url}");
-    bytes
-}
-
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+    Reg::admin(berth).served(name, reference).await
 }
 
 /// Berth's request counters and upload byte count (`GET /metrics`), to tell how a client
@@ -177,7 +106,7 @@ struct Uploads {
 }
 
 async fn uploads(berth: &Berth) -> Uploads {
-    let text = client().get(format!("{}/metrics", berth.base)).send().await.unwrap().text().await.unwrap();
+    let text = Reg::new(berth).send(Method::GET, "/metrics").await.text().await.unwrap();
     let value = |prefix: &str| -> u64 {
         text.lines()
             .filter(|l| l.starts_with(prefix))
@@ -366,7 +295,8 @@ async fn containerd_pulls_and_pushes_with_user_credentials() {
     ctr.run(&["images", "tag", &bobs, &not_bobs]);
     let out = ctr.output(&["images", "push", "--plain-http", "--user", &format!("bob:{bob_password}"), &not_bobs]);
     assert!(!out.status.success(), "bob pushed into admin/:\n{}", String::from_utf8_lossy(&out.stdout));
-    assert_eq!(manifest_status(&berth, "admin/from-bob", "1").await, StatusCode::NOT_FOUND);
+    let r = Reg::admin(&berth).req(Method::GET, "/v2/admin/from-bob/manifests/1").header("accept", MANIFEST_ACCEPT);
+    assert_eq!(r.send().await.unwrap().status(), StatusCode::NOT_FOUND);
 }
 
 // ---- podman and buildah ------------------------------------------------------------------------
@@ -575,7 +505,7 @@ async fn buildah_builds_on_an_image_in_berth_and_reuses_its_layer() {
     );
 
     // The new layer holds the copied file.
-    let layer = blob(&berth, "admin/buildah-app", &app_layers[1]).await;
+    let layer = Reg::admin(&berth).get_blob("admin/buildah-app", &app_layers[1]).await;
     let mut tar = Command::new("tar")
         .args(["-xzOf", "-", "hello.txt"])
         .stdin(Stdio::piped())
@@ -652,7 +582,7 @@ async fn oras_pushes_an_artifact_and_a_referrer() {
     assert_eq!(layer["digest"], sha256(&report).as_str());
     assert_eq!(layer["size"], report.len());
     assert_eq!(layer["annotations"]["org.opencontainers.image.title"], "report.bin");
-    assert_eq!(blob(&berth, "admin/artifacts", &sha256(&report)).await, report);
+    assert_eq!(Reg::admin(&berth).get_blob("admin/artifacts", &sha256(&report)).await, report);
 
     // Pull back, byte for byte.
     let out = dir.join("pulled");
@@ -668,7 +598,7 @@ async fn oras_pushes_an_artifact_and_a_referrer() {
 
     // A referrer: a signature whose subject is the report.
     std::fs::write(dir.join("report.sig"), b"signed: the report\n").unwrap();
-    let size = artifact.size.to_string();
+    let size = artifact.size().to_string();
     let signed = oras(
         &berth,
         dir,
@@ -689,10 +619,10 @@ async fn oras_pushes_an_artifact_and_a_referrer() {
     assert_eq!(signature.json["subject"]["digest"], artifact.digest.as_str());
 
     // The referrers API lists it, also filtered by its type; another type's filter does not.
-    let url = format!("{}/v2/admin/artifacts/referrers/{}", berth.base, artifact.digest);
+    let url = format!("/v2/admin/artifacts/referrers/{}", artifact.digest);
     for (filter, expected) in [(None, 1), (Some(SIGNATURE_TYPE), 1), (Some(REPORT_TYPE), 0)] {
         let query = filter.map(|t| format!("?artifactType={t}")).unwrap_or_default();
-        let r = client().get(format!("{url}{query}")).basic_auth("admin", Some(ADMIN_PASSWORD)).send().await.unwrap();
+        let r = Reg::admin(&berth).send(Method::GET, &format!("{url}{query}")).await;
         assert_eq!(r.status(), StatusCode::OK, "GET {url} {filter:?}");
         assert_eq!(header(&r, "content-type"), "application/vnd.oci.image.index.v1+json");
         if filter.is_some() {
@@ -704,7 +634,7 @@ async fn oras_pushes_an_artifact_and_a_referrer() {
         if expected == 1 {
             assert_eq!(manifests[0]["digest"], signature.digest.as_str());
             assert_eq!(manifests[0]["artifactType"], SIGNATURE_TYPE);
-            assert_eq!(manifests[0]["size"], signature.size);
+            assert_eq!(manifests[0]["size"], signature.size());
         }
     }
 }

@@ -16,16 +16,12 @@ use common::docker::{
     DockerClient, Images, build_image, docker, docker_output, import_busybox, push, pushed_digest, repo_digests,
     require_tools,
 };
+use common::images::{MANIFEST_ACCEPT, tiny};
+use common::registry::{Creds, Reg};
 use common::{ADMIN_PASSWORD, Berth, free_port, run, sha256};
 use futures_util::StreamExt;
-use reqwest::{Client, StatusCode};
+use reqwest::{Client, Method, StatusCode};
 use sha2::Digest as _;
-
-/// Every manifest type a docker client accepts.
-const MANIFEST_ACCEPT: &str = "application/vnd.docker.distribution.manifest.v2+json, \
-     application/vnd.oci.image.manifest.v1+json, \
-     application/vnd.docker.distribution.manifest.list.v2+json, \
-     application/vnd.oci.image.index.v1+json";
 
 /// Debian's `docker-registry` (Distribution 2.8) on a free loopback port, storing in a temp
 /// dir. Its access log (one combined-log line per request, on its stdout) goes to a file.
@@ -325,18 +321,9 @@ async fn pulls_from_an_upstream_that_wants_a_bearer_token() {
     // The upstream wants a token, and only the admin's will do.
     let (status, _, _) = get(&client, &format!("{}/v2/{name}/manifests/1", upstream.base), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let token: serde_json::Value = client
-        .get(format!("{}/token?service=berth&scope=repository:{name}:pull", upstream.base))
-        .basic_auth("admin", Some(ADMIN_PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["token"].as_str().unwrap();
+    let token = Reg::admin(&upstream).with_http(client.clone()).token(&[&format!("repository:{name}:pull")]).await;
     let up_url = format!("{}/v2/{name}/manifests/1", upstream.base);
-    assert_eq!(manifest_digest(&client, &up_url, Some(token)).await, pushed);
+    assert_eq!(manifest_digest(&client, &up_url, Some(&token)).await, pushed);
 
     // Prefix form through the docker engine.
     pull_and_run(&mut images, &format!("{}/secure/{name}", mirror.host()), "1", &pushed, &prints);
@@ -504,19 +491,7 @@ async fn concurrent_misses_fetch_a_blob_from_upstream_once() {
     let blob = noise(64 << 20, mirror.port as u64);
     let digest = sha256(&blob);
     let name = "library/big";
-    let resp = client.post(format!("{}/v2/{name}/blobs/uploads/", upstream.base())).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let location = resp.headers()["location"].to_str().unwrap().to_string();
-    let location = if location.starts_with('/') { format!("{}{location}", upstream.base()) } else { location };
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let resp = client
-        .put(format!("{location}{sep}digest={digest}"))
-        .header("Content-Type", "application/octet-stream")
-        .body(blob)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED, "{}", resp.text().await.unwrap());
+    Reg::foreign(&upstream.base()).with_http(client.clone()).upload(name, &blob).await;
 
     // 20 clients at once, none of them cached.
     let url = format!("{}/v2/{name}/blobs/{digest}", mirror.base);
@@ -702,58 +677,6 @@ async fn private_pushes_work_on_a_mirror_with_auth() {
     assert!(!upstream.access_log().contains("admin/private"), "{}", upstream.access_log());
 }
 
-/// Pushes a one-layer OCI image over HTTP (Basic credentials when given); returns its digest.
-async fn push_tiny(
-    client: &Client,
-    base: &str,
-    name: &str,
-    tag: &str,
-    basic: Option<(&str, &str)>,
-    seed: &str,
-) -> String {
-    let auth = |req: reqwest::RequestBuilder| match basic {
-        Some((u, p)) => req.basic_auth(u, Some(p)),
-        None => req,
-    };
-    let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#).into_bytes();
-    let layer = format!("layer {seed}").into_bytes();
-    for blob in [&config, &layer] {
-        // POST then PUT with the body: the reference registry has no monolithic POST.
-        let r = auth(client.post(format!("{base}/v2/{name}/blobs/uploads/"))).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::ACCEPTED);
-        let location = r.headers()["location"].to_str().unwrap().to_string();
-        let location = if location.starts_with("http") { location } else { format!("{base}{location}") };
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let r = auth(client.put(format!("{location}{sep}digest={}", sha256(blob))))
-            .body(blob.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED, "PUT {location}");
-    }
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(&layer), "size": layer.len()}],
-    }))
-    .unwrap();
-    let r = auth(client.put(format!("{base}/v2/{name}/manifests/{tag}")))
-        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    sha256(&manifest)
-}
-
-/// A registry token from a mirror with auth, anonymously.
-async fn anonymous_token(client: &Client, mirror: &Berth, scope: &str) -> String {
-    let url = format!("{}/token?service=berth&scope={scope}", mirror.base);
-    let body: serde_json::Value = client.get(&url).send().await.unwrap().json().await.unwrap();
-    body["token"].as_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn a_local_namespace_named_like_an_upstream_stays_local_and_private() {
     let upstream = DockerRegistry::start();
@@ -762,20 +685,16 @@ async fn a_local_namespace_named_like_an_upstream_stays_local_and_private() {
         &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD), MIRROR_LOG],
     );
     let client = http();
+    let reg = Reg::new(&mirror).with_http(client.clone());
     // A user takes the upstream's name and pushes a private image into its namespace.
-    let r = client
-        .post(format!("{}/api/v1/users", mirror.base))
-        .basic_auth("admin", Some(ADMIN_PASSWORD))
-        .json(&serde_json::json!({"name": "up", "password": "up-password-1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    push_tiny(&client, &mirror.base, "up/secret", "1", Some(("up", "up-password-1")), "secret").await;
+    let user = serde_json::json!({"name": "up", "password": "up-password-1"});
+    let (status, _) = reg.with(&Creds::admin()).api(Method::POST, "/api/v1/users", Some(user)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    reg.with(&Creds::basic("up", "up-password-1")).push_image("up/secret", "1", &tiny("secret")).await;
     // Anonymous clients get nothing of it, with or without a token.
     let url = format!("{}/v2/up/secret/manifests/1", mirror.base);
     assert_eq!(get(&client, &url, None).await.0, StatusCode::UNAUTHORIZED);
-    let token = anonymous_token(&client, &mirror, "repository:up/secret:pull").await;
+    let token = reg.token(&["repository:up/secret:pull"]).await;
     let (status, _, _) = get(&client, &url, Some(&token)).await;
     assert!(status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN, "{status}");
     assert!(!mirror.log().contains("up/secret"), "the local namespace went to the mirror:\n{}", mirror.log());
@@ -785,13 +704,14 @@ async fn a_local_namespace_named_like_an_upstream_stays_local_and_private() {
 async fn ns_names_pull_anonymously_on_a_mirror_with_auth_and_no_default() {
     let upstream = DockerRegistry::start();
     let client = http();
-    let digest = push_tiny(&client, &upstream.base(), "library/tiny", "1", None, "ns").await;
+    let digest =
+        Reg::foreign(&upstream.base()).with_http(client.clone()).push_image("library/tiny", "1", &tiny("ns")).await;
     let mirror = Berth::start_with_config(
         &mirror_toml("", true, &[Upstream::new("up", upstream.base())]),
         &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD), MIRROR_LOG],
     );
     // containerd asks the token endpoint for the plain name; ?ns= comes only on the request.
-    let token = anonymous_token(&client, &mirror, "repository:library/tiny:pull").await;
+    let token = Reg::new(&mirror).with_http(client.clone()).token(&["repository:library/tiny:pull"]).await;
     let url = format!("{}/v2/library/tiny/manifests/1?ns={}", mirror.base, upstream.host());
     assert_eq!(manifest_digest(&client, &url, Some(&token)).await, digest);
 }

@@ -12,7 +12,11 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::docker::{self, Images};
+use common::images::{OCI_CONFIG, OCI_LAYER, OCI_LAYER_GZIP, OCI_MANIFEST, gzip};
+use common::registry::Reg;
 use common::{Berth, run, sha256};
+use reqwest::StatusCode;
+use serde_json::json;
 
 fn berth_bin() -> &'static str {
     env!("CARGO_BIN_EXE_berth")
@@ -26,15 +30,8 @@ fn rt(b: &Berth, args: &[&str]) -> Output {
 fn rt_cmd(b: &Berth, args: &[&str]) -> Command {
     let mut cmd = Command::new(berth_bin());
     cmd.arg("--data-dir").arg(&b.data_dir).args(args).env_remove("BERTH_LOG").env_remove("RUST_BACKTRACE");
-    cmd.envs(backend_env(b));
+    cmd.envs(b.backend().env().iter().map(|(k, v)| (k, v)));
     cmd
-}
-
-fn backend_env(b: &Berth) -> Vec<(String, String)> {
-    match b.backend() {
-        common::Backend::FsSqlite => Vec::new(),
-        common::Backend::S3Postgres { env, .. } => env.clone(),
-    }
 }
 
 /// Like [`rt`], panicking unless it succeeds; returns stdout.
@@ -212,7 +209,9 @@ fn raw_name(h: &mut tar::Header, name: &str) {
     field[..name.len()].copy_from_slice(name.as_bytes());
 }
 
-fn layer_tar(entries: &[Entry]) -> Vec<u8> {
+/// A tar of crafted entries, names and link targets written raw (so also unsafe ones: `..`,
+/// absolute paths, links out of the root), as a hostile or careless image could hold them.
+fn tar_of_entries(entries: &[Entry]) -> Vec<u8> {
     let mut bytes = Vec::new();
     {
         let mut t = tar::Builder::new(&mut bytes);
@@ -256,69 +255,35 @@ fn layer_tar(entries: &[Entry]) -> Vec<u8> {
     bytes
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(bytes).unwrap();
-    gz.finish().unwrap()
-}
-
-/// Uploads a blob with the registry API (POST, then PUT with the digest) using curl.
-fn push_blob(b: &Berth, repo: &str, bytes: &[u8]) -> String {
-    let digest = sha256(bytes);
-    let tmp = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(tmp.path(), bytes).unwrap();
-    let headers = run(Command::new("curl")
-        .args(["-sf", "-D", "-", "-o", "/dev/null", "-X", "POST"])
-        .arg(format!("{}/v2/{repo}/blobs/uploads/", b.base)));
-    let location = headers
-        .lines()
-        .find_map(|l| l.strip_prefix("Location: ").or_else(|| l.strip_prefix("location: ")))
-        .expect("upload location")
-        .trim()
-        .to_string();
-    let url = if location.starts_with('/') { format!("{}{location}", b.base) } else { location };
-    let sep = if url.contains('?') { '&' } else { '?' };
-    run(Command::new("curl")
-        .args(["-sf", "-X", "PUT", "-H", "Content-Type: application/octet-stream", "--data-binary"])
-        .arg(format!("@{}", tmp.path().display()))
-        .arg(format!("{url}{sep}digest={digest}")));
-    digest
-}
-
-/// Pushes an OCI image of the given layers (plain or gzip tars) as `repo:tag`.
+/// Pushes an OCI image of the given layers (plain or gzip tars) as `repo:latest`.
 fn push_image(b: &Berth, repo: &str, layers: &[(Vec<u8>, bool)]) {
-    let mut descriptors = Vec::new();
-    let mut diff_ids = Vec::new();
-    for (tar, compress) in layers {
-        diff_ids.push(sha256(tar));
-        let (blob, media) = if *compress {
-            (gzip(tar), "application/vnd.oci.image.layer.v1.tar+gzip")
-        } else {
-            (tar.clone(), "application/vnd.oci.image.layer.v1.tar")
-        };
-        let digest = push_blob(b, repo, &blob);
-        descriptors.push(serde_json::json!({"mediaType": media, "digest": digest, "size": blob.len()}));
-    }
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }))
-    .unwrap();
-    let config_digest = push_blob(b, repo, &config);
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": descriptors,
-    }))
-    .unwrap();
-    let tmp = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(tmp.path(), &manifest).unwrap();
-    run(Command::new("curl")
-        .args(["-sf", "-X", "PUT", "-H", "Content-Type: application/vnd.oci.image.manifest.v1+json", "--data-binary"])
-        .arg(format!("@{}", tmp.path().display()))
-        .arg(format!("{}/v2/{repo}/manifests/latest", b.base)));
+    common::block_on(async {
+        let reg = Reg::new(b);
+        let mut descriptors = Vec::new();
+        let mut diff_ids = Vec::new();
+        for (tar, compress) in layers {
+            diff_ids.push(sha256(tar));
+            let (blob, media) = if *compress { (gzip(tar), OCI_LAYER_GZIP) } else { (tar.clone(), OCI_LAYER) };
+            let digest = reg.blob(repo, &blob).await;
+            descriptors.push(json!({"mediaType": media, "digest": digest, "size": blob.len()}));
+        }
+        let config = serde_json::to_vec(&json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }))
+        .unwrap();
+        let config_digest = reg.blob(repo, &config).await;
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len()},
+            "layers": descriptors,
+        }))
+        .unwrap();
+        let r = reg.put_manifest(repo, "latest", OCI_MANIFEST, &manifest).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{repo}:latest: {}", r.text().await.unwrap());
+    })
 }
 
 /// A base layer with busybox (`sh`, `ls`, `cat`, `test`, `echo`).
@@ -335,7 +300,7 @@ fn busybox_layer(extra: &[Entry]) -> Vec<u8> {
         Entry::Symlink(a, b) => Entry::Symlink(a, b),
         Entry::Hardlink(a, b) => Entry::Hardlink(a, b),
     }));
-    layer_tar(&entries)
+    tar_of_entries(&entries)
 }
 
 /// `berth run` exits as docker does: 125 when Berth itself fails (bad flag or argument, image
@@ -449,7 +414,7 @@ fn whiteouts_delete_files_and_opaque_directories_replace() {
         Entry::File("gone", b"gone"),
         Entry::File("keep", b"keep"),
     ]);
-    let upper = layer_tar(&[
+    let upper = tar_of_entries(&[
         Entry::File(".wh.gone", b""),
         Entry::Dir("d/"),
         Entry::File("d/.wh..wh..opq", b""),
@@ -679,7 +644,7 @@ fn interactive_tty_under_tmux() {
     let after = tmp.path().join("after");
     send(&format!("stty -g > {}", before.display()));
     let mut env = String::new();
-    for (k, v) in backend_env(&b) {
+    for (k, v) in b.backend().env() {
         env.push_str(&format!("{k}='{v}' "));
     }
     send(&format!("{env}{} --data-dir {} run -it --rm {img} sh; echo EXIT=$?", berth_bin(), b.data_dir.display()));

@@ -12,9 +12,13 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::docker::{DockerClient, Images, docker, docker_output, import_busybox, pushed_digest, require_tools};
+use common::html::{FormBody, Ui, form_csrf, set_cookie, ui_login};
+use common::images::{DOCKER_MANIFEST, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, tiny};
+use common::registry::{Creds, Reg};
 use common::{ADMIN_PASSWORD, Berth, client, run, sha256};
-use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
-use reqwest::{Client, StatusCode};
+use reqwest::header::{COOKIE, LOCATION};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
 
 const XSS: &str = "<script>alert(1)</script>";
 
@@ -78,54 +82,36 @@ fn build_labelled_image(base: &str, name: &str) {
 
 /// Pushes, as admin over the API, the index `multi` (one linux/amd64 entry: `digest`) and an
 /// artifact whose subject is `digest`.
-async fn push_index_and_referrer(base: &str, repo: &str, digest: &str) {
-    let c = client();
-    let auth = |r: reqwest::RequestBuilder| r.basic_auth("admin", Some(ADMIN_PASSWORD));
-    let image = auth(c.get(format!("{base}/v2/{repo}/manifests/{digest}")))
-        .header("accept", "application/vnd.docker.distribution.manifest.v2+json")
+async fn push_index_and_referrer(berth: &Berth, repo: &str, digest: &str) {
+    let reg = Reg::admin(berth);
+    let image = reg
+        .req(Method::GET, &format!("/v2/{repo}/manifests/{digest}"))
+        .header("accept", DOCKER_MANIFEST)
         .send()
         .await
         .unwrap();
     assert_eq!(image.status(), StatusCode::OK);
     let size = image.bytes().await.unwrap().len();
-    let subject = serde_json::json!({
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json", "digest": digest, "size": size,
-    });
+    let subject = json!({"mediaType": DOCKER_MANIFEST, "digest": digest, "size": size});
     let mut platform_entry = subject.clone();
-    platform_entry["platform"] = serde_json::json!({"architecture": "amd64", "os": "linux"});
-    let index = serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [platform_entry],
-    });
-    let put = |reference: String, media_type: &'static str, body: Vec<u8>| {
-        auth(c.put(format!("{base}/v2/{repo}/manifests/{reference}")))
-            .header(CONTENT_TYPE, media_type)
-            .body(body)
-            .send()
-    };
-    let r =
-        put("multi".into(), "application/vnd.oci.image.index.v1+json", index.to_string().into_bytes()).await.unwrap();
+    platform_entry["platform"] = json!({"architecture": "amd64", "os": "linux"});
+    let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [platform_entry]});
+    let r = reg.put_manifest(repo, "multi", OCI_INDEX, index.to_string().as_bytes()).await;
     assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
     let mut blobs = Vec::new();
     for data in [&b"{}"[..], &b"sbom of the berth ui test"[..]] {
-        let d = sha256(data);
-        let r = auth(c.post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}")))
-            .body(data.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-        blobs.push((d, data.len()));
+        blobs.push((reg.blob(repo, data).await, data.len()));
     }
-    let artifact = serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    let artifact = json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "artifactType": "application/vnd.example.sbom+json",
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": blobs[0].0, "size": blobs[0].1},
+        "config": {"mediaType": OCI_EMPTY, "digest": blobs[0].0, "size": blobs[0].1},
         "layers": [{"mediaType": "text/plain", "digest": blobs[1].0, "size": blobs[1].1}],
         "subject": subject,
     })
     .to_string()
     .into_bytes();
-    let r = put(sha256(&artifact), "application/vnd.oci.image.manifest.v1+json", artifact).await.unwrap();
+    let r = reg.put_manifest(repo, &sha256(&artifact), OCI_MANIFEST, &artifact).await;
     assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
 }
 
@@ -152,7 +138,7 @@ fn browse_tokens_deletes_and_access_in_a_real_browser() {
     let digest = pushed_digest(&admin.run(&["push", &v1]));
     admin.run(&["push", &old]);
     // An index over it (tag `multi`) and an SBOM-like artifact referring to it, over the API.
-    tokio::runtime::Runtime::new().unwrap().block_on(push_index_and_referrer(&berth.base, repo, &digest));
+    common::block_on(push_index_and_referrer(&berth, repo, &digest));
 
     // Log in, find it, check tags, layers and history, the <script> label; create a token.
     let out = browser(&berth, "browse", repo, &[]);
@@ -193,54 +179,6 @@ fn browse_tokens_deletes_and_access_in_a_real_browser() {
 }
 
 // ---- sessions and CSRF over plain HTTP -------------------------------------------------------
-
-/// Form posts (reqwest's `form` needs a feature the project does not enable).
-trait FormBody {
-    fn form_body(self, fields: &[(&str, &str)]) -> Self;
-}
-
-impl FormBody for reqwest::RequestBuilder {
-    fn form_body(self, fields: &[(&str, &str)]) -> Self {
-        self.header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(serde_urlencoded::to_string(fields).unwrap())
-    }
-}
-
-/// The value of `name` in the Set-Cookie headers, with the whole header line.
-fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<(String, String)> {
-    resp.headers().get_all(SET_COOKIE).iter().find_map(|v| {
-        let line = v.to_str().ok()?.to_string();
-        let value = line.strip_prefix(&format!("{name}="))?.split(';').next()?.to_string();
-        Some((value, line))
-    })
-}
-
-/// The CSRF token the forms of a page carry.
-fn form_csrf(html: &str) -> String {
-    let at = html.find("name=\"csrf\" value=\"").expect("a form with a csrf field") + "name=\"csrf\" value=\"".len();
-    html[at..].split('"').next().unwrap().to_string()
-}
-
-/// Logs in through the form; returns the session cookie value and the Set-Cookie line.
-async fn ui_login(c: &Client, base: &str, name: &str, password: &str, https: bool) -> (String, String) {
-    let page = c.get(format!("{base}/login")).send().await.unwrap();
-    let (csrf_cookie, _) = set_cookie(&page, "berth_csrf").expect("a csrf cookie for the login form");
-    let csrf = form_csrf(&page.text().await.unwrap());
-    assert_eq!(csrf, csrf_cookie);
-    let mut req = c.post(format!("{base}/login")).header(COOKIE, format!("berth_csrf={csrf_cookie}")).form_body(&[
-        ("csrf", csrf.as_str()),
-        ("name", name),
-        ("password", password),
-        ("next", "/settings"),
-    ]);
-    if https {
-        req = req.header("X-Forwarded-Proto", "https");
-    }
-    let resp = req.send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "login of {name}");
-    assert_eq!(resp.headers()[LOCATION], "/settings");
-    set_cookie(&resp, "berth_session").expect("a session cookie")
-}
 
 #[tokio::test]
 async fn sessions_and_csrf() {
@@ -368,7 +306,7 @@ async fn open_registry_browses_without_accounts() {
 
     // Everyone may delete on an open registry, but only through a form of this site: the
     // token must match the visitor's berth_csrf cookie.
-    push_tiny(&c, &berth.base, "open/app", "v1").await;
+    Reg::new(&berth).push_image("open/app", "v1", &tiny("open/app")).await;
     let confirm = c.get(format!("{}/r/open/app/-/delete?reference=v1", berth.base)).send().await.unwrap();
     assert_eq!(confirm.status(), StatusCode::OK);
     let (cookie, _) = set_cookie(&confirm, "berth_csrf").expect("a csrf cookie");
@@ -387,49 +325,6 @@ async fn open_registry_browses_without_accounts() {
     assert_eq!(gone.status(), StatusCode::NOT_FOUND);
 }
 
-/// Pushes a one-layer image to `repo:tag` over the API (as `who`, or anonymously on an open
-/// registry); returns the manifest's digest.
-async fn push_tiny_as(c: &Client, base: &str, repo: &str, tag: &str, who: Option<(&str, &str)>) -> String {
-    let auth = |r: reqwest::RequestBuilder| match who {
-        Some((u, p)) => r.basic_auth(u, Some(p)),
-        None => r,
-    };
-    let config = format!(
-        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":[]}},"history":[],"repo":"{repo}"}}"#
-    );
-    let layer = format!("layer of {repo}");
-    let mut descs = Vec::new();
-    for (data, mt) in [
-        (config.as_bytes(), "application/vnd.oci.image.config.v1+json"),
-        (layer.as_bytes(), "application/vnd.oci.image.layer.v1.tar"),
-    ] {
-        let d = sha256(data);
-        let r = auth(c.post(format!("{base}/v2/{repo}/blobs/uploads/?digest={d}")))
-            .body(data.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-        descs.push(serde_json::json!({"mediaType": mt, "digest": d, "size": data.len()}));
-    }
-    let manifest = serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": descs[0], "layers": [descs[1]],
-    });
-    let r = auth(c.put(format!("{base}/v2/{repo}/manifests/{tag}")))
-        .header(CONTENT_TYPE, "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    sha256(manifest.to_string().as_bytes())
-}
-
-async fn push_tiny(c: &Client, base: &str, repo: &str, tag: &str) {
-    push_tiny_as(c, base, repo, tag, None).await;
-}
-
 /// The repository names listed on a page of the list.
 fn listed(html: &str) -> Vec<String> {
     html.match_indices("<a href=\"/r/")
@@ -441,12 +336,13 @@ fn listed(html: &str) -> Vec<String> {
 async fn list_pages_searches_and_filters() {
     let berth = Berth::start();
     let (base, c) = (berth.base.clone(), client());
+    let reg = Reg::new(&berth);
     let mut names: Vec<String> = (0..33).map(|i| format!("pages/app{i:02}")).collect();
     names.push("other/app-odd_name".into());
     for n in &names {
-        push_tiny(&c, &base, n, "v1").await;
+        reg.push_image(n, "v1", &tiny(n)).await;
     }
-    push_tiny(&c, &base, "pages/app00", "v2").await;
+    reg.push_image("pages/app00", "v2", &tiny("pages/app00")).await;
     names.sort();
     let page1 = c.get(format!("{base}/")).send().await.unwrap().text().await.unwrap();
     assert_eq!(listed(&page1), names[..30].to_vec());
@@ -490,56 +386,9 @@ async fn admin_page_shows_the_mirror() {
     assert!(mirror.contains("hub") && mirror.contains("http://127.0.0.1:9") && mirror.contains("77 s"), "{mirror}");
 }
 
-/// A logged-in UI client: its session cookie and the CSRF token of its forms.
-struct Ui {
-    c: Client,
-    base: String,
-    cookie: String,
-    csrf: String,
-}
-
-impl Ui {
-    async fn login(base: &str, name: &str, password: &str) -> Ui {
-        let c = client();
-        let (session, _) = ui_login(&c, base, name, password, false).await;
-        let mut ui = Ui { c, base: base.to_string(), cookie: format!("berth_session={session}"), csrf: String::new() };
-        let (status, html) = ui.get("/settings").await;
-        assert_eq!(status, StatusCode::OK);
-        ui.csrf = form_csrf(&html);
-        ui
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, String) {
-        let r = self.c.get(format!("{}{path}", self.base)).header(COOKIE, &self.cookie).send().await.unwrap();
-        (r.status(), r.text().await.unwrap())
-    }
-
-    /// Posts a form with the CSRF token; returns the status and the Location or the page.
-    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> (StatusCode, String) {
-        let mut all = vec![("csrf", self.csrf.as_str())];
-        all.extend_from_slice(fields);
-        let r = self
-            .c
-            .post(format!("{}{path}", self.base))
-            .header(COOKIE, &self.cookie)
-            .form_body(&all)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let location = r.headers().get(LOCATION).map(|l| l.to_str().unwrap().to_string());
-        (status, location.unwrap_or(r.text().await.unwrap()))
-    }
-
-    /// Whether the session still opens the settings page.
-    async fn alive(&self) -> bool {
-        self.get("/settings").await.0 == StatusCode::OK
-    }
-}
-
 /// What `GET /v2/` answers for Basic credentials.
 async fn v2_status(base: &str, user: &str, secret: &str) -> StatusCode {
-    client().get(format!("{base}/v2/")).basic_auth(user, Some(secret)).send().await.unwrap().status()
+    Reg::at(base).with(&Creds::basic(user, secret)).status(Method::GET, "/v2/").await
 }
 
 #[tokio::test]
@@ -599,14 +448,10 @@ async fn account_changes_through_forms() {
     assert_eq!(v2_status(&base, "bob", "bob-password-3").await, StatusCode::OK);
 
     // A password changed through the REST API or the CLI ends the UI sessions as well.
-    let r = client()
-        .put(format!("{base}/api/v1/me/password"))
-        .basic_auth("bob", Some("bob-password-3"))
-        .json(&serde_json::json!({"current_password": "bob-password-3", "new_password": "bob-password-4"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let bob_api = Reg::new(&berth).with(&Creds::basic("bob", "bob-password-3"));
+    let body = json!({"current_password": "bob-password-3", "new_password": "bob-password-4"});
+    let (status, _) = bob_api.api(Method::PUT, "/api/v1/me/password", Some(body)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     assert!(!bob.alive().await, "a password changed through the API leaves the UI session open");
     let bob = Ui::login(&base, "bob", "bob-password-4").await;
     // (back to an earlier password: the server's cache of verified passwords, which still
@@ -643,22 +488,16 @@ async fn account_changes_through_forms() {
     assert!(r.text().await.unwrap().contains("not a token"));
 
     // Deleting a manifest by digest (with its tags), only with delete permission.
-    let c = client();
-    let digest = push_tiny_as(&c, &base, "admin/app", "v1", Some(("admin", ADMIN_PASSWORD))).await;
-    push_tiny_as(&c, &base, "admin/app", "v1-again", Some(("admin", ADMIN_PASSWORD))).await;
+    let admin_api = Reg::admin(&berth);
+    let digest = admin_api.push_image("admin/app", "v1", &tiny("admin/app")).await;
+    admin_api.push_image("admin/app", "v1-again", &tiny("admin/app")).await;
     assert_eq!(bob.post("/r/admin/app/-/delete", &[("reference", &digest)]).await.0, StatusCode::FORBIDDEN);
     let (status, confirm) = admin.get(&format!("/r/admin/app/-/delete?reference={digest}")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(confirm.contains("<strong>v1</strong>") && confirm.contains("<strong>v1-again</strong>"), "{confirm}");
     let (status, to) = admin.post("/r/admin/app/-/delete", &[("reference", &digest)]).await;
     assert_eq!((status, to.as_str()), (StatusCode::SEE_OTHER, "/r/admin/app?ok=deleted"));
-    let gone = c
-        .get(format!("{base}/v2/admin/app/manifests/v1-again"))
-        .basic_auth("admin", Some(ADMIN_PASSWORD))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    assert_eq!(admin_api.status(Method::GET, "/v2/admin/app/manifests/v1-again").await, StatusCode::NOT_FOUND);
     let (_, page) = admin.get("/r/admin/app?ok=deleted").await;
     assert!(page.contains("Deleted.") && page.contains("No tags"));
 }
@@ -691,14 +530,14 @@ const GC_KEYS: [&str; 8] = [
 ];
 
 /// `GET /api/v1/gc` as admin.
-async fn api_gc(base: &str) -> serde_json::Value {
-    let r = client().get(format!("{base}/api/v1/gc")).basic_auth("admin", Some(ADMIN_PASSWORD)).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    r.json().await.unwrap()
+async fn api_gc(base: &str) -> Value {
+    let (status, report) = Reg::at(base).with(&Creds::admin()).api(Method::GET, "/api/v1/gc", None).await;
+    assert_eq!(status, StatusCode::OK);
+    report
 }
 
 /// Every count of the report shown in `#{id}` equals the API's `report`.
-fn assert_report_shown(html: &str, id: &str, report: &serde_json::Value) {
+fn assert_report_shown(html: &str, id: &str, report: &Value) {
     for key in GC_KEYS {
         assert_eq!(cell(html, id, key), report[key].to_string(), "{key} in #{id} vs {report}");
     }
@@ -706,23 +545,14 @@ fn assert_report_shown(html: &str, id: &str, report: &serde_json::Value) {
 }
 
 /// Writes, as another node would, a garbage collection lease that lasts an hour into the
-/// server's database (SQLite in the data dir, or the PostgreSQL database of an `s3-postgres` run).
+/// server's database.
 async fn hold_gc_lease(b: &Berth) {
-    use sqlx::Connection as _;
-    const SQL: &str = "INSERT INTO gc_lease (name, holder, expires_at) VALUES ('gc', 'another-node', $1) \
-                       ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at";
     let until = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 3600;
-    match b.backend() {
-        common::Backend::FsSqlite => {
-            let url = format!("sqlite://{}", b.data_path().join("berth.db").display());
-            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-            sqlx::query(SQL).bind(until).execute(&mut conn).await.unwrap();
-        }
-        common::Backend::S3Postgres { database, .. } => {
-            let mut conn = sqlx::PgConnection::connect(database).await.unwrap();
-            sqlx::query(SQL).bind(until).execute(&mut conn).await.unwrap();
-        }
-    }
+    let sql = format!(
+        "INSERT INTO gc_lease (name, holder, expires_at) VALUES ('gc', 'another-node', {until}) \
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at"
+    );
+    common::db::execute(b, &sql).await;
 }
 
 #[tokio::test]
@@ -734,21 +564,15 @@ async fn gc_and_quota_through_the_ui() {
         ("BERTH_GC__DELETE_UNTAGGED", "true"),
     ]);
     let base = berth.base.clone();
-    let c = client();
+    let admin_api = Reg::admin(&berth);
     let admin = Ui::login(&base, "admin", ADMIN_PASSWORD).await;
     assert_eq!(admin.post("/admin/orgs", &[("name", "gcui")]).await.0, StatusCode::SEE_OTHER);
     let (_, page) = admin.post("/admin/users", &[("name", "bob"), ("password", "bob-password-1")]).await;
     assert!(page.contains("User created."));
-    let who = Some(("admin", ADMIN_PASSWORD));
-    push_tiny_as(&c, &base, "gcui/keep", "v1", who).await;
-    let dropped = push_tiny_as(&c, &base, "gcui/drop", "v1", who).await;
-    let r = c
-        .delete(format!("{base}/v2/gcui/drop/manifests/{dropped}"))
-        .basic_auth("admin", Some(ADMIN_PASSWORD))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    admin_api.push_image("gcui/keep", "v1", &tiny("gcui/keep")).await;
+    let dropped = admin_api.push_image("gcui/drop", "v1", &tiny("gcui/drop")).await;
+    let path = format!("/v2/gcui/drop/manifests/{dropped}");
+    assert_eq!(admin_api.status(Method::DELETE, &path).await, StatusCode::ACCEPTED);
     // Past the grace period (0 s: rows of an earlier second).
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
 
@@ -811,15 +635,7 @@ async fn gc_and_quota_through_the_ui() {
     assert_report_shown(&html, "gc-last-run", &api["last_run"]);
     assert_eq!(api_gc(&base).await["last_run"], api["last_run"]);
     // The audit log has the one real run, by admin, as the API would have recorded it.
-    let audit: serde_json::Value = c
-        .get(format!("{base}/api/v1/audit?action=gc.run"))
-        .basic_auth("admin", Some(ADMIN_PASSWORD))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, audit) = admin_api.api(Method::GET, "/api/v1/audit?action=gc.run", None).await;
     let entries = audit["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{audit}");
     assert_eq!(entries[0]["actor"], "admin");
@@ -827,17 +643,11 @@ async fn gc_and_quota_through_the_ui() {
 
     // Quota: set through the form (admins only), shown with the usage the API reports.
     let usage = |ns: &'static str| {
-        let c = c.clone();
-        let base = base.clone();
+        let admin_api = admin_api.clone();
         async move {
-            let r = c
-                .get(format!("{base}/api/v1/namespaces/{ns}/usage"))
-                .basic_auth("admin", Some(ADMIN_PASSWORD))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), StatusCode::OK);
-            r.json::<serde_json::Value>().await.unwrap()
+            let (status, usage) = admin_api.api(Method::GET, &format!("/api/v1/namespaces/{ns}/usage"), None).await;
+            assert_eq!(status, StatusCode::OK);
+            usage
         }
     };
     let (_, html) = admin.get("/ns/gcui").await;
@@ -886,12 +696,13 @@ async fn gc_and_quota_through_the_ui() {
 async fn admin_page_counts_mirror_hits_and_misses() {
     // The upstream is another Berth on loopback.
     let upstream = Berth::start();
-    let c = client();
-    let digest = push_tiny_as(&c, &upstream.base, "lib/counted", "v1", None).await;
-    let layer = b"layer of lib/counted".to_vec();
+    let image = tiny("lib/counted");
+    let digest = Reg::new(&upstream).push_image("lib/counted", "v1", &image).await;
+    let layer = image.layers[0].clone();
     let toml = format!("[mirror]\nenabled = true\n[[mirror.upstreams]]\nname = \"up\"\nurl = \"{}\"\n", upstream.base);
     let mirror = Berth::start_with_config(&toml, &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)]);
     let admin = Ui::login(&mirror.base, "admin", ADMIN_PASSWORD).await;
+    let admin_api = Reg::admin(&mirror);
     let counts = |html: &str| {
         ["manifest_hits", "manifest_misses", "blob_hits", "blob_misses", "hits", "misses"]
             .map(|k| cell(html, "mirror-traffic", k).parse::<u64>().unwrap())
@@ -902,23 +713,12 @@ async fn admin_page_counts_mirror_hits_and_misses() {
     assert_eq!(cell_bytes(&html, "mirror", "upstream_bytes"), 0);
 
     for round in 0..2 {
-        let r = c
-            .get(format!("{}/v2/up/lib/counted/manifests/v1", mirror.base))
-            .basic_auth("admin", Some(ADMIN_PASSWORD))
-            .header("accept", "application/vnd.oci.image.manifest.v1+json")
-            .send()
-            .await
-            .unwrap();
+        let r = admin_api.get_manifest("up/lib/counted", "v1").await;
         assert_eq!(r.status(), StatusCode::OK);
         let body = r.bytes().await.unwrap();
         assert_eq!(sha256(&body), digest);
         let manifest_len = body.len();
-        let r = c
-            .get(format!("{}/v2/up/lib/counted/blobs/{}", mirror.base, sha256(&layer)))
-            .basic_auth("admin", Some(ADMIN_PASSWORD))
-            .send()
-            .await
-            .unwrap();
+        let r = admin_api.send(Method::GET, &format!("/v2/up/lib/counted/blobs/{}", sha256(&layer))).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.bytes().await.unwrap().to_vec(), layer);
         let (_, html) = admin.get("/admin").await;

@@ -150,6 +150,25 @@ impl Reg {
             .unwrap()
     }
 
+    /// A stored login as docker and containerd make one: `POST /token` with the password grant
+    /// and `access_type=offline` for `scope` (must answer 200); the refresh token.
+    pub async fn offline_login(&self, user: &str, password: &str, scope: &str) -> String {
+        let r = self
+            .post_token(&[
+                ("grant_type", "password"),
+                ("username", user),
+                ("password", password),
+                ("scope", scope),
+                ("access_type", "offline"),
+                ("service", "berth"),
+            ])
+            .await;
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or_default();
+        assert_eq!(status, StatusCode::OK, "password grant for {user}: {body}");
+        body["refresh_token"].as_str().expect("a refresh token").to_string()
+    }
+
     // ---- blobs and upload sessions -----------------------------------------------------------
 
     /// A monolithic blob upload: `POST /v2/REPO/blobs/uploads/?digest=` with the bytes.

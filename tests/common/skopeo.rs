@@ -192,22 +192,21 @@ impl Skopeo {
     /// `skopeo copy` (keeping digests; every image of an index with `all`) from `src` into the
     /// registry reference `dest`, with `--dest-creds` when given.
     pub fn copy_in(&self, src: &str, dest: &str, creds: Option<&str>, all: bool) -> Output {
-        let mut args = vec!["copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false"];
-        if let Some(c) = creds {
-            args.extend(["--dest-creds", c]);
-        }
-        if all {
-            args.push("--all");
-        }
-        args.extend([src, dest]);
-        self.output(&args)
+        self.copy("dest", src, dest, creds, all)
     }
 
     /// `skopeo copy` from the registry reference `src` to `dest`, with `--src-creds` when given.
     pub fn copy_out(&self, src: &str, dest: &str, creds: Option<&str>, all: bool) -> Output {
-        let mut args = vec!["copy", "--quiet", "--preserve-digests", "--src-tls-verify=false"];
+        self.copy("src", src, dest, creds, all)
+    }
+
+    /// `skopeo copy` whose `side` (`src` or `dest`) is the registry.
+    fn copy(&self, side: &str, src: &str, dest: &str, creds: Option<&str>, all: bool) -> Output {
+        let tls = format!("--{side}-tls-verify=false");
+        let creds_flag = format!("--{side}-creds");
+        let mut args = vec!["copy", "--quiet", "--preserve-digests", tls.as_str()];
         if let Some(c) = creds {
-            args.extend(["--src-creds", c]);
+            args.extend([creds_flag.as_str(), c]);
         }
         if all {
             args.push("--all");
