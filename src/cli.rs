@@ -223,7 +223,7 @@ pub async fn token(config: &Config, cmd: TokenCommand) -> anyhow::Result<()> {
     match cmd {
         TokenCommand::Create { user, name, scope, repository, expires_days } => {
             let (record, secret) = auth.create_token(&user, &name, &scope, repository.as_deref(), expires_days).await?;
-            audit(&auth, "token.create", &user, crate::api::admin::token_audit(&record)).await;
+            audit(&auth, "token.create", &user, crate::manage::token_audit(&record)).await;
             println!("token {} for {user} (scope {scope}); it is shown only now:", record.id);
             println!("{secret}");
         }
@@ -338,7 +338,7 @@ pub async fn webhook(config: &Config, cmd: WebhookCommand) -> anyhow::Result<()>
         WebhookCommand::Add { url, namespace, events: kinds, secret_stdin } => {
             let kinds: Vec<String> = kinds.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
             let secret = if secret_stdin { Some(read_password(true)?.0) } else { None };
-            let (hook, generated) = crate::api::ops::create(
+            let (hook, generated) = crate::manage::webhooks::create(
                 &events,
                 CLI_ACTOR,
                 namespace.as_deref(),

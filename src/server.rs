@@ -5,30 +5,14 @@ use std::sync::Arc;
 
 use actix_web::{App, HttpServer, middleware, web};
 
-use crate::api::{self, AppState};
+use crate::api;
 use crate::auth::{AllowAll, AuthService, Authorizer, TokenAuth};
 use crate::config::Config;
 use crate::gc::Collector;
-use crate::meta::Meta;
 use crate::mirror::Mirror;
 use crate::ops::Events;
-use crate::registry::{Limits, Registry};
-use crate::storage::BlobStore;
-
-/// Opens the metadata and blob stores the configuration names.
-pub async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
-    std::fs::create_dir_all(&config.data_dir)?;
-    let meta = Meta::connect(&config.database_url()).await?;
-    let blobs = match config.storage.kind.as_str() {
-        "filesystem" => BlobStore::filesystem(&config.storage_path(), config.storage.direct_io)?,
-        "s3" => BlobStore::s3(&config.storage.s3)?,
-        "gcs" => BlobStore::gcs(&config.storage.gcs)?,
-        "azure" => BlobStore::azure(&config.storage.azure)?,
-        other => anyhow::bail!("unknown storage.kind {other:?} (expected filesystem, s3, gcs or azure)"),
-    };
-    let limits = Limits { max_manifest_bytes: config.limits.max_manifest_bytes };
-    Ok(Registry::new(meta, blobs, limits))
-}
+use crate::registry::Registry;
+use crate::state::AppState;
 
 /// A bound, ready-to-run server.
 pub struct Server {
@@ -39,7 +23,7 @@ pub struct Server {
 /// Binds the listener and builds the server; `.server.await` runs it.
 pub async fn build(config: &Config) -> anyhow::Result<Server> {
     crate::client_ip::init(&config.trusted_proxies)?;
-    let registry = Arc::new(open_registry(config).await?);
+    let registry = Arc::new(Registry::open(config).await?);
     let auth_service = if config.auth.enabled {
         let service = Arc::new(AuthService::new(registry.meta.clone(), config.auth.clone()).await?);
         service.bootstrap_admin().await?;
@@ -108,7 +92,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
             app = app.configure(|cfg| api::ops::configure_metrics(cfg, &metrics));
         }
         if let Some(auth) = &auth_data {
-            app = app.app_data(auth.clone()).configure(api::token::configure).configure(api::admin::configure);
+            app = app.app_data(auth.clone()).configure(api::token::configure).configure(api::configure_management);
         }
         // The web UI at `/`, after the API so `/v2`, `/token` and `/api/v1` keep their routes.
         app.configure(crate::ui::configure)

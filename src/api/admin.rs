@@ -7,46 +7,13 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::guards::{Admin, Caller, Reader};
 use super::json::JsonBody;
 use crate::auth::service::client_addr;
 use crate::auth::{AuthService, Identity};
 use crate::error::{RegistryError, Result};
 use crate::meta::{Account, TokenRecord};
 use crate::ops::Events;
-
-/// Mounts `/api/v1`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/api/v1")
-            .route("/me", web::get().to(me))
-            .route("/me/password", web::put().to(change_own_password))
-            .route("/users", web::get().to(list_users))
-            .route("/users", web::post().to(create_user))
-            .route("/users/{name}", web::patch().to(update_user))
-            .route("/users/{name}", web::delete().to(delete_account))
-            .route("/tokens", web::get().to(list_tokens))
-            .route("/tokens", web::post().to(create_token))
-            .route("/tokens/{id}", web::delete().to(revoke_token))
-            .route("/namespaces", web::get().to(list_namespaces))
-            .route("/namespaces", web::post().to(create_org))
-            .route("/namespaces/{ns}", web::get().to(get_namespace))
-            .route("/namespaces/{ns}/visibility", web::put().to(set_visibility))
-            .route("/namespaces/{ns}/members/{account}", web::put().to(set_member))
-            .route("/namespaces/{ns}/members/{account}", web::delete().to(remove_member))
-            .route("/namespaces/{ns}/robots", web::post().to(create_robot))
-            .route("/robots", web::get().to(list_robots))
-            .route("/robots/{name}", web::delete().to(delete_robot))
-            .route("/robots/{name}/tokens", web::post().to(create_robot_token))
-            .route("/gc", web::post().to(super::gc::run))
-            .route("/gc", web::get().to(super::gc::last))
-            .route("/retention", web::get().to(super::gc::list_retention))
-            .route("/retention", web::put().to(super::gc::set_retention))
-            .route("/retention", web::delete().to(super::gc::delete_retention))
-            .route("/namespaces/{ns}/usage", web::get().to(super::gc::usage))
-            .route("/namespaces/{ns}/quota", web::put().to(super::gc::set_quota))
-            .configure(super::ops::routes),
-    );
-}
 
 pub fn account_json(a: &Account) -> Value {
     json!({
@@ -67,82 +34,31 @@ pub fn token_json(t: &TokenRecord) -> Value {
 /// Records a change in the audit log, as done by `who`.
 async fn record(req: &HttpRequest, who: &Identity, action: &str, target: &str, detail: Value) {
     if let Some(events) = req.app_data::<web::Data<Events>>() {
-        let actor = crate::ops::events::actor(who);
+        let actor = who.actor();
         events.audit(actor, action, Some(target), detail, Some(&client_addr(req))).await;
     }
-}
-
-/// The caller, logged in with a password or a personal access token (enough to read).
-pub(crate) async fn reader(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
-    let who = auth.identify(req).await?;
-    if who.account.is_none() {
-        return Err(RegistryError::Unauthorized {
-            message: "log in first".into(),
-            challenge: Some("Basic realm=\"berth\"".into()),
-        });
-    }
-    if who.granted.is_some() {
-        // A registry token (JWT) grants registry access only, never an API login.
-        return Err(RegistryError::Unauthorized {
-            message: "registry tokens are not accepted here".into(),
-            challenge: Some("Basic realm=\"berth\"".into()),
-        });
-    }
-    if who.limit.is_none()
-        && let (Some(events), Some(name)) = (req.app_data::<web::Data<Events>>(), who.name())
-    {
-        events.login_succeeded(name, "api", &client_addr(req)).await;
-    }
-    Ok(who)
-}
-
-/// The caller, logged in with a password: changes to accounts, tokens and namespaces need
-/// one, so a token can never mint a wider token or widen access.
-pub(crate) async fn caller(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
-    let who = reader(req, auth).await?;
-    if who.limit.is_some() {
-        return Err(RegistryError::Denied("this needs a password login, not a token".into()));
-    }
-    Ok(who)
-}
-
-pub(crate) async fn admin(req: &HttpRequest, auth: &AuthService) -> Result<Identity> {
-    let who = caller(req, auth).await?;
-    if !who.is_admin() {
-        return Err(RegistryError::Denied("administrators only".into()));
-    }
-    Ok(who)
-}
-
-async fn manager(req: &HttpRequest, auth: &AuthService, namespace: &str) -> Result<Identity> {
-    let who = caller(req, auth).await?;
-    if !auth.may_manage(&who, namespace).await? {
-        return Err(RegistryError::Denied(format!("you may not manage {namespace}")));
-    }
-    Ok(who)
 }
 
 fn me_name(who: &Identity) -> String {
     who.name().unwrap_or_default().to_string()
 }
 
-async fn me(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
-    let who = reader(&req, &auth).await?;
+pub(super) async fn me(who: Reader) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().json(account_json(who.account.as_ref().expect("caller has an account"))))
 }
 
 #[derive(Deserialize)]
-struct PasswordChange {
+pub(super) struct PasswordChange {
     current_password: String,
     new_password: String,
 }
 
-async fn change_own_password(
+pub(super) async fn change_own_password(
+    who: Caller,
     req: HttpRequest,
     auth: web::Data<AuthService>,
     body: JsonBody<PasswordChange>,
 ) -> Result<HttpResponse> {
-    let who = caller(&req, &auth).await?;
     let name = me_name(&who);
     auth.login(&name, &body.current_password, &crate::auth::service::client_addr(&req)).await?;
     auth.set_password(&name, &body.new_password, None).await?;
@@ -150,22 +66,25 @@ async fn change_own_password(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn list_users(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
-    admin(&req, &auth).await?;
+pub(super) async fn list_users(_: Admin, auth: web::Data<AuthService>) -> Result<HttpResponse> {
     let users: Vec<Value> = auth.meta.accounts(Some("user")).await?.iter().map(account_json).collect();
     Ok(HttpResponse::Ok().json(json!({ "users": users })))
 }
 
 #[derive(Deserialize)]
-struct NewUser {
+pub(super) struct NewUser {
     name: String,
     password: Option<String>,
     #[serde(default)]
     admin: bool,
 }
 
-async fn create_user(req: HttpRequest, auth: web::Data<AuthService>, body: JsonBody<NewUser>) -> Result<HttpResponse> {
-    let who = admin(&req, &auth).await?;
+pub(super) async fn create_user(
+    who: Admin,
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    body: JsonBody<NewUser>,
+) -> Result<HttpResponse> {
     let (account, generated) = auth.create_user(&body.name, body.password.as_deref(), body.admin).await?;
     record(&req, &who, "user.create", &account.name, json!({ "admin": body.admin })).await;
     let mut out = account_json(&account);
@@ -176,19 +95,19 @@ async fn create_user(req: HttpRequest, auth: web::Data<AuthService>, body: JsonB
 }
 
 #[derive(Deserialize)]
-struct UserUpdate {
+pub(super) struct UserUpdate {
     admin: Option<bool>,
     disabled: Option<bool>,
     password: Option<String>,
 }
 
-async fn update_user(
+pub(super) async fn update_user(
+    who: Admin,
     req: HttpRequest,
     auth: web::Data<AuthService>,
     name: web::Path<String>,
     body: JsonBody<UserUpdate>,
 ) -> Result<HttpResponse> {
-    let who = admin(&req, &auth).await?;
     if let Some(p) = &body.password {
         auth.set_password(&name, p, None).await?;
     }
@@ -198,12 +117,12 @@ async fn update_user(
     Ok(HttpResponse::Ok().json(account_json(&account)))
 }
 
-async fn delete_account(
+pub(super) async fn delete_account(
+    who: Admin,
     req: HttpRequest,
     auth: web::Data<AuthService>,
     name: web::Path<String>,
 ) -> Result<HttpResponse> {
-    let who = admin(&req, &auth).await?;
     if who.name() == Some(name.as_str()) {
         return Err(RegistryError::Invalid("you cannot delete your own account".into()));
     }
@@ -212,14 +131,13 @@ async fn delete_account(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn list_tokens(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
-    let who = reader(&req, &auth).await?;
+pub(super) async fn list_tokens(who: Reader, auth: web::Data<AuthService>) -> Result<HttpResponse> {
     let tokens: Vec<Value> = auth.tokens_of(&me_name(&who)).await?.iter().map(token_json).collect();
     Ok(HttpResponse::Ok().json(json!({ "tokens": tokens })))
 }
 
 #[derive(Deserialize)]
-struct NewToken {
+pub(super) struct NewToken {
     name: String,
     #[serde(default = "default_scope")]
     scope: String,
@@ -231,40 +149,38 @@ fn default_scope() -> String {
     "pull".into()
 }
 
-/// What the audit log keeps of a new token (never its secret).
-pub fn token_audit(t: &TokenRecord) -> Value {
-    json!({ "id": t.id, "name": t.name, "scope": t.scope, "repository_pattern": t.repository_pattern, "expires_at": t.expires_at })
-}
-
 fn created_token(record: &TokenRecord, secret: String) -> HttpResponse {
     let mut out = token_json(record);
     out["token"] = secret.into();
     HttpResponse::Created().json(out)
 }
 
-async fn create_token(
+pub(super) async fn create_token(
+    who: Caller,
     req: HttpRequest,
     auth: web::Data<AuthService>,
     body: JsonBody<NewToken>,
 ) -> Result<HttpResponse> {
-    let who = caller(&req, &auth).await?;
     let (token, secret) = auth
         .create_token(&me_name(&who), &body.name, &body.scope, body.repository_pattern.as_deref(), body.expires_days)
         .await?;
-    record(&req, &who, "token.create", &me_name(&who), token_audit(&token)).await;
+    record(&req, &who, "token.create", &me_name(&who), crate::manage::token_audit(&token)).await;
     Ok(created_token(&token, secret))
 }
 
-async fn revoke_token(req: HttpRequest, auth: web::Data<AuthService>, id: web::Path<i64>) -> Result<HttpResponse> {
-    let who = caller(&req, &auth).await?;
+pub(super) async fn revoke_token(
+    who: Caller,
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse> {
     let owner = if who.is_admin() { None } else { who.name() };
     auth.revoke_token(*id, owner).await?;
     record(&req, &who, "token.revoke", &id.to_string(), Value::Null).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn list_namespaces(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
-    let who = reader(&req, &auth).await?;
+pub(super) async fn list_namespaces(who: Reader, auth: web::Data<AuthService>) -> Result<HttpResponse> {
     let mut out = Vec::new();
     for ns in auth.meta.namespaces().await? {
         if auth.may_see_namespace(&who, &ns.name, ns.public).await? {
@@ -275,12 +191,16 @@ async fn list_namespaces(req: HttpRequest, auth: web::Data<AuthService>) -> Resu
 }
 
 #[derive(Deserialize)]
-struct NewOrg {
+pub(super) struct NewOrg {
     name: String,
 }
 
-async fn create_org(req: HttpRequest, auth: web::Data<AuthService>, body: JsonBody<NewOrg>) -> Result<HttpResponse> {
-    let who = caller(&req, &auth).await?;
+pub(super) async fn create_org(
+    who: Caller,
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    body: JsonBody<NewOrg>,
+) -> Result<HttpResponse> {
     let account = who.account.as_ref().expect("caller has an account");
     if account.kind != "user" {
         return Err(RegistryError::Denied("robots cannot create organisations".into()));
@@ -293,8 +213,11 @@ async fn create_org(req: HttpRequest, auth: web::Data<AuthService>, body: JsonBo
     Ok(HttpResponse::Created().json(json!({ "name": body.name, "kind": "org", "public": false })))
 }
 
-async fn get_namespace(req: HttpRequest, auth: web::Data<AuthService>, ns: web::Path<String>) -> Result<HttpResponse> {
-    let who = reader(&req, &auth).await?;
+pub(super) async fn get_namespace(
+    who: Reader,
+    auth: web::Data<AuthService>,
+    ns: web::Path<String>,
+) -> Result<HttpResponse> {
     let namespace =
         auth.meta.namespace(&ns).await?.ok_or_else(|| RegistryError::NotFound(format!("no namespace {ns}")))?;
     let manage = auth.may_manage(&who, &ns).await?;
@@ -310,72 +233,75 @@ async fn get_namespace(req: HttpRequest, auth: web::Data<AuthService>, ns: web::
 }
 
 #[derive(Deserialize)]
-struct Visibility {
+pub(super) struct Visibility {
     public: bool,
 }
 
-async fn set_visibility(
+pub(super) async fn set_visibility(
+    caller: Caller,
     req: HttpRequest,
     auth: web::Data<AuthService>,
     ns: web::Path<String>,
     body: JsonBody<Visibility>,
 ) -> Result<HttpResponse> {
-    let who = manager(&req, &auth, &ns).await?;
+    let who = caller.manage(&auth, &ns).await?;
     auth.set_visibility(&ns, body.public).await?;
-    record(&req, &who, "namespace.visibility", &ns, json!({ "public": body.public })).await;
+    record(&req, who, "namespace.visibility", &ns, json!({ "public": body.public })).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
 #[derive(Deserialize)]
-struct Role {
+pub(super) struct Role {
     role: String,
 }
 
-async fn set_member(
+pub(super) async fn set_member(
+    caller: Caller,
     req: HttpRequest,
     auth: web::Data<AuthService>,
     path: web::Path<(String, String)>,
     body: JsonBody<Role>,
 ) -> Result<HttpResponse> {
     let (ns, account) = path.into_inner();
-    let who = manager(&req, &auth, &ns).await?;
+    let who = caller.manage(&auth, &ns).await?;
     auth.set_member(&ns, &account, Some(&body.role)).await?;
-    record(&req, &who, "member.set", &ns, json!({ "account": account, "role": body.role })).await;
+    record(&req, who, "member.set", &ns, json!({ "account": account, "role": body.role })).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn remove_member(
+pub(super) async fn remove_member(
+    caller: Caller,
     req: HttpRequest,
     auth: web::Data<AuthService>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse> {
     let (ns, account) = path.into_inner();
-    let who = manager(&req, &auth, &ns).await?;
+    let who = caller.manage(&auth, &ns).await?;
     auth.set_member(&ns, &account, None).await?;
-    record(&req, &who, "member.remove", &ns, json!({ "account": account })).await;
+    record(&req, who, "member.remove", &ns, json!({ "account": account })).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
 #[derive(Deserialize)]
-struct NewRobot {
+pub(super) struct NewRobot {
     name: String,
     role: String,
 }
 
-async fn create_robot(
+pub(super) async fn create_robot(
+    caller: Caller,
     req: HttpRequest,
     auth: web::Data<AuthService>,
     ns: web::Path<String>,
     body: JsonBody<NewRobot>,
 ) -> Result<HttpResponse> {
-    let who = manager(&req, &auth, &ns).await?;
+    let who = caller.manage(&auth, &ns).await?;
     let robot = auth.create_robot(&ns, &body.name, &body.role).await?;
-    record(&req, &who, "robot.create", &robot.name, json!({ "role": body.role })).await;
+    record(&req, who, "robot.create", &robot.name, json!({ "role": body.role })).await;
     Ok(HttpResponse::Created().json(account_json(&robot)))
 }
 
-async fn list_robots(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
-    let who = reader(&req, &auth).await?;
+pub(super) async fn list_robots(who: Reader, auth: web::Data<AuthService>) -> Result<HttpResponse> {
     let mut out = Vec::new();
     for robot in auth.meta.accounts(Some("robot")).await? {
         if auth.may_manage(&who, robot.robot_namespace.as_deref().unwrap_or_default()).await? {
@@ -386,30 +312,36 @@ async fn list_robots(req: HttpRequest, auth: web::Data<AuthService>) -> Result<H
 }
 
 /// A robot the caller may manage.
-async fn managed_robot(req: &HttpRequest, auth: &AuthService, name: &str) -> Result<(Account, Identity)> {
+async fn managed_robot<'a>(caller: &'a Caller, auth: &AuthService, name: &str) -> Result<(Account, &'a Identity)> {
     let robot = auth.meta.account(name).await?.map(|a| a.account).filter(|a| a.kind == "robot");
     let robot = robot.ok_or_else(|| RegistryError::NotFound(format!("no robot {name}")))?;
-    let who = manager(req, auth, robot.robot_namespace.as_deref().unwrap_or_default()).await?;
+    let who = caller.manage(auth, robot.robot_namespace.as_deref().unwrap_or_default()).await?;
     Ok((robot, who))
 }
 
-async fn delete_robot(req: HttpRequest, auth: web::Data<AuthService>, name: web::Path<String>) -> Result<HttpResponse> {
-    let (robot, who) = managed_robot(&req, &auth, &name).await?;
+pub(super) async fn delete_robot(
+    caller: Caller,
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    name: web::Path<String>,
+) -> Result<HttpResponse> {
+    let (robot, who) = managed_robot(&caller, &auth, &name).await?;
     auth.delete_account(&robot.name).await?;
-    record(&req, &who, "robot.delete", &robot.name, Value::Null).await;
+    record(&req, who, "robot.delete", &robot.name, Value::Null).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn create_robot_token(
+pub(super) async fn create_robot_token(
+    caller: Caller,
     req: HttpRequest,
     auth: web::Data<AuthService>,
     name: web::Path<String>,
     body: JsonBody<NewToken>,
 ) -> Result<HttpResponse> {
-    let (robot, who) = managed_robot(&req, &auth, &name).await?;
+    let (robot, who) = managed_robot(&caller, &auth, &name).await?;
     let (token, secret) = auth
         .create_token(&robot.name, &body.name, &body.scope, body.repository_pattern.as_deref(), body.expires_days)
         .await?;
-    record(&req, &who, "token.create", &robot.name, token_audit(&token)).await;
+    record(&req, who, "token.create", &robot.name, crate::manage::token_audit(&token)).await;
     Ok(created_token(&token, secret))
 }

@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::admin::{admin, reader};
+use super::guards::{Admin, Reader};
 use super::json::JsonBody;
 use crate::auth::AuthService;
 use crate::error::{RegistryError, Result};
@@ -22,12 +22,11 @@ pub struct RunQuery {
 }
 
 pub async fn run(
+    who: Admin,
     req: HttpRequest,
-    auth: web::Data<AuthService>,
     gc: web::Data<Collector>,
     q: web::Query<RunQuery>,
 ) -> Result<HttpResponse> {
-    let who = admin(&req, &auth).await?;
     tracing::info!(by = who.name().unwrap_or_default(), dry_run = q.dry_run, "garbage collection requested");
     let report = gc.into_inner().run_detached(q.dry_run).await?;
     if !q.dry_run
@@ -38,13 +37,12 @@ pub async fn run(
             "tags_deleted": report.tags_deleted, "bytes_freed": report.bytes_freed,
         });
         let addr = crate::auth::service::client_addr(&req);
-        events.audit(crate::ops::events::actor(&who), "gc.run", None, detail, Some(&addr)).await;
+        events.audit(who.actor(), "gc.run", None, detail, Some(&addr)).await;
     }
     Ok(HttpResponse::Ok().json(report))
 }
 
-pub async fn last(req: HttpRequest, auth: web::Data<AuthService>, gc: web::Data<Collector>) -> Result<HttpResponse> {
-    admin(&req, &auth).await?;
+pub async fn last(_: Admin, gc: web::Data<Collector>) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().json(json!({
         "last_run": gc.last_report(false).await?,
         "last_dry_run": gc.last_report(true).await?,
@@ -52,18 +50,16 @@ pub async fn last(req: HttpRequest, auth: web::Data<AuthService>, gc: web::Data<
     })))
 }
 
-pub async fn list_retention(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
-    admin(&req, &auth).await?;
+pub async fn list_retention(_: Admin, auth: web::Data<AuthService>) -> Result<HttpResponse> {
     Ok(HttpResponse::Ok().json(json!({ "policies": auth.meta.retention_policies().await? })))
 }
 
 pub async fn set_retention(
-    req: HttpRequest,
+    _: Admin,
     auth: web::Data<AuthService>,
     body: JsonBody<RetentionPolicy>,
 ) -> Result<HttpResponse> {
-    admin(&req, &auth).await?;
-    crate::gc::cli::validate_policy(&body).map_err(RegistryError::Invalid)?;
+    crate::gc::retention::validate_policy(&body).map_err(RegistryError::Invalid)?;
     auth.meta.set_retention_policy(&body).await?;
     Ok(HttpResponse::Ok().json(&*body))
 }
@@ -74,19 +70,17 @@ pub struct PatternQuery {
 }
 
 pub async fn delete_retention(
-    req: HttpRequest,
+    _: Admin,
     auth: web::Data<AuthService>,
     q: web::Query<PatternQuery>,
 ) -> Result<HttpResponse> {
-    admin(&req, &auth).await?;
     if !auth.meta.delete_retention_policy(&q.pattern).await? {
         return Err(RegistryError::NotFound(format!("no retention policy for {}", q.pattern)));
     }
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn usage(req: HttpRequest, auth: web::Data<AuthService>, ns: web::Path<String>) -> Result<HttpResponse> {
-    let who = reader(&req, &auth).await?;
+pub async fn usage(who: Reader, auth: web::Data<AuthService>, ns: web::Path<String>) -> Result<HttpResponse> {
     // (An administrator's token limited to some repositories manages nothing: may_manage.)
     if !auth.may_see_namespace(&who, &ns, false).await? {
         return Err(RegistryError::NotFound(format!("no namespace {ns}")));
@@ -105,12 +99,11 @@ pub struct Quota {
 }
 
 pub async fn set_quota(
-    req: HttpRequest,
+    _: Admin,
     auth: web::Data<AuthService>,
     ns: web::Path<String>,
     body: JsonBody<Quota>,
 ) -> Result<HttpResponse> {
-    admin(&req, &auth).await?;
     if body.max_bytes.is_some_and(|b| b < 0) {
         return Err(RegistryError::Invalid("max_bytes must not be negative".into()));
     }

@@ -6,7 +6,9 @@
 
 pub mod admin;
 mod blobs;
+pub mod error;
 mod gc;
+pub mod guards;
 pub mod health;
 pub mod json;
 mod listing;
@@ -24,23 +26,12 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
-use crate::auth::Authorizer;
 use crate::error::{RegistryError, Result};
 use crate::mirror::{Mirror, Target};
 use crate::oci::Reference;
-use crate::ops::{Events, RepoEvent};
-use crate::registry::Registry;
+use crate::ops::RepoEvent;
+pub use crate::state::AppState;
 use routes::Route;
-
-/// What every handler shares.
-pub struct AppState {
-    pub registry: Arc<Registry>,
-    pub auth: Arc<dyn Authorizer>,
-    /// The pull-through mirror, when configured.
-    pub mirror: Option<Arc<Mirror>>,
-    /// Webhook events and the audit log.
-    pub events: Arc<Events>,
-}
 
 /// The repository a read of `name` is served from: the mirrored copy (fetched or revalidated
 /// first by `ensure`) or `name` itself.
@@ -56,6 +47,40 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/v2")
             .wrap(DefaultHeaders::new().add(("Docker-Distribution-API-Version", "registry/2.0")))
             .default_service(web::to(dispatch)),
+    );
+}
+
+/// Mounts the management API, `/api/v1` (with authentication on).
+pub fn configure_management(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .route("/me", web::get().to(admin::me))
+            .route("/me/password", web::put().to(admin::change_own_password))
+            .route("/users", web::get().to(admin::list_users))
+            .route("/users", web::post().to(admin::create_user))
+            .route("/users/{name}", web::patch().to(admin::update_user))
+            .route("/users/{name}", web::delete().to(admin::delete_account))
+            .route("/tokens", web::get().to(admin::list_tokens))
+            .route("/tokens", web::post().to(admin::create_token))
+            .route("/tokens/{id}", web::delete().to(admin::revoke_token))
+            .route("/namespaces", web::get().to(admin::list_namespaces))
+            .route("/namespaces", web::post().to(admin::create_org))
+            .route("/namespaces/{ns}", web::get().to(admin::get_namespace))
+            .route("/namespaces/{ns}/visibility", web::put().to(admin::set_visibility))
+            .route("/namespaces/{ns}/members/{account}", web::put().to(admin::set_member))
+            .route("/namespaces/{ns}/members/{account}", web::delete().to(admin::remove_member))
+            .route("/namespaces/{ns}/robots", web::post().to(admin::create_robot))
+            .route("/robots", web::get().to(admin::list_robots))
+            .route("/robots/{name}", web::delete().to(admin::delete_robot))
+            .route("/robots/{name}/tokens", web::post().to(admin::create_robot_token))
+            .route("/gc", web::post().to(gc::run))
+            .route("/gc", web::get().to(gc::last))
+            .route("/retention", web::get().to(gc::list_retention))
+            .route("/retention", web::put().to(gc::set_retention))
+            .route("/retention", web::delete().to(gc::delete_retention))
+            .route("/namespaces/{ns}/usage", web::get().to(gc::usage))
+            .route("/namespaces/{ns}/quota", web::put().to(gc::set_quota))
+            .configure(ops::routes),
     );
 }
 
@@ -137,7 +162,7 @@ async fn dispatch(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
                             media_type: Some(&served.media_type),
                             kind: None,
                         };
-                        state.events.pulled(&who, ev).await;
+                        state.events.pulled(who.actor(), ev).await;
                     }
                     Ok(resp)
                 }
@@ -150,7 +175,7 @@ async fn dispatch(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
                         media_type: Some(&pushed.media_type),
                         kind: None,
                     };
-                    state.events.pushed(&who, &addr(), ev).await;
+                    state.events.pushed(who.actor(), &addr(), ev).await;
                     Ok(resp)
                 }
                 Method::DELETE => {
@@ -160,7 +185,7 @@ async fn dispatch(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
                         Reference::Tag(_) => None,
                     };
                     let ev = RepoEvent { repository: &name, tag, digest, media_type: None, kind: None };
-                    state.events.deleted(&who, &addr(), ev).await;
+                    state.events.deleted(who.actor(), &addr(), ev).await;
                     Ok(resp)
                 }
                 _ => Err(method_not_allowed(&method)),

@@ -13,14 +13,14 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::admin::{admin, caller};
+use super::guards::{Admin, Caller};
 use super::json::JsonBody;
 use crate::auth::{AuthService, Identity};
 use crate::config::MetricsConfig;
 use crate::error::{RegistryError, Result};
+use crate::manage::webhooks;
 use crate::meta::{Delivery, Webhook};
 use crate::ops::Events;
-use crate::ops::events::{EVENT_KINDS, actor};
 
 /// Mounts `GET /metrics`.
 pub fn configure_metrics(cfg: &mut web::ServiceConfig, config: &MetricsConfig) {
@@ -97,8 +97,7 @@ async fn managed_hook(req: &HttpRequest, auth: &AuthService, id: i64, who: &Iden
     Ok(hook)
 }
 
-async fn list_webhooks(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
-    let who = caller(&req, &auth).await?;
+async fn list_webhooks(who: Caller, req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
     let mut out = Vec::new();
     for hook in events(&req)?.meta().webhooks().await? {
         if may_manage_hook(&auth, &who, &hook).await? {
@@ -127,64 +126,11 @@ struct NewWebhook {
     secret: Option<String>,
 }
 
-/// Checks a webhook's URL and events; returns the events (default: push and delete).
-pub fn validate_webhook(url: &str, events: Option<&[String]>) -> Result<Vec<String>> {
-    match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-        _ => return Err(RegistryError::Invalid("the url must be an absolute http:// or https:// URL".into())),
-    }
-    let events = match events {
-        None => vec!["push".to_string(), "delete".to_string()],
-        Some(list) => list.to_vec(),
-    };
-    if events.is_empty() || events.iter().any(|e| !EVENT_KINDS.contains(&e.as_str())) {
-        return Err(RegistryError::Invalid(format!("events must be a non-empty list of {EVENT_KINDS:?}")));
-    }
-    let mut events = events;
-    events.sort();
-    events.dedup();
-    Ok(events)
-}
-
-/// Creates a webhook as `actor`; returns it and the secret when one was generated.
-pub async fn create(
-    events: &Events,
-    actor: &str,
-    namespace: Option<&str>,
-    url: &str,
-    kinds: Option<&[String]>,
-    secret: Option<&str>,
-) -> Result<(Webhook, Option<String>)> {
-    let kinds = validate_webhook(url, kinds)?;
-    if let Some(ns) = namespace
-        && events.meta().namespace(ns).await?.is_none()
-    {
-        return Err(RegistryError::NotFound(format!("no namespace {ns:?}")));
-    }
-    let generated = secret.is_none().then(|| hex::encode(crate::auth::secrets::random_bytes::<32>()));
-    let secret = secret.or(generated.as_deref()).unwrap_or_default();
-    if secret.len() < 16 {
-        return Err(RegistryError::Invalid("a webhook secret has at least 16 characters".into()));
-    }
-    let id = events.meta().create_webhook(namespace, url, secret, &kinds, actor).await?;
-    events.webhooks_changed();
-    let hook = events.meta().webhook(id).await?.ok_or_else(|| RegistryError::Internal("webhook vanished".into()))?;
-    events
-        .audit(actor, "webhook.create", Some(&id.to_string()), json!({ "namespace": namespace, "events": kinds }), None)
-        .await;
-    Ok((hook, generated))
-}
-
-async fn create_webhook(
-    req: HttpRequest,
-    auth: web::Data<AuthService>,
-    body: JsonBody<NewWebhook>,
-) -> Result<HttpResponse> {
-    let who = admin(&req, &auth).await?;
+async fn create_webhook(who: Admin, req: HttpRequest, body: JsonBody<NewWebhook>) -> Result<HttpResponse> {
     let events = events(&req)?;
-    let (hook, generated) = create(
+    let (hook, generated) = webhooks::create(
         &events,
-        actor(&who),
+        who.actor(),
         body.namespace.as_deref(),
         &body.url,
         body.events.as_deref(),
@@ -198,13 +144,17 @@ async fn create_webhook(
     Ok(HttpResponse::Created().json(out))
 }
 
-async fn delete_webhook(req: HttpRequest, auth: web::Data<AuthService>, id: web::Path<i64>) -> Result<HttpResponse> {
-    let who = admin(&req, &auth).await?;
+async fn delete_webhook(
+    who: Admin,
+    req: HttpRequest,
+    auth: web::Data<AuthService>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse> {
     let hook = managed_hook(&req, &auth, *id, &who).await?;
     let events = events(&req)?;
     events.meta().delete_webhook(hook.id).await?;
     events.webhooks_changed();
-    events.audit(actor(&who), "webhook.delete", Some(&hook.id.to_string()), Value::Null, None).await;
+    events.audit(who.actor(), "webhook.delete", Some(&hook.id.to_string()), Value::Null, None).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -214,19 +164,18 @@ struct WebhookUpdate {
 }
 
 async fn update_webhook(
+    who: Admin,
     req: HttpRequest,
-    auth: web::Data<AuthService>,
     id: web::Path<i64>,
     body: JsonBody<WebhookUpdate>,
 ) -> Result<HttpResponse> {
-    let who = admin(&req, &auth).await?;
     let events = events(&req)?;
     if !events.meta().set_webhook_enabled(*id, body.enabled).await? {
         return Err(RegistryError::NotFound(format!("no webhook {id}")));
     }
     events.webhooks_changed();
     let detail = json!({ "enabled": body.enabled });
-    events.audit(actor(&who), "webhook.update", Some(&id.to_string()), detail, None).await;
+    events.audit(who.actor(), "webhook.update", Some(&id.to_string()), detail, None).await;
     let hook = events.meta().webhook(*id).await?.ok_or_else(|| RegistryError::NotFound(format!("no webhook {id}")))?;
     Ok(HttpResponse::Ok().json(webhook_json(&hook)))
 }
@@ -247,12 +196,12 @@ fn page_size(n: Option<i64>) -> Result<i64> {
 }
 
 async fn list_deliveries(
+    who: Caller,
     req: HttpRequest,
     auth: web::Data<AuthService>,
     id: web::Path<i64>,
     page: web::Query<Page>,
 ) -> Result<HttpResponse> {
-    let who = caller(&req, &auth).await?;
     let hook = managed_hook(&req, &auth, *id, &who).await?;
     let n = page_size(page.n)?;
     let list = events(&req)?.meta().deliveries(hook.id, page.before, n).await?;
@@ -261,8 +210,7 @@ async fn list_deliveries(
     Ok(HttpResponse::Ok().json(json!({ "deliveries": out, "next_before": next })))
 }
 
-async fn audit(req: HttpRequest, auth: web::Data<AuthService>, page: web::Query<Page>) -> Result<HttpResponse> {
-    admin(&req, &auth).await?;
+async fn audit(_: Admin, req: HttpRequest, page: web::Query<Page>) -> Result<HttpResponse> {
     let n = page_size(page.n)?;
     let list = events(&req)?.meta().audit(page.actor.as_deref(), page.action.as_deref(), page.before, n).await?;
     let next = (list.len() as i64 == n).then(|| list.last().map(|e| e.id)).flatten();

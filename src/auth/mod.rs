@@ -68,9 +68,24 @@ impl Identity {
         self.account.as_ref().map(|a| a.name.as_str())
     }
 
+    /// The name events and the audit log give this caller: the account's, or `anonymous`.
+    pub fn actor(&self) -> &str {
+        self.name().unwrap_or("anonymous")
+    }
+
     pub fn is_admin(&self) -> bool {
         self.account.as_ref().is_some_and(|a| a.is_admin)
     }
+}
+
+/// Repositories served by a part of Berth with its own pull rule: the pull-through mirror
+/// (which implements this, so access control need not know the mirror).
+#[async_trait(?Send)]
+pub trait PullSource: Send + Sync {
+    /// Whether anonymous clients may pull what it serves (accounts always may).
+    fn anonymous_pull(&self) -> bool;
+    /// Whether it serves `repository`.
+    async fn may_serve(&self, repository: &str) -> Result<bool>;
 }
 
 /// Decides whether a request may do what it needs.

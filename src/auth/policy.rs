@@ -4,6 +4,7 @@
 use super::Action;
 use crate::error::Result;
 use crate::meta::{Account, Meta};
+use crate::oci::namespace_of;
 
 /// A set of actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -104,11 +105,6 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
         }
     }
     true
-}
-
-/// The namespace of a repository: its first path component.
-pub fn namespace_of(repository: &str) -> &str {
-    repository.split('/').next().unwrap_or(repository)
 }
 
 /// The actions `account` (anonymous when `None`) may take on `repository`.

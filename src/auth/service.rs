@@ -11,15 +11,14 @@ use actix_web::http::header;
 use data_encoding::BASE64;
 use sha2::Digest as _;
 
-use super::Identity;
 use super::jwt::{AccessEntry, Claims, TokenKeys};
 use super::limiter::LoginLimiter;
 use super::policy::{self, Actions, TokenLimit};
 use super::secrets::{self, TOKEN_PREFIX};
+use super::{Identity, PullSource};
 use crate::config::AuthConfig;
 use crate::error::{RegistryError, Result};
 use crate::meta::{Account, Meta, NewAccount, TokenRecord, now};
-use crate::mirror::Mirror;
 use crate::oci::validate_name;
 use std::sync::Arc;
 
@@ -48,7 +47,7 @@ pub struct AuthService {
     /// a password change the cached PHC no longer matches and the password is verified again.
     verified: Mutex<HashMap<[u8; 32], String>>,
     /// The pull-through mirror, whose repositories follow its own pull rule.
-    mirror: std::sync::OnceLock<Arc<Mirror>>,
+    mirror: std::sync::OnceLock<Arc<dyn PullSource>>,
     /// Where refused logins are recorded (the audit log).
     events: std::sync::OnceLock<Arc<crate::ops::Events>>,
 }
@@ -398,7 +397,7 @@ impl AuthService {
         .await?;
         // Names the mirror serves may be pulled by whoever the mirror lets pull.
         if let Some(mirror) = self.mirror.get()
-            && (who.account.as_ref().is_some_and(|a| !a.disabled) || mirror.config.anonymous_pull)
+            && (who.account.as_ref().is_some_and(|a| !a.disabled) || mirror.anonymous_pull())
             && mirror.may_serve(repository).await?
         {
             // Like a public namespace: a token's repository limit does not take away what
@@ -414,7 +413,7 @@ impl AuthService {
     }
 
     /// Lets the mirror's repositories follow the mirror's pull rule.
-    pub fn set_mirror(&self, mirror: Arc<Mirror>) {
+    pub fn set_mirror(&self, mirror: Arc<dyn PullSource>) {
         let _ = self.mirror.set(mirror);
     }
 

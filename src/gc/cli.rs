@@ -61,21 +61,6 @@ pub fn parse_size(s: &str) -> anyhow::Result<i64> {
     n.checked_mul(mult).ok_or_else(|| anyhow::anyhow!("size too large"))
 }
 
-/// Checks a policy's values.
-pub fn validate_policy(p: &RetentionPolicy) -> Result<(), String> {
-    if p.pattern.trim().is_empty() {
-        return Err("pattern must not be empty".into());
-    }
-    for (name, v) in
-        [("keep_last", p.keep_last), ("older_than_days", p.older_than_days), ("keep_pulled_days", p.keep_pulled_days)]
-    {
-        if v.is_some_and(|v| v < 0) {
-            return Err(format!("{name} must not be negative"));
-        }
-    }
-    Ok(())
-}
-
 pub fn print_report(r: &GcReport) {
     let verb = if r.dry_run { "would remove" } else { "removed" };
     println!("garbage collection {}finished in {} ms", if r.dry_run { "(dry run) " } else { "" }, r.duration_ms);
@@ -95,7 +80,7 @@ pub fn print_report(r: &GcReport) {
 }
 
 pub async fn gc(config: &Config, dry_run: bool) -> anyhow::Result<()> {
-    let registry = Arc::new(crate::server::open_registry(config).await?);
+    let registry = Arc::new(crate::registry::Registry::open(config).await?);
     let upstreams = if config.mirror.enabled {
         config.mirror.upstreams.iter().map(|u| u.name.clone()).collect()
     } else {
@@ -130,7 +115,7 @@ pub async fn retention(config: &Config, cmd: RetentionCommand) -> anyhow::Result
         }
         RetentionCommand::Set { pattern, keep_last, keep_tags, older_than_days, keep_pulled_days } => {
             let p = RetentionPolicy { pattern, keep_last, keep_tags, older_than_days, keep_pulled_days };
-            validate_policy(&p).map_err(anyhow::Error::msg)?;
+            crate::gc::retention::validate_policy(&p).map_err(anyhow::Error::msg)?;
             meta.set_retention_policy(&p).await?;
             println!("retention policy for {} saved (applied at the next garbage collection)", p.pattern);
         }

@@ -27,7 +27,6 @@
 //! delete a short transaction, so SQLite's write lock is never held for long.
 
 pub mod cli;
-mod pulls;
 pub mod retention;
 
 use std::sync::Arc;
@@ -41,8 +40,6 @@ use crate::error::{RegistryError, Result};
 use crate::meta::now;
 use crate::oci::Digest;
 use crate::registry::Registry;
-
-pub use pulls::PullTracker;
 
 /// Rows per page and per deleting transaction.
 pub const BATCH: i64 = 500;

@@ -85,6 +85,21 @@ pub(super) async fn apply(gc: &Collector, report: &mut GcReport, cutoff: i64) ->
     Ok(())
 }
 
+/// Checks a policy's values.
+pub fn validate_policy(p: &RetentionPolicy) -> Result<(), String> {
+    if p.pattern.trim().is_empty() {
+        return Err("pattern must not be empty".into());
+    }
+    for (name, v) in
+        [("keep_last", p.keep_last), ("older_than_days", p.older_than_days), ("keep_pulled_days", p.keep_pulled_days)]
+    {
+        if v.is_some_and(|v| v < 0) {
+            return Err(format!("{name} must not be negative"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -473,3 +473,15 @@ impl Mirror {
         }
     }
 }
+
+/// Access control grants pull on the names the mirror serves, by the mirror's own rule.
+#[async_trait::async_trait(?Send)]
+impl crate::auth::PullSource for Mirror {
+    fn anonymous_pull(&self) -> bool {
+        self.config.anonymous_pull
+    }
+
+    async fn may_serve(&self, repository: &str) -> Result<bool> {
+        Mirror::may_serve(self, repository).await
+    }
+}

@@ -10,4 +10,4 @@ pub mod name;
 
 pub use digest::{Algorithm, Digest, Hasher};
 pub use manifest::{Descriptor, ParsedManifest, media};
-pub use name::{Reference, validate_name, validate_tag};
+pub use name::{Reference, namespace_of, validate_name, validate_tag};

@@ -60,6 +60,11 @@ fn valid_component(c: &str) -> bool {
     true
 }
 
+/// The namespace of a repository: its first path component (`team` in `team/app/api`).
+pub fn namespace_of(repository: &str) -> &str {
+    repository.split('/').next().unwrap_or(repository)
+}
+
 /// Checks a tag against the spec grammar.
 pub fn validate_tag(tag: &str) -> Result<(), RegistryError> {
     let b = tag.as_bytes();

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::auth::Identity;
 use crate::error::Result;
 use crate::meta::{Meta, Webhook};
 
@@ -51,11 +50,6 @@ pub struct Events {
     /// Wakes this node's sender when something was queued.
     pub(crate) wake: Arc<Notify>,
     logins: Mutex<HashMap<(String, &'static str, String), Instant>>,
-}
-
-/// The name events and the audit log give a caller.
-pub fn actor(who: &Identity) -> &str {
-    who.name().unwrap_or("anonymous")
 }
 
 impl Events {
@@ -130,23 +124,23 @@ impl Events {
         Ok(())
     }
 
-    /// A manifest was pushed.
-    pub async fn pushed(&self, who: &Identity, addr: &str, ev: RepoEvent<'_>) {
+    /// A manifest was pushed by `actor` (an account's name, or `anonymous`).
+    pub async fn pushed(&self, actor: &str, addr: &str, ev: RepoEvent<'_>) {
         let detail = json!({ "tag": ev.tag, "digest": ev.digest, "media_type": ev.media_type });
-        self.audit(actor(who), "push", Some(ev.repository), detail, Some(addr)).await;
-        self.emit("push", actor(who), &ev).await;
+        self.audit(actor, "push", Some(ev.repository), detail, Some(addr)).await;
+        self.emit("push", actor, &ev).await;
     }
 
     /// A manifest was served (GET).
-    pub async fn pulled(&self, who: &Identity, ev: RepoEvent<'_>) {
-        self.emit("pull", actor(who), &ev).await;
+    pub async fn pulled(&self, actor: &str, ev: RepoEvent<'_>) {
+        self.emit("pull", actor, &ev).await;
     }
 
     /// A tag or a manifest was deleted.
-    pub async fn deleted(&self, who: &Identity, addr: &str, ev: RepoEvent<'_>) {
+    pub async fn deleted(&self, actor: &str, addr: &str, ev: RepoEvent<'_>) {
         let detail = json!({ "tag": ev.tag, "digest": ev.digest });
-        self.audit(actor(who), "delete", Some(ev.repository), detail, Some(addr)).await;
-        self.emit("delete", actor(who), &ev).await;
+        self.audit(actor, "delete", Some(ev.repository), detail, Some(addr)).await;
+        self.emit("delete", actor, &ev).await;
     }
 
     /// The mirror stored content it fetched from an upstream.

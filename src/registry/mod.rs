@@ -2,6 +2,7 @@
 //! metadata store and the blob store. HTTP handlers, the CLI, the UI, the mirror and the runtime
 //! all call this, so no rule of the spec lives in two places.
 
+mod pulls;
 pub mod quota;
 mod uploads;
 
@@ -11,11 +12,13 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::config::Config;
 use crate::error::{RegistryError, Result};
 use crate::meta::{Linked, ManifestRecord, Meta};
 use crate::oci::{Digest, Reference, manifest, validate_name};
 use crate::storage::{BlobStore, ByteStream};
 
+pub use pulls::PullTracker;
 pub use uploads::UploadStatus;
 
 /// Limits on what clients may send.
@@ -82,7 +85,7 @@ pub struct Registry {
     /// Counts this process's tag changes, so a list read while one landed is not cached.
     tag_changes: std::sync::atomic::AtomicU64,
     /// Manifest pulls not yet written to the database (retention, mirror eviction).
-    pub pulls: crate::gc::PullTracker,
+    pub pulls: PullTracker,
     /// A blob link older than this many seconds is refreshed when a client asks for it, so
     /// garbage collection (grace period: twice this) cannot remove a blob a client was just
     /// told it need not upload.
@@ -137,6 +140,22 @@ const TAG_LISTS_CACHED: usize = 4096;
 pub const TAGS_RECHECK: Duration = Duration::from_millis(500);
 
 impl Registry {
+    /// Opens the metadata and blob stores the configuration names (the server, the CLI and the
+    /// runtime all start here).
+    pub async fn open(config: &Config) -> anyhow::Result<Registry> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let meta = Meta::connect(&config.database_url()).await?;
+        let blobs = match config.storage.kind.as_str() {
+            "filesystem" => BlobStore::filesystem(&config.storage_path(), config.storage.direct_io)?,
+            "s3" => BlobStore::s3(&config.storage.s3)?,
+            "gcs" => BlobStore::gcs(&config.storage.gcs)?,
+            "azure" => BlobStore::azure(&config.storage.azure)?,
+            other => anyhow::bail!("unknown storage.kind {other:?} (expected filesystem, s3, gcs or azure)"),
+        };
+        let limits = Limits { max_manifest_bytes: config.limits.max_manifest_bytes };
+        Ok(Registry::new(meta, blobs, limits))
+    }
+
     pub fn new(meta: Meta, blobs: BlobStore, limits: Limits) -> Self {
         Registry {
             meta,
@@ -205,7 +224,7 @@ impl Registry {
         // (before a repository row is made for the mount; `link_blob` checks again, atomically)
         self.check_quota(repo, size, Some(digest)).await?;
         let id = self.meta.ensure_repository(repo).await?;
-        match self.meta.link_blob(id, digest, size, quota::namespace_of(repo)).await? {
+        match self.meta.link_blob(id, digest, size, crate::oci::namespace_of(repo)).await? {
             Linked::Done => Ok(true),
             // Garbage collection is deleting the blob: the client uploads it instead.
             Linked::Deleting => Ok(false),

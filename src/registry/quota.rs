@@ -20,7 +20,7 @@ pub struct Allowance {
     pub message: String,
 }
 
-pub use crate::auth::policy::namespace_of;
+use crate::oci::namespace_of;
 
 fn message(ns: &str, quota: i64, usage: i64, tail: std::fmt::Arguments) -> String {
     format!("storage quota of namespace {ns} exceeded: quota {quota} bytes, {usage} bytes used, {tail}")

@@ -361,7 +361,7 @@ impl Registry {
                     }
                 }
             }
-            match self.meta.link_blob(rec.repository_id, digest, rec.size, super::quota::namespace_of(repo)).await? {
+            match self.meta.link_blob(rec.repository_id, digest, rec.size, crate::oci::namespace_of(repo)).await? {
                 Linked::Done => {
                     if in_session {
                         self.blobs.uploads().abort(&rec.id, rec.state.as_deref()).await?;

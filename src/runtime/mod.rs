@@ -368,7 +368,7 @@ fn volume_rm(paths: &Paths, name: &str) -> anyhow::Result<()> {
 }
 
 async fn images(ctx: &Ctx<'_>) -> anyhow::Result<()> {
-    let registry = crate::server::open_registry(ctx.config).await?;
+    let registry = crate::registry::Registry::open(ctx.config).await?;
     println!("{:<40} {:<20} {:<19} LAYERS UNPACKED", "REPOSITORY", "TAG", "DIGEST");
     let mut last: Option<String> = None;
     loop {
@@ -456,7 +456,7 @@ fn run(ctx: &Ctx<'_>, args: RunArgs) -> anyhow::Result<i32> {
     let image_ref = image::ImageRef::parse(&args.image)?;
 
     let (img, layers) = ctx.block_on(async {
-        let registry = crate::server::open_registry(ctx.config).await?;
+        let registry = crate::registry::Registry::open(ctx.config).await?;
         let repo = image_ref.local_repo();
         let reference = image_ref.reference();
         if image_ref.registry.is_some() && registry.get_manifest(&repo, &reference).await.is_err() {

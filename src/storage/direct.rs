@@ -105,7 +105,7 @@ impl AppendFile {
             },
             false => (open(0)?, false),
         };
-        super::uploads::truncate_to(&file, offset)?;
+        truncate_to(&file, offset)?;
         let start = offset - offset % ALIGN as u64;
         let mut buf = AlignedBuf::new();
         let partial = (offset - start) as usize;
@@ -176,6 +176,19 @@ impl AppendFile {
     fn is_direct(&self) -> bool {
         self.direct
     }
+}
+
+/// Cuts a file back to `len` bytes; a file shorter than that lost acknowledged bytes, which is
+/// an error (never padded with zeros).
+pub(super) fn truncate_to(file: &std::fs::File, len: u64) -> std::io::Result<()> {
+    let have = file.metadata()?.len();
+    if have < len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("upload file has {have} bytes, {len} were acknowledged"),
+        ));
+    }
+    file.set_len(len)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 
 use super::ByteStream;
-use super::direct::AppendFile;
+use super::direct::{AppendFile, truncate_to};
 use crate::error::{RegistryError, Result};
 
 /// Writes the bytes of one PATCH (or final PUT) of an upload.
@@ -106,19 +106,6 @@ impl LocalUploads {
     fn key(id: &str) -> Path {
         Path::from(format!("_uploads/{id}"))
     }
-}
-
-/// Cuts a file back to `len` bytes; a file shorter than that lost acknowledged bytes, which is
-/// an error (never padded with zeros).
-pub(super) fn truncate_to(file: &std::fs::File, len: u64) -> std::io::Result<()> {
-    let have = file.metadata()?.len();
-    if have < len {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!("upload file has {have} bytes, {len} were acknowledged"),
-        ));
-    }
-    file.set_len(len)
 }
 
 /// An upload whose file is gone, or shorter than its acknowledged size (chunks are not flushed

@@ -9,8 +9,8 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::format::{ago, size, time};
-use super::ops::{GcRow, GcView, MirrorStats, Storage, gc_view, mirror_stats, storage};
 use super::session::CsrfForm;
+use super::storage::{GcRow, GcView, MirrorStats, Storage, gc_view, mirror_stats, storage};
 use super::{Layout, UiError, UiResult, Viewer, page, see_other};
 use crate::auth::service::{ROLES, SCOPES, client_addr};
 use crate::error::RegistryError;
@@ -164,7 +164,7 @@ pub async fn create_token(v: Viewer, form: web::Form<TokenForm>) -> UiResult {
     let pattern = form.pattern.trim();
     let (record, secret) =
         auth.create_token(&name, form.name.trim(), &form.scope, Some(pattern), expires(&form.expires_days)?).await?;
-    v.audit("token.create", &name, crate::api::admin::token_audit(&record)).await;
+    v.audit("token.create", &name, crate::manage::token_audit(&record)).await;
     let shown = Shown { what: format!("Token {:?}", record.name), account: name, secret, host: v.host.clone() };
     settings_page(&v, None, Some(shown)).await
 }
@@ -348,7 +348,7 @@ pub async fn create_robot_token(v: Viewer, name: web::Path<String>, form: web::F
             expires(&form.expires_days)?,
         )
         .await?;
-    v.audit("token.create", &robot.name, crate::api::admin::token_audit(&record)).await;
+    v.audit("token.create", &robot.name, crate::manage::token_audit(&record)).await;
     let shown = Shown {
         what: format!("Token {:?} of the robot {}", record.name, robot.name),
         account: robot.name.clone(),
@@ -400,14 +400,6 @@ struct AdminPage {
     mirror: MirrorStats,
 }
 
-pub(super) fn require_admin(v: &Viewer) -> Result<(), UiError> {
-    v.require_login()?;
-    if !v.who.is_admin() {
-        return Err(RegistryError::Denied("administrators only".into()).into());
-    }
-    Ok(())
-}
-
 async fn admin_page(v: &Viewer, ok: Option<&str>, shown: Option<Shown>) -> UiResult {
     admin_page_with(v, StatusCode::OK, ok, None, shown.map(Err).unwrap_or(Ok(None))).await
 }
@@ -421,7 +413,7 @@ pub(super) async fn admin_page_with(
     notice: Option<String>,
     extra: Result<Option<GcRow>, Shown>,
 ) -> UiResult {
-    require_admin(v)?;
+    v.require_admin()?;
     let (shown, just_ran) = match extra {
         Ok(report) => (None, report),
         Err(shown) => (Some(shown), None),
@@ -501,7 +493,7 @@ pub struct NewUserForm {
 }
 
 pub async fn create_user(v: Viewer, form: web::Form<NewUserForm>) -> UiResult {
-    require_admin(&v)?;
+    v.require_admin()?;
     v.check_csrf(&form.csrf)?;
     let password = Some(form.password.as_str()).filter(|p| !p.is_empty());
     let (account, generated) = v.auth()?.create_user(form.name.trim(), password, form.admin.is_some()).await?;
@@ -527,7 +519,7 @@ pub struct UserUpdateForm {
 }
 
 pub async fn update_user(v: Viewer, name: web::Path<String>, form: web::Form<UserUpdateForm>) -> UiResult {
-    require_admin(&v)?;
+    v.require_admin()?;
     v.check_csrf(&form.csrf)?;
     let auth = v.auth()?;
     let is_me = v.name() == Some(name.as_str());
@@ -556,9 +548,52 @@ pub struct OrgForm {
 }
 
 pub async fn create_org(v: Viewer, form: web::Form<OrgForm>) -> UiResult {
-    require_admin(&v)?;
+    v.require_admin()?;
     v.check_csrf(&form.csrf)?;
     v.auth()?.create_org(form.name.trim()).await?;
     v.audit("namespace.create", form.name.trim(), serde_json::Value::Null).await;
     Ok(see_other("/admin?ok=org"))
+}
+
+#[derive(Deserialize)]
+pub struct GcForm {
+    #[serde(default)]
+    csrf: String,
+    /// `dry-run` or `collect`.
+    #[serde(default)]
+    action: String,
+}
+
+/// `POST /admin/gc`: a dry run or a real collection, then the administration page with its report.
+pub async fn run_gc(v: Viewer, form: web::Form<GcForm>) -> UiResult {
+    v.require_admin()?;
+    v.check_csrf(&form.csrf)?;
+    let dry_run = match form.action.as_str() {
+        "dry-run" => true,
+        "collect" => false,
+        _ => return Err(RegistryError::Invalid("unknown action".into()).into()),
+    };
+    let gc = v.svc.gc.clone().ok_or_else(|| RegistryError::Internal("the collector is not registered".into()))?;
+    let by = v.name().unwrap_or_default().to_string();
+    tracing::info!(by, dry_run, "garbage collection requested from the UI");
+    match gc.run_detached(dry_run).await {
+        Ok(report) => {
+            if !dry_run {
+                // As `POST /api/v1/gc` records it.
+                let detail = serde_json::json!({
+                    "blobs_deleted": report.blobs_deleted, "manifests_deleted": report.manifests_deleted,
+                    "tags_deleted": report.tags_deleted, "bytes_freed": report.bytes_freed,
+                });
+                let actor = v.who.actor();
+                v.svc.events.audit(actor, "gc.run", None, detail, Some(&v.svc.addr)).await;
+            }
+            let code = if dry_run { "gc-dry" } else { "gc" };
+            admin_page_with(&v, StatusCode::OK, Some(code), None, Ok(Some(GcRow::from(&report)))).await
+        }
+        Err(RegistryError::Conflict(m)) => {
+            let notice = format!("Nothing was done: {m}. Try again when it has finished.");
+            admin_page_with(&v, StatusCode::CONFLICT, None, Some(notice), Ok(None)).await
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -15,8 +15,8 @@ use serde_json::Value;
 use super::format::{self, ago, platform, short_digest, size, time};
 use super::{Layout, UiError, UiResult, Viewer, page, see_other};
 use crate::auth::Action;
-use crate::auth::policy::namespace_of;
 use crate::error::RegistryError;
+use crate::oci::namespace_of;
 use crate::oci::{Digest, Reference, manifest::media, validate_name};
 
 /// Repositories per page of the list.
@@ -213,7 +213,7 @@ pub async fn repository_post(v: Viewer, tail: web::Path<String>, form: web::Form
         Reference::Digest(d) => (None, Some(d.as_str())),
     };
     let ev = crate::ops::RepoEvent { repository: &name, tag, digest, ..Default::default() };
-    v.svc.events.deleted(&v.who, &v.svc.addr, ev).await;
+    v.svc.events.deleted(v.who.actor(), &v.svc.addr, ev).await;
     tracing::info!(repository = %name, reference = %reference, account = v.name().unwrap_or("-"), "deleted in the UI");
     Ok(see_other(&format!("/r/{name}?ok=deleted")))
 }

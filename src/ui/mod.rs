@@ -16,8 +16,8 @@
 mod account;
 mod browse;
 mod format;
-mod ops;
 mod session;
+mod storage;
 
 use std::sync::Arc;
 
@@ -26,12 +26,12 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use askama::Template;
 
-use crate::api::AppState;
 use crate::auth::{Actions, AuthService, Identity};
 use crate::error::RegistryError;
 use crate::gc::Collector;
 use crate::mirror::Mirror;
 use crate::registry::Registry;
+use crate::state::AppState;
 pub use session::Viewer;
 
 /// Mounts the UI. Register it after the API so `/v2`, `/token`, `/api/v1` and the health
@@ -52,7 +52,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/ns/{ns}", web::get().to(account::namespace))
         .route("/ns/{ns}/visibility", web::post().to(account::set_visibility))
         .route("/ns/{ns}/members", web::post().to(account::set_member))
-        .route("/ns/{ns}/quota", web::post().to(ops::set_quota))
+        .route("/ns/{ns}/quota", web::post().to(storage::set_quota))
         .route("/robots", web::post().to(account::create_robot))
         .route("/robots/{name}/tokens", web::post().to(account::create_robot_token))
         .route("/robots/{name}/delete", web::post().to(account::delete_robot))
@@ -60,7 +60,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/users", web::post().to(account::create_user))
         .route("/admin/users/{name}", web::post().to(account::update_user))
         .route("/admin/orgs", web::post().to(account::create_org))
-        .route("/admin/gc", web::post().to(ops::run_gc));
+        .route("/admin/gc", web::post().to(account::run_gc));
 }
 
 const CSS: &str = include_str!("static/berth.css");

@@ -147,7 +147,7 @@ impl Viewer {
     /// The account name of a logged-in viewer; anonymous viewers go to the login page.
     /// Records a change made through the UI in the audit log.
     pub async fn audit(&self, action: &str, target: &str, detail: serde_json::Value) {
-        let actor = crate::ops::events::actor(&self.who);
+        let actor = self.who.actor();
         self.svc.events.audit(actor, action, Some(target), detail, Some(&self.svc.addr)).await;
     }
 
@@ -156,6 +156,15 @@ impl Viewer {
             return Err(RegistryError::NotFound("there are no accounts: authentication is off".into()).into());
         }
         self.name().ok_or_else(|| UiError::Login(self.path.clone()))
+    }
+
+    /// Refuses anyone but a logged-in administrator.
+    pub fn require_admin(&self) -> Result<(), UiError> {
+        self.require_login()?;
+        if !self.who.is_admin() {
+            return Err(RegistryError::Denied("administrators only".into()).into());
+        }
+        Ok(())
     }
 
     /// The session's hash (to keep it when ending the account's other sessions).

@@ -1,10 +1,9 @@
-//! Operations shown in the UI: garbage collection (the last reports and the "dry run" /
-//! "collect now" actions on the administration page), the storage quota and usage of a
-//! namespace, and the mirror's counters since this node started. The same calls as the
+//! Storage as the UI shows it: garbage collection reports (for the administration page, whose
+//! "dry run" / "collect now" action is in `account.rs`), a namespace's usage and quota (and the
+//! quota form), and the mirror's counters since this node started. The same calls as the
 //! management API (`src/api/gc.rs`) after the same checks: GC and quotas for administrators,
 //! usage for whoever may read the namespace.
 
-use actix_web::http::StatusCode;
 use actix_web::web;
 use serde::Deserialize;
 
@@ -120,49 +119,6 @@ pub fn mirror_stats() -> MirrorStats {
     }
 }
 
-#[derive(Deserialize)]
-pub struct GcForm {
-    #[serde(default)]
-    csrf: String,
-    /// `dry-run` or `collect`.
-    #[serde(default)]
-    action: String,
-}
-
-/// `POST /admin/gc`: a dry run or a real collection, then the administration page with its report.
-pub async fn run_gc(v: Viewer, form: web::Form<GcForm>) -> UiResult {
-    super::account::require_admin(&v)?;
-    v.check_csrf(&form.csrf)?;
-    let dry_run = match form.action.as_str() {
-        "dry-run" => true,
-        "collect" => false,
-        _ => return Err(RegistryError::Invalid("unknown action".into()).into()),
-    };
-    let gc = v.svc.gc.clone().ok_or_else(|| RegistryError::Internal("the collector is not registered".into()))?;
-    let by = v.name().unwrap_or_default().to_string();
-    tracing::info!(by, dry_run, "garbage collection requested from the UI");
-    match gc.run_detached(dry_run).await {
-        Ok(report) => {
-            if !dry_run {
-                // As `POST /api/v1/gc` records it.
-                let detail = serde_json::json!({
-                    "blobs_deleted": report.blobs_deleted, "manifests_deleted": report.manifests_deleted,
-                    "tags_deleted": report.tags_deleted, "bytes_freed": report.bytes_freed,
-                });
-                let actor = crate::ops::events::actor(&v.who);
-                v.svc.events.audit(actor, "gc.run", None, detail, Some(&v.svc.addr)).await;
-            }
-            let code = if dry_run { "gc-dry" } else { "gc" };
-            super::account::admin_page_with(&v, StatusCode::OK, Some(code), None, Ok(Some(GcRow::from(&report)))).await
-        }
-        Err(RegistryError::Conflict(m)) => {
-            let notice = format!("Nothing was done: {m}. Try again when it has finished.");
-            super::account::admin_page_with(&v, StatusCode::CONFLICT, None, Some(notice), Ok(None)).await
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// A namespace's storage: usage and quota, if the viewer may read them.
 pub struct Storage {
     pub used_bytes: i64,
@@ -216,7 +172,7 @@ pub struct QuotaForm {
 
 /// `POST /ns/{ns}/quota` (administrators, like `PUT /api/v1/namespaces/{ns}/quota`).
 pub async fn set_quota(v: Viewer, ns: web::Path<String>, form: web::Form<QuotaForm>) -> UiResult {
-    super::account::require_admin(&v)?;
+    v.require_admin()?;
     v.check_csrf(&form.csrf)?;
     let max = if form.action == "clear" { None } else { parse_size(&form.max)? };
     crate::oci::validate_name(&ns).map_err(|_| RegistryError::Invalid(format!("{ns} is not a namespace name")))?;
