@@ -19,18 +19,16 @@ use serde_json::{Value, json};
 async fn limited_credentials_still_pull_what_is_public() {
     let b = Berth::start_auth();
     let reg = Reg::new(&b);
-    let admin = Creds::admin();
+    let admin = reg.with(&Creds::admin());
     reg.create_user("alice", "alice-password-1").await;
     let alice = Creds::basic("alice", "alice-password-1");
     for ns in ["team", "pub"] {
-        reg.with(&admin).api_ok(Method::POST, "/api/v1/namespaces", Some(json!({"name": ns}))).await;
+        admin.api_ok(Method::POST, "/api/v1/namespaces", Some(json!({"name": ns}))).await;
     }
-    reg.with(&admin).api_ok(Method::PUT, "/api/v1/namespaces/pub/visibility", Some(json!({"public": true}))).await;
-    reg.with(&admin)
-        .api_ok(Method::PUT, "/api/v1/namespaces/team/members/alice", Some(json!({"role": "writer"})))
-        .await;
-    reg.with(&admin).seed("pub/base", "v1").await;
-    reg.with(&admin).seed("alice/private", "v1").await;
+    admin.api_ok(Method::PUT, "/api/v1/namespaces/pub/visibility", Some(json!({"public": true}))).await;
+    admin.api_ok(Method::PUT, "/api/v1/namespaces/team/members/alice", Some(json!({"role": "writer"}))).await;
+    admin.seed("pub/base", "v1").await;
+    admin.seed("alice/private", "v1").await;
     let made = reg
         .with(&alice)
         .api_ok(
@@ -40,13 +38,12 @@ async fn limited_credentials_still_pull_what_is_public() {
         )
         .await;
     let limited = Creds::basic("alice", made["token"].as_str().unwrap());
-    let robot = reg
-        .with(&admin)
+    let robot = admin
         .api_ok(Method::POST, "/api/v1/namespaces/team/robots", Some(json!({"name": "ci", "role": "writer"})))
         .await;
     let robot_name = robot["name"].as_str().unwrap().to_string();
     let path = format!("/api/v1/robots/{robot_name}/tokens");
-    let made = reg.with(&admin).api_ok(Method::POST, &path, Some(json!({"name": "robot", "scope": "push"}))).await;
+    let made = admin.api_ok(Method::POST, &path, Some(json!({"name": "robot", "scope": "push"}))).await;
     let robot = Creds::basic(&robot_name, made["token"].as_str().unwrap());
     for (label, creds) in [("limited token", &limited), ("robot", &robot)] {
         // Directly with Basic credentials.
@@ -138,7 +135,7 @@ impl Who {
 /// Runs one cell through the token flow; returns the outcome and anything odd about it.
 async fn run_cell(reg: &Reg, who: &Who, repo: &str, seed: &Image, action: &str) -> (String, Vec<String>) {
     let mut notes = Vec::new();
-    let admin = Creds::admin();
+    let admin = reg.with(&Creds::admin());
     let token = |scopes: Vec<String>| {
         let creds = who.creds.clone();
         async move {
@@ -178,12 +175,12 @@ async fn run_cell(reg: &Reg, who: &Who, repo: &str, seed: &Image, action: &str) 
             // A sacrificial manifest, made by the admin for this cell.
             let body = seed.with_note(&format!("victim for {}", who.label)).manifest();
             let digest = sha256(&body);
-            let r = reg.with(&admin).put_manifest(repo, "victim", OCI_MANIFEST, &body).await;
+            let r = admin.put_manifest(repo, "victim", OCI_MANIFEST, &body).await;
             assert_eq!(r.status(), StatusCode::CREATED, "admin recreates the victim in {repo}");
             let t = token(vec![format!("repository:{repo}:delete")]).await;
             let r = reg.with(&t).req(Method::DELETE, &format!("/v2/{repo}/manifests/{digest}")).send().await.unwrap();
             let deleted = r.status() == StatusCode::ACCEPTED;
-            let after = reg.with(&admin).get_manifest(repo, &digest).await.status();
+            let after = admin.get_manifest(repo, &digest).await.status();
             let want_after = if deleted { StatusCode::NOT_FOUND } else { StatusCode::OK };
             if after != want_after {
                 notes.push(format!("after DELETE answered {}, the manifest answers {after}", r.status()));
@@ -251,19 +248,18 @@ async fn authorisation_matrix() {
     let b = Berth::start_auth();
     let reg = Reg::new(&b);
     let admin = Creds::admin();
+    let admin_api = reg.with(&admin);
     let password = |u: &str| format!("{u}-password-1");
     for u in ["olivia", "mara", "walt", "rita", "otto"] {
         reg.create_user(u, &password(u)).await;
     }
     let user = |u: &str| Creds::basic(u, &password(u));
     for org in ["team", "puborg", "privorg"] {
-        let v = reg.with(&admin).api_ok(Method::POST, "/api/v1/namespaces", Some(json!({"name": org}))).await;
+        let v = admin_api.api_ok(Method::POST, "/api/v1/namespaces", Some(json!({"name": org}))).await;
         assert_eq!(v["public"], false, "organisations start private");
     }
-    reg.with(&admin).api_ok(Method::PUT, "/api/v1/namespaces/puborg/visibility", Some(json!({"public": true}))).await;
-    reg.with(&admin)
-        .api_ok(Method::PUT, "/api/v1/namespaces/team/members/mara", Some(json!({"role": "maintainer"})))
-        .await;
+    admin_api.api_ok(Method::PUT, "/api/v1/namespaces/puborg/visibility", Some(json!({"public": true}))).await;
+    admin_api.api_ok(Method::PUT, "/api/v1/namespaces/team/members/mara", Some(json!({"role": "maintainer"}))).await;
     // The maintainer manages the organisation: members and the robot.
     for (member, role) in [("walt", "writer"), ("rita", "reader")] {
         reg.with(&user("mara"))
@@ -295,7 +291,7 @@ async fn authorisation_matrix() {
 
     let mut seeds = Vec::new();
     for (_, repo) in REPOS {
-        seeds.push(reg.with(&admin).seed(repo, "v1").await);
+        seeds.push(admin_api.seed(repo, "v1").await);
     }
 
     let whos = [
