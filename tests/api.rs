@@ -5,7 +5,7 @@ mod common;
 
 use common::images::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, tiny};
 use common::registry::{Reg, header};
-use common::{ADMIN_PASSWORD, Berth, client, sha256};
+use common::{Berth, client, sha256};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -511,26 +511,16 @@ fn nested_arrays(depth: usize) -> String {
 #[tokio::test]
 async fn json_nested_deeper_than_64_levels_is_refused() {
     let b = Berth::start_auth();
-    let c = client();
-    let base = &b.base;
-    let admin = ("admin", Some(ADMIN_PASSWORD));
+    let admin = Reg::admin(&b);
     let put = |reference: &str, body: String| {
-        c.put(format!("{base}/v2/admin/deep/manifests/{reference}"))
-            .basic_auth(admin.0, admin.1)
+        admin
+            .req(Method::PUT, &format!("/v2/admin/deep/manifests/{reference}"))
             .header("content-type", OCI_MANIFEST)
             .body(body)
             .send()
     };
     let config = br#"{"architecture":"amd64","os":"linux"}"#;
-    let digest = sha256(config);
-    let r = c
-        .post(format!("{base}/v2/admin/deep/blobs/uploads/?digest={digest}"))
-        .basic_auth(admin.0, admin.1)
-        .body(config.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
+    let digest = admin.blob("admin/deep", config).await;
     // A valid image manifest with `extra` (a field nobody reads) `depth` levels deep overall.
     let manifest = |depth: usize| {
         format!(
@@ -550,24 +540,12 @@ async fn json_nested_deeper_than_64_levels_is_refused() {
         nested_arrays(200)
     );
     expect_error(put("annotated", annotated).await.unwrap(), StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
-    let tags: Value = c
-        .get(format!("{base}/v2/admin/deep/tags/list"))
-        .basic_auth(admin.0, admin.1)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tags: Value = admin.send(Method::GET, "/v2/admin/deep/tags/list").await.json().await.unwrap();
     assert_eq!(tags["tags"], json!(["ok64"]), "nothing deeper was stored");
 
     // /api/v1: an organisation and a webhook, each with a deep field the endpoint ignores.
     let api = |method: Method, path: &str, body: String| {
-        c.request(method, format!("{base}/api/v1{path}"))
-            .basic_auth(admin.0, admin.1)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
+        admin.req(method, &format!("/api/v1{path}")).header("content-type", "application/json").body(body).send()
     };
     let org = |name: &str, depth: usize| format!(r#"{{"name":"{name}","extra":{}}}"#, nested_arrays(depth - 1));
     let r = api(Method::POST, "/namespaces", org("shallow", 64)).await.unwrap();

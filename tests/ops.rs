@@ -131,7 +131,7 @@ fn requests(route: &str, status: u16) -> String {
 
 /// Pushes a one-layer image `repo:tag` over `layer`; returns the manifest's and the layer's
 /// digests.
-async fn push_image(reg: &Reg, repo: &str, tag: &str, layer: &[u8]) -> (String, String) {
+async fn push_one_layer(reg: &Reg, repo: &str, tag: &str, layer: &[u8]) -> (String, String) {
     (reg.push_image(repo, tag, &image_with_layer(repo, layer)).await, sha256(layer))
 }
 
@@ -259,7 +259,7 @@ async fn metrics_are_parsed_and_follow_traffic() {
 
     let layer: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let config_len = image_with_layer("ops/metered", &layer).config.len();
-    let (manifest_digest, layer_digest) = push_image(&reg, "ops/metered", "v1", &layer).await;
+    let (manifest_digest, layer_digest) = push_one_layer(&reg, "ops/metered", "v1", &layer).await;
     for _ in 0..3 {
         let r = reg.get_manifest("ops/metered", "v1").await;
         assert_eq!(r.status(), StatusCode::OK);
@@ -444,7 +444,7 @@ async fn a_failing_receiver_gets_the_event_after_retries() {
     std::thread::sleep(Duration::from_millis(2500)); // the server's webhook cache (2 s)
 
     let started = Instant::now();
-    let (digest, _) = push_image(&admin, "admin/retried", "latest", b"retried layer").await;
+    let (digest, _) = push_one_layer(&admin, "admin/retried", "latest", b"retried layer").await;
     let push = verified(&hook.wait_for_nth("push", 3, Duration::from_secs(20)), SECRET);
     let pushes: Vec<Received> = hook.received().into_iter().filter(|r| r.headers["x-berth-event"] == "push").collect();
     assert_eq!(pushes.len(), 3, "two failures, then success");
@@ -508,7 +508,7 @@ async fn deliveries_are_given_up_after_max_attempts() {
     let (s, v) = admin.api(Method::POST, "/api/v1/webhooks", Some(json!({"url": hook.url, "secret": SECRET}))).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let id = v["id"].as_i64().unwrap();
-    push_image(&admin, "admin/unheard", "v1", b"unheard").await;
+    push_one_layer(&admin, "admin/unheard", "v1", b"unheard").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, h) = admin.api(Method::GET, &format!("/api/v1/webhooks/{id}/deliveries"), None).await;
@@ -526,7 +526,7 @@ async fn deliveries_are_given_up_after_max_attempts() {
     let (s, v) = admin.api(Method::PATCH, &format!("/api/v1/webhooks/{id}"), Some(json!({"enabled": false}))).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["enabled"], false);
-    push_image(&admin, "admin/unheard", "v2", b"unheard").await;
+    push_one_layer(&admin, "admin/unheard", "v2", b"unheard").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, h) = admin.api(Method::GET, &format!("/api/v1/webhooks/{id}/deliveries"), None).await;
     assert_eq!(h["deliveries"].as_array().unwrap().len(), 1, "{h}");
@@ -548,7 +548,7 @@ async fn the_audit_log_records_logins_pushes_deletes_and_permission_changes() {
     let r = bob.token_response(&[], &[]).await;
     assert_eq!(r.status(), StatusCode::OK);
     // A push and a delete.
-    push_image(&admin, "admin/audited", "v1", b"audited layer").await;
+    push_one_layer(&admin, "admin/audited", "v1", b"audited layer").await;
     assert_eq!(admin.status(Method::DELETE, "/v2/admin/audited/manifests/v1").await, StatusCode::ACCEPTED);
     // Permission changes.
     let (s, _) = admin.api(Method::POST, "/api/v1/namespaces", Some(json!({"name": "ops-team"}))).await;
@@ -754,7 +754,7 @@ async fn two_nodes_share_the_queue_and_send_each_delivery_once() {
     let n = 12;
     for i in 0..n {
         let node = if i % 2 == 0 { &a } else { &b };
-        push_image(&Reg::admin(node), "admin/shared", &format!("t{i}"), format!("layer {i}").as_bytes()).await;
+        push_one_layer(&Reg::admin(node), "admin/shared", &format!("t{i}"), format!("layer {i}").as_bytes()).await;
     }
     // Every event arrives (3 of them after a failure), each delivered exactly once.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -784,7 +784,7 @@ async fn mirror_hits_misses_upstream_bytes_and_cache_events() {
     // The upstream is another Berth on loopback.
     let upstream = Berth::start();
     let layer: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
-    let (manifest_digest, layer_digest) = push_image(&Reg::new(&upstream), "lib/mirrored", "v1", &layer).await;
+    let (manifest_digest, layer_digest) = push_one_layer(&Reg::new(&upstream), "lib/mirrored", "v1", &layer).await;
     let toml = format!("[mirror]\nenabled = true\n[[mirror.upstreams]]\nname = \"up\"\nurl = \"{}\"\n", upstream.base);
     let mirror =
         Berth::start_with_config(&toml, &[("BERTH_AUTH__ENABLED", "false"), ("BERTH_WEBHOOKS__POLL_MS", "50")]);
@@ -841,7 +841,7 @@ async fn a_gc_run_shows_in_the_metrics_and_the_audit_log() {
     ]);
     let admin = Reg::admin(&b);
     let layer = vec![7u8; 50_000];
-    let (digest, _) = push_image(&admin, "admin/collected", "v1", &layer).await;
+    let (digest, _) = push_one_layer(&admin, "admin/collected", "v1", &layer).await;
     let path = format!("/v2/admin/collected/manifests/{digest}");
     assert_eq!(admin.status(Method::DELETE, &path).await, StatusCode::ACCEPTED);
     // Timestamps are whole seconds: let the deleted content be older than the cutoff.
@@ -877,7 +877,7 @@ async fn web_ui_logins_and_deletes_reach_the_audit_log_and_webhooks() {
         .api(Method::POST, "/api/v1/webhooks", Some(json!({"url": hook.url, "secret": SECRET, "events": ["delete"]})))
         .await;
     assert_eq!(s, StatusCode::CREATED);
-    push_image(&admin, "admin/ui-deleted", "v1", b"ui layer").await;
+    push_one_layer(&admin, "admin/ui-deleted", "v1", b"ui layer").await;
 
     // Log in through the form.
     let ui = Ui::login(&b.base, "admin", ADMIN_PASSWORD).await;

@@ -255,8 +255,9 @@ fn tar_of_entries(entries: &[Entry]) -> Vec<u8> {
     bytes
 }
 
-/// Pushes an OCI image of the given layers (plain or gzip tars) as `repo:latest`.
-fn push_image(b: &Berth, repo: &str, layers: &[(Vec<u8>, bool)]) {
+/// Pushes, as `repo:latest`, an OCI image `berth run` can run: the given layers (plain or gzip
+/// tars) and a config with their diff ids and `sh` as its command.
+fn push_runnable(b: &Berth, repo: &str, layers: &[(Vec<u8>, bool)]) {
     common::block_on(async {
         let reg = Reg::new(b);
         let mut descriptors = Vec::new();
@@ -315,7 +316,7 @@ fn run_exit_codes_follow_docker() {
         Entry::Symlink("bin/dangling", "/nowhere"),
         Entry::Symlink("bin/notes", "../notes.txt"),
     ]);
-    push_image(&b, "rt/codes", &[(layer, true)]);
+    push_runnable(&b, "rt/codes", &[(layer, true)]);
     let img = "rt/codes";
     let host = tempfile::tempdir().unwrap();
     std::fs::set_permissions(host.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -420,7 +421,7 @@ fn whiteouts_delete_files_and_opaque_directories_replace() {
         Entry::File("d/.wh..wh..opq", b""),
         Entry::File("d/new", b"new"),
     ]);
-    push_image(&b, "rt/layers", &[(lower, false), (upper, true)]);
+    push_runnable(&b, "rt/layers", &[(lower, false), (upper, true)]);
     let out = rt_ok(
         &b,
         &["run", "--rm", "rt/layers", "sh", "-c", "ls -A /d; test -e /gone && echo gone-present; cat /keep /d/new"],
@@ -462,7 +463,7 @@ fn hostile_layers_are_rejected_and_nothing_is_written_outside() {
     ];
     for (what, layer) in cases {
         let repo = format!("rt/hostile-{what}");
-        push_image(&b, &repo, &[(layer, true)]);
+        push_runnable(&b, &repo, &[(layer, true)]);
         let out = rt(&b, &["run", "--rm", &repo, "true"]);
         let err = text(&out.stderr);
         assert!(!out.status.success(), "{what}: a hostile layer ran");
