@@ -8,9 +8,9 @@ use actix_web::{App, HttpServer, middleware, web};
 use crate::api;
 use crate::auth::{AllowAll, AuthService, Authorizer, TokenAuth};
 use crate::config::Config;
+use crate::events::Events;
 use crate::gc::Collector;
 use crate::mirror::Mirror;
-use crate::ops::Events;
 use crate::registry::Registry;
 use crate::state::AppState;
 
@@ -37,7 +37,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
         auth.set_events(events.clone());
     }
     if config.webhooks.deliver {
-        crate::ops::webhooks::spawn(events.clone(), config.webhooks.clone())?;
+        crate::events::webhooks::spawn(events.clone(), config.webhooks.clone())?;
     }
     let authorizer: Arc<dyn Authorizer> = match &auth_service {
         Some(s) => Arc::new(TokenAuth(s.clone())),
@@ -85,11 +85,11 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
             .app_data(events_data.clone())
             .app_data(collector.clone())
             .wrap(middleware::Condition::new(access, crate::access_log::AccessLog))
-            .wrap(middleware::Condition::new(metrics.enabled, crate::ops::metrics::RequestMetrics))
+            .wrap(middleware::Condition::new(metrics.enabled, crate::metrics::RequestMetrics))
             .configure(api::configure)
             .configure(api::health::configure);
         if metrics.enabled {
-            app = app.configure(|cfg| api::ops::configure_metrics(cfg, &metrics));
+            app = app.configure(|cfg| api::metrics::configure_metrics(cfg, &metrics));
         }
         if let Some(auth) = &auth_data {
             app = app.app_data(auth.clone()).configure(api::token::configure).configure(api::configure_management);

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use crate::auth::Authorizer;
+use crate::events::Events;
 use crate::mirror::Mirror;
-use crate::ops::Events;
 use crate::registry::Registry;
 
 /// What every HTTP handler shares.

@@ -30,7 +30,7 @@ pub async fn run(
     tracing::info!(by = who.name().unwrap_or_default(), dry_run = q.dry_run, "garbage collection requested");
     let report = gc.into_inner().run_detached(q.dry_run).await?;
     if !q.dry_run
-        && let Some(events) = req.app_data::<web::Data<crate::ops::Events>>()
+        && let Some(events) = req.app_data::<web::Data<crate::events::Events>>()
     {
         let detail = json!({
             "blobs_deleted": report.blobs_deleted, "manifests_deleted": report.manifests_deleted,

@@ -12,7 +12,7 @@ use futures_util::future::LocalBoxFuture;
 use crate::auth::service::client_addr;
 use crate::auth::{AuthService, Identity};
 use crate::error::{RegistryError, Result};
-use crate::ops::Events;
+use crate::events::Events;
 
 /// Logged in with a password or a personal access token (enough to read).
 pub struct Reader(pub Identity);

@@ -4,16 +4,17 @@
 //! whether the route's needs are allowed, call the [`Registry`] service, and write the spec's
 //! headers. Errors become spec JSON in one place, [`RegistryError`]'s `ResponseError` impl.
 
-pub mod admin;
+pub mod accounts;
 mod blobs;
 pub mod error;
+pub mod events;
 mod gc;
 pub mod guards;
 pub mod health;
 pub mod json;
 mod listing;
 mod manifests;
-pub mod ops;
+pub mod metrics;
 pub mod routes;
 pub mod token;
 
@@ -27,9 +28,9 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
 use crate::error::{RegistryError, Result};
+use crate::events::RepoEvent;
 use crate::mirror::{Mirror, Target};
 use crate::oci::Reference;
-use crate::ops::RepoEvent;
 pub use crate::state::AppState;
 use routes::Route;
 
@@ -54,25 +55,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub fn configure_management(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
-            .route("/me", web::get().to(admin::me))
-            .route("/me/password", web::put().to(admin::change_own_password))
-            .route("/users", web::get().to(admin::list_users))
-            .route("/users", web::post().to(admin::create_user))
-            .route("/users/{name}", web::patch().to(admin::update_user))
-            .route("/users/{name}", web::delete().to(admin::delete_account))
-            .route("/tokens", web::get().to(admin::list_tokens))
-            .route("/tokens", web::post().to(admin::create_token))
-            .route("/tokens/{id}", web::delete().to(admin::revoke_token))
-            .route("/namespaces", web::get().to(admin::list_namespaces))
-            .route("/namespaces", web::post().to(admin::create_org))
-            .route("/namespaces/{ns}", web::get().to(admin::get_namespace))
-            .route("/namespaces/{ns}/visibility", web::put().to(admin::set_visibility))
-            .route("/namespaces/{ns}/members/{account}", web::put().to(admin::set_member))
-            .route("/namespaces/{ns}/members/{account}", web::delete().to(admin::remove_member))
-            .route("/namespaces/{ns}/robots", web::post().to(admin::create_robot))
-            .route("/robots", web::get().to(admin::list_robots))
-            .route("/robots/{name}", web::delete().to(admin::delete_robot))
-            .route("/robots/{name}/tokens", web::post().to(admin::create_robot_token))
+            .route("/me", web::get().to(accounts::me))
+            .route("/me/password", web::put().to(accounts::change_own_password))
+            .route("/users", web::get().to(accounts::list_users))
+            .route("/users", web::post().to(accounts::create_user))
+            .route("/users/{name}", web::patch().to(accounts::update_user))
+            .route("/users/{name}", web::delete().to(accounts::delete_account))
+            .route("/tokens", web::get().to(accounts::list_tokens))
+            .route("/tokens", web::post().to(accounts::create_token))
+            .route("/tokens/{id}", web::delete().to(accounts::revoke_token))
+            .route("/namespaces", web::get().to(accounts::list_namespaces))
+            .route("/namespaces", web::post().to(accounts::create_org))
+            .route("/namespaces/{ns}", web::get().to(accounts::get_namespace))
+            .route("/namespaces/{ns}/visibility", web::put().to(accounts::set_visibility))
+            .route("/namespaces/{ns}/members/{account}", web::put().to(accounts::set_member))
+            .route("/namespaces/{ns}/members/{account}", web::delete().to(accounts::remove_member))
+            .route("/namespaces/{ns}/robots", web::post().to(accounts::create_robot))
+            .route("/robots", web::get().to(accounts::list_robots))
+            .route("/robots/{name}", web::delete().to(accounts::delete_robot))
+            .route("/robots/{name}/tokens", web::post().to(accounts::create_robot_token))
             .route("/gc", web::post().to(gc::run))
             .route("/gc", web::get().to(gc::last))
             .route("/retention", web::get().to(gc::list_retention))
@@ -80,7 +81,7 @@ pub fn configure_management(cfg: &mut web::ServiceConfig) {
             .route("/retention", web::delete().to(gc::delete_retention))
             .route("/namespaces/{ns}/usage", web::get().to(gc::usage))
             .route("/namespaces/{ns}/quota", web::put().to(gc::set_quota))
-            .configure(ops::routes),
+            .configure(events::routes),
     );
 }
 
@@ -101,7 +102,7 @@ pub(crate) fn query_map(req: &HttpRequest) -> HashMap<String, String> {
 
 /// A request body as the stream the registry service reads.
 pub(crate) fn body_stream(payload: web::Payload) -> impl Stream<Item = Result<Bytes>> + Unpin {
-    let metrics = crate::ops::metrics::global();
+    let metrics = crate::metrics::global();
     payload.map(move |chunk| match chunk {
         Ok(bytes) => {
             metrics.upload_bytes(bytes.len());

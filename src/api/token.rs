@@ -44,7 +44,7 @@ async fn get_token(req: HttpRequest, auth: web::Data<AuthService>) -> Result<Htt
             challenge: None,
         });
     }
-    if let (Some(name), Some(events)) = (who.name(), req.app_data::<web::Data<crate::ops::Events>>()) {
+    if let (Some(name), Some(events)) = (who.name(), req.app_data::<web::Data<crate::events::Events>>()) {
         events.login_succeeded(name, "token", &client_addr(&req)).await;
     }
     let query = super::query_map(&req);
@@ -91,7 +91,7 @@ async fn post_token(
     match form.grant_type.as_str() {
         "password" => {
             let who = auth.login(&form.username, &form.password, &addr).await?;
-            if let (Some(name), Some(events)) = (who.name(), req.app_data::<web::Data<crate::ops::Events>>()) {
+            if let (Some(name), Some(events)) = (who.name(), req.app_data::<web::Data<crate::events::Events>>()) {
                 events.login_succeeded(name, "token", &addr).await;
             }
             let token = auth.issue(&who, &scopes).await?;

@@ -49,7 +49,7 @@ pub struct AuthService {
     /// The pull-through mirror, whose repositories follow its own pull rule.
     mirror: std::sync::OnceLock<Arc<dyn PullSource>>,
     /// Where refused logins are recorded (the audit log).
-    events: std::sync::OnceLock<Arc<crate::ops::Events>>,
+    events: std::sync::OnceLock<Arc<crate::events::Events>>,
 }
 
 /// Spends a password verification's time on the blocking pool (unknown or unusable accounts).
@@ -408,7 +408,7 @@ impl AuthService {
     }
 
     /// Records refused logins in the audit log.
-    pub fn set_events(&self, events: Arc<crate::ops::Events>) {
+    pub fn set_events(&self, events: Arc<crate::events::Events>) {
         let _ = self.events.set(events);
     }
 

@@ -26,7 +26,6 @@
 //! renewed between batches. Every table is walked in keyset pages of [`BATCH`] rows, each
 //! delete a short transaction, so SQLite's write lock is never held for long.
 
-pub mod cli;
 pub mod retention;
 
 use std::sync::Arc;
@@ -209,7 +208,7 @@ impl Collector {
         let json = serde_json::to_string(&report).map_err(|e| RegistryError::internal("gc report", e))?;
         meta.save_gc_report(if dry_run { "dry_run" } else { "run" }, &json).await?;
         if !dry_run {
-            crate::ops::metrics::global().record_gc_run(
+            crate::metrics::global().record_gc_run(
                 report.blobs_deleted + report.manifests_deleted,
                 report.bytes_freed,
                 started.elapsed(),

@@ -3,9 +3,9 @@
 use serde_json::json;
 
 use crate::error::{RegistryError, Result};
+use crate::events::EVENT_KINDS;
+use crate::events::Events;
 use crate::meta::Webhook;
-use crate::ops::Events;
-use crate::ops::events::EVENT_KINDS;
 
 /// Checks a webhook's URL and events; returns the events (default: push and delete).
 pub fn validate_webhook(url: &str, events: Option<&[String]>) -> Result<Vec<String>> {

@@ -5,8 +5,8 @@
 //! query with a `last` key, never a scan of storage.
 
 mod accounts;
+mod events;
 mod gc;
-mod ops;
 mod ui;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -18,8 +18,8 @@ use crate::error::{RegistryError, Result};
 use crate::oci::{Digest, ParsedManifest};
 
 pub use accounts::{Account, AccountSecret, Namespace, NewAccount, TokenRecord};
+pub use events::{AuditEntry, Delivery, Outcome, Webhook, now_millis};
 pub use gc::{RetentionPolicy, TagInfo};
-pub use ops::{AuditEntry, Delivery, Outcome, Webhook, now_millis};
 pub use ui::{RepositorySummary, TagSummary, UiSession, like_escape};
 
 /// What [`Meta::link_blob`] came to.

@@ -24,10 +24,10 @@ use reqwest::Method;
 
 use crate::config::MirrorConfig;
 use crate::error::{RegistryError, Result};
+use crate::events::{Events, RepoEvent};
 use crate::meta::now;
+use crate::metrics;
 use crate::oci::{Digest, Reference};
-use crate::ops::metrics;
-use crate::ops::{Events, RepoEvent};
 use crate::registry::Registry;
 use crate::storage::ByteStream;
 pub use upstream::Upstream;

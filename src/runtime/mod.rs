@@ -11,13 +11,13 @@
 //! - `cgroups.rs`: the host's cgroup layout;
 //! - `command.rs`: exit statuses as docker gives them (125, 126, 127) and the check of the
 //!   container's command in its root before it starts;
-//! - `cli.rs`: the subcommands and their flags.
+//! - `args.rs`: the subcommands and their flags (clap), flattened into `crate::cli`.
 //!
 //! Container state lives in files under `<data_dir>/runtime` (see `state.rs`), so it survives
 //! restarts of Berth and needs no database; concurrent commands serialise on `runtime/lock`.
 
+pub mod args;
 pub mod cgroups;
-pub mod cli;
 pub mod command;
 pub mod image;
 pub mod layers;
@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::config::Config;
-use cli::{RunArgs, RuntimeCommand, VolumeCommand};
+use args::{RunArgs, RuntimeCommand, VolumeCommand};
 use state::{Container, Paths, Status, VolumeMount};
 
 /// Runs a runtime subcommand; returns the process exit status.
@@ -297,7 +297,7 @@ fn ago(rfc3339: &str) -> String {
     }
 }
 
-fn ps(paths: &Paths, a: cli::PsArgs) -> anyhow::Result<()> {
+fn ps(paths: &Paths, a: args::PsArgs) -> anyhow::Result<()> {
     let mut all = state::list(paths)?;
     if a.latest {
         all = all.pop().into_iter().collect();

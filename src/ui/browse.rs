@@ -212,7 +212,7 @@ pub async fn repository_post(v: Viewer, tail: web::Path<String>, form: web::Form
         Reference::Tag(t) => (Some(t.as_str()), None),
         Reference::Digest(d) => (None, Some(d.as_str())),
     };
-    let ev = crate::ops::RepoEvent { repository: &name, tag, digest, ..Default::default() };
+    let ev = crate::events::RepoEvent { repository: &name, tag, digest, ..Default::default() };
     v.svc.events.deleted(v.who.actor(), &v.svc.addr, ev).await;
     tracing::info!(repository = %name, reference = %reference, account = v.name().unwrap_or("-"), "deleted in the UI");
     Ok(see_other(&format!("/r/{name}?ok=deleted")))

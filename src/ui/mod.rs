@@ -100,7 +100,7 @@ pub struct Services {
     /// The garbage collector the server runs.
     pub gc: Option<Arc<Collector>>,
     /// Webhook events and the audit log.
-    pub events: Arc<crate::ops::Events>,
+    pub events: Arc<crate::events::Events>,
     /// The client's address (for the audit log).
     pub addr: String,
 }

@@ -11,7 +11,7 @@ use super::format::{ago, size, time};
 use super::{UiError, UiResult, Viewer, see_other};
 use crate::error::RegistryError;
 use crate::gc::GcReport;
-use crate::ops::metrics::{self, MirrorCounts};
+use crate::metrics::{self, MirrorCounts};
 
 /// A GC report as the page shows it.
 pub struct GcRow {
@@ -174,42 +174,10 @@ pub struct QuotaForm {
 pub async fn set_quota(v: Viewer, ns: web::Path<String>, form: web::Form<QuotaForm>) -> UiResult {
     v.require_admin()?;
     v.check_csrf(&form.csrf)?;
-    let max = if form.action == "clear" { None } else { parse_size(&form.max)? };
+    let max = if form.action == "clear" { None } else { crate::manage::parse_size(&form.max)? };
     crate::oci::validate_name(&ns).map_err(|_| RegistryError::Invalid(format!("{ns} is not a namespace name")))?;
     v.auth()?.meta.set_quota(&ns, max).await?;
     Ok(see_other(&format!("/ns/{ns}?ok=quota")))
-}
-
-/// A size typed in a form: a number of bytes, or a number with a unit: kB, MB, GB, TB are
-/// decimal (as the pages show sizes); KiB, MiB, GiB, TiB and the bare K, M, G, T of
-/// `berth quota set` are powers of 1024. Empty: none.
-pub fn parse_size(text: &str) -> Result<Option<i64>, UiError> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Ok(None);
-    }
-    let bad =
-        || UiError::from(RegistryError::Invalid(format!("{t:?} is not a size: write e.g. 500 MB, 2 GiB or 1048576")));
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num.parse().map_err(|_| bad())?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        "tb" => 1e12,
-        "k" | "kib" => 1024.0,
-        "m" | "mib" => 1024.0f64.powi(2),
-        "g" | "gib" => 1024.0f64.powi(3),
-        "t" | "tib" => 1024.0f64.powi(4),
-        _ => return Err(bad()),
-    };
-    let bytes = (num * mult).round();
-    if !bytes.is_finite() || bytes < 0.0 || bytes > i64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(Some(bytes as i64))
 }
 
 #[cfg(test)]
@@ -221,18 +189,5 @@ mod tests {
         assert_eq!(interval(86_400), "day");
         assert_eq!(interval(7200), "2 hours");
         assert_eq!(interval(90), "90 seconds");
-    }
-
-    #[test]
-    fn sizes_typed_in_forms() {
-        assert_eq!(parse_size("").unwrap(), None);
-        assert_eq!(parse_size("1048576").unwrap(), Some(1_048_576));
-        assert_eq!(parse_size("500 MB").unwrap(), Some(500_000_000));
-        assert_eq!(parse_size("2GiB").unwrap(), Some(2 * 1024 * 1024 * 1024));
-        assert_eq!(parse_size("1.5 kB").unwrap(), Some(1500));
-        assert_eq!(parse_size("50G").unwrap(), Some(50 << 30), "as `berth quota set` reads it");
-        assert!(parse_size("-5").is_err());
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("MB").is_err());
     }
 }

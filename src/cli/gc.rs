@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use clap::Subcommand;
 
-use super::{Collector, GcReport};
 use crate::config::Config;
+use crate::gc::{Collector, GcReport};
 use crate::meta::RetentionPolicy;
 
 #[derive(Subcommand)]
@@ -42,23 +42,6 @@ pub enum QuotaCommand {
     Set { namespace: String, size: String },
     /// Remove a namespace's quota.
     Remove { namespace: String },
-}
-
-/// Parses `123`, `10K`, `512M`, `2G`, `1T`.
-pub fn parse_size(s: &str) -> anyhow::Result<i64> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&s[..s.len() - 1], 1i64 << 10),
-        Some('M') => (&s[..s.len() - 1], 1 << 20),
-        Some('G') => (&s[..s.len() - 1], 1 << 30),
-        Some('T') => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
-    };
-    let n: i64 = num.trim().parse().map_err(|_| anyhow::anyhow!("not a size: {s:?} (e.g. 500M, 2G)"))?;
-    if n < 0 {
-        anyhow::bail!("a size cannot be negative");
-    }
-    n.checked_mul(mult).ok_or_else(|| anyhow::anyhow!("size too large"))
 }
 
 pub fn print_report(r: &GcReport) {
@@ -141,7 +124,8 @@ pub async fn quota(config: &Config, cmd: QuotaCommand) -> anyhow::Result<()> {
             }
         }
         QuotaCommand::Set { namespace, size } => {
-            let bytes = parse_size(&size)?;
+            let bytes = crate::manage::parse_size(&size)?
+                .ok_or_else(|| anyhow::anyhow!("a size is needed, e.g. 500M or 2G"))?;
             meta.set_quota(&namespace, Some(bytes)).await?;
             println!("quota of {namespace} set to {bytes} bytes");
         }
@@ -151,18 +135,4 @@ pub async fn quota(config: &Config, cmd: QuotaCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("123").unwrap(), 123);
-        assert_eq!(parse_size("2K").unwrap(), 2048);
-        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
-        assert!(parse_size("x").is_err());
-        assert!(parse_size("-1").is_err());
-    }
 }

@@ -1,5 +1,5 @@
-//! Operations over HTTP: `GET /metrics` (Prometheus), and under `/api/v1` the webhooks with
-//! their delivery history and the audit log.
+//! Events over HTTP, under `/api/v1`: the webhooks with their delivery history, and the audit
+//! log.
 //!
 //! Webhooks: only administrators create and delete them — a webhook makes the server send
 //! requests to an address of the creator's choosing, which must not be open to everyone who
@@ -8,7 +8,6 @@
 //! The audit log is for administrators only. Secrets are write-only: given (or generated and
 //! shown once) at creation, never returned afterwards.
 
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,40 +15,12 @@ use serde_json::{Value, json};
 use super::guards::{Admin, Caller};
 use super::json::JsonBody;
 use crate::auth::{AuthService, Identity};
-use crate::config::MetricsConfig;
 use crate::error::{RegistryError, Result};
+use crate::events::Events;
 use crate::manage::webhooks;
 use crate::meta::{Delivery, Webhook};
-use crate::ops::Events;
 
-/// Mounts `GET /metrics`.
-pub fn configure_metrics(cfg: &mut web::ServiceConfig, config: &MetricsConfig) {
-    let token = web::Data::new(MetricsToken(config.token.clone()));
-    cfg.service(web::resource("/metrics").app_data(token).route(web::get().to(metrics)));
-}
-
-struct MetricsToken(String);
-
-async fn metrics(req: HttpRequest, token: web::Data<MetricsToken>) -> HttpResponse {
-    if !token.0.is_empty() {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !crate::auth::secrets::constant_time_eq(presented.trim().as_bytes(), token.0.as_bytes()) {
-            return HttpResponse::Unauthorized()
-                .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"metrics\""))
-                .body("metrics need the configured bearer token\n");
-        }
-    }
-    HttpResponse::Ok()
-        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(crate::ops::metrics::global().render())
-}
-
-/// The `/api/v1` routes of this module (mounted by `admin::configure`, inside its scope).
+/// The `/api/v1` routes of this module (mounted by `super::configure_management`, inside its scope).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/webhooks", web::get().to(list_webhooks))
         .route("/webhooks", web::post().to(create_webhook))

@@ -1,4 +1,4 @@
-//! The runtime's subcommands and docker's flags for them (clap). `main.rs` flattens
+//! The runtime's subcommands and docker's flags for them (clap). `crate::cli` flattens
 //! [`RuntimeCommand`] into Berth's command line; the work is in `runtime::*`.
 
 use clap::{Args, Subcommand};

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
 
-use super::events::Events;
-use super::metrics;
+use super::Events;
 use crate::config::WebhooksConfig;
 use crate::meta::{Delivery, Outcome, now_millis};
+use crate::metrics;
 
 /// Deliveries claimed at once.
 const BATCH: i64 = 16;

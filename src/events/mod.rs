@@ -1,13 +1,17 @@
-//! Registry events and the audit log, emitted from one place.
+//! Registry events and the audit log, emitted from one place; the [`webhooks`] sender
+//! delivers the events. The HTTP side (`/api/v1/webhooks`, `/api/v1/audit`) is
+//! `crate::api::events`, the storage `crate::meta::events`.
 //!
 //! The API handlers call [`Events`] after an operation succeeded, where the caller's identity
 //! is known: a manifest push, pull (GET) or delete, and the mirror when it stores new content.
 //! Each event becomes one JSON document, queued in the database once per webhook that wants it
-//! (sent later by [`super::webhooks`], never on the request path). Pushes and deletes also go
+//! (sent later by [`webhooks`], never on the request path). Pushes and deletes also go
 //! to the audit log, with logins and every change of accounts, tokens and permissions.
 //!
 //! Webhooks are cached for two seconds (and reloaded at once when this node changes them), so
 //! a pull costs no database access unless some webhook asked for pull events.
+
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -12,8 +12,8 @@ use super::json::JsonBody;
 use crate::auth::service::client_addr;
 use crate::auth::{AuthService, Identity};
 use crate::error::{RegistryError, Result};
+use crate::events::Events;
 use crate::meta::{Account, TokenRecord};
-use crate::ops::Events;
 
 pub fn account_json(a: &Account) -> Value {
     json!({
