@@ -21,7 +21,7 @@ use std::process::{Command, Output, Stdio};
 use common::docker::{DockerClient, Images, build_image, docker, import_busybox, local_name, pushed_digest};
 use common::images::{DOCKER_MANIFEST, MANIFEST_ACCEPT, OCI_MANIFEST};
 use common::registry::{Reg, Served, header};
-use common::{ADMIN_PASSWORD, Berth, run, sha256};
+use common::{ADMIN_PASSWORD, Berth, run, sha256, succeeded};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -72,16 +72,8 @@ fn requests_seen(berth: &Berth) -> String {
 /// Runs a command; on failure panics with its output and what the server saw.
 fn run_client(berth: &Berth, cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    if !out.status.success() {
-        panic!(
-            "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            requests_seen(berth)
-        );
-    }
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let seen = if out.status.success() { String::new() } else { requests_seen(berth) };
+    succeeded(&format!("{cmd:?}"), out, &seen)
 }
 
 /// Creates the user `name` (not an admin) with `password`.

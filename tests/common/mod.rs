@@ -288,16 +288,7 @@ impl Berth {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run berth {args:?}: {e}"));
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        if !out.status.success() {
-            panic!(
-                "berth {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(&format!("berth {args:?}"), child.wait_with_output().unwrap(), "")
     }
 }
 
@@ -334,9 +325,15 @@ fn wait_ready(base: &str, child: &mut Child, log: Option<&Path>) {
 /// Runs a command, panicking with its output if it fails; returns stdout.
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    succeeded(&format!("{cmd:?}"), out, "")
+}
+
+/// The stdout of a command (`what`) that must have succeeded; else a panic with its output and
+/// `context` (what else helps to tell why).
+pub fn succeeded(what: &str, out: Output, context: &str) -> String {
     if !out.status.success() {
         panic!(
-            "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+            "{what} failed ({}):\nstdout: {}\nstderr: {}\n{context}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
