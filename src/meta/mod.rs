@@ -7,6 +7,9 @@
 mod accounts;
 mod events;
 mod gc;
+mod mirror_cache;
+mod quotas;
+mod retention;
 mod ui;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,7 +22,8 @@ use crate::oci::{Digest, ParsedManifest};
 
 pub use accounts::{Account, AccountSecret, Namespace, NewAccount, TokenRecord};
 pub use events::{AuditEntry, Delivery, Outcome, Webhook, now_millis};
-pub use gc::{RetentionPolicy, TagInfo};
+pub use mirror_cache::CachedManifest;
+pub use retention::{RetentionPolicy, TagInfo};
 pub use ui::{RepositorySummary, TagSummary, UiSession, like_escape};
 
 /// What [`Meta::link_blob`] came to.
@@ -244,9 +248,9 @@ impl Meta {
         let quota: Option<i64> =
             sqlx::query(quota_sql).bind(namespace).fetch_optional(&mut *tx).await?.map(|r| r.get(0));
         if let Some(quota) = quota
-            && !gc::namespace_has_blob_on(&mut *tx, namespace, digest.as_str()).await?
+            && !quotas::namespace_has_blob_on(&mut *tx, namespace, digest.as_str()).await?
         {
-            let usage = gc::namespace_usage_on(&mut *tx, namespace).await?;
+            let usage = quotas::namespace_usage_on(&mut *tx, namespace).await?;
             if usage.saturating_add(i64::try_from(size).unwrap_or(i64::MAX)) > quota {
                 return Ok(Linked::OverQuota { quota, usage });
             }

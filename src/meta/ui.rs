@@ -163,7 +163,7 @@ impl Meta {
     pub async fn ui_namespace_usage(&self, namespace: &str) -> Result<(i64, i64)> {
         // The same namespace range as the quota's `namespace_usage` (which gives the bytes), so
         // the page's size and the quota's usage are one figure.
-        let (lower, upper) = super::gc::below(namespace);
+        let (lower, upper) = super::quotas::below(namespace);
         let repos = sqlx::query("SELECT COUNT(*) FROM repositories WHERE name = $1 OR (name > $2 AND name < $3)")
             .bind(namespace)
             .bind(lower)
