@@ -10,6 +10,7 @@ use crate::auth::{AllowAll, AuthService, Authorizer, TokenAuth};
 use crate::config::Config;
 use crate::events::Events;
 use crate::gc::Collector;
+use crate::manage::storage::StorageAdmin;
 use crate::mirror::Mirror;
 use crate::registry::Registry;
 use crate::state::AppState;
@@ -73,6 +74,12 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
             .with_cap_check_secs(config.mirror.cap_check_secs),
     );
     collector.spawn_background();
+    let storage_admin = web::Data::new(StorageAdmin::new(
+        registry.meta.clone(),
+        auth_service.clone(),
+        events.clone(),
+        Some(collector.clone()),
+    ));
     let collector = web::Data::from(collector);
     let state = web::Data::new(AppState { registry, auth: authorizer, mirror, events: events.clone() });
     let events_data = web::Data::from(events);
@@ -84,6 +91,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
             .app_data(state.clone())
             .app_data(events_data.clone())
             .app_data(collector.clone())
+            .app_data(storage_admin.clone())
             .wrap(middleware::Condition::new(access, crate::access_log::AccessLog))
             .wrap(middleware::Condition::new(metrics.enabled, crate::metrics::RequestMetrics))
             .configure(api::configure)

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use clap::Subcommand;
 
 use crate::config::Config;
+use crate::events::Events;
 use crate::gc::{Collector, GcReport};
+use crate::manage::By;
+use crate::manage::storage::StorageAdmin;
 use crate::meta::RetentionPolicy;
 
 #[derive(Subcommand)]
@@ -62,22 +65,32 @@ pub fn print_report(r: &GcReport) {
     }
 }
 
-pub async fn gc(config: &Config, dry_run: bool) -> anyhow::Result<()> {
+/// The storage service on the configured database and blob store, with a collector when
+/// `with_collector` (the same [`Collector`] the server schedules; its lease keeps it from
+/// running beside a server's).
+async fn storage_admin(config: &Config, with_collector: bool) -> anyhow::Result<StorageAdmin> {
     let registry = Arc::new(crate::registry::Registry::open(config).await?);
-    let upstreams = if config.mirror.enabled {
-        config.mirror.upstreams.iter().map(|u| u.name.clone()).collect()
-    } else {
-        Vec::new()
-    };
-    let collector = Collector::new(registry, config.gc.clone(), upstreams, config.mirror.max_cache_bytes);
-    let report = collector.run(dry_run, &|line| println!("{line}")).await?;
+    let collector = with_collector.then(|| {
+        let upstreams = if config.mirror.enabled {
+            config.mirror.upstreams.iter().map(|u| u.name.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        Arc::new(Collector::new(registry.clone(), config.gc.clone(), upstreams, config.mirror.max_cache_bytes))
+    });
+    let events = Arc::new(Events::new(registry.meta.clone()));
+    Ok(StorageAdmin::new(registry.meta.clone(), None, events, collector))
+}
+
+pub async fn gc(config: &Config, dry_run: bool) -> anyhow::Result<()> {
+    let storage = storage_admin(config, true).await?;
+    let report = storage.run_gc(By::CommandLine, "", dry_run, Some(&|line| println!("{line}"))).await?;
     print_report(&report);
     Ok(())
 }
 
 pub async fn retention(config: &Config, cmd: RetentionCommand) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)?;
-    let meta = crate::meta::Meta::connect(&config.database_url()).await?;
+    let storage = storage_admin(config, false).await?;
     match cmd {
         RetentionCommand::List => {
             println!(
@@ -85,7 +98,7 @@ pub async fn retention(config: &Config, cmd: RetentionCommand) -> anyhow::Result
                 "PATTERN", "KEEP LAST", "KEEP TAGS", "OLDER THAN"
             );
             let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-            for p in meta.retention_policies().await? {
+            for p in storage.retention_policies(By::CommandLine).await? {
                 println!(
                     "{:<24} {:<9} {:<16} {:<10} {}",
                     p.pattern,
@@ -98,14 +111,11 @@ pub async fn retention(config: &Config, cmd: RetentionCommand) -> anyhow::Result
         }
         RetentionCommand::Set { pattern, keep_last, keep_tags, older_than_days, keep_pulled_days } => {
             let p = RetentionPolicy { pattern, keep_last, keep_tags, older_than_days, keep_pulled_days };
-            crate::gc::retention::validate_policy(&p).map_err(anyhow::Error::msg)?;
-            meta.set_retention_policy(&p).await?;
+            storage.set_retention(By::CommandLine, &p).await?;
             println!("retention policy for {} saved (applied at the next garbage collection)", p.pattern);
         }
         RetentionCommand::Remove { pattern } => {
-            if !meta.delete_retention_policy(&pattern).await? {
-                anyhow::bail!("no retention policy for {pattern}");
-            }
+            storage.delete_retention(By::CommandLine, &pattern).await?;
             println!("retention policy for {pattern} removed");
         }
     }
@@ -113,24 +123,23 @@ pub async fn retention(config: &Config, cmd: RetentionCommand) -> anyhow::Result
 }
 
 pub async fn quota(config: &Config, cmd: QuotaCommand) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)?;
-    let meta = crate::meta::Meta::connect(&config.database_url()).await?;
+    let storage = storage_admin(config, false).await?;
     match cmd {
         QuotaCommand::Show { namespace } => {
-            let used = meta.namespace_usage(&namespace).await?;
-            match meta.quota(&namespace).await? {
-                Some(q) => println!("{namespace}: {used} of {q} bytes used"),
-                None => println!("{namespace}: {used} bytes used, no quota"),
+            let usage = storage.usage(By::CommandLine, &namespace).await?;
+            match usage.quota_bytes {
+                Some(q) => println!("{namespace}: {} of {q} bytes used", usage.used_bytes),
+                None => println!("{namespace}: {} bytes used, no quota", usage.used_bytes),
             }
         }
         QuotaCommand::Set { namespace, size } => {
             let bytes = crate::manage::parse_size(&size)?
                 .ok_or_else(|| anyhow::anyhow!("a size is needed, e.g. 500M or 2G"))?;
-            meta.set_quota(&namespace, Some(bytes)).await?;
+            storage.set_quota(By::CommandLine, &namespace, Some(bytes)).await?;
             println!("quota of {namespace} set to {bytes} bytes");
         }
         QuotaCommand::Remove { namespace } => {
-            meta.set_quota(&namespace, None).await?;
+            storage.set_quota(By::CommandLine, &namespace, None).await?;
             println!("quota of {namespace} removed");
         }
     }

@@ -179,13 +179,6 @@ impl Collector {
         }
     }
 
-    /// [`Collector::run`] on its own task, progress to the log: a request that asked for it
-    /// (API, UI) may go away without cancelling the collection halfway.
-    pub async fn run_detached(self: Arc<Self>, dry_run: bool) -> Result<GcReport> {
-        let task = tokio::spawn(async move { self.run(dry_run, &|line| tracing::info!("gc: {line}")).await });
-        task.await.map_err(|e| RegistryError::internal("garbage collection task", e))?
-    }
-
     /// One collection. A real run needs the cluster-wide lease (else `Conflict`); a dry run
     /// changes nothing and needs none.
     pub async fn run(&self, dry_run: bool, progress: Progress<'_>) -> Result<GcReport> {

@@ -4,12 +4,44 @@
 //! room holds what the doors shared by copying before: webhooks, the audit detail of a new
 //! token, and reading a size as people type it.
 
+pub mod storage;
 pub mod webhooks;
 
 use serde_json::{Value, json};
 
+use crate::auth::Identity;
+
 use crate::error::{RegistryError, Result};
 use crate::meta::TokenRecord;
+
+/// Who asks for a management operation: an account through the API or the UI, or the command
+/// line, which works on the server's own database and so may do anything (whoever can run it
+/// owns the data); it is recorded as `cli`.
+#[derive(Clone, Copy)]
+pub enum By<'a> {
+    Account(&'a Identity),
+    CommandLine,
+}
+
+impl By<'_> {
+    /// The name the audit log gives the caller.
+    pub fn actor(&self) -> &str {
+        match self {
+            By::Account(who) => who.actor(),
+            By::CommandLine => "cli",
+        }
+    }
+
+    /// Administrators, logged in with a password (a personal access token or a registry token
+    /// never manages), and the command line.
+    pub fn require_admin(&self) -> Result<()> {
+        match self {
+            By::CommandLine => Ok(()),
+            By::Account(who) if who.is_admin() && who.limit.is_none() && who.granted.is_none() => Ok(()),
+            By::Account(_) => Err(RegistryError::Denied("administrators only".into())),
+        }
+    }
+}
 
 /// What the audit log keeps of a new token (never its secret).
 pub fn token_audit(t: &TokenRecord) -> Value {

@@ -3,6 +3,7 @@
 //! change goes through the `AuthService` management functions the API and the CLI use, after
 //! the same checks as `/api/v1` (admins; managers of a namespace).
 
+use crate::manage::By;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, web};
 use askama::Template;
@@ -573,20 +574,9 @@ pub async fn run_gc(v: Viewer, form: web::Form<GcForm>) -> UiResult {
         "collect" => false,
         _ => return Err(RegistryError::Invalid("unknown action".into()).into()),
     };
-    let gc = v.svc.gc.clone().ok_or_else(|| RegistryError::Internal("the collector is not registered".into()))?;
-    let by = v.name().unwrap_or_default().to_string();
-    tracing::info!(by, dry_run, "garbage collection requested from the UI");
-    match gc.run_detached(dry_run).await {
+    let storage = v.svc.storage.clone().ok_or_else(|| RegistryError::Internal("storage is not registered".into()))?;
+    match storage.run_gc(By::Account(&v.who), &v.svc.addr, dry_run, None).await {
         Ok(report) => {
-            if !dry_run {
-                // As `POST /api/v1/gc` records it.
-                let detail = serde_json::json!({
-                    "blobs_deleted": report.blobs_deleted, "manifests_deleted": report.manifests_deleted,
-                    "tags_deleted": report.tags_deleted, "bytes_freed": report.bytes_freed,
-                });
-                let actor = v.who.actor();
-                v.svc.events.audit(actor, "gc.run", None, detail, Some(&v.svc.addr)).await;
-            }
             let code = if dry_run { "gc-dry" } else { "gc" };
             admin_page_with(&v, StatusCode::OK, Some(code), None, Ok(Some(GcRow::from(&report)))).await
         }

@@ -29,6 +29,7 @@ use askama::Template;
 use crate::auth::{Actions, AuthService, Identity};
 use crate::error::RegistryError;
 use crate::gc::Collector;
+use crate::manage::storage::StorageAdmin;
 use crate::mirror::Mirror;
 use crate::registry::Registry;
 use crate::state::AppState;
@@ -99,6 +100,8 @@ pub struct Services {
     pub mirror: Option<Arc<Mirror>>,
     /// The garbage collector the server runs.
     pub gc: Option<Arc<Collector>>,
+    /// Quotas, retention and GC runs.
+    pub storage: Option<Arc<StorageAdmin>>,
     /// Webhook events and the audit log.
     pub events: Arc<crate::events::Events>,
     /// The client's address (for the audit log).
@@ -115,6 +118,7 @@ impl Services {
             auth: req.app_data::<web::Data<AuthService>>().map(|d| d.clone().into_inner()),
             mirror: state.mirror.clone(),
             gc: req.app_data::<web::Data<Collector>>().map(|d| d.clone().into_inner()),
+            storage: req.app_data::<web::Data<StorageAdmin>>().map(|d| d.clone().into_inner()),
             events: state.events.clone(),
             addr: crate::auth::service::client_addr(req),
         })

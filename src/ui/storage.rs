@@ -4,6 +4,7 @@
 //! management API (`src/api/gc.rs`) after the same checks: GC and quotas for administrators,
 //! usage for whoever may read the namespace.
 
+use crate::manage::By;
 use actix_web::web;
 use serde::Deserialize;
 
@@ -133,15 +134,17 @@ pub struct Storage {
 
 /// Usage and quota of `ns` for viewers the API's `GET /namespaces/{ns}/usage` answers.
 pub async fn storage(v: &Viewer, ns: &str) -> Result<Option<Storage>, UiError> {
-    let Some(auth) = v.svc.auth.as_deref() else { return Ok(None) };
-    if v.who.account.is_none() || v.who.granted.is_some() {
+    if v.svc.auth.is_none() || v.who.account.is_none() || v.who.granted.is_some() {
         return Ok(None);
     }
-    if !auth.may_see_namespace(&v.who, ns, false).await? {
-        return Ok(None);
-    }
-    let used_bytes = auth.meta.namespace_usage(ns).await?;
-    let quota_bytes = auth.meta.quota(ns).await?;
+    let Some(admin) = &v.svc.storage else { return Ok(None) };
+    let usage = match admin.usage(By::Account(&v.who), ns).await {
+        Ok(usage) => usage,
+        // Not the viewer's to see.
+        Err(RegistryError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let (used_bytes, quota_bytes) = (usage.used_bytes, usage.quota_bytes);
     let percent = match quota_bytes {
         Some(q) if q > 0 => ((used_bytes as f64 / q as f64) * 100.0).round().min(u32::MAX as f64) as u32,
         Some(_) => 100,
@@ -175,8 +178,8 @@ pub async fn set_quota(v: Viewer, ns: web::Path<String>, form: web::Form<QuotaFo
     v.require_admin()?;
     v.check_csrf(&form.csrf)?;
     let max = if form.action == "clear" { None } else { crate::manage::parse_size(&form.max)? };
-    crate::oci::validate_name(&ns).map_err(|_| RegistryError::Invalid(format!("{ns} is not a namespace name")))?;
-    v.auth()?.meta.set_quota(&ns, max).await?;
+    let storage = v.svc.storage.as_ref().ok_or_else(|| RegistryError::Internal("storage is not registered".into()))?;
+    storage.set_quota(By::Account(&v.who), &ns, max).await?;
     Ok(see_other(&format!("/ns/{ns}?ok=quota")))
 }
 
