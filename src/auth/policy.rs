@@ -232,4 +232,80 @@ mod tests {
         // Without a limit, the owner's own namespace is everything.
         assert_eq!(allowed(&meta, false, Some(&alice), None, "alice/app").await.unwrap(), Actions::ALL);
     }
+
+    /// The rights each kind of account has, without token limits: an admin everything
+    /// everywhere; a user everything in their own namespace; a member what their role gives in
+    /// that namespace only (reader: pull, writer: pull and push, maintainer: all); a robot its
+    /// role in its own namespace only (a membership elsewhere gives a robot nothing); anyone
+    /// logged in pulls a public namespace; a disabled account has nothing at all, not even what
+    /// is public.
+    #[tokio::test]
+    async fn rights_by_admin_owner_role_robot_and_disabled() {
+        use crate::meta::NewAccount;
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::temp_sqlite(dir.path()).await;
+        let new = |name: &'static str, kind: &'static str, is_admin, robot: Option<(&'static str, &'static str)>| {
+            NewAccount {
+                name,
+                kind,
+                password_hash: None,
+                is_admin,
+                robot_namespace: robot.map(|r| r.0),
+                robot_role: robot.map(|r| r.1),
+            }
+        };
+        let mut accounts = std::collections::HashMap::new();
+        for a in [
+            new("root", "user", true, None),
+            new("alice", "user", false, None),
+            new("rita", "user", false, None),
+            new("will", "user", false, None),
+            new("mae", "user", false, None),
+            new("team+ci", "robot", false, Some(("team", "writer"))),
+            new("team+ro", "robot", false, Some(("team", "reader"))),
+        ] {
+            accounts.insert(a.name, meta.create_account(&a).await.unwrap().unwrap());
+        }
+        assert!(meta.create_org("team").await.unwrap());
+        assert!(meta.create_org("lab").await.unwrap());
+        assert!(meta.create_org("pub").await.unwrap());
+        assert!(meta.set_namespace_public("pub", true).await.unwrap());
+        for (who, role) in [("rita", "reader"), ("will", "writer"), ("mae", "maintainer")] {
+            meta.set_member("team", accounts[who].id, role).await.unwrap();
+        }
+        meta.set_member("lab", accounts["team+ci"].id, "maintainer").await.unwrap();
+
+        let (none, pull, push, all) = (Actions::NONE, Actions::PULL, Actions::PULL_PUSH, Actions::ALL);
+        // (account, team/app, lab/app, alice/app, pub/app)
+        let table = [
+            ("root", [all, all, all, all]),
+            ("alice", [none, none, all, pull]),
+            ("rita", [pull, none, none, pull]),
+            ("will", [push, none, none, pull]),
+            ("mae", [all, none, none, pull]),
+            ("team+ci", [push, none, none, pull]),
+            ("team+ro", [pull, none, none, pull]),
+        ];
+        let repos = ["team/app", "lab/app", "alice/app", "pub/app"];
+        for (who, want) in table {
+            for (repo, want) in repos.iter().zip(want) {
+                let got = allowed(&meta, true, Some(&accounts[who]), None, repo).await.unwrap();
+                assert_eq!(got, want, "{who} on {repo}");
+            }
+        }
+        // The namespace itself is a repository name of it; an admin needs no namespace row.
+        assert_eq!(allowed(&meta, false, Some(&accounts["alice"]), None, "alice").await.unwrap(), all);
+        assert_eq!(allowed(&meta, false, Some(&accounts["root"]), None, "nowhere/app").await.unwrap(), all);
+        assert_eq!(allowed(&meta, true, None, None, "team/app").await.unwrap(), none, "private stays private");
+
+        // Disabled: nothing, whatever the account was.
+        for who in ["root", "alice", "mae", "team+ci"] {
+            meta.set_account_flags(accounts[who].id, None, Some(true)).await.unwrap();
+            let disabled = meta.account(who).await.unwrap().unwrap().account;
+            assert!(disabled.disabled);
+            for repo in repos.iter().chain(&["alice", "nowhere/app"]) {
+                assert_eq!(allowed(&meta, true, Some(&disabled), None, repo).await.unwrap(), none, "{who} on {repo}");
+            }
+        }
+    }
 }

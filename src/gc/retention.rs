@@ -145,6 +145,108 @@ mod tests {
         assert_eq!(names(doomed(&p, &tags, t)), ["old"]);
     }
 
+    /// `older_than_days` takes only tags pushed strictly longer ago than that; `keep_pulled_days`
+    /// keeps a tag pulled within that many days, to the second, and never one that was not
+    /// pulled.
+    #[test]
+    fn age_and_pull_limits_are_exact_to_the_second() {
+        let t = 1_000_000_000;
+        let at = |name: &str, pushed: i64, pulled: Option<i64>| TagInfo {
+            name: name.into(),
+            digest: format!("sha256:{name}"),
+            updated_at: pushed,
+            last_pulled_at: pulled,
+        };
+        let day = 86_400;
+        let tags = vec![at("edge", t - 30 * day, None), at("past", t - 30 * day - 1, None)];
+        let p = RetentionPolicy { older_than_days: Some(30), ..policy() };
+        assert_eq!(names(doomed(&p, &tags, t)), ["past"]);
+
+        let tags = vec![
+            at("edge", t - 90 * day, Some(t - 7 * day)),
+            at("past", t - 90 * day, Some(t - 7 * day - 1)),
+            at("never", t - 90 * day, None),
+            at("just", t - 90 * day, Some(t)),
+        ];
+        let p = RetentionPolicy { older_than_days: Some(30), keep_pulled_days: Some(7), ..policy() };
+        assert_eq!(names(doomed(&p, &tags, t)), ["past", "never"]);
+    }
+
+    /// `keep_last` counts positions in the list as given (most recent first), not names;
+    /// `keep_last: 0` keeps none by count, and a count past the end keeps all.
+    #[test]
+    fn keep_last_counts_the_most_recent() {
+        let t = 1_000_000_000;
+        let tags = vec![tag("z", 1, None), tag("a", 2, None), tag("m", 3, None)];
+        let p = |n| RetentionPolicy { keep_last: Some(n), ..policy() };
+        assert_eq!(names(doomed(&p(1), &tags, t)), ["a", "m"]);
+        assert_eq!(names(doomed(&p(2), &tags, t)), ["m"]);
+        assert_eq!(names(doomed(&p(0), &tags, t)), ["z", "a", "m"]);
+        assert!(doomed(&p(3), &tags, t).is_empty());
+        assert!(doomed(&p(100), &tags, t).is_empty());
+        assert!(doomed(&p(0), &[], t).is_empty());
+    }
+
+    /// `keep_tags` is a `|`-separated list of globs, spaces around each and empty entries
+    /// ignored; any match keeps a tag, whole names only. `keep_tags` and `keep_pulled_days`
+    /// only keep: alone they remove nothing.
+    #[test]
+    fn keep_tags_globs_only_keep() {
+        let t = 1_000_000_000;
+        let tags = vec![
+            tag("latest", 90, None),
+            tag("v1.2", 90, None),
+            tag("release-v1", 90, None),
+            tag("stable", 90, None),
+            tag("dev-1", 90, None),
+        ];
+        let keep = |globs: &str| RetentionPolicy { keep_last: Some(0), keep_tags: Some(globs.into()), ..policy() };
+        assert_eq!(names(doomed(&keep(" v* | |latest "), &tags, t)), ["release-v1", "stable", "dev-1"]);
+        assert_eq!(names(doomed(&keep("*v1*|stab"), &tags, t)), ["latest", "stable", "dev-1"]);
+        assert_eq!(names(doomed(&keep("||"), &tags, t)).len(), 5, "no glob keeps nothing");
+        assert!(doomed(&keep("*"), &tags, t).is_empty());
+        let only_keep = RetentionPolicy { keep_tags: Some("v*".into()), keep_pulled_days: Some(1), ..policy() };
+        assert!(doomed(&only_keep, &tags, t).is_empty());
+    }
+
+    /// All four rules together: a tag goes only when every one of them lets it go.
+    #[test]
+    fn every_rule_must_let_a_tag_go() {
+        let t = 1_000_000_000;
+        let tags = vec![
+            tag("newest", 40, None),    // kept: among the last 1
+            tag("young", 10, None),     // kept: not older than 30 days
+            tag("v2", 50, None),        // kept: matches v*
+            tag("pulled", 60, Some(3)), // kept: pulled within 7 days
+            tag("stale", 60, Some(20)), // goes
+            tag("forgotten", 70, None), // goes
+        ];
+        let p = RetentionPolicy {
+            keep_last: Some(1),
+            keep_tags: Some("v*".into()),
+            older_than_days: Some(30),
+            keep_pulled_days: Some(7),
+            ..policy()
+        };
+        assert_eq!(names(doomed(&p, &tags, t)), ["stale", "forgotten"]);
+    }
+
+    #[test]
+    fn policies_are_validated() {
+        assert!(validate_policy(&policy()).is_ok());
+        let zeros =
+            RetentionPolicy { keep_last: Some(0), older_than_days: Some(0), keep_pulled_days: Some(0), ..policy() };
+        assert!(validate_policy(&zeros).is_ok());
+        assert!(validate_policy(&RetentionPolicy { pattern: "  ".into(), ..policy() }).is_err());
+        for bad in [
+            RetentionPolicy { keep_last: Some(-1), ..policy() },
+            RetentionPolicy { older_than_days: Some(-1), ..policy() },
+            RetentionPolicy { keep_pulled_days: Some(-1), ..policy() },
+        ] {
+            assert!(validate_policy(&bad).is_err(), "{bad:?}");
+        }
+    }
+
     #[test]
     fn longest_pattern_wins() {
         let ps = vec![
@@ -155,5 +257,8 @@ mod tests {
         assert_eq!(policy_for(&ps, "team/app").unwrap().pattern, "team/app");
         assert_eq!(policy_for(&ps, "team/web").unwrap().pattern, "team/*");
         assert_eq!(policy_for(&ps, "other").unwrap().pattern, "*");
+        let narrow = vec![RetentionPolicy { pattern: "team/*".into(), ..policy() }];
+        assert!(policy_for(&narrow, "other/app").is_none(), "no policy matches: none applies");
+        assert!(policy_for(&narrow, "team").is_none());
     }
 }

@@ -431,23 +431,4 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::ByteRange;
-
-    #[test]
-    fn byte_ranges_resolve_as_rfc_9110_says() {
-        let from = |start, end| ByteRange::From { start, end };
-        assert_eq!(from(4, Some(7)).resolve(16), Some(4..8));
-        assert_eq!(from(10, None).resolve(16), Some(10..16));
-        assert_eq!(from(10, Some(99)).resolve(16), Some(10..16));
-        assert_eq!(from(0, Some(u64::MAX)).resolve(16), Some(0..16));
-        assert_eq!(from(16, None).resolve(16), None);
-        assert_eq!(from(16, Some(20)).resolve(16), None);
-        assert_eq!(ByteRange::Suffix(6).resolve(16), Some(10..16));
-        assert_eq!(ByteRange::Suffix(16).resolve(16), Some(0..16));
-        assert_eq!(ByteRange::Suffix(100).resolve(16), Some(0..16));
-        assert_eq!(ByteRange::Suffix(0).resolve(16), None);
-        assert_eq!(ByteRange::Suffix(5).resolve(0), None);
-        assert_eq!(from(0, None).resolve(0), None);
-    }
-}
+mod tests;
