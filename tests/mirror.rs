@@ -17,10 +17,11 @@ use common::docker::{
     require_tools,
 };
 use common::images::{MANIFEST_ACCEPT, tiny};
-use common::registry::{Creds, Reg};
+use common::registry::{Creds, Reg, jwt_claims};
 use common::{ADMIN_PASSWORD, Berth, free_port, run, sha256};
 use futures_util::StreamExt;
 use reqwest::{Client, Method, StatusCode};
+use serde_json::json;
 use sha2::Digest as _;
 
 /// Debian's `docker-registry` (Distribution 2.8) on a free loopback port, storing in a temp
@@ -714,4 +715,36 @@ async fn ns_names_pull_anonymously_on_a_mirror_with_auth_and_no_default() {
     let token = Reg::new(&mirror).with_http(client.clone()).token(&["repository:library/tiny:pull"]).await;
     let url = format!("{}/v2/library/tiny/manifests/1?ns={}", mirror.base, upstream.host());
     assert_eq!(manifest_digest(&client, &url, Some(&token)).await, digest);
+}
+
+/// A personal access token limited to some repositories pulls the mirror's names only while
+/// anonymous mirror pulls are on (then they are public); with them off, pulling through the
+/// mirror is an account's right (the upstream may be private), which the limit narrows.
+#[tokio::test]
+async fn limited_tokens_pull_mirrored_names_only_when_anyone_may() {
+    let upstream = DockerRegistry::start();
+    let client = http();
+    Reg::foreign(&upstream.base()).with_http(client.clone()).push_image("library/tiny", "1", &tiny("limit")).await;
+    for anonymous_pull in [true, false] {
+        let mirror = Berth::start_with_config(
+            &mirror_toml("up", anonymous_pull, &[Upstream::new("up", upstream.base())]),
+            &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD), MIRROR_LOG],
+        );
+        let admin = Reg::admin(&mirror).with_http(client.clone());
+        let made = admin
+            .api_ok(
+                Method::POST,
+                "/api/v1/tokens",
+                Some(json!({"name": "ci", "scope": "pull", "repository_pattern": "admin/*"})),
+            )
+            .await;
+        let limited = admin.with(&Creds::basic("admin", made["token"].as_str().unwrap()));
+        let token = limited.token(&["repository:library/tiny:pull"]).await;
+        let granted = jwt_claims(&token)["access"][0]["actions"].clone();
+        let want = if anonymous_pull { json!(["pull"]) } else { json!([]) };
+        assert_eq!(granted, want, "anonymous_pull = {anonymous_pull}");
+        // The account itself, without the limit, pulls either way.
+        let full = admin.token(&["repository:library/tiny:pull"]).await;
+        assert_eq!(jwt_claims(&full)["access"][0]["actions"], json!(["pull"]));
+    }
 }

@@ -1,6 +1,8 @@
 //! Who may call a management handler, as types: a handler of `/api/v1` takes a [`Reader`],
-//! [`Caller`] or [`Admin`] argument, and actix-web runs the check before the handler's body
-//! (and before its JSON body is read), so a handler cannot forget it. Namespace managers are
+//! [`Caller`] or [`Admin`] argument, and actix-web runs the check before the handler's body,
+//! so a handler cannot forget it. (actix polls a handler's extractors together: a malformed
+//! JSON body may be answered 400 before a slow credential check finishes; it reveals nothing
+//! and changes nothing.) Namespace managers are
 //! checked with [`Caller::manage`] once the namespace is known (it may come from a robot).
 
 use std::ops::Deref;

@@ -30,10 +30,11 @@ impl<T> Deref for JsonBody<T> {
     }
 }
 
-/// Whether a request's Content-Type allows JSON (missing is allowed; `application/json` and
-/// `*/*+json` are JSON).
+/// Whether a request's Content-Type is JSON (`application/json` or `*/*+json`). A body without
+/// one is refused, as actix's `web::Json` does: a browser sends such a body across sites
+/// without asking first.
 fn json_content_type(req: &HttpRequest) -> bool {
-    let Some(value) = req.headers().get(header::CONTENT_TYPE) else { return true };
+    let Some(value) = req.headers().get(header::CONTENT_TYPE) else { return false };
     let Ok(value) = value.to_str() else { return false };
     let bare = crate::oci::manifest::bare_media_type(value).to_ascii_lowercase();
     bare == "application/json" || bare.ends_with("+json")

@@ -400,9 +400,14 @@ impl AuthService {
             && (who.account.as_ref().is_some_and(|a| !a.disabled) || mirror.anonymous_pull())
             && mirror.may_serve(repository).await?
         {
-            // Like a public namespace: a token's repository limit does not take away what
-            // any account (or anyone) may pull.
-            actions = actions.union(Actions::PULL);
+            // With anonymous mirror pulls on, the mirror's names are public: a token's
+            // repository limit does not take away what anyone may pull. Otherwise they are an
+            // account's right, which the limit narrows (the upstream may be private).
+            let pull = match &who.limit {
+                Some(limit) if !mirror.anonymous_pull() => limit.apply(repository, Actions::PULL),
+                _ => Actions::PULL,
+            };
+            actions = actions.union(pull);
         }
         Ok(actions)
     }

@@ -144,12 +144,16 @@ fn parse_cli() -> Cli {
 pub fn main() -> anyhow::Result<()> {
     limit_malloc_arenas();
     let cli = parse_cli();
-    if matches!(cli.command, Command::Runtime(_)) {
-        // The runtime's failures are one line, and exit with docker's statuses (125 for Berth's
-        // own, 126/127 for a command that cannot be run); the container's status otherwise.
+    if let Command::Runtime(command) = &cli.command {
+        // The runtime's failures are one line. `run` and `start` exit with docker's statuses
+        // (125 for Berth's own failure, 126/127 for a command that cannot be run, the
+        // container's status otherwise); the other commands (`rm`, `stop`, `ps`…) exit 1 on a
+        // failure, as docker's do.
+        use crate::runtime::args::RuntimeCommand as R;
+        let docker_statuses = matches!(command, R::Run(_) | R::Start(_) | R::Monitor(_));
         let code = run(cli).unwrap_or_else(|e| {
             eprintln!("berth: {e:#}");
-            crate::runtime::command::exit_status(&e)
+            if docker_statuses { crate::runtime::command::exit_status(&e) } else { 1 }
         });
         std::process::exit(code);
     }

@@ -101,6 +101,19 @@ fn resolve(root: &Path, path: &str, mounts: &[String]) -> Resolved {
             Ok(m) if !m.is_dir() && !todo.is_empty() => return Resolved::Missing, // ENOTDIR
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {
+                // A volume's mount point (or a folder above it) that the image lacks is made
+                // when the container starts: a path that leads under it is not the image's to
+                // tell.
+                let rest: Vec<String> = todo.iter().rev().map(|c| c.to_string_lossy().into_owned()).collect();
+                let full =
+                    [inside.trim_end_matches('/').to_string()].into_iter().chain(rest).collect::<Vec<_>>().join("/");
+                if mounts
+                    .iter()
+                    .map(|m| m.trim_end_matches('/'))
+                    .any(|m| full == m || full.starts_with(&format!("{m}/")))
+                {
+                    return Resolved::Unknown;
+                }
                 return Resolved::Missing;
             }
             Err(_) => return Resolved::Unknown,
@@ -233,7 +246,7 @@ mod tests {
     fn finds_commands_by_path_and_in_path() {
         let t = root();
         let r = t.path();
-        let mounts = vec!["/proc".to_string(), "/vol".to_string()];
+        let mounts = vec!["/proc".to_string(), "/vol".to_string(), "/opt/tools".to_string()];
         let check = |cmd: &str, path: Option<&str>, cwd: &str| code(check(r, cmd, path, cwd, &mounts));
         assert_eq!(check("/bin/busybox", None, "/"), 0);
         assert_eq!(check("/bin/sh", None, "/"), 0);
@@ -262,6 +275,9 @@ mod tests {
         // Under a mount point: left to the runtime.
         assert_eq!(check("/vol/anything", None, "/"), 0);
         assert_eq!(check("/proc/self/exe", None, "/"), 0);
+        // …also when the image lacks the mount point or a folder above it (made at start).
+        assert_eq!(check("/opt/tools/run.sh", None, "/"), 0);
+        assert_eq!(check("/opt/other", None, "/"), EXIT_NOT_FOUND);
         // The messages name the command.
         let f = super::check(r, "/nope", None, "/", &mounts).unwrap_err();
         assert_eq!(f.message, r#"container command "/nope" not found in the image"#);
