@@ -1,18 +1,14 @@
-//! Wiring: builds the stores, the registry service and the access policy from the
-//! configuration, and runs the HTTP server.
+//! Wiring: the services (`manage::Services`, built from the configuration), the access policy
+//! and the background tasks; the actix-web server with the HTTP doors.
 
 use std::sync::Arc;
 
 use actix_web::{App, HttpServer, middleware, web};
 
 use crate::api;
-use crate::auth::{AllowAll, AuthService, Authorizer, TokenAuth};
+use crate::auth::{AllowAll, Authorizer, TokenAuth};
 use crate::config::Config;
-use crate::events::Events;
-use crate::gc::Collector;
-use crate::manage::storage::StorageAdmin;
-use crate::mirror::Mirror;
-use crate::registry::Registry;
+use crate::manage::Services;
 use crate::state::AppState;
 
 /// A bound, ready-to-run server.
@@ -24,65 +20,38 @@ pub struct Server {
 /// Binds the listener and builds the server; `.server.await` runs it.
 pub async fn build(config: &Config) -> anyhow::Result<Server> {
     crate::client_ip::init(&config.trusted_proxies)?;
-    let registry = Arc::new(Registry::open(config).await?);
-    let auth_service = if config.auth.enabled {
-        let service = Arc::new(AuthService::new(registry.meta.clone(), config.auth.clone()).await?);
-        service.bootstrap_admin().await?;
-        Some(service)
-    } else {
-        tracing::warn!("authentication is OFF (auth.enabled = false): anyone can push, pull and delete");
-        None
-    };
-    let events = Arc::new(Events::new(registry.meta.clone()));
-    if let Some(auth) = &auth_service {
-        auth.set_events(events.clone());
+    let services = Services::open(config).await?;
+    let auth_service = services.access().cloned();
+    match &auth_service {
+        Some(auth) => auth.bootstrap_admin().await?,
+        None => tracing::warn!("authentication is OFF (auth.enabled = false): anyone can push, pull and delete"),
     }
     if config.webhooks.deliver {
-        crate::events::webhooks::spawn(events.clone(), config.webhooks.clone())?;
+        crate::events::webhooks::spawn(services.events.clone(), config.webhooks.clone())?;
     }
     let authorizer: Arc<dyn Authorizer> = match &auth_service {
         Some(s) => Arc::new(TokenAuth(s.clone())),
         None => Arc::new(AllowAll),
     };
-    let mirror = if config.mirror.enabled {
-        let mirror = Arc::new(Mirror::new(config.mirror.clone(), registry.clone())?);
-        mirror.set_events(events.clone());
-        if let Some(auth) = &auth_service {
-            auth.set_mirror(mirror.clone());
+    if services.mirror.is_some() {
+        for name in services.namespaces_shadowing_upstreams(config).await? {
+            tracing::warn!(upstream = name, "a local namespace has this upstream's name: the mirror stays out of it");
         }
         let names: Vec<&str> = config.mirror.upstreams.iter().map(|u| u.name.as_str()).collect();
-        for name in &names {
-            if registry.meta.namespace(name).await?.is_some() {
-                tracing::warn!(
-                    upstream = name,
-                    "a local namespace has this upstream's name: the mirror stays out of it"
-                );
-            }
-        }
         tracing::info!(upstreams = ?names, default = %config.mirror.default_upstream, "pull-through mirror on");
-        Some(mirror)
-    } else {
-        None
-    };
-    let upstreams = if config.mirror.enabled {
-        config.mirror.upstreams.iter().map(|u| u.name.clone()).collect()
-    } else {
-        Vec::new()
-    };
-    let collector = Arc::new(
-        Collector::new(registry.clone(), config.gc.clone(), upstreams, config.mirror.max_cache_bytes)
-            .with_cap_check_secs(config.mirror.cap_check_secs),
-    );
-    collector.spawn_background();
-    let storage_admin = web::Data::new(StorageAdmin::new(
-        registry.meta.clone(),
-        auth_service.clone(),
-        events.clone(),
-        Some(collector.clone()),
-    ));
-    let collector = web::Data::from(collector);
-    let state = web::Data::new(AppState { registry, auth: authorizer, mirror, events: events.clone() });
-    let events_data = web::Data::from(events);
+    }
+    services.collector.spawn_background();
+    let storage_admin = web::Data::from(services.storage.clone());
+    let account_admin = web::Data::from(services.accounts.clone());
+    let event_admin = web::Data::from(services.webhooks.clone());
+    let collector = web::Data::from(services.collector.clone());
+    let state = web::Data::new(AppState {
+        registry: services.registry.clone(),
+        auth: authorizer,
+        mirror: services.mirror.clone(),
+        events: services.events.clone(),
+    });
+    let events_data = web::Data::from(services.events.clone());
     let auth_data = auth_service.map(web::Data::from);
     let access = config.log.access;
     let metrics = config.metrics.clone();
@@ -92,6 +61,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
             .app_data(events_data.clone())
             .app_data(collector.clone())
             .app_data(storage_admin.clone())
+            .app_data(account_admin.clone())
+            .app_data(event_admin.clone())
             .wrap(middleware::Condition::new(access, crate::access_log::AccessLog))
             .wrap(middleware::Condition::new(metrics.enabled, crate::metrics::RequestMetrics))
             .configure(api::configure)

@@ -236,3 +236,44 @@ fn the_checker_sees_upward_imports_unplaced_rooms_and_loops() {
     assert!(has("meta/mod: imports crate::oci::Digest"), "a room on its own layer: {found:?}");
     assert_eq!(found.len(), 5, "{found:?}");
 }
+
+/// The rooms that face people and clients (and the wiring above them): they reach the stores
+/// only through the services, never `Meta` or the blob store themselves.
+const DOORS: [&str; 6] = ["api", "ui", "access_log", "state", "server", "cli"];
+
+/// What reaching a store looks like in code.
+const STORE_HANDLES: [&str; 7] =
+    ["Meta::", "meta::Meta", ".meta.", ".meta()", ".blobs.", "BlobStore", "crate::storage"];
+
+fn store_reaches(sources: &[Source]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for s in sources.iter().filter(|s| DOORS.contains(&s.room.as_str())) {
+        for handle in STORE_HANDLES {
+            if s.code.contains(handle) {
+                bad.push(format!("{}/{}: reaches a store ({handle})", s.room, s.file));
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+fn doors_reach_the_stores_only_through_services() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bad = store_reaches(&sources(&root.join("src")));
+    assert!(bad.is_empty(), "the stores are the services' (ARCHITECTURE.md, Layers):\n{}", bad.join("\n"));
+}
+
+#[test]
+fn the_store_check_sees_a_door_reaching_a_store() {
+    let src = |room: &str, code: &str| Source { room: room.into(), file: "mod".into(), code: strip_comments(code) };
+    let sources = [
+        src("ui", "let n = v.svc.registry.meta.namespaces().await?;"),
+        src("cli", "let meta = Meta::connect(url).await?;"),
+        src("api", "// registry.meta.ping() in a comment\nuse crate::meta::Account;"),
+        src("gc", "let meta = &self.registry.meta;"),
+    ];
+    let found = store_reaches(&sources);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].starts_with("ui/mod") && found[1].starts_with("cli/mod"), "{found:?}");
+}

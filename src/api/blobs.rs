@@ -142,7 +142,7 @@ pub async fn start_upload(
             Some(_) => None,
             None => {
                 let mut found = None;
-                for repo in registry.meta.repositories_linking(&digest, 100).await? {
+                for repo in registry.repositories_linking(&digest, 100).await? {
                     if state.auth.may_pull(who, &repo).await? {
                         found = Some(repo);
                         break;

@@ -5,15 +5,13 @@
 //! `PUT /namespaces/{ns}/quota` (administrators). The rules are
 //! [`StorageAdmin`](crate::manage::storage::StorageAdmin)'s.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::guards::{Admin, Reader};
 use super::json::JsonBody;
-use crate::auth::service::client_addr;
 use crate::error::Result;
-use crate::manage::By;
 use crate::manage::storage::StorageAdmin;
 use crate::meta::RetentionPolicy;
 
@@ -23,18 +21,13 @@ pub struct RunQuery {
     dry_run: bool,
 }
 
-pub async fn run(
-    who: Admin,
-    req: HttpRequest,
-    storage: web::Data<StorageAdmin>,
-    q: web::Query<RunQuery>,
-) -> Result<HttpResponse> {
-    let report = storage.run_gc(By::Account(&who), &client_addr(&req), q.dry_run, None).await?;
+pub async fn run(who: Admin, storage: web::Data<StorageAdmin>, q: web::Query<RunQuery>) -> Result<HttpResponse> {
+    let report = storage.run_gc(who.by(), q.dry_run, None).await?;
     Ok(HttpResponse::Ok().json(report))
 }
 
 pub async fn last(who: Admin, storage: web::Data<StorageAdmin>) -> Result<HttpResponse> {
-    let status = storage.gc_status(By::Account(&who)).await?;
+    let status = storage.gc_status(who.by()).await?;
     Ok(HttpResponse::Ok().json(json!({
         "last_run": status.last_run,
         "last_dry_run": status.last_dry_run,
@@ -43,7 +36,7 @@ pub async fn last(who: Admin, storage: web::Data<StorageAdmin>) -> Result<HttpRe
 }
 
 pub async fn list_retention(who: Admin, storage: web::Data<StorageAdmin>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(json!({ "policies": storage.retention_policies(By::Account(&who)).await? })))
+    Ok(HttpResponse::Ok().json(json!({ "policies": storage.retention_policies(who.by()).await? })))
 }
 
 pub async fn set_retention(
@@ -51,7 +44,7 @@ pub async fn set_retention(
     storage: web::Data<StorageAdmin>,
     body: JsonBody<RetentionPolicy>,
 ) -> Result<HttpResponse> {
-    storage.set_retention(By::Account(&who), &body).await?;
+    storage.set_retention(who.by(), &body).await?;
     Ok(HttpResponse::Ok().json(&*body))
 }
 
@@ -65,12 +58,12 @@ pub async fn delete_retention(
     storage: web::Data<StorageAdmin>,
     q: web::Query<PatternQuery>,
 ) -> Result<HttpResponse> {
-    storage.delete_retention(By::Account(&who), &q.pattern).await?;
+    storage.delete_retention(who.by(), &q.pattern).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 pub async fn usage(who: Reader, storage: web::Data<StorageAdmin>, ns: web::Path<String>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(storage.usage(By::Account(&who), &ns).await?))
+    Ok(HttpResponse::Ok().json(storage.usage(who.by(), &ns).await?))
 }
 
 #[derive(Deserialize)]
@@ -85,5 +78,5 @@ pub async fn set_quota(
     ns: web::Path<String>,
     body: JsonBody<Quota>,
 ) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(storage.set_quota(By::Account(&who), &ns, body.max_bytes).await?))
+    Ok(HttpResponse::Ok().json(storage.set_quota(who.by(), &ns, body.max_bytes).await?))
 }

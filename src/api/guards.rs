@@ -2,8 +2,9 @@
 //! [`Caller`] or [`Admin`] argument, and actix-web runs the check before the handler's body,
 //! so a handler cannot forget it. (actix polls a handler's extractors together: a malformed
 //! JSON body may be answered 400 before a slow credential check finishes; it reveals nothing
-//! and changes nothing.) Namespace managers are
-//! checked with [`Caller::manage`] once the namespace is known (it may come from a robot).
+//! and changes nothing.) What a caller may
+//! then do with a namespace, an account or a webhook is the management services' to decide
+//! (`crate::manage`), which every door calls with the guard's [`By`](crate::manage::By).
 
 use std::ops::Deref;
 
@@ -15,16 +16,17 @@ use crate::auth::service::client_addr;
 use crate::auth::{AuthService, Identity};
 use crate::error::{RegistryError, Result};
 use crate::events::Events;
+use crate::manage::By;
 
 /// Logged in with a password or a personal access token (enough to read).
-pub struct Reader(pub Identity);
+pub struct Reader(pub Identity, String);
 
 /// Logged in with a password: changes to accounts, tokens and namespaces need one, so a token
 /// can never mint a wider token or widen access.
-pub struct Caller(pub Identity);
+pub struct Caller(pub Identity, String);
 
 /// An administrator logged in with a password.
-pub struct Admin(pub Identity);
+pub struct Admin(pub Identity, String);
 
 fn login_required(message: &str) -> RegistryError {
     RegistryError::Unauthorized { message: message.into(), challenge: Some("Basic realm=\"berth\"".into()) }
@@ -74,7 +76,14 @@ macro_rules! guard {
 
             fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
                 let req = req.clone();
-                Box::pin(async move { $check(&req).await.map($ty) })
+                Box::pin(async move { $check(&req).await.map(|who| $ty(who, client_addr(&req))) })
+            }
+        }
+
+        impl $ty {
+            /// The caller, for the management services (with its address, for the audit log).
+            pub fn by(&self) -> By<'_> {
+                By::Account(&self.0, &self.1)
             }
         }
 
@@ -91,13 +100,3 @@ macro_rules! guard {
 guard!(Reader, reader);
 guard!(Caller, caller);
 guard!(Admin, admin);
-
-impl Caller {
-    /// The caller as a manager of `namespace` (a maintainer, its owner or an administrator).
-    pub async fn manage(&self, auth: &AuthService, namespace: &str) -> Result<&Identity> {
-        if !auth.may_manage(&self.0, namespace).await? {
-            return Err(RegistryError::Denied(format!("you may not manage {namespace}")));
-        }
-        Ok(&self.0)
-    }
-}

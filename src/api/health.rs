@@ -15,9 +15,7 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let registry = &state.registry;
-    let database = registry.meta.ping().await;
-    let storage = registry.blobs.ping().await;
+    let (database, storage) = state.registry.ping().await;
     // Details go to the log, not to whoever asks.
     if let Err(e) = &database {
         tracing::warn!(error = %e, "not ready: database");

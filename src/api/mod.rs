@@ -181,12 +181,7 @@ async fn dispatch(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
                 }
                 Method::DELETE => {
                     let resp = manifests::delete(registry, &name, &reference).await?;
-                    let digest = match &reference {
-                        Reference::Digest(d) => Some(d.as_str()),
-                        Reference::Tag(_) => None,
-                    };
-                    let ev = RepoEvent { repository: &name, tag, digest, media_type: None, kind: None };
-                    state.events.deleted(who.actor(), &addr(), ev).await;
+                    state.events.deleted(who.actor(), &addr(), RepoEvent::deletion(&name, &reference)).await;
                     Ok(resp)
                 }
                 _ => Err(method_not_allowed(&method)),

@@ -38,7 +38,7 @@ pub struct IssuedToken {
 }
 
 pub struct AuthService {
-    pub meta: Meta,
+    meta: Meta,
     pub config: AuthConfig,
     keys: TokenKeys,
     limiter: LoginLimiter,
@@ -381,6 +381,34 @@ impl AuthService {
     /// Whether `who` may list the catalog (which shows only what it may pull).
     pub fn may_list_catalog(&self, who: &Identity) -> bool {
         who.account.is_some() || self.config.anonymous_pull
+    }
+
+    // ---- web UI sessions ---------------------------------------------------------------------
+
+    /// The account and CSRF token of a live web UI session, found by the hash of its secret;
+    /// `None` when it expired, was ended, or its account is disabled.
+    pub async fn ui_session(&self, hash: &str) -> Result<Option<(Account, String)>> {
+        let Some(session) = self.meta.ui_session(hash).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .meta
+            .account(&session.account_name)
+            .await?
+            .filter(|found| !found.account.disabled)
+            .map(|found| (found.account, session.csrf)))
+    }
+
+    /// Starts a web UI session stored under the hash of its secret.
+    pub async fn start_ui_session(&self, hash: &str, account: &Account, csrf: &str, ttl_secs: i64) -> Result<()> {
+        self.meta.create_ui_session(hash, account.id, csrf, ttl_secs).await?;
+        tracing::info!(account = %account.name, "UI login");
+        Ok(())
+    }
+
+    /// Ends a web UI session.
+    pub async fn end_ui_session(&self, hash: &str) -> Result<()> {
+        self.meta.delete_ui_session(hash).await
     }
 
     // ---- permissions and tokens -------------------------------------------------------------

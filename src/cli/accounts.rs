@@ -1,23 +1,17 @@
-//! `berth user|token|robot|namespace ...`: the same service the `/api/v1` API calls, run
-//! directly on the configured database. Changes are recorded in the audit log with the actor
-//! `cli`.
+//! `berth user|token|robot|namespace ...`: the same management service the `/api/v1` API and
+//! the web UI call (`manage::accounts::AccountAdmin`), run directly on the configured database
+//! as `By::CommandLine`. Changes are recorded in the audit log with the actor `cli`.
 
 use std::io::Read;
+use std::sync::Arc;
 
 use clap::Subcommand;
 
-use crate::auth::AuthService;
 use crate::config::Config;
-use crate::events::Events;
-use crate::meta::Meta;
-use serde_json::{Value, json};
+use crate::manage::accounts::{AccountAdmin, TokenSpec, UserChange};
+use crate::manage::{By, Services};
 
-/// The audit log's name for whoever runs the command line (it has the database itself).
-pub(super) const CLI_ACTOR: &str = "cli";
-
-async fn audit(auth: &AuthService, action: &str, target: &str, detail: Value) {
-    Events::new(auth.meta.clone()).audit(CLI_ACTOR, action, Some(target), detail, None).await;
-}
+const CLI: By<'static> = By::CommandLine;
 
 #[derive(Subcommand)]
 pub enum UserCommand {
@@ -122,10 +116,8 @@ pub(super) fn when(t: Option<i64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-async fn service(config: &Config) -> anyhow::Result<AuthService> {
-    std::fs::create_dir_all(&config.data_dir)?;
-    let meta = Meta::connect(&config.database_url()).await?;
-    Ok(AuthService::new(meta, config.auth.clone()).await?)
+async fn service(config: &Config) -> anyhow::Result<Arc<AccountAdmin>> {
+    Ok(Services::open(config).await?.accounts)
 }
 
 pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
@@ -133,8 +125,7 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
     match cmd {
         UserCommand::Add { name, admin, password_stdin } => {
             let (password, generated) = read_password(password_stdin)?;
-            auth.create_user(&name, Some(&password), admin).await?;
-            audit(&auth, "user.create", &name, json!({ "admin": admin })).await;
+            auth.create_user(CLI, &name, Some(&password), admin).await?;
             println!("created user {name}{}", if admin { " (admin)" } else { "" });
             if generated {
                 println!("password: {password}");
@@ -142,7 +133,7 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::List => {
             println!("{:<24} {:<6} {:<9} {:<17} LAST LOGIN", "NAME", "ADMIN", "DISABLED", "CREATED");
-            for a in auth.meta.accounts(Some("user")).await? {
+            for a in auth.users(CLI).await? {
                 println!(
                     "{:<24} {:<6} {:<9} {:<17} {}",
                     a.name,
@@ -155,31 +146,27 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Passwd { name, password_stdin } => {
             let (password, generated) = read_password(password_stdin)?;
-            auth.set_password(&name, &password, None).await?;
-            audit(&auth, "user.update", &name, json!({ "password_changed": true })).await;
+            let change = UserChange { password: Some(&password), ..Default::default() };
+            auth.update_user(CLI, &name, &change, None).await?;
             println!("password of {name} changed");
             if generated {
                 println!("password: {password}");
             }
         }
         UserCommand::Disable { name } => {
-            auth.set_flags(&name, None, Some(true)).await?;
-            audit(&auth, "user.update", &name, json!({ "disabled": true })).await;
+            auth.update_user(CLI, &name, &UserChange { disabled: Some(true), ..Default::default() }, None).await?;
             println!("{name} disabled");
         }
         UserCommand::Enable { name } => {
-            auth.set_flags(&name, None, Some(false)).await?;
-            audit(&auth, "user.update", &name, json!({ "disabled": false })).await;
+            auth.update_user(CLI, &name, &UserChange { disabled: Some(false), ..Default::default() }, None).await?;
             println!("{name} enabled");
         }
         UserCommand::Admin { name, value } => {
-            auth.set_flags(&name, Some(value), None).await?;
-            audit(&auth, "user.update", &name, json!({ "admin": value })).await;
+            auth.update_user(CLI, &name, &UserChange { admin: Some(value), ..Default::default() }, None).await?;
             println!("{name} admin: {value}");
         }
         UserCommand::Delete { name } => {
-            auth.delete_account(&name).await?;
-            audit(&auth, "user.delete", &name, Value::Null).await;
+            auth.delete_user(CLI, &name).await?;
             println!("{name} deleted");
         }
     }
@@ -190,16 +177,14 @@ pub async fn token(config: &Config, cmd: TokenCommand) -> anyhow::Result<()> {
     let auth = service(config).await?;
     match cmd {
         TokenCommand::Create { user, name, scope, repository, expires_days } => {
-            let (record, secret) = auth.create_token(&user, &name, &scope, repository.as_deref(), expires_days).await?;
-            audit(&auth, "token.create", &user, crate::manage::token_audit(&record)).await;
+            let spec =
+                TokenSpec { name: &name, scope: &scope, repository_pattern: repository.as_deref(), expires_days };
+            let (record, secret) = auth.create_token(CLI, &user, &spec).await?;
             println!("token {} for {user} (scope {scope}); it is shown only now:", record.id);
             println!("{secret}");
         }
         TokenCommand::List { user } => {
-            let tokens = match user {
-                Some(u) => auth.tokens_of(&u).await?,
-                None => auth.meta.tokens(None, Some("personal")).await?,
-            };
+            let tokens = auth.tokens(CLI, user.as_deref()).await?;
             println!(
                 "{:<6} {:<24} {:<20} {:<7} {:<16} {:<17} LAST USED",
                 "ID", "ACCOUNT", "NAME", "SCOPE", "REPOSITORIES", "EXPIRES"
@@ -218,8 +203,7 @@ pub async fn token(config: &Config, cmd: TokenCommand) -> anyhow::Result<()> {
             }
         }
         TokenCommand::Revoke { id } => {
-            auth.revoke_token(id, None).await?;
-            audit(&auth, "token.revoke", &id.to_string(), Value::Null).await;
+            auth.revoke_token(CLI, id).await?;
             println!("token {id} revoked");
         }
     }
@@ -230,14 +214,13 @@ pub async fn robot(config: &Config, cmd: RobotCommand) -> anyhow::Result<()> {
     let auth = service(config).await?;
     match cmd {
         RobotCommand::Create { namespace, name, role } => {
-            let robot = auth.create_robot(&namespace, &name, &role).await?;
-            audit(&auth, "robot.create", &robot.name, json!({ "role": role })).await;
+            let robot = auth.create_robot(CLI, &namespace, &name, &role).await?;
             println!("created robot {} ({role} in {namespace}); give it a token with:", robot.name);
             println!("  berth token create --user '{}' --name ci --scope push", robot.name);
         }
         RobotCommand::List => {
             println!("{:<32} {:<20} ROLE", "NAME", "NAMESPACE");
-            for r in auth.meta.accounts(Some("robot")).await? {
+            for r in auth.robots(CLI, None).await? {
                 println!(
                     "{:<32} {:<20} {}",
                     r.name,
@@ -247,8 +230,7 @@ pub async fn robot(config: &Config, cmd: RobotCommand) -> anyhow::Result<()> {
             }
         }
         RobotCommand::Delete { name } => {
-            auth.delete_account(&name).await?;
-            audit(&auth, "robot.delete", &name, Value::Null).await;
+            auth.delete_robot(CLI, &name).await?;
             println!("{name} deleted");
         }
     }
@@ -259,29 +241,26 @@ pub async fn namespace(config: &Config, cmd: NamespaceCommand) -> anyhow::Result
     let auth = service(config).await?;
     match cmd {
         NamespaceCommand::Create { name } => {
-            auth.create_org(&name).await?;
-            audit(&auth, "namespace.create", &name, Value::Null).await;
+            auth.create_org(CLI, &name).await?;
             println!("created organisation {name} (private)");
         }
         NamespaceCommand::List => {
             println!("{:<24} {:<5} VISIBILITY", "NAME", "KIND");
-            for ns in auth.meta.namespaces().await? {
+            for ns in auth.namespaces(CLI).await? {
                 println!("{:<24} {:<5} {}", ns.name, ns.kind, if ns.public { "public" } else { "private" });
             }
         }
         NamespaceCommand::Member { namespace, account, role } => {
             if role == "remove" {
-                auth.set_member(&namespace, &account, None).await?;
-                audit(&auth, "member.remove", &namespace, json!({ "account": account })).await;
+                auth.set_member(CLI, &namespace, &account, None).await?;
                 println!("{account} removed from {namespace}");
             } else {
-                auth.set_member(&namespace, &account, Some(&role)).await?;
-                audit(&auth, "member.set", &namespace, json!({ "account": account, "role": role })).await;
+                auth.set_member(CLI, &namespace, &account, Some(&role)).await?;
                 println!("{account} is {role} of {namespace}");
             }
         }
         NamespaceCommand::Members { namespace } => {
-            for (account, role) in auth.meta.members(&namespace).await? {
+            for (account, role) in auth.namespace(CLI, &namespace).await?.members {
                 println!("{account:<24} {role}");
             }
         }
@@ -291,8 +270,7 @@ pub async fn namespace(config: &Config, cmd: NamespaceCommand) -> anyhow::Result
                 "private" => false,
                 _ => anyhow::bail!("visibility is public or private"),
             };
-            auth.set_visibility(&namespace, public).await?;
-            audit(&auth, "namespace.visibility", &namespace, json!({ "public": public })).await;
+            auth.set_visibility(CLI, &namespace, public).await?;
             println!("{namespace} is {visibility}");
         }
     }

@@ -1,13 +1,15 @@
-//! `berth webhook ...` and `berth audit`: webhooks (created through `crate::manage::webhooks`,
-//! as `/api/v1/webhooks` does) and the audit log, on the configured database.
+//! `berth webhook ...` and `berth audit`: webhooks and the audit log on the configured
+//! database, through `manage::webhooks::EventAdmin` (as `/api/v1/webhooks` and `/api/v1/audit`)
+//! as `By::CommandLine`.
 
 use clap::Subcommand;
 
-use super::accounts::{CLI_ACTOR, read_password, when};
+use super::accounts::{read_password, when};
 use crate::config::Config;
-use crate::events::Events;
-use crate::meta::Meta;
-use serde_json::{Value, json};
+use crate::manage::webhooks::MAX_PAGE;
+use crate::manage::{By, Services};
+
+const CLI: By<'static> = By::CommandLine;
 
 #[derive(Subcommand)]
 pub enum WebhookCommand {
@@ -42,21 +44,13 @@ pub enum WebhookCommand {
 }
 
 pub async fn webhook(config: &Config, cmd: WebhookCommand) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)?;
-    let events = Events::new(Meta::connect(&config.database_url()).await?);
+    let admin = Services::open(config).await?.webhooks;
     match cmd {
         WebhookCommand::Add { url, namespace, events: kinds, secret_stdin } => {
             let kinds: Vec<String> = kinds.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
             let secret = if secret_stdin { Some(read_password(true)?.0) } else { None };
-            let (hook, generated) = crate::manage::webhooks::create(
-                &events,
-                CLI_ACTOR,
-                namespace.as_deref(),
-                &url,
-                Some(&kinds),
-                secret.as_deref(),
-            )
-            .await?;
+            let (hook, generated) =
+                admin.create(CLI, namespace.as_deref(), &url, Some(&kinds), secret.as_deref()).await?;
             println!("webhook {} added ({})", hook.id, hook.events.join(","));
             if let Some(secret) = generated {
                 println!("secret (shown only now): {secret}");
@@ -64,7 +58,7 @@ pub async fn webhook(config: &Config, cmd: WebhookCommand) -> anyhow::Result<()>
         }
         WebhookCommand::List => {
             println!("{:<6} {:<20} {:<24} {:<8} URL", "ID", "NAMESPACE", "EVENTS", "ENABLED");
-            for h in events.meta().webhooks().await? {
+            for h in admin.webhooks(CLI).await? {
                 println!(
                     "{:<6} {:<20} {:<24} {:<8} {}",
                     h.id,
@@ -76,24 +70,17 @@ pub async fn webhook(config: &Config, cmd: WebhookCommand) -> anyhow::Result<()>
             }
         }
         WebhookCommand::Delete { id } => {
-            if !events.meta().delete_webhook(id).await? {
-                anyhow::bail!("no webhook {id}");
-            }
-            events.audit(CLI_ACTOR, "webhook.delete", Some(&id.to_string()), Value::Null, None).await;
+            admin.delete(CLI, id).await?;
             println!("webhook {id} deleted");
         }
         WebhookCommand::Disable { id } | WebhookCommand::Enable { id } => {
             let enabled = matches!(cmd, WebhookCommand::Enable { .. });
-            if !events.meta().set_webhook_enabled(id, enabled).await? {
-                anyhow::bail!("no webhook {id}");
-            }
-            let detail = json!({ "enabled": enabled });
-            events.audit(CLI_ACTOR, "webhook.update", Some(&id.to_string()), detail, None).await;
+            admin.set_enabled(CLI, id, enabled).await?;
             println!("webhook {id} {}", if enabled { "enabled" } else { "disabled" });
         }
         WebhookCommand::Deliveries { id, n } => {
             println!("{:<8} {:<8} {:<10} {:<8} {:<6} LAST ERROR", "ID", "ACTION", "STATUS", "ATTEMPTS", "CODE");
-            for d in events.meta().deliveries(id, None, n.clamp(1, 1000)).await? {
+            for d in admin.deliveries(CLI, id, None, n.clamp(1, MAX_PAGE)).await? {
                 println!(
                     "{:<8} {:<8} {:<10} {:<8} {:<6} {}",
                     d.id,
@@ -111,10 +98,9 @@ pub async fn webhook(config: &Config, cmd: WebhookCommand) -> anyhow::Result<()>
 
 /// `berth audit`: the newest audit entries.
 pub async fn audit_log(config: &Config, actor: Option<String>, action: Option<String>, n: i64) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)?;
-    let meta = Meta::connect(&config.database_url()).await?;
+    let admin = Services::open(config).await?.webhooks;
     println!("{:<20} {:<16} {:<20} {:<24} DETAIL", "TIME", "ACTOR", "ACTION", "TARGET");
-    for e in meta.audit(actor.as_deref(), action.as_deref(), None, n.clamp(1, 10_000)).await? {
+    for e in admin.audit(CLI, actor.as_deref(), action.as_deref(), None, n.clamp(1, MAX_PAGE)).await? {
         println!(
             "{:<20} {:<16} {:<20} {:<24} {}",
             when(Some(e.at)),

@@ -1,16 +1,16 @@
 //! `berth gc`, `berth retention ...` and `berth quota ...`: garbage collection, retention
 //! policies and namespace quotas on the configured database and blob store (the same
-//! [`Collector`] the server schedules; the lease keeps it from running beside a server's).
+//! collector the server schedules; the lease keeps it from running beside a server's), through
+//! `manage::storage::StorageAdmin` as `By::CommandLine`.
 
 use std::sync::Arc;
 
 use clap::Subcommand;
 
 use crate::config::Config;
-use crate::events::Events;
-use crate::gc::{Collector, GcReport};
-use crate::manage::By;
+use crate::gc::GcReport;
 use crate::manage::storage::StorageAdmin;
+use crate::manage::{By, Services};
 use crate::meta::RetentionPolicy;
 
 #[derive(Subcommand)]
@@ -65,32 +65,21 @@ pub fn print_report(r: &GcReport) {
     }
 }
 
-/// The storage service on the configured database and blob store, with a collector when
-/// `with_collector` (the same [`Collector`] the server schedules; its lease keeps it from
-/// running beside a server's).
-async fn storage_admin(config: &Config, with_collector: bool) -> anyhow::Result<StorageAdmin> {
-    let registry = Arc::new(crate::registry::Registry::open(config).await?);
-    let collector = with_collector.then(|| {
-        let upstreams = if config.mirror.enabled {
-            config.mirror.upstreams.iter().map(|u| u.name.clone()).collect()
-        } else {
-            Vec::new()
-        };
-        Arc::new(Collector::new(registry.clone(), config.gc.clone(), upstreams, config.mirror.max_cache_bytes))
-    });
-    let events = Arc::new(Events::new(registry.meta.clone()));
-    Ok(StorageAdmin::new(registry.meta.clone(), None, events, collector))
+/// The storage service on the configured database and blob store, with the same [`Collector`]
+/// the server schedules (its lease keeps it from running beside a server's).
+async fn storage_admin(config: &Config) -> anyhow::Result<Arc<StorageAdmin>> {
+    Ok(Services::open(config).await?.storage)
 }
 
 pub async fn gc(config: &Config, dry_run: bool) -> anyhow::Result<()> {
-    let storage = storage_admin(config, true).await?;
-    let report = storage.run_gc(By::CommandLine, "", dry_run, Some(&|line| println!("{line}"))).await?;
+    let storage = storage_admin(config).await?;
+    let report = storage.run_gc(By::CommandLine, dry_run, Some(&|line| println!("{line}"))).await?;
     print_report(&report);
     Ok(())
 }
 
 pub async fn retention(config: &Config, cmd: RetentionCommand) -> anyhow::Result<()> {
-    let storage = storage_admin(config, false).await?;
+    let storage = storage_admin(config).await?;
     match cmd {
         RetentionCommand::List => {
             println!(
@@ -123,7 +112,7 @@ pub async fn retention(config: &Config, cmd: RetentionCommand) -> anyhow::Result
 }
 
 pub async fn quota(config: &Config, cmd: QuotaCommand) -> anyhow::Result<()> {
-    let storage = storage_admin(config, false).await?;
+    let storage = storage_admin(config).await?;
     match cmd {
         QuotaCommand::Show { namespace } => {
             let usage = storage.usage(By::CommandLine, &namespace).await?;

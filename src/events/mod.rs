@@ -43,6 +43,17 @@ pub struct RepoEvent<'a> {
     pub kind: Option<&'a str>,
 }
 
+impl<'a> RepoEvent<'a> {
+    /// The deletion of a manifest (by digest) or of a tag, as every door reports it.
+    pub fn deletion(repository: &'a str, reference: &'a crate::oci::Reference) -> RepoEvent<'a> {
+        let (tag, digest) = match reference {
+            crate::oci::Reference::Tag(t) => (Some(t.as_str()), None),
+            crate::oci::Reference::Digest(d) => (None, Some(d.as_str())),
+        };
+        RepoEvent { repository, tag, digest, ..Default::default() }
+    }
+}
+
 struct Cached {
     hooks: Arc<Vec<Webhook>>,
     loaded: Option<Instant>,

@@ -4,41 +4,74 @@
 //! room holds what the doors shared by copying before: webhooks, the audit detail of a new
 //! token, and reading a size as people type it.
 
+pub mod accounts;
+mod services;
 pub mod storage;
 pub mod webhooks;
+
+pub use services::Services;
 
 use serde_json::{Value, json};
 
 use crate::auth::Identity;
 
 use crate::error::{RegistryError, Result};
-use crate::meta::TokenRecord;
+use crate::meta::{Account, TokenRecord};
 
-/// Who asks for a management operation: an account through the API or the UI, or the command
-/// line, which works on the server's own database and so may do anything (whoever can run it
-/// owns the data); it is recorded as `cli`.
+/// Who asks for a management operation: an account through the API or the UI (with the
+/// client's address, for the audit log), or the command line, which works on the server's own
+/// database and so may do anything (whoever can run it owns the data); it is recorded as `cli`.
 #[derive(Clone, Copy)]
 pub enum By<'a> {
-    Account(&'a Identity),
+    Account(&'a Identity, &'a str),
     CommandLine,
 }
 
-impl By<'_> {
+impl<'a> By<'a> {
     /// The name the audit log gives the caller.
     pub fn actor(&self) -> &str {
         match self {
-            By::Account(who) => who.actor(),
+            By::Account(who, _) => who.actor(),
             By::CommandLine => "cli",
+        }
+    }
+
+    /// The client's address, for the audit log.
+    pub fn addr(&self) -> Option<&str> {
+        match self {
+            By::Account(_, addr) => Some(addr).filter(|a| !a.is_empty()).copied(),
+            By::CommandLine => None,
+        }
+    }
+
+    /// The caller's identity (none for the command line).
+    pub fn identity(&self) -> Option<&'a Identity> {
+        match self {
+            By::Account(who, _) => Some(who),
+            By::CommandLine => None,
+        }
+    }
+
+    /// The caller's account, logged in with a password: changes to accounts, tokens and
+    /// namespaces need one, so a token can never mint a wider token or widen access. `None`
+    /// for the command line.
+    pub fn password_login(&self) -> Result<Option<&'a Account>> {
+        let By::Account(who, _) = self else {
+            return Ok(None);
+        };
+        match &who.account {
+            Some(account) if who.limit.is_none() && who.granted.is_none() => Ok(Some(account)),
+            Some(_) => Err(RegistryError::Denied("this needs a password login, not a token".into())),
+            None => Err(RegistryError::Unauthorized { message: "log in first".into(), challenge: None }),
         }
     }
 
     /// Administrators, logged in with a password (a personal access token or a registry token
     /// never manages), and the command line.
     pub fn require_admin(&self) -> Result<()> {
-        match self {
-            By::CommandLine => Ok(()),
-            By::Account(who) if who.is_admin() && who.limit.is_none() && who.granted.is_none() => Ok(()),
-            By::Account(_) => Err(RegistryError::Denied("administrators only".into())),
+        match self.password_login()? {
+            Some(account) if !account.is_admin => Err(RegistryError::Denied("administrators only".into())),
+            _ => Ok(()),
         }
     }
 }
@@ -80,7 +113,10 @@ pub fn parse_size(text: &str) -> Result<Option<i64>> {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod size_tests {
     use super::*;
 
     #[test]

@@ -59,7 +59,7 @@ impl StorageAdmin {
     /// A namespace's usage and quota, for whoever may see the namespace (`NotFound` for the
     /// rest, so a private namespace's existence does not show).
     pub async fn usage(&self, by: By<'_>, namespace: &str) -> Result<Usage> {
-        if let By::Account(who) = by {
+        if let By::Account(who, _) = by {
             // (An administrator's token limited to some repositories manages nothing.)
             let auth = self.auth.as_ref().ok_or_else(|| RegistryError::NotFound("authentication is off".into()))?;
             if !auth.may_see_namespace(who, namespace, false).await? {
@@ -128,25 +128,19 @@ impl StorageAdmin {
     /// already running (here, or on another node for a real run). With `progress` (the CLI)
     /// the run is this call's; without (the HTTP doors) it is a task of its own, logged, which
     /// finishes and is recorded even if the client goes away.
-    pub async fn run_gc(
-        &self,
-        by: By<'_>,
-        addr: &str,
-        dry_run: bool,
-        progress: Option<Progress<'_>>,
-    ) -> Result<GcReport> {
+    pub async fn run_gc(&self, by: By<'_>, dry_run: bool, progress: Option<Progress<'_>>) -> Result<GcReport> {
         by.require_admin()?;
         tracing::info!(by = by.actor(), dry_run, "garbage collection requested");
         let collector = self.collector()?.clone();
         if let Some(progress) = progress {
             let report = collector.run(dry_run, progress).await?;
-            record_run(&self.events, by.actor(), addr, &report).await;
+            record_run(&self.events, by.actor(), by.addr(), &report).await;
             return Ok(report);
         }
-        let (events, actor, addr) = (self.events.clone(), by.actor().to_string(), addr.to_string());
+        let (events, actor, addr) = (self.events.clone(), by.actor().to_string(), by.addr().map(str::to_string));
         let task = tokio::spawn(async move {
             let report = collector.run(dry_run, &|line| tracing::info!("gc: {line}")).await?;
-            record_run(&events, &actor, &addr, &report).await;
+            record_run(&events, &actor, addr.as_deref(), &report).await;
             Ok::<_, RegistryError>(report)
         });
         task.await.map_err(|e| RegistryError::internal("garbage collection task", e))?
@@ -154,7 +148,7 @@ impl StorageAdmin {
 }
 
 /// The audit record of a real run.
-async fn record_run(events: &Events, actor: &str, addr: &str, report: &GcReport) {
+async fn record_run(events: &Events, actor: &str, addr: Option<&str>, report: &GcReport) {
     if report.dry_run {
         return;
     }
@@ -162,5 +156,5 @@ async fn record_run(events: &Events, actor: &str, addr: &str, report: &GcReport)
         "blobs_deleted": report.blobs_deleted, "manifests_deleted": report.manifests_deleted,
         "tags_deleted": report.tags_deleted, "bytes_freed": report.bytes_freed,
     });
-    events.audit(actor, "gc.run", None, detail, Some(addr).filter(|a| !a.is_empty())).await;
+    events.audit(actor, "gc.run", None, detail, addr).await;
 }

@@ -2,6 +2,7 @@
 //! metadata store and the blob store. HTTP handlers, the CLI, the UI, the mirror and the runtime
 //! all call this, so no rule of the spec lives in two places.
 
+mod browse;
 mod pulls;
 pub mod quota;
 mod uploads;
@@ -75,8 +76,8 @@ pub struct BlobRead {
 
 /// The registry service.
 pub struct Registry {
-    pub meta: Meta,
-    pub blobs: BlobStore,
+    pub(crate) meta: Meta,
+    pub(crate) blobs: BlobStore,
     pub limits: Limits,
     /// Running hash state of the uploads this process is serving, with a lock per upload.
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<uploads::HashState>>>>>,

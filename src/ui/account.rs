@@ -1,11 +1,11 @@
 //! Account pages: settings (password, personal access tokens), namespaces (visibility,
-//! members, robots) and administration (users, robots, organisations, the mirror). Every
-//! change goes through the `AuthService` management functions the API and the CLI use, after
-//! the same checks as `/api/v1` (admins; managers of a namespace).
+//! members, robots) and administration (users, robots, organisations, the mirror). Every read
+//! and change goes through `manage::accounts::AccountAdmin`, which the API and the CLI call
+//! too: it checks who may (administrators; managers of a namespace) and writes the audit
+//! record; these handlers check the form's CSRF token, call it and render.
 
-use crate::manage::By;
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, web};
+use actix_web::web;
 use askama::Template;
 use serde::Deserialize;
 
@@ -13,8 +13,9 @@ use super::format::{ago, size, time};
 use super::session::CsrfForm;
 use super::storage::{GcRow, GcView, MirrorStats, Storage, gc_view, mirror_stats, storage};
 use super::{Layout, UiError, UiResult, Viewer, page, see_other};
-use crate::auth::service::{ROLES, SCOPES, client_addr};
+use crate::auth::service::{ROLES, SCOPES};
 use crate::error::RegistryError;
+use crate::manage::accounts::{TokenSpec, UserChange};
 use crate::meta::{Account, TokenRecord};
 
 pub struct TokenRow {
@@ -72,21 +73,14 @@ pub struct OkQuery {
 }
 
 async fn visible_namespaces(v: &Viewer) -> Result<Vec<NsRow>, UiError> {
-    let auth = v.auth()?;
-    let mut out = Vec::new();
-    for ns in auth.meta.namespaces().await? {
-        if auth.may_see_namespace(&v.who, &ns.name, ns.public).await? {
-            out.push(NsRow { name: ns.name, kind: ns.kind, public: ns.public });
-        }
-    }
-    Ok(out)
+    let namespaces = v.accounts()?.namespaces(v.by()).await?;
+    Ok(namespaces.into_iter().map(|ns| NsRow { name: ns.name, kind: ns.kind, public: ns.public }).collect())
 }
 
 async fn settings_page(v: &Viewer, ok: Option<&str>, shown: Option<Shown>) -> UiResult {
-    let name = v.require_login()?.to_string();
-    let auth = v.auth()?;
+    v.require_login()?;
     let account = v.who.account.clone().ok_or_else(|| UiError::Login(v.path.clone()))?;
-    let tokens = auth.tokens_of(&name).await?.iter().map(token_row).collect();
+    let tokens = v.accounts()?.tokens(v.by(), None).await?.iter().map(token_row).collect();
     let p = SettingsPage {
         l: v.layout("Account settings", ok),
         host: v.host.clone(),
@@ -115,20 +109,14 @@ pub struct PasswordForm {
     confirm: String,
 }
 
-pub async fn change_password(v: Viewer, req: HttpRequest, form: web::Form<PasswordForm>) -> UiResult {
-    let name = v.require_login()?.to_string();
+pub async fn change_password(v: Viewer, form: web::Form<PasswordForm>) -> UiResult {
+    v.require_login()?;
     v.check_csrf(&form.csrf)?;
-    let auth = v.auth()?;
     if form.new != form.confirm {
         return Err(RegistryError::Invalid("the new password and its confirmation differ".into()).into());
     }
-    auth.login(&name, &form.current, &client_addr(&req)).await.map_err(|e| match e {
-        RegistryError::Unauthorized { .. } => RegistryError::Denied("the current password is wrong".into()),
-        other => other,
-    })?;
     // Ends the account's other UI sessions, keeping this one.
-    auth.set_password(&name, &form.new, Some(v.session_hash())).await?;
-    v.audit("password.change", &name, serde_json::Value::Null).await;
+    v.accounts()?.change_own_password(v.by(), &form.current, &form.new, Some(v.session_hash())).await?;
     Ok(see_other("/settings?ok=password"))
 }
 
@@ -158,23 +146,29 @@ fn expires(days: &str) -> Result<Option<u32>, UiError> {
         .ok_or_else(|| RegistryError::Invalid("expiry: a number of days up to 3650, or empty for never".into()).into())
 }
 
+impl TokenForm {
+    fn spec(&self) -> Result<TokenSpec<'_>, UiError> {
+        Ok(TokenSpec {
+            name: self.name.trim(),
+            scope: &self.scope,
+            repository_pattern: Some(self.pattern.trim()),
+            expires_days: expires(&self.expires_days)?,
+        })
+    }
+}
+
 pub async fn create_token(v: Viewer, form: web::Form<TokenForm>) -> UiResult {
     let name = v.require_login()?.to_string();
     v.check_csrf(&form.csrf)?;
-    let auth = v.auth()?;
-    let pattern = form.pattern.trim();
-    let (record, secret) =
-        auth.create_token(&name, form.name.trim(), &form.scope, Some(pattern), expires(&form.expires_days)?).await?;
-    v.audit("token.create", &name, crate::manage::token_audit(&record)).await;
+    let (record, secret) = v.accounts()?.create_token(v.by(), &name, &form.spec()?).await?;
     let shown = Shown { what: format!("Token {:?}", record.name), account: name, secret, host: v.host.clone() };
     settings_page(&v, None, Some(shown)).await
 }
 
 pub async fn revoke_token(v: Viewer, id: web::Path<i64>, form: web::Form<CsrfForm>) -> UiResult {
-    let name = v.require_login()?.to_string();
+    v.require_login()?;
     v.check_csrf(&form.csrf)?;
-    v.auth()?.revoke_token(*id, Some(&name)).await?;
-    v.audit("token.revoke", &id.to_string(), serde_json::Value::Null).await;
+    v.accounts()?.revoke_token(v.by(), *id).await?;
     Ok(see_other("/settings?ok=revoked"))
 }
 
@@ -210,14 +204,11 @@ struct NamespacePage {
 }
 
 async fn robots_in(v: &Viewer, namespace: Option<&str>) -> Result<Vec<RobotRow>, UiError> {
-    let auth = v.auth()?;
+    let accounts = v.accounts()?;
     let mut out = Vec::new();
-    for r in auth.meta.accounts(Some("robot")).await? {
+    for r in accounts.robots(v.by(), namespace).await? {
         let ns = r.robot_namespace.clone().unwrap_or_default();
-        if namespace.is_some_and(|n| n != ns) {
-            continue;
-        }
-        let tokens = auth.tokens_of(&r.name).await?.iter().map(token_row).collect();
+        let tokens = accounts.tokens(v.by(), Some(&r.name)).await?.iter().map(token_row).collect();
         out.push(RobotRow {
             name: r.name,
             namespace: ns,
@@ -230,20 +221,18 @@ async fn robots_in(v: &Viewer, namespace: Option<&str>) -> Result<Vec<RobotRow>,
 }
 
 async fn namespace_page(v: &Viewer, ns: &str, ok: Option<&str>, shown: Option<Shown>) -> UiResult {
-    let auth = v.auth()?;
-    let hidden = || v.hidden(&format!("the namespace {ns}"));
-    let namespace = auth.meta.namespace(ns).await?.ok_or_else(hidden)?;
-    let may_manage = auth.may_manage(&v.who, ns).await?;
-    if !may_manage && !namespace.public && !auth.may_pull_in(&v.who, ns).await? {
-        return Err(hidden());
-    }
-    let (repositories, bytes) = auth.meta.ui_namespace_usage(ns).await?;
+    let view = match v.accounts()?.namespace(v.by(), ns).await {
+        Err(RegistryError::NotFound(_)) => return Err(v.hidden(&format!("the namespace {ns}"))),
+        other => other?,
+    };
+    let may_manage = view.may_manage;
+    let (repositories, bytes) = v.svc.registry.namespace_summary(ns).await?;
     let p = NamespacePage {
         l: v.layout(format!("Namespace {ns}"), ok),
-        name: namespace.name,
-        kind: namespace.kind,
-        public: namespace.public,
-        members: auth.meta.members(ns).await?,
+        name: view.namespace.name,
+        kind: view.namespace.kind,
+        public: view.namespace.public,
+        members: view.members,
         robots: if may_manage { robots_in(v, Some(ns)).await? } else { Vec::new() },
         may_manage,
         repositories,
@@ -261,14 +250,10 @@ pub async fn namespace(v: Viewer, ns: web::Path<String>, q: web::Query<OkQuery>)
     namespace_page(&v, &ns, q.ok.as_deref(), None).await
 }
 
-/// The viewer, if it may manage `ns` (after the CSRF check).
-async fn manager(v: &Viewer, ns: &str, csrf: &str) -> Result<(), UiError> {
+/// A logged-in viewer sending a form of this site (the service checks what it may do).
+fn form_of_user(v: &Viewer, csrf: &str) -> Result<(), UiError> {
     v.require_login()?;
-    v.check_csrf(csrf)?;
-    if !v.auth()?.may_manage(&v.who, ns).await? {
-        return Err(RegistryError::Denied(format!("you may not manage {ns}")).into());
-    }
-    Ok(())
+    v.check_csrf(csrf)
 }
 
 #[derive(Deserialize)]
@@ -280,9 +265,8 @@ pub struct VisibilityForm {
 }
 
 pub async fn set_visibility(v: Viewer, ns: web::Path<String>, form: web::Form<VisibilityForm>) -> UiResult {
-    manager(&v, &ns, &form.csrf).await?;
-    v.auth()?.set_visibility(&ns, form.public == "true").await?;
-    v.audit("namespace.visibility", &ns, serde_json::json!({ "public": form.public == "true" })).await;
+    form_of_user(&v, &form.csrf)?;
+    v.accounts()?.set_visibility(v.by(), &ns, form.public == "true").await?;
     Ok(see_other(&format!("/ns/{ns}?ok=visibility")))
 }
 
@@ -298,11 +282,9 @@ pub struct MemberForm {
 }
 
 pub async fn set_member(v: Viewer, ns: web::Path<String>, form: web::Form<MemberForm>) -> UiResult {
-    manager(&v, &ns, &form.csrf).await?;
+    form_of_user(&v, &form.csrf)?;
     let role = (form.role != "remove").then_some(form.role.as_str());
-    v.auth()?.set_member(&ns, form.account.trim(), role).await?;
-    let detail = serde_json::json!({ "account": form.account.trim(), "role": role });
-    v.audit(if role.is_some() { "member.set" } else { "member.remove" }, &ns, detail).await;
+    v.accounts()?.set_member(v.by(), &ns, form.account.trim(), role).await?;
     Ok(see_other(&format!("/ns/{ns}?ok=member")))
 }
 
@@ -323,33 +305,16 @@ pub struct RobotForm {
 
 pub async fn create_robot(v: Viewer, form: web::Form<RobotForm>) -> UiResult {
     let ns = form.namespace.trim();
-    manager(&v, ns, &form.csrf).await?;
-    let robot = v.auth()?.create_robot(ns, form.name.trim(), &form.role).await?;
-    v.audit("robot.create", &robot.name, serde_json::json!({ "role": form.role })).await;
+    form_of_user(&v, &form.csrf)?;
+    v.accounts()?.create_robot(v.by(), ns, form.name.trim(), &form.role).await?;
     Ok(see_other(&if form.back == "admin" { "/admin?ok=robot".to_string() } else { format!("/ns/{ns}?ok=robot") }))
 }
 
-/// A robot and its namespace, if the viewer may manage it.
-async fn managed_robot(v: &Viewer, name: &str, csrf: &str) -> Result<Account, UiError> {
-    let robot = v.auth()?.meta.account(name).await?.map(|a| a.account).filter(|a| a.kind == "robot");
-    let robot = robot.ok_or_else(|| RegistryError::NotFound(format!("no robot {name}")))?;
-    manager(v, robot.robot_namespace.as_deref().unwrap_or_default(), csrf).await?;
-    Ok(robot)
-}
-
 pub async fn create_robot_token(v: Viewer, name: web::Path<String>, form: web::Form<TokenForm>) -> UiResult {
-    let robot = managed_robot(&v, &name, &form.csrf).await?;
-    let (record, secret) = v
-        .auth()?
-        .create_token(
-            &robot.name,
-            form.name.trim(),
-            &form.scope,
-            Some(form.pattern.trim()),
-            expires(&form.expires_days)?,
-        )
-        .await?;
-    v.audit("token.create", &robot.name, crate::manage::token_audit(&record)).await;
+    form_of_user(&v, &form.csrf)?;
+    let accounts = v.accounts()?;
+    let robot = accounts.managed_robot(v.by(), &name).await?;
+    let (record, secret) = accounts.create_token(v.by(), &robot.name, &form.spec()?).await?;
     let shown = Shown {
         what: format!("Token {:?} of the robot {}", record.name, robot.name),
         account: robot.name.clone(),
@@ -360,9 +325,8 @@ pub async fn create_robot_token(v: Viewer, name: web::Path<String>, form: web::F
 }
 
 pub async fn delete_robot(v: Viewer, name: web::Path<String>, form: web::Form<CsrfForm>) -> UiResult {
-    let robot = managed_robot(&v, &name, &form.csrf).await?;
-    v.auth()?.delete_account(&robot.name).await?;
-    v.audit("robot.delete", &robot.name, serde_json::Value::Null).await;
+    form_of_user(&v, &form.csrf)?;
+    let robot = v.accounts()?.delete_robot(v.by(), &name).await?;
     Ok(see_other(&format!("/ns/{}?ok=robot-deleted", robot.robot_namespace.unwrap_or_default())))
 }
 
@@ -419,11 +383,10 @@ pub(super) async fn admin_page_with(
         Ok(report) => (None, report),
         Err(shown) => (Some(shown), None),
     };
-    let auth = v.auth()?;
+    let accounts = v.accounts()?;
     let me = v.name().unwrap_or_default();
-    let users = auth
-        .meta
-        .accounts(Some("user"))
+    let users = accounts
+        .users(v.by())
         .await?
         .into_iter()
         .map(|a| UserRow {
@@ -435,9 +398,8 @@ pub(super) async fn admin_page_with(
             disabled: a.disabled,
         })
         .collect();
-    let orgs = auth
-        .meta
-        .namespaces()
+    let orgs = accounts
+        .namespaces(v.by())
         .await?
         .into_iter()
         .filter(|n| n.kind == "org")
@@ -446,7 +408,7 @@ pub(super) async fn admin_page_with(
     let mut upstreams = Vec::new();
     if let Some(m) = &v.svc.mirror {
         for u in &m.config.upstreams {
-            let (repositories, bytes) = auth.meta.ui_namespace_usage(&u.name).await?;
+            let (repositories, bytes) = v.svc.registry.namespace_summary(&u.name).await?;
             upstreams.push(UpstreamRow {
                 name: u.name.clone(),
                 url: u.url.clone(),
@@ -497,8 +459,8 @@ pub async fn create_user(v: Viewer, form: web::Form<NewUserForm>) -> UiResult {
     v.require_admin()?;
     v.check_csrf(&form.csrf)?;
     let password = Some(form.password.as_str()).filter(|p| !p.is_empty());
-    let (account, generated) = v.auth()?.create_user(form.name.trim(), password, form.admin.is_some()).await?;
-    v.audit("user.create", &account.name, serde_json::json!({ "admin": form.admin.is_some() })).await;
+    let (account, generated) =
+        v.accounts()?.create_user(v.by(), form.name.trim(), password, form.admin.is_some()).await?;
     let shown = generated.map(|secret| Shown {
         what: format!("The generated password of {}", account.name),
         account: account.name.clone(),
@@ -522,21 +484,16 @@ pub struct UserUpdateForm {
 pub async fn update_user(v: Viewer, name: web::Path<String>, form: web::Form<UserUpdateForm>) -> UiResult {
     v.require_admin()?;
     v.check_csrf(&form.csrf)?;
-    let auth = v.auth()?;
-    let is_me = v.name() == Some(name.as_str());
-    match form.action.as_str() {
-        "disable" | "remove-admin" if is_me => {
-            return Err(RegistryError::Invalid("you cannot lock yourself out: ask another administrator".into()).into());
-        }
-        "disable" => drop(auth.set_flags(&name, None, Some(true)).await?),
-        "enable" => drop(auth.set_flags(&name, None, Some(false)).await?),
-        "make-admin" => drop(auth.set_flags(&name, Some(true), None).await?),
-        "remove-admin" => drop(auth.set_flags(&name, Some(false), None).await?),
-        // The account's UI sessions end with it (an admin resetting their own keeps this one).
-        "password" => auth.set_password(&name, &form.password, Some(v.session_hash())).await?,
+    let change = match form.action.as_str() {
+        "disable" => UserChange { disabled: Some(true), ..Default::default() },
+        "enable" => UserChange { disabled: Some(false), ..Default::default() },
+        "make-admin" => UserChange { admin: Some(true), ..Default::default() },
+        "remove-admin" => UserChange { admin: Some(false), ..Default::default() },
+        "password" => UserChange { password: Some(&form.password), ..Default::default() },
         _ => return Err(RegistryError::Invalid("unknown action".into()).into()),
     };
-    v.audit("user.update", &name, serde_json::json!({ "action": form.action })).await;
+    // A new password ends the account's UI sessions (an admin resetting their own keeps this one).
+    v.accounts()?.update_user(v.by(), &name, &change, Some(v.session_hash())).await?;
     Ok(see_other("/admin?ok=user"))
 }
 
@@ -551,8 +508,7 @@ pub struct OrgForm {
 pub async fn create_org(v: Viewer, form: web::Form<OrgForm>) -> UiResult {
     v.require_admin()?;
     v.check_csrf(&form.csrf)?;
-    v.auth()?.create_org(form.name.trim()).await?;
-    v.audit("namespace.create", form.name.trim(), serde_json::Value::Null).await;
+    v.accounts()?.create_org(v.by(), form.name.trim()).await?;
     Ok(see_other("/admin?ok=org"))
 }
 
@@ -575,7 +531,7 @@ pub async fn run_gc(v: Viewer, form: web::Form<GcForm>) -> UiResult {
         _ => return Err(RegistryError::Invalid("unknown action".into()).into()),
     };
     let storage = v.svc.storage.clone().ok_or_else(|| RegistryError::Internal("storage is not registered".into()))?;
-    match storage.run_gc(By::Account(&v.who), &v.svc.addr, dry_run, None).await {
+    match storage.run_gc(v.by(), dry_run, None).await {
         Ok(report) => {
             let code = if dry_run { "gc-dry" } else { "gc" };
             admin_page_with(&v, StatusCode::OK, Some(code), None, Ok(Some(GcRow::from(&report)))).await

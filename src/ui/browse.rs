@@ -82,13 +82,13 @@ impl RepositoriesPage {
 pub async fn repositories(v: Viewer, q: web::Query<ListQuery>) -> UiResult {
     let search = q.q.trim().to_lowercase();
     let ns = q.ns.trim().to_lowercase();
-    let meta = &v.svc.registry.meta;
+    let registry = &v.svc.registry;
     let mut names: Vec<String> = Vec::new();
     let mut cursor = q.after.clone();
     let mut visible: HashMap<String, bool> = HashMap::new();
     let mut next = None;
     'scan: for batch_no in 0..SCAN_BATCHES {
-        let batch = meta.ui_repository_names(&cursor, &search, &ns, SCAN_BATCH).await?;
+        let batch = registry.repository_names(&cursor, &search, &ns, SCAN_BATCH).await?;
         let full = batch.len() as i64 == SCAN_BATCH;
         for name in batch {
             cursor = name.clone();
@@ -119,8 +119,8 @@ pub async fn repositories(v: Viewer, q: web::Query<ListQuery>) -> UiResult {
             next = Some(cursor.clone()); // scanned enough for one page: offer to go on
         }
     }
-    let rows: Vec<RepoRow> = meta
-        .ui_repository_summaries(&names)
+    let rows: Vec<RepoRow> = registry
+        .repository_summaries(&names)
         .await?
         .into_iter()
         .map(|r| {
@@ -208,11 +208,7 @@ pub async fn repository_post(v: Viewer, tail: web::Path<String>, form: web::Form
         return Err(RegistryError::Denied(format!("you may not delete in {name}")).into());
     }
     v.svc.registry.delete_manifest(&name, &reference).await?;
-    let (tag, digest) = match &reference {
-        Reference::Tag(t) => (Some(t.as_str()), None),
-        Reference::Digest(d) => (None, Some(d.as_str())),
-    };
-    let ev = crate::events::RepoEvent { repository: &name, tag, digest, ..Default::default() };
+    let ev = crate::events::RepoEvent::deletion(&name, &reference);
     v.svc.events.deleted(v.who.actor(), &v.svc.addr, ev).await;
     tracing::info!(repository = %name, reference = %reference, account = v.name().unwrap_or("-"), "deleted in the UI");
     Ok(see_other(&format!("/r/{name}?ok=deleted")))
@@ -258,9 +254,12 @@ fn manifest_kind(media_type: &str) -> &'static str {
 
 async fn repository(v: Viewer, name: &str, q: &RepoQuery) -> UiResult {
     let actions = may_see(&v, name).await?;
-    let meta = &v.svc.registry.meta;
-    let id = meta.repository_id(name).await?.ok_or_else(|| v.hidden(&format!("the repository {name}")))?;
-    let mut tags = meta.ui_tags(id, &q.after, TAGS_PER_PAGE + 1).await?;
+    let mut tags = v
+        .svc
+        .registry
+        .tag_summaries(name, &q.after, TAGS_PER_PAGE + 1)
+        .await?
+        .ok_or_else(|| v.hidden(&format!("the repository {name}")))?;
     let next = (tags.len() as i64 > TAGS_PER_PAGE).then(|| {
         tags.truncate(TAGS_PER_PAGE as usize);
         tags.last().map(|t| t.name.clone()).unwrap_or_default()
@@ -449,8 +448,7 @@ async fn manifest_page(v: Viewer, name: &str, reference: &str) -> UiResult {
     let record = v.svc.registry.get_manifest(name, &parsed_ref).await?;
     let m: Value = serde_json::from_slice(&record.content)
         .map_err(|e| RegistryError::ManifestInvalid(format!("the stored manifest is not JSON: {e}")))?;
-    let meta = &v.svc.registry.meta;
-    let id = meta.repository_id(name).await?.ok_or_else(|| v.hidden(&format!("the repository {name}")))?;
+    let registry = &v.svc.registry;
     let is_index = media::is_index(&record.media_type);
     let mut p = ManifestPage {
         l: v.layout(format!("{name}:{reference}"), None),
@@ -460,7 +458,7 @@ async fn manifest_page(v: Viewer, name: &str, reference: &str) -> UiResult {
         digest: record.digest.clone(),
         media_type: record.media_type.clone(),
         size: size(record.content.len() as i64),
-        tags: meta.ui_tags_of(id, &record.digest).await?,
+        tags: registry.tags_of(name, &record.digest).await?,
         is_index,
         children: Vec::new(),
         config_note: None,
@@ -547,7 +545,7 @@ async fn manifest_page(v: Viewer, name: &str, reference: &str) -> UiResult {
     }
     let digest: Digest =
         record.digest.parse().map_err(|_| RegistryError::Internal("a stored digest does not parse".into()))?;
-    for r in meta.referrers(id, &digest, None).await? {
+    for r in registry.referrer_records(name, &digest).await? {
         p.referrers.push(Referrer {
             short: short_digest(&r.digest),
             digest: r.digest,
@@ -577,10 +575,7 @@ async fn confirm_delete(v: Viewer, name: &str, reference: &str) -> UiResult {
     let parsed = Reference::parse(reference)?;
     let record = v.svc.registry.get_manifest(name, &parsed).await?;
     let is_digest = matches!(parsed, Reference::Digest(_));
-    let tags = match v.svc.registry.meta.repository_id(name).await? {
-        Some(id) if is_digest => v.svc.registry.meta.ui_tags_of(id, &record.digest).await?,
-        _ => Vec::new(),
-    };
+    let tags = if is_digest { v.svc.registry.tags_of(name, &record.digest).await? } else { Vec::new() };
     let p = ConfirmDelete {
         l: v.layout(format!("Delete {name}:{reference}"), None),
         name: name.to_string(),

@@ -29,6 +29,7 @@ use askama::Template;
 use crate::auth::{Actions, AuthService, Identity};
 use crate::error::RegistryError;
 use crate::gc::Collector;
+use crate::manage::accounts::AccountAdmin;
 use crate::manage::storage::StorageAdmin;
 use crate::mirror::Mirror;
 use crate::registry::Registry;
@@ -102,6 +103,8 @@ pub struct Services {
     pub gc: Option<Arc<Collector>>,
     /// Quotas, retention and GC runs.
     pub storage: Option<Arc<StorageAdmin>>,
+    /// Accounts, tokens, robots and namespaces (with authentication on).
+    pub accounts: Option<Arc<AccountAdmin>>,
     /// Webhook events and the audit log.
     pub events: Arc<crate::events::Events>,
     /// The client's address (for the audit log).
@@ -113,9 +116,12 @@ impl Services {
         let state = req
             .app_data::<web::Data<AppState>>()
             .ok_or_else(|| RegistryError::Internal("the UI needs the API state".into()))?;
+        let auth = req.app_data::<web::Data<AuthService>>().map(|d| d.clone().into_inner());
+        let accounts = auth.as_ref().and(req.app_data::<web::Data<AccountAdmin>>()).map(|d| d.clone().into_inner());
         Ok(Services {
             registry: state.registry.clone(),
-            auth: req.app_data::<web::Data<AuthService>>().map(|d| d.clone().into_inner()),
+            auth,
+            accounts,
             mirror: state.mirror.clone(),
             gc: req.app_data::<web::Data<Collector>>().map(|d| d.clone().into_inner()),
             storage: req.app_data::<web::Data<StorageAdmin>>().map(|d| d.clone().into_inner()),

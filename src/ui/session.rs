@@ -21,6 +21,8 @@ use crate::auth::Identity;
 use crate::auth::secrets::{constant_time_eq, random_bytes, token_hash};
 use crate::auth::service::client_addr;
 use crate::error::RegistryError;
+use crate::manage::By;
+use crate::manage::accounts::AccountAdmin;
 
 const SESSION_COOKIE: &str = "berth_session";
 const CSRF_COOKIE: &str = "berth_csrf";
@@ -89,12 +91,9 @@ impl Viewer {
             && let Some(secret) = cookie(&req, SESSION_COOKIE).filter(|s| well_formed(s))
         {
             let hash = token_hash(&secret);
-            if let Some(s) = auth.meta.ui_session(&hash).await?
-                && let Some(found) = auth.meta.account(&s.account_name).await?
-                && !found.account.disabled
-            {
-                who.account = Some(found.account);
-                csrf = Some(s.csrf);
+            if let Some((account, session_csrf)) = auth.ui_session(&hash).await? {
+                who.account = Some(account);
+                csrf = Some(session_csrf);
                 session_hash = Some(hash);
             }
         }
@@ -145,12 +144,6 @@ impl Viewer {
     }
 
     /// The account name of a logged-in viewer; anonymous viewers go to the login page.
-    /// Records a change made through the UI in the audit log.
-    pub async fn audit(&self, action: &str, target: &str, detail: serde_json::Value) {
-        let actor = self.who.actor();
-        self.svc.events.audit(actor, action, Some(target), detail, Some(&self.svc.addr)).await;
-    }
-
     pub fn require_login(&self) -> Result<&str, UiError> {
         if self.svc.auth.is_none() {
             return Err(RegistryError::NotFound("there are no accounts: authentication is off".into()).into());
@@ -170,6 +163,16 @@ impl Viewer {
     /// The session's hash (to keep it when ending the account's other sessions).
     pub fn session_hash(&self) -> &str {
         self.session_hash.as_deref().unwrap_or("")
+    }
+
+    /// The viewer, for the management services (with its address, for the audit log).
+    pub fn by(&self) -> By<'_> {
+        By::Account(&self.who, &self.svc.addr)
+    }
+
+    /// The accounts service; `NotFound` with authentication off.
+    pub fn accounts(&self) -> Result<&AccountAdmin, UiError> {
+        self.svc.accounts.as_deref().ok_or_else(|| RegistryError::NotFound("authentication is off".into()).into())
     }
 
     pub fn auth(&self) -> Result<&crate::auth::AuthService, UiError> {
@@ -274,8 +277,7 @@ pub async fn login(v: Viewer, req: HttpRequest, form: web::Form<LoginForm>) -> U
     };
     let secret = random_secret();
     let hash = token_hash(&secret);
-    auth.meta.create_ui_session(&hash, account.id, &random_secret(), SESSION_TTL_SECS).await?;
-    tracing::info!(account = %account.name, "UI login");
+    auth.start_ui_session(&hash, &account, &random_secret(), SESSION_TTL_SECS).await?;
     v.svc.events.login_succeeded(&account.name, "ui", &client_addr(&req)).await;
     let mut resp = see_other(&next);
     resp.headers_mut().append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, &secret, SESSION_TTL_SECS, v.secure));
@@ -291,7 +293,7 @@ pub struct CsrfForm {
 pub async fn logout(v: Viewer, form: web::Form<CsrfForm>) -> UiResult {
     v.check_csrf(&form.csrf)?;
     if let (Some(auth), Some(hash)) = (&v.svc.auth, &v.session_hash) {
-        auth.meta.delete_ui_session(hash).await?;
+        auth.end_ui_session(hash).await?;
     }
     let mut resp: HttpResponse = see_other("/");
     resp.headers_mut().append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0, v.secure));

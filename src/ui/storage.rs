@@ -4,7 +4,6 @@
 //! management API (`src/api/gc.rs`) after the same checks: GC and quotas for administrators,
 //! usage for whoever may read the namespace.
 
-use crate::manage::By;
 use actix_web::web;
 use serde::Deserialize;
 
@@ -138,7 +137,7 @@ pub async fn storage(v: &Viewer, ns: &str) -> Result<Option<Storage>, UiError> {
         return Ok(None);
     }
     let Some(admin) = &v.svc.storage else { return Ok(None) };
-    let usage = match admin.usage(By::Account(&v.who), ns).await {
+    let usage = match admin.usage(v.by(), ns).await {
         Ok(usage) => usage,
         // Not the viewer's to see.
         Err(RegistryError::NotFound(_)) => return Ok(None),
@@ -179,7 +178,7 @@ pub async fn set_quota(v: Viewer, ns: web::Path<String>, form: web::Form<QuotaFo
     v.check_csrf(&form.csrf)?;
     let max = if form.action == "clear" { None } else { crate::manage::parse_size(&form.max)? };
     let storage = v.svc.storage.as_ref().ok_or_else(|| RegistryError::Internal("storage is not registered".into()))?;
-    storage.set_quota(By::Account(&v.who), &ns, max).await?;
+    storage.set_quota(v.by(), &ns, max).await?;
     Ok(see_other(&format!("/ns/{ns}?ok=quota")))
 }
 
