@@ -1,6 +1,7 @@
-//! The accounts and token service: verifies credentials, issues and checks registry tokens,
-//! answers what an identity may do, and manages users, robots, tokens and namespaces for the
-//! CLI and the `/api/v1` API.
+//! The credentials and token service: verifies passwords and personal access tokens, issues and
+//! checks registry tokens, keeps web UI sessions, and answers what an identity may do and which
+//! namespaces it manages. Changes to accounts, tokens and namespaces are
+//! `crate::manage::accounts`'s.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,13 +22,6 @@ use crate::error::{RegistryError, Result};
 use crate::meta::{Account, Meta, NewAccount, TokenRecord, now};
 use crate::oci::validate_name;
 use std::sync::Arc;
-
-/// Roles a member or robot can have in a namespace.
-pub const ROLES: [&str; 3] = ["reader", "writer", "maintainer"];
-/// Scopes a personal access token can have.
-pub const SCOPES: [&str; 3] = ["pull", "push", "delete"];
-/// Shortest password accepted.
-pub const MIN_PASSWORD_LEN: usize = 8;
 
 /// A freshly issued registry token.
 #[derive(Debug, Clone)]
@@ -95,22 +89,6 @@ pub fn parse_scope(s: &str) -> Option<ScopeRequest> {
         name: name.to_string(),
         actions: actions.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect(),
     })
-}
-
-fn validate_account_name(name: &str) -> Result<()> {
-    if name.contains('/') || validate_name(name).is_err() || name.len() > 64 {
-        return Err(RegistryError::Invalid(format!(
-            "invalid name {name:?}: lowercase letters, digits and single '.', '_' or '-' between them, at most 64"
-        )));
-    }
-    Ok(())
-}
-
-fn validate_password(password: &str) -> Result<()> {
-    if password.chars().count() < MIN_PASSWORD_LEN {
-        return Err(RegistryError::Invalid(format!("passwords have at least {MIN_PASSWORD_LEN} characters")));
-    }
-    Ok(())
 }
 
 impl AuthService {
@@ -497,205 +475,6 @@ impl AuthService {
             tid: who.limit.as_ref().map(|l| l.token_id),
         };
         Ok(IssuedToken { token: self.keys.sign(&claims)?, expires_in: ttl, issued_at })
-    }
-
-    // ---- management -------------------------------------------------------------------------
-
-    async fn account_named(&self, name: &str) -> Result<Account> {
-        self.meta
-            .account(name)
-            .await?
-            .map(|a| a.account)
-            .ok_or_else(|| RegistryError::NotFound(format!("no account {name:?}")))
-    }
-
-    /// Creates a user (and its namespace); returns the generated password when none was given.
-    pub async fn create_user(
-        &self,
-        name: &str,
-        password: Option<&str>,
-        admin: bool,
-    ) -> Result<(Account, Option<String>)> {
-        validate_account_name(name)?;
-        let generated = password.is_none().then(secrets::random_password);
-        let password = password.or(generated.as_deref()).unwrap_or_default();
-        validate_password(password)?;
-        let hash = secrets::hash_password(password)?;
-        let new = NewAccount {
-            name,
-            kind: "user",
-            password_hash: Some(&hash),
-            is_admin: admin,
-            robot_namespace: None,
-            robot_role: None,
-        };
-        let account = self
-            .meta
-            .create_account(&new)
-            .await?
-            .ok_or_else(|| RegistryError::Conflict(format!("the name {name:?} is taken")))?;
-        tracing::info!(account = name, admin, "user created");
-        Ok((account, generated))
-    }
-
-    /// Sets a user's password. Logins made with the old one end with it, whichever door the
-    /// change came through: docker's stored refresh tokens and the account's web UI sessions,
-    /// but `keep_ui_session` (the session hash of a user changing their own password in the UI).
-    pub async fn set_password(&self, name: &str, password: &str, keep_ui_session: Option<&str>) -> Result<()> {
-        validate_password(password)?;
-        let account = self.account_named(name).await?;
-        if account.kind != "user" {
-            return Err(RegistryError::Invalid("robots log in with tokens only".into()));
-        }
-        self.meta.set_password_hash(account.id, &secrets::hash_password(password)?).await?;
-        self.meta.delete_tokens_of_kind(account.id, "refresh").await?;
-        self.meta.delete_ui_sessions_of(account.id, keep_ui_session.unwrap_or("")).await?;
-        tracing::info!(account = name, "password changed");
-        Ok(())
-    }
-
-    /// Sets the admin and disabled flags; disabling an account or taking its admin right away
-    /// also ends its web UI sessions.
-    pub async fn set_flags(&self, name: &str, admin: Option<bool>, disabled: Option<bool>) -> Result<Account> {
-        let account = self.account_named(name).await?;
-        self.meta.set_account_flags(account.id, admin, disabled).await?;
-        if disabled == Some(true) || admin == Some(false) {
-            self.meta.delete_ui_sessions_of(account.id, "").await?;
-        }
-        tracing::info!(account = name, ?admin, ?disabled, "account changed");
-        self.account_named(name).await
-    }
-
-    pub async fn delete_account(&self, name: &str) -> Result<()> {
-        let account = self.account_named(name).await?;
-        self.meta.delete_account(account.id).await?;
-        tracing::info!(account = name, "account deleted");
-        Ok(())
-    }
-
-    /// Creates a robot `<namespace>+<name>` acting in one namespace with a role.
-    pub async fn create_robot(&self, namespace: &str, name: &str, role: &str) -> Result<Account> {
-        validate_account_name(name)?;
-        if !ROLES.contains(&role) {
-            return Err(RegistryError::Invalid(format!("role must be one of {ROLES:?}")));
-        }
-        self.meta
-            .namespace(namespace)
-            .await?
-            .ok_or_else(|| RegistryError::NotFound(format!("no namespace {namespace:?}")))?;
-        let full = format!("{namespace}+{name}");
-        let new = NewAccount {
-            name: &full,
-            kind: "robot",
-            password_hash: None,
-            is_admin: false,
-            robot_namespace: Some(namespace),
-            robot_role: Some(role),
-        };
-        let account = self
-            .meta
-            .create_account(&new)
-            .await?
-            .ok_or_else(|| RegistryError::Conflict(format!("the robot {full:?} exists")))?;
-        tracing::info!(robot = %full, role, "robot created");
-        Ok(account)
-    }
-
-    /// Creates a personal access token; the secret is returned once and never stored.
-    pub async fn create_token(
-        &self,
-        account: &str,
-        name: &str,
-        scope: &str,
-        pattern: Option<&str>,
-        expires_days: Option<u32>,
-    ) -> Result<(TokenRecord, String)> {
-        if !SCOPES.contains(&scope) {
-            return Err(RegistryError::Invalid(format!("scope must be one of {SCOPES:?}")));
-        }
-        if name.trim().is_empty() || name.len() > 100 {
-            return Err(RegistryError::Invalid("a token needs a name of at most 100 characters".into()));
-        }
-        let account = self.account_named(account).await?;
-        let secret = secrets::new_token_secret();
-        let expires = expires_days.map(|d| now() + d as i64 * 86_400);
-        let id = self
-            .meta
-            .create_token(
-                account.id,
-                "personal",
-                name,
-                &secrets::token_hash(&secret),
-                scope,
-                pattern.filter(|p| !p.is_empty()),
-                expires,
-            )
-            .await?;
-        tracing::info!(account = %account.name, token = id, scope, "personal access token created");
-        let record =
-            self.meta.token_by_id(id).await?.ok_or_else(|| RegistryError::Internal("token vanished".into()))?;
-        Ok((record, secret))
-    }
-
-    pub async fn tokens_of(&self, account: &str) -> Result<Vec<TokenRecord>> {
-        let account = self.account_named(account).await?;
-        self.meta.tokens(Some(account.id), Some("personal")).await
-    }
-
-    /// Revokes a token; `owner`, when given, must own it.
-    pub async fn revoke_token(&self, id: i64, owner: Option<&str>) -> Result<()> {
-        let token = self.meta.token_by_id(id).await?.filter(|t| owner.is_none_or(|o| o == t.account_name));
-        if token.is_none() || !self.meta.delete_token(id).await? {
-            return Err(RegistryError::NotFound(format!("no token {id}")));
-        }
-        tracing::info!(token = id, "token revoked");
-        Ok(())
-    }
-
-    pub async fn create_org(&self, name: &str) -> Result<()> {
-        validate_account_name(name)?;
-        if !self.meta.create_org(name).await? {
-            return Err(RegistryError::Conflict(format!("the name {name:?} is taken")));
-        }
-        tracing::info!(namespace = name, "organisation created");
-        Ok(())
-    }
-
-    pub async fn set_visibility(&self, namespace: &str, public: bool) -> Result<()> {
-        if !self.meta.set_namespace_public(namespace, public).await? {
-            return Err(RegistryError::NotFound(format!("no namespace {namespace:?}")));
-        }
-        tracing::info!(namespace, public, "visibility changed");
-        Ok(())
-    }
-
-    /// Adds a member with a role, changes its role, or removes it (`role` = `None`).
-    pub async fn set_member(&self, namespace: &str, account: &str, role: Option<&str>) -> Result<()> {
-        let ns = self
-            .meta
-            .namespace(namespace)
-            .await?
-            .ok_or_else(|| RegistryError::NotFound(format!("no namespace {namespace:?}")))?;
-        if ns.kind != "org" {
-            return Err(RegistryError::Invalid("only organisations have members".into()));
-        }
-        let member = self.account_named(account).await?;
-        if member.kind != "user" {
-            return Err(RegistryError::Invalid("members are users; robots get a role when created".into()));
-        }
-        match role {
-            Some(role) if ROLES.contains(&role) => self.meta.set_member(namespace, member.id, role).await?,
-            Some(_) => {
-                return Err(RegistryError::Invalid(format!("role must be one of {ROLES:?}")));
-            }
-            None => {
-                if !self.meta.remove_member(namespace, member.id).await? {
-                    return Err(RegistryError::NotFound(format!("{account} is not a member of {namespace}")));
-                }
-            }
-        }
-        tracing::info!(namespace, account, ?role, "membership changed");
-        Ok(())
     }
 
     /// Whether `who` may pull something in `namespace` (the policy asked for a repository in it).

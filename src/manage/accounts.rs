@@ -10,10 +10,11 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::{By, token_audit};
-use crate::auth::{AuthService, Identity};
+use crate::auth::{AuthService, Identity, secrets};
 use crate::error::{RegistryError, Result};
 use crate::events::Events;
-use crate::meta::{Account, Meta, Namespace, TokenRecord};
+use crate::meta::{Account, Meta, Namespace, NewAccount, TokenRecord, now};
+use crate::oci::validate_name;
 
 /// A change to a user, by an administrator.
 #[derive(Debug, Default, Clone)]
@@ -51,6 +52,13 @@ pub struct AccountAdmin {
     auth: Arc<AuthService>,
     events: Arc<Events>,
 }
+
+/// Roles a member or robot can have in a namespace.
+pub const ROLES: [&str; 3] = ["reader", "writer", "maintainer"];
+/// Scopes a personal access token can have.
+pub const SCOPES: [&str; 3] = ["pull", "push", "delete"];
+/// Shortest password accepted.
+pub const MIN_PASSWORD_LEN: usize = 8;
 
 fn not_found(what: String) -> RegistryError {
     RegistryError::NotFound(what)
@@ -98,7 +106,7 @@ impl AccountAdmin {
         admin: bool,
     ) -> Result<(Account, Option<String>)> {
         by.require_admin()?;
-        let (account, generated) = self.auth.create_user(name, password, admin).await?;
+        let (account, generated) = self.insert_user(name, password, admin).await?;
         self.record(by, "user.create", &account.name, json!({ "admin": admin })).await;
         Ok((account, generated))
     }
@@ -119,9 +127,9 @@ impl AccountAdmin {
             return Err(RegistryError::Invalid("you cannot lock yourself out: ask another administrator".into()));
         }
         if let Some(password) = change.password {
-            self.auth.set_password(name, password, keep_ui_session).await?;
+            self.store_password(name, password, keep_ui_session).await?;
         }
-        let account = self.auth.set_flags(name, change.admin, change.disabled).await?;
+        let account = self.store_flags(name, change.admin, change.disabled).await?;
         let detail = json!({ "admin": change.admin, "disabled": change.disabled, "password_changed": change.password.is_some() });
         self.record(by, "user.update", name, detail).await;
         Ok(account)
@@ -133,7 +141,7 @@ impl AccountAdmin {
         if by.identity().and_then(Identity::name) == Some(name) {
             return Err(RegistryError::Invalid("you cannot delete your own account".into()));
         }
-        self.auth.delete_account(name).await?;
+        self.remove_account(name).await?;
         self.record(by, "user.delete", name, Value::Null).await;
         Ok(())
     }
@@ -155,7 +163,7 @@ impl AccountAdmin {
             RegistryError::Unauthorized { .. } => RegistryError::Denied("the current password is wrong".into()),
             other => other,
         })?;
-        self.auth.set_password(&name, new, keep_ui_session).await?;
+        self.store_password(&name, new, keep_ui_session).await?;
         self.record(by, "password.change", &name, Value::Null).await;
         Ok(())
     }
@@ -169,14 +177,12 @@ impl AccountAdmin {
         let me = by.identity().and_then(Identity::name);
         match (by.identity(), account) {
             (None, None) => self.meta.tokens(None, Some("personal")).await,
-            (Some(_), None) => {
-                self.auth.tokens_of(me.ok_or_else(|| RegistryError::Denied("log in first".into()))?).await
-            }
+            (Some(_), None) => self.tokens_of(me.ok_or_else(|| RegistryError::Denied("log in first".into()))?).await,
             (Some(_), Some(account)) if me != Some(account) => {
                 let robot = self.managed_robot(by, account).await?;
-                self.auth.tokens_of(&robot.name).await
+                self.tokens_of(&robot.name).await
             }
-            (_, Some(account)) => self.auth.tokens_of(account).await,
+            (_, Some(account)) => self.tokens_of(account).await,
         }
     }
 
@@ -191,7 +197,7 @@ impl AccountAdmin {
             self.require_manager(by, robot.robot_namespace.as_deref().unwrap_or_default()).await?;
         }
         let (token, secret) =
-            self.auth.create_token(account, spec.name, spec.scope, spec.repository_pattern, spec.expires_days).await?;
+            self.insert_token(account, spec.name, spec.scope, spec.repository_pattern, spec.expires_days).await?;
         self.record(by, "token.create", account, token_audit(&token)).await;
         Ok((token, secret))
     }
@@ -202,7 +208,7 @@ impl AccountAdmin {
             Some(me) if !me.is_admin => Some(me.name.as_str()),
             _ => None,
         };
-        self.auth.revoke_token(id, owner).await?;
+        self.remove_token(id, owner).await?;
         self.record(by, "token.revoke", &id.to_string(), Value::Null).await;
         Ok(())
     }
@@ -250,9 +256,9 @@ impl AccountAdmin {
         if creator.is_some_and(|a| a.kind != "user") {
             return Err(RegistryError::Denied("robots cannot create organisations".into()));
         }
-        self.auth.create_org(name).await?;
+        self.insert_org(name).await?;
         if let Some(account) = creator.filter(|a| !a.is_admin) {
-            self.auth.set_member(name, &account.name, Some("maintainer")).await?;
+            self.store_member(name, &account.name, Some("maintainer")).await?;
         }
         self.record(by, "namespace.create", name, Value::Null).await;
         Ok(())
@@ -261,7 +267,7 @@ impl AccountAdmin {
     /// Makes a namespace public or private: its managers.
     pub async fn set_visibility(&self, by: By<'_>, namespace: &str, public: bool) -> Result<()> {
         self.require_manager(by, namespace).await?;
-        self.auth.set_visibility(namespace, public).await?;
+        self.store_visibility(namespace, public).await?;
         self.record(by, "namespace.visibility", namespace, json!({ "public": public })).await;
         Ok(())
     }
@@ -270,7 +276,7 @@ impl AccountAdmin {
     /// namespace's managers.
     pub async fn set_member(&self, by: By<'_>, namespace: &str, account: &str, role: Option<&str>) -> Result<()> {
         self.require_manager(by, namespace).await?;
-        self.auth.set_member(namespace, account, role).await?;
+        self.store_member(namespace, account, role).await?;
         match role {
             Some(role) => self.record(by, "member.set", namespace, json!({ "account": account, "role": role })).await,
             None => self.record(by, "member.remove", namespace, json!({ "account": account })).await,
@@ -314,7 +320,7 @@ impl AccountAdmin {
     /// Creates a robot `<namespace>+<name>` with a role: the namespace's managers.
     pub async fn create_robot(&self, by: By<'_>, namespace: &str, name: &str, role: &str) -> Result<Account> {
         self.require_manager(by, namespace).await?;
-        let robot = self.auth.create_robot(namespace, name, role).await?;
+        let robot = self.insert_robot(namespace, name, role).await?;
         self.record(by, "robot.create", &robot.name, json!({ "role": role })).await;
         Ok(robot)
     }
@@ -322,8 +328,222 @@ impl AccountAdmin {
     /// Deletes a robot and its tokens: its namespace's managers.
     pub async fn delete_robot(&self, by: By<'_>, name: &str) -> Result<Account> {
         let robot = self.managed_robot(by, name).await?;
-        self.auth.delete_account(&robot.name).await?;
+        self.remove_account(&robot.name).await?;
         self.record(by, "robot.delete", &robot.name, Value::Null).await;
         Ok(robot)
     }
+}
+
+// ---- the stored changes: the rules of names, passwords, roles and scopes, and what ends with a
+// change (logins after a new password, UI sessions of a disabled account). The permission checks
+// are the callers' above.
+
+impl AccountAdmin {
+    async fn account_named(&self, name: &str) -> Result<Account> {
+        self.meta
+            .account(name)
+            .await?
+            .map(|a| a.account)
+            .ok_or_else(|| RegistryError::NotFound(format!("no account {name:?}")))
+    }
+
+    /// Creates a user (and its namespace); returns the generated password when none was given.
+    async fn insert_user(&self, name: &str, password: Option<&str>, admin: bool) -> Result<(Account, Option<String>)> {
+        validate_account_name(name)?;
+        let generated = password.is_none().then(secrets::random_password);
+        let password = password.or(generated.as_deref()).unwrap_or_default();
+        validate_password(password)?;
+        let hash = secrets::hash_password(password)?;
+        let new = NewAccount {
+            name,
+            kind: "user",
+            password_hash: Some(&hash),
+            is_admin: admin,
+            robot_namespace: None,
+            robot_role: None,
+        };
+        let account = self
+            .meta
+            .create_account(&new)
+            .await?
+            .ok_or_else(|| RegistryError::Conflict(format!("the name {name:?} is taken")))?;
+        tracing::info!(account = name, admin, "user created");
+        Ok((account, generated))
+    }
+
+    /// Sets a user's password. Logins made with the old one end with it, whichever door the
+    /// change came through: docker's stored refresh tokens and the account's web UI sessions,
+    /// but `keep_ui_session` (the session hash of a user changing their own password in the UI).
+    async fn store_password(&self, name: &str, password: &str, keep_ui_session: Option<&str>) -> Result<()> {
+        validate_password(password)?;
+        let account = self.account_named(name).await?;
+        if account.kind != "user" {
+            return Err(RegistryError::Invalid("robots log in with tokens only".into()));
+        }
+        self.meta.set_password_hash(account.id, &secrets::hash_password(password)?).await?;
+        self.meta.delete_tokens_of_kind(account.id, "refresh").await?;
+        self.meta.delete_ui_sessions_of(account.id, keep_ui_session.unwrap_or("")).await?;
+        tracing::info!(account = name, "password changed");
+        Ok(())
+    }
+
+    /// Sets the admin and disabled flags; disabling an account or taking its admin right away
+    /// also ends its web UI sessions.
+    async fn store_flags(&self, name: &str, admin: Option<bool>, disabled: Option<bool>) -> Result<Account> {
+        let account = self.account_named(name).await?;
+        self.meta.set_account_flags(account.id, admin, disabled).await?;
+        if disabled == Some(true) || admin == Some(false) {
+            self.meta.delete_ui_sessions_of(account.id, "").await?;
+        }
+        tracing::info!(account = name, ?admin, ?disabled, "account changed");
+        self.account_named(name).await
+    }
+
+    async fn remove_account(&self, name: &str) -> Result<()> {
+        let account = self.account_named(name).await?;
+        self.meta.delete_account(account.id).await?;
+        tracing::info!(account = name, "account deleted");
+        Ok(())
+    }
+
+    /// Creates a robot `<namespace>+<name>` acting in one namespace with a role.
+    async fn insert_robot(&self, namespace: &str, name: &str, role: &str) -> Result<Account> {
+        validate_account_name(name)?;
+        if !ROLES.contains(&role) {
+            return Err(RegistryError::Invalid(format!("role must be one of {ROLES:?}")));
+        }
+        self.meta
+            .namespace(namespace)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("no namespace {namespace:?}")))?;
+        let full = format!("{namespace}+{name}");
+        let new = NewAccount {
+            name: &full,
+            kind: "robot",
+            password_hash: None,
+            is_admin: false,
+            robot_namespace: Some(namespace),
+            robot_role: Some(role),
+        };
+        let account = self
+            .meta
+            .create_account(&new)
+            .await?
+            .ok_or_else(|| RegistryError::Conflict(format!("the robot {full:?} exists")))?;
+        tracing::info!(robot = %full, role, "robot created");
+        Ok(account)
+    }
+
+    /// Creates a personal access token; the secret is returned once and never stored.
+    async fn insert_token(
+        &self,
+        account: &str,
+        name: &str,
+        scope: &str,
+        pattern: Option<&str>,
+        expires_days: Option<u32>,
+    ) -> Result<(TokenRecord, String)> {
+        if !SCOPES.contains(&scope) {
+            return Err(RegistryError::Invalid(format!("scope must be one of {SCOPES:?}")));
+        }
+        if name.trim().is_empty() || name.len() > 100 {
+            return Err(RegistryError::Invalid("a token needs a name of at most 100 characters".into()));
+        }
+        let account = self.account_named(account).await?;
+        let secret = secrets::new_token_secret();
+        let expires = expires_days.map(|d| now() + d as i64 * 86_400);
+        let id = self
+            .meta
+            .create_token(
+                account.id,
+                "personal",
+                name,
+                &secrets::token_hash(&secret),
+                scope,
+                pattern.filter(|p| !p.is_empty()),
+                expires,
+            )
+            .await?;
+        tracing::info!(account = %account.name, token = id, scope, "personal access token created");
+        let record =
+            self.meta.token_by_id(id).await?.ok_or_else(|| RegistryError::Internal("token vanished".into()))?;
+        Ok((record, secret))
+    }
+
+    async fn tokens_of(&self, account: &str) -> Result<Vec<TokenRecord>> {
+        let account = self.account_named(account).await?;
+        self.meta.tokens(Some(account.id), Some("personal")).await
+    }
+
+    /// Revokes a token; `owner`, when given, must own it.
+    async fn remove_token(&self, id: i64, owner: Option<&str>) -> Result<()> {
+        let token = self.meta.token_by_id(id).await?.filter(|t| owner.is_none_or(|o| o == t.account_name));
+        if token.is_none() || !self.meta.delete_token(id).await? {
+            return Err(RegistryError::NotFound(format!("no token {id}")));
+        }
+        tracing::info!(token = id, "token revoked");
+        Ok(())
+    }
+
+    async fn insert_org(&self, name: &str) -> Result<()> {
+        validate_account_name(name)?;
+        if !self.meta.create_org(name).await? {
+            return Err(RegistryError::Conflict(format!("the name {name:?} is taken")));
+        }
+        tracing::info!(namespace = name, "organisation created");
+        Ok(())
+    }
+
+    async fn store_visibility(&self, namespace: &str, public: bool) -> Result<()> {
+        if !self.meta.set_namespace_public(namespace, public).await? {
+            return Err(RegistryError::NotFound(format!("no namespace {namespace:?}")));
+        }
+        tracing::info!(namespace, public, "visibility changed");
+        Ok(())
+    }
+
+    /// Adds a member with a role, changes its role, or removes it (`role` = `None`).
+    async fn store_member(&self, namespace: &str, account: &str, role: Option<&str>) -> Result<()> {
+        let ns = self
+            .meta
+            .namespace(namespace)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("no namespace {namespace:?}")))?;
+        if ns.kind != "org" {
+            return Err(RegistryError::Invalid("only organisations have members".into()));
+        }
+        let member = self.account_named(account).await?;
+        if member.kind != "user" {
+            return Err(RegistryError::Invalid("members are users; robots get a role when created".into()));
+        }
+        match role {
+            Some(role) if ROLES.contains(&role) => self.meta.set_member(namespace, member.id, role).await?,
+            Some(_) => {
+                return Err(RegistryError::Invalid(format!("role must be one of {ROLES:?}")));
+            }
+            None => {
+                if !self.meta.remove_member(namespace, member.id).await? {
+                    return Err(RegistryError::NotFound(format!("{account} is not a member of {namespace}")));
+                }
+            }
+        }
+        tracing::info!(namespace, account, ?role, "membership changed");
+        Ok(())
+    }
+}
+
+fn validate_account_name(name: &str) -> Result<()> {
+    if name.contains('/') || validate_name(name).is_err() || name.len() > 64 {
+        return Err(RegistryError::Invalid(format!(
+            "invalid name {name:?}: lowercase letters, digits and single '.', '_' or '-' between them, at most 64"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_password(password: &str) -> Result<()> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(RegistryError::Invalid(format!("passwords have at least {MIN_PASSWORD_LEN} characters")));
+    }
+    Ok(())
 }

@@ -13,9 +13,8 @@ use super::format::{ago, size, time};
 use super::session::CsrfForm;
 use super::storage::{GcRow, GcView, MirrorStats, Storage, gc_view, mirror_stats, storage};
 use super::{Layout, UiError, UiResult, Viewer, page, see_other};
-use crate::auth::service::{ROLES, SCOPES};
 use crate::error::RegistryError;
-use crate::manage::accounts::{TokenSpec, UserChange};
+use crate::manage::accounts::{ROLES, SCOPES, TokenSpec, UserChange};
 use crate::meta::{Account, TokenRecord};
 
 pub struct TokenRow {
