@@ -302,6 +302,86 @@ pub struct AuthConfig {
     pub max_failed_logins: u32,
     /// How long, in seconds, those failures count.
     pub lockout_secs: u64,
+    /// Directory logins (`[auth.ldap]`); off while its `url` is empty.
+    pub ldap: LdapConfig,
+}
+
+/// LDAP: the passwords of directory users are checked with a bind as the user (`docker login`,
+/// `/token`, the web UI's form); their groups give namespace roles and administrator rights,
+/// refreshed at every login. A local account of the same name is never taken over: the
+/// directory is asked only for names without a local account.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LdapConfig {
+    /// `ldap://host:389` (with `starttls`, or plain on a trusted network) or `ldaps://host:636`;
+    /// empty: no directory.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS.
+    pub starttls: bool,
+    /// PEM certificates to trust for the directory's TLS (else the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// The service account that looks users and groups up (empty: anonymous search).
+    pub bind_dn: String,
+    pub bind_password: String,
+    /// Where users are, and the filter that finds one (`{username}` is replaced, escaped as
+    /// RFC 4515 says).
+    pub user_base: String,
+    pub user_filter: String,
+    /// Where groups are, and the filter that finds a user's (`{dn}` is the user's DN, escaped).
+    /// Empty `group_base`: the groups are the user's `member_of_attribute` values.
+    pub group_base: String,
+    pub group_filter: String,
+    /// The group attribute that names it in `admin_groups` and `group_roles` (its DN works too).
+    pub group_name_attribute: String,
+    pub member_of_attribute: String,
+    /// Members of these groups are administrators.
+    pub admin_groups: Vec<String>,
+    /// Group → roles, e.g. `"team-devs" = "team:writer"` (several: `"team:writer, lab:reader"`);
+    /// the highest role per namespace wins. A namespace that does not exist is created (an
+    /// organisation).
+    pub group_roles: std::collections::BTreeMap<String, String>,
+    /// How long a checked password is remembered, in seconds (a push of 20 layers is not 20
+    /// binds); also how long a removal from a group may take to show.
+    pub remember_secs: u64,
+    /// Connection and operation timeout, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl std::fmt::Debug for LdapConfig {
+    /// Everything but the service account's password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LdapConfig")
+            .field("url", &self.url)
+            .field("starttls", &self.starttls)
+            .field("bind_dn", &self.bind_dn)
+            .field("user_base", &self.user_base)
+            .field("group_base", &self.group_base)
+            .field("admin_groups", &self.admin_groups)
+            .field("group_roles", &self.group_roles)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for LdapConfig {
+    fn default() -> Self {
+        LdapConfig {
+            url: String::new(),
+            starttls: false,
+            ca_file: None,
+            bind_dn: String::new(),
+            bind_password: String::new(),
+            user_base: String::new(),
+            user_filter: "(uid={username})".into(),
+            group_base: String::new(),
+            group_filter: "(member={dn})".into(),
+            group_name_attribute: "cn".into(),
+            member_of_attribute: "memberOf".into(),
+            admin_groups: Vec::new(),
+            group_roles: Default::default(),
+            remember_secs: 60,
+            timeout_secs: 5,
+        }
+    }
 }
 
 impl Default for AuthConfig {
@@ -316,6 +396,7 @@ impl Default for AuthConfig {
             refresh_token_days: 90,
             max_failed_logins: 10,
             lockout_secs: 300,
+            ldap: LdapConfig::default(),
         }
     }
 }

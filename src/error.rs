@@ -63,6 +63,9 @@ pub enum RegistryError {
     /// The mirror's upstream failed and nothing is cached (502).
     #[error("{0}")]
     Unavailable(String),
+    /// A service Berth needs for this request does not answer (the directory; 503).
+    #[error("{0}")]
+    Unreachable(String),
     /// The client went away or sent a broken body.
     #[error("{0}")]
     BadRequest(String),

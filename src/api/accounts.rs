@@ -16,7 +16,7 @@ use crate::meta::{Account, TokenRecord};
 
 pub fn account_json(a: &Account) -> Value {
     json!({
-        "name": a.name, "kind": a.kind, "admin": a.is_admin, "disabled": a.disabled,
+        "name": a.name, "kind": a.kind, "origin": a.origin, "admin": a.is_admin, "disabled": a.disabled,
         "namespace": a.robot_namespace, "role": a.robot_role,
         "created_at": a.created_at, "last_login_at": a.last_login_at,
     })

@@ -34,7 +34,7 @@ impl RegistryError {
             Invalid(_) => "INVALID",
             NotFound(_) => "NOT_FOUND",
             Conflict(_) => "CONFLICT",
-            Unavailable(_) => "UNAVAILABLE",
+            Unavailable(_) | Unreachable(_) => "UNAVAILABLE",
             Internal(_) => "UNKNOWN",
         }
     }
@@ -57,6 +57,7 @@ impl RegistryError {
             NotFound(_) => StatusCode::NOT_FOUND,
             Conflict(_) => StatusCode::CONFLICT,
             Unavailable(_) => StatusCode::BAD_GATEWAY,
+            Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
             RangeInvalid { .. } | RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Unauthorized { .. } => StatusCode::UNAUTHORIZED,

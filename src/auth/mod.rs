@@ -5,9 +5,12 @@
 //! [`TokenAuth`] is Docker token authentication over the accounts in the metadata database
 //! ([`service::AuthService`]), with the rules of [`policy`].
 
+pub mod directory;
+pub mod groups;
 pub mod jwt;
 pub mod limiter;
 pub mod policy;
+mod provider;
 pub mod secrets;
 pub mod service;
 
@@ -21,6 +24,17 @@ use crate::meta::Account;
 pub use jwt::AccessEntry;
 pub use policy::{Actions, TokenLimit};
 pub use service::AuthService;
+
+/// Checks an account name: what a repository name's first component may be (lowercase letters,
+/// digits, single separators), at most 64 characters.
+pub fn validate_account_name(name: &str) -> crate::error::Result<()> {
+    if name.contains('/') || crate::oci::validate_name(name).is_err() || name.len() > 64 {
+        return Err(crate::error::RegistryError::Invalid(format!(
+            "invalid name {name:?}: lowercase letters, digits and single '.', '_' or '-' between them, at most 64"
+        )));
+    }
+    Ok(())
+}
 
 /// An action on a repository, as in Docker token scopes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

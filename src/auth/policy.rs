@@ -199,6 +199,7 @@ mod tests {
             is_admin,
             robot_namespace: None,
             robot_role: None,
+            origin: "local",
         };
         let alice = meta.create_account(&user("alice", false)).await.unwrap().unwrap();
         let root = meta.create_account(&user("root", true)).await.unwrap().unwrap();
@@ -213,6 +214,7 @@ mod tests {
             is_admin: false,
             robot_namespace: Some("team"),
             robot_role: Some("writer"),
+            origin: "local",
         };
         let robot = meta.create_account(&robot).await.unwrap().unwrap();
         let limit = TokenLimit { token_id: 1, actions: Actions::PULL_PUSH, repository_pattern: Some("team/*".into()) };
@@ -252,6 +254,7 @@ mod tests {
                 is_admin,
                 robot_namespace: robot.map(|r| r.0),
                 robot_role: robot.map(|r| r.1),
+                origin: "local",
             }
         };
         let mut accounts = std::collections::HashMap::new();

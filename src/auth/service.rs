@@ -32,7 +32,7 @@ pub struct IssuedToken {
 }
 
 pub struct AuthService {
-    meta: Meta,
+    pub(super) meta: Meta,
     pub config: AuthConfig,
     keys: TokenKeys,
     limiter: LoginLimiter,
@@ -43,11 +43,16 @@ pub struct AuthService {
     /// The pull-through mirror, whose repositories follow its own pull rule.
     mirror: std::sync::OnceLock<Arc<dyn PullSource>>,
     /// Where refused logins are recorded (the audit log).
-    events: std::sync::OnceLock<Arc<crate::events::Events>>,
+    pub(super) events: std::sync::OnceLock<Arc<crate::events::Events>>,
+    /// The directory (LDAP), when configured, with what its groups give and what it confirmed
+    /// lately (`provider.rs`).
+    pub(super) directory: Option<super::directory::Directory>,
+    pub(super) group_rules: super::groups::GroupRules,
+    pub(super) remembered: super::directory::Remembered,
 }
 
 /// Spends a password verification's time on the blocking pool (unknown or unusable accounts).
-async fn burn(secret: &str) {
+pub(super) async fn burn(secret: &str) {
     let secret = secret.to_string();
     let _ = tokio::task::spawn_blocking(move || secrets::burn_verification(&secret)).await;
 }
@@ -95,7 +100,12 @@ impl AuthService {
     pub async fn new(meta: Meta, config: AuthConfig) -> Result<AuthService> {
         let keys = TokenKeys::load(&meta, &config.issuer).await?;
         let limiter = LoginLimiter::new(config.max_failed_logins, Duration::from_secs(config.lockout_secs));
+        let directory = super::directory::Directory::new(&config.ldap)?;
+        let group_rules = super::groups::GroupRules::new(&config.ldap.admin_groups, &config.ldap.group_roles)?;
         Ok(AuthService {
+            directory,
+            group_rules,
+            remembered: Default::default(),
             meta,
             config,
             keys,
@@ -124,6 +134,7 @@ impl AuthService {
             is_admin: true,
             robot_namespace: None,
             robot_role: None,
+            origin: "local",
         };
         if self.meta.create_account(&new).await?.is_none() {
             return Ok(()); // another node made it first
@@ -178,7 +189,12 @@ impl AuthService {
             }
             return self.token_identity(&token).await;
         }
-        let Some(found) = self.meta.account(name).await? else {
+        let found = self.meta.account(name).await?;
+        // Names without a local account (and the accounts it made) are the directory's.
+        if self.directory.is_some() && found.as_ref().is_none_or(|f| f.account.origin == "ldap") {
+            return self.directory_login(name, secret, found.map(|f| f.account)).await;
+        }
+        let Some(found) = found else {
             burn(secret).await;
             return Ok(None);
         };
@@ -229,11 +245,19 @@ impl AuthService {
         Ok(Some(token))
     }
 
-    /// The identity a token stands for (`None` if its account is disabled or gone).
+    /// The identity a token stands for (`None` if its account is disabled or gone, or, for a
+    /// directory's account, gone from the directory).
     async fn token_identity(&self, token: &TokenRecord) -> Result<Option<Identity>> {
-        let Some(found) = self.meta.account(&token.account_name).await? else {
+        let Some(mut found) = self.meta.account(&token.account_name).await? else {
             return Ok(None);
         };
+        if found.account.origin == "ldap" {
+            // Its groups may have changed since the password login: read them again.
+            match self.directory_recheck(found.account).await? {
+                Some(account) => found.account = account,
+                None => return Ok(None),
+            }
+        }
         if found.account.disabled {
             return Ok(None);
         }

@@ -10,11 +10,10 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::{By, token_audit};
-use crate::auth::{AuthService, Identity, secrets};
+use crate::auth::{AuthService, Identity, secrets, validate_account_name};
 use crate::error::{RegistryError, Result};
 use crate::events::Events;
 use crate::meta::{Account, Meta, Namespace, NewAccount, TokenRecord, now};
-use crate::oci::validate_name;
 
 /// A change to a user, by an administrator.
 #[derive(Debug, Default, Clone)]
@@ -361,6 +360,7 @@ impl AccountAdmin {
             is_admin: admin,
             robot_namespace: None,
             robot_role: None,
+            origin: "local",
         };
         let account = self
             .meta
@@ -379,6 +379,12 @@ impl AccountAdmin {
         let account = self.account_named(name).await?;
         if account.kind != "user" {
             return Err(RegistryError::Invalid("robots log in with tokens only".into()));
+        }
+        if account.origin != "local" {
+            return Err(RegistryError::Invalid(format!(
+                "{name} logs in through {}: its password is kept there",
+                account.origin
+            )));
         }
         self.meta.set_password_hash(account.id, &secrets::hash_password(password)?).await?;
         self.meta.delete_tokens_of_kind(account.id, "refresh").await?;
@@ -424,6 +430,7 @@ impl AccountAdmin {
             is_admin: false,
             robot_namespace: Some(namespace),
             robot_role: Some(role),
+            origin: "local",
         };
         let account = self
             .meta
@@ -530,15 +537,6 @@ impl AccountAdmin {
         tracing::info!(namespace, account, ?role, "membership changed");
         Ok(())
     }
-}
-
-fn validate_account_name(name: &str) -> Result<()> {
-    if name.contains('/') || validate_name(name).is_err() || name.len() > 64 {
-        return Err(RegistryError::Invalid(format!(
-            "invalid name {name:?}: lowercase letters, digits and single '.', '_' or '-' between them, at most 64"
-        )));
-    }
-    Ok(())
 }
 
 fn validate_password(password: &str) -> Result<()> {

@@ -20,6 +20,9 @@ pub struct Account {
     pub robot_role: Option<String>,
     pub created_at: i64,
     pub last_login_at: Option<i64>,
+    /// Where the account comes from: `local` (a password here, or a robot), `ldap` or `oidc`
+    /// (made by a login through the directory or the identity provider; no password here).
+    pub origin: String,
 }
 
 /// An account with its password hash, for verification only.
@@ -56,7 +59,7 @@ pub struct TokenRecord {
 }
 
 const ACCOUNT_COLUMNS: &str = "a.id, a.name, a.kind, a.is_admin, a.disabled, a.robot_namespace, \
-                               a.robot_role, a.created_at, a.last_login_at, a.password_hash";
+                               a.robot_role, a.created_at, a.last_login_at, a.password_hash, a.origin";
 
 fn account_from(r: &AnyRow) -> AccountSecret {
     AccountSecret {
@@ -70,6 +73,7 @@ fn account_from(r: &AnyRow) -> AccountSecret {
             robot_role: r.get(6),
             created_at: r.get(7),
             last_login_at: r.get(8),
+            origin: r.get(10),
         },
         password_hash: r.get(9),
     }
@@ -109,6 +113,8 @@ pub struct NewAccount<'a> {
     pub is_admin: bool,
     pub robot_namespace: Option<&'a str>,
     pub robot_role: Option<&'a str>,
+    /// `local`, `ldap` or `oidc`.
+    pub origin: &'a str,
 }
 
 impl Meta {
@@ -131,8 +137,8 @@ impl Meta {
         }
         let t = now();
         let inserted = sqlx::query(
-            "INSERT INTO accounts (name, kind, password_hash, is_admin, disabled, robot_namespace, robot_role, created_at) \
-             VALUES ($1, $2, $3, $4, 0, $5, $6, $7)",
+            "INSERT INTO accounts (name, kind, password_hash, is_admin, disabled, robot_namespace, robot_role, created_at, origin) \
+             VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8)",
         )
         .bind(new.name)
         .bind(new.kind)
@@ -141,6 +147,7 @@ impl Meta {
         .bind(new.robot_namespace)
         .bind(new.robot_role)
         .bind(t)
+        .bind(new.origin)
         .execute(&mut *tx)
         .await;
         // Two creations racing past the check above (PostgreSQL, read committed): one loses here.
@@ -306,11 +313,11 @@ impl Meta {
         Ok(row.map(|r| (r.get::<i64, _>(0) != 0, r.get::<Option<String>, _>(1))))
     }
 
-    /// Adds or changes a member.
+    /// Adds or changes a member (set by a manager: `local`, which no provider changes).
     pub async fn set_member(&self, namespace: &str, account_id: i64, role: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO namespace_members (namespace, account_id, role) VALUES ($1, $2, $3) \
-             ON CONFLICT (namespace, account_id) DO UPDATE SET role = excluded.role",
+            "INSERT INTO namespace_members (namespace, account_id, role, source) VALUES ($1, $2, $3, 'local') \
+             ON CONFLICT (namespace, account_id) DO UPDATE SET role = excluded.role, source = 'local'",
         )
         .bind(namespace)
         .bind(account_id)
@@ -318,6 +325,53 @@ impl Meta {
         .execute(self.pool())
         .await?;
         Ok(())
+    }
+
+    /// The memberships a provider (`ldap`, `oidc`) set for an account: (namespace, role).
+    pub async fn provider_memberships(&self, account_id: i64, source: &str) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT namespace, role FROM namespace_members WHERE account_id = $1 AND source = $2 ORDER BY namespace",
+        )
+        .bind(account_id)
+        .bind(source)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Sets a membership as a provider's, unless a manager set one in that namespace (a
+    /// `local` membership stays as it is). Returns whether a row changed.
+    pub async fn set_provider_member(
+        &self,
+        namespace: &str,
+        account_id: i64,
+        role: &str,
+        source: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO namespace_members (namespace, account_id, role, source) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (namespace, account_id) DO UPDATE SET role = excluded.role \
+             WHERE namespace_members.source = excluded.source AND namespace_members.role <> excluded.role",
+        )
+        .bind(namespace)
+        .bind(account_id)
+        .bind(role)
+        .bind(source)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Removes a membership a provider set.
+    pub async fn remove_provider_member(&self, namespace: &str, account_id: i64, source: &str) -> Result<bool> {
+        let done =
+            sqlx::query("DELETE FROM namespace_members WHERE namespace = $1 AND account_id = $2 AND source = $3")
+                .bind(namespace)
+                .bind(account_id)
+                .bind(source)
+                .execute(self.pool())
+                .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     pub async fn remove_member(&self, namespace: &str, account_id: i64) -> Result<bool> {

@@ -338,6 +338,8 @@ pub struct UserRow {
     created: String,
     last_login: String,
     is_me: bool,
+    /// `local`, or the directory or provider it logs in through.
+    origin: String,
 }
 
 pub struct UpstreamRow {
@@ -395,6 +397,7 @@ pub(super) async fn admin_page_with(
             name: a.name,
             admin: a.is_admin,
             disabled: a.disabled,
+            origin: a.origin,
         })
         .collect();
     let orgs = accounts

@@ -19,6 +19,7 @@ pub mod html;
 pub mod images;
 pub mod registry;
 pub mod skopeo;
+pub mod slapd;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
