@@ -65,6 +65,11 @@ async fn directory_users_get_their_groups_roles_and_lose_them() {
     let body = serde_json::json!({ "password": "a-local-password-1" });
     let (status, _) = reg.api(Method::PATCH, "/api/v1/users/lena", Some(body)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "the directory keeps her password");
+    // What her groups decide is not changed here: it would come back at her next login.
+    let (status, _) = reg.api(Method::PATCH, "/api/v1/users/lena", Some(serde_json::json!({ "admin": true }))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "admin rights follow the groups");
+    let (status, _) = reg.api(Method::DELETE, "/api/v1/namespaces/team/members/lena", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a role the groups give");
 
     // An administrator by group: may list users.
     let ada = reg.with(&Creds::basic("ada", "ada-directory-1"));

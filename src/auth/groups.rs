@@ -25,14 +25,11 @@ pub struct Granted {
     pub roles: BTreeMap<String, String>,
 }
 
-/// Whether `group` (a name, or a DN such as `cn=devs,ou=groups,...`) is `wanted`: names compare
-/// without case, and a DN matches by its full text or by its first value.
+/// Whether `group` is `wanted`, compared without case and whole: a name (from a group search
+/// under `group_base`) matches a name, a DN (from `memberOf`) matches only the same DN — a group
+/// of the same name elsewhere in the directory (a self-service OU) gives nothing.
 fn same_group(group: &str, wanted: &str) -> bool {
-    if group.eq_ignore_ascii_case(wanted) {
-        return true;
-    }
-    let first = group.split(',').next().unwrap_or(group);
-    first.split_once('=').is_some_and(|(_, value)| value.trim().eq_ignore_ascii_case(wanted))
+    group.trim().eq_ignore_ascii_case(wanted.trim())
 }
 
 impl GroupRules {
@@ -117,7 +114,10 @@ mod tests {
     fn admin_groups_and_no_groups() {
         let r = rules();
         assert!(r.grant(&groups(&["Registry-Admins"])).admin, "names compare without case");
-        assert!(r.grant(&groups(&["cn=registry-admins,ou=groups,dc=x"])).admin, "a DN matches by its name");
+        assert!(!r.grant(&groups(&["cn=registry-admins,ou=selfservice,dc=x"])).admin, "a DN is not its name");
+        let by_dn = GroupRules::new(&["cn=registry-admins,ou=groups,dc=x".to_string()], &BTreeMap::new()).unwrap();
+        assert!(by_dn.grant(&groups(&["CN=Registry-Admins,ou=groups,dc=x"])).admin, "the same DN, other case");
+        assert!(!by_dn.grant(&groups(&["cn=registry-admins,ou=other,dc=x"])).admin);
         assert_eq!(r.grant(&[]), Granted::default());
         assert_eq!(r.grant(&groups(&["cn=team-devs-old,ou=groups,dc=x"])), Granted::default(), "no prefix match");
     }

@@ -26,13 +26,14 @@ fn key(name: &str, secret: &str) -> [u8; 32] {
 }
 
 impl AuthService {
+    /// How long the directory's answers count (at most a day).
     fn remember_for(&self) -> Duration {
-        Duration::from_secs(self.config.ldap.remember_secs)
+        Duration::from_secs(self.config.ldap.remember_secs.min(86_400))
     }
 
-    async fn audit(&self, action: &str, target: &str, detail: serde_json::Value) {
+    async fn audit(&self, action: &str, target: &str, detail: serde_json::Value, addr: &str) {
         if let Some(events) = self.events.get() {
-            events.audit(ACTOR, action, Some(target), detail, None).await;
+            events.audit(ACTOR, action, Some(target), detail, Some(addr).filter(|a| !a.is_empty())).await;
         }
     }
 
@@ -42,11 +43,13 @@ impl AuthService {
         name: &str,
         secret: &str,
         found: Option<Account>,
+        addr: &str,
     ) -> Result<Option<Identity>> {
         let Some(directory) = &self.directory else {
             return Ok(None);
         };
-        if validate_account_name(name).is_err() {
+        // A disabled account stays as it is: no bind, no change from its groups.
+        if validate_account_name(name).is_err() || found.as_ref().is_some_and(|a| a.disabled) {
             burn(secret).await;
             return Ok(None);
         }
@@ -57,16 +60,13 @@ impl AuthService {
                 && id == account.id
                 && until > Instant::now()
             {
-                return Ok((!account.disabled).then_some(Identity { account: found, limit: None, granted: None }));
+                return Ok(Some(Identity { account: found, limit: None, granted: None }));
             }
         }
         let Some(user) = directory.authenticate(name, secret).await? else {
             return Ok(None);
         };
-        let account = self.sync(name, &user, found).await?;
-        if account.disabled {
-            return Ok(None);
-        }
+        let account = self.sync(name, &user, found, addr).await?;
         let until = Instant::now() + self.remember_for();
         {
             let mut map = self.remembered.passwords.lock().unwrap_or_else(|p| p.into_inner());
@@ -85,7 +85,7 @@ impl AuthService {
     /// For a token of a directory's account: its groups read again once the remembered time
     /// is over. `None` when the directory no longer has the user; the account as it was when
     /// the directory does not answer (its tokens keep working on the roles last read).
-    pub(super) async fn directory_recheck(&self, account: Account) -> Result<Option<Account>> {
+    pub(super) async fn directory_recheck(&self, account: Account, addr: &str) -> Result<Option<Account>> {
         let Some(directory) = &self.directory else {
             return Ok(Some(account)); // the directory was turned off: what it gave stays
         };
@@ -103,14 +103,14 @@ impl AuthService {
             Err(e) => return Err(e),
         };
         let name = account.name.clone();
-        let account = self.sync(&name, &user, Some(account)).await?;
+        let account = self.sync(&name, &user, Some(account), addr).await?;
         let until = Instant::now() + self.remember_for();
         self.remembered.groups.lock().unwrap_or_else(|p| p.into_inner()).insert(account.id, until);
         Ok(Some(account))
     }
 
     /// Makes or updates the account of a directory user from its groups; returns it as stored.
-    async fn sync(&self, name: &str, user: &DirectoryUser, found: Option<Account>) -> Result<Account> {
+    async fn sync(&self, name: &str, user: &DirectoryUser, found: Option<Account>, addr: &str) -> Result<Account> {
         let granted = self.group_rules.grant(&user.groups);
         let account = match found {
             Some(account) => account,
@@ -130,7 +130,7 @@ impl AuthService {
                     )));
                 };
                 tracing::info!(account = name, dn = %user.dn, "account made from the directory");
-                self.audit("user.create", name, json!({ "origin": "ldap", "admin": granted.admin })).await;
+                self.audit("user.create", name, json!({ "origin": "ldap", "admin": granted.admin }), addr).await;
                 account
             }
         };
@@ -139,7 +139,7 @@ impl AuthService {
             if !granted.admin {
                 self.meta.delete_ui_sessions_of(account.id, "").await?;
             }
-            self.audit("user.update", name, json!({ "admin": granted.admin, "by_groups": true })).await;
+            self.audit("user.update", name, json!({ "admin": granted.admin, "by_groups": true }), addr).await;
         }
         let had = self.meta.provider_memberships(account.id, ACTOR).await?;
         for (namespace, role) in &granted.roles {
@@ -148,17 +148,18 @@ impl AuthService {
                 Some(_) => {}
                 None => {
                     if self.meta.create_org(namespace).await? {
-                        self.audit("namespace.create", namespace, json!({ "by_groups": true })).await;
+                        self.audit("namespace.create", namespace, json!({ "by_groups": true }), addr).await;
                     }
                 }
             }
             if self.meta.set_provider_member(namespace, account.id, role, ACTOR).await? {
-                self.audit("member.set", namespace, json!({ "account": name, "role": role, "by_groups": true })).await;
+                self.audit("member.set", namespace, json!({ "account": name, "role": role, "by_groups": true }), addr)
+                    .await;
             }
         }
         for (namespace, _) in had.iter().filter(|(ns, _)| !granted.roles.contains_key(ns)) {
             if self.meta.remove_provider_member(namespace, account.id, ACTOR).await? {
-                self.audit("member.remove", namespace, json!({ "account": name, "by_groups": true })).await;
+                self.audit("member.remove", namespace, json!({ "account": name, "by_groups": true }), addr).await;
             }
         }
         Ok(self.meta.account(name).await?.map(|a| a.account).unwrap_or(account))

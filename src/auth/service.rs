@@ -156,14 +156,14 @@ impl AuthService {
         // A valid token (256 random bits, not guessable) is never throttled, so nobody can lock
         // a robot out by failing logins in its name.
         if secret.starts_with(TOKEN_PREFIX)
-            && let Some(who) = self.check_credentials(name, secret).await?
+            && let Some(who) = self.check_credentials(name, secret, addr).await?
         {
             return Ok(who);
         }
         if !self.limiter.allowed(name, addr) {
             return Err(RegistryError::TooManyRequests("too many failed logins; try again later".into()));
         }
-        match self.check_credentials(name, secret).await? {
+        match self.check_credentials(name, secret, addr).await? {
             Some(who) => {
                 self.limiter.succeeded(name, addr);
                 Ok(who)
@@ -179,7 +179,7 @@ impl AuthService {
         }
     }
 
-    async fn check_credentials(&self, name: &str, secret: &str) -> Result<Option<Identity>> {
+    async fn check_credentials(&self, name: &str, secret: &str, addr: &str) -> Result<Option<Identity>> {
         if secret.starts_with(TOKEN_PREFIX) {
             let Some(token) = self.usable_token(secret, &["personal"]).await? else {
                 return Ok(None);
@@ -187,12 +187,12 @@ impl AuthService {
             if !secrets::constant_time_eq(token.account_name.as_bytes(), name.as_bytes()) {
                 return Ok(None);
             }
-            return self.token_identity(&token).await;
+            return self.token_identity(&token, addr).await;
         }
         let found = self.meta.account(name).await?;
         // Names without a local account (and the accounts it made) are the directory's.
         if self.directory.is_some() && found.as_ref().is_none_or(|f| f.account.origin == "ldap") {
-            return self.directory_login(name, secret, found.map(|f| f.account)).await;
+            return self.directory_login(name, secret, found.map(|f| f.account), addr).await;
         }
         let Some(found) = found else {
             burn(secret).await;
@@ -247,13 +247,16 @@ impl AuthService {
 
     /// The identity a token stands for (`None` if its account is disabled or gone, or, for a
     /// directory's account, gone from the directory).
-    async fn token_identity(&self, token: &TokenRecord) -> Result<Option<Identity>> {
+    async fn token_identity(&self, token: &TokenRecord, addr: &str) -> Result<Option<Identity>> {
         let Some(mut found) = self.meta.account(&token.account_name).await? else {
             return Ok(None);
         };
+        if found.account.disabled {
+            return Ok(None);
+        }
         if found.account.origin == "ldap" {
             // Its groups may have changed since the password login: read them again.
-            match self.directory_recheck(found.account).await? {
+            match self.directory_recheck(found.account, addr).await? {
                 Some(account) => found.account = account,
                 None => return Ok(None),
             }
@@ -279,7 +282,7 @@ impl AuthService {
             return Err(RegistryError::TooManyRequests("too many failed logins; try again later".into()));
         }
         let found = match self.usable_token(secret, &["refresh", "personal"]).await? {
-            Some(t) => self.token_identity(&t).await?,
+            Some(t) => self.token_identity(&t, addr).await?,
             None => None,
         };
         found.ok_or_else(|| {
@@ -332,7 +335,7 @@ impl AuthService {
         }
         if rest.starts_with(TOKEN_PREFIX) {
             let token = self.usable_token(rest, &["personal"]).await?.ok_or_else(bad)?;
-            return self.token_identity(&token).await?.ok_or_else(bad);
+            return self.token_identity(&token, &client_addr(req)).await?.ok_or_else(bad);
         }
         let claims = self.keys.verify(rest, &self.config.service).ok_or_else(bad)?;
         let mut who = Identity { account: None, limit: None, granted: Some(claims.access) };
@@ -393,12 +396,21 @@ impl AuthService {
         let Some(session) = self.meta.ui_session(hash).await? else {
             return Ok(None);
         };
-        Ok(self
-            .meta
-            .account(&session.account_name)
-            .await?
-            .filter(|found| !found.account.disabled)
-            .map(|found| (found.account, session.csrf)))
+        let Some(found) = self.meta.account(&session.account_name).await? else {
+            return Ok(None);
+        };
+        let mut account = found.account;
+        if account.disabled {
+            return Ok(None);
+        }
+        if account.origin == "ldap" {
+            // A session outlives the remembered groups: read them again (cached).
+            match self.directory_recheck(account, "").await? {
+                Some(fresh) if !fresh.disabled => account = fresh,
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some((account, session.csrf)))
     }
 
     /// Starts a web UI session stored under the hash of its secret.

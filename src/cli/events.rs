@@ -100,7 +100,7 @@ pub async fn webhook(config: &Config, cmd: WebhookCommand) -> anyhow::Result<()>
 pub async fn audit_log(config: &Config, actor: Option<String>, action: Option<String>, n: i64) -> anyhow::Result<()> {
     let admin = Services::open(config).await?.webhooks;
     println!("{:<20} {:<16} {:<20} {:<24} DETAIL", "TIME", "ACTOR", "ACTION", "TARGET");
-    for e in admin.audit(CLI, actor.as_deref(), action.as_deref(), None, n.clamp(1, MAX_PAGE)).await? {
+    for e in admin.audit(CLI, actor.as_deref(), action.as_deref(), None, n).await? {
         println!(
             "{:<20} {:<16} {:<20} {:<24} {}",
             when(Some(e.at)),

@@ -122,6 +122,11 @@ impl AccountAdmin {
     ) -> Result<Account> {
         by.require_admin()?;
         let is_me = by.identity().and_then(Identity::name) == Some(name);
+        if change.admin.is_some() && self.account_named(name).await?.origin != "local" {
+            return Err(RegistryError::Invalid(format!(
+                "the groups of {name} in its directory decide whether it is an administrator"
+            )));
+        }
         if is_me && (change.disabled == Some(true) || change.admin == Some(false)) {
             return Err(RegistryError::Invalid("you cannot lock yourself out: ask another administrator".into()));
         }
@@ -529,6 +534,11 @@ impl AccountAdmin {
                 return Err(RegistryError::Invalid(format!("role must be one of {ROLES:?}")));
             }
             None => {
+                if self.meta.member_source(namespace, member.id).await?.is_some_and(|s| s != "local") {
+                    return Err(RegistryError::Invalid(format!(
+                        "{account}'s groups in its directory give this role: change the groups, or set a role here"
+                    )));
+                }
                 if !self.meta.remove_member(namespace, member.id).await? {
                     return Err(RegistryError::NotFound(format!("{account} is not a member of {namespace}")));
                 }

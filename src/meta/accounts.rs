@@ -362,6 +362,16 @@ impl Meta {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Who set a membership (`local`, `ldap`, `oidc`), if there is one.
+    pub async fn member_source(&self, namespace: &str, account_id: i64) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT source FROM namespace_members WHERE namespace = $1 AND account_id = $2")
+            .bind(namespace)
+            .bind(account_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     /// Removes a membership a provider set.
     pub async fn remove_provider_member(&self, namespace: &str, account_id: i64, source: &str) -> Result<bool> {
         let done =
