@@ -5,6 +5,8 @@
 //! Bearer challenges go through the mirror's upstream client; credentials come from the flags or
 //! docker's `config.json` (`$DOCKER_CONFIG` or `~/.docker`).
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use reqwest::Method;
@@ -73,14 +75,25 @@ async fn fetch_manifest(up: &Upstream, repo: &str, reference: &str) -> anyhow::R
     Ok((bytes.to_vec(), media_type))
 }
 
-/// Pulls an image into the store under `ImageRef::local_repo`.
+/// The CA file for `host`: the one given, else docker's `/etc/docker/certs.d/HOST/ca.crt` if
+/// it exists.
+fn ca_file_for(host: &str, given: Option<&Path>) -> Option<PathBuf> {
+    given.map(Path::to_path_buf).or_else(|| {
+        let docker = Path::new("/etc/docker/certs.d").join(host).join("ca.crt");
+        docker.is_file().then_some(docker)
+    })
+}
+
+/// Pulls an image into the store under `ImageRef::local_repo`, with `(user, password)` from
+/// the flags (else docker's config.json) and a CA file to trust for HTTPS.
 pub async fn pull(
     registry: &Registry,
     image: &ImageRef,
-    user: Option<String>,
-    password: Option<String>,
+    (user, password): (Option<String>, Option<String>),
+    ca_file: Option<&Path>,
 ) -> anyhow::Result<()> {
     let host = image.registry.clone().context("not a remote image")?;
+    let ca_file = ca_file_for(&host, ca_file);
     let (credentials, source) = match (user, password) {
         (Some(u), p) => ((u, p.unwrap_or_default(), None), "--registry-user"),
         _ => match docker_credentials(&host) {
@@ -88,7 +101,7 @@ pub async fn pull(
             None => (Default::default(), "none (anonymous)"),
         },
     };
-    pull_with(registry, image, &host, credentials)
+    pull_with(registry, image, &host, credentials, ca_file)
         .await
         .with_context(|| format!("cannot pull {host}/{}:{} (credentials: {source})", image.repo, image.reference))
 }
@@ -98,14 +111,17 @@ async fn pull_with(
     image: &ImageRef,
     host: &str,
     (username, password, refresh_token): Credentials,
+    ca_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let host = host.to_string();
-    let scheme = if is_loopback(&host) { "http" } else { "https" };
+    // Loopback registries are plain HTTP, as docker assumes, unless a CA says otherwise.
+    let scheme = if is_loopback(&host) && ca_file.is_none() { "http" } else { "https" };
     let up = Upstream::new(UpstreamConfig {
         name: host.clone(),
         url: format!("{scheme}://{host}"),
         username,
         password,
+        ca_file: ca_file.map(|p| p.display().to_string()).unwrap_or_default(),
         ..Default::default()
     })?
     .with_refresh_token(refresh_token);
