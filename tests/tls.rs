@@ -99,12 +99,23 @@ async fn https_with_h2_and_verification() {
     assert!(challenge.contains(&format!("realm=\"https://127.0.0.1:{}/token\"", b.port)), "{challenge}");
     // A push and pull over HTTPS with a token from the HTTPS token endpoint.
     let admin = reg.with(&Creds::admin());
+    let hook = admin
+        .api_ok(
+            Method::POST,
+            "/api/v1/webhooks",
+            Some(serde_json::json!({"url": "http://127.0.0.1:9/hook", "events": ["push"]})),
+        )
+        .await;
     let image = common::images::tiny("admin/app");
     let digest = admin.push_image("admin/app", "v1", &image).await;
     let token = admin.token(&["repository:admin/app:pull"]).await;
     let r = reg.with(&Creds::bearer(&token)).get_manifest("admin/app", "v1").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "docker-content-digest"), digest);
+    // The webhook's link to the pushed manifest is an HTTPS one.
+    let history = admin.api_ok(Method::GET, &format!("/api/v1/webhooks/{}/deliveries", hook["id"]), None).await;
+    let payload = &history["deliveries"][0]["payload"];
+    assert_eq!(payload["url"], format!("https://127.0.0.1:{}/v2/admin/app/manifests/{digest}", b.port), "{history}");
     // The upload's Location stays on the same origin (relative), so it is HTTPS too.
     let r = admin.send(Method::POST, "/v2/admin/app/blobs/uploads/").await;
     let location = header(&r, "location");
@@ -573,4 +584,41 @@ async fn mirror_trusts_a_private_upstream_ca() {
     let without = Berth::start_with_config(&mirror_toml(""), &[("BERTH_AUTH__ENABLED", "false")]);
     let r = Reg::new(&without).get_manifest("private/lib/app", "v1").await;
     assert!(r.status().is_server_error(), "without the CA the upstream is refused: {}", r.status());
+}
+
+/// `berth run` pulls `HOST:PORT/repo:tag` from a Berth over HTTPS with `--ca-file`, over
+/// HTTPS even on loopback, and refuses the certificate with the wrong CA.
+#[test]
+fn berth_run_pulls_from_a_private_https_registry() {
+    use common::docker::{Images, docker, import_busybox};
+    common::docker::require_tools();
+    let ca = TestCa::new("Berth test CA");
+    let (source, _, _files) = start_https(&ca, "", &[("BERTH_AUTH__ENABLED", "false")]);
+    let mut images = Images::new();
+    let local = images.add(format!("local/tls-run-{}:latest", source.port));
+    import_busybox(&local);
+    // The engine skips verification on 127.0.0.0/8, so it pushes over HTTPS without the CA.
+    let remote = images.add(format!("{}/rt/busybox:latest", source.host()));
+    docker(&["tag", &local, &remote]);
+    docker(&["push", &remote]);
+
+    let store = Berth::start();
+    let run = |ca_file: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("--data-dir")
+            .arg(&store.data_dir)
+            .args(["run", "--rm", "--ca-file"])
+            .arg(ca_file)
+            .args([remote.as_str(), "echo", "pulled"])
+            .env_remove("BERTH_LOG")
+            .output()
+            .unwrap()
+    };
+    let stranger = TestCa::new("Someone else's CA");
+    let out = run(&stranger.ca_file());
+    assert!(!out.status.success(), "a certificate the CA did not issue must be refused");
+    assert!(output_text(&out).to_lowercase().contains("certificate"), "{}", output_text(&out));
+    let out = run(&ca.ca_file());
+    assert!(out.status.success(), "berth run --ca-file: {}", output_text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pulled\n");
 }
