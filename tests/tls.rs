@@ -261,8 +261,8 @@ impl HostSetup {
         HostSetup { hosts_line: line, certs_dirs: Vec::new() }
     }
 
-    /// Puts `ca` in `/etc/docker/certs.d/HOST/ca.crt`.
-    fn trust(&mut self, host: &str, ca: &TestCa) {
+    /// Puts `ca` in `/etc/docker/certs.d/HOST/ca.crt`; that directory.
+    fn trust(&mut self, host: &str, ca: &TestCa) -> PathBuf {
         let certs_d = Path::new("/etc/docker/certs.d");
         if !certs_d.exists() {
             std::fs::create_dir_all(certs_d).unwrap();
@@ -272,6 +272,7 @@ impl HostSetup {
         std::fs::create_dir(&dir).unwrap();
         self.certs_dirs.insert(0, dir.clone());
         std::fs::write(dir.join("ca.crt"), ca.ca_pem()).unwrap();
+        dir
     }
 }
 
@@ -292,7 +293,8 @@ impl Drop for HostSetup {
 
 /// The docker engine verifies registries that are not on 127.0.0.0/8: on a name for `::1` it
 /// refuses the test CA's certificate until `/etc/docker/certs.d/NAME:PORT/ca.crt` holds the CA,
-/// then logs in, pushes and pulls.
+/// then logs in, pushes and pulls; logged out, it pulls with a robot's client certificate
+/// (`client.cert` + `client.key` in that directory) and no password.
 #[tokio::test]
 async fn docker_verifies_over_ipv6_with_certs_d() {
     use common::docker::{DockerClient, Images, local_app, repo_digests};
@@ -300,9 +302,14 @@ async fn docker_verifies_over_ipv6_with_certs_d() {
     let name = format!("berth-tls-{}.test", std::process::id());
     let mut setup = HostSetup::resolve(&name);
     let ca = TestCa::new("Berth test CA");
+    let client_ca = TestCa::new("Berth clients CA");
     let files = tempfile::tempdir().unwrap();
     let (cert, key) = ca.server(&[name.as_str()]).write(files.path(), "server");
-    let b = Berth::start_https(&tls_toml(&cert, &key, ""), &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)], "::1", &name);
+    let mtls = format!("client_ca_file = \"{}\"", client_ca.ca_file().display());
+    let b =
+        Berth::start_https(&tls_toml(&cert, &key, &mtls), &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)], "::1", &name);
+    b.cli(&["namespace", "create", "team"]);
+    b.cli(&["robot", "create", "team", "ci", "--role", "reader"]);
     let host = b.host();
     let client = DockerClient::new(&host);
 
@@ -310,23 +317,35 @@ async fn docker_verifies_over_ipv6_with_certs_d() {
     assert!(!out.status.success(), "docker must refuse the certificate without the CA");
     assert!(output_text(&out).contains("x509"), "{}", output_text(&out));
 
-    setup.trust(&host, &ca);
+    let certs_d = setup.trust(&host, &ca);
     let out = client.login("admin", ADMIN_PASSWORD);
     assert!(out.status.success(), "docker login with the CA: {}", output_text(&out));
     let mut images = Images::new();
     let (app, _) = local_app(&b, &mut images, "tls");
-    let remote = images.add(format!("{host}/admin/app:v1"));
+    let remote = images.add(format!("{host}/team/app:v1"));
     client.run(&["tag", &app, &remote]);
     let out = client.run(&["push", &remote]);
     let digest = common::docker::pushed_digest(&out);
     let served = Reg::new(&b)
         .with_http(ca.http_builder().resolve(&name, b_addr(&b)).build().unwrap())
         .with(&Creds::admin())
-        .served("admin/app", "v1")
+        .served("team/app", "v1")
         .await;
     assert_eq!(served.digest, digest);
     client.run(&["rmi", &remote]);
     client.run(&["pull", &remote]);
+    assert!(repo_digests(&remote).iter().any(|d| d.ends_with(&digest)), "{:?}", repo_digests(&remote));
+
+    // Logged out, the private namespace is refused; with the robot's certificate it is not.
+    client.logout();
+    client.run(&["rmi", &remote]);
+    let out = client.output(&["pull", &remote]);
+    assert!(!out.status.success(), "an anonymous pull of a private namespace");
+    let robot = client_ca.client("team+ci");
+    std::fs::write(certs_d.join("client.cert"), &robot.cert_pem).unwrap();
+    std::fs::write(certs_d.join("client.key"), &robot.key_pem).unwrap();
+    let out = client.output(&["pull", &remote]);
+    assert!(out.status.success(), "docker pull with the robot's certificate: {}", output_text(&out));
     assert!(repo_digests(&remote).iter().any(|d| d.ends_with(&digest)), "{:?}", repo_digests(&remote));
 }
 
