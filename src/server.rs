@@ -25,7 +25,7 @@ pub struct Server {
 pub async fn build(config: &Config) -> anyhow::Result<Server> {
     crate::client_ip::init(&config.trusted_proxies)?;
     // HTTPS first: a bad certificate stops the start before anything else is opened.
-    let https = if config.tls.enabled() { Some(crate::tls::Https::new(&config.tls)?) } else { None };
+    let https = crate::tls::Https::from_config(&config.tls)?;
     let registry = Arc::new(Registry::open(config).await?);
     let auth_service = if config.auth.enabled {
         let service = Arc::new(AuthService::new(registry.meta.clone(), config.auth.clone()).await?);

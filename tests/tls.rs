@@ -149,7 +149,8 @@ async fn https_with_h2_and_verification() {
     }
 }
 
-/// A server whose certificate file is bad does not start, and says why.
+/// A server whose certificate file is bad does not start, and says why; so does one with
+/// `[tls]` settings but no certificate.
 #[test]
 fn a_bad_certificate_stops_the_start() {
     let ca = TestCa::new("Berth test CA");
@@ -160,17 +161,22 @@ fn a_bad_certificate_stops_the_start() {
     let key = files.path().join("server.key");
     std::fs::write(&cert, &good.cert_pem).unwrap();
     std::fs::write(&key, &other.key_pem).unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let config = data.path().join("berth.toml");
-    std::fs::write(&config, tls_toml(&cert, &key, "")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .env("BERTH_CONFIG", &config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(output_text(&out).contains("does not belong to the certificate"), "{}", output_text(&out));
+    let no_cert = format!("[tls]\nkey_file = \"{}\"\n", key.display());
+    for (toml, says) in
+        [(tls_toml(&cert, &key, ""), "does not belong to the certificate"), (no_cert, "tls.cert_file is not")]
+    {
+        let data = tempfile::tempdir().unwrap();
+        let config = data.path().join("berth.toml");
+        std::fs::write(&config, toml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .env("BERTH_CONFIG", &config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{says}");
+        assert!(output_text(&out).contains(says), "{}", output_text(&out));
+    }
 }
 
 // ---- clients -----------------------------------------------------------------------------------

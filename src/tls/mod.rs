@@ -34,6 +34,18 @@ pub struct Https {
 }
 
 impl Https {
+    /// HTTPS as `[tls]` asks: `None` for plain HTTP (no `cert_file`; other `[tls]` settings
+    /// without one are an error, not silently plain HTTP).
+    pub fn from_config(config: &TlsConfig) -> anyhow::Result<Option<Https>> {
+        if config.enabled() {
+            return Https::new(config).map(Some);
+        }
+        if !config.key_file.is_empty() || !config.client_ca_file.is_empty() {
+            anyhow::bail!("tls.key_file or tls.client_ca_file is set but tls.cert_file is not");
+        }
+        Ok(None)
+    }
+
     /// Loads the certificate (a bad file stops the start) and the client CAs.
     pub fn new(config: &TlsConfig) -> anyhow::Result<Https> {
         if config.key_file.is_empty() {
