@@ -207,6 +207,10 @@ pub struct UpstreamConfig {
     pub library_prefix: bool,
     /// PEM: CAs trusted for this upstream's HTTPS besides the system's (a private registry).
     pub ca_file: String,
+    /// PEM: a client certificate (and its key) to present to an upstream that asks for one
+    /// (mutual TLS).
+    pub client_cert_file: String,
+    pub client_key_file: String,
 }
 
 impl Default for UpstreamConfig {
@@ -220,6 +224,8 @@ impl Default for UpstreamConfig {
             timeout_secs: 30,
             library_prefix: false,
             ca_file: String::new(),
+            client_cert_file: String::new(),
+            client_key_file: String::new(),
         }
     }
 }

@@ -252,7 +252,7 @@ async fn skopeo_and_podman_verify_and_push_and_pull() {
 /// Lines added to `/etc/hosts` and a `certs.d` directory for one test, removed when dropped
 /// (also when an assertion fails).
 struct HostSetup {
-    hosts_line: String,
+    hosts_line: Option<String>,
     /// The `certs.d/HOST` directory made, and `certs.d` itself if it was made too.
     certs_dirs: Vec<PathBuf>,
 }
@@ -264,7 +264,12 @@ impl HostSetup {
         let hosts = std::fs::read_to_string("/etc/hosts").unwrap();
         std::fs::write("/etc/hosts", format!("{}{line}\n", if hosts.ends_with('\n') { hosts } else { hosts + "\n" }))
             .expect("the docker test edits /etc/hosts (run as root)");
-        HostSetup { hosts_line: line, certs_dirs: Vec::new() }
+        HostSetup { hosts_line: Some(line), certs_dirs: Vec::new() }
+    }
+
+    /// Nothing in `/etc/hosts` (for [`HostSetup::trust`] alone).
+    fn new() -> HostSetup {
+        HostSetup { hosts_line: None, certs_dirs: Vec::new() }
     }
 
     /// Puts `ca` in `/etc/docker/certs.d/HOST/ca.crt`; that directory.
@@ -284,8 +289,8 @@ impl HostSetup {
 
 impl Drop for HostSetup {
     fn drop(&mut self) {
-        if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
-            let kept: String = hosts.lines().filter(|l| *l != self.hosts_line).map(|l| format!("{l}\n")).collect();
+        if let (Some(line), Ok(hosts)) = (&self.hosts_line, std::fs::read_to_string("/etc/hosts")) {
+            let kept: String = hosts.lines().filter(|l| l != line).map(|l| format!("{l}\n")).collect();
             let _ = std::fs::write("/etc/hosts", kept);
         }
         if let Some(dir) = self.certs_dirs.first() {
@@ -581,34 +586,53 @@ async fn mutual_tls_optional() {
 
 // ---- Berth as a client of a private HTTPS registry ------------------------------------------------
 
-/// A mirror whose upstream is a Berth over HTTPS with the test CA: with the upstream's
-/// `ca_file` it pulls through; without, the upstream's certificate is refused.
+/// A mirror whose upstream is a Berth over HTTPS with the test CA that requires client
+/// certificates: with the upstream's `ca_file` and a client certificate it pulls through;
+/// without the certificate, or without the CA, the upstream is refused.
 #[tokio::test]
 async fn mirror_trusts_a_private_upstream_ca() {
     let ca = TestCa::new("Berth test CA");
-    let (upstream, _, _files) = start_https(&ca, "", &[("BERTH_AUTH__ENABLED", "false")]);
+    let client_ca = TestCa::new("Berth clients CA");
+    let mtls = format!("client_ca_file = \"{}\"\nclient_auth = \"required\"", client_ca.ca_file().display());
+    let (upstream, _, files) = start_https(&ca, &mtls, &[("BERTH_AUTH__ENABLED", "false")]);
     let image = common::images::tiny("lib/app");
-    let up = Reg::new(&upstream).with_http(ca.http());
+    let mirror_cert = client_ca.client("mirror");
+    let up = Reg::new(&upstream).with_http(ca.http_as(&mirror_cert));
     let digest = up.push_image("lib/app", "v1", &image).await;
+    let (cert, key) = mirror_cert.write(files.path(), "mirror-client");
 
-    let mirror_toml = |ca_file: &str| {
-        format!(
-            "[mirror]\nenabled = true\n[[mirror.upstreams]]\nname = \"private\"\nurl = \"{}\"\nca_file = \"{ca_file}\"\ntimeout_secs = 5\n",
-            upstream.base
-        )
+    let mirror_toml = |ca_file: &Path, client: bool| {
+        let mut t = format!(
+            "[mirror]\nenabled = true\n[[mirror.upstreams]]\nname = \"private\"\nurl = \"{}\"\nca_file = \"{}\"\ntimeout_secs = 5\n",
+            upstream.base,
+            ca_file.display()
+        );
+        if client {
+            t.push_str(&format!(
+                "client_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        t
     };
-    let with_ca =
-        Berth::start_with_config(&mirror_toml(ca.ca_file().to_str().unwrap()), &[("BERTH_AUTH__ENABLED", "false")]);
-    let r = Reg::new(&with_ca).get_manifest("private/lib/app", "v1").await;
-    assert_eq!(r.status(), StatusCode::OK, "{}", with_ca.log());
+    let open = [("BERTH_AUTH__ENABLED", "false")];
+    let mirror = Berth::start_with_config(&mirror_toml(&ca.ca_file(), true), &open);
+    let r = Reg::new(&mirror).get_manifest("private/lib/app", "v1").await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", mirror.log());
     assert_eq!(header(&r, "docker-content-digest"), digest);
     let layer = image.layer_digest(0);
-    let blob = Reg::new(&with_ca).get_blob("private/lib/app", &layer).await;
+    let blob = Reg::new(&mirror).get_blob("private/lib/app", &layer).await;
     assert_eq!(sha256(&blob), layer);
 
-    let without = Berth::start_with_config(&mirror_toml(""), &[("BERTH_AUTH__ENABLED", "false")]);
-    let r = Reg::new(&without).get_manifest("private/lib/app", "v1").await;
-    assert!(r.status().is_server_error(), "without the CA the upstream is refused: {}", r.status());
+    for (what, toml) in [
+        ("without the client certificate", mirror_toml(&ca.ca_file(), false)),
+        ("without the CA", mirror_toml(Path::new(""), true)),
+    ] {
+        let other = Berth::start_with_config(&toml, &open);
+        let r = Reg::new(&other).get_manifest("private/lib/app", "v1").await;
+        assert!(r.status().is_server_error(), "{what} the upstream is refused: {}", r.status());
+    }
 }
 
 /// `berth run` pulls `HOST:PORT/repo:tag` from a Berth over HTTPS with `--ca-file`, over
@@ -645,5 +669,54 @@ fn berth_run_pulls_from_a_private_https_registry() {
     assert!(output_text(&out).to_lowercase().contains("certificate"), "{}", output_text(&out));
     let out = run(&ca.ca_file());
     assert!(out.status.success(), "berth run --ca-file: {}", output_text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pulled\n");
+}
+
+/// `berth run` presents the client certificate in docker's `/etc/docker/certs.d/HOST:PORT/`
+/// (`client.cert` + `client.key`, beside `ca.crt`) to a registry that requires one.
+#[test]
+fn berth_run_presents_a_client_certificate_from_certs_d() {
+    use common::docker::{Images, docker, import_busybox};
+    common::docker::require_tools();
+    let ca = TestCa::new("Berth test CA");
+    let client_ca = TestCa::new("Berth clients CA");
+    let mtls = format!("client_ca_file = \"{}\"\nclient_auth = \"required\"", client_ca.ca_file().display());
+    let (source, _, _files) = start_https(&ca, &mtls, &[("BERTH_AUTH__ENABLED", "false")]);
+    let reg = Reg::new(&source).with_http(ca.http_as(&client_ca.client("pusher")));
+    // Push a busybox image: saved by the engine, its blobs and manifest put over HTTPS.
+    let mut images = Images::new();
+    let local = images.add(format!("local/tls-mtls-run-{}:latest", source.port));
+    import_busybox(&local);
+    let saved = tempfile::tempdir().unwrap();
+    let archive = saved.path().join("image.tar");
+    docker(&["save", "-o", archive.to_str().unwrap(), &local]);
+    common::run(Command::new("tar").arg("-C").arg(saved.path()).arg("-xf").arg(&archive));
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(saved.path().join("manifest.json")).unwrap()).unwrap();
+    let config = std::fs::read(saved.path().join(index[0]["Config"].as_str().unwrap())).unwrap();
+    let layer = std::fs::read(saved.path().join(index[0]["Layers"][0].as_str().unwrap())).unwrap();
+    let image = common::images::Image::new(config, vec![layer]).docker();
+    common::block_on(reg.push_image("rt/busybox", "latest", &image));
+    let remote = format!("{}/rt/busybox:latest", source.host());
+
+    let store = Berth::start();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("--data-dir")
+            .arg(&store.data_dir)
+            .args(["run", "--rm", remote.as_str(), "echo", "pulled"])
+            .env_remove("BERTH_LOG")
+            .output()
+            .unwrap()
+    };
+    let mut setup = HostSetup::new();
+    let dir = setup.trust(&source.host(), &ca);
+    let out = run();
+    assert!(!out.status.success(), "no client certificate: the handshake fails");
+    let robot = client_ca.client("puller");
+    std::fs::write(dir.join("client.cert"), &robot.cert_pem).unwrap();
+    std::fs::write(dir.join("client.key"), &robot.key_pem).unwrap();
+    let out = run();
+    assert!(out.status.success(), "berth run with certs.d's client certificate: {}", output_text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "pulled\n");
 }

@@ -68,6 +68,13 @@ impl Upstream {
                 .map_err(|e| anyhow::anyhow!("upstream {}: {e:#}", config.name))?;
             builder = builder.tls_certs_merge(roots);
         }
+        if !config.client_cert_file.is_empty() {
+            let (cert, key) =
+                (std::path::Path::new(&config.client_cert_file), std::path::Path::new(&config.client_key_file));
+            let identity = crate::tls::certs::reqwest_identity(cert, key)
+                .map_err(|e| anyhow::anyhow!("upstream {}: {e:#}", config.name))?;
+            builder = builder.identity(identity);
+        }
         let client = builder.build()?;
         Ok(Upstream { config, client, tokens: Mutex::new(HashMap::new()), refresh_token: None })
     }

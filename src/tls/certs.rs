@@ -91,6 +91,15 @@ pub fn reqwest_roots(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
         .collect()
 }
 
+/// A client certificate (with its chain) and its key, from PEM files, for a reqwest client.
+pub fn reqwest_identity(cert: &Path, key: &Path) -> anyhow::Result<reqwest::Identity> {
+    let mut pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+    pem.push(b'\n');
+    pem.extend(std::fs::read(key).with_context(|| format!("reading {}", key.display()))?);
+    reqwest::Identity::from_pem(&pem)
+        .with_context(|| format!("the client certificate {} with the key {}", cert.display(), key.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
