@@ -368,8 +368,8 @@ fn b_addr(b: &Berth) -> std::net::SocketAddr {
 // ---- reload --------------------------------------------------------------------------------------
 
 /// Renewed files are served to new connections while a 512 MiB download started before goes
-/// on to its end; a corrupt certificate, a key of another certificate and a half-written pair
-/// are refused with a log line and the last good certificate stays.
+/// on to its end; a corrupt certificate, a key of another certificate, an empty key file and an
+/// expired certificate are refused with a log line and the last good certificate stays.
 #[tokio::test]
 async fn reload_during_a_download_and_bad_files_are_refused() {
     let ca = TestCa::new("Berth test CA");
@@ -421,7 +421,8 @@ async fn reload_during_a_download_and_bad_files_are_refused() {
     let cert_path = files.path().join("server.crt");
     let key_path = files.path().join("server.key");
     let refusals = |log: &str| log.matches("refused the new TLS certificate files").count();
-    let cases: [(&str, Vec<u8>, Vec<u8>); 3] = [
+    let expired = ca.expired_server(&["127.0.0.1"]);
+    let cases: [(&str, Vec<u8>, Vec<u8>); 4] = [
         (
             "a corrupt certificate",
             b"-----BEGIN CERTIFICATE-----\nnot base64 at all\n".to_vec(),
@@ -429,6 +430,7 @@ async fn reload_during_a_download_and_bad_files_are_refused() {
         ),
         ("the key of another certificate", third.cert_pem.clone().into(), second.key_pem.clone().into()),
         ("an empty key file", second.cert_pem.clone().into(), Vec::new()),
+        ("an expired certificate", expired.cert_pem.clone().into(), expired.key_pem.clone().into()),
     ];
     for (i, (what, cert, key)) in cases.iter().enumerate() {
         replace_file(&key_path, key);

@@ -78,6 +78,16 @@ fn load_pair(cert: &[u8], key: &[u8]) -> anyhow::Result<(CertifiedKey, CertInfo)
     Ok((ck, info))
 }
 
+/// A replacement for the served certificate: as at start, and not already expired (the
+/// certificate served may still be valid; at start an expired one is served with a warning).
+fn load_renewal(cert: &[u8], key: &[u8]) -> anyhow::Result<(CertifiedKey, CertInfo)> {
+    let (ck, info) = load_pair(cert, key)?;
+    if info.expires_in_secs < 0 {
+        anyhow::bail!("the new certificate ({}, serial {}) expired at {}", info.subject, info.serial, info.not_after);
+    }
+    Ok((ck, info))
+}
+
 /// Tells files' contents apart without keeping them.
 fn fingerprint((cert, key): &Pair) -> [u8; 32] {
     let mut h = sha2::Sha256::new();
@@ -149,7 +159,7 @@ pub fn watch(resolver: Arc<CertResolver>, files: CertFiles, every: Duration) -> 
             if refused == Some(fp) && !forced {
                 continue;
             }
-            let mut result = load_pair(&pair.0, &pair.1);
+            let mut result = load_renewal(&pair.0, &pair.1);
             if result.is_err() {
                 // A renewal may be written in steps (the certificate, then the key): look
                 // again a moment later before refusing what is there.
@@ -159,7 +169,7 @@ pub fn watch(resolver: Arc<CertResolver>, files: CertFiles, every: Duration) -> 
                 {
                     pair = again;
                     fp = fingerprint(&pair);
-                    result = load_pair(&pair.0, &pair.1);
+                    result = load_renewal(&pair.0, &pair.1);
                 }
             }
             match result {

@@ -83,6 +83,17 @@ impl TestCa {
     }
 
     fn issue(&self, cn: &str, names: &[&str], alg: &'static SignatureAlgorithm, server: bool) -> Issued {
+        self.issue_with(cn, names, alg, server, |_| {})
+    }
+
+    fn issue_with(
+        &self,
+        cn: &str,
+        names: &[&str],
+        alg: &'static SignatureAlgorithm,
+        server: bool,
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> Issued {
         let key = KeyPair::generate_for(alg).unwrap();
         let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
         params.distinguished_name.push(DnType::CommonName, cn);
@@ -92,6 +103,7 @@ impl TestCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages =
             vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
+        adjust(&mut params);
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem(), serial: serial_hex }
     }
@@ -105,6 +117,15 @@ impl TestCa {
     /// `PKCS_ECDSA_P384_SHA384`, `PKCS_ED25519`, …).
     pub fn server_with(&self, names: &[&str], alg: &'static SignatureAlgorithm) -> Issued {
         self.issue(names.first().copied().unwrap_or("berth"), names, alg, true)
+    }
+
+    /// A server certificate for `names` that expired yesterday.
+    pub fn expired_server(&self, names: &[&str]) -> Issued {
+        self.issue_with(names[0], names, &rcgen::PKCS_ECDSA_P256_SHA256, true, |p| {
+            let now = std::time::SystemTime::now();
+            p.not_before = (now - std::time::Duration::from_secs(10 * 86_400)).into();
+            p.not_after = (now - std::time::Duration::from_secs(86_400)).into();
+        })
     }
 
     /// A client certificate whose subject's common name is `cn`.
