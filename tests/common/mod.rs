@@ -214,7 +214,7 @@ impl Berth {
     /// A second node on the same database and blob store (another port and data dir).
     pub fn start_peer(&self) -> Berth {
         let env: Vec<(&str, &str)> = self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let mut peer = Self::start_on(self.backend.clone(), &env);
+        let mut peer = Self::start_net(self.backend.clone(), &env, None, self.net.clone());
         peer.owns_backend = false;
         peer
     }
