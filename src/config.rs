@@ -30,6 +30,49 @@ pub struct Config {
     /// On SIGTERM or SIGINT: seconds in-flight requests get to finish before the server exits.
     pub shutdown_timeout_secs: u64,
     pub gc: GcConfig,
+    pub tls: TlsConfig,
+}
+
+/// HTTPS on the `listen` address (see `src/tls`): on when `cert_file` is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsConfig {
+    /// PEM: the server's certificate followed by its chain (a full-chain file).
+    pub cert_file: String,
+    /// PEM: its private key (PKCS#8, or PKCS#1 RSA / SEC1 EC; RSA, ECDSA or Ed25519).
+    pub key_file: String,
+    /// How often, in seconds, the two files are read again for a renewed certificate (0: only
+    /// on SIGHUP). A new pair is served to new connections; a bad one is refused with a log line.
+    pub reload_check_secs: u64,
+    /// PEM: the CAs whose client certificates are verified (mutual TLS); empty: none are asked for.
+    pub client_ca_file: String,
+    /// With `client_ca_file`: `optional` (clients may present a certificate) or `required`
+    /// (the handshake fails without a verified one).
+    pub client_auth: String,
+    /// Which name of a verified client certificate is the account it stands for (a user, or a
+    /// robot `namespace+name`): `cn` (the subject's common name), `san` (its first subject
+    /// alternative name: DNS name, email or URI) or `none` (verified, but nobody's login).
+    pub client_cert_identity: String,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: String::new(),
+            key_file: String::new(),
+            reload_check_secs: 5,
+            client_ca_file: String::new(),
+            client_auth: "optional".into(),
+            client_cert_identity: "cn".into(),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether the server speaks HTTPS.
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty()
+    }
 }
 
 /// Prometheus metrics at `GET /metrics`.
@@ -162,6 +205,12 @@ pub struct UpstreamConfig {
     pub timeout_secs: u64,
     /// Prefix one-component names with `library/` (Docker Hub's official images).
     pub library_prefix: bool,
+    /// PEM: CAs trusted for this upstream's HTTPS besides the system's (a private registry).
+    pub ca_file: String,
+    /// PEM: a client certificate (and its key) to present to an upstream that asks for one
+    /// (mutual TLS).
+    pub client_cert_file: String,
+    pub client_key_file: String,
 }
 
 impl Default for UpstreamConfig {
@@ -174,6 +223,9 @@ impl Default for UpstreamConfig {
             tag_ttl_secs: 300,
             timeout_secs: 30,
             library_prefix: false,
+            ca_file: String::new(),
+            client_cert_file: String::new(),
+            client_key_file: String::new(),
         }
     }
 }
@@ -424,6 +476,7 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             shutdown_timeout_secs: 30,
             gc: GcConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }

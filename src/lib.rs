@@ -19,4 +19,5 @@ pub mod runtime;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod tls;
 pub mod ui;

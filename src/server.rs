@@ -20,6 +20,8 @@ pub struct Server {
 /// Binds the listener and builds the server; `.server.await` runs it.
 pub async fn build(config: &Config) -> anyhow::Result<Server> {
     crate::client_ip::init(&config.trusted_proxies)?;
+    // HTTPS first: a bad certificate stops the start before anything else is opened.
+    let https = crate::tls::Https::from_config(&config.tls)?;
     let services = Services::open(config).await?;
     let auth_service = services.access().cloned();
     match &auth_service {
@@ -77,9 +79,20 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
         app.configure(crate::ui::configure)
     })
     // SIGTERM/SIGINT: stop accepting, let requests in flight finish (up to this), then return.
-    .shutdown_timeout(config.shutdown_timeout_secs)
-    .bind(&config.listen)?;
+    .shutdown_timeout(config.shutdown_timeout_secs);
+    let http = match &https {
+        Some(https) => {
+            https.watch()?;
+            let http = match https.on_connect() {
+                Some(keep_client_cert) => http.on_connect(keep_client_cert),
+                None => http,
+            };
+            http.bind_rustls_0_23(&config.listen, https.server_config.clone())?
+        }
+        None => http.bind(&config.listen)?,
+    };
     let addrs = http.addrs();
-    tracing::info!(listen = ?addrs, data_dir = %config.data_dir.display(), auth = config.auth.enabled, "berth is serving");
+    let scheme = if https.is_some() { "https" } else { "http" };
+    tracing::info!(listen = ?addrs, scheme, data_dir = %config.data_dir.display(), auth = config.auth.enabled, "berth is serving");
     Ok(Server { server: http.run(), addrs })
 }

@@ -18,62 +18,20 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use common::containers::Containers;
 use common::docker::{DockerClient, Images, build_image, docker, import_busybox, local_name, pushed_digest};
 use common::images::{DOCKER_MANIFEST, MANIFEST_ACCEPT, OCI_MANIFEST};
 use common::registry::{Reg, Served, header};
-use common::{ADMIN_PASSWORD, Berth, run, sha256, succeeded};
+use common::{ADMIN_PASSWORD, Berth, requests_seen, require, run, run_client, sha256};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 // ---- shared ----------------------------------------------------------------------------------
 
-/// Panics with the install hint unless `tool ARGS` runs and succeeds.
-fn require(tool: &str, args: &[&str], hint: &str) {
-    match Command::new(tool).args(args).output() {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => {
-            panic!("`{tool} {}` failed ({}): {}\n{hint}", args.join(" "), o.status, String::from_utf8_lossy(&o.stderr))
-        }
-        Err(e) => panic!("the client tests need `{tool}` on PATH ({e}); {hint}"),
-    }
-}
-
 /// A server with authentication on (admin password [`ADMIN_PASSWORD`]) whose log, with one
 /// access line per request, goes to a file ([`Berth::log`]) so failures can show what it saw.
 fn start_berth() -> Berth {
     Berth::start_with_config("", &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD), ("BERTH_LOG", "warn,berth::access=info")])
-}
-
-/// The requests the server has answered, one `METHOD PATH STATUS` line each (the last 80), and
-/// any warnings: for failure messages.
-fn requests_seen(berth: &Berth) -> String {
-    let field = |line: &str, name: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{name}=")))
-            .unwrap_or("?")
-            .trim_matches('"')
-            .to_string()
-    };
-    let lines: Vec<String> = berth
-        .log()
-        .lines()
-        .map(|l| {
-            if l.contains("berth::access") {
-                format!("{} {} {}", field(l, "method"), field(l, "path"), field(l, "status"))
-            } else {
-                l.to_string()
-            }
-        })
-        .collect();
-    let skip = lines.len().saturating_sub(80);
-    format!("server log (requests as METHOD PATH STATUS):\n{}", lines[skip..].join("\n"))
-}
-
-/// Runs a command; on failure panics with its output and what the server saw.
-fn run_client(berth: &Berth, cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let seen = if out.status.success() { String::new() } else { requests_seen(berth) };
-    succeeded(&format!("{cmd:?}"), out, &seen)
 }
 
 /// Creates the user `name` (not an admin) with `password`.
@@ -293,124 +251,6 @@ async fn containerd_pulls_and_pushes_with_user_credentials() {
 
 // ---- podman and buildah ------------------------------------------------------------------------
 
-/// podman or buildah with storage, auth file and configuration of their own (a temporary
-/// directory), each command in a private mount namespace whose `/var/lib/containers` is a
-/// directory of that too. Dropping it removes the images and containers it made.
-struct Containers {
-    tool: &'static str,
-    dir: tempfile::TempDir,
-}
-
-impl Containers {
-    fn new(tool: &'static str) -> Containers {
-        require(tool, &["--version"], &format!("apt-get install {tool} (scripts/prereqs test installs it)"));
-        require("unshare", &["--version"], "apt-get install util-linux");
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        for sub in ["root", "runroot", "var-lib-containers", "tmp"] {
-            std::fs::create_dir_all(p.join(sub)).unwrap();
-        }
-        std::fs::write(p.join("auth.json"), "{}").unwrap();
-        std::fs::write(p.join("registries.conf"), "unqualified-search-registries = []\n").unwrap();
-        std::fs::write(
-            p.join("storage.conf"),
-            format!(
-                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
-                p.join("root").display(),
-                p.join("runroot").display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            p.join("containers.conf"),
-            "[engine]\nevents_logger = \"none\"\ncgroup_manager = \"cgroupfs\"\n",
-        )
-        .unwrap();
-        std::fs::create_dir_all("/var/lib/containers").expect("create /var/lib/containers to mount over");
-        Containers { tool, dir }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
-            .arg(r#"mount --bind "$0" /var/lib/containers && exec "$@""#)
-            .arg(self.path("var-lib-containers"))
-            .arg(self.tool)
-            .args(["--root", &self.path("root"), "--runroot", &self.path("runroot"), "--storage-driver", "vfs"])
-            .args(args)
-            .env("REGISTRY_AUTH_FILE", self.path("auth.json"))
-            .env("CONTAINERS_REGISTRIES_CONF", self.path("registries.conf"))
-            .env("CONTAINERS_STORAGE_CONF", self.path("storage.conf"))
-            .env("CONTAINERS_CONF", self.path("containers.conf"))
-            .env("TMPDIR", self.path("tmp"));
-        cmd
-    }
-
-    /// Runs the tool; on failure panics with its output and what `berth` saw.
-    fn run(&self, berth: &Berth, args: &[&str]) -> String {
-        run_client(berth, &mut self.command(args))
-    }
-
-    /// `login --tls-verify=false -u USER --password-stdin HOST`; checks the auth file has it.
-    fn login(&self, berth: &Berth, user: &str, password: &str) {
-        use std::io::Write;
-        let mut child = self
-            .command(&["login", "--tls-verify=false", "-u", user, "--password-stdin", &berth.host()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(password.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{} login: {}\n{}",
-            self.tool,
-            String::from_utf8_lossy(&out.stderr),
-            requests_seen(berth)
-        );
-        let auth: Value = serde_json::from_slice(&std::fs::read(self.path("auth.json")).unwrap()).unwrap();
-        assert!(auth["auths"][berth.host()]["auth"].is_string(), "{} login stored nothing: {auth}", self.tool);
-    }
-
-    /// Reads a `docker save` archive into local storage; the image id.
-    fn load(&self, berth: &Berth, archive: &Path) -> String {
-        let out = self.run(berth, &["pull", &format!("docker-archive:{}", archive.display())]);
-        out.lines().last().expect("an image id").trim().to_string()
-    }
-
-    /// `push --tls-verify=false [extra] IMAGE docker://DEST`; the digest the tool reports.
-    fn push(&self, berth: &Berth, image: &str, dest: &str, extra: &[&str]) -> String {
-        let digest_file = self.path("digest");
-        let mut args = vec!["push", "--tls-verify=false", "--digestfile", &digest_file];
-        args.extend(extra);
-        let dest = format!("docker://{dest}");
-        args.extend([image, dest.as_str()]);
-        self.run(berth, &args);
-        std::fs::read_to_string(&digest_file).unwrap().trim().to_string()
-    }
-
-    /// Removes every local image (and buildah's working containers).
-    fn remove_all(&self) {
-        if self.tool == "buildah" {
-            let _ = self.command(&["rm", "--all"]).output();
-        }
-        let _ = self.command(&["rmi", "--all", "--force"]).output();
-    }
-}
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        self.remove_all();
-    }
-}
-
-/// podman pushes an image in docker format and in OCI format and pulls both back; the digests
 /// it reports and stores are the ones Berth serves, with the media type asked for.
 #[tokio::test]
 async fn podman_pushes_docker_and_oci_formats_and_pulls_back() {

@@ -146,6 +146,8 @@ async fn dispatch(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
                 Reference::Digest(_) => None,
             };
             let addr = || crate::auth::service::client_addr(&req);
+            let info = req.connection_info().clone();
+            let base_url = format!("{}://{}", info.scheme(), info.host());
             match method {
                 Method::GET | Method::HEAD => {
                     let (resp, served) = match mirrored(&state, &req, &name).await? {
@@ -162,6 +164,7 @@ async fn dispatch(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
                             digest: Some(&served.digest),
                             media_type: Some(&served.media_type),
                             kind: None,
+                            base_url: Some(&base_url),
                         };
                         state.events.pulled(who.actor(), ev).await;
                     }
@@ -175,13 +178,15 @@ async fn dispatch(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
                         digest: Some(pushed.digest.as_str()),
                         media_type: Some(&pushed.media_type),
                         kind: None,
+                        base_url: Some(&base_url),
                     };
                     state.events.pushed(who.actor(), &addr(), ev).await;
                     Ok(resp)
                 }
                 Method::DELETE => {
                     let resp = manifests::delete(registry, &name, &reference).await?;
-                    state.events.deleted(who.actor(), &addr(), RepoEvent::deletion(&name, &reference)).await;
+                    let ev = RepoEvent { base_url: Some(base_url.as_str()), ..RepoEvent::deletion(&name, &reference) };
+                    state.events.deleted(who.actor(), &addr(), ev).await;
                     Ok(resp)
                 }
                 _ => Err(method_not_allowed(&method)),

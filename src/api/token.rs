@@ -49,7 +49,10 @@ async fn get_token(req: HttpRequest, auth: web::Data<AuthService>) -> Result<Htt
     }
     let query = super::query_map(&req);
     let token = auth.issue(&who, &scopes(&req)).await?;
-    let refresh = if query.get("offline_token").is_some_and(|v| v == "true") {
+    // A login by client certificate (no Authorization header) gets no refresh token: the
+    // certificate is the long-lived credential.
+    let by_header = req.headers().contains_key(actix_web::http::header::AUTHORIZATION);
+    let refresh = if by_header && query.get("offline_token").is_some_and(|v| v == "true") {
         let presented = presented_secret(&req).unwrap_or_default();
         auth.refresh_token_for(&who, &presented).await?
     } else {

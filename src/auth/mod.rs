@@ -5,6 +5,7 @@
 //! [`TokenAuth`] is Docker token authentication over the accounts in the metadata database
 //! ([`service::AuthService`]), with the rules of [`policy`].
 
+mod client_cert;
 pub mod directory;
 pub mod groups;
 pub mod jwt;

@@ -309,10 +309,10 @@ impl AuthService {
     }
 
     /// Who sent a request: from its `Authorization` header (Basic, or Bearer JWT or personal
-    /// access token), anonymous without one.
+    /// access token); without one, the account of a verified client certificate, or anonymous.
     pub async fn identify(&self, req: &HttpRequest) -> Result<Identity> {
         let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-            return Ok(Identity::default());
+            return self.certificate_identity(req).await;
         };
         let bad = || RegistryError::Unauthorized {
             message: "invalid or expired credentials".into(),

@@ -41,6 +41,9 @@ pub struct RepoEvent<'a> {
     pub media_type: Option<&'a str>,
     /// What the mirror stored: `manifest` or `blob`.
     pub kind: Option<&'a str>,
+    /// `scheme://host` of the registry as the request named it (`https://…` over TLS): the
+    /// payload's `url` links to the manifest from there.
+    pub base_url: Option<&'a str>,
 }
 
 impl<'a> RepoEvent<'a> {
@@ -133,6 +136,9 @@ impl Events {
         });
         if let Some(kind) = ev.kind {
             payload["kind"] = kind.into();
+        }
+        if let (Some(base), Some(reference)) = (ev.base_url, ev.digest.or(ev.tag)) {
+            payload["url"] = format!("{base}/v2/{}/manifests/{reference}", ev.repository).into();
         }
         self.meta.enqueue_deliveries(&ids, &id, action, &payload.to_string()).await?;
         self.wake.notify_one();

@@ -325,6 +325,7 @@ impl Mirror {
                 digest: Some(pushed.digest.as_str()),
                 media_type: Some(&pushed.media_type),
                 kind: Some("manifest"),
+                ..RepoEvent::default()
             };
             events.mirrored(ev).await;
         }

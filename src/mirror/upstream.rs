@@ -58,11 +58,24 @@ fn unavailable(name: &str, e: impl std::fmt::Display) -> RegistryError {
 
 impl Upstream {
     pub fn new(config: UpstreamConfig) -> anyhow::Result<Upstream> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(config.timeout_secs.clamp(1, 10)))
             .read_timeout(Duration::from_secs(config.timeout_secs.max(1)))
-            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")));
+        if !config.ca_file.is_empty() {
+            // A private registry's CA, trusted besides the system's.
+            let roots = crate::tls::certs::reqwest_roots(std::path::Path::new(&config.ca_file))
+                .map_err(|e| anyhow::anyhow!("upstream {}: {e:#}", config.name))?;
+            builder = builder.tls_certs_merge(roots);
+        }
+        if !config.client_cert_file.is_empty() {
+            let (cert, key) =
+                (std::path::Path::new(&config.client_cert_file), std::path::Path::new(&config.client_key_file));
+            let identity = crate::tls::certs::reqwest_identity(cert, key)
+                .map_err(|e| anyhow::anyhow!("upstream {}: {e:#}", config.name))?;
+            builder = builder.identity(identity);
+        }
+        let client = builder.build()?;
         Ok(Upstream { config, client, tokens: Mutex::new(HashMap::new()), refresh_token: None })
     }
 

@@ -74,6 +74,12 @@ pub struct RunArgs {
     /// Password for pulling from another registry.
     #[arg(long, env = "BERTH_REGISTRY_PASSWORD", hide_env_values = true)]
     pub registry_password: Option<String>,
+    /// PEM CA certificates to trust, besides the system's, when pulling from another registry
+    /// over HTTPS (default: docker's `/etc/docker/certs.d/HOST:PORT/ca.crt` if there is one;
+    /// a `client.cert` + `client.key` there is presented to registries that ask for one).
+    /// With a CA, a loopback registry is reached over HTTPS too.
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// The image: repo[:tag], repo@digest, or host:port/repo[:tag].
     pub image: String,
     /// The command and its arguments (default: the image's).

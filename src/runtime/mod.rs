@@ -460,7 +460,8 @@ fn run(ctx: &Ctx<'_>, args: RunArgs) -> anyhow::Result<i32> {
         let repo = image_ref.local_repo();
         let reference = image_ref.reference();
         if image_ref.registry.is_some() && registry.get_manifest(&repo, &reference).await.is_err() {
-            pull::pull(&registry, &image_ref, args.registry_user.clone(), args.registry_password.clone()).await?;
+            let credentials = (args.registry_user.clone(), args.registry_password.clone());
+            pull::pull(&registry, &image_ref, credentials, args.ca_file.as_deref()).await?;
         }
         let img = image::resolve(&registry, &repo, &reference).await?;
         let layers = image::ensure_layers(&registry, &ctx.paths, &img).await?;

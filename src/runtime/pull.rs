@@ -5,6 +5,8 @@
 //! Bearer challenges go through the mirror's upstream client; credentials come from the flags or
 //! docker's `config.json` (`$DOCKER_CONFIG` or `~/.docker`).
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use reqwest::Method;
@@ -73,14 +75,27 @@ async fn fetch_manifest(up: &Upstream, repo: &str, reference: &str) -> anyhow::R
     Ok((bytes.to_vec(), media_type))
 }
 
-/// Pulls an image into the store under `ImageRef::local_repo`.
+/// TLS files for `host`, by docker's convention in `/etc/docker/certs.d/HOST/`: the CA file
+/// given, else `ca.crt` there if it exists; a client certificate `client.cert` + `client.key`
+/// there if both exist.
+fn tls_files(host: &str, given: Option<&Path>) -> (Option<PathBuf>, Option<(PathBuf, PathBuf)>) {
+    let dir = Path::new("/etc/docker/certs.d").join(host);
+    let ca = given.map(Path::to_path_buf).or_else(|| Some(dir.join("ca.crt")).filter(|p| p.is_file()));
+    let (cert, key) = (dir.join("client.cert"), dir.join("client.key"));
+    let client = (cert.is_file() && key.is_file()).then_some((cert, key));
+    (ca, client)
+}
+
+/// Pulls an image into the store under `ImageRef::local_repo`, with `(user, password)` from
+/// the flags (else docker's config.json) and a CA file to trust for HTTPS.
 pub async fn pull(
     registry: &Registry,
     image: &ImageRef,
-    user: Option<String>,
-    password: Option<String>,
+    (user, password): (Option<String>, Option<String>),
+    ca_file: Option<&Path>,
 ) -> anyhow::Result<()> {
     let host = image.registry.clone().context("not a remote image")?;
+    let tls = tls_files(&host, ca_file);
     let (credentials, source) = match (user, password) {
         (Some(u), p) => ((u, p.unwrap_or_default(), None), "--registry-user"),
         _ => match docker_credentials(&host) {
@@ -88,7 +103,7 @@ pub async fn pull(
             None => (Default::default(), "none (anonymous)"),
         },
     };
-    pull_with(registry, image, &host, credentials)
+    pull_with(registry, image, &host, credentials, tls)
         .await
         .with_context(|| format!("cannot pull {host}/{}:{} (credentials: {source})", image.repo, image.reference))
 }
@@ -98,14 +113,20 @@ async fn pull_with(
     image: &ImageRef,
     host: &str,
     (username, password, refresh_token): Credentials,
+    (ca_file, client): (Option<PathBuf>, Option<(PathBuf, PathBuf)>),
 ) -> anyhow::Result<()> {
     let host = host.to_string();
-    let scheme = if is_loopback(&host) { "http" } else { "https" };
+    // Loopback registries are plain HTTP, as docker assumes, unless TLS files say otherwise.
+    let scheme = if is_loopback(&host) && ca_file.is_none() && client.is_none() { "http" } else { "https" };
+    let text = |p: Option<&PathBuf>| p.map(|p| p.display().to_string()).unwrap_or_default();
     let up = Upstream::new(UpstreamConfig {
         name: host.clone(),
         url: format!("{scheme}://{host}"),
         username,
         password,
+        ca_file: text(ca_file.as_ref()),
+        client_cert_file: text(client.as_ref().map(|c| &c.0)),
+        client_key_file: text(client.as_ref().map(|c| &c.1)),
         ..Default::default()
     })?
     .with_refresh_token(refresh_token);

@@ -7,12 +7,16 @@
 //! - [`html`]: the web UI over HTTP (forms, cookies, CSRF, a logged-in [`html::Ui`]);
 //! - [`docker`]: the docker engine (busybox images, per-test login state);
 //! - [`skopeo`]: skopeo and OCI image layouts on disk;
-//! - [`db`]: a server's database, opened behind its back.
+//! - [`containers`]: podman and buildah with private storage, auth file and configuration;
+//! - [`db`]: a server's database, opened behind its back;
+//! - [`tls`]: a test CA, certificates and clients that trust it, for servers started with
+//!   [`Berth::start_https`].
 //!
 //! Each `tests/*.rs` is its own binary with `mod common;`; what a suite does not use is
 //! compiled and left unused (hence `dead_code` allowed).
 #![allow(dead_code)]
 
+pub mod containers;
 pub mod db;
 pub mod docker;
 pub mod html;
@@ -20,6 +24,7 @@ pub mod images;
 pub mod registry;
 pub mod skopeo;
 pub mod slapd;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -42,7 +47,30 @@ pub struct Berth {
     owns_backend: bool,
     /// Where the server's log (its stderr) goes, when not inherited ([`Berth::start_with_config`]).
     log_file: Option<PathBuf>,
+    /// Where it listens and how clients name it ([`Berth::start_https`]).
+    net: Net,
     _tmp: Option<tempfile::TempDir>,
+}
+
+/// The address a test server listens on and the name in its URL.
+#[derive(Debug, Clone)]
+struct Net {
+    /// `127.0.0.1` or `::1`.
+    ip: String,
+    /// The host in [`Berth::base`] and [`Berth::host`]: the address, or a name that resolves to it.
+    name: String,
+    scheme: &'static str,
+}
+
+impl Net {
+    fn loopback() -> Net {
+        Net { ip: "127.0.0.1".into(), name: "127.0.0.1".into(), scheme: "http" }
+    }
+
+    /// `ip:port` as a socket address string (`[::1]:port` for IPv6).
+    fn addr(&self, port: u16) -> String {
+        if self.ip.contains(':') { format!("[{}]:{port}", self.ip) } else { format!("{}:{port}", self.ip) }
+    }
 }
 
 /// The storage and database a test server runs on, chosen for the whole run by
@@ -139,7 +167,19 @@ impl Berth {
         Self::start_inner(Backend::for_new_server(), env, Some(toml))
     }
 
+    /// Starts an HTTPS server: `toml` (as [`Berth::start_with_config`]) names the certificate
+    /// in its `[tls]` section. It listens on `ip` (`127.0.0.1` or `::1`); clients name it
+    /// `name` ([`Berth::base`] is `https://NAME:PORT`).
+    pub fn start_https(toml: &str, env: &[(&str, &str)], ip: &str, name: &str) -> Berth {
+        let net = Net { ip: ip.into(), name: name.into(), scheme: "https" };
+        Self::start_net(Backend::for_new_server(), env, Some(toml), net)
+    }
+
     fn start_inner(backend: Backend, env: &[(&str, &str)], config: Option<&str>) -> Berth {
+        Self::start_net(backend, env, config, Net::loopback())
+    }
+
+    fn start_net(backend: Backend, env: &[(&str, &str)], config: Option<&str>, net: Net) -> Berth {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().to_path_buf();
         let mut extra_env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -159,6 +199,7 @@ impl Berth {
             backend,
             owns_backend: true,
             log_file,
+            net,
             _tmp: Some(tmp),
         };
         b.spawn();
@@ -174,15 +215,22 @@ impl Berth {
     /// A second node on the same database and blob store (another port and data dir).
     pub fn start_peer(&self) -> Berth {
         let env: Vec<(&str, &str)> = self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let mut peer = Self::start_on(self.backend.clone(), &env);
+        let mut peer = Self::start_net(self.backend.clone(), &env, None, self.net.clone());
         peer.owns_backend = false;
         peer
     }
 
     fn spawn(&mut self) {
-        let port = if self.port == 0 { free_port() } else { self.port };
+        let port = if self.port != 0 {
+            self.port
+        } else if self.net.ip == "127.0.0.1" {
+            free_port()
+        } else {
+            TcpListener::bind(self.net.addr(0)).unwrap().local_addr().unwrap().port()
+        };
+        let addr = self.net.addr(port);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        cmd.args(["serve", "--listen", &addr])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .env("BERTH_LOG", "warn")
@@ -197,13 +245,13 @@ impl Berth {
         }
         self.child = Some(cmd.spawn().expect("start berth"));
         self.port = port;
-        self.base = format!("http://127.0.0.1:{port}");
-        wait_ready(&self.base, self.child.as_mut().unwrap(), self.log_file.as_deref());
+        self.base = format!("{}://{}:{port}", self.net.scheme, self.net.name);
+        wait_ready(&addr, self.child.as_mut().unwrap(), self.log_file.as_deref());
     }
 
-    /// `127.0.0.1:PORT`, as docker and skopeo name the registry.
+    /// `127.0.0.1:PORT` (or the name of [`Berth::start_https`]), as docker and skopeo name the registry.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.net.name, self.port)
     }
 
     /// Kills the server with SIGKILL (no chance to clean up).
@@ -307,20 +355,19 @@ impl Drop for Berth {
     }
 }
 
-fn wait_ready(base: &str, child: &mut Child, log: Option<&Path>) {
+fn wait_ready(addr: &str, child: &mut Child, log: Option<&Path>) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = base.trim_start_matches("http://").to_string();
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
             let log = log.and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
             panic!("berth exited during start: {status}\n{log}");
         }
-        if std::net::TcpStream::connect(&addr).is_ok() {
+        if std::net::TcpStream::connect(addr).is_ok() {
             return;
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    panic!("berth did not start listening on {base}");
+    panic!("berth did not start listening on {addr}");
 }
 
 /// Runs a command, panicking with its output if it fails; returns stdout.
@@ -369,4 +416,47 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 pub fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// Panics with the install hint unless `tool ARGS` runs and succeeds.
+pub fn require(tool: &str, args: &[&str], hint: &str) {
+    match Command::new(tool).args(args).output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            panic!("`{tool} {}` failed ({}): {}\n{hint}", args.join(" "), o.status, String::from_utf8_lossy(&o.stderr))
+        }
+        Err(e) => panic!("the tests need `{tool}` on PATH ({e}); {hint}"),
+    }
+}
+
+/// The requests the server has answered, one `METHOD PATH STATUS` line each (the last 80), and
+/// any warnings: for failure messages.
+pub fn requests_seen(berth: &Berth) -> String {
+    let field = |line: &str, name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or("?")
+            .trim_matches('"')
+            .to_string()
+    };
+    let lines: Vec<String> = berth
+        .log()
+        .lines()
+        .map(|l| {
+            if l.contains("berth::access") {
+                format!("{} {} {}", field(l, "method"), field(l, "path"), field(l, "status"))
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    let skip = lines.len().saturating_sub(80);
+    format!("server log (requests as METHOD PATH STATUS):\n{}", lines[skip..].join("\n"))
+}
+
+/// Runs a command; on failure panics with its output and what the server saw.
+pub fn run_client(berth: &Berth, cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let seen = if out.status.success() { String::new() } else { requests_seen(berth) };
+    succeeded(&format!("{cmd:?}"), out, &seen)
 }
