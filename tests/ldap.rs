@@ -14,7 +14,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use common::docker::{DockerClient, Images, docker, local_app, require_tools};
-use common::registry::{Creds, Reg};
+use common::registry::{Creds, Reg, jwt_actions};
 use common::slapd::Slapd;
 use common::{ADMIN_PASSWORD, Berth, output_text};
 
@@ -81,14 +81,7 @@ async fn directory_users_get_their_groups_roles_and_lose_them() {
     slapd.remove_member("team-devs", "lena");
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_eq!(may_push(&reg, &lena, "team/app").await, StatusCode::FORBIDDEN, "removed from the group");
-    let r = reg
-        .post_token(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &refresh),
-            ("scope", "repository:team/app:pull,push"),
-            ("service", "berth"),
-        ])
-        .await;
+    let r = reg.refresh_grant(&refresh, "repository:team/app:pull,push").await;
     assert_eq!(r.status(), StatusCode::OK);
     let body: Value = r.json().await.unwrap();
     let granted = jwt_actions(body["token"].as_str().unwrap(), "team/app");
@@ -98,21 +91,6 @@ async fn directory_users_get_their_groups_roles_and_lose_them() {
     for action in ["user.create", "member.set", "member.remove"] {
         assert!(actions.contains(&action), "{action} in the audit log: {actions:?}");
     }
-}
-
-/// The actions a registry token grants on `repo` (its payload, not verified: the test reads
-/// what the server put there).
-fn jwt_actions(token: &str, repo: &str) -> Vec<String> {
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: Value =
-        serde_json::from_slice(&data_encoding::BASE64URL_NOPAD.decode(payload.as_bytes()).unwrap()).unwrap();
-    claims["access"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["name"] == repo)
-        .flat_map(|a| a["actions"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()))
-        .collect()
 }
 
 #[tokio::test]
@@ -142,14 +120,7 @@ async fn injection_local_precedence_and_a_stopped_directory() {
     let text = down.text().await.unwrap();
     assert!(text.contains("directory"), "{text}");
     assert_eq!(reg.token_response(&[], &[]).await.status(), StatusCode::OK, "the local admin still logs in");
-    let r = reg
-        .post_token(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &refresh),
-            ("scope", "repository:team/app:pull,push"),
-            ("service", "berth"),
-        ])
-        .await;
+    let r = reg.refresh_grant(&refresh, "repository:team/app:pull,push").await;
     assert_eq!(r.status(), StatusCode::OK, "an issued login keeps working");
     let body: Value = r.json().await.unwrap();
     assert!(jwt_actions(body["token"].as_str().unwrap(), "team/app").contains(&"push".to_string()));

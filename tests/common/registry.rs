@@ -169,6 +169,17 @@ impl Reg {
         body["refresh_token"].as_str().expect("a refresh token").to_string()
     }
 
+    /// `POST /token` with the refresh-token grant (docker's stored login) for `scope`.
+    pub async fn refresh_grant(&self, refresh_token: &str, scope: &str) -> Response {
+        self.post_token(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("scope", scope),
+            ("service", "berth"),
+        ])
+        .await
+    }
+
     // ---- blobs and upload sessions -----------------------------------------------------------
 
     /// A monolithic blob upload: `POST /v2/REPO/blobs/uploads/?digest=` with the bytes.
@@ -377,6 +388,18 @@ pub async fn error_of(r: Response) -> (StatusCode, String, String) {
     let body: Value = r.json().await.unwrap_or_default();
     let code = body["errors"][0]["code"].as_str().unwrap_or_default().to_string();
     (status, code, challenge)
+}
+
+/// The actions a registry token grants on `repository` (from its claims, not verified).
+pub fn jwt_actions(jwt: &str, repository: &str) -> Vec<String> {
+    let claims = jwt_claims(jwt);
+    let access = claims["access"].as_array().cloned().unwrap_or_default();
+    access
+        .iter()
+        .filter(|a| a["name"] == repository)
+        .flat_map(|a| a["actions"].as_array().cloned().unwrap_or_default())
+        .filter_map(|x| x.as_str().map(str::to_string))
+        .collect()
 }
 
 /// The claims of a JWT (not verified).
