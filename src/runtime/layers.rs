@@ -150,6 +150,112 @@ fn mknod_whiteout(path: &Path) -> io::Result<()> {
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
+/// Whether a directory of a layer is opaque (hides what lower layers have under it).
+fn is_opaque(dir: &Path) -> bool {
+    let Ok(p) = cstring(dir) else { return false };
+    let mut buf = [0u8; 4];
+    // SAFETY: a valid path and a buffer of the given length.
+    let n = unsafe { libc::lgetxattr(p.as_ptr(), c"trusted.overlay.opaque".as_ptr(), buf.as_mut_ptr().cast(), 4) };
+    n == 1 && buf[0] == b'y'
+}
+
+fn is_whiteout(m: &fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    m.file_type().is_char_device() && m.rdev() == 0
+}
+
+/// What the merged view of the layers has at a path (its components already resolved).
+enum Entry {
+    Dir,
+    File(PathBuf),
+    Link(PathBuf),
+}
+
+/// The entry at `rel` in the merged view of `layers` (lowest first), as overlayfs would show
+/// it: the topmost layer that has it wins; a whiteout, or a non-directory or an opaque directory
+/// on the way in some layer, hides the layers below. Never follows a symbolic link of a layer.
+fn merged_entry(layers: &[PathBuf], rel: &[std::ffi::OsString]) -> Option<Entry> {
+    'layers: for layer in layers.iter().rev() {
+        let mut dir = layer.clone();
+        for (i, part) in rel.iter().enumerate() {
+            let path = dir.join(part);
+            let Ok(m) = fs::symlink_metadata(&path) else {
+                if is_opaque(&dir) {
+                    return None;
+                }
+                continue 'layers;
+            };
+            if is_whiteout(&m) {
+                return None;
+            }
+            let last = i + 1 == rel.len();
+            if last {
+                return Some(if m.file_type().is_symlink() {
+                    Entry::Link(fs::read_link(&path).ok()?)
+                } else if m.is_dir() {
+                    Entry::Dir
+                } else {
+                    Entry::File(path)
+                });
+            }
+            if !m.is_dir() {
+                return None; // a file or a link here hides the path in the layers below
+            }
+            dir = path;
+        }
+        return Some(Entry::Dir); // the root
+    }
+    None
+}
+
+/// Reads a file of the image's root as the container will see it: through the merged view of
+/// `layers` (lowest first), symbolic links followed inside that root only — an absolute target
+/// starts again at the image's root and `..` stops there, so a layer's `etc -> /etc` never
+/// reaches the host's files; at most 40 links. `None` when it is not there.
+pub fn read_image_file(layers: &[PathBuf], path: &str) -> Option<Vec<u8>> {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    let split = |p: &Path| -> Vec<OsString> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                Component::ParentDir => Some(OsString::from("..")),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut todo: VecDeque<OsString> = split(Path::new(path)).into();
+    let mut at: Vec<OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(part) = todo.pop_front() {
+        if part == ".." {
+            at.pop();
+            continue;
+        }
+        at.push(part);
+        match merged_entry(layers, &at)? {
+            Entry::Dir => {}
+            Entry::File(file) => {
+                return if todo.is_empty() { fs::read(file).ok() } else { None };
+            }
+            Entry::Link(target) => {
+                links += 1;
+                if links > 40 {
+                    return None;
+                }
+                at.pop();
+                if target.is_absolute() {
+                    at.clear();
+                }
+                for c in split(&target).into_iter().rev() {
+                    todo.push_front(c);
+                }
+            }
+        }
+    }
+    None
+}
+
 fn unpack_entry<R: Read>(entry: &mut tar::Entry<'_, R>, dest: &Path) -> anyhow::Result<()> {
     let raw = entry.path().context("unreadable entry path")?.into_owned();
     let rel = clean_path(&raw)?;

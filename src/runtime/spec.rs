@@ -135,7 +135,8 @@ pub fn parse_memory(s: &str) -> anyhow::Result<i64> {
 }
 
 /// `uid[:gid]` or `name[:group]` of the image's `User`, resolved with the image's own
-/// `/etc/passwd` and `/etc/group` (found in the layers, topmost first).
+/// `/etc/passwd` and `/etc/group`, read through the merged layers with links kept inside the
+/// image's root (`layers::read_image_file`).
 pub fn resolve_user(user: &str, layer_dirs: &[PathBuf]) -> anyhow::Result<(u32, u32, Vec<u32>)> {
     let user = user.trim();
     if user.is_empty() {
@@ -145,8 +146,11 @@ pub fn resolve_user(user: &str, layer_dirs: &[PathBuf]) -> anyhow::Result<(u32, 
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
+    // Read as the container will see them: never through a layer's link to the host's files.
     let read = |name: &str| -> String {
-        layer_dirs.iter().rev().find_map(|d| std::fs::read_to_string(d.join("etc").join(name)).ok()).unwrap_or_default()
+        super::layers::read_image_file(layer_dirs, &format!("/etc/{name}"))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     };
     let passwd = read("passwd");
     let (uid, primary_gid) = match u.parse::<u32>() {
@@ -249,6 +253,55 @@ mod tests {
         assert_eq!(resolve_user("1000:extra", &dirs).unwrap(), (1000, 2000, vec![]));
         assert_eq!(resolve_user("", &dirs).unwrap(), (0, 0, vec![]));
         assert!(resolve_user("nobody-here", &dirs).is_err());
+    }
+
+    /// A layer whose `etc` links to `/etc`, or whose `passwd` links to the host's: the host's
+    /// accounts never resolve an image's user. Links inside the image, whiteouts and opaque
+    /// directories follow the merged view.
+    #[test]
+    fn users_never_come_from_the_hosts_files() {
+        use std::os::unix::fs::symlink;
+        assert!(std::fs::read_to_string("/etc/passwd").unwrap().contains("daemon:"), "the host has a daemon user");
+        let tmp = tempfile::tempdir().unwrap();
+        let layer = |name: &str| {
+            let d = tmp.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        };
+        // etc -> /etc: inside the image that is a loop, not the host's /etc.
+        let a = layer("a");
+        symlink("/etc", a.join("etc")).unwrap();
+        assert!(resolve_user("daemon", std::slice::from_ref(&a)).is_err());
+        // etc/passwd -> /etc/passwd and -> ../../../../etc/passwd: both stay in the image.
+        let b = layer("b");
+        std::fs::create_dir(b.join("etc")).unwrap();
+        symlink("/etc/passwd", b.join("etc/passwd")).unwrap();
+        assert!(resolve_user("daemon", std::slice::from_ref(&b)).is_err());
+        std::fs::remove_file(b.join("etc/passwd")).unwrap();
+        symlink("../../../../../../etc/passwd", b.join("etc/passwd")).unwrap();
+        assert!(resolve_user("daemon", std::slice::from_ref(&b)).is_err());
+        // A link inside the image is followed: etc -> usr/etc in a lower layer.
+        let c = layer("c");
+        std::fs::create_dir_all(c.join("usr/etc")).unwrap();
+        std::fs::write(c.join("usr/etc/passwd"), "svc:x:700:700::/:/bin/sh\n").unwrap();
+        let d = layer("d");
+        symlink("usr/etc", d.join("etc")).unwrap();
+        assert_eq!(resolve_user("svc", &[c.clone(), d.clone()]).unwrap().0, 700);
+        // A whiteout in an upper layer hides the lower file; an opaque directory hides it too.
+        let e = layer("e");
+        std::fs::create_dir_all(e.join("usr/etc")).unwrap();
+        let p = std::ffi::CString::new(e.join("usr/etc/passwd").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid path; a 0/0 character device is overlayfs's whiteout.
+        assert_eq!(unsafe { libc::mknod(p.as_ptr(), libc::S_IFCHR, 0) }, 0, "root makes whiteouts");
+        assert!(resolve_user("svc", &[c.clone(), d.clone(), e]).is_err());
+        let f = layer("f");
+        std::fs::create_dir_all(f.join("usr/etc")).unwrap();
+        let dir = std::ffi::CString::new(f.join("usr/etc").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: valid strings and a buffer of the given length.
+        let rc =
+            unsafe { libc::lsetxattr(dir.as_ptr(), c"trusted.overlay.opaque".as_ptr(), b"y".as_ptr().cast(), 1, 0) };
+        assert_eq!(rc, 0, "root sets trusted xattrs");
+        assert!(resolve_user("svc", &[c, d, f]).is_err());
     }
 
     #[test]

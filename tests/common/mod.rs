@@ -134,9 +134,29 @@ impl Backend {
     }
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, for a server the test starts. Taken below Linux's ephemeral
+/// range (32768–60999), where the kernel hands out the local ports of outgoing connections and
+/// of `bind(:0)`: a port from that range could be taken by someone's connection between this
+/// check and the server's bind (seen as a test talking to the wrong process, or to none). Each
+/// process walks the range 20000–32767 from its own starting point and never hands out a port
+/// twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 32_768 - LOW;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let seed = || {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        (std::process::id().wrapping_mul(7919) ^ nanos) % SPAN
+    };
+    let _ = NEXT.compare_exchange(u32::MAX, seed(), Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and 32767 on 127.0.0.1");
 }
 
 impl Berth {
