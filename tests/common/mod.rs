@@ -126,6 +126,24 @@ impl Backend {
     }
 
     /// The environment a server (or a `berth` command) needs for this backend.
+    /// The test S3 server's listing (XML) of the keys under `key_prefix` (it answers unsigned
+    /// listings). moto walks the whole bucket for a listing and answers 500 when another test
+    /// deletes a key meanwhile (a KeyError in its iteration): asked again, up to ten times.
+    pub fn s3_listing(&self, key_prefix: &str) -> String {
+        let Backend::S3Postgres { endpoint, bucket, .. } = self else {
+            panic!("not an S3 backend");
+        };
+        let url = format!("{endpoint}/{bucket}?list-type=2&prefix={key_prefix}");
+        for _ in 0..10 {
+            let out = Command::new("curl").args(["-sf", &url]).output().expect("run curl");
+            if out.status.success() {
+                return String::from_utf8_lossy(&out.stdout).into_owned();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("cannot list {url}");
+    }
+
     pub fn env(&self) -> &[(String, String)] {
         match self {
             Backend::FsSqlite => &[],
@@ -326,10 +344,8 @@ impl Berth {
             Backend::FsSqlite => {
                 std::fs::read_dir(self.data_dir.join("storage/_uploads")).map(|d| d.count()).unwrap_or(0)
             }
-            Backend::S3Postgres { endpoint, bucket, prefix, .. } => {
-                // The test S3 server answers unsigned listings.
-                let url = format!("{endpoint}/{bucket}?list-type=2&prefix={prefix}/_uploads/");
-                run(Command::new("curl").args(["-sf", &url])).matches("<Key>").count()
+            Backend::S3Postgres { prefix, .. } => {
+                self.backend.s3_listing(&format!("{prefix}/_uploads/")).matches("<Key>").count()
             }
         }
     }
