@@ -14,6 +14,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use common::docker::{DockerClient, Images, docker, local_app, require_tools};
+use common::html::Ui;
 use common::registry::{Creds, Reg, jwt_actions};
 use common::slapd::Slapd;
 use common::{ADMIN_PASSWORD, Berth, output_text};
@@ -71,15 +72,20 @@ async fn directory_users_get_their_groups_roles_and_lose_them() {
     let (status, _) = reg.api(Method::DELETE, "/api/v1/namespaces/team/members/lena", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "a role the groups give");
 
-    // An administrator by group: may list users.
+    // An administrator by group: may list users, and opens the admin page in the web UI.
     let ada = reg.with(&Creds::basic("ada", "ada-directory-1"));
     let (status, _) = ada.api(Method::GET, "/api/v1/users", None).await;
     assert_eq!(status, StatusCode::OK);
+    let ada_ui = Ui::login(&berth.base, "ada", "ada-directory-1").await;
+    assert_eq!(ada_ui.get("/admin").await.0, StatusCode::OK);
 
     // A refresh token (docker's stored login) re-reads the groups once the remembered time is over.
     let refresh = reg.offline_login("lena", LENA_PASSWORD, "repository:team/app:pull,push").await;
     slapd.remove_member("team-devs", "lena");
+    slapd.remove_member("registry-admins", "ada");
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // A web UI session re-reads the groups too: ada's admin page is gone without a new login.
+    assert_eq!(ada_ui.get("/admin").await.0, StatusCode::FORBIDDEN, "admin rights follow the groups in a session");
     assert_eq!(may_push(&reg, &lena, "team/app").await, StatusCode::FORBIDDEN, "removed from the group");
     let r = reg.refresh_grant(&refresh, "repository:team/app:pull,push").await;
     assert_eq!(r.status(), StatusCode::OK);

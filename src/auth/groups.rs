@@ -73,11 +73,6 @@ impl GroupRules {
         }
         granted
     }
-
-    /// The namespaces the rules name.
-    pub fn namespaces(&self) -> impl Iterator<Item = &str> {
-        self.roles.iter().map(|(_, ns, _)| ns.as_str())
-    }
 }
 
 #[cfg(test)]

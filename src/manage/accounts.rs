@@ -68,11 +68,6 @@ impl AccountAdmin {
         AccountAdmin { meta, auth, events }
     }
 
-    /// The rules underneath (what an identity may do), for the doors' own questions.
-    pub fn auth(&self) -> &Arc<AuthService> {
-        &self.auth
-    }
-
     async fn record(&self, by: By<'_>, action: &str, target: &str, detail: Value) {
         self.events.audit(by.actor(), action, Some(target), detail, by.addr()).await;
     }
