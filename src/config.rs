@@ -356,6 +356,92 @@ pub struct AuthConfig {
     pub lockout_secs: u64,
     /// Directory logins (`[auth.ldap]`); off while its `url` is empty.
     pub ldap: LdapConfig,
+    /// Web UI logins through an OpenID Connect provider (`[auth.oidc]`); off while its
+    /// `issuer` is empty.
+    pub oidc: OidcConfig,
+    /// Days a personal access token of an account that signs in through a provider (OIDC,
+    /// LDAP) may live at most; a token asked for without an expiry gets this many. 0: no limit.
+    pub sso_token_max_days: u64,
+}
+
+/// OpenID Connect: people log in to the web UI through the team's identity provider
+/// (authorization code flow with PKCE, `state` and `nonce`; the ID token checked against the
+/// provider's keys). The first login makes the account (origin `oidc`, no password here); every
+/// login sets its administrator right and namespace roles from its groups claim. A local account
+/// of the same name is never taken over.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OidcConfig {
+    /// The provider's issuer URL (its `/.well-known/openid-configuration` is read); empty: off.
+    pub issuer: String,
+    /// The name on the login page's button: "Log in with <display_name>".
+    pub display_name: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Scopes asked for besides `openid`.
+    pub scopes: Vec<String>,
+    /// Where the provider sends the browser back: `https://HOST/login/oidc/callback` as
+    /// registered at the provider; empty: built from the request's scheme and host.
+    pub redirect_url: String,
+    /// The ID token claim that names the account.
+    pub username_claim: String,
+    /// The ID token claim that lists the user's groups (empty: groups give nothing).
+    pub groups_claim: String,
+    /// Members of these groups are administrators.
+    pub admin_groups: Vec<String>,
+    /// Group → roles, as for LDAP: `"team-a-devs" = "team-a:writer"`.
+    pub group_roles: std::collections::BTreeMap<String, String>,
+    /// `false` hides the password form: only local administrators may still log in with a
+    /// password (break-glass, at `/login?local`); tokens work as before.
+    pub local_login: bool,
+    /// PEM certificates to trust for the provider's HTTPS (else the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// Timeout of each request to the provider, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl std::fmt::Debug for OidcConfig {
+    /// Everything but the client secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcConfig")
+            .field("issuer", &self.issuer)
+            .field("display_name", &self.display_name)
+            .field("client_id", &self.client_id)
+            .field("scopes", &self.scopes)
+            .field("redirect_url", &self.redirect_url)
+            .field("username_claim", &self.username_claim)
+            .field("groups_claim", &self.groups_claim)
+            .field("admin_groups", &self.admin_groups)
+            .field("group_roles", &self.group_roles)
+            .field("local_login", &self.local_login)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        OidcConfig {
+            issuer: String::new(),
+            display_name: "single sign-on".into(),
+            client_id: String::new(),
+            client_secret: String::new(),
+            scopes: vec!["profile".into(), "email".into()],
+            redirect_url: String::new(),
+            username_claim: "preferred_username".into(),
+            groups_claim: "groups".into(),
+            admin_groups: Vec::new(),
+            group_roles: Default::default(),
+            local_login: true,
+            ca_file: None,
+            timeout_secs: 10,
+        }
+    }
+}
+
+impl OidcConfig {
+    pub fn enabled(&self) -> bool {
+        !self.issuer.is_empty()
+    }
 }
 
 /// LDAP: the passwords of directory users are checked with a bind as the user (`docker login`,
@@ -449,6 +535,8 @@ impl Default for AuthConfig {
             max_failed_logins: 10,
             lockout_secs: 300,
             ldap: LdapConfig::default(),
+            oidc: OidcConfig::default(),
+            sso_token_max_days: 0,
         }
     }
 }

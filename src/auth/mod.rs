@@ -10,6 +10,7 @@ pub mod directory;
 pub mod groups;
 pub mod jwt;
 pub mod limiter;
+pub mod oidc;
 pub mod policy;
 mod provider;
 pub mod secrets;

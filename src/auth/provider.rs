@@ -1,4 +1,6 @@
-//! Accounts kept by the directory (LDAP): a login with a name that has no local account asks
+//! Accounts kept by an identity provider: the directory (LDAP) and OpenID Connect.
+//!
+//! The directory: a login with a name that has no local account asks
 //! the directory; the first success makes the account (origin `ldap`, no password here), and
 //! every login sets its administrator right and its namespace roles from its groups
 //! (`groups::GroupRules`): roles the groups no longer give go, roles a manager set by hand stay.
@@ -6,20 +8,27 @@
 //! refresh token, a personal access token) re-reads the groups once that time has passed, so a
 //! removal from a group shows within it. A directory that does not answer refuses its users'
 //! password logins with 503 and lets their tokens work on the roles last read.
+//!
+//! OpenID Connect: a checked ID token makes the account on its first login (origin `oidc`,
+//! bound to the provider's subject, so the provider giving the name to somebody else later
+//! opens nothing) and sets its rights from its groups claim at every login. A local or
+//! directory account of the same name is never taken over.
 
 use std::time::{Duration, Instant};
 
+use data_encoding::BASE64URL_NOPAD;
 use serde_json::json;
 use sha2::Digest as _;
 
-use super::directory::DirectoryUser;
+use super::oidc::{Oidc, ProviderUser};
+use super::secrets;
 use super::service::{AuthService, burn};
 use super::{Identity, validate_account_name};
 use crate::error::{RegistryError, Result};
 use crate::meta::{Account, NewAccount, now};
 
-/// The audit log's actor for changes the directory's groups make.
-const ACTOR: &str = "ldap";
+/// How long a login may take at the provider, in seconds.
+const PENDING_LOGIN_SECS: i64 = 600;
 
 fn key(name: &str, secret: &str) -> [u8; 32] {
     sha2::Sha256::digest(format!("ldap\0{name}\0{secret}").as_bytes()).into()
@@ -31,9 +40,10 @@ impl AuthService {
         Duration::from_secs(self.config.ldap.remember_secs.min(86_400))
     }
 
-    async fn audit(&self, action: &str, target: &str, detail: serde_json::Value, addr: &str) {
+    /// An audit entry whose actor is the provider (`ldap`, `oidc`).
+    async fn audit(&self, origin: &str, action: &str, target: &str, detail: serde_json::Value, addr: &str) {
         if let Some(events) = self.events.get() {
-            events.audit(ACTOR, action, Some(target), detail, Some(addr).filter(|a| !a.is_empty())).await;
+            events.audit(origin, action, Some(target), detail, Some(addr).filter(|a| !a.is_empty())).await;
         }
     }
 
@@ -66,7 +76,7 @@ impl AuthService {
         let Some(user) = directory.authenticate(name, secret).await? else {
             return Ok(None);
         };
-        let account = self.sync(name, &user, found, addr).await?;
+        let account = self.sync(name, "ldap", &user.groups, found, addr).await?;
         let until = Instant::now() + self.remember_for();
         {
             let mut map = self.remembered.passwords.lock().unwrap_or_else(|p| p.into_inner());
@@ -103,15 +113,102 @@ impl AuthService {
             Err(e) => return Err(e),
         };
         let name = account.name.clone();
-        let account = self.sync(&name, &user, Some(account), addr).await?;
+        let account = self.sync(&name, "ldap", &user.groups, Some(account), addr).await?;
         let until = Instant::now() + self.remember_for();
         self.remembered.groups.lock().unwrap_or_else(|p| p.into_inner()).insert(account.id, until);
         Ok(Some(account))
     }
 
-    /// Makes or updates the account of a directory user from its groups; returns it as stored.
-    async fn sync(&self, name: &str, user: &DirectoryUser, found: Option<Account>, addr: &str) -> Result<Account> {
-        let granted = self.group_rules.grant(&user.groups);
+    /// The OpenID Connect provider, when configured.
+    pub fn oidc(&self) -> Option<&Oidc> {
+        self.oidc.as_ref()
+    }
+
+    /// Starts a login through the OpenID Connect provider: the URL to send the browser to, and
+    /// the secret for its cookie (the login in progress is stored under its hash, so any node
+    /// can finish it).
+    pub async fn begin_oidc_login(&self, redirect_url: &str, next: &str) -> Result<(String, String)> {
+        let oidc = self.oidc.as_ref().ok_or_else(|| RegistryError::NotFound("single sign-on is off".into()))?;
+        let (url, pending) = oidc.begin(redirect_url, next).await?;
+        let secret = BASE64URL_NOPAD.encode(&secrets::random_bytes::<32>());
+        self.meta.create_oidc_login(&secrets::token_hash(&secret), &pending, PENDING_LOGIN_SECS).await?;
+        Ok((url, secret))
+    }
+
+    /// Finishes a login when the provider sends the browser back with `state` and `code`:
+    /// the login in progress (by the cookie's secret; used once) must have sent that `state`.
+    /// Returns the account and where the browser goes next.
+    pub async fn finish_oidc_login(
+        &self,
+        browser_secret: &str,
+        state: &str,
+        code: &str,
+        addr: &str,
+    ) -> Result<(Account, String)> {
+        let oidc = self.oidc.as_ref().ok_or_else(|| RegistryError::NotFound("single sign-on is off".into()))?;
+        let refused = |m: &str| RegistryError::Unauthorized { message: m.to_string(), challenge: None };
+        let Some(pending) = self.meta.take_oidc_login(&secrets::token_hash(browser_secret)).await? else {
+            return Err(refused("this login has expired or was already used: start again"));
+        };
+        if !secrets::constant_time_eq(state.as_bytes(), pending.state.as_bytes()) {
+            tracing::warn!(addr, "single sign-on refused: the state that came back is not the one sent");
+            return Err(refused("the login's state does not match: start again"));
+        }
+        let user = oidc.finish(&pending, code).await?;
+        let account = self.oidc_login(&user, addr).await?;
+        if let Some(events) = self.events.get() {
+            events.login_succeeded(&account.name, "oidc", addr).await;
+        }
+        Ok((account, pending.next))
+    }
+
+    /// A login through the OpenID Connect provider, whose ID token was checked: the account
+    /// it stands for, made on the first login, with its rights from the groups.
+    pub async fn oidc_login(&self, user: &ProviderUser, addr: &str) -> Result<Account> {
+        let found = self.meta.account(&user.name).await?.map(|f| f.account);
+        if let Some(account) = &found {
+            if account.origin != "oidc" {
+                tracing::warn!(account = %user.name, origin = %account.origin, "single sign-on refused: the name belongs to another account here");
+                return Err(RegistryError::Denied(format!(
+                    "the name {} belongs to an account here that does not log in through the identity provider; \
+                     ask an administrator",
+                    user.name
+                )));
+            }
+            if self.meta.account_external_id(account.id).await?.is_some_and(|id| id != user.external_id) {
+                tracing::warn!(account = %user.name, "single sign-on refused: the account belongs to another user of the provider");
+                return Err(RegistryError::Denied(format!(
+                    "the account {} belongs to another user of the identity provider; ask an administrator",
+                    user.name
+                )));
+            }
+            if account.disabled {
+                return Err(RegistryError::Denied(format!("the account {} is disabled", user.name)));
+            }
+        }
+        let made = found.is_none();
+        let account = self.sync(&user.name, "oidc", &user.groups, found, addr).await?;
+        if made {
+            self.meta.set_account_external_id(account.id, &user.external_id).await?;
+        }
+        self.meta.touch_login(account.id).await?;
+        Ok(account)
+    }
+
+    /// Makes or updates the account of a provider's user (`origin`: `ldap` or `oidc`) from its
+    /// groups; returns it as stored.
+    async fn sync(
+        &self,
+        name: &str,
+        origin: &'static str,
+        groups: &[String],
+        found: Option<Account>,
+        addr: &str,
+    ) -> Result<Account> {
+        let granted = match (origin, &self.oidc) {
+            ("oidc", Some(oidc)) => oidc.rules().grant(groups),
+            _ => self.group_rules.grant(groups),
+        };
         let account = match found {
             Some(account) => account,
             None => {
@@ -122,15 +219,16 @@ impl AuthService {
                     is_admin: granted.admin,
                     robot_namespace: None,
                     robot_role: None,
-                    origin: "ldap",
+                    origin,
                 };
                 let Some(account) = self.meta.create_account(&new).await? else {
                     return Err(RegistryError::Denied(format!(
                         "the name {name} is taken here by an organisation: ask an administrator"
                     )));
                 };
-                tracing::info!(account = name, dn = %user.dn, "account made from the directory");
-                self.audit("user.create", name, json!({ "origin": "ldap", "admin": granted.admin }), addr).await;
+                tracing::info!(account = name, origin, "account made by a login through the identity provider");
+                self.audit(origin, "user.create", name, json!({ "origin": origin, "admin": granted.admin }), addr)
+                    .await;
                 account
             }
         };
@@ -139,27 +237,34 @@ impl AuthService {
             if !granted.admin {
                 self.meta.delete_ui_sessions_of(account.id, "").await?;
             }
-            self.audit("user.update", name, json!({ "admin": granted.admin, "by_groups": true }), addr).await;
+            self.audit(origin, "user.update", name, json!({ "admin": granted.admin, "by_groups": true }), addr).await;
         }
-        let had = self.meta.provider_memberships(account.id, ACTOR).await?;
+        let had = self.meta.provider_memberships(account.id, origin).await?;
         for (namespace, role) in &granted.roles {
             match self.meta.namespace(namespace).await? {
                 Some(ns) if ns.kind != "org" => continue, // a user's own namespace has no members
                 Some(_) => {}
                 None => {
                     if self.meta.create_org(namespace).await? {
-                        self.audit("namespace.create", namespace, json!({ "by_groups": true }), addr).await;
+                        self.audit(origin, "namespace.create", namespace, json!({ "by_groups": true }), addr).await;
                     }
                 }
             }
-            if self.meta.set_provider_member(namespace, account.id, role, ACTOR).await? {
-                self.audit("member.set", namespace, json!({ "account": name, "role": role, "by_groups": true }), addr)
-                    .await;
+            if self.meta.set_provider_member(namespace, account.id, role, origin).await? {
+                self.audit(
+                    origin,
+                    "member.set",
+                    namespace,
+                    json!({ "account": name, "role": role, "by_groups": true }),
+                    addr,
+                )
+                .await;
             }
         }
         for (namespace, _) in had.iter().filter(|(ns, _)| !granted.roles.contains_key(ns)) {
-            if self.meta.remove_provider_member(namespace, account.id, ACTOR).await? {
-                self.audit("member.remove", namespace, json!({ "account": name, "by_groups": true }), addr).await;
+            if self.meta.remove_provider_member(namespace, account.id, origin).await? {
+                self.audit(origin, "member.remove", namespace, json!({ "account": name, "by_groups": true }), addr)
+                    .await;
             }
         }
         Ok(self.meta.account(name).await?.map(|a| a.account).unwrap_or(account))

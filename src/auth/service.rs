@@ -49,6 +49,8 @@ pub struct AuthService {
     pub(super) directory: Option<super::directory::Directory>,
     pub(super) group_rules: super::groups::GroupRules,
     pub(super) remembered: super::directory::Remembered,
+    /// The OpenID Connect provider, when configured (`oidc.rs`, `provider.rs`).
+    pub(super) oidc: Option<super::oidc::Oidc>,
 }
 
 /// Spends a password verification's time on the blocking pool (unknown or unusable accounts).
@@ -102,7 +104,9 @@ impl AuthService {
         let limiter = LoginLimiter::new(config.max_failed_logins, Duration::from_secs(config.lockout_secs));
         let directory = super::directory::Directory::new(&config.ldap)?;
         let group_rules = super::groups::GroupRules::new(&config.ldap.admin_groups, &config.ldap.group_roles)?;
+        let oidc = super::oidc::Oidc::new(&config.oidc)?;
         Ok(AuthService {
+            oidc,
             directory,
             group_rules,
             remembered: Default::default(),
@@ -227,6 +231,14 @@ impl AuthService {
         };
         if !ok {
             return Ok(None);
+        }
+        if self.oidc.as_ref().is_some_and(|o| !o.local_login()) && !found.account.is_admin {
+            // Said only to whoever knows the password.
+            return Err(RegistryError::Denied(
+                "password logins are for administrators here: log in through single sign-on, and use a personal \
+                 access token for docker login"
+                    .into(),
+            ));
         }
         if found.account.last_login_at.is_none_or(|t| now() - t > 60) {
             self.meta.touch_login(found.account.id).await?;

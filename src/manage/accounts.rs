@@ -54,6 +54,22 @@ pub struct AccountAdmin {
 
 /// Roles a member or robot can have in a namespace.
 pub const ROLES: [&str; 3] = ["reader", "writer", "maintainer"];
+/// The expiry of a new token of an account from `origin` when tokens of accounts that sign
+/// in through a provider may live `max_days` at most (0: no limit): none asked gets the
+/// longest, longer is refused.
+fn sso_expiry(origin: &str, asked: Option<u32>, max_days: u64) -> Result<Option<u32>> {
+    if origin == "local" || max_days == 0 {
+        return Ok(asked);
+    }
+    match asked {
+        None => Ok(Some(max_days.min(u32::MAX as u64) as u32)),
+        Some(d) if d as u64 > max_days => Err(RegistryError::Invalid(format!(
+            "tokens of accounts that log in through single sign-on expire within {max_days} days here"
+        ))),
+        Some(d) => Ok(Some(d)),
+    }
+}
+
 /// Scopes a personal access token can have.
 pub const SCOPES: [&str; 3] = ["pull", "push", "delete"];
 /// Shortest password accepted.
@@ -457,6 +473,7 @@ impl AccountAdmin {
             return Err(RegistryError::Invalid("a token needs a name of at most 100 characters".into()));
         }
         let account = self.account_named(account).await?;
+        let expires_days = sso_expiry(&account.origin, expires_days, self.auth.config.sso_token_max_days)?;
         let secret = secrets::new_token_secret();
         let expires = expires_days.map(|d| now() + d as i64 * 86_400);
         let id = self
@@ -549,4 +566,19 @@ fn validate_password(password: &str) -> Result<()> {
         return Err(RegistryError::Invalid(format!("passwords have at least {MIN_PASSWORD_LEN} characters")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod sso_expiry_tests {
+    use super::sso_expiry;
+
+    #[test]
+    fn tokens_of_sso_accounts_expire_when_asked() {
+        assert_eq!(sso_expiry("local", None, 30).unwrap(), None, "local accounts: as asked");
+        assert_eq!(sso_expiry("oidc", None, 0).unwrap(), None, "no limit set");
+        assert_eq!(sso_expiry("oidc", None, 30).unwrap(), Some(30), "none asked: the longest");
+        assert_eq!(sso_expiry("ldap", Some(7), 30).unwrap(), Some(7));
+        assert_eq!(sso_expiry("oidc", Some(30), 30).unwrap(), Some(30));
+        assert!(sso_expiry("oidc", Some(31), 30).is_err(), "longer is refused");
+    }
 }

@@ -24,7 +24,7 @@ pub use accounts::{Account, AccountSecret, Namespace, NewAccount, TokenRecord};
 pub use events::{AuditEntry, Delivery, Outcome, Webhook, now_millis};
 pub use mirror_cache::CachedManifest;
 pub use retention::{RetentionPolicy, TagInfo};
-pub use ui::{RepositorySummary, TagSummary, UiSession, like_escape};
+pub use ui::{PendingOidcLogin, RepositorySummary, TagSummary, UiSession, like_escape};
 
 /// What [`Meta::link_blob`] came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

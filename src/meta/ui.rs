@@ -41,6 +41,21 @@ pub struct UiSession {
     pub expires_at: i64,
 }
 
+/// An OpenID Connect login on its way to the provider and back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingOidcLogin {
+    /// The `state` sent to the provider, which must come back unchanged.
+    pub state: String,
+    /// The `nonce` the ID token must carry.
+    pub nonce: String,
+    /// The PKCE verifier whose challenge was sent.
+    pub pkce_verifier: String,
+    /// The `redirect_uri` sent (the code exchange repeats it).
+    pub redirect_url: String,
+    /// Where the browser goes once logged in.
+    pub next: String,
+}
+
 /// Escapes `%`, `_` and `\` for a `LIKE ... ESCAPE '\'` pattern.
 pub fn like_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -208,6 +223,62 @@ impl Meta {
 
     pub async fn delete_ui_session(&self, id_hash: &str) -> Result<()> {
         sqlx::query("DELETE FROM ui_sessions WHERE id_hash = $1").bind(id_hash).execute(self.pool()).await?;
+        Ok(())
+    }
+
+    /// Stores a login in progress under the hash of the browser's secret, for `ttl_secs`.
+    pub async fn create_oidc_login(&self, id_hash: &str, login: &PendingOidcLogin, ttl_secs: i64) -> Result<()> {
+        let t = now();
+        sqlx::query("DELETE FROM oidc_logins WHERE expires_at <= $1").bind(t).execute(self.pool()).await?;
+        sqlx::query(
+            "INSERT INTO oidc_logins (id_hash, state, nonce, pkce_verifier, redirect_url, next, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id_hash)
+        .bind(&login.state)
+        .bind(&login.nonce)
+        .bind(&login.pkce_verifier)
+        .bind(&login.redirect_url)
+        .bind(&login.next)
+        .bind(t + ttl_secs)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Takes a login in progress out (it is used once), if it has not expired.
+    pub async fn take_oidc_login(&self, id_hash: &str) -> Result<Option<PendingOidcLogin>> {
+        let row = sqlx::query(
+            "DELETE FROM oidc_logins WHERE id_hash = $1 \
+             RETURNING state, nonce, pkce_verifier, redirect_url, next, expires_at",
+        )
+        .bind(id_hash)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.filter(|r| r.get::<i64, _>(5) > now()).map(|r| PendingOidcLogin {
+            state: r.get(0),
+            nonce: r.get(1),
+            pkce_verifier: r.get(2),
+            redirect_url: r.get(3),
+            next: r.get(4),
+        }))
+    }
+
+    /// Who an account made by an identity provider is there (`issuer subject`).
+    pub async fn account_external_id(&self, account_id: i64) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT external_id FROM accounts WHERE id = $1")
+            .bind(account_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.and_then(|r| r.get::<Option<String>, _>(0)))
+    }
+
+    pub async fn set_account_external_id(&self, account_id: i64, external_id: &str) -> Result<()> {
+        sqlx::query("UPDATE accounts SET external_id = $1 WHERE id = $2")
+            .bind(external_id)
+            .bind(account_id)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 

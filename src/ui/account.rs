@@ -64,6 +64,8 @@ struct SettingsPage {
     namespaces: Vec<NsRow>,
     shown: Option<Shown>,
     scopes: &'static [&'static str],
+    /// Days tokens of single sign-on accounts may live (0: no limit).
+    max_token_days: u64,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +90,7 @@ async fn settings_page(v: &Viewer, ok: Option<&str>, shown: Option<Shown>) -> Ui
         namespaces: visible_namespaces(v).await?,
         shown,
         scopes: &SCOPES,
+        max_token_days: v.auth()?.config.sso_token_max_days,
     };
     page(v, StatusCode::OK, &p)
 }

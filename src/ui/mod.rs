@@ -6,7 +6,9 @@
 //! [`AuthService::may_manage`] (what the API checks), account changes through the
 //! `AuthService` management functions, registry reads and deletes through [`Registry`].
 //! Sessions ([`session`]) are rows in the database holding the SHA-256 of the cookie's secret
-//! and the per-session CSRF token every form echoes. With `auth.enabled = false` the UI
+//! and the per-session CSRF token every form echoes; single sign-on (`/login/oidc` and its
+//! callback) goes through [`AuthService::begin_oidc_login`] and
+//! [`AuthService::finish_oidc_login`]. With `auth.enabled = false` the UI
 //! browses and deletes like the open API, without account pages.
 //!
 //! Pages: [`browse`] (repositories, tags, manifests, deletes), [`account`] (settings,
@@ -44,6 +46,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/static/berth.js", web::get().to(script))
         .route("/login", web::get().to(session::login_page))
         .route("/login", web::post().to(session::login))
+        .route("/login/oidc", web::get().to(session::oidc_start))
+        .route("/login/oidc/callback", web::get().to(session::oidc_callback))
         .route("/logout", web::post().to(session::logout))
         .route("/r/{tail:.+}", web::get().to(browse::repository_get))
         .route("/r/{tail:.+}", web::post().to(browse::repository_post))

@@ -26,6 +26,9 @@ use crate::manage::accounts::AccountAdmin;
 
 const SESSION_COOKIE: &str = "berth_session";
 const CSRF_COOKIE: &str = "berth_csrf";
+/// The secret of a single sign-on login on its way to the provider and back.
+const OIDC_COOKIE: &str = "berth_oidc";
+const OIDC_COOKIE_PATH: &str = "/login/oidc";
 /// How long a login lasts.
 pub const SESSION_TTL_SECS: i64 = 12 * 3600;
 
@@ -72,8 +75,13 @@ fn well_formed(secret: &str) -> bool {
 }
 
 fn set_cookie(name: &str, value: &str, max_age: i64, secure: bool) -> HeaderValue {
+    set_cookie_at(name, "/", value, max_age, secure)
+}
+
+/// Lax, so the cookie comes along when the provider sends the browser back (a top-level GET).
+fn set_cookie_at(name: &str, path: &str, value: &str, max_age: i64, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
-    let v = format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
+    let v = format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
     HeaderValue::from_str(&v).expect("cookie values are base64url")
 }
 
@@ -223,19 +231,38 @@ struct LoginPage {
     next: String,
     name: String,
     error: Option<String>,
+    /// "Log in with <sso>" when single sign-on is on.
+    sso: Option<String>,
+    /// The password form is shown (else only a link to it, for local administrators).
+    password_form: bool,
+}
+
+impl LoginPage {
+    fn new(v: &Viewer, next: String, name: String, error: Option<String>, local: bool) -> LoginPage {
+        let oidc = v.svc.auth.as_deref().and_then(|a| a.oidc());
+        LoginPage {
+            l: v.layout("Log in", None),
+            next,
+            name,
+            error,
+            sso: oidc.map(|o| o.display_name().to_string()),
+            password_form: local || oidc.is_none_or(|o| o.local_login()),
+        }
+    }
 }
 
 #[derive(Deserialize)]
 pub struct NextQuery {
     next: Option<String>,
+    /// `?local`: the password form, when single sign-on hides it.
+    local: Option<String>,
 }
 
 pub async fn login_page(v: Viewer, q: web::Query<NextQuery>) -> UiResult {
     if v.svc.auth.is_none() || v.who.account.is_some() {
         return Ok(see_other(&safe_next(q.next.as_deref())));
     }
-    let p =
-        LoginPage { l: v.layout("Log in", None), next: safe_next(q.next.as_deref()), name: String::new(), error: None };
+    let p = LoginPage::new(&v, safe_next(q.next.as_deref()), String::new(), None, q.local.is_some());
     page(&v, StatusCode::OK, &p)
 }
 
@@ -255,17 +282,14 @@ pub async fn login(v: Viewer, req: HttpRequest, form: web::Form<LoginForm>) -> U
     v.check_csrf(&form.csrf)?;
     let next = safe_next(form.next.as_deref());
     let failed = |status: StatusCode, message: &str| {
-        let p = LoginPage {
-            l: v.layout("Log in", None),
-            next: next.clone(),
-            name: form.name.clone(),
-            error: Some(message.to_string()),
-        };
+        let p = LoginPage::new(&v, next.clone(), form.name.clone(), Some(message.to_string()), true);
         page(&v, status, &p)
     };
     let who = match auth.login(&form.name, &form.password, &client_addr(&req)).await {
         Ok(who) => who,
         Err(RegistryError::TooManyRequests(m)) => return failed(StatusCode::TOO_MANY_REQUESTS, &m),
+        Err(RegistryError::Denied(m)) => return failed(StatusCode::FORBIDDEN, &m),
+        Err(RegistryError::Unreachable(m)) => return failed(StatusCode::SERVICE_UNAVAILABLE, &m),
         Err(RegistryError::Unauthorized { .. }) => {
             return failed(StatusCode::UNAUTHORIZED, "Invalid name or password.");
         }
@@ -275,13 +299,81 @@ pub async fn login(v: Viewer, req: HttpRequest, form: web::Form<LoginForm>) -> U
     let Some(account) = who.account.filter(|_| who.limit.is_none()) else {
         return failed(StatusCode::UNAUTHORIZED, "Log in with your password, not a token.");
     };
+    v.svc.events.login_succeeded(&account.name, "ui", &client_addr(&req)).await;
+    start_session(&v, &account, &next).await
+}
+
+/// Logs `account` in: a new session, its cookie, and the way to `next`.
+async fn start_session(v: &Viewer, account: &crate::meta::Account, next: &str) -> UiResult {
     let secret = random_secret();
     let hash = token_hash(&secret);
-    auth.start_ui_session(&hash, &account, &random_secret(), SESSION_TTL_SECS).await?;
-    v.svc.events.login_succeeded(&account.name, "ui", &client_addr(&req)).await;
-    let mut resp = see_other(&next);
+    v.auth()?.start_ui_session(&hash, account, &random_secret(), SESSION_TTL_SECS).await?;
+    let mut resp = see_other(next);
     resp.headers_mut().append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, &secret, SESSION_TTL_SECS, v.secure));
     Ok(resp)
+}
+
+/// `GET /login/oidc`: to the identity provider, with a fresh `state`, `nonce` and PKCE
+/// challenge; the browser keeps the login's secret in a cookie.
+pub async fn oidc_start(v: Viewer, q: web::Query<NextQuery>) -> UiResult {
+    let auth = v.auth()?;
+    let Some(oidc) = auth.oidc() else {
+        return Err(RegistryError::NotFound("single sign-on is off".into()).into());
+    };
+    let redirect = oidc.redirect_url(if v.secure { "https" } else { "http" }, &v.host);
+    let next = safe_next(q.next.as_deref());
+    let (url, secret) = match auth.begin_oidc_login(&redirect, &next).await {
+        Ok(started) => started,
+        Err(RegistryError::Unreachable(m)) => {
+            let p = LoginPage::new(&v, next, String::new(), Some(m), false);
+            return page(&v, StatusCode::SERVICE_UNAVAILABLE, &p);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut resp = see_other(&url);
+    resp.headers_mut().append(header::SET_COOKIE, set_cookie_at(OIDC_COOKIE, OIDC_COOKIE_PATH, &secret, 600, v.secure));
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+pub struct OidcCallback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// `GET /login/oidc/callback`: the provider sends the browser back; the `state` must be the
+/// one this browser's login sent, the ID token must check out; then a session starts.
+pub async fn oidc_callback(v: Viewer, req: HttpRequest, q: web::Query<OidcCallback>) -> UiResult {
+    let auth = v.auth()?;
+    let secret = cookie(&req, OIDC_COOKIE).filter(|s| well_formed(s));
+    let failed = |status: StatusCode, message: &str| {
+        let p = LoginPage::new(&v, "/".into(), String::new(), Some(message.to_string()), false);
+        let mut resp = page(&v, status, &p)?;
+        resp.headers_mut().append(header::SET_COOKIE, set_cookie_at(OIDC_COOKIE, OIDC_COOKIE_PATH, "", 0, v.secure));
+        Ok(resp)
+    };
+    if let Some(error) = &q.error {
+        let detail = q.error_description.as_deref().unwrap_or(error);
+        return failed(StatusCode::UNAUTHORIZED, &format!("The identity provider did not log you in: {detail}"));
+    }
+    let (Some(secret), Some(state), Some(code)) = (secret, q.state.as_deref(), q.code.as_deref()) else {
+        return failed(StatusCode::BAD_REQUEST, "This login was not started here, or has expired: start again.");
+    };
+    let addr = client_addr(&req);
+    match auth.finish_oidc_login(&secret, state, code, &addr).await {
+        Ok((account, next)) => {
+            let mut resp = start_session(&v, &account, &safe_next(Some(&next))).await?;
+            resp.headers_mut()
+                .append(header::SET_COOKIE, set_cookie_at(OIDC_COOKIE, OIDC_COOKIE_PATH, "", 0, v.secure));
+            Ok(resp)
+        }
+        Err(RegistryError::Unauthorized { message, .. }) => failed(StatusCode::UNAUTHORIZED, &message),
+        Err(RegistryError::Denied(m)) => failed(StatusCode::FORBIDDEN, &m),
+        Err(RegistryError::Unreachable(m)) => failed(StatusCode::SERVICE_UNAVAILABLE, &m),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[derive(Deserialize)]

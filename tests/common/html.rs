@@ -34,7 +34,20 @@ pub fn form_csrf(html: &str) -> String {
 /// Logs in through the form (`next=/settings`; with `https`, as a TLS proxy would forward it);
 /// returns the session cookie's value and its Set-Cookie line.
 pub async fn ui_login(c: &Client, base: &str, name: &str, password: &str, https: bool) -> (String, String) {
-    let page = c.get(format!("{base}/login")).send().await.unwrap();
+    ui_login_at(c, base, "/login", name, password, https).await
+}
+
+/// [`ui_login`] with the form of the page at `login_path` (`/login?local`: the password form
+/// when single sign-on hides it).
+pub async fn ui_login_at(
+    c: &Client,
+    base: &str,
+    login_path: &str,
+    name: &str,
+    password: &str,
+    https: bool,
+) -> (String, String) {
+    let page = c.get(format!("{base}{login_path}")).send().await.unwrap();
     let (csrf_cookie, _) = set_cookie(&page, "berth_csrf").expect("a csrf cookie for the login form");
     let csrf = form_csrf(&page.text().await.unwrap());
     assert_eq!(csrf, csrf_cookie);
@@ -63,8 +76,13 @@ pub struct Ui {
 
 impl Ui {
     pub async fn login(base: &str, name: &str, password: &str) -> Ui {
+        Self::login_at(base, "/login", name, password).await
+    }
+
+    /// Logs in through the password form of the page at `login_path`.
+    pub async fn login_at(base: &str, login_path: &str, name: &str, password: &str) -> Ui {
         let c = super::client();
-        let (session, _) = ui_login(&c, base, name, password, false).await;
+        let (session, _) = ui_login_at(&c, base, login_path, name, password, false).await;
         let mut ui = Ui { c, base: base.to_string(), cookie: format!("berth_session={session}"), csrf: String::new() };
         let (status, html) = ui.get("/settings").await;
         assert_eq!(status, StatusCode::OK);

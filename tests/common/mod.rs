@@ -21,6 +21,7 @@ pub mod db;
 pub mod docker;
 pub mod html;
 pub mod images;
+pub mod oidc;
 pub mod registry;
 pub mod skopeo;
 pub mod slapd;
