@@ -178,6 +178,9 @@ async fn roles_follow_the_groups_at_each_login() {
     for action in ["member.remove", "user.update"] {
         assert!(actions.contains(&action), "{action} in the audit log: {actions:?}");
     }
+    let logins = reg.api_ok(Method::GET, "/api/v1/audit?actor=olga", None).await;
+    let sso = logins["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "login").count();
+    assert!(sso >= 1 && logins.to_string().contains("oidc"), "SSO logins in the audit log: {logins}");
     // No password here: the account cannot log in with one.
     let r = reg.with(&Creds::basic("olga", "")).token_response(&[], &[]).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
