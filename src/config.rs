@@ -31,6 +31,43 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     pub gc: GcConfig,
     pub tls: TlsConfig,
+    pub replication: ReplicationConfig,
+}
+
+/// Replication's job worker on this node (targets and rules are in the database).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReplicationConfig {
+    /// Whether this node runs replication jobs (jobs are queued either way).
+    pub enabled: bool,
+    /// Jobs this node runs at a time.
+    pub workers: usize,
+    /// How often, in milliseconds, the queue is checked for jobs queued by other nodes or due
+    /// for a retry (this node's own are started at once).
+    pub poll_ms: u64,
+    /// How long a node holds a job it works on before another may take it over (renewed while
+    /// it runs), in seconds.
+    pub lease_secs: u64,
+    /// Attempts before a job is given up (a `replication` webhook event).
+    pub max_attempts: u32,
+    /// Wait before the first retry, in milliseconds; doubled after each failure ...
+    pub backoff_initial_ms: u64,
+    /// ... up to this many seconds.
+    pub backoff_max_secs: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            enabled: true,
+            workers: 4,
+            poll_ms: 1000,
+            lease_secs: 120,
+            max_attempts: 10,
+            backoff_initial_ms: 2000,
+            backoff_max_secs: 600,
+        }
+    }
 }
 
 /// HTTPS on the `listen` address (see `src/tls`): on when `cert_file` is set.
@@ -562,6 +599,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             metrics: MetricsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            replication: ReplicationConfig::default(),
             shutdown_timeout_secs: 30,
             gc: GcConfig::default(),
             tls: TlsConfig::default(),

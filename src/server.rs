@@ -43,9 +43,13 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
         tracing::info!(upstreams = ?names, default = %config.mirror.default_upstream, "pull-through mirror on");
     }
     services.collector.spawn_background();
+    if config.replication.enabled {
+        services.replicator.spawn();
+    }
     let storage_admin = web::Data::from(services.storage.clone());
     let account_admin = web::Data::from(services.accounts.clone());
     let event_admin = web::Data::from(services.webhooks.clone());
+    let replication_admin = web::Data::from(services.replication.clone());
     let collector = web::Data::from(services.collector.clone());
     let state = web::Data::new(AppState {
         registry: services.registry.clone(),
@@ -65,6 +69,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
             .app_data(storage_admin.clone())
             .app_data(account_admin.clone())
             .app_data(event_admin.clone())
+            .app_data(replication_admin.clone())
             .wrap(middleware::Condition::new(access, crate::access_log::AccessLog))
             .wrap(middleware::Condition::new(metrics.enabled, crate::metrics::RequestMetrics))
             .configure(api::configure)

@@ -8,8 +8,7 @@
 
 mod common;
 
-use std::fs::File;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::docker::{
@@ -17,108 +16,13 @@ use common::docker::{
     require_tools,
 };
 use common::images::{MANIFEST_ACCEPT, tiny};
+use common::reference::DockerRegistry;
 use common::registry::{Creds, Reg, jwt_claims};
-use common::{ADMIN_PASSWORD, Berth, free_port, run, sha256};
+use common::{ADMIN_PASSWORD, Berth, run, sha256};
 use futures_util::StreamExt;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::json;
 use sha2::Digest as _;
-
-/// Debian's `docker-registry` (Distribution 2.8) on a free loopback port, storing in a temp
-/// dir. Its access log (one combined-log line per request, on its stdout) goes to a file.
-struct DockerRegistry {
-    port: u16,
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-}
-
-impl DockerRegistry {
-    fn start() -> DockerRegistry {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let config = format!(
-            "version: 0.1\n\
-             log:\n  level: warn\n  accesslog:\n    disabled: false\n\
-             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        );
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .env("REGISTRY_HTTP_SECRET", "berth-mirror-test")
-            .stdout(File::create(dir.path().join("access.log")).unwrap())
-            .stderr(File::create(dir.path().join("registry.log")).unwrap())
-            .spawn()
-            .expect("the mirror tests need Debian's docker-registry (apt-get install docker-registry)");
-        let mut registry = DockerRegistry { port, child: Some(child), dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = registry.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("docker-registry exited during start: {status}\n{}", registry.error_log());
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return registry;
-            }
-            assert!(Instant::now() < deadline, "docker-registry did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn access_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
-    }
-
-    /// GET lines in the access log once it stopped growing: the registry writes a request's
-    /// line after the response, which can be after the client already has every byte.
-    fn settled_gets(&self) -> usize {
-        let count = || self.access_log().lines().filter(|l| l.contains("\"GET ")).count();
-        let mut last = count();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            std::thread::sleep(Duration::from_millis(300));
-            let now = count();
-            if now == last || Instant::now() > deadline {
-                return now;
-            }
-            last = now;
-        }
-    }
-
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
-    }
-
-    /// Access-log lines of GETs (not HEADs) of one blob.
-    fn blob_gets(&self, name: &str, digest: &str) -> usize {
-        let needle = format!("\"GET /v2/{name}/blobs/{digest} HTTP/");
-        self.access_log().lines().filter(|l| l.contains(&needle)).count()
-    }
-
-    /// Kills the registry (by its own process, nothing else).
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for DockerRegistry {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// One `[[mirror.upstreams]]` entry.
 struct Upstream {

@@ -15,6 +15,7 @@ pub mod json;
 mod listing;
 mod manifests;
 pub mod metrics;
+pub mod replication;
 pub mod routes;
 pub mod token;
 
@@ -81,7 +82,8 @@ pub fn configure_management(cfg: &mut web::ServiceConfig) {
             .route("/retention", web::delete().to(gc::delete_retention))
             .route("/namespaces/{ns}/usage", web::get().to(gc::usage))
             .route("/namespaces/{ns}/quota", web::put().to(gc::set_quota))
-            .configure(events::routes),
+            .configure(events::routes)
+            .configure(replication::routes),
     );
 }
 
@@ -163,8 +165,8 @@ async fn dispatch(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
                             tag,
                             digest: Some(&served.digest),
                             media_type: Some(&served.media_type),
-                            kind: None,
                             base_url: Some(&base_url),
+                            ..RepoEvent::default()
                         };
                         state.events.pulled(who.actor(), ev).await;
                     }
@@ -177,8 +179,8 @@ async fn dispatch(req: HttpRequest, payload: web::Payload, state: web::Data<AppS
                         tag,
                         digest: Some(pushed.digest.as_str()),
                         media_type: Some(&pushed.media_type),
-                        kind: None,
                         base_url: Some(&base_url),
+                        ..RepoEvent::default()
                     };
                     state.events.pushed(who.actor(), &addr(), ev).await;
                     Ok(resp)

@@ -24,7 +24,7 @@ use crate::error::Result;
 use crate::meta::{Meta, Webhook};
 
 /// The kinds of events webhooks can ask for.
-pub const EVENT_KINDS: [&str; 4] = ["push", "pull", "delete", "mirror"];
+pub const EVENT_KINDS: [&str; 5] = ["push", "pull", "delete", "mirror", "replication"];
 
 /// How long the webhook list is trusted before it is read again.
 const HOOKS_TTL: Duration = Duration::from_secs(2);
@@ -44,6 +44,8 @@ pub struct RepoEvent<'a> {
     /// `scheme://host` of the registry as the request named it (`https://…` over TLS): the
     /// payload's `url` links to the manifest from there.
     pub base_url: Option<&'a str>,
+    /// Why a replication failed (`replication` events).
+    pub error: Option<&'a str>,
 }
 
 impl<'a> RepoEvent<'a> {
@@ -57,6 +59,13 @@ impl<'a> RepoEvent<'a> {
     }
 }
 
+/// Hears pushes and deletes once they happened (replication queues its copies there). Called
+/// on the request's path: it must only queue work, never do it.
+pub trait RepoListener: Send + Sync {
+    fn pushed(&self, repository: &str, tag: Option<&str>, digest: Option<&str>);
+    fn deleted(&self, repository: &str, tag: Option<&str>, digest: Option<&str>);
+}
+
 struct Cached {
     hooks: Arc<Vec<Webhook>>,
     loaded: Option<Instant>,
@@ -68,6 +77,7 @@ pub struct Events {
     /// Wakes this node's sender when something was queued.
     pub(crate) wake: Arc<Notify>,
     logins: Mutex<HashMap<(String, &'static str, String), Instant>>,
+    listener: std::sync::OnceLock<Arc<dyn RepoListener>>,
 }
 
 impl Events {
@@ -77,6 +87,7 @@ impl Events {
             hooks: Mutex::new(Cached { hooks: Arc::new(Vec::new()), loaded: None }),
             wake: Arc::new(Notify::new()),
             logins: Mutex::new(HashMap::new()),
+            listener: std::sync::OnceLock::new(),
         }
     }
 
@@ -137,6 +148,9 @@ impl Events {
         if let Some(kind) = ev.kind {
             payload["kind"] = kind.into();
         }
+        if let Some(error) = ev.error {
+            payload["error"] = error.into();
+        }
         if let (Some(base), Some(reference)) = (ev.base_url, ev.digest.or(ev.tag)) {
             payload["url"] = format!("{base}/v2/{}/manifests/{reference}", ev.repository).into();
         }
@@ -145,8 +159,16 @@ impl Events {
         Ok(())
     }
 
+    /// Sets the one listener of pushes and deletes.
+    pub fn set_listener(&self, listener: Arc<dyn RepoListener>) {
+        let _ = self.listener.set(listener);
+    }
+
     /// A manifest was pushed by `actor` (an account's name, or `anonymous`).
     pub async fn pushed(&self, actor: &str, addr: &str, ev: RepoEvent<'_>) {
+        if let Some(l) = self.listener.get() {
+            l.pushed(ev.repository, ev.tag, ev.digest);
+        }
         let detail = json!({ "tag": ev.tag, "digest": ev.digest, "media_type": ev.media_type });
         self.audit(actor, "push", Some(ev.repository), detail, Some(addr)).await;
         self.emit("push", actor, &ev).await;
@@ -159,9 +181,18 @@ impl Events {
 
     /// A tag or a manifest was deleted.
     pub async fn deleted(&self, actor: &str, addr: &str, ev: RepoEvent<'_>) {
+        if let Some(l) = self.listener.get() {
+            l.deleted(ev.repository, ev.tag, ev.digest);
+        }
         let detail = json!({ "tag": ev.tag, "digest": ev.digest });
         self.audit(actor, "delete", Some(ev.repository), detail, Some(addr)).await;
         self.emit("delete", actor, &ev).await;
+    }
+
+    /// A replication job gave up (`detail`: the rule, the target, the error).
+    pub async fn replication_failed(&self, repository: &str, reference: &str, detail: &str) {
+        let ev = RepoEvent { repository, tag: Some(reference), error: Some(detail), ..Default::default() };
+        self.emit("replication", "replication", &ev).await;
     }
 
     /// The mirror stored content it fetched from an upstream.

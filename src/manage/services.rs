@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::accounts::AccountAdmin;
+use super::replication::ReplicationAdmin;
 use super::storage::StorageAdmin;
 use super::webhooks::EventAdmin;
 use crate::auth::AuthService;
@@ -14,6 +15,7 @@ use crate::events::Events;
 use crate::gc::Collector;
 use crate::mirror::Mirror;
 use crate::registry::Registry;
+use crate::replication::Replicator;
 
 /// Every service, wired.
 pub struct Services {
@@ -28,6 +30,9 @@ pub struct Services {
     pub accounts: Arc<AccountAdmin>,
     pub storage: Arc<StorageAdmin>,
     pub webhooks: Arc<EventAdmin>,
+    /// Copies to other registries: the worker (started by the server) and its management.
+    pub replicator: Arc<Replicator>,
+    pub replication: Arc<ReplicationAdmin>,
     auth_enabled: bool,
 }
 
@@ -56,7 +61,15 @@ impl Services {
                 .with_cap_check_secs(config.mirror.cap_check_secs),
         );
         let access = config.auth.enabled.then(|| auth.clone());
+        let seal = crate::seal::SealKey::load_or_create(
+            std::env::var(crate::seal::KEY_ENV).ok().as_deref(),
+            &config.data_dir.join("secret.key"),
+        )?;
+        let replicator = Arc::new(Replicator::new(registry.clone(), events.clone(), config.replication.clone(), seal));
+        Replicator::listen(&replicator);
         Ok(Services {
+            replication: Arc::new(ReplicationAdmin::new(replicator.clone(), events.clone())),
+            replicator,
             accounts: Arc::new(AccountAdmin::new(meta.clone(), auth.clone(), events.clone())),
             storage: Arc::new(StorageAdmin::new(meta, access.clone(), events.clone(), Some(collector.clone()))),
             webhooks: Arc::new(EventAdmin::new(events.clone(), access)),

@@ -9,6 +9,7 @@ mod events;
 mod gc;
 mod mirror_cache;
 mod quotas;
+mod replication;
 mod retention;
 mod ui;
 
@@ -23,6 +24,7 @@ use crate::oci::{Digest, ParsedManifest};
 pub use accounts::{Account, AccountSecret, Namespace, NewAccount, TokenRecord};
 pub use events::{AuditEntry, Delivery, Outcome, Webhook, now_millis};
 pub use mirror_cache::CachedManifest;
+pub use replication::{JobOutcome, NewRule, NewTarget, ReplicationJob, ReplicationRule, ReplicationTarget};
 pub use retention::{RetentionPolicy, TagInfo};
 pub use ui::{PendingOidcLogin, RepositorySummary, TagSummary, UiSession, like_escape};
 

@@ -12,6 +12,7 @@ use reqwest::{Method, Response, StatusCode};
 use crate::config::UpstreamConfig;
 use crate::error::{RegistryError, Result};
 use crate::oci::manifest::media;
+use crate::remote::challenge_params;
 
 /// What a mirror accepts for manifests: every type Berth stores.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -26,30 +27,6 @@ pub struct Upstream {
     tokens: Mutex<HashMap<String, (String, Instant)>>,
     /// An OAuth2 refresh token (docker's `identitytoken`), used instead of Basic credentials.
     refresh_token: Option<String>,
-}
-
-/// `Bearer realm="...",service="...",scope="..."` → its parameters.
-fn challenge_params(value: &str) -> Option<HashMap<String, String>> {
-    let rest = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
-    let mut params = HashMap::new();
-    let mut s = rest;
-    while let Some(eq) = s.find('=') {
-        let key = s[..eq].trim().trim_start_matches(',').trim().to_string();
-        s = &s[eq + 1..];
-        let value = if let Some(stripped) = s.strip_prefix('"') {
-            let end = stripped.find('"')?;
-            let v = stripped[..end].to_string();
-            s = &stripped[end + 1..];
-            v
-        } else {
-            let end = s.find(',').unwrap_or(s.len());
-            let v = s[..end].to_string();
-            s = &s[end..];
-            v
-        };
-        params.insert(key, value);
-    }
-    Some(params)
 }
 
 fn unavailable(name: &str, e: impl std::fmt::Display) -> RegistryError {
@@ -198,21 +175,4 @@ impl Upstream {
 /// Whether a content type is one of the manifest types Berth stores.
 pub fn is_manifest_type(t: &str) -> bool {
     [media::DOCKER_MANIFEST, media::DOCKER_LIST, media::OCI_MANIFEST, media::OCI_INDEX].contains(&t)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_challenges() {
-        let p = challenge_params(
-            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
-        )
-        .unwrap();
-        assert_eq!(p["realm"], "https://auth.docker.io/token");
-        assert_eq!(p["service"], "registry.docker.io");
-        assert_eq!(p["scope"], "repository:library/busybox:pull");
-        assert!(challenge_params("Basic realm=\"x\"").is_none());
-    }
 }

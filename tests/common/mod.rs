@@ -22,6 +22,7 @@ pub mod docker;
 pub mod html;
 pub mod images;
 pub mod oidc;
+pub mod reference;
 pub mod registry;
 pub mod skopeo;
 pub mod slapd;

@@ -1,0 +1,369 @@
+//! Replication queries: targets (their secret sealed by the caller), rules, and the job queue —
+//! claimed under a lease by one node at a time (`UPDATE … WHERE id IN (SELECT …) AND <still
+//! claimable> RETURNING`, as webhook deliveries are), finished with the attempt count as the
+//! fence so a node whose lease ran out cannot overwrite a newer attempt's outcome.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Meta, now, now_millis};
+use crate::error::Result;
+
+/// Another registry that receives copies.
+#[derive(Debug, Clone)]
+pub struct ReplicationTarget {
+    pub id: i64,
+    pub name: String,
+    pub url: String,
+    pub username: String,
+    /// Sealed (`src/seal.rs`); empty when there is none. Never returned by the API.
+    pub secret_sealed: String,
+    pub ca_file: String,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// Which repositories and tags go to a target, and under which name.
+#[derive(Debug, Clone)]
+pub struct ReplicationRule {
+    pub id: i64,
+    pub name: String,
+    pub target_id: i64,
+    pub target_name: String,
+    pub direction: String,
+    pub repositories: String,
+    pub tags: String,
+    pub destination_prefix: String,
+    pub replicate_deletes: bool,
+    pub enabled: bool,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// One copy or delete to carry out, with its outcome.
+#[derive(Debug, Clone)]
+pub struct ReplicationJob {
+    pub id: i64,
+    pub rule_id: i64,
+    pub action: String,
+    pub repository: String,
+    pub reference: String,
+    pub status: String,
+    pub attempts: i64,
+    pub copied: i64,
+    pub skipped: i64,
+    pub bytes: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// What a job's attempt came to.
+#[derive(Debug, Clone)]
+pub enum JobOutcome {
+    Done {
+        copied: i64,
+        skipped: i64,
+        bytes: i64,
+    },
+    /// Failed; retried at `next_attempt_at` (ms), or given up when `None`.
+    Failed {
+        error: String,
+        next_attempt_at: Option<i64>,
+    },
+}
+
+const TARGET_COLUMNS: &str = "id, name, url, username, secret_sealed, ca_file, created_by, created_at";
+const RULE_COLUMNS: &str = "r.id, r.name, r.target_id, t.name, r.direction, r.repositories, r.tags, \
+                            r.destination_prefix, r.replicate_deletes, r.enabled, r.created_by, r.created_at";
+const JOB_COLUMNS: &str = "id, rule_id, action, repository, reference, status, attempts, copied, skipped, bytes, \
+                           last_error, created_at, finished_at";
+
+fn target_from(r: &AnyRow) -> ReplicationTarget {
+    ReplicationTarget {
+        id: r.get(0),
+        name: r.get(1),
+        url: r.get(2),
+        username: r.get(3),
+        secret_sealed: r.get(4),
+        ca_file: r.get(5),
+        created_by: r.get(6),
+        created_at: r.get(7),
+    }
+}
+
+fn rule_from(r: &AnyRow) -> ReplicationRule {
+    ReplicationRule {
+        id: r.get(0),
+        name: r.get(1),
+        target_id: r.get(2),
+        target_name: r.get(3),
+        direction: r.get(4),
+        repositories: r.get(5),
+        tags: r.get(6),
+        destination_prefix: r.get(7),
+        replicate_deletes: r.get::<i64, _>(8) != 0,
+        enabled: r.get::<i64, _>(9) != 0,
+        created_by: r.get(10),
+        created_at: r.get(11),
+    }
+}
+
+fn job_from(r: &AnyRow) -> ReplicationJob {
+    ReplicationJob {
+        id: r.get(0),
+        rule_id: r.get(1),
+        action: r.get(2),
+        repository: r.get(3),
+        reference: r.get(4),
+        status: r.get(5),
+        attempts: r.get(6),
+        copied: r.get(7),
+        skipped: r.get(8),
+        bytes: r.get(9),
+        last_error: r.get(10),
+        created_at: r.get(11),
+        finished_at: r.get(12),
+    }
+}
+
+/// A new target, as stored.
+pub struct NewTarget<'a> {
+    pub name: &'a str,
+    pub url: &'a str,
+    pub username: &'a str,
+    pub secret_sealed: &'a str,
+    pub ca_file: &'a str,
+    pub created_by: &'a str,
+}
+
+/// A new rule, as stored.
+pub struct NewRule<'a> {
+    pub name: &'a str,
+    pub target_id: i64,
+    pub direction: &'a str,
+    pub repositories: &'a str,
+    pub tags: &'a str,
+    pub destination_prefix: &'a str,
+    pub replicate_deletes: bool,
+    pub created_by: &'a str,
+}
+
+impl Meta {
+    /// Stores a target; `None` when the name is taken.
+    pub async fn create_replication_target(&self, t: &NewTarget<'_>) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "INSERT INTO replication_targets (name, url, username, secret_sealed, ca_file, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING RETURNING id",
+        )
+        .bind(t.name)
+        .bind(t.url)
+        .bind(t.username)
+        .bind(t.secret_sealed)
+        .bind(t.ca_file)
+        .bind(t.created_by)
+        .bind(now())
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub async fn replication_targets(&self) -> Result<Vec<ReplicationTarget>> {
+        let sql = format!("SELECT {TARGET_COLUMNS} FROM replication_targets ORDER BY name");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(self.pool()).await?;
+        Ok(rows.iter().map(target_from).collect())
+    }
+
+    pub async fn replication_target(&self, name: &str) -> Result<Option<ReplicationTarget>> {
+        let sql = format!("SELECT {TARGET_COLUMNS} FROM replication_targets WHERE name = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(name).fetch_optional(self.pool()).await?;
+        Ok(row.as_ref().map(target_from))
+    }
+
+    pub async fn replication_target_by_id(&self, id: i64) -> Result<Option<ReplicationTarget>> {
+        let sql = format!("SELECT {TARGET_COLUMNS} FROM replication_targets WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(self.pool()).await?;
+        Ok(row.as_ref().map(target_from))
+    }
+
+    /// Deletes a target with its rules and their jobs; false when there was none.
+    pub async fn delete_replication_target(&self, name: &str) -> Result<bool> {
+        let mut tx = self.pool().begin().await?;
+        let id: Option<i64> = sqlx::query("SELECT id FROM replication_targets WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.get(0));
+        let Some(id) = id else { return Ok(false) };
+        sqlx::query(
+            "DELETE FROM replication_jobs WHERE rule_id IN (SELECT id FROM replication_rules WHERE target_id = $1)",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM replication_rules WHERE target_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM replication_targets WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Stores a rule; `None` when the name is taken.
+    pub async fn create_replication_rule(&self, r: &NewRule<'_>) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "INSERT INTO replication_rules (name, target_id, direction, repositories, tags, destination_prefix, \
+             replicate_deletes, enabled, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9) \
+             ON CONFLICT (name) DO NOTHING RETURNING id",
+        )
+        .bind(r.name)
+        .bind(r.target_id)
+        .bind(r.direction)
+        .bind(r.repositories)
+        .bind(r.tags)
+        .bind(r.destination_prefix)
+        .bind(r.replicate_deletes as i64)
+        .bind(r.created_by)
+        .bind(now())
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub async fn replication_rules(&self) -> Result<Vec<ReplicationRule>> {
+        let sql = format!(
+            "SELECT {RULE_COLUMNS} FROM replication_rules r JOIN replication_targets t ON t.id = r.target_id \
+             ORDER BY r.name"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(self.pool()).await?;
+        Ok(rows.iter().map(rule_from).collect())
+    }
+
+    pub async fn replication_rule(&self, name: &str) -> Result<Option<ReplicationRule>> {
+        let sql = format!(
+            "SELECT {RULE_COLUMNS} FROM replication_rules r JOIN replication_targets t ON t.id = r.target_id \
+             WHERE r.name = $1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(name).fetch_optional(self.pool()).await?;
+        Ok(row.as_ref().map(rule_from))
+    }
+
+    pub async fn replication_rule_by_id(&self, id: i64) -> Result<Option<ReplicationRule>> {
+        let sql = format!(
+            "SELECT {RULE_COLUMNS} FROM replication_rules r JOIN replication_targets t ON t.id = r.target_id \
+             WHERE r.id = $1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(self.pool()).await?;
+        Ok(row.as_ref().map(rule_from))
+    }
+
+    /// Deletes a rule with its jobs; false when there was none.
+    pub async fn delete_replication_rule(&self, name: &str) -> Result<bool> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM replication_jobs WHERE rule_id IN (SELECT id FROM replication_rules WHERE name = $1)")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let n = sqlx::query("DELETE FROM replication_rules WHERE name = $1").bind(name).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(n.rows_affected() > 0)
+    }
+
+    /// Queues a job, unless the same one is already waiting (a tag pushed twice in a row is
+    /// copied once). Returns whether one was queued.
+    pub async fn enqueue_replication_job(
+        &self,
+        rule_id: i64,
+        action: &str,
+        repository: &str,
+        reference: &str,
+    ) -> Result<bool> {
+        let n = sqlx::query(
+            "INSERT INTO replication_jobs (rule_id, action, repository, reference, status, next_attempt_at, created_at) \
+             SELECT $1, $2, $3, $4, 'pending', $5, $6 WHERE NOT EXISTS (SELECT 1 FROM replication_jobs \
+               WHERE rule_id = $1 AND action = $2 AND repository = $3 AND reference = $4 AND status = 'pending' \
+                 AND lease_until IS NULL)",
+        )
+        .bind(rule_id)
+        .bind(action)
+        .bind(repository)
+        .bind(reference)
+        .bind(now_millis())
+        .bind(now())
+        .execute(self.pool())
+        .await?;
+        Ok(n.rows_affected() > 0)
+    }
+
+    /// Claims up to `limit` due jobs for `lease_ms` and counts the attempt.
+    pub async fn claim_replication_jobs(&self, lease_ms: i64, limit: i64) -> Result<Vec<ReplicationJob>> {
+        let now_ms = now_millis();
+        let sql = format!(
+            "UPDATE replication_jobs SET lease_until = $1, attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM replication_jobs \
+                          WHERE status = 'pending' AND next_attempt_at <= $2 \
+                            AND (lease_until IS NULL OR lease_until <= $2) \
+                          ORDER BY next_attempt_at, id LIMIT $3) \
+               AND status = 'pending' AND (lease_until IS NULL OR lease_until <= $2) \
+             RETURNING {JOB_COLUMNS}"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now_ms + lease_ms)
+            .bind(now_ms)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(job_from).collect())
+    }
+
+    /// Extends the lease of a job still held at `attempt` (a long copy); false when lost.
+    pub async fn extend_replication_lease(&self, id: i64, attempt: i64, lease_ms: i64) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE replication_jobs SET lease_until = $3 WHERE id = $1 AND attempts = $2 AND status = 'pending'",
+        )
+        .bind(id)
+        .bind(attempt)
+        .bind(now_millis() + lease_ms)
+        .execute(self.pool())
+        .await?;
+        Ok(n.rows_affected() > 0)
+    }
+
+    /// Records an attempt's outcome and releases the lease, fenced by the attempt count.
+    pub async fn finish_replication_job(&self, id: i64, attempt: i64, outcome: &JobOutcome) -> Result<bool> {
+        const FENCE: &str = " WHERE id = $1 AND attempts = $2 AND status = 'pending'";
+        let q = match outcome {
+            JobOutcome::Done { copied, skipped, bytes } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE replication_jobs SET status = 'done', lease_until = NULL, copied = $3, skipped = $4, \
+                 bytes = $5, finished_at = $6{FENCE}"
+            )))
+            .bind(id)
+            .bind(attempt)
+            .bind(*copied)
+            .bind(*skipped)
+            .bind(*bytes)
+            .bind(now()),
+            JobOutcome::Failed { error, next_attempt_at: Some(next) } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE replication_jobs SET lease_until = NULL, last_error = $3, next_attempt_at = $4{FENCE}"
+            )))
+            .bind(id)
+            .bind(attempt)
+            .bind(error.clone())
+            .bind(*next),
+            JobOutcome::Failed { error, next_attempt_at: None } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE replication_jobs SET status = 'failed', lease_until = NULL, last_error = $3, \
+                 finished_at = $4{FENCE}"
+            )))
+            .bind(id)
+            .bind(attempt)
+            .bind(error.clone())
+            .bind(now()),
+        };
+        Ok(q.execute(self.pool()).await?.rows_affected() > 0)
+    }
+
+    /// A rule's jobs, newest first.
+    pub async fn replication_jobs(&self, rule_id: i64, limit: i64) -> Result<Vec<ReplicationJob>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM replication_jobs WHERE rule_id = $1 ORDER BY id DESC LIMIT $2");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(rule_id).bind(limit).fetch_all(self.pool()).await?;
+        Ok(rows.iter().map(job_from).collect())
+    }
+}

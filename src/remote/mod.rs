@@ -1,0 +1,332 @@
+//! Another registry as a client, for replication: requests that answer its challenge (a Bearer
+//! token from its realm for the scope a request needs, fetched with Basic credentials and
+//! reused until it expires, or Basic itself), wait out a `429` with its `Retry-After`, and the
+//! operations a copy needs — does it have a blob or a manifest, a blob streamed up in one
+//! upload (the bytes flow from Berth's store to the socket, never held whole), a manifest put
+//! byte for byte, a manifest deleted.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+
+use crate::error::{RegistryError, Result};
+use crate::storage::ByteStream;
+
+/// Longest wait a `Retry-After` gets, and how often a request is tried while rate limited.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+const RATE_LIMITED_TRIES: u32 = 4;
+
+/// `Bearer realm="...",service="...",scope="..."` → its parameters.
+pub fn challenge_params(value: &str) -> Option<HashMap<String, String>> {
+    let rest = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    let mut params = HashMap::new();
+    let mut s = rest;
+    while let Some(eq) = s.find('=') {
+        let key = s[..eq].trim().trim_start_matches(',').trim().to_string();
+        s = &s[eq + 1..];
+        let value = if let Some(stripped) = s.strip_prefix('"') {
+            let end = stripped.find('"')?;
+            let v = stripped[..end].to_string();
+            s = &stripped[end + 1..];
+            v
+        } else {
+            let end = s.find(',').unwrap_or(s.len());
+            let v = s[..end].to_string();
+            s = &s[end..];
+            v
+        };
+        params.insert(key, value);
+    }
+    Some(params)
+}
+
+/// A remote registry.
+pub struct Remote {
+    /// `https://host[:port]`, no trailing slash.
+    base: String,
+    username: String,
+    password: String,
+    client: reqwest::Client,
+    /// Bearer tokens by scope, with when they stop being usable.
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote").field("base", &self.base).field("username", &self.username).finish_non_exhaustive()
+    }
+}
+
+fn unreachable(base: &str, e: impl std::fmt::Display) -> RegistryError {
+    RegistryError::Unavailable(format!("{base}: {e}"))
+}
+
+/// What a remote answered, as an error.
+async fn refused(base: &str, what: &str, resp: Response) -> RegistryError {
+    let status = resp.status();
+    let mut body = resp.text().await.unwrap_or_default();
+    body.truncate(300);
+    let message = format!("{base}: {what} answered {status}: {}", body.trim());
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Denied(message),
+        StatusCode::TOO_MANY_REQUESTS => RegistryError::TooManyRequests(message),
+        _ => RegistryError::Unavailable(message),
+    }
+}
+
+impl Remote {
+    /// A client of the registry at `url` (`https://…`, or `http://…` for a registry on a
+    /// trusted network), with credentials (empty `username`: anonymous) and an extra CA file.
+    pub fn new(url: &str, username: &str, password: &str, ca_file: Option<&Path>) -> Result<Remote> {
+        let parsed =
+            reqwest::Url::parse(url).map_err(|e| RegistryError::Invalid(format!("target URL {url:?}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(RegistryError::Invalid(format!("target URL {url:?}: http:// or https:// with a host")));
+        }
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .user_agent(concat!("berth-replication/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = ca_file {
+            let roots = crate::tls::certs::reqwest_roots(ca)
+                .map_err(|e| RegistryError::Invalid(format!("CA file {}: {e:#}", ca.display())))?;
+            builder = builder.tls_certs_merge(roots);
+        }
+        let client = builder.build().map_err(|e| RegistryError::internal("building an HTTP client", e))?;
+        Ok(Remote {
+            base: url.trim_end_matches('/').to_string(),
+            username: username.to_string(),
+            password: password.to_string(),
+            client,
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn basic(&self) -> Option<String> {
+        (!self.username.is_empty()).then(|| {
+            let pair = format!("{}:{}", self.username, self.password);
+            format!("Basic {}", data_encoding::BASE64.encode(pair.as_bytes()))
+        })
+    }
+
+    fn cached_token(&self, scope: &str) -> Option<String> {
+        let map = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(scope).filter(|(_, until)| Instant::now() < *until).map(|(t, _)| format!("Bearer {t}"))
+    }
+
+    /// A token from the challenge's realm for `scope`.
+    async fn fetch_token(&self, params: &HashMap<String, String>, scope: &str) -> Result<String> {
+        let realm = params.get("realm").ok_or_else(|| unreachable(&self.base, "a challenge without a realm"))?;
+        let mut query = vec![("scope", scope)];
+        if let Some(service) = params.get("service") {
+            query.push(("service", service.as_str()));
+        }
+        let url = reqwest::Url::parse_with_params(realm, &query).map_err(|e| unreachable(&self.base, e))?;
+        let mut req = self.client.get(url);
+        if let Some(basic) = self.basic() {
+            req = req.header(AUTHORIZATION, basic);
+        }
+        let resp = req.send().await.map_err(|e| unreachable(&self.base, e))?;
+        if !resp.status().is_success() {
+            return Err(refused(&self.base, "the token endpoint", resp).await);
+        }
+        let bytes = resp.bytes().await.map_err(|e| unreachable(&self.base, e))?;
+        crate::oci::json::check_nesting(&bytes).map_err(|e| unreachable(&self.base, e))?;
+        let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| unreachable(&self.base, e))?;
+        let token = body["token"]
+            .as_str()
+            .or_else(|| body["access_token"].as_str())
+            .ok_or_else(|| unreachable(&self.base, "the token endpoint sent no token"))?
+            .to_string();
+        let ttl = body["expires_in"].as_u64().unwrap_or(60).max(10);
+        let until = Instant::now() + Duration::from_secs(ttl.saturating_sub(5));
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(scope.to_string(), (token.clone(), until));
+        Ok(token)
+    }
+
+    /// Sends a replayable request (`build` makes it again for each try) with the credentials
+    /// `scope` needs: the cached token, else whatever the remote's challenge asks for; a `429`
+    /// waits its `Retry-After` (at most a minute) and tries again.
+    async fn send(&self, scope: &str, build: impl Fn() -> RequestBuilder) -> Result<Response> {
+        let mut auth = self.cached_token(scope);
+        let mut answered_challenge = false;
+        for _ in 0..RATE_LIMITED_TRIES {
+            let mut req = build();
+            if let Some(a) = &auth {
+                req = req.header(AUTHORIZATION, a);
+            }
+            let resp = req.send().await.map_err(|e| unreachable(&self.base, e))?;
+            match resp.status() {
+                StatusCode::UNAUTHORIZED if !answered_challenge => {
+                    answered_challenge = true;
+                    let challenge =
+                        resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    auth = if let Some(params) = challenge_params(&challenge) {
+                        Some(format!("Bearer {}", self.fetch_token(&params, scope).await?))
+                    } else {
+                        self.basic()
+                    };
+                }
+                StatusCode::TOO_MANY_REQUESTS => {
+                    let wait = resp
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map_or(Duration::from_secs(1), Duration::from_secs)
+                        .min(MAX_RETRY_AFTER);
+                    tracing::info!(remote = %self.base, wait_secs = wait.as_secs(), "rate limited: waiting");
+                    tokio::time::sleep(wait).await;
+                }
+                _ => return Ok(resp),
+            }
+        }
+        Err(RegistryError::TooManyRequests(format!(
+            "{}: still rate limited after {RATE_LIMITED_TRIES} tries",
+            self.base
+        )))
+    }
+
+    fn url(&self, repo: &str, path: &str) -> String {
+        format!("{}/v2/{repo}/{path}", self.base)
+    }
+
+    fn push_scope(repo: &str) -> String {
+        format!("repository:{repo}:pull,push")
+    }
+
+    /// `GET /v2/` with the credentials: whether the remote is there and lets us in.
+    pub async fn check(&self, repo_for_scope: &str) -> Result<()> {
+        let url = format!("{}/v2/", self.base);
+        let resp = self.send(&Self::push_scope(repo_for_scope), || self.client.get(&url)).await?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        Err(refused(&self.base, "GET /v2/", resp).await)
+    }
+
+    /// Whether the remote repository has the blob.
+    pub async fn has_blob(&self, repo: &str, digest: &str) -> Result<bool> {
+        let url = self.url(repo, &format!("blobs/{digest}"));
+        let resp = self.send(&Self::push_scope(repo), || self.client.head(&url)).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(refused(&self.base, "HEAD blob", resp).await),
+        }
+    }
+
+    /// Whether the remote repository has the manifest (by digest or tag), and its digest.
+    pub async fn manifest_digest(&self, repo: &str, reference: &str, accept: &str) -> Result<Option<String>> {
+        let url = self.url(repo, &format!("manifests/{reference}"));
+        let resp = self
+            .send(&Self::push_scope(repo), || self.client.head(&url).header(reqwest::header::ACCEPT, accept))
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(resp
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+                .or_else(|| reference.starts_with("sha256:").then(|| reference.to_string()))),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(refused(&self.base, "HEAD manifest", resp).await),
+        }
+    }
+
+    /// Uploads a blob in one request: `POST` opens the upload (where the token is fetched), the
+    /// `PUT` streams `body` (`size` bytes) and names the digest, which the remote verifies.
+    pub async fn push_blob(&self, repo: &str, digest: &str, size: u64, body: ByteStream) -> Result<()> {
+        let scope = Self::push_scope(repo);
+        let start_url = self.url(repo, "blobs/uploads/");
+        let resp = self.send(&scope, || self.client.post(&start_url).header(CONTENT_LENGTH, "0")).await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(refused(&self.base, "starting an upload", resp).await);
+        }
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| unreachable(&self.base, "an upload without a Location"))?;
+        let mut put_url = reqwest::Url::parse(&self.base)
+            .and_then(|b| b.join(location))
+            .map_err(|e| unreachable(&self.base, format!("upload location {location:?}: {e}")))?;
+        put_url.query_pairs_mut().append_pair("digest", digest);
+        let mut req = self
+            .client
+            .put(put_url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, size.to_string())
+            .body(reqwest::Body::wrap_stream(body));
+        if let Some(a) = self.cached_token(&scope).or_else(|| self.basic()) {
+            req = req.header(AUTHORIZATION, a);
+        }
+        let resp = req.send().await.map_err(|e| unreachable(&self.base, e))?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(refused(&self.base, &format!("uploading {digest}"), resp).await);
+        }
+        Ok(())
+    }
+
+    /// Puts a manifest byte for byte under `reference` (a tag or its digest).
+    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> Result<()> {
+        let url = self.url(repo, &format!("manifests/{reference}"));
+        let body = bytes::Bytes::copy_from_slice(bytes);
+        let resp = self
+            .send(&Self::push_scope(repo), || self.client.put(&url).header(CONTENT_TYPE, media_type).body(body.clone()))
+            .await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(refused(&self.base, &format!("putting manifest {reference}"), resp).await);
+        }
+        Ok(())
+    }
+
+    /// Deletes a manifest by digest (`true`), or finds it gone already (`false`).
+    pub async fn delete_manifest(&self, repo: &str, digest: &str) -> Result<bool> {
+        let url = self.url(repo, &format!("manifests/{digest}"));
+        let scope = format!("repository:{repo}:pull,push,delete");
+        let resp = self.send(&scope, || self.client.request(Method::DELETE, &url)).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(refused(&self.base, &format!("deleting {digest}"), resp).await),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_challenges() {
+        let p = challenge_params(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
+        )
+        .unwrap();
+        assert_eq!(p["realm"], "https://auth.docker.io/token");
+        assert_eq!(p["service"], "registry.docker.io");
+        assert_eq!(p["scope"], "repository:library/busybox:pull");
+        assert!(challenge_params("Basic realm=\"x\"").is_none());
+    }
+
+    #[test]
+    fn target_urls_are_checked() {
+        assert!(Remote::new("https://registry.example.com/", "", "", None).is_ok());
+        assert_eq!(
+            Remote::new("https://registry.example.com/", "", "", None).unwrap().base(),
+            "https://registry.example.com"
+        );
+        for bad in ["ftp://x", "registry.example.com", "https://", ""] {
+            assert!(Remote::new(bad, "", "", None).is_err(), "{bad}");
+        }
+    }
+}

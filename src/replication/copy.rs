@@ -1,0 +1,142 @@
+//! One copy to a target: a manifest byte for byte (its digest never changes), an index with
+//! every child manifest first, the blobs of each image manifest before it, and the manifests
+//! that name any of them as their `subject` (signatures, SBOMs, attestations). What the target
+//! has already (a `HEAD`) is skipped, so a retried copy resumes. Blobs stream from Berth's store
+//! to the target; the target verifies their digests.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+
+use super::Copied;
+use crate::error::{RegistryError, Result};
+use crate::meta::{ManifestRecord, ReplicationRule};
+use crate::oci::manifest;
+use crate::oci::{Digest, Reference};
+use crate::registry::Registry;
+use crate::remote::Remote;
+
+/// What a `HEAD` of a manifest at the target accepts: every type Berth stores.
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
+struct Copy<'a> {
+    registry: &'a Registry,
+    remote: &'a Remote,
+    /// Local and remote repository.
+    from: &'a str,
+    to: &'a str,
+    done: Copied,
+    seen: HashSet<String>,
+}
+
+/// Copies `reference` (a tag, or a manifest pushed by digest) of `repository` to `destination`.
+pub async fn copy(
+    registry: &Registry,
+    remote: &Remote,
+    rule: &ReplicationRule,
+    repository: &str,
+    reference: &str,
+    destination: &str,
+) -> Result<Copied> {
+    let parsed = Reference::parse(reference)?;
+    let record = match registry.get_manifest(repository, &parsed).await {
+        Ok(r) => r,
+        // Deleted since it was queued: nothing to copy (a delete job follows if asked for).
+        Err(RegistryError::ManifestUnknown(_)) => return Ok(Copied::default()),
+        Err(e) => return Err(e),
+    };
+    if let Reference::Digest(_) = parsed {
+        // Pushed by digest: a referrer follows its subject; anything else goes with its tags.
+        let m = manifest::parse(Some(&record.media_type), &record.content)?;
+        if m.subject.is_none() && rule.tags != "*" {
+            return Ok(Copied::default());
+        }
+    }
+    let mut c =
+        Copy { registry, remote, from: repository, to: destination, done: Copied::default(), seen: HashSet::new() };
+    c.manifest(record.clone()).await?;
+    if let Reference::Tag(tag) = &parsed {
+        remote.put_manifest(destination, tag, &record.media_type, &record.content).await?;
+        c.done.sent += 1;
+    }
+    Ok(c.done)
+}
+
+impl Copy<'_> {
+    /// A manifest by digest, with what it needs and what refers to it.
+    fn manifest(&mut self, record: ManifestRecord) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> {
+        Box::pin(async move {
+            if !self.seen.insert(record.digest.clone()) {
+                return Ok(());
+            }
+            let digest = record.digest.parse::<Digest>()?;
+            let there = self.remote.manifest_digest(self.to, &record.digest, MANIFEST_ACCEPT).await?.is_some();
+            if there {
+                self.done.skipped += 1;
+            } else {
+                let m = manifest::parse(Some(&record.media_type), &record.content)?;
+                for child in &m.manifests {
+                    let child_digest = child.digest.parse::<Digest>()?;
+                    let child_record = self.registry.get_manifest(self.from, &Reference::Digest(child_digest)).await?;
+                    self.manifest(child_record).await?;
+                }
+                for blob in m.config.iter().chain(&m.layers) {
+                    self.blob(&blob.digest, blob.urls.is_some()).await?;
+                }
+                self.remote.put_manifest(self.to, &record.digest, &record.media_type, &record.content).await?;
+                self.done.sent += 1;
+            }
+            for referrer in self.registry.referrer_records(self.from, &digest).await? {
+                let d = referrer.digest.parse::<Digest>()?;
+                let r = self.registry.get_manifest(self.from, &Reference::Digest(d)).await?;
+                self.manifest(r).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A blob, unless the target has it. A non-distributable layer (with `urls`) that Berth does
+    /// not hold is the target's to fetch from those URLs.
+    async fn blob(&mut self, digest: &str, foreign: bool) -> Result<()> {
+        if !self.seen.insert(digest.to_string()) {
+            return Ok(());
+        }
+        if self.remote.has_blob(self.to, digest).await? {
+            self.done.skipped += 1;
+            return Ok(());
+        }
+        let parsed = digest.parse::<Digest>()?;
+        let read = match self.registry.read_blob(self.from, &parsed, None).await {
+            Ok(r) => r,
+            Err(RegistryError::BlobUnknown(_)) if foreign => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.remote.push_blob(self.to, digest, read.size, read.body).await?;
+        self.done.sent += 1;
+        self.done.bytes += read.size as i64;
+        Ok(())
+    }
+}
+
+/// Deletes `reference` at the target: a tag by tag where the target allows it, else the
+/// manifest it names (which takes the target's other tags of it along).
+pub async fn delete(remote: &Remote, destination: &str, reference: &str) -> Result<Copied> {
+    let digest = if reference.contains(':') {
+        reference.to_string()
+    } else {
+        match remote.delete_manifest(destination, reference).await {
+            Ok(true) => return Ok(Copied { sent: 1, ..Copied::default() }),
+            Ok(false) => return Ok(Copied { skipped: 1, ..Copied::default() }),
+            // The plain registry deletes by digest only.
+            Err(_) => match remote.manifest_digest(destination, reference, MANIFEST_ACCEPT).await? {
+                Some(d) => d,
+                None => return Ok(Copied { skipped: 1, ..Copied::default() }),
+            },
+        }
+    };
+    let deleted = remote.delete_manifest(destination, &digest).await?;
+    Ok(if deleted { Copied { sent: 1, ..Copied::default() } } else { Copied { skipped: 1, ..Copied::default() } })
+}
