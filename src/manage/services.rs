@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::accounts::AccountAdmin;
 use super::storage::StorageAdmin;
 use super::webhooks::EventAdmin;
+use crate::acme::Acme;
 use crate::auth::AuthService;
 use crate::config::Config;
 use crate::events::Events;
@@ -28,6 +29,8 @@ pub struct Services {
     pub accounts: Arc<AccountAdmin>,
     pub storage: Arc<StorageAdmin>,
     pub webhooks: Arc<EventAdmin>,
+    /// The ACME client, with `[tls.acme]` (the server starts it).
+    pub acme: Option<Arc<Acme>>,
     auth_enabled: bool,
 }
 
@@ -56,7 +59,9 @@ impl Services {
                 .with_cap_check_secs(config.mirror.cap_check_secs),
         );
         let access = config.auth.enabled.then(|| auth.clone());
+        let acme = Acme::new(meta.clone(), config)?.map(Arc::new);
         Ok(Services {
+            acme,
             accounts: Arc::new(AccountAdmin::new(meta.clone(), auth.clone(), events.clone())),
             storage: Arc::new(StorageAdmin::new(meta, access.clone(), events.clone(), Some(collector.clone()))),
             webhooks: Arc::new(EventAdmin::new(events.clone(), access)),
@@ -73,6 +78,12 @@ impl Services {
     /// the registry is open and there is nobody to manage.
     pub fn access(&self) -> Option<&Arc<AuthService>> {
         self.auth_enabled.then_some(&self.auth)
+    }
+
+    /// Marks the stored ACME certificates due, so the serving node renews them at its next
+    /// check (`berth tls renew`); a line per certificate.
+    pub async fn request_certificate_renewal(&self) -> anyhow::Result<Vec<String>> {
+        crate::acme::request_renewal(&self.registry.meta).await
     }
 
     /// Whether a local namespace has the name of one of the mirror's upstreams (the mirror then
