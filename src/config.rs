@@ -776,5 +776,19 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/berth.toml");
         let c = Config::load(Some(&path)).unwrap();
         assert_eq!(c.storage.kind, "filesystem");
+        let d = Config::default();
+        assert_eq!(c.tls.acme.directory, d.tls.acme.directory);
+        assert_eq!(c.tls.acme.check_interval_secs, d.tls.acme.check_interval_secs);
+        assert_eq!(c.tls.acme.retry_max_secs, d.tls.acme.retry_max_secs);
+        assert!(!c.tls.enabled());
+    }
+
+    #[test]
+    fn the_acme_example_loads_and_passes_the_checks() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/acme.toml");
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.tls.acme.domains, ["registry.example.com"]);
+        assert_eq!(c.tls.acme.challenge().unwrap(), AcmeChallenge::TlsAlpn01);
+        c.tls.acme.check(&c.tls).unwrap();
     }
 }

@@ -154,14 +154,13 @@ impl Acme {
         }
         let stored = self.stored().await?;
         let mut serving = None;
-        match &stored {
-            Some(cert) => match self.install(cert) {
+        if let Some(cert) = &stored {
+            match self.install(cert) {
                 Ok(()) => serving = Some(cert.version),
                 Err(e) => {
                     tracing::error!(domains = ?self.settings.domains, error = %format!("{e:#}"), "the stored ACME certificate cannot be served")
                 }
-            },
-            None => {}
+            }
         }
         if serving.is_none() {
             tracing::warn!(

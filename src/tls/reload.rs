@@ -66,7 +66,7 @@ impl ResolvesServerCert for CertResolver {
             let name = hello.server_name()?.to_ascii_lowercase();
             let found = self.validations.read().unwrap_or_else(|p| p.into_inner()).get(&name).cloned();
             if found.is_none() {
-                tracing::warn!(server_name = %name, "a TLS-ALPN-01 validation for a name with no pending challenge");
+                tracing::debug!(server_name = %name, "a TLS-ALPN-01 handshake for a name with no pending challenge");
             }
             return found;
         }
