@@ -5,7 +5,8 @@
 //! pebble's root; `berth tls renew` gives a new one to new connections while open ones keep
 //! theirs; an unreachable ACME server leaves the old certificate serving and is retried with
 //! growing waits; a restart serves the stored certificate without a new order; two nodes on
-//! one PostgreSQL database order once and serve the same certificate.
+//! one PostgreSQL database order once (the node that did not order answers the CA's
+//! validation, HTTP-01 and TLS-ALPN-01) and serve the same certificate.
 
 mod common;
 
@@ -248,30 +249,48 @@ async fn a_restart_serves_the_stored_certificate_without_a_new_order() {
     assert_eq!(count(&pebble.log(), "POST /order-plz"), orders_before, "{}", pebble.log());
 }
 
-#[tokio::test]
-async fn two_nodes_on_one_postgresql_database_order_once_and_serve_the_same_certificate() {
-    let domain = "cluster.berth.test";
-    let (port_a, port_b) = (free_port(), free_port());
-    // Validations go to node A; either node may order (the other's challenge certificates
-    // reach A through the database).
-    let pebble = Pebble::start(free_port(), port_a);
-    let toml = acme_toml(&pebble, &[domain], "tls-alpn-01", None);
+/// Two nodes on one PostgreSQL database: node A is where pebble sends validations, but node B
+/// orders (A's first attempt found the CA down and waits a minute before the next), so B's
+/// challenges are answered by A from the database. Both then serve the one certificate.
+async fn two_nodes_order_once(challenge: &str, domain: &str) {
+    let (port_a, port_b, http_a, http_b) = (free_port(), free_port(), free_port(), free_port());
+    let mut pebble = Pebble::start(http_a, port_a);
+    pebble.stop();
+    let http01 = challenge == "http-01";
+    let toml_a = acme_toml(&pebble, &[domain], challenge, http01.then_some(http_a))
+        .replace("retry_initial_secs = 1", "retry_initial_secs = 60")
+        .replace("retry_max_secs = 4", "retry_max_secs = 60");
+    let toml_b = acme_toml(&pebble, &[domain], challenge, http01.then_some(http_b));
     let key = data_encoding::BASE64.encode(&[42u8; 32]);
     let env = [("BERTH_SECRET_KEY", key.as_str()), LOG];
-    let a = Berth::start_https_at(Backend::s3_postgres(None), port_a, &toml, &env, domain);
-    let b = a.start_https_peer(port_b, &toml, &env);
-    let root = pebble.root_pem().await;
-    let on_a = wait_served(&root, domain, &a, None).await;
+    let a = Berth::start_https_at(Backend::s3_postgres(None), port_a, &toml_a, &env, domain);
     let deadline = Instant::now() + ISSUE_WAIT;
-    let on_b = loop {
-        match served(&root, domain, b.port).await {
-            Ok(s) => break s,
-            Err(e) if Instant::now() > deadline => panic!("node B serves no certificate: {e}\n{}", b.log()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    };
+    while count(&a.log(), "ACME certificate order failed") == 0 {
+        assert!(Instant::now() < deadline, "node A did not try to order:\n{}", a.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pebble.resume();
+    let b = a.start_https_peer(port_b, &toml_b, &env);
+    let root = pebble.root_pem().await;
+    let on_b = wait_served(&root, domain, &b, None).await;
+    let on_a = wait_served(&root, domain, &a, None).await;
     assert_eq!(on_a.serial, on_b.serial, "the nodes serve different certificates");
-    let (orders_a, orders_b) = (count(&a.log(), ORDERING), count(&b.log(), ORDERING));
-    assert_eq!(orders_a + orders_b, 1, "node A ordered {orders_a}, node B {orders_b} times");
+    assert_eq!(count(&a.log(), "obtained and serving a new ACME certificate"), 0, "{}", a.log());
+    assert_eq!(count(&b.log(), "obtained and serving a new ACME certificate"), 1, "{}", b.log());
+    assert_eq!(count(&b.log(), ORDERING), 1, "{}", b.log());
     assert_eq!(count(&pebble.log(), "POST /order-plz"), 1, "{}", pebble.log());
+    if http01 {
+        assert!(a.log().contains("answered an ACME HTTP-01 challenge"), "node A answered no challenge:\n{}", a.log());
+        assert!(!b.log().contains("answered an ACME HTTP-01 challenge"), "{}", b.log());
+    }
+}
+
+#[tokio::test]
+async fn two_nodes_on_postgresql_order_once_and_answer_each_others_tls_alpn_01_challenges() {
+    two_nodes_order_once("tls-alpn-01", "cluster-alpn.berth.test").await;
+}
+
+#[tokio::test]
+async fn two_nodes_on_postgresql_order_once_and_answer_each_others_http_01_challenges() {
+    two_nodes_order_once("http-01", "cluster-http.berth.test").await;
 }

@@ -23,6 +23,8 @@ pub struct Pebble {
     pub ca: TestCa,
     pebble: Option<Child>,
     dns: Option<Child>,
+    dns_port: u16,
+    config_path: PathBuf,
     dir: tempfile::TempDir,
 }
 
@@ -79,24 +81,35 @@ impl Pebble {
             ca,
             pebble: None,
             dns: Some(dns),
+            dns_port,
+            config_path,
             dir,
         };
         wait_port(dns_management, "pebble-challtestsrv", &p.log());
+        p.resume();
+        p
+    }
+
+    /// Starts pebble (again, after [`Pebble::stop`]: with a new root, same ports); its log
+    /// goes on in the same file.
+    pub fn resume(&mut self) {
+        assert!(self.pebble.is_none(), "pebble is running");
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("pebble.log")).unwrap();
         let pebble = Command::new("pebble")
             .arg("-config")
-            .arg(&config_path)
-            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+            .arg(&self.config_path)
+            .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns_port)])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
             .env("PEBBLE_AUTHZREUSE", "0")
-            .stdout(log("pebble.log"))
+            .stdout(log)
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start pebble ({e}): {HINT}"));
-        p.pebble = Some(pebble);
-        wait_port(port, "pebble", &p.log());
-        wait_port(management_port, "pebble's management endpoint", &p.log());
-        p
+        self.pebble = Some(pebble);
+        wait_port(self.port, "pebble", &self.log());
+        wait_port(self.management_port, "pebble's management endpoint", &self.log());
     }
 
     /// `tls.acme.ca_file` for Berth.
