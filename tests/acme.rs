@@ -201,8 +201,13 @@ async fn forced_renewal_serves_a_new_certificate_to_new_connections_and_keeps_op
     let log = berth.log();
     assert_eq!(count(&log, ORDERING), 2, "{log}");
     assert!(log.contains("renewal requested (berth tls renew)"), "{log}");
-    // Renewed once: the request is cleared, no further order follows.
+    // Renewed once: the request is cleared, no further order follows. SIGHUP (which reloads
+    // certificate files) only checks here; the process lives on.
+    let pid = berth.pid().to_string();
+    common::run(std::process::Command::new("kill").args(["-HUP", &pid]));
     tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(berth.log().contains("SIGHUP: checking the stored ACME certificate now"), "{}", berth.log());
+    assert_eq!(served(&root, domain, berth.port).await.unwrap().serial, second.serial);
     assert_eq!(count(&berth.log(), ORDERING), 2, "{}", berth.log());
 }
 

@@ -18,6 +18,7 @@
 //!   `retry_initial_secs`, doubled at each failure up to `retry_max_secs`, while the
 //!   certificate already served stays. Every outcome is logged (domains, not_after, attempt,
 //!   error); secrets never are.
+//! - **SIGHUP** checks at once (the stored certificate, and whether one is due).
 //! - **Until the first certificate** the HTTPS port serves a self-signed placeholder
 //!   (`tls::generated`), with a warning in the log.
 
@@ -175,8 +176,11 @@ impl Acme {
             challenge = self.settings.challenge_name(),
             "ACME certificates on"
         );
+        // SIGHUP (which reloads certificate files without ACME) checks at once here, instead
+        // of ending the process.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let me = self.clone();
-        tokio::spawn(async move { me.keep_renewed(serving).await });
+        tokio::spawn(async move { me.keep_renewed(serving, hangup).await });
         if self.settings.challenge == AcmeChallenge::TlsAlpn01 {
             let me = self.clone();
             tokio::spawn(async move { me.sync_validations().await });
@@ -211,7 +215,7 @@ impl Acme {
 
     /// The background loop: every check, serve a newer stored certificate and order one
     /// when due (under the lease), with backoff after failures.
-    async fn keep_renewed(self: Arc<Self>, mut serving: Option<i64>) {
+    async fn keep_renewed(self: Arc<Self>, mut serving: Option<i64>, mut hangup: tokio::signal::unix::Signal) {
         let s = &self.settings;
         // The version this node could not serve (logged once).
         let mut refused = None;
@@ -272,7 +276,12 @@ impl Acme {
                     }
                 }
             }
-            tokio::time::sleep(wait.max(Duration::from_millis(200))).await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait.max(Duration::from_millis(200))) => {}
+                Some(()) = hangup.recv() => {
+                    tracing::info!(domains = ?s.domains, "SIGHUP: checking the stored ACME certificate now");
+                }
+            }
         }
     }
 
