@@ -2,11 +2,19 @@
 //! `trusted_proxies`) — the address that proxy put in `X-Forwarded-For`. Used wherever a
 //! client is told apart by address: failed-login throttling and the access log. Without
 //! trusted proxies the header is ignored, so a client cannot pick its own address.
+//!
+//! The same rule holds for the scheme and host a request claims through a proxy
+//! (`X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded`), which decide the URLs Berth builds
+//! (token realm, `Location`, the UI's links and `Secure` cookies): the outermost middleware
+//! [`drop_untrusted_forwarding`] removes them from requests whose peer is not a trusted proxy.
 
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use actix_web::HttpRequest;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use ipnet::IpNet;
 
 static TRUSTED: OnceLock<Vec<IpNet>> = OnceLock::new();
@@ -38,6 +46,27 @@ pub fn client_ip(req: &HttpRequest) -> String {
     resolve(peer, forwarded, TRUSTED.get().map(Vec::as_slice).unwrap_or(&[]))
         .map(|ip| ip.to_string())
         .unwrap_or_default()
+}
+
+/// The headers through which a proxy tells the original scheme, host and client.
+const FORWARDING_HEADERS: [&str; 3] = ["forwarded", "x-forwarded-proto", "x-forwarded-host"];
+
+/// Middleware (`actix_web::middleware::from_fn`): removes `Forwarded`, `X-Forwarded-Proto`
+/// and `X-Forwarded-Host` unless the TCP peer is a trusted proxy, so nobody else picks the
+/// scheme or host of the URLs built for them.
+pub async fn drop_untrusted_forwarding(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let trusted = TRUSTED.get().map(Vec::as_slice).unwrap_or(&[]);
+    let peer = req.peer_addr().map(|a| a.ip());
+    if !peer.is_some_and(|ip| trusted.iter().any(|n| n.contains(&ip))) {
+        let headers = req.headers_mut();
+        for name in FORWARDING_HEADERS {
+            headers.remove(name);
+        }
+    }
+    next.call(req).await
 }
 
 /// The rightmost address not belonging to a trusted proxy, walking `X-Forwarded-For` from the
@@ -80,6 +109,39 @@ mod tests {
         assert_eq!(resolve(Some(ip("8.8.8.8")), xff.into_iter(), &trusted), Some(ip("8.8.8.8")));
         assert_eq!(resolve(Some(ip("8.8.8.8")), xff.into_iter(), &[]), Some(ip("8.8.8.8")));
         assert_eq!(resolve(Some(ip("10.1.2.3")), xff.into_iter(), &trusted), Some(ip("1.2.3.4")));
+    }
+
+    /// The scheme and host of `X-Forwarded-Proto`/`-Host`/`Forwarded` count from a trusted
+    /// proxy only (the list is the process's first `init`: 10.0.0.0/8 here).
+    #[actix_web::test]
+    async fn forwarded_scheme_and_host_count_only_from_trusted_proxies() {
+        use actix_web::{App, HttpResponse, middleware::from_fn, test, web};
+        init(&["10.0.0.0/8".into()]).unwrap();
+        let app = test::init_service(App::new().wrap(from_fn(drop_untrusted_forwarding)).default_service(web::to(
+            |req: HttpRequest| async move {
+                let info = req.connection_info();
+                HttpResponse::Ok().body(format!("{}://{}", info.scheme(), info.host()))
+            },
+        )))
+        .await;
+        let ask = |peer: &str, headers: &[(&str, &str)]| {
+            let mut r = test::TestRequest::get()
+                .uri("/")
+                .peer_addr(peer.parse().unwrap())
+                .insert_header(("host", "berth:5000"));
+            for h in headers {
+                r = r.insert_header(*h);
+            }
+            r.to_request()
+        };
+        let proto = [("x-forwarded-proto", "https"), ("x-forwarded-host", "evil.example")];
+        let forwarded = [("forwarded", "proto=https;host=evil.example")];
+        for headers in [&proto[..], &forwarded[..]] {
+            let body = test::call_and_read_body(&app, ask("8.8.8.8:1234", headers)).await;
+            assert_eq!(body, "http://berth:5000", "{headers:?} from anyone");
+            let body = test::call_and_read_body(&app, ask("10.1.2.3:1234", headers)).await;
+            assert_eq!(body, "https://evil.example", "{headers:?} from a trusted proxy");
+        }
     }
 
     #[test]

@@ -31,6 +31,13 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     pub gc: GcConfig,
     pub tls: TlsConfig,
+    /// The key that seals secrets kept in the database (ACME account and certificate keys,
+    /// replication targets' passwords;
+    /// `src/seal.rs`): a file holding 32 random bytes in base64; empty: `<data_dir>/secret.key`,
+    /// created (mode 0600) the first time one is needed. The environment variable
+    /// `BERTH_SECRET_KEY` (the key itself) wins over the file. Nodes sharing a database need
+    /// the same key.
+    pub secret_key_file: String,
     pub replication: ReplicationConfig,
 }
 
@@ -90,6 +97,162 @@ pub struct TlsConfig {
     /// robot `namespace+name`): `cn` (the subject's common name), `san` (its first subject
     /// alternative name: DNS name, email or URI) or `none` (verified, but nobody's login).
     pub client_cert_identity: String,
+    /// A plain-HTTP address (e.g. `0.0.0.0:80`) beside the HTTPS `listen` address: it answers
+    /// ACME HTTP-01 challenges, redirects browsers to HTTPS (308) and tells registry clients
+    /// (`/v2/`) to use `https://` (400). Empty: none.
+    pub http_listen: String,
+    /// Automatic certificates over ACME (RFC 8555): on when `domains` is set.
+    pub acme: AcmeConfig,
+}
+
+/// Let's Encrypt's production directory, the default ACME server.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// `[tls.acme]`: the certificate for `domains` is ordered, renewed and served by Berth itself
+/// (see `src/acme`). Exclusive with `cert_file`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AcmeConfig {
+    /// DNS names of the certificate (the first is its subject); each must resolve to this
+    /// server (or its balancer) for the CA's validation.
+    pub domains: Vec<String>,
+    /// `mailto:` addresses the CA may write to about the account (expiry, incidents).
+    pub contact: Vec<String>,
+    /// The ACME directory URL (Let's Encrypt production by default; any RFC 8555 server, e.g.
+    /// a company's step-ca).
+    pub directory: String,
+    /// PEM: CAs trusted for the ACME directory's HTTPS besides the system's (a private CA).
+    pub ca_file: String,
+    /// `tls-alpn-01` (on the HTTPS port itself, which must be reachable on 443 from the CA) or
+    /// `http-01` (on `tls.http_listen`, reachable on port 80).
+    pub challenge: String,
+    /// Renew when the certificate has fewer days left than this.
+    pub renew_before_days: u64,
+    /// How often, in seconds, the stored certificate is checked: due for renewal, or renewed
+    /// by another node (then served here too).
+    pub check_interval_secs: u64,
+    /// After a failed order, the first retry waits this long (seconds); each further failure
+    /// doubles the wait, up to `retry_max_secs`.
+    pub retry_initial_secs: u64,
+    pub retry_max_secs: u64,
+}
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        AcmeConfig {
+            domains: Vec::new(),
+            contact: Vec::new(),
+            directory: LETS_ENCRYPT.into(),
+            ca_file: String::new(),
+            challenge: "tls-alpn-01".into(),
+            renew_before_days: 30,
+            check_interval_secs: 600,
+            retry_initial_secs: 300,
+            retry_max_secs: 6 * 3600,
+        }
+    }
+}
+
+/// The ACME challenge a configuration uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    TlsAlpn01,
+    Http01,
+}
+
+impl AcmeConfig {
+    /// Whether certificates come from ACME.
+    pub fn enabled(&self) -> bool {
+        !self.domains.is_empty()
+    }
+
+    /// The challenge; an error names the accepted values.
+    pub fn challenge(&self) -> anyhow::Result<AcmeChallenge> {
+        match self.challenge.as_str() {
+            "tls-alpn-01" => Ok(AcmeChallenge::TlsAlpn01),
+            "http-01" => Ok(AcmeChallenge::Http01),
+            other => anyhow::bail!("tls.acme.challenge = {other:?}: use \"tls-alpn-01\" or \"http-01\""),
+        }
+    }
+
+    /// The domains, lower-cased, in their configured order.
+    pub fn normalized_domains(&self) -> Vec<String> {
+        self.domains.iter().map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase()).collect()
+    }
+
+    /// Checks `[tls.acme]` (with the `[tls]` around it), every error naming the key.
+    pub fn check(&self, tls: &TlsConfig) -> anyhow::Result<()> {
+        use anyhow::bail;
+        if !tls.cert_file.is_empty() || !tls.key_file.is_empty() {
+            bail!(
+                "tls.acme.domains and tls.cert_file/key_file are exclusive: either Berth gets its certificate over ACME, or it serves the files (remove one of them)"
+            );
+        }
+        let domains = self.normalized_domains();
+        for (i, d) in domains.iter().enumerate() {
+            if let Err(why) = check_dns_name(d) {
+                bail!("tls.acme.domains: {:?} {why}", self.domains[i]);
+            }
+            if domains[..i].contains(d) {
+                bail!("tls.acme.domains: {d:?} is listed twice");
+            }
+        }
+        for c in &self.contact {
+            let Some(addr) = c.strip_prefix("mailto:") else {
+                bail!("tls.acme.contact: {c:?} must be a mailto: URL, e.g. \"mailto:ops@example.com\"");
+            };
+            if !addr.contains('@') || addr.contains(|ch: char| ch.is_whitespace() || ch == ',') {
+                bail!("tls.acme.contact: {c:?} is no e-mail address");
+            }
+        }
+        if !self.directory.starts_with("https://") {
+            bail!("tls.acme.directory = {:?}: an ACME directory URL starts with https://", self.directory);
+        }
+        if !self.ca_file.is_empty() && !Path::new(&self.ca_file).is_file() {
+            bail!("tls.acme.ca_file: {} is no readable file", self.ca_file);
+        }
+        let challenge = self.challenge()?;
+        if challenge == AcmeChallenge::Http01 && tls.http_listen.is_empty() {
+            bail!("tls.acme.challenge = \"http-01\" needs tls.http_listen (a plain-HTTP address reachable on port 80)");
+        }
+        if challenge == AcmeChallenge::TlsAlpn01 && tls.client_auth == "required" && !tls.client_ca_file.is_empty() {
+            bail!(
+                "tls.acme.challenge = \"tls-alpn-01\" cannot pass with tls.client_auth = \"required\" (the CA presents no client certificate): use \"http-01\""
+            );
+        }
+        if self.renew_before_days == 0 {
+            bail!("tls.acme.renew_before_days must be at least 1");
+        }
+        if self.check_interval_secs == 0 {
+            bail!("tls.acme.check_interval_secs must be at least 1");
+        }
+        if self.retry_initial_secs == 0 || self.retry_max_secs < self.retry_initial_secs {
+            bail!("tls.acme.retry_initial_secs must be at least 1 and at most tls.acme.retry_max_secs");
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` (lower case) is a DNS name a CA can validate with HTTP-01 or TLS-ALPN-01.
+fn check_dns_name(name: &str) -> Result<(), &'static str> {
+    if name.starts_with("*.") {
+        return Err("is a wildcard, which only the DNS-01 challenge can validate (not built in)");
+    }
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Err("is an IP address; ACME certificates here are for DNS names");
+    }
+    if name.is_empty() || name.len() > 253 || !name.contains('.') {
+        return Err("is no fully qualified DNS name");
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 || label.starts_with('-') || label.ends_with('-') {
+            return Err("is no valid DNS name");
+        }
+        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err("is no valid DNS name (letters, digits, hyphens and dots; IDNs in their xn-- form)");
+        }
+    }
+    Ok(())
 }
 
 impl Default for TlsConfig {
@@ -101,14 +264,16 @@ impl Default for TlsConfig {
             client_ca_file: String::new(),
             client_auth: "optional".into(),
             client_cert_identity: "cn".into(),
+            http_listen: String::new(),
+            acme: AcmeConfig::default(),
         }
     }
 }
 
 impl TlsConfig {
-    /// Whether the server speaks HTTPS.
+    /// Whether the server speaks HTTPS (certificate files, or ACME).
     pub fn enabled(&self) -> bool {
-        !self.cert_file.is_empty()
+        !self.cert_file.is_empty() || self.acme.enabled()
     }
 }
 
@@ -603,6 +768,7 @@ impl Default for Config {
             shutdown_timeout_secs: 30,
             gc: GcConfig::default(),
             tls: TlsConfig::default(),
+            secret_key_file: String::new(),
         }
     }
 }
@@ -655,6 +821,15 @@ impl Config {
         }
     }
 
+    /// The file of the key that seals secrets in the database (`src/seal.rs`).
+    pub fn secret_key_path(&self) -> PathBuf {
+        if self.secret_key_file.is_empty() {
+            self.data_dir.join("secret.key")
+        } else {
+            PathBuf::from(&self.secret_key_file)
+        }
+    }
+
     /// The root of the filesystem blob store.
     pub fn storage_path(&self) -> PathBuf {
         if self.storage.path.is_empty() { self.data_dir.join("storage") } else { PathBuf::from(&self.storage.path) }
@@ -684,9 +859,63 @@ mod tests {
     }
 
     #[test]
+    fn acme_settings_are_checked_with_clear_errors() {
+        let ok = |f: &dyn Fn(&mut TlsConfig)| {
+            let mut tls = TlsConfig::default();
+            tls.acme.domains = vec!["Registry.Example.com".into()];
+            f(&mut tls);
+            tls.acme.check(&tls).map_err(|e| e.to_string())
+        };
+        assert_eq!(ok(&|_| {}), Ok(()));
+        assert_eq!(ok(&|t| t.acme.contact = vec!["mailto:ops@example.com".into()]), Ok(()));
+        let err = |f: &dyn Fn(&mut TlsConfig), want: &str| {
+            let e = ok(f).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        };
+        err(&|t| t.cert_file = "/x.pem".into(), "exclusive");
+        err(&|t| t.acme.domains.push("*.example.com".into()), "wildcard");
+        err(&|t| t.acme.domains.push("10.0.0.1".into()), "IP address");
+        err(&|t| t.acme.domains.push("localhost".into()), "fully qualified");
+        err(&|t| t.acme.domains.push("bad_name.example.com".into()), "no valid DNS name");
+        err(&|t| t.acme.domains.push("registry.example.com".into()), "twice");
+        err(&|t| t.acme.contact = vec!["ops@example.com".into()], "mailto:");
+        err(&|t| t.acme.directory = "http://ca.example.com/dir".into(), "https://");
+        err(&|t| t.acme.challenge = "dns-01".into(), "tls-alpn-01");
+        err(&|t| t.acme.challenge = "http-01".into(), "tls.http_listen");
+        err(&|t| t.acme.ca_file = "/nonexistent/ca.pem".into(), "ca_file");
+        err(&|t| t.acme.renew_before_days = 0, "renew_before_days");
+        err(&|t| t.acme.retry_max_secs = 1, "retry_initial_secs");
+        err(
+            &|t| {
+                t.client_ca_file = "/ca.pem".into();
+                t.client_auth = "required".into();
+            },
+            "http-01",
+        );
+        let mut tls = TlsConfig::default();
+        assert!(!tls.enabled());
+        tls.acme.domains = vec!["a.example.com".into()];
+        assert!(tls.enabled());
+    }
+
+    #[test]
     fn the_example_file_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/berth.toml");
         let c = Config::load(Some(&path)).unwrap();
         assert_eq!(c.storage.kind, "filesystem");
+        let d = Config::default();
+        assert_eq!(c.tls.acme.directory, d.tls.acme.directory);
+        assert_eq!(c.tls.acme.check_interval_secs, d.tls.acme.check_interval_secs);
+        assert_eq!(c.tls.acme.retry_max_secs, d.tls.acme.retry_max_secs);
+        assert!(!c.tls.enabled());
+    }
+
+    #[test]
+    fn the_acme_example_loads_and_passes_the_checks() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/acme.toml");
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.tls.acme.domains, ["registry.example.com"]);
+        assert_eq!(c.tls.acme.challenge().unwrap(), AcmeChallenge::TlsAlpn01);
+        c.tls.acme.check(&c.tls).unwrap();
     }
 }

@@ -1,6 +1,7 @@
 //! Berth: a self-hostable Docker/OCI registry. See ARCHITECTURE.md for the map.
 
 pub mod access_log;
+pub mod acme;
 pub mod api;
 pub mod auth;
 pub mod cli;

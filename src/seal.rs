@@ -8,8 +8,9 @@
 //! does not open as another. The key id (the first bytes of the key's SHA-256) lets a node
 //! with another key say so instead of "decryption failed".
 //!
-//! Used by the ACME client (`crate::acme`: account key, certificate key); made for any other
-//! secret that has to live in the database.
+//! Used by the ACME client (`crate::acme`: account key, certificate key) and replication
+//! (`crate::replication`: the targets' passwords and tokens); made for any other secret that
+//! has to live in the database.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

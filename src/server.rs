@@ -46,6 +46,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
     if config.replication.enabled {
         services.replicator.spawn();
     }
+    // ACME: the stored certificate replaces the placeholder before the first connection.
+    if let (Some(acme), Some(https)) = (&services.acme, &https) {
+        acme.start(https.resolver.clone()).await?;
+    }
     let storage_admin = web::Data::from(services.storage.clone());
     let account_admin = web::Data::from(services.accounts.clone());
     let event_admin = web::Data::from(services.webhooks.clone());
@@ -72,6 +76,9 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
             .app_data(replication_admin.clone())
             .wrap(middleware::Condition::new(access, crate::access_log::AccessLog))
             .wrap(middleware::Condition::new(metrics.enabled, crate::metrics::RequestMetrics))
+            // Outermost: forwarding headers from anyone but a trusted proxy are dropped before
+            // anything reads the scheme or host they claim.
+            .wrap(middleware::from_fn(crate::client_ip::drop_untrusted_forwarding))
             .configure(api::configure)
             .configure(api::health::configure);
         if metrics.enabled {
@@ -98,6 +105,18 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
     };
     let addrs = http.addrs();
     let scheme = if https.is_some() { "https" } else { "http" };
+    if !config.tls.http_listen.is_empty() {
+        // The plain-HTTP listener beside HTTPS (ACME HTTP-01, redirects); SIGTERM stops it too.
+        let https_port = addrs.first().map(|a| a.port()).unwrap_or(443);
+        let (plain, plain_addrs) = crate::acme::plain::server(
+            &config.tls.http_listen,
+            https_port,
+            services.acme.clone(),
+            config.shutdown_timeout_secs,
+        )?;
+        tracing::info!(listen = ?plain_addrs, "plain HTTP: ACME HTTP-01 challenges, redirects to HTTPS");
+        actix_web::rt::spawn(plain);
+    }
     tracing::info!(listen = ?addrs, scheme, data_dir = %config.data_dir.display(), auth = config.auth.enabled, "berth is serving");
     Ok(Server { server: http.run(), addrs })
 }

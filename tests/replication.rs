@@ -152,8 +152,7 @@ async fn pushes_reach_the_reference_registry_with_their_digests() {
     eventually("the run's jobs are done", || async {
         let all = jobs(&reg, "to-dr").await;
         // Pushed: v1, the referrer, two children by digest, v1-multi; run: v1 and v1-multi.
-        all.iter().filter(|j| j["status"] == "done").count() >= 7
-            && all.iter().all(|j| j["status"] != "pending")
+        all.iter().filter(|j| j["status"] == "done").count() >= 7 && all.iter().all(|j| j["status"] != "pending")
     })
     .await;
     let all = jobs(&reg, "to-dr").await;

@@ -1,6 +1,7 @@
 //! The command line, the third door beside the HTTP API and the web UI: `berth serve` starts
 //! the server; the management commands (`accounts.rs`: users, tokens, robots, namespaces;
-//! `events.rs`: webhooks and the audit log; `gc.rs`: collection, retention, quotas) call the
+//! `events.rs`: webhooks and the audit log; `gc.rs`: collection, retention, quotas; `tls.rs`:
+//! an early renewal of ACME certificates) call the
 //! same services on the configured database, while the server runs or not; the runtime's
 //! commands (`crate::runtime::args`) go to `crate::runtime`. `src/main.rs` only calls
 //! [`main`].
@@ -8,6 +9,7 @@
 mod accounts;
 mod events;
 mod gc;
+mod tls;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -74,6 +76,9 @@ enum Command {
     /// Manage namespace storage quotas.
     #[command(subcommand)]
     Quota(gc::QuotaCommand),
+    /// HTTPS certificates obtained over ACME ([tls.acme]).
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
     /// The bundled runtime: run, ps, stop, rm, start, logs, images, volume.
     #[command(flatten)]
     Runtime(crate::runtime::args::RuntimeCommand),
@@ -201,6 +206,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     Command::Gc { dry_run } => gc::gc(&config, dry_run).await,
                     Command::Retention(c) => gc::retention(&config, c).await,
                     Command::Quota(c) => gc::quota(&config, c).await,
+                    Command::Tls(c) => tls::tls(&config, c).await,
                     Command::Serve { .. } | Command::Runtime(_) => unreachable!("handled above"),
                 }
             })

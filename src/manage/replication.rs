@@ -118,7 +118,7 @@ impl ReplicationAdmin {
             String::new()
         } else {
             self.replicator
-                .seal()
+                .seal()?
                 .seal(SECRET_PURPOSE, spec.secret.as_bytes())
                 .map_err(|e| RegistryError::Internal(format!("sealing a target's secret: {e:#}")))?
         };

@@ -9,6 +9,7 @@ use super::accounts::AccountAdmin;
 use super::replication::ReplicationAdmin;
 use super::storage::StorageAdmin;
 use super::webhooks::EventAdmin;
+use crate::acme::Acme;
 use crate::auth::AuthService;
 use crate::config::Config;
 use crate::events::Events;
@@ -33,6 +34,8 @@ pub struct Services {
     /// Copies to other registries: the worker (started by the server) and its management.
     pub replicator: Arc<Replicator>,
     pub replication: Arc<ReplicationAdmin>,
+    /// The ACME client, with `[tls.acme]` (the server starts it).
+    pub acme: Option<Arc<Acme>>,
     auth_enabled: bool,
 }
 
@@ -61,13 +64,16 @@ impl Services {
                 .with_cap_check_secs(config.mirror.cap_check_secs),
         );
         let access = config.auth.enabled.then(|| auth.clone());
-        let seal = crate::seal::SealKey::load_or_create(
-            std::env::var(crate::seal::KEY_ENV).ok().as_deref(),
-            &config.data_dir.join("secret.key"),
-        )?;
-        let replicator = Arc::new(Replicator::new(registry.clone(), events.clone(), config.replication.clone(), seal));
+        let acme = Acme::new(meta.clone(), config)?.map(Arc::new);
+        let replicator = Arc::new(Replicator::new(
+            registry.clone(),
+            events.clone(),
+            config.replication.clone(),
+            config.secret_key_path(),
+        ));
         Replicator::listen(&replicator);
         Ok(Services {
+            acme,
             replication: Arc::new(ReplicationAdmin::new(replicator.clone(), events.clone())),
             replicator,
             accounts: Arc::new(AccountAdmin::new(meta.clone(), auth.clone(), events.clone())),
@@ -86,6 +92,12 @@ impl Services {
     /// the registry is open and there is nobody to manage.
     pub fn access(&self) -> Option<&Arc<AuthService>> {
         self.auth_enabled.then_some(&self.auth)
+    }
+
+    /// Marks the stored ACME certificates due, so the serving node renews them at its next
+    /// check (`berth tls renew`); a line per certificate.
+    pub async fn request_certificate_renewal(&self) -> anyhow::Result<Vec<String>> {
+        crate::acme::request_renewal(&self.registry.meta).await
     }
 
     /// Whether a local namespace has the name of one of the mirror's upstreams (the mirror then

@@ -5,6 +5,7 @@
 //! query with a `last` key, never a scan of storage.
 
 mod accounts;
+mod acme;
 mod events;
 mod gc;
 mod mirror_cache;
@@ -22,6 +23,7 @@ use crate::error::{RegistryError, Result};
 use crate::oci::{Digest, ParsedManifest};
 
 pub use accounts::{Account, AccountSecret, Namespace, NewAccount, TokenRecord};
+pub use acme::AcmeCertificate;
 pub use events::{AuditEntry, Delivery, Outcome, Webhook, now_millis};
 pub use mirror_cache::CachedManifest;
 pub use replication::{JobOutcome, NewRule, NewTarget, ReplicationJob, ReplicationRule, ReplicationTarget};

@@ -38,7 +38,9 @@ pub struct Replicator {
     registry: Arc<Registry>,
     events: Arc<Events>,
     config: ReplicationConfig,
-    seal: Arc<SealKey>,
+    /// The sealing key, read (or made) the first time a secret is sealed or opened.
+    seal: std::sync::OnceLock<SealKey>,
+    seal_path: std::path::PathBuf,
     wake: Notify,
     rules: Mutex<(Vec<ReplicationRule>, Option<Instant>)>,
 }
@@ -54,21 +56,33 @@ pub struct Copied {
 }
 
 impl Replicator {
-    pub fn new(registry: Arc<Registry>, events: Arc<Events>, config: ReplicationConfig, seal: SealKey) -> Replicator {
+    pub fn new(
+        registry: Arc<Registry>,
+        events: Arc<Events>,
+        config: ReplicationConfig,
+        seal_path: std::path::PathBuf,
+    ) -> Replicator {
         Replicator {
             meta: registry.meta.clone(),
             registry,
             events,
             config,
-            seal: Arc::new(seal),
+            seal: std::sync::OnceLock::new(),
+            seal_path,
             wake: Notify::new(),
             rules: Mutex::new((Vec::new(), None)),
         }
     }
 
-    /// The key that seals target secrets.
-    pub fn seal(&self) -> &SealKey {
-        &self.seal
+    /// The key that seals target secrets (`BERTH_SECRET_KEY`, or the key file).
+    pub fn seal(&self) -> Result<&SealKey> {
+        if let Some(k) = self.seal.get() {
+            return Ok(k);
+        }
+        let env = std::env::var(crate::seal::KEY_ENV).ok();
+        let key = SealKey::load_or_create(env.as_deref(), &self.seal_path)
+            .map_err(|e| RegistryError::Internal(format!("the secret key: {e:#}")))?;
+        Ok(self.seal.get_or_init(|| key))
     }
 
     /// Forgets the cached rules (after this node changed them).
@@ -93,7 +107,7 @@ impl Replicator {
         let secret = if target.secret_sealed.is_empty() {
             String::new()
         } else {
-            let plain = self.seal.open(SECRET_PURPOSE, &target.secret_sealed).map_err(|e| {
+            let plain = self.seal()?.open(SECRET_PURPOSE, &target.secret_sealed).map_err(|e| {
                 RegistryError::Internal(format!("the secret of replication target {}: {e:#}", target.name))
             })?;
             String::from_utf8(plain).map_err(|e| RegistryError::internal("a target's secret", e))?

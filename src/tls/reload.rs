@@ -1,13 +1,16 @@
 //! The served certificate: one [`CertResolver`] shared by every worker's TLS configuration,
 //! holding the current certificate and key. A reload swaps them whole: handshakes from then on
 //! get the new pair, connections already open keep theirs (nothing is dropped). Whatever
-//! provides certificates — the files of `[tls]` here, an ACME client later — calls
-//! [`CertResolver::replace`].
+//! provides certificates — the files of `[tls]` here, the ACME client (`crate::acme`) — calls
+//! [`CertResolver::replace`]. The ACME client also hands it TLS-ALPN-01 validation
+//! certificates ([`CertResolver::set_validations`]): a handshake that offers only the
+//! `acme-tls/1` protocol (RFC 8737) gets the one for its server name, or none.
 //!
 //! [`watch`] reads the two files again every `reload_check_secs` and on SIGHUP; a changed pair
 //! that loads is served, a bad one (unreadable, no certificate, wrong key, half written) is
 //! refused with an error in the log and the previous certificate stays.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -18,15 +21,30 @@ use sha2::Digest as _;
 
 use super::certs::{self, CertInfo};
 
+/// The ALPN protocol of the TLS-ALPN-01 challenge (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
 /// The certificate handshakes get, replaceable while the server runs.
 #[derive(Debug)]
 pub struct CertResolver {
     current: RwLock<Arc<CertifiedKey>>,
+    /// TLS-ALPN-01 validation certificates by (lower-case) domain, while an order is pending.
+    validations: RwLock<HashMap<String, Arc<CertifiedKey>>>,
 }
 
 impl CertResolver {
     pub fn new(first: CertifiedKey) -> Arc<CertResolver> {
-        Arc::new(CertResolver { current: RwLock::new(Arc::new(first)) })
+        Arc::new(CertResolver { current: RwLock::new(Arc::new(first)), validations: RwLock::default() })
+    }
+
+    /// The TLS-ALPN-01 validation certificates from now on (by domain; empty: none).
+    pub fn set_validations(&self, certs: HashMap<String, Arc<CertifiedKey>>) {
+        *self.validations.write().unwrap_or_else(|p| p.into_inner()) = certs;
+    }
+
+    /// The domains with a validation certificate.
+    pub fn validation_domains(&self) -> Vec<String> {
+        self.validations.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
     }
 
     /// The certificate new connections get.
@@ -41,7 +59,17 @@ impl CertResolver {
 }
 
 impl ResolvesServerCert for CertResolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // An ACME validation offers `acme-tls/1` alone; it gets the validation certificate of
+        // its name or no handshake (never the served certificate, RFC 8737 section 3).
+        if hello.alpn().is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN)) {
+            let name = hello.server_name()?.to_ascii_lowercase();
+            let found = self.validations.read().unwrap_or_else(|p| p.into_inner()).get(&name).cloned();
+            if found.is_none() {
+                tracing::debug!(server_name = %name, "a TLS-ALPN-01 handshake for a name with no pending challenge");
+            }
+            return found;
+        }
         Some(self.current())
     }
 }

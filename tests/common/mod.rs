@@ -10,7 +10,9 @@
 //! - [`containers`]: podman and buildah with private storage, auth file and configuration;
 //! - [`db`]: a server's database, opened behind its back;
 //! - [`tls`]: a test CA, certificates and clients that trust it, for servers started with
-//!   [`Berth::start_https`].
+//!   [`Berth::start_https`];
+//! - [`pebble`]: Let's Encrypt's test ACME server (Debian's `pebble`) with its DNS
+//!   (`pebble-challtestsrv`), for servers started with [`Berth::start_https_at`].
 //!
 //! Each `tests/*.rs` is its own binary with `mod common;`; what a suite does not use is
 //! compiled and left unused (hence `dead_code` allowed).
@@ -22,6 +24,7 @@ pub mod docker;
 pub mod html;
 pub mod images;
 pub mod oidc;
+pub mod pebble;
 pub mod reference;
 pub mod registry;
 pub mod skopeo;
@@ -215,11 +218,31 @@ impl Berth {
         Self::start_net(Backend::for_new_server(), env, Some(toml), net)
     }
 
+    /// Starts an HTTPS server (as [`Berth::start_https`], on 127.0.0.1) on `backend` and a
+    /// port chosen beforehand (an ACME test server must know where to send validations).
+    pub fn start_https_at(backend: Backend, port: u16, toml: &str, env: &[(&str, &str)], name: &str) -> Berth {
+        let net = Net { ip: "127.0.0.1".into(), name: name.into(), scheme: "https" };
+        Self::start_port(backend, env, Some(toml), net, port)
+    }
+
+    /// Another node of `self`'s backend (its database is not dropped with this one), as
+    /// [`Berth::start_https_at`].
+    pub fn start_https_peer(&self, port: u16, toml: &str, env: &[(&str, &str)]) -> Berth {
+        let mut peer = Self::start_port(self.backend.clone(), env, Some(toml), self.net.clone(), port);
+        peer.owns_backend = false;
+        peer
+    }
+
     fn start_inner(backend: Backend, env: &[(&str, &str)], config: Option<&str>) -> Berth {
         Self::start_net(backend, env, config, Net::loopback())
     }
 
     fn start_net(backend: Backend, env: &[(&str, &str)], config: Option<&str>, net: Net) -> Berth {
+        Self::start_port(backend, env, config, net, 0)
+    }
+
+    /// `port` 0: a free one.
+    fn start_port(backend: Backend, env: &[(&str, &str)], config: Option<&str>, net: Net, port: u16) -> Berth {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().to_path_buf();
         let mut extra_env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -231,7 +254,7 @@ impl Berth {
             log_file = Some(data_dir.join("berth.log"));
         }
         let mut b = Berth {
-            port: 0,
+            port,
             base: String::new(),
             data_dir,
             child: None,
