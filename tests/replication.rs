@@ -238,3 +238,34 @@ fn docker_push_reaches_a_second_berth_with_token_auth() {
         .await;
     });
 }
+
+#[tokio::test]
+async fn the_command_line_manages_targets_rules_and_runs() {
+    let reference = DockerRegistry::start();
+    let berth = berth();
+    let reg = Reg::admin(&berth);
+    let target = Reg::foreign(&reference.base());
+    reg.push_image("team/tool", "2.0", &tiny("before the rule")).await;
+
+    let out = berth.cli_stdin(
+        &["replication", "target", "add", "ref", &reference.base(), "--username", "robot", "--secret-stdin"],
+        "not-needed-by-this-registry\n",
+    );
+    assert!(out.contains("target ref added"), "{out}");
+    let listed = berth.cli(&["replication", "target", "list"]);
+    assert!(listed.contains("sealed") && !listed.contains("not-needed-by-this-registry"), "{listed}");
+    assert!(berth.cli(&["replication", "target", "test", "ref"]).contains("logged in"));
+    let out = berth.cli(&["replication", "rule", "add", "tools", "--target", "ref", "--repositories", "team/*"]);
+    assert!(out.contains("rule tools added"), "{out}");
+    let out = berth.cli(&["replication", "rule", "run", "tools"]);
+    assert!(out.contains("1 jobs queued"), "{out}");
+    eventually("the serving node ran the queued job", || async {
+        manifest_at(&target, "team/tool", "2.0").await.is_some()
+    })
+    .await;
+    let jobs = berth.cli(&["replication", "rule", "jobs", "tools"]);
+    assert!(jobs.contains("team/tool:2.0") && jobs.contains("done"), "{jobs}");
+    berth.cli(&["replication", "rule", "rm", "tools"]);
+    berth.cli(&["replication", "target", "rm", "ref"]);
+    assert!(!berth.cli(&["replication", "target", "list"]).contains("ref "), "deleted");
+}

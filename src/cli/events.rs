@@ -20,7 +20,7 @@ pub enum WebhookCommand {
         /// Only events of this namespace's repositories (default: every repository).
         #[arg(long)]
         namespace: Option<String>,
-        /// Comma list of push, pull, delete, mirror.
+        /// Comma list of push, pull, delete, mirror, replication.
         #[arg(long, default_value = "push,delete")]
         events: String,
         /// Read the signing secret from standard input.

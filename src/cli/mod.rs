@@ -9,6 +9,7 @@
 mod accounts;
 mod events;
 mod gc;
+mod replication;
 mod tls;
 
 use std::io::IsTerminal;
@@ -52,9 +53,12 @@ enum Command {
     /// Manage namespaces: organisations, members, visibility.
     #[command(subcommand)]
     Namespace(accounts::NamespaceCommand),
-    /// Manage webhooks (events: push, pull, delete, mirror).
+    /// Manage webhooks (events: push, pull, delete, mirror, replication).
     #[command(subcommand)]
     Webhook(events::WebhookCommand),
+    /// Replication to other registries: targets, rules, jobs.
+    #[command(subcommand)]
+    Replication(replication::ReplicationCommand),
     /// Show the audit log, newest first.
     Audit {
         #[arg(long)]
@@ -202,6 +206,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     Command::Robot(c) => accounts::robot(&config, c).await,
                     Command::Namespace(c) => accounts::namespace(&config, c).await,
                     Command::Webhook(c) => events::webhook(&config, c).await,
+                    Command::Replication(c) => replication::replication(&config, c).await,
                     Command::Audit { actor, action, n } => events::audit_log(&config, actor, action, n).await,
                     Command::Gc { dry_run } => gc::gc(&config, dry_run).await,
                     Command::Retention(c) => gc::retention(&config, c).await,

@@ -1,0 +1,158 @@
+//! `berth replication ...`: replication targets, rules and their jobs on the configured
+//! database, through `manage::replication::ReplicationAdmin` (as `/api/v1/replication`) as
+//! `By::CommandLine`. Jobs queued here are run by the serving nodes.
+
+use clap::Subcommand;
+
+use super::accounts::{read_password, when};
+use crate::config::Config;
+use crate::manage::replication::{RuleSpec, TargetSpec};
+use crate::manage::{By, Services};
+
+const CLI: By<'static> = By::CommandLine;
+
+#[derive(Subcommand)]
+pub enum ReplicationCommand {
+    /// Manage targets: other registries that receive copies.
+    #[command(subcommand)]
+    Target(TargetCommand),
+    /// Manage rules: which repositories and tags go to which target.
+    #[command(subcommand)]
+    Rule(RuleCommand),
+}
+
+#[derive(Subcommand)]
+pub enum TargetCommand {
+    /// Add a target (the secret, a password or token, is read from standard input and sealed).
+    Add {
+        name: String,
+        /// The registry's URL, e.g. https://registry-b.example.com.
+        url: String,
+        #[arg(long, default_value = "")]
+        username: String,
+        /// Read the password or token from standard input.
+        #[arg(long)]
+        secret_stdin: bool,
+        /// PEM certificates to trust for its HTTPS (besides the system's roots).
+        #[arg(long, default_value = "")]
+        ca_file: String,
+    },
+    /// List targets.
+    List,
+    /// Log in to a target with its credentials.
+    Test { name: String },
+    /// Delete a target with its rules and their jobs.
+    Rm { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum RuleCommand {
+    /// Add a push rule: matching pushes (and, with --deletes, deletes) go to the target.
+    Add {
+        name: String,
+        #[arg(long)]
+        target: String,
+        /// Local repositories, a glob (e.g. 'team/*').
+        #[arg(long, default_value = "*")]
+        repositories: String,
+        /// Tags, a glob (e.g. 'v*').
+        #[arg(long, default_value = "*")]
+        tags: String,
+        /// Prefix of the repository names at the target (team/app goes to PREFIX/team/app).
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Delete at the target what is deleted here.
+        #[arg(long)]
+        deletes: bool,
+    },
+    /// List rules.
+    List,
+    /// Queue a copy of every matching tag now (run by the serving nodes).
+    Run { name: String },
+    /// Show a rule's recent jobs.
+    Jobs {
+        name: String,
+        #[arg(short, default_value_t = 20)]
+        n: i64,
+    },
+    /// Delete a rule and its jobs.
+    Rm { name: String },
+}
+
+pub async fn replication(config: &Config, cmd: ReplicationCommand) -> anyhow::Result<()> {
+    let admin = Services::open(config).await?.replication;
+    match cmd {
+        ReplicationCommand::Target(TargetCommand::Add { name, url, username, secret_stdin, ca_file }) => {
+            let secret = if secret_stdin { read_password(true)?.0 } else { String::new() };
+            let spec = TargetSpec { name: &name, url: &url, username: &username, secret: &secret, ca_file: &ca_file };
+            let t = admin.create_target(CLI, &spec).await?;
+            println!("target {} added ({})", t.name, t.url);
+        }
+        ReplicationCommand::Target(TargetCommand::List) => {
+            println!("{:<20} {:<16} {:<8} URL", "NAME", "USERNAME", "SECRET");
+            for t in admin.targets(CLI).await? {
+                let secret = if t.secret_sealed.is_empty() { "no" } else { "sealed" };
+                println!("{:<20} {:<16} {:<8} {}", t.name, t.username, secret, t.url);
+            }
+        }
+        ReplicationCommand::Target(TargetCommand::Test { name }) => {
+            admin.test_target(CLI, &name).await?;
+            println!("target {name}: logged in");
+        }
+        ReplicationCommand::Target(TargetCommand::Rm { name }) => {
+            admin.delete_target(CLI, &name).await?;
+            println!("target {name} deleted");
+        }
+        ReplicationCommand::Rule(RuleCommand::Add { name, target, repositories, tags, prefix, deletes }) => {
+            let spec = RuleSpec {
+                name: &name,
+                target: &target,
+                repositories: &repositories,
+                tags: &tags,
+                destination_prefix: &prefix,
+                replicate_deletes: deletes,
+            };
+            let r = admin.create_rule(CLI, &spec).await?;
+            println!("rule {} added: {}:{} to {}", r.name, r.repositories, r.tags, r.target_name);
+        }
+        ReplicationCommand::Rule(RuleCommand::List) => {
+            println!("{:<20} {:<16} {:<20} {:<12} {:<16} DELETES", "NAME", "TARGET", "REPOSITORIES", "TAGS", "PREFIX");
+            for r in admin.rules(CLI).await? {
+                println!(
+                    "{:<20} {:<16} {:<20} {:<12} {:<16} {}",
+                    r.name, r.target_name, r.repositories, r.tags, r.destination_prefix, r.replicate_deletes
+                );
+            }
+        }
+        ReplicationCommand::Rule(RuleCommand::Run { name }) => {
+            let queued = admin.run_rule(CLI, &name).await?;
+            println!("rule {name}: {queued} jobs queued");
+        }
+        ReplicationCommand::Rule(RuleCommand::Jobs { name, n }) => {
+            println!(
+                "{:<8} {:<7} {:<30} {:<10} {:<8} {:<6} {:<7} {:<12} {:<20} LAST ERROR",
+                "ID", "ACTION", "REPOSITORY:REFERENCE", "STATUS", "ATTEMPTS", "SENT", "SKIPPED", "BYTES", "FINISHED"
+            );
+            for j in admin.jobs(CLI, &name, n).await? {
+                println!(
+                    "{:<8} {:<7} {:<30} {:<10} {:<8} {:<6} {:<7} {:<12} {:<20} {}",
+                    j.id,
+                    j.action,
+                    format!("{}:{}", j.repository, j.reference),
+                    j.status,
+                    j.attempts,
+                    j.copied,
+                    j.skipped,
+                    j.bytes,
+                    when(j.finished_at),
+                    j.last_error.unwrap_or_default()
+                );
+            }
+        }
+        ReplicationCommand::Rule(RuleCommand::Rm { name }) => {
+            admin.delete_rule(CLI, &name).await?;
+            println!("rule {name} deleted");
+        }
+    }
+    Ok(())
+}
