@@ -182,7 +182,11 @@ fn browse_tokens_deletes_and_access_in_a_real_browser() {
 
 #[tokio::test]
 async fn sessions_and_csrf() {
-    let berth = Berth::start_auth();
+    // Loopback is the trusted proxy: its X-Forwarded-Proto says the client came over TLS.
+    let berth = Berth::start_with_env(&[
+        ("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ("BERTH_TRUSTED_PROXIES", "[\"127.0.0.1\"]"),
+    ]);
     let (base, c) = (berth.base.clone(), client());
 
     // A login form posted without its token, or with another one, is refused.
