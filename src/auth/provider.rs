@@ -27,6 +27,13 @@ use super::{Identity, validate_account_name};
 use crate::error::{RegistryError, Result};
 use crate::meta::{Account, NewAccount, now};
 
+fn another_user(name: &str) -> RegistryError {
+    tracing::warn!(account = name, "single sign-on refused: the account belongs to another user of the provider");
+    RegistryError::Denied(format!(
+        "the account {name} belongs to another user of the identity provider; ask an administrator"
+    ))
+}
+
 /// How long a login may take at the provider, in seconds.
 const PENDING_LOGIN_SECS: i64 = 600;
 
@@ -175,12 +182,8 @@ impl AuthService {
                     user.name
                 )));
             }
-            if self.meta.account_external_id(account.id).await?.is_some_and(|id| id != user.external_id) {
-                tracing::warn!(account = %user.name, "single sign-on refused: the account belongs to another user of the provider");
-                return Err(RegistryError::Denied(format!(
-                    "the account {} belongs to another user of the identity provider; ask an administrator",
-                    user.name
-                )));
+            if !self.meta.bind_account_external_id(account.id, &user.external_id).await? {
+                return Err(another_user(&user.name));
             }
             if account.disabled {
                 return Err(RegistryError::Denied(format!("the account {} is disabled", user.name)));
@@ -188,8 +191,10 @@ impl AuthService {
         }
         let made = found.is_none();
         let account = self.sync(&user.name, "oidc", &user.groups, found, addr).await?;
-        if made {
-            self.meta.set_account_external_id(account.id, &user.external_id).await?;
+        // Made just now: bound here, unless a concurrent first login by another user of the
+        // provider bound it first.
+        if made && !self.meta.bind_account_external_id(account.id, &user.external_id).await? {
+            return Err(another_user(&user.name));
         }
         self.meta.touch_login(account.id).await?;
         Ok(account)

@@ -264,22 +264,17 @@ impl Meta {
         }))
     }
 
-    /// Who an account made by an identity provider is there (`issuer subject`).
-    pub async fn account_external_id(&self, account_id: i64) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT external_id FROM accounts WHERE id = $1")
-            .bind(account_id)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.and_then(|r| r.get::<Option<String>, _>(0)))
-    }
-
-    pub async fn set_account_external_id(&self, account_id: i64, external_id: &str) -> Result<()> {
-        sqlx::query("UPDATE accounts SET external_id = $1 WHERE id = $2")
-            .bind(external_id)
-            .bind(account_id)
-            .execute(self.pool())
-            .await?;
-        Ok(())
+    /// Binds an account to `external_id` unless it is bound to another one already; whether
+    /// it is (now) bound to this one. One statement, so two first logins cannot both win.
+    pub async fn bind_account_external_id(&self, account_id: i64, external_id: &str) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE accounts SET external_id = $1 WHERE id = $2 AND (external_id IS NULL OR external_id = $1)",
+        )
+        .bind(external_id)
+        .bind(account_id)
+        .execute(self.pool())
+        .await?;
+        Ok(n.rows_affected() > 0)
     }
 
     /// Ends every session of an account but `keep` (a password change or reset).

@@ -287,18 +287,23 @@ impl Registry {
         Ok(PushedManifest { digest, subject: parsed.subject, media_type: parsed.media_type })
     }
 
-    /// A manifest by tag or digest.
+    /// A manifest by tag or digest, served to a client (its pull is recorded).
     pub async fn get_manifest(&self, repo: &str, reference: &Reference) -> Result<ManifestRecord> {
+        let found = self.read_manifest(repo, reference).await?;
+        self.pulls.record(repo, &found.digest);
+        Ok(found)
+    }
+
+    /// A manifest by tag or digest, read by Berth itself (replication): no pull is recorded,
+    /// so retention's pull times stay the clients'.
+    pub async fn read_manifest(&self, repo: &str, reference: &Reference) -> Result<ManifestRecord> {
         validate_name(repo)?;
         let found = match reference {
             Reference::Tag(t) => self.meta.manifest_by_tag(repo, t).await?,
             Reference::Digest(d) => self.meta.manifest_by_digest(repo, d).await?,
         };
-        let found = found.ok_or_else(|| {
-            RegistryError::ManifestUnknown(format!("manifest {reference} unknown to repository {repo}"))
-        })?;
-        self.pulls.record(repo, &found.digest);
-        Ok(found)
+        found
+            .ok_or_else(|| RegistryError::ManifestUnknown(format!("manifest {reference} unknown to repository {repo}")))
     }
 
     /// Deletes a tag (by tag) or a manifest and the tags pointing at it (by digest).

@@ -42,7 +42,7 @@ pub async fn copy(
     destination: &str,
 ) -> Result<Copied> {
     let parsed = Reference::parse(reference)?;
-    let record = match registry.get_manifest(repository, &parsed).await {
+    let record = match registry.read_manifest(repository, &parsed).await {
         Ok(r) => r,
         // Deleted since it was queued: nothing to copy (a delete job follows if asked for).
         Err(RegistryError::ManifestUnknown(_)) => return Ok(Copied::default()),
@@ -80,7 +80,7 @@ impl Copy<'_> {
                 let m = manifest::parse(Some(&record.media_type), &record.content)?;
                 for child in &m.manifests {
                     let child_digest = child.digest.parse::<Digest>()?;
-                    let child_record = self.registry.get_manifest(self.from, &Reference::Digest(child_digest)).await?;
+                    let child_record = self.registry.read_manifest(self.from, &Reference::Digest(child_digest)).await?;
                     self.manifest(child_record).await?;
                 }
                 for blob in m.config.iter().chain(&m.layers) {
@@ -91,7 +91,7 @@ impl Copy<'_> {
             }
             for referrer in self.registry.referrer_records(self.from, &digest).await? {
                 let d = referrer.digest.parse::<Digest>()?;
-                let r = self.registry.get_manifest(self.from, &Reference::Digest(d)).await?;
+                let r = self.registry.read_manifest(self.from, &Reference::Digest(d)).await?;
                 self.manifest(r).await?;
             }
             Ok(())

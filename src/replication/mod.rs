@@ -187,6 +187,8 @@ impl Replicator {
                             tokio::spawn(async move {
                                 me.run_job(job, lease_ms).await;
                                 drop(permit);
+                                // A free slot: look for the next job now, not at the next poll.
+                                me.wake.notify_one();
                             });
                         }
                     }
