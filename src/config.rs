@@ -49,6 +49,8 @@ pub struct ReplicationConfig {
     pub enabled: bool,
     /// Jobs this node runs at a time.
     pub workers: usize,
+    /// Jobs this node runs at a time against one target (or source).
+    pub per_target: usize,
     /// How often, in milliseconds, the queue is checked for jobs queued by other nodes or due
     /// for a retry (this node's own are started at once).
     pub poll_ms: u64,
@@ -68,6 +70,7 @@ impl Default for ReplicationConfig {
         ReplicationConfig {
             enabled: true,
             workers: 4,
+            per_target: 2,
             poll_ms: 1000,
             lease_secs: 120,
             max_attempts: 10,

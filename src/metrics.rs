@@ -1,7 +1,8 @@
 //! Prometheus metrics: one process-wide set ([`global`]), fed by the [`RequestMetrics`]
 //! middleware (requests by route kind and status, latency, blob bytes out, uploads in flight),
 //! the upload body stream (bytes in), the mirror (cache hits and misses, bytes fetched
-//! upstream), the webhook sender, and garbage collection ([`Metrics::record_gc_run`]).
+//! upstream), the webhook sender, replication ([`Metrics::replication_job`]) and garbage
+//! collection ([`Metrics::record_gc_run`]).
 //!
 //! Labels are a small fixed vocabulary — a route *kind* such as `manifest_get`, a status code,
 //! `manifest`/`blob` — never a repository name, tag or digest, so the number of series stays
@@ -47,6 +48,17 @@ struct ResultLabel {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionResultLabels {
+    direction: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: &'static str,
+}
+
 /// The mirror's counters, read back for the web UI.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MirrorCounts {
@@ -81,6 +93,10 @@ pub struct Metrics {
     gc_freed_objects: Counter,
     gc_freed_bytes: Counter,
     gc_duration: Histogram,
+    replication_jobs: Family<DirectionResultLabels, Counter>,
+    replication_artifacts: Family<DirectionResultLabels, Counter>,
+    replication_bytes: Family<DirectionLabel, Counter>,
+    replication_pending: Gauge,
 }
 
 static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -159,6 +175,31 @@ impl Metrics {
             Unit::Seconds,
             gc_duration.clone(),
         );
+        let replication_jobs = Family::<DirectionResultLabels, Counter>::default();
+        registry.register(
+            "berth_replication_jobs",
+            "Replication job attempts (direction: push or pull; result: done, retry, failed)",
+            replication_jobs.clone(),
+        );
+        let replication_artifacts = Family::<DirectionResultLabels, Counter>::default();
+        registry.register(
+            "berth_replication_artifacts",
+            "Blobs and manifests replicated (result: copied) or found at the destination (result: skipped)",
+            replication_artifacts.clone(),
+        );
+        let replication_bytes = Family::<DirectionLabel, Counter>::default();
+        registry.register_with_unit(
+            "berth_replication",
+            "Blob bytes replicated (direction: push or pull)",
+            Unit::Bytes,
+            replication_bytes.clone(),
+        );
+        let replication_pending = Gauge::default();
+        registry.register(
+            "berth_replication_jobs_pending",
+            "Replication jobs waiting or running, over every node (as this node last read the queue)",
+            replication_pending.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -174,7 +215,33 @@ impl Metrics {
             gc_freed_objects,
             gc_freed_bytes,
             gc_duration,
+            replication_jobs,
+            replication_artifacts,
+            replication_bytes,
+            replication_pending,
         }
+    }
+
+    /// A replication job's attempt: `result` done, retry or failed, with what it copied.
+    pub fn replication_job(
+        &self,
+        direction: &'static str,
+        result: &'static str,
+        copied: u64,
+        skipped: u64,
+        bytes: u64,
+    ) {
+        self.replication_jobs.get_or_create(&DirectionResultLabels { direction, result }).inc();
+        self.replication_artifacts.get_or_create(&DirectionResultLabels { direction, result: "copied" }).inc_by(copied);
+        self.replication_artifacts
+            .get_or_create(&DirectionResultLabels { direction, result: "skipped" })
+            .inc_by(skipped);
+        self.replication_bytes.get_or_create(&DirectionLabel { direction }).inc_by(bytes);
+    }
+
+    /// The replication jobs waiting or running.
+    pub fn replication_pending(&self, n: i64) {
+        self.replication_pending.set(n);
     }
 
     /// The metrics in the OpenMetrics text format (what Prometheus scrapes).

@@ -1,5 +1,5 @@
 //! Replication over HTTP, under `/api/v1/replication`: targets (their secret write-only),
-//! push rules, running a rule on demand and its job history. Administrators only; the rules
+//! push and pull rules, running a rule on demand, its executions and job history. Administrators only; the rules
 //! are [`ReplicationAdmin`]'s (`crate::manage::replication`).
 
 use actix_web::{HttpResponse, web};
@@ -9,7 +9,9 @@ use serde_json::json;
 use super::guards::Admin;
 use super::json::JsonBody;
 use crate::error::Result;
-use crate::manage::replication::{ReplicationAdmin, RuleSpec, TargetSpec, job_json, rule_json, target_json};
+use crate::manage::replication::{
+    ReplicationAdmin, RuleSpec, TargetSpec, execution_json, job_json, rule_json, target_json,
+};
 
 /// The `/api/v1` routes of this module (mounted by `super::configure_management`).
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -21,7 +23,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/replication/rules", web::post().to(create_rule))
         .route("/replication/rules/{name}", web::delete().to(delete_rule))
         .route("/replication/rules/{name}/run", web::post().to(run_rule))
-        .route("/replication/rules/{name}/jobs", web::get().to(list_jobs));
+        .route("/replication/rules/{name}/jobs", web::get().to(list_jobs))
+        .route("/replication/rules/{name}/executions", web::get().to(list_executions));
 }
 
 async fn list_targets(who: Admin, admin: web::Data<ReplicationAdmin>) -> Result<HttpResponse> {
@@ -85,6 +88,10 @@ fn all() -> String {
     "*".into()
 }
 
+fn push() -> String {
+    "push".into()
+}
+
 #[derive(Deserialize)]
 struct NewRule {
     name: String,
@@ -94,19 +101,31 @@ struct NewRule {
     #[serde(default = "all")]
     tags: String,
     #[serde(default)]
+    tags_regex: String,
+    #[serde(default)]
+    latest: i64,
+    #[serde(default = "push")]
+    direction: String,
+    #[serde(default)]
     destination_prefix: String,
     #[serde(default)]
     replicate_deletes: bool,
+    #[serde(default)]
+    schedule: String,
 }
 
 async fn create_rule(who: Admin, admin: web::Data<ReplicationAdmin>, body: JsonBody<NewRule>) -> Result<HttpResponse> {
     let spec = RuleSpec {
         name: &body.name,
         target: &body.target,
+        direction: &body.direction,
         repositories: &body.repositories,
         tags: &body.tags,
+        tags_regex: &body.tags_regex,
+        latest: body.latest,
         destination_prefix: &body.destination_prefix,
         replicate_deletes: body.replicate_deletes,
+        schedule: &body.schedule,
     };
     let rule = admin.create_rule(who.by(), &spec).await?;
     Ok(HttpResponse::Created().json(rule_json(&rule)))
@@ -118,13 +137,14 @@ async fn delete_rule(who: Admin, admin: web::Data<ReplicationAdmin>, name: web::
 }
 
 async fn run_rule(who: Admin, admin: web::Data<ReplicationAdmin>, name: web::Path<String>) -> Result<HttpResponse> {
-    let queued = admin.run_rule(who.by(), &name).await?;
-    Ok(HttpResponse::Accepted().json(json!({ "queued": queued })))
+    let (execution, queued) = admin.run_rule(who.by(), &name).await?;
+    Ok(HttpResponse::Accepted().json(json!({ "execution": execution, "queued": queued })))
 }
 
 #[derive(Deserialize)]
 struct JobsQuery {
     n: Option<i64>,
+    execution: Option<i64>,
 }
 
 async fn list_jobs(
@@ -133,6 +153,18 @@ async fn list_jobs(
     name: web::Path<String>,
     q: web::Query<JobsQuery>,
 ) -> Result<HttpResponse> {
-    let jobs: Vec<_> = admin.jobs(who.by(), &name, q.n.unwrap_or(100)).await?.iter().map(job_json).collect();
+    let jobs: Vec<_> =
+        admin.jobs(who.by(), &name, q.execution, q.n.unwrap_or(100)).await?.iter().map(job_json).collect();
     Ok(HttpResponse::Ok().json(json!({ "jobs": jobs })))
+}
+
+async fn list_executions(
+    who: Admin,
+    admin: web::Data<ReplicationAdmin>,
+    name: web::Path<String>,
+    q: web::Query<JobsQuery>,
+) -> Result<HttpResponse> {
+    let executions: Vec<_> =
+        admin.executions(who.by(), &name, q.n.unwrap_or(50)).await?.iter().map(execution_json).collect();
+    Ok(HttpResponse::Ok().json(json!({ "executions": executions })))
 }

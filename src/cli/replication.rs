@@ -47,33 +47,56 @@ pub enum TargetCommand {
 
 #[derive(Subcommand)]
 pub enum RuleCommand {
-    /// Add a push rule: matching pushes (and, with --deletes, deletes) go to the target.
+    /// Add a rule. A push rule sends matching pushes (and, with --deletes, deletes) to the
+    /// target as they happen; a pull rule copies the target's matching tags here when run (on
+    /// its --schedule or by `rule run`).
     Add {
         name: String,
         #[arg(long)]
         target: String,
-        /// Local repositories, a glob (e.g. 'team/*').
+        /// push (local → target) or pull (target → local).
+        #[arg(long, default_value = "push")]
+        direction: String,
+        /// Repositories, a glob (e.g. 'team/*'): local ones for push, the target's for pull.
         #[arg(long, default_value = "*")]
         repositories: String,
         /// Tags, a glob (e.g. 'v*').
         #[arg(long, default_value = "*")]
         tags: String,
-        /// Prefix of the repository names at the target (team/app goes to PREFIX/team/app).
+        /// Tags, a regular expression the whole tag must match (instead of --tags).
+        #[arg(long, default_value = "")]
+        tags_regex: String,
+        /// Only the latest N tags (0: every one).
+        #[arg(long, default_value_t = 0)]
+        latest: i64,
+        /// Prefix of the repository names at the destination (team/app goes to PREFIX/team/app).
         #[arg(long, default_value = "")]
         prefix: String,
-        /// Delete at the target what is deleted here.
+        /// Delete at the destination what is deleted at the source.
         #[arg(long)]
         deletes: bool,
+        /// Run on a schedule: an interval (30s, 10m, 6h, 1d) or a cron expression (UTC).
+        #[arg(long, default_value = "")]
+        schedule: String,
     },
     /// List rules.
     List,
     /// Queue a copy of every matching tag now (run by the serving nodes).
     Run { name: String },
+    /// Show a rule's recent executions (runs).
+    Executions {
+        name: String,
+        #[arg(short, default_value_t = 20)]
+        n: i64,
+    },
     /// Show a rule's recent jobs.
     Jobs {
         name: String,
         #[arg(short, default_value_t = 20)]
         n: i64,
+        /// Only the jobs of this execution.
+        #[arg(long)]
+        execution: Option<i64>,
     },
     /// Delete a rule and its jobs.
     Rm { name: String },
@@ -103,37 +126,87 @@ pub async fn replication(config: &Config, cmd: ReplicationCommand) -> anyhow::Re
             admin.delete_target(CLI, &name).await?;
             println!("target {name} deleted");
         }
-        ReplicationCommand::Rule(RuleCommand::Add { name, target, repositories, tags, prefix, deletes }) => {
+        ReplicationCommand::Rule(RuleCommand::Add {
+            name,
+            target,
+            direction,
+            repositories,
+            tags,
+            tags_regex,
+            latest,
+            prefix,
+            deletes,
+            schedule,
+        }) => {
             let spec = RuleSpec {
                 name: &name,
                 target: &target,
+                direction: &direction,
                 repositories: &repositories,
                 tags: &tags,
+                tags_regex: &tags_regex,
+                latest,
                 destination_prefix: &prefix,
                 replicate_deletes: deletes,
+                schedule: &schedule,
             };
             let r = admin.create_rule(CLI, &spec).await?;
-            println!("rule {} added: {}:{} to {}", r.name, r.repositories, r.tags, r.target_name);
+            let way = if r.direction == "pull" { "from" } else { "to" };
+            println!("rule {} added: {}:{} {way} {}", r.name, r.repositories, r.tags, r.target_name);
         }
         ReplicationCommand::Rule(RuleCommand::List) => {
-            println!("{:<20} {:<16} {:<20} {:<12} {:<16} DELETES", "NAME", "TARGET", "REPOSITORIES", "TAGS", "PREFIX");
+            println!(
+                "{:<20} {:<5} {:<16} {:<20} {:<14} {:<6} {:<16} {:<8} SCHEDULE",
+                "NAME", "WAY", "TARGET", "REPOSITORIES", "TAGS", "LATEST", "PREFIX", "DELETES"
+            );
             for r in admin.rules(CLI).await? {
+                let tags = if r.tags_regex.is_empty() { r.tags.clone() } else { format!("/{}/", r.tags_regex) };
+                let latest = if r.latest > 0 { r.latest.to_string() } else { "all".into() };
                 println!(
-                    "{:<20} {:<16} {:<20} {:<12} {:<16} {}",
-                    r.name, r.target_name, r.repositories, r.tags, r.destination_prefix, r.replicate_deletes
+                    "{:<20} {:<5} {:<16} {:<20} {:<14} {:<6} {:<16} {:<8} {}",
+                    r.name,
+                    r.direction,
+                    r.target_name,
+                    r.repositories,
+                    tags,
+                    latest,
+                    r.destination_prefix,
+                    r.replicate_deletes,
+                    r.schedule
                 );
             }
         }
         ReplicationCommand::Rule(RuleCommand::Run { name }) => {
-            let queued = admin.run_rule(CLI, &name).await?;
-            println!("rule {name}: {queued} jobs queued");
+            let (execution, queued) = admin.run_rule(CLI, &name).await?;
+            println!("rule {name}: execution {execution}, {queued} jobs queued");
         }
-        ReplicationCommand::Rule(RuleCommand::Jobs { name, n }) => {
+        ReplicationCommand::Rule(RuleCommand::Executions { name, n }) => {
+            println!(
+                "{:<8} {:<9} {:<8} {:<8} {:<6} {:<6} {:<7} {:<12} {:<20} ERROR",
+                "ID", "TRIGGER", "QUEUED", "PENDING", "DONE", "FAILED", "SKIPPED", "BYTES", "STARTED"
+            );
+            for e in admin.executions(CLI, &name, n).await? {
+                println!(
+                    "{:<8} {:<9} {:<8} {:<8} {:<6} {:<6} {:<7} {:<12} {:<20} {}",
+                    e.id,
+                    e.trigger,
+                    e.queued,
+                    e.pending,
+                    e.done,
+                    e.failed,
+                    e.skipped,
+                    e.bytes,
+                    when(Some(e.started_at / 1000)),
+                    e.error.unwrap_or_default()
+                );
+            }
+        }
+        ReplicationCommand::Rule(RuleCommand::Jobs { name, n, execution }) => {
             println!(
                 "{:<8} {:<7} {:<30} {:<10} {:<8} {:<6} {:<7} {:<12} {:<20} LAST ERROR",
                 "ID", "ACTION", "REPOSITORY:REFERENCE", "STATUS", "ATTEMPTS", "SENT", "SKIPPED", "BYTES", "FINISHED"
             );
-            for j in admin.jobs(CLI, &name, n).await? {
+            for j in admin.jobs(CLI, &name, execution, n).await? {
                 println!(
                     "{:<8} {:<7} {:<30} {:<10} {:<8} {:<6} {:<7} {:<12} {:<20} {}",
                     j.id,

@@ -10,8 +10,11 @@ use serde_json::{Value, json};
 use super::By;
 use crate::error::{RegistryError, Result};
 use crate::events::Events;
-use crate::meta::{Meta, NewRule, NewTarget, ReplicationJob, ReplicationRule, ReplicationTarget};
-use crate::replication::{Replicator, SECRET_PURPOSE};
+use crate::meta::{
+    Meta, NewRule, NewTarget, ReplicationExecution, ReplicationJob, ReplicationRule, ReplicationTarget, now_millis,
+};
+use crate::replication::schedule::Schedule;
+use crate::replication::{Replicator, SECRET_PURPOSE, select};
 
 /// What a new target is.
 pub struct TargetSpec<'a> {
@@ -26,10 +29,18 @@ pub struct TargetSpec<'a> {
 pub struct RuleSpec<'a> {
     pub name: &'a str,
     pub target: &'a str,
+    /// `push` (local → target) or `pull` (target → local).
+    pub direction: &'a str,
     pub repositories: &'a str,
     pub tags: &'a str,
+    /// A regular expression the whole tag must match, instead of `tags` (empty: none).
+    pub tags_regex: &'a str,
+    /// Only the latest N tags (0: every one).
+    pub latest: i64,
     pub destination_prefix: &'a str,
     pub replicate_deletes: bool,
+    /// An interval (`10m`) or a cron expression; empty: on push (push rules) and on demand.
+    pub schedule: &'a str,
 }
 
 pub struct ReplicationAdmin {
@@ -64,16 +75,35 @@ pub fn target_json(t: &ReplicationTarget) -> Value {
 pub fn rule_json(r: &ReplicationRule) -> Value {
     json!({
         "name": r.name, "target": r.target_name, "direction": r.direction, "repositories": r.repositories,
-        "tags": r.tags, "destination_prefix": r.destination_prefix, "replicate_deletes": r.replicate_deletes,
-        "enabled": r.enabled, "created_by": r.created_by, "created_at": r.created_at,
+        "tags": r.tags, "tags_regex": r.tags_regex, "latest": r.latest, "destination_prefix": r.destination_prefix,
+        "replicate_deletes": r.replicate_deletes, "schedule": r.schedule, "next_run_at": r.next_run_at,
+        "last_run_at": r.last_run_at, "enabled": r.enabled, "created_by": r.created_by, "created_at": r.created_at,
     })
 }
 
 pub fn job_json(j: &ReplicationJob) -> Value {
     json!({
-        "id": j.id, "action": j.action, "repository": j.repository, "reference": j.reference, "status": j.status,
-        "attempts": j.attempts, "copied": j.copied, "skipped": j.skipped, "bytes": j.bytes,
-        "last_error": j.last_error, "created_at": j.created_at, "finished_at": j.finished_at,
+        "id": j.id, "execution": j.execution_id, "action": j.action, "repository": j.repository,
+        "reference": j.reference, "status": j.status, "attempts": j.attempts, "copied": j.copied,
+        "skipped": j.skipped, "bytes": j.bytes, "last_error": j.last_error, "created_at": j.created_at,
+        "finished_at": j.finished_at,
+    })
+}
+
+pub fn execution_json(e: &ReplicationExecution) -> Value {
+    let status = if e.error.is_some() {
+        "failed"
+    } else if e.pending > 0 {
+        "running"
+    } else if e.failed > 0 {
+        "failed"
+    } else {
+        "done"
+    };
+    json!({
+        "id": e.id, "trigger": e.trigger, "status": status, "queued": e.queued, "error": e.error,
+        "started_at": e.started_at, "pending": e.pending, "done": e.done, "failed": e.failed,
+        "copied": e.copied, "skipped": e.skipped, "bytes": e.bytes,
     })
 }
 
@@ -167,12 +197,26 @@ impl ReplicationAdmin {
             .ok_or_else(|| RegistryError::NotFound(format!("no replication rule {name}")))
     }
 
-    /// Stores a push rule (local → target).
+    /// Stores a rule: push (local → target) or pull (target → local).
     pub async fn create_rule(&self, by: By<'_>, spec: &RuleSpec<'_>) -> Result<ReplicationRule> {
         by.require_admin()?;
         validate_label("rule", spec.name)?;
+        if !matches!(spec.direction, "push" | "pull") {
+            return Err(RegistryError::Invalid(format!("direction {:?}: push or pull", spec.direction)));
+        }
         validate_glob("repositories", spec.repositories)?;
         validate_glob("tags", spec.tags)?;
+        if !spec.tags_regex.is_empty() {
+            select::compile(spec.tags_regex)?;
+        }
+        if !(0..=100_000).contains(&spec.latest) {
+            return Err(RegistryError::Invalid("latest: 0 (every tag) up to 100000".into()));
+        }
+        let next_run_at = if spec.schedule.trim().is_empty() {
+            None
+        } else {
+            Some(Schedule::parse(spec.schedule)?.first(now_millis())?)
+        };
         let prefix = spec.destination_prefix.trim_matches('/');
         if !prefix.is_empty() {
             crate::oci::validate_name(prefix)?;
@@ -181,12 +225,16 @@ impl ReplicationAdmin {
         let new = NewRule {
             name: spec.name,
             target_id: target.id,
-            direction: "push",
+            direction: spec.direction,
             repositories: spec.repositories,
             tags: spec.tags,
             destination_prefix: prefix,
             replicate_deletes: spec.replicate_deletes,
             created_by: by.actor(),
+            tags_regex: spec.tags_regex,
+            latest: spec.latest,
+            schedule: spec.schedule.trim(),
+            next_run_at,
         };
         if self.meta.create_replication_rule(&new).await?.is_none() {
             return Err(RegistryError::Conflict(format!("a replication rule {} exists", spec.name)));
@@ -207,20 +255,32 @@ impl ReplicationAdmin {
         Ok(())
     }
 
-    /// Queues a copy of everything the rule matches; the number of jobs queued.
-    pub async fn run_rule(&self, by: By<'_>, name: &str) -> Result<usize> {
+    /// Runs the rule now: an execution that queues a copy of everything the rule selects.
+    /// Returns the execution's id and the number of jobs queued.
+    pub async fn run_rule(&self, by: By<'_>, name: &str) -> Result<(i64, usize)> {
         by.require_admin()?;
         let rule = self.rule(name).await?;
-        let queued = self.replicator.run_rule(&rule).await?;
-        self.record(by, "replication.rule.run", name, json!({ "queued": queued })).await;
-        Ok(queued)
+        let result = self.replicator.run_rule(&rule, "manual").await;
+        let detail = match &result {
+            Ok((execution, queued)) => json!({ "execution": execution, "queued": queued }),
+            Err(e) => json!({ "error": e.to_string() }),
+        };
+        self.record(by, "replication.rule.run", name, detail).await;
+        result
     }
 
-    /// A rule's jobs, newest first (at most `n`).
-    pub async fn jobs(&self, by: By<'_>, name: &str, n: i64) -> Result<Vec<ReplicationJob>> {
+    /// A rule's jobs (of one execution, if given), newest first (at most `n`).
+    pub async fn jobs(&self, by: By<'_>, name: &str, execution: Option<i64>, n: i64) -> Result<Vec<ReplicationJob>> {
         by.require_admin()?;
         let rule = self.rule(name).await?;
-        self.meta.replication_jobs(rule.id, n.clamp(1, 1000)).await
+        self.meta.replication_jobs(rule.id, execution, n.clamp(1, 1000)).await
+    }
+
+    /// A rule's executions, newest first (at most `n`).
+    pub async fn executions(&self, by: By<'_>, name: &str, n: i64) -> Result<Vec<ReplicationExecution>> {
+        by.require_admin()?;
+        let rule = self.rule(name).await?;
+        self.meta.replication_executions(rule.id, n.clamp(1, 1000)).await
     }
 }
 

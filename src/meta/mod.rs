@@ -26,7 +26,9 @@ pub use accounts::{Account, AccountSecret, Namespace, NewAccount, TokenRecord};
 pub use acme::AcmeCertificate;
 pub use events::{AuditEntry, Delivery, Outcome, Webhook, now_millis};
 pub use mirror_cache::CachedManifest;
-pub use replication::{JobOutcome, NewRule, NewTarget, ReplicationJob, ReplicationRule, ReplicationTarget};
+pub use replication::{
+    JobOutcome, NewRule, NewTarget, ReplicationExecution, ReplicationJob, ReplicationRule, ReplicationTarget,
+};
 pub use retention::{RetentionPolicy, TagInfo};
 pub use ui::{PendingOidcLogin, RepositorySummary, TagSummary, UiSession, like_escape};
 

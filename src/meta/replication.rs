@@ -38,6 +38,34 @@ pub struct ReplicationRule {
     pub enabled: bool,
     pub created_by: String,
     pub created_at: i64,
+    /// A regular expression tags must match instead of `tags` (empty: the glob).
+    pub tags_regex: String,
+    /// Only the latest N tags (0: every tag).
+    pub latest: i64,
+    /// An interval (`30s`, `10m`, `1h`, `1d`) or a cron expression; empty: no schedule.
+    pub schedule: String,
+    /// When the schedule runs the rule next, and last ran it (ms).
+    pub next_run_at: Option<i64>,
+    pub last_run_at: Option<i64>,
+}
+
+/// One run of a rule, with how its jobs fared.
+#[derive(Debug, Clone)]
+pub struct ReplicationExecution {
+    pub id: i64,
+    pub rule_id: i64,
+    /// `manual`, `schedule` or `event`.
+    pub trigger: String,
+    pub queued: i64,
+    /// Why listing the source failed, if it did.
+    pub error: Option<String>,
+    pub started_at: i64,
+    pub pending: i64,
+    pub done: i64,
+    pub failed: i64,
+    pub copied: i64,
+    pub skipped: i64,
+    pub bytes: i64,
 }
 
 /// One copy or delete to carry out, with its outcome.
@@ -56,6 +84,7 @@ pub struct ReplicationJob {
     pub last_error: Option<String>,
     pub created_at: i64,
     pub finished_at: Option<i64>,
+    pub execution_id: Option<i64>,
 }
 
 /// What a job's attempt came to.
@@ -75,9 +104,10 @@ pub enum JobOutcome {
 
 const TARGET_COLUMNS: &str = "id, name, url, username, secret_sealed, ca_file, created_by, created_at";
 const RULE_COLUMNS: &str = "r.id, r.name, r.target_id, t.name, r.direction, r.repositories, r.tags, \
-                            r.destination_prefix, r.replicate_deletes, r.enabled, r.created_by, r.created_at";
+                            r.destination_prefix, r.replicate_deletes, r.enabled, r.created_by, r.created_at, \
+                            r.tags_regex, r.latest, r.schedule, r.next_run_at, r.last_run_at";
 const JOB_COLUMNS: &str = "id, rule_id, action, repository, reference, status, attempts, copied, skipped, bytes, \
-                           last_error, created_at, finished_at";
+                           last_error, created_at, finished_at, execution_id";
 
 fn target_from(r: &AnyRow) -> ReplicationTarget {
     ReplicationTarget {
@@ -106,6 +136,11 @@ fn rule_from(r: &AnyRow) -> ReplicationRule {
         enabled: r.get::<i64, _>(9) != 0,
         created_by: r.get(10),
         created_at: r.get(11),
+        tags_regex: r.get(12),
+        latest: r.get(13),
+        schedule: r.get(14),
+        next_run_at: r.get(15),
+        last_run_at: r.get(16),
     }
 }
 
@@ -124,6 +159,7 @@ fn job_from(r: &AnyRow) -> ReplicationJob {
         last_error: r.get(10),
         created_at: r.get(11),
         finished_at: r.get(12),
+        execution_id: r.get(13),
     }
 }
 
@@ -147,6 +183,11 @@ pub struct NewRule<'a> {
     pub destination_prefix: &'a str,
     pub replicate_deletes: bool,
     pub created_by: &'a str,
+    pub tags_regex: &'a str,
+    pub latest: i64,
+    pub schedule: &'a str,
+    /// The schedule's first run (ms).
+    pub next_run_at: Option<i64>,
 }
 
 impl Meta {
@@ -188,7 +229,7 @@ impl Meta {
 
     /// Deletes a target with its rules and their jobs; false when there was none.
     pub async fn delete_replication_target(&self, name: &str) -> Result<bool> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let id: Option<i64> = sqlx::query("SELECT id FROM replication_targets WHERE name = $1")
             .bind(name)
             .fetch_optional(&mut *tx)
@@ -197,6 +238,12 @@ impl Meta {
         let Some(id) = id else { return Ok(false) };
         sqlx::query(
             "DELETE FROM replication_jobs WHERE rule_id IN (SELECT id FROM replication_rules WHERE target_id = $1)",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM replication_executions WHERE rule_id IN (SELECT id FROM replication_rules WHERE target_id = $1)",
         )
         .bind(id)
         .execute(&mut *tx)
@@ -211,7 +258,8 @@ impl Meta {
     pub async fn create_replication_rule(&self, r: &NewRule<'_>) -> Result<Option<i64>> {
         let row = sqlx::query(
             "INSERT INTO replication_rules (name, target_id, direction, repositories, tags, destination_prefix, \
-             replicate_deletes, enabled, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9) \
+             replicate_deletes, enabled, created_by, created_at, tags_regex, latest, schedule, next_run_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (name) DO NOTHING RETURNING id",
         )
         .bind(r.name)
@@ -223,6 +271,10 @@ impl Meta {
         .bind(r.replicate_deletes as i64)
         .bind(r.created_by)
         .bind(now())
+        .bind(r.tags_regex)
+        .bind(r.latest)
+        .bind(r.schedule)
+        .bind(r.next_run_at)
         .fetch_optional(self.pool())
         .await?;
         Ok(row.map(|r| r.get(0)))
@@ -257,7 +309,13 @@ impl Meta {
 
     /// Deletes a rule with its jobs; false when there was none.
     pub async fn delete_replication_rule(&self, name: &str) -> Result<bool> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "DELETE FROM replication_executions WHERE rule_id IN (SELECT id FROM replication_rules WHERE name = $1)",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM replication_jobs WHERE rule_id IN (SELECT id FROM replication_rules WHERE name = $1)")
             .bind(name)
             .execute(&mut *tx)
@@ -275,10 +333,11 @@ impl Meta {
         action: &str,
         repository: &str,
         reference: &str,
+        execution: Option<i64>,
     ) -> Result<bool> {
         let n = sqlx::query(
-            "INSERT INTO replication_jobs (rule_id, action, repository, reference, status, next_attempt_at, created_at) \
-             SELECT $1, $2, $3, $4, 'pending', $5, $6 WHERE NOT EXISTS (SELECT 1 FROM replication_jobs \
+            "INSERT INTO replication_jobs (rule_id, action, repository, reference, status, next_attempt_at, created_at, \
+             execution_id) SELECT $1, $2, $3, $4, 'pending', $5, $6, $7 WHERE NOT EXISTS (SELECT 1 FROM replication_jobs \
                WHERE rule_id = $1 AND action = $2 AND repository = $3 AND reference = $4 AND status = 'pending' \
                  AND lease_until IS NULL)",
         )
@@ -288,6 +347,7 @@ impl Meta {
         .bind(reference)
         .bind(now_millis())
         .bind(now())
+        .bind(execution)
         .execute(self.pool())
         .await?;
         Ok(n.rows_affected() > 0)
@@ -360,10 +420,131 @@ impl Meta {
         Ok(q.execute(self.pool()).await?.rows_affected() > 0)
     }
 
-    /// A rule's jobs, newest first.
-    pub async fn replication_jobs(&self, rule_id: i64, limit: i64) -> Result<Vec<ReplicationJob>> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM replication_jobs WHERE rule_id = $1 ORDER BY id DESC LIMIT $2");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(rule_id).bind(limit).fetch_all(self.pool()).await?;
+    /// A rule's jobs (of one execution, if given), newest first.
+    pub async fn replication_jobs(
+        &self,
+        rule_id: i64,
+        execution: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<ReplicationJob>> {
+        // Two statements rather than `$2 IS NULL OR …`: PostgreSQL cannot type a NULL parameter.
+        let rows = match execution {
+            Some(e) => {
+                let sql = format!(
+                    "SELECT {JOB_COLUMNS} FROM replication_jobs WHERE rule_id = $1 AND execution_id = $2 \
+                     ORDER BY id DESC LIMIT $3"
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(rule_id).bind(e).bind(limit).fetch_all(self.pool()).await?
+            }
+            None => {
+                let sql =
+                    format!("SELECT {JOB_COLUMNS} FROM replication_jobs WHERE rule_id = $1 ORDER BY id DESC LIMIT $2");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(rule_id).bind(limit).fetch_all(self.pool()).await?
+            }
+        };
         Ok(rows.iter().map(job_from).collect())
+    }
+
+    /// The tags of a local repository with when each was set (Unix seconds).
+    pub async fn tag_times(&self, repository: &str) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT t.name, t.updated_at FROM tags t JOIN repositories r ON r.id = t.repository_id WHERE r.name = $1",
+        )
+        .bind(repository)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Jobs waiting or running, over every rule (a gauge).
+    pub async fn pending_replication_jobs(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM replication_jobs WHERE status = 'pending'")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Records the start of a run of a rule; its id.
+    pub async fn create_replication_execution(&self, rule_id: i64, trigger: &str) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO replication_executions (rule_id, cause, started_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(rule_id)
+        .bind(trigger)
+        .bind(now_millis())
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.get(0))
+    }
+
+    /// Records how many jobs a run queued, or why it could not list its source.
+    pub async fn finish_replication_execution(&self, id: i64, queued: i64, error: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE replication_executions SET queued = $2, error = $3 WHERE id = $1")
+            .bind(id)
+            .bind(queued)
+            .bind(error)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// A rule's executions, newest first, with their jobs counted by outcome.
+    pub async fn replication_executions(&self, rule_id: i64, limit: i64) -> Result<Vec<ReplicationExecution>> {
+        let rows = sqlx::query(
+            "SELECT e.id, e.rule_id, e.cause, e.queued, e.error, e.started_at, \
+                    CAST(COALESCE(SUM(CASE WHEN j.status = 'pending' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+                    CAST(COALESCE(SUM(CASE WHEN j.status = 'done' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+                    CAST(COALESCE(SUM(CASE WHEN j.status = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+                    CAST(COALESCE(SUM(j.copied), 0) AS BIGINT), CAST(COALESCE(SUM(j.skipped), 0) AS BIGINT), CAST(COALESCE(SUM(j.bytes), 0) AS BIGINT) \
+             FROM replication_executions e LEFT JOIN replication_jobs j ON j.execution_id = e.id \
+             WHERE e.rule_id = $1 GROUP BY e.id, e.rule_id, e.cause, e.queued, e.error, e.started_at \
+             ORDER BY e.id DESC LIMIT $2",
+        )
+        .bind(rule_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ReplicationExecution {
+                id: r.get(0),
+                rule_id: r.get(1),
+                trigger: r.get(2),
+                queued: r.get(3),
+                error: r.get(4),
+                started_at: r.get(5),
+                pending: r.get(6),
+                done: r.get(7),
+                failed: r.get(8),
+                copied: r.get(9),
+                skipped: r.get(10),
+                bytes: r.get(11),
+            })
+            .collect())
+    }
+
+    /// Scheduled rules due at `now_ms`.
+    pub async fn due_replication_rules(&self, now_ms: i64) -> Result<Vec<ReplicationRule>> {
+        let sql = format!(
+            "SELECT {RULE_COLUMNS} FROM replication_rules r JOIN replication_targets t ON t.id = r.target_id \
+             WHERE r.enabled = 1 AND r.schedule <> '' AND r.next_run_at IS NOT NULL AND r.next_run_at <= $1"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms).fetch_all(self.pool()).await?;
+        Ok(rows.iter().map(rule_from).collect())
+    }
+
+    /// Moves a scheduled rule's next run from `due` to `next`: true for the one node that did
+    /// (it runs the rule), false for every other.
+    pub async fn claim_scheduled_run(&self, id: i64, due: i64, next: i64) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE replication_rules SET next_run_at = $3, last_run_at = $4 WHERE id = $1 AND next_run_at = $2",
+        )
+        .bind(id)
+        .bind(due)
+        .bind(next)
+        .bind(now_millis())
+        .execute(self.pool())
+        .await?;
+        Ok(n.rows_affected() > 0)
     }
 }

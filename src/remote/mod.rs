@@ -3,7 +3,12 @@
 //! reused until it expires, or Basic itself), wait out a `429` with its `Retry-After`, and the
 //! operations a copy needs — does it have a blob or a manifest, a blob streamed up in one
 //! upload (the bytes flow from Berth's store to the socket, never held whole), a manifest put
-//! byte for byte, a manifest deleted.
+//! byte for byte, a manifest deleted — and, for pull rules, the other way: its catalog and tag
+//! lists (paged through `Link`), a manifest read (size-capped), a blob streamed down, the
+//! manifests that refer to one (the referrers API, else the `sha256-…` tag scheme).
+//!
+//! Whatever a remote sends back is bounded: an error body is read up to [`ERROR_BODY_MAX`], a
+//! token answer up to [`TOKEN_BODY_MAX`], a manifest up to the caller's limit.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,6 +24,29 @@ use crate::storage::ByteStream;
 /// Longest wait a `Retry-After` gets, and how often a request is tried while rate limited.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 const RATE_LIMITED_TRIES: u32 = 4;
+/// The most of an error answer read (and quoted in the error).
+pub const ERROR_BODY_MAX: usize = 4096;
+/// The most of a token endpoint's answer read.
+pub const TOKEN_BODY_MAX: usize = 64 * 1024;
+/// The most of a tag list or catalog page read.
+const LIST_BODY_MAX: usize = 8 * 1024 * 1024;
+/// Pages of a tag list or catalog followed at most.
+const MAX_PAGES: usize = 1000;
+
+/// Reads at most `max` bytes of a response body; `Err` with what was read when it is longer.
+pub async fn read_capped(resp: Response, max: usize) -> std::result::Result<Vec<u8>, String> {
+    use futures_util::StreamExt;
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        if body.len() + chunk.len() > max {
+            return Err(format!("the answer is longer than {max} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
 
 /// `Bearer realm="...",service="...",scope="..."` → its parameters.
 pub fn challenge_params(value: &str) -> Option<HashMap<String, String>> {
@@ -67,9 +95,19 @@ fn unreachable(base: &str, e: impl std::fmt::Display) -> RegistryError {
 
 /// What a remote answered, as an error.
 async fn refused(base: &str, what: &str, resp: Response) -> RegistryError {
+    use futures_util::StreamExt;
     let status = resp.status();
-    let mut body = resp.text().await.unwrap_or_default();
+    // Only the start of the body is read (and quoted): a remote cannot make us buffer more.
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while body.len() < ERROR_BODY_MAX {
+        match stream.next().await {
+            Some(Ok(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
     body.truncate(300);
+    let body = String::from_utf8_lossy(&body);
     let message = format!("{base}: {what} answered {status}: {}", body.trim());
     match status {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Denied(message),
@@ -86,6 +124,15 @@ impl Remote {
             reqwest::Url::parse(url).map_err(|e| RegistryError::Invalid(format!("target URL {url:?}: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
             return Err(RegistryError::Invalid(format!("target URL {url:?}: http:// or https:// with a host")));
+        }
+        // Credentials belong in the username and secret (sealed), never in a URL that is shown.
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(RegistryError::Invalid(
+                "a target URL may not carry credentials: give a username and secret instead".into(),
+            ));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(RegistryError::Invalid(format!("target URL {url:?}: no query or fragment")));
         }
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -138,7 +185,7 @@ impl Remote {
         if !resp.status().is_success() {
             return Err(refused(&self.base, "the token endpoint", resp).await);
         }
-        let bytes = resp.bytes().await.map_err(|e| unreachable(&self.base, e))?;
+        let bytes = read_capped(resp, TOKEN_BODY_MAX).await.map_err(|e| unreachable(&self.base, e))?;
         crate::oci::json::check_nesting(&bytes).map_err(|e| unreachable(&self.base, e))?;
         let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| unreachable(&self.base, e))?;
         let token = body["token"]
@@ -201,6 +248,150 @@ impl Remote {
 
     fn push_scope(repo: &str) -> String {
         format!("repository:{repo}:pull,push")
+    }
+
+    fn pull_scope(repo: &str) -> String {
+        format!("repository:{repo}:pull")
+    }
+
+    /// Follows a list through its `Link: <…>; rel="next"` pages, collecting `field`.
+    async fn list(&self, scope: &str, first: String, field: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut url = first;
+        for _ in 0..MAX_PAGES {
+            let resp = self.send(scope, || self.client.get(&url)).await?;
+            if resp.status() == StatusCode::NOT_FOUND && field == "tags" {
+                return Ok(out);
+            }
+            if !resp.status().is_success() {
+                return Err(refused(&self.base, &format!("GET {}", url.trim_start_matches(&self.base)), resp).await);
+            }
+            let next = resp
+                .headers()
+                .get(reqwest::header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link)
+                .map(|l| if l.starts_with('/') { format!("{}{l}", self.base) } else { l });
+            let body = read_capped(resp, LIST_BODY_MAX).await.map_err(|e| unreachable(&self.base, e))?;
+            crate::oci::json::check_nesting(&body).map_err(|e| unreachable(&self.base, e))?;
+            let value: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| unreachable(&self.base, format!("a {field} list: {e}")))?;
+            out.extend(value[field].as_array().into_iter().flatten().filter_map(|v| v.as_str()).map(String::from));
+            match next {
+                // Only pages of the same registry are followed.
+                Some(n) if n.starts_with(&format!("{}/v2/", self.base)) => url = n,
+                _ => return Ok(out),
+            }
+        }
+        Err(unreachable(&self.base, format!("more than {MAX_PAGES} pages of {field}")))
+    }
+
+    /// Every repository the remote lists (`/v2/_catalog`; registries that do not offer it
+    /// answer an error, and a rule then names its repositories without `*`).
+    pub async fn catalog(&self) -> Result<Vec<String>> {
+        let url = format!("{}/v2/_catalog?n=1000", self.base);
+        self.list("registry:catalog:*", url, "repositories").await
+    }
+
+    /// Every tag of a remote repository (none when it does not exist).
+    pub async fn tags(&self, repo: &str) -> Result<Vec<String>> {
+        self.list(&Self::pull_scope(repo), self.url(repo, "tags/list?n=1000"), "tags").await
+    }
+
+    /// A manifest by tag or digest: its media type, digest and bytes (`None`: not there). The
+    /// bytes are checked against the digest asked for, or the one the remote announces.
+    pub async fn get_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        accept: &str,
+        max: usize,
+    ) -> Result<Option<(String, String, Vec<u8>)>> {
+        let url = self.url(repo, &format!("manifests/{reference}"));
+        let resp = self
+            .send(&Self::pull_scope(repo), || self.client.get(&url).header(reqwest::header::ACCEPT, accept))
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => return Ok(None),
+            s if !s.is_success() => return Err(refused(&self.base, &format!("GET manifest {reference}"), resp).await),
+            _ => {}
+        }
+        let media_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| crate::oci::manifest::bare_media_type(v).to_string())
+            .unwrap_or_default();
+        let announced = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(String::from);
+        let body = read_capped(resp, max)
+            .await
+            .map_err(|e| unreachable(&self.base, format!("manifest {repo}:{reference}: {e}")))?;
+        let expected = if reference.contains(':') { Some(reference.to_string()) } else { announced };
+        let actual = match &expected {
+            Some(e) => {
+                let want = e.parse::<crate::oci::Digest>()?;
+                let got = want.same_algorithm_of(&body);
+                if got != want {
+                    return Err(RegistryError::DigestInvalid(format!(
+                        "{}: manifest {repo}:{reference} is {got}, not {want}",
+                        self.base
+                    )));
+                }
+                got.to_string()
+            }
+            None => crate::oci::Digest::sha256_of(&body).to_string(),
+        };
+        Ok(Some((media_type, actual, body)))
+    }
+
+    /// A blob, streamed: its announced length and its bytes (the caller verifies the digest).
+    pub async fn get_blob(
+        &self,
+        repo: &str,
+        digest: &str,
+    ) -> Result<(Option<u64>, futures_util::stream::BoxStream<'static, Result<bytes::Bytes>>)> {
+        use futures_util::StreamExt;
+        let url = self.url(repo, &format!("blobs/{digest}"));
+        let resp = self.send(&Self::pull_scope(repo), || self.client.get(&url)).await?;
+        if !resp.status().is_success() {
+            return Err(refused(&self.base, &format!("GET blob {digest}"), resp).await);
+        }
+        let size = resp.content_length();
+        let base = self.base.clone();
+        let body = resp.bytes_stream().map(move |c| c.map_err(|e| unreachable(&base, e)));
+        Ok((size, Box::pin(body)))
+    }
+
+    /// The digests of the manifests whose `subject` is `digest`: the referrers API, else the
+    /// index tagged `sha256-<hex>` (the OCI 1.1 fallback), else none.
+    pub async fn referrers(&self, repo: &str, digest: &str, max: usize) -> Result<Vec<String>> {
+        const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+        let url = self.url(repo, &format!("referrers/{digest}"));
+        let resp = self.send(&Self::pull_scope(repo), || self.client.get(&url)).await?;
+        let body = if resp.status().is_success()
+            && resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with(INDEX))
+        {
+            read_capped(resp, max).await.map_err(|e| unreachable(&self.base, e))?
+        } else if resp.status() == StatusCode::NOT_FOUND || resp.status().is_success() {
+            let tag = digest.replacen(':', "-", 1);
+            match self.get_manifest(repo, &tag, INDEX, max).await {
+                Ok(Some((_, _, b))) => b,
+                Ok(None) | Err(RegistryError::Unavailable(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            }
+        } else {
+            return Err(refused(&self.base, &format!("GET referrers of {digest}"), resp).await);
+        };
+        crate::oci::json::check_nesting(&body).map_err(|e| unreachable(&self.base, e))?;
+        let index: serde_json::Value = serde_json::from_slice(&body).map_err(|e| unreachable(&self.base, e))?;
+        Ok(index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["digest"].as_str())
+            .filter(|d| d.parse::<crate::oci::Digest>().is_ok())
+            .map(String::from)
+            .collect())
     }
 
     /// `GET /v2/` with the credentials: whether the remote is there and lets us in.
@@ -289,22 +480,53 @@ impl Remote {
         Ok(())
     }
 
-    /// Deletes a manifest by digest (`true`), or finds it gone already (`false`).
-    pub async fn delete_manifest(&self, repo: &str, digest: &str) -> Result<bool> {
-        let url = self.url(repo, &format!("manifests/{digest}"));
+    /// Deletes a manifest by digest or tag.
+    pub async fn delete_manifest(&self, repo: &str, reference: &str) -> Result<Deleted> {
+        let url = self.url(repo, &format!("manifests/{reference}"));
         let scope = format!("repository:{repo}:pull,push,delete");
         let resp = self.send(&scope, || self.client.request(Method::DELETE, &url)).await?;
         match resp.status() {
-            s if s.is_success() => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(refused(&self.base, &format!("deleting {digest}"), resp).await),
+            s if s.is_success() => Ok(Deleted::Yes),
+            StatusCode::NOT_FOUND => Ok(Deleted::Absent),
+            // The plain registry refuses a tag (it deletes by digest only).
+            StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED if !reference.contains(':') => {
+                Ok(Deleted::Unsupported)
+            }
+            _ => Err(refused(&self.base, &format!("deleting {reference}"), resp).await),
         }
     }
+}
+
+/// What a delete at a remote came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    Yes,
+    /// It was not there.
+    Absent,
+    /// The remote does not delete by tag.
+    Unsupported,
+}
+
+/// The target of a `Link` header's `rel="next"`.
+fn next_link(value: &str) -> Option<String> {
+    value.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        params.contains("rel=\"next\"").then(|| target.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn follows_next_links() {
+        assert_eq!(
+            next_link(r#"</v2/app/tags/list?last=b&n=2>; rel="next""#).as_deref(),
+            Some("/v2/app/tags/list?last=b&n=2")
+        );
+        assert_eq!(next_link(r#"<https://x/a>; rel="prev""#), None);
+    }
 
     #[test]
     fn parses_challenges() {
@@ -325,7 +547,9 @@ mod tests {
             Remote::new("https://registry.example.com/", "", "", None).unwrap().base(),
             "https://registry.example.com"
         );
-        for bad in ["ftp://x", "registry.example.com", "https://", ""] {
+        for bad in
+            ["ftp://x", "registry.example.com", "https://", "", "https://u:p@registry.example.com", "https://u@x"]
+        {
             assert!(Remote::new(bad, "", "", None).is_err(), "{bad}");
         }
     }

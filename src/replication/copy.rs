@@ -1,20 +1,28 @@
-//! One copy to a target: a manifest byte for byte (its digest never changes), an index with
-//! every child manifest first, the blobs of each image manifest before it, and the manifests
-//! that name any of them as their `subject` (signatures, SBOMs, attestations). What the target
-//! has already (a `HEAD`) is skipped, so a retried copy resumes. Blobs stream from Berth's store
-//! to the target; the target verifies their digests.
+//! One copy to a target (a push rule): a manifest byte for byte (its digest never changes), an
+//! index with every child manifest first, the blobs of each image manifest before it, and the
+//! manifests that name any of them as their `subject` (signatures, SBOMs, attestations). What
+//! the target has already (a `HEAD`) is skipped, so a retried copy resumes. Blobs stream from
+//! Berth's store to the target; the target verifies their digests.
+//!
+//! Jobs of the same tag may run out of order (a retry of an older push after a newer one):
+//! the tag is put last, and only if it still names what was copied (else the newer manifest is
+//! copied instead); a delete is carried out only if the reference is still gone here.
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 
 use super::Copied;
+use super::select::TagFilter;
 use crate::error::{RegistryError, Result};
 use crate::meta::{ManifestRecord, ReplicationRule};
 use crate::oci::manifest;
 use crate::oci::{Digest, Reference};
 use crate::registry::Registry;
-use crate::remote::Remote;
+use crate::remote::{Deleted, Remote};
+
+/// Times a copy starts over with the newer manifest of a tag that moved while it ran.
+const MOVED_RETRIES: usize = 3;
 
 /// What a `HEAD` of a manifest at the target accepts: every type Berth stores.
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -42,27 +50,42 @@ pub async fn copy(
     destination: &str,
 ) -> Result<Copied> {
     let parsed = Reference::parse(reference)?;
-    let record = match registry.read_manifest(repository, &parsed).await {
+    let mut c =
+        Copy { registry, remote, from: repository, to: destination, done: Copied::default(), seen: HashSet::new() };
+    let mut record = match registry.read_manifest(repository, &parsed).await {
         Ok(r) => r,
         // Deleted since it was queued: nothing to copy (a delete job follows if asked for).
         Err(RegistryError::ManifestUnknown(_)) => return Ok(Copied::default()),
         Err(e) => return Err(e),
     };
-    if let Reference::Digest(_) = parsed {
-        // Pushed by digest: a referrer follows its subject; anything else goes with its tags.
-        let m = manifest::parse(Some(&record.media_type), &record.content)?;
-        if m.subject.is_none() && rule.tags != "*" {
-            return Ok(Copied::default());
+    let tag = match &parsed {
+        Reference::Tag(tag) => tag,
+        Reference::Digest(_) => {
+            // Pushed by digest: a referrer follows its subject; anything else goes with its tags.
+            let m = manifest::parse(Some(&record.media_type), &record.content)?;
+            if m.subject.is_none() && !TagFilter::new(rule)?.takes_all() {
+                return Ok(Copied::default());
+            }
+            c.manifest(record).await?;
+            return Ok(c.done);
+        }
+    };
+    for _ in 0..MOVED_RETRIES {
+        c.manifest(record.clone()).await?;
+        // The tag may have moved while the copy ran: put it only if it still names this one.
+        match registry.read_manifest(repository, &parsed).await {
+            Ok(now) if now.digest == record.digest => {
+                remote.put_manifest(destination, tag, &record.media_type, &record.content).await?;
+                c.done.sent += 1;
+                return Ok(c.done);
+            }
+            Ok(now) => record = now,
+            // Deleted meanwhile: its delete job (if any) takes it from here.
+            Err(RegistryError::ManifestUnknown(_)) => return Ok(c.done),
+            Err(e) => return Err(e),
         }
     }
-    let mut c =
-        Copy { registry, remote, from: repository, to: destination, done: Copied::default(), seen: HashSet::new() };
-    c.manifest(record.clone()).await?;
-    if let Reference::Tag(tag) = &parsed {
-        remote.put_manifest(destination, tag, &record.media_type, &record.content).await?;
-        c.done.sent += 1;
-    }
-    Ok(c.done)
+    Err(RegistryError::Unavailable(format!("{repository}:{tag} kept moving while it was copied; tried again later")))
 }
 
 impl Copy<'_> {
@@ -121,22 +144,43 @@ impl Copy<'_> {
     }
 }
 
-/// Deletes `reference` at the target: a tag by tag where the target allows it, else the
-/// manifest it names (which takes the target's other tags of it along).
-pub async fn delete(remote: &Remote, destination: &str, reference: &str) -> Result<Copied> {
-    let digest = if reference.contains(':') {
-        reference.to_string()
-    } else {
-        match remote.delete_manifest(destination, reference).await {
-            Ok(true) => return Ok(Copied { sent: 1, ..Copied::default() }),
-            Ok(false) => return Ok(Copied { skipped: 1, ..Copied::default() }),
-            // The plain registry deletes by digest only.
-            Err(_) => match remote.manifest_digest(destination, reference, MANIFEST_ACCEPT).await? {
-                Some(d) => d,
-                None => return Ok(Copied { skipped: 1, ..Copied::default() }),
+/// Deletes `reference` at the target, unless it is here again (pushed after the delete): a
+/// tag by tag where the target allows it, else the manifest it names — but not when a tag
+/// here still names that manifest (the target's copy of that tag would go with it).
+pub async fn delete(
+    registry: &Registry,
+    remote: &Remote,
+    repository: &str,
+    destination: &str,
+    reference: &str,
+) -> Result<Copied> {
+    let skipped = Ok(Copied { skipped: 1, ..Copied::default() });
+    let sent = Ok(Copied { sent: 1, ..Copied::default() });
+    let parsed = Reference::parse(reference)?;
+    match registry.read_manifest(repository, &parsed).await {
+        Ok(_) => return skipped,
+        Err(RegistryError::ManifestUnknown(_) | RegistryError::NameUnknown(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let digest = match &parsed {
+        Reference::Digest(d) => d.to_string(),
+        Reference::Tag(tag) => match remote.delete_manifest(destination, tag).await? {
+            Deleted::Yes => return sent,
+            Deleted::Absent => return skipped,
+            Deleted::Unsupported => match remote.manifest_digest(destination, tag, MANIFEST_ACCEPT).await? {
+                Some(d) => {
+                    if !registry.tags_of(repository, &d).await?.is_empty() {
+                        tracing::info!(repository, tag, digest = %d, "replication: not deleting a manifest another tag still names");
+                        return skipped;
+                    }
+                    d
+                }
+                None => return skipped,
             },
-        }
+        },
     };
-    let deleted = remote.delete_manifest(destination, &digest).await?;
-    Ok(if deleted { Copied { sent: 1, ..Copied::default() } } else { Copied { skipped: 1, ..Copied::default() } })
+    match remote.delete_manifest(destination, &digest).await? {
+        Deleted::Yes => sent,
+        _ => skipped,
+    }
 }

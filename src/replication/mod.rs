@@ -1,18 +1,27 @@
-//! Replication: copies of images in other registries. A *target* is another registry (any OCI
-//! registry: another Berth, the plain registry, Harbor, a cloud registry), its password or
-//! token sealed in the database (`crate::seal`); a *rule* says which local repositories
-//! (a glob) and tags (a glob) go there, under which prefix, and whether deletes follow.
+//! Replication: copies of images in other registries, and of other registries' images here.
+//! A *target* is another registry (any OCI registry: another Berth, the plain registry,
+//! Harbor, a cloud registry), its password or token sealed in the database (`crate::seal`); a
+//! *rule* goes one way — `push` (local → target) or `pull` (target → local) — and says which
+//! repositories (a glob) and tags (a glob or a regular expression, optionally only the latest
+//! N, [`select`]) go, under which prefix, whether deletes follow, and on which schedule
+//! ([`schedule`]).
 //!
 //! Every copy or delete is a job in the database queue (`crate::meta::replication`): a push or
-//! a delete that a rule matches queues one at once (through [`crate::events::RepoListener`]),
-//! `run_rule` queues one per matching tag on demand. Each node's worker claims due jobs under
-//! a lease — one node runs each job — with `workers` at a time, retries a failed one with
-//! doubling waits, and gives up after `max_attempts` with a `replication` webhook event. A
-//! copy ([`copy`]) sends what the target lacks only, so a job retried after a failure (or a
-//! lost node) resumes instead of sending everything again.
+//! a delete that a push rule matches queues one at once (through
+//! [`crate::events::RepoListener`]); a run of a rule — on demand or on its schedule, recorded
+//! as an *execution* — queues one per matching tag. Each node's worker claims due jobs under
+//! a lease — one node runs each job — with `workers` at a time and `per_target` at a time per
+//! target, retries a failed one with doubling waits, and gives up after `max_attempts` with a
+//! `replication` webhook event. A copy ([`copy`] out, [`pull`] in) sends what the other side
+//! lacks only, so a job retried after a failure (or a lost node) resumes instead of sending
+//! everything again.
 
 mod copy;
+mod pull;
+pub mod schedule;
+pub mod select;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,9 +32,12 @@ use crate::config::ReplicationConfig;
 use crate::error::{RegistryError, Result};
 use crate::events::{Events, RepoListener};
 use crate::meta::{JobOutcome, Meta, ReplicationJob, ReplicationRule, ReplicationTarget, now_millis};
+use crate::metrics;
 use crate::registry::Registry;
 use crate::remote::Remote;
 use crate::seal::SealKey;
+use schedule::Schedule;
+use select::TagFilter;
 
 /// The purpose sealed target secrets are bound to.
 pub const SECRET_PURPOSE: &str = "replication-target";
@@ -43,6 +55,11 @@ pub struct Replicator {
     seal_path: std::path::PathBuf,
     wake: Notify,
     rules: Mutex<(Vec<ReplicationRule>, Option<Instant>)>,
+    /// One client per target (its token cache and connections reused), with what it was made
+    /// from: a changed target gets a new one.
+    remotes: Mutex<HashMap<i64, (String, Arc<Remote>)>>,
+    /// Jobs running per target, at most `per_target`.
+    target_slots: Mutex<HashMap<i64, Arc<Semaphore>>>,
 }
 
 /// What a copy sent and found at the target.
@@ -71,6 +88,8 @@ impl Replicator {
             seal_path,
             wake: Notify::new(),
             rules: Mutex::new((Vec::new(), None)),
+            remotes: Mutex::new(HashMap::new()),
+            target_slots: Mutex::new(HashMap::new()),
         }
     }
 
@@ -102,8 +121,15 @@ impl Replicator {
         Ok(rules)
     }
 
-    /// A client of a target, with its secret opened.
-    pub fn remote(&self, target: &ReplicationTarget) -> Result<Remote> {
+    /// A client of a target, with its secret opened (made once per target and kept).
+    pub fn remote(&self, target: &ReplicationTarget) -> Result<Arc<Remote>> {
+        let made_from = format!("{}\n{}\n{}\n{}", target.url, target.username, target.secret_sealed, target.ca_file);
+        if target.id != 0
+            && let Some((from, remote)) = self.remotes.lock().unwrap_or_else(|p| p.into_inner()).get(&target.id)
+            && *from == made_from
+        {
+            return Ok(remote.clone());
+        }
         let secret = if target.secret_sealed.is_empty() {
             String::new()
         } else {
@@ -113,7 +139,11 @@ impl Replicator {
             String::from_utf8(plain).map_err(|e| RegistryError::internal("a target's secret", e))?
         };
         let ca = (!target.ca_file.is_empty()).then(|| std::path::Path::new(&target.ca_file));
-        Remote::new(&target.url, &target.username, &secret, ca)
+        let remote = Arc::new(Remote::new(&target.url, &target.username, &secret, ca)?);
+        if target.id != 0 {
+            self.remotes.lock().unwrap_or_else(|p| p.into_inner()).insert(target.id, (made_from, remote.clone()));
+        }
+        Ok(remote)
     }
 
     /// Queues the jobs the push or delete of `repository` (`tag`, or a manifest by digest)
@@ -127,15 +157,19 @@ impl Replicator {
             if action == "delete" && !rule.replicate_deletes {
                 continue;
             }
+            let filter = TagFilter::new(rule)?;
             // A tag must match the rule's tags; a manifest pushed by digest alone is judged when
-            // copied (a referrer follows its subject).
+            // copied (a referrer follows its subject). A manifest deleted by digest follows
+            // only under a rule that takes every tag: under a filter, Berth cannot tell whether
+            // the target's copy came from a tag the rule covers.
             let reference = match (tag, digest) {
-                (Some(t), _) if glob_match(&rule.tags, t) => t,
+                (Some(t), _) if filter.matches(t) => t,
                 (Some(_), _) => continue,
+                (None, Some(_)) if action == "delete" && !filter.takes_all() => continue,
                 (None, Some(d)) => d,
                 (None, None) => continue,
             };
-            queued |= self.meta.enqueue_replication_job(rule.id, action, repository, reference).await?;
+            queued |= self.meta.enqueue_replication_job(rule.id, action, repository, reference, None).await?;
         }
         if queued {
             self.wake.notify_one();
@@ -143,28 +177,133 @@ impl Replicator {
         Ok(())
     }
 
-    /// Queues a copy of every tag of every local repository the rule matches; the number queued.
-    pub async fn run_rule(&self, rule: &ReplicationRule) -> Result<usize> {
-        let mut queued = 0;
-        let mut last: Option<String> = None;
-        loop {
-            let page = self.registry.catalog(last.as_deref(), 1000).await?;
-            for repository in page.iter().filter(|r| glob_match(&rule.repositories, r)) {
-                for tag in self.registry.tags(repository, None, 100_000).await? {
-                    if glob_match(&rule.tags, &tag)
-                        && self.meta.enqueue_replication_job(rule.id, "copy", repository, &tag).await?
+    /// Runs a rule now (`cause`: manual or schedule): an execution that queues a copy of every
+    /// tag the rule selects (and, for a pull rule that follows deletes, a delete of every local
+    /// tag the source no longer has). Returns the execution and how many jobs it queued.
+    pub async fn run_rule(&self, rule: &ReplicationRule, cause: &str) -> Result<(i64, usize)> {
+        let execution = self.meta.create_replication_execution(rule.id, cause).await?;
+        let listed = match rule.direction.as_str() {
+            "pull" => self.list_pull(rule).await,
+            _ => self.list_push(rule).await,
+        };
+        let result = match listed {
+            Ok(jobs) => {
+                let mut queued = 0;
+                for (action, repository, reference) in jobs {
+                    if self
+                        .meta
+                        .enqueue_replication_job(rule.id, action, &repository, &reference, Some(execution))
+                        .await?
                     {
                         queued += 1;
                     }
                 }
+                self.meta.finish_replication_execution(execution, queued as i64, None).await?;
+                Ok((execution, queued))
+            }
+            Err(e) => {
+                self.meta.finish_replication_execution(execution, 0, Some(&e.to_string())).await?;
+                Err(e)
+            }
+        };
+        self.wake.notify_one();
+        result
+    }
+
+    /// What a run of a push rule copies: the selected tags of every matching local repository.
+    async fn list_push(&self, rule: &ReplicationRule) -> Result<Vec<(&'static str, String, String)>> {
+        let filter = TagFilter::new(rule)?;
+        let mut jobs = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let page = self.registry.catalog(last.as_deref(), 1000).await?;
+            for repository in page.iter().filter(|r| glob_match(&rule.repositories, r)) {
+                let tags: Vec<_> =
+                    self.meta.tag_times(repository).await?.into_iter().filter(|(t, _)| filter.matches(t)).collect();
+                for tag in select::latest(tags, rule.latest) {
+                    jobs.push(("copy", repository.clone(), tag));
+                }
             }
             match page.last() {
                 Some(l) if page.len() == 1000 => last = Some(l.clone()),
-                _ => break,
+                _ => return Ok(jobs),
             }
         }
-        self.wake.notify_one();
-        Ok(queued)
+    }
+
+    /// What a run of a pull rule copies: the selected tags of every matching repository of
+    /// the source (its catalog when the rule's repositories have a `*`), and the local tags
+    /// the source no longer has when deletes follow.
+    async fn list_pull(&self, rule: &ReplicationRule) -> Result<Vec<(&'static str, String, String)>> {
+        let filter = TagFilter::new(rule)?;
+        let target = self.target_of(rule).await?;
+        let remote = self.remote(&target)?;
+        let repositories = if rule.repositories.contains('*') {
+            remote.catalog().await?.into_iter().filter(|r| glob_match(&rule.repositories, r)).collect()
+        } else {
+            vec![rule.repositories.clone()]
+        };
+        let mut jobs = Vec::new();
+        for repository in repositories {
+            if crate::oci::validate_name(&repository).is_err() {
+                continue;
+            }
+            let tags: Vec<String> = remote.tags(&repository).await?.into_iter().filter(|t| filter.matches(t)).collect();
+            let chosen = if rule.latest > 0 && tags.len() as i64 > rule.latest {
+                let mut timed = Vec::with_capacity(tags.len());
+                for tag in &tags {
+                    timed.push((tag.clone(), pull::created(&remote, &repository, tag).await));
+                }
+                select::latest(timed, rule.latest)
+            } else {
+                tags.clone()
+            };
+            if rule.replicate_deletes {
+                let upstream: HashSet<&String> = tags.iter().collect();
+                let local = destination(&rule.destination_prefix, &repository);
+                for (tag, _) in self.meta.tag_times(&local).await? {
+                    if filter.matches(&tag) && !upstream.contains(&tag) {
+                        jobs.push(("delete", repository.clone(), tag));
+                    }
+                }
+            }
+            for tag in chosen {
+                jobs.push(("copy", repository.clone(), tag));
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn target_of(&self, rule: &ReplicationRule) -> Result<ReplicationTarget> {
+        self.meta
+            .replication_target_by_id(rule.target_id)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("replication target {} is gone", rule.target_name)))
+    }
+
+    /// Runs the scheduled rules that are due and that this node claims first.
+    async fn run_schedules(&self) -> Result<()> {
+        let now = now_millis();
+        for rule in self.meta.due_replication_rules(now).await? {
+            let Some(due) = rule.next_run_at else { continue };
+            let next = match Schedule::parse(&rule.schedule).and_then(|s| s.next_after(now.max(due))) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(rule = %rule.name, error = %e, "replication: a schedule that cannot run");
+                    // Pushed far out, so the bad schedule is not looked at every poll.
+                    now + 86_400_000
+                }
+            };
+            if self.meta.claim_scheduled_run(rule.id, due, next).await? {
+                match self.run_rule(&rule, "schedule").await {
+                    Ok((execution, queued)) => {
+                        tracing::info!(rule = %rule.name, execution, queued, "replication: scheduled run")
+                    }
+                    Err(e) => tracing::warn!(rule = %rule.name, error = %e, "replication: scheduled run failed"),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs this node's worker in the background.
@@ -177,6 +316,13 @@ impl Replicator {
         let slots = Arc::new(Semaphore::new(self.config.workers.max(1)));
         let lease_ms = (self.config.lease_secs.max(10) * 1000) as i64;
         loop {
+            if let Err(e) = self.run_schedules().await {
+                tracing::warn!(error = %e, "replication: cannot read the schedules");
+            }
+            match self.meta.pending_replication_jobs().await {
+                Ok(n) => metrics::global().replication_pending(n),
+                Err(e) => tracing::warn!(error = %e, "replication: cannot count the queue"),
+            }
             let free = slots.available_permits() as i64;
             if free > 0 {
                 match self.meta.claim_replication_jobs(lease_ms, free).await {
@@ -219,7 +365,7 @@ impl Replicator {
         let outcome = match &result {
             Ok(c) => JobOutcome::Done { copied: c.sent, skipped: c.skipped, bytes: c.bytes },
             Err(e) => {
-                let last = job.attempts >= self.config.max_attempts as i64;
+                let last = job.attempts >= self.config.max_attempts as i64 || !retryable(e);
                 let wait = self.config.backoff_initial_ms.saturating_mul(1 << (job.attempts - 1).clamp(0, 20) as u64);
                 let wait = wait.min(self.config.backoff_max_secs * 1000) as i64;
                 JobOutcome::Failed { error: e.to_string(), next_attempt_at: (!last).then(|| now_millis() + wait) }
@@ -235,6 +381,20 @@ impl Replicator {
                 job = job.id, attempt = job.attempts, action = %job.action, repository = %job.repository,
                 reference = %job.reference, error = %e, "replication failed"
             ),
+        }
+        let pull =
+            self.rules().await.is_ok_and(|rules| rules.iter().any(|r| r.id == job.rule_id && r.direction == "pull"));
+        let direction = if pull { "pull" } else { "push" };
+        match &outcome {
+            JobOutcome::Done { copied, skipped, bytes } => {
+                metrics::global().replication_job(direction, "done", *copied as u64, *skipped as u64, *bytes as u64)
+            }
+            JobOutcome::Failed { next_attempt_at: Some(_), .. } => {
+                metrics::global().replication_job(direction, "retry", 0, 0, 0)
+            }
+            JobOutcome::Failed { next_attempt_at: None, .. } => {
+                metrics::global().replication_job(direction, "failed", 0, 0, 0)
+            }
         }
         match self.meta.finish_replication_job(job.id, job.attempts, &outcome).await {
             Ok(true) => {
@@ -256,19 +416,39 @@ impl Replicator {
             .replication_rule_by_id(job.rule_id)
             .await?
             .ok_or_else(|| RegistryError::NotFound(format!("replication rule {} is gone", job.rule_id)))?;
-        let target = self
-            .meta
-            .replication_target_by_id(rule.target_id)
-            .await?
-            .ok_or_else(|| RegistryError::NotFound(format!("replication target {} is gone", rule.target_name)))?;
+        let target = self.target_of(&rule).await?;
         let remote = self.remote(&target)?;
+        let slots = self
+            .target_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(target.id)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.per_target.max(1))))
+            .clone();
+        let _slot = slots.acquire_owned().await.map_err(|e| RegistryError::internal("a target's slots", e))?;
         let destination = destination(&rule.destination_prefix, &job.repository);
-        match job.action.as_str() {
-            "copy" => copy::copy(&self.registry, &remote, &rule, &job.repository, &job.reference, &destination).await,
-            "delete" => copy::delete(&remote, &destination, &job.reference).await,
-            other => Err(RegistryError::Internal(format!("unknown replication action {other}"))),
+        let (registry, repo, reference) = (&*self.registry, job.repository.as_str(), job.reference.as_str());
+        match (rule.direction.as_str(), job.action.as_str()) {
+            ("push", "copy") => copy::copy(registry, &remote, &rule, repo, reference, &destination).await,
+            ("push", "delete") => copy::delete(registry, &remote, repo, &destination, reference).await,
+            ("pull", "copy") => pull::pull(registry, &remote, repo, reference, &destination).await,
+            ("pull", "delete") => pull::delete(registry, &remote, repo, &destination, reference).await,
+            (d, a) => Err(RegistryError::Internal(format!("unknown replication job: {d} {a}"))),
         }
     }
+}
+
+/// Whether a failed attempt may succeed later: not when what the source sent is corrupt or
+/// what was asked for is invalid (a retry would fetch the same bytes).
+fn retryable(e: &RegistryError) -> bool {
+    !matches!(
+        e,
+        RegistryError::DigestInvalid(_)
+            | RegistryError::ManifestInvalid(_)
+            | RegistryError::NameInvalid(_)
+            | RegistryError::Invalid(_)
+            | RegistryError::NotFound(_)
+    )
 }
 
 /// The repository name at the target: the prefix, then the local name.

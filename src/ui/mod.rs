@@ -13,11 +13,12 @@
 //!
 //! Pages: [`browse`] (repositories, tags, manifests, deletes), [`account`] (settings,
 //! namespaces, robots, administration), [`ops`] (garbage collection, quotas and usage, the
-//! mirror's counters).
+//! mirror's counters), [`replication`] (targets, rules, executions and jobs).
 
 mod account;
 mod browse;
 mod format;
+mod replication;
 mod session;
 mod storage;
 
@@ -32,6 +33,7 @@ use crate::auth::{Actions, AuthService, Identity};
 use crate::error::RegistryError;
 use crate::gc::Collector;
 use crate::manage::accounts::AccountAdmin;
+use crate::manage::replication::ReplicationAdmin;
 use crate::manage::storage::StorageAdmin;
 use crate::mirror::Mirror;
 use crate::registry::Registry;
@@ -66,7 +68,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/users", web::post().to(account::create_user))
         .route("/admin/users/{name}", web::post().to(account::update_user))
         .route("/admin/orgs", web::post().to(account::create_org))
-        .route("/admin/gc", web::post().to(account::run_gc));
+        .route("/admin/gc", web::post().to(account::run_gc))
+        .route("/admin/replication", web::get().to(replication::replication))
+        .route("/admin/replication/targets", web::post().to(replication::create_target))
+        .route("/admin/replication/targets/{name}/test", web::post().to(replication::test_target))
+        .route("/admin/replication/targets/{name}/delete", web::post().to(replication::delete_target))
+        .route("/admin/replication/rules", web::post().to(replication::create_rule))
+        .route("/admin/replication/rules/{name}", web::get().to(replication::rule))
+        .route("/admin/replication/rules/{name}/run", web::post().to(replication::run_rule))
+        .route("/admin/replication/rules/{name}/delete", web::post().to(replication::delete_rule));
 }
 
 const CSS: &str = include_str!("static/berth.css");
@@ -111,6 +121,8 @@ pub struct Services {
     pub accounts: Option<Arc<AccountAdmin>>,
     /// Webhook events and the audit log.
     pub events: Arc<crate::events::Events>,
+    /// Replication targets, rules and their history.
+    pub replication: Option<Arc<ReplicationAdmin>>,
     /// The client's address (for the audit log).
     pub addr: String,
 }
@@ -130,6 +142,7 @@ impl Services {
             gc: req.app_data::<web::Data<Collector>>().map(|d| d.clone().into_inner()),
             storage: req.app_data::<web::Data<StorageAdmin>>().map(|d| d.clone().into_inner()),
             events: state.events.clone(),
+            replication: req.app_data::<web::Data<ReplicationAdmin>>().map(|d| d.clone().into_inner()),
             addr: crate::auth::service::client_addr(req),
         })
     }
