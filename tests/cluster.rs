@@ -1,7 +1,8 @@
 //! Several stateless Berth nodes on one PostgreSQL database and one S3 bucket: the docker
 //! engine pushes through an nginx load balancer that alternates nodes, every node serves what
-//! any node stored, tokens from one node work on another, and an S3 outage mid-push leaves no
-//! partial blob. Always runs on S3 + PostgreSQL (scripts/test starts both).
+//! any node stored, tokens from one node work on another, an S3 outage mid-push leaves no
+//! partial blob, and each replication job (and each scheduled run) is carried out by one node
+//! only. Always runs on S3 + PostgreSQL (scripts/test starts both).
 
 mod common;
 
@@ -9,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::docker::{DockerClient, Images, build_image, import_busybox, pushed_digest, require_tools};
-use common::images::DOCKER_MANIFEST;
+use common::images::{DOCKER_MANIFEST, MANIFEST_ACCEPT, tiny};
+use common::reference::DockerRegistry;
 use common::registry::{Creds, Reg, header};
 use common::{ADMIN_PASSWORD, Backend, Berth, free_port, sha256};
 use reqwest::{Method, StatusCode};
@@ -349,4 +351,63 @@ async fn blob_gets_redirect_to_presigned_urls_when_asked() {
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     // A repository that does not link the blob gets no URL.
     assert_eq!(reg.status(Method::GET, &format!("/v2/other/blobs/{digest}")).await, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn two_nodes_run_each_replication_job_once() {
+    let env = [
+        ("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ("BERTH_REPLICATION__POLL_MS", "100"),
+        ("BERTH_REPLICATION__BACKOFF_INITIAL_MS", "300"),
+        ("BERTH_REPLICATION__BACKOFF_MAX_SECS", "1"),
+    ];
+    let a = Berth::start_on(Backend::s3_postgres(None), &env);
+    let b = a.start_peer();
+    let reference = DockerRegistry::start();
+    let (ra, rb) = (Reg::admin(&a), Reg::admin(&b));
+    let body = serde_json::json!({"name": "dr", "url": reference.base()});
+    assert_eq!(ra.api(Method::POST, "/api/v1/replication/targets", Some(body)).await.0, StatusCode::CREATED);
+    let rule = serde_json::json!({"name": "to-dr", "target": "dr", "repositories": "team/*"});
+    assert_eq!(ra.api(Method::POST, "/api/v1/replication/rules", Some(rule)).await.0, StatusCode::CREATED);
+
+    // Pushes through both nodes: each node queues the jobs of its pushes, both workers claim.
+    let tags: Vec<String> = (0..16).map(|i| format!("t{i}")).collect();
+    for (i, tag) in tags.iter().enumerate() {
+        let node = if i % 2 == 0 { &ra } else { &rb };
+        node.push_image("team/app", tag, &tiny(&format!("two nodes {tag}"))).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = ra.api_ok(Method::GET, "/api/v1/replication/rules/to-dr/jobs", None).await;
+        let jobs = out["jobs"].as_array().unwrap().clone();
+        if jobs.len() == tags.len() && jobs.iter().all(|j| j["status"] == "done") {
+            for j in &jobs {
+                assert_eq!(j["attempts"], 1, "one attempt, by one node: {j}");
+            }
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "jobs not done in 30 s: {jobs:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let target = Reg::foreign(&reference.base());
+    let log = reference.access_log();
+    for tag in &tags {
+        let r = target.req(Method::HEAD, &format!("/v2/team/app/manifests/{tag}")).header("accept", MANIFEST_ACCEPT);
+        assert_eq!(r.send().await.unwrap().status(), StatusCode::OK, "{tag} at the target");
+        let puts = log.lines().filter(|l| l.contains(&format!("\"PUT /v2/team/app/manifests/{tag} "))).count();
+        assert_eq!(puts, 1, "{tag} was put once, by one node");
+    }
+
+    // A schedule fires once across the nodes: an hourly pull rule's first run is now.
+    let pull = serde_json::json!({"name": "hourly", "target": "dr", "direction": "pull", "repositories": "team/app",
+                                  "tags": "t1", "destination_prefix": "back", "schedule": "1h"});
+    assert_eq!(rb.api(Method::POST, "/api/v1/replication/rules", Some(pull)).await.0, StatusCode::CREATED);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ra.get_manifest("back/team/app", "t1").await.status() != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "the scheduled pull did not run");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let runs = ra.api_ok(Method::GET, "/api/v1/replication/rules/hourly/executions", None).await;
+    assert_eq!(runs["executions"].as_array().unwrap().len(), 1, "one run, by one node: {runs}");
 }

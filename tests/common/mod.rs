@@ -25,6 +25,7 @@ pub mod html;
 pub mod images;
 pub mod oidc;
 pub mod pebble;
+pub mod proxy;
 pub mod reference;
 pub mod registry;
 pub mod skopeo;
