@@ -207,6 +207,22 @@ async fn pushes_reach_the_reference_registry_with_their_digests() {
     eventually("v1 deleted at the target", || async { manifest_at(&target, "copy/team/app", "v1").await.is_none() })
         .await;
     assert!(manifest_at(&target, "copy/team/app", "v1-multi").await.is_some(), "the other tag stays");
+
+    // The same image in another repository: the target mounts its blobs, none is sent again.
+    reg.push_image("team/app2", "v1", &image).await;
+    eventually("team/app2:v1 at the target", || async {
+        manifest_at(&target, "copy/team/app2", "v1").await.is_some_and(|(d, _)| d == digest)
+    })
+    .await;
+    let log = reference.access_log();
+    let mounted = log
+        .lines()
+        .filter(|l| {
+            l.contains("\"POST /v2/copy/team/app2/blobs/uploads/?") && l.contains("mount=") && l.contains("\" 201 ")
+        })
+        .count();
+    assert_eq!(mounted, 2, "the config and the layer were mounted:\n{log}");
+    assert!(!log.contains("\"PUT /v2/copy/team/app2/blobs/"), "no blob sent again:\n{log}");
 }
 
 #[tokio::test]

@@ -172,7 +172,8 @@ impl Remote {
     /// A token from the challenge's realm for `scope`.
     async fn fetch_token(&self, params: &HashMap<String, String>, scope: &str) -> Result<String> {
         let realm = params.get("realm").ok_or_else(|| unreachable(&self.base, "a challenge without a realm"))?;
-        let mut query = vec![("scope", scope)];
+        // Several scopes (a mount needs two) go as several `scope` parameters.
+        let mut query: Vec<(&str, &str)> = scope.split(' ').map(|s| ("scope", s)).collect();
         if let Some(service) = params.get("service") {
             query.push(("service", service.as_str()));
         }
@@ -436,17 +437,53 @@ impl Remote {
     /// Uploads a blob in one request: `POST` opens the upload (where the token is fetched), the
     /// `PUT` streams `body` (`size` bytes) and names the digest, which the remote verifies.
     pub async fn push_blob(&self, repo: &str, digest: &str, size: u64, body: ByteStream) -> Result<()> {
-        let scope = Self::push_scope(repo);
-        let start_url = self.url(repo, "blobs/uploads/");
+        match self.start_upload(repo, digest, None).await? {
+            Some(location) => self.finish_upload(repo, &location, digest, size, body).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Opens an upload in `repo` — or, with `mount_from` (another repository at the remote that
+    /// may hold the blob), asks the remote to mount the blob from there: `None` when it did (no
+    /// bytes to send), else the upload's location.
+    pub async fn start_upload(&self, repo: &str, digest: &str, mount_from: Option<&str>) -> Result<Option<String>> {
+        let (scope, start_url) = match mount_from {
+            Some(from) => (
+                format!("{} {}", Self::push_scope(repo), Self::pull_scope(from)),
+                reqwest::Url::parse_with_params(
+                    &self.url(repo, "blobs/uploads/"),
+                    &[("mount", digest), ("from", from)],
+                )
+                .map_err(|e| unreachable(&self.base, e))?
+                .to_string(),
+            ),
+            None => (Self::push_scope(repo), self.url(repo, "blobs/uploads/")),
+        };
         let resp = self.send(&scope, || self.client.post(&start_url).header(CONTENT_LENGTH, "0")).await?;
-        if resp.status() != StatusCode::ACCEPTED {
-            return Err(refused(&self.base, "starting an upload", resp).await);
+        match resp.status() {
+            StatusCode::CREATED if mount_from.is_some() => return Ok(None),
+            StatusCode::ACCEPTED => {}
+            _ => return Err(refused(&self.base, "starting an upload", resp).await),
         }
         let location = resp
             .headers()
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| unreachable(&self.base, "an upload without a Location"))?;
+        Ok(Some(location.to_string()))
+    }
+
+    /// Streams a blob into an upload opened by [`Remote::start_upload`] with one `PUT` naming
+    /// the digest, which the remote verifies.
+    pub async fn finish_upload(
+        &self,
+        repo: &str,
+        location: &str,
+        digest: &str,
+        size: u64,
+        body: ByteStream,
+    ) -> Result<()> {
+        let scope = Self::push_scope(repo);
         let mut put_url = reqwest::Url::parse(&self.base)
             .and_then(|b| b.join(location))
             .map_err(|e| unreachable(&self.base, format!("upload location {location:?}: {e}")))?;

@@ -14,6 +14,7 @@ use std::pin::Pin;
 
 use super::Copied;
 use super::select::TagFilter;
+use crate::auth::policy::glob_match;
 use crate::error::{RegistryError, Result};
 use crate::meta::{ManifestRecord, ReplicationRule};
 use crate::oci::manifest;
@@ -33,6 +34,7 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 struct Copy<'a> {
     registry: &'a Registry,
     remote: &'a Remote,
+    rule: &'a ReplicationRule,
     /// Local and remote repository.
     from: &'a str,
     to: &'a str,
@@ -50,8 +52,15 @@ pub async fn copy(
     destination: &str,
 ) -> Result<Copied> {
     let parsed = Reference::parse(reference)?;
-    let mut c =
-        Copy { registry, remote, from: repository, to: destination, done: Copied::default(), seen: HashSet::new() };
+    let mut c = Copy {
+        registry,
+        remote,
+        rule,
+        from: repository,
+        to: destination,
+        done: Copied::default(),
+        seen: HashSet::new(),
+    };
     let mut record = match registry.read_manifest(repository, &parsed).await {
         Ok(r) => r,
         // Deleted since it was queued: nothing to copy (a delete job follows if asked for).
@@ -121,8 +130,9 @@ impl Copy<'_> {
         })
     }
 
-    /// A blob, unless the target has it. A non-distributable layer (with `urls`) that Berth does
-    /// not hold is the target's to fetch from those URLs.
+    /// A blob, unless the target has it: mounted from another repository this rule copied it
+    /// to where the target allows, else streamed. A non-distributable layer (with `urls`) that
+    /// Berth does not hold is the target's to fetch from those URLs.
     async fn blob(&mut self, digest: &str, foreign: bool) -> Result<()> {
         if !self.seen.insert(digest.to_string()) {
             return Ok(());
@@ -137,7 +147,19 @@ impl Copy<'_> {
             Err(RegistryError::BlobUnknown(_)) if foreign => return Ok(()),
             Err(e) => return Err(e),
         };
-        self.remote.push_blob(self.to, digest, read.size, read.body).await?;
+        // Another local repository of this rule holding the blob has (likely) sent it already.
+        let mount_from = self
+            .registry
+            .repositories_linking(&parsed, 20)
+            .await?
+            .into_iter()
+            .find(|r| r != self.from && glob_match(&self.rule.repositories, r))
+            .map(|r| super::destination(&self.rule.destination_prefix, &r));
+        let Some(location) = self.remote.start_upload(self.to, digest, mount_from.as_deref()).await? else {
+            self.done.skipped += 1;
+            return Ok(());
+        };
+        self.remote.finish_upload(self.to, &location, digest, read.size, read.body).await?;
         self.done.sent += 1;
         self.done.bytes += read.size as i64;
         Ok(())
