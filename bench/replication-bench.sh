@@ -40,6 +40,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/berth-replication-bench.XXXXXX")
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    pkill -f "$WORK/" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }

@@ -51,6 +51,8 @@ pub struct ReplicationConfig {
     pub workers: usize,
     /// Jobs this node runs at a time against one target (or source).
     pub per_target: usize,
+    /// The chunk size (bytes) of uploads to a target that refused a blob in one request.
+    pub chunk_bytes: usize,
     /// How often, in milliseconds, the queue is checked for jobs queued by other nodes or due
     /// for a retry (this node's own are started at once).
     pub poll_ms: u64,
@@ -71,6 +73,7 @@ impl Default for ReplicationConfig {
             enabled: true,
             workers: 4,
             per_target: 2,
+            chunk_bytes: 16 << 20,
             poll_ms: 1000,
             lease_secs: 120,
             max_attempts: 10,

@@ -591,3 +591,79 @@ async fn the_web_ui_adds_targets_and_rules_and_shows_runs() {
     let carol = Ui::login(&berth.base, "carol", "carol-password-1").await;
     assert_eq!(carol.get("/admin/replication").await.0, StatusCode::FORBIDDEN);
 }
+
+/// nginx in front of a registry, refusing request bodies over 1 MiB (a proxy's body limit).
+struct BodyLimit {
+    port: u16,
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl BodyLimit {
+    fn start(upstream: u16) -> BodyLimit {
+        let dir = tempfile::tempdir().unwrap();
+        let port = common::free_port();
+        let conf = format!(
+            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
+             http {{\n access_log {d}/access.log;\n client_body_temp_path {d};\n proxy_temp_path {d};\n\
+             server {{\n listen 127.0.0.1:{port};\n client_max_body_size 1m;\n\
+             location / {{\n proxy_pass http://127.0.0.1:{upstream};\n proxy_http_version 1.1;\n\
+             proxy_set_header Host $http_host;\n proxy_request_buffering off;\n }}\n }}\n}}\n",
+            d = dir.path().display()
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = std::process::Command::new("nginx")
+            .args(["-g", "daemon off;", "-c"])
+            .arg(dir.path().join("nginx.conf"))
+            .spawn()
+            .expect("the tests need nginx (apt-get install nginx-light)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not listen");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        BodyLimit { port, child, dir }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for BodyLimit {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_target_that_refuses_large_bodies_gets_chunks() {
+    let reference = DockerRegistry::start();
+    let limit = BodyLimit::start(reference.port);
+    let berth = Berth::start_with_env(&[
+        ("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ("BERTH_REPLICATION__BACKOFF_INITIAL_MS", "300"),
+        ("BERTH_REPLICATION__BACKOFF_MAX_SECS", "1"),
+        ("BERTH_REPLICATION__POLL_MS", "200"),
+        ("BERTH_REPLICATION__CHUNK_BYTES", "262144"),
+    ]);
+    let reg = Reg::admin(&berth);
+    add_target(&reg, "limited", &format!("http://127.0.0.1:{}", limit.port)).await;
+    add_rule(&reg, json!({"name": "to-limited", "target": "limited"})).await;
+    let layer: Vec<u8> = (0..3 << 20).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let image = Image::new(tiny("chunked").config, vec![layer]);
+    let digest = reg.push_image("big/chunked", "1", &image).await;
+
+    let target = Reg::foreign(&reference.base());
+    within(30, "the image at the target", || async {
+        manifest_at(&target, "big/chunked", "1").await.is_some_and(|(d, _)| d == digest)
+    })
+    .await;
+    let log = limit.log();
+    assert!(log.lines().any(|l| l.contains("\"PUT /v2/big/chunked/blobs/uploads/") && l.contains("\" 413 ")), "{log}");
+    let patches =
+        log.lines().filter(|l| l.contains("\"PATCH /v2/big/chunked/blobs/uploads/") && l.contains("\" 202 ")).count();
+    assert_eq!(patches, 12, "3 MiB in chunks of 256 KiB:\n{log}");
+    assert_eq!(target.get_blob("big/chunked", &image.layer_digest(0)).await, image.layers[0]);
+}

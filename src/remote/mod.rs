@@ -24,6 +24,8 @@ use crate::storage::ByteStream;
 /// Longest wait a `Retry-After` gets, and how often a request is tried while rate limited.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 const RATE_LIMITED_TRIES: u32 = 4;
+/// The `PATCH` chunk size where a remote refuses a blob in one request.
+pub const DEFAULT_CHUNK_BYTES: usize = 16 << 20;
 /// The most of an error answer read (and quoted in the error).
 pub const ERROR_BODY_MAX: usize = 4096;
 /// The most of a token endpoint's answer read.
@@ -81,6 +83,10 @@ pub struct Remote {
     client: reqwest::Client,
     /// Bearer tokens by scope, with when they stop being usable.
     tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// Set once the remote refused a blob in one request (`413`): uploads go in `PATCH` chunks
+    /// of `chunk_bytes` from then on.
+    chunked: std::sync::atomic::AtomicBool,
+    chunk_bytes: usize,
 }
 
 impl std::fmt::Debug for Remote {
@@ -150,7 +156,15 @@ impl Remote {
             password: password.to_string(),
             client,
             tokens: Mutex::new(HashMap::new()),
+            chunked: std::sync::atomic::AtomicBool::new(false),
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
         })
+    }
+
+    /// The size of the `PATCH` chunks used where the remote refuses a blob in one request.
+    pub fn with_chunk_bytes(mut self, n: usize) -> Remote {
+        self.chunk_bytes = n.max(1024);
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -473,8 +487,9 @@ impl Remote {
         Ok(Some(location.to_string()))
     }
 
-    /// Streams a blob into an upload opened by [`Remote::start_upload`] with one `PUT` naming
-    /// the digest, which the remote verifies.
+    /// Streams a blob into an upload opened by [`Remote::start_upload`]: one `PUT` naming the
+    /// digest (which the remote verifies), or — once the remote has refused that with `413` —
+    /// `PATCH` chunks of `chunk_bytes` and a closing `PUT`.
     pub async fn finish_upload(
         &self,
         repo: &str,
@@ -483,10 +498,12 @@ impl Remote {
         size: u64,
         body: ByteStream,
     ) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.chunked.load(Ordering::Relaxed) {
+            return self.finish_chunked(repo, location, digest, body).await;
+        }
         let scope = Self::push_scope(repo);
-        let mut put_url = reqwest::Url::parse(&self.base)
-            .and_then(|b| b.join(location))
-            .map_err(|e| unreachable(&self.base, format!("upload location {location:?}: {e}")))?;
+        let mut put_url = self.upload_url(location)?;
         put_url.query_pairs_mut().append_pair("digest", digest);
         let mut req = self
             .client
@@ -498,8 +515,76 @@ impl Remote {
             req = req.header(AUTHORIZATION, a);
         }
         let resp = req.send().await.map_err(|e| unreachable(&self.base, e))?;
+        if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            self.chunked.store(true, Ordering::Relaxed);
+            tracing::info!(remote = %self.base, size, chunk = self.chunk_bytes, "a blob in one request was too large: uploading in chunks from now on");
+            return Err(RegistryError::Unavailable(format!(
+                "{}: refused {digest} ({size} bytes) in one request; later attempts upload it in chunks of {} bytes",
+                self.base, self.chunk_bytes
+            )));
+        }
         if resp.status() != StatusCode::CREATED {
             return Err(refused(&self.base, &format!("uploading {digest}"), resp).await);
+        }
+        Ok(())
+    }
+
+    fn upload_url(&self, location: &str) -> Result<reqwest::Url> {
+        reqwest::Url::parse(&self.base)
+            .and_then(|b| b.join(location))
+            .map_err(|e| unreachable(&self.base, format!("upload location {location:?}: {e}")))
+    }
+
+    /// `PATCH` chunks (each with its `Content-Range`, following the `Location` each answer
+    /// gives), then the closing `PUT ?digest=`.
+    async fn finish_chunked(&self, repo: &str, location: &str, digest: &str, mut body: ByteStream) -> Result<()> {
+        use futures_util::StreamExt;
+        let scope = Self::push_scope(repo);
+        let mut location = location.to_string();
+        let mut offset: u64 = 0;
+        let mut buf = bytes::BytesMut::new();
+        let mut ended = false;
+        while !ended {
+            while buf.len() < self.chunk_bytes {
+                match body.next().await {
+                    Some(chunk) => {
+                        buf.extend_from_slice(&chunk.map_err(|e| RegistryError::internal("reading a blob", e))?)
+                    }
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+            while buf.len() >= self.chunk_bytes || (ended && !buf.is_empty()) {
+                let take = buf.len().min(self.chunk_bytes);
+                let chunk = buf.split_to(take).freeze();
+                let end = offset + chunk.len() as u64 - 1;
+                let url = self.upload_url(&location)?;
+                let resp = self
+                    .send(&scope, || {
+                        self.client
+                            .patch(url.clone())
+                            .header(CONTENT_TYPE, "application/octet-stream")
+                            .header(CONTENT_LENGTH, chunk.len().to_string())
+                            .header("content-range", format!("{offset}-{end}"))
+                            .body(chunk.clone())
+                    })
+                    .await?;
+                if resp.status() != StatusCode::ACCEPTED {
+                    return Err(refused(&self.base, &format!("uploading a chunk of {digest}"), resp).await);
+                }
+                if let Some(next) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) {
+                    location = next.to_string();
+                }
+                offset = end + 1;
+            }
+        }
+        let mut put_url = self.upload_url(&location)?;
+        put_url.query_pairs_mut().append_pair("digest", digest);
+        let resp = self.send(&scope, || self.client.put(put_url.clone()).header(CONTENT_LENGTH, "0")).await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(refused(&self.base, &format!("closing the upload of {digest}"), resp).await);
         }
         Ok(())
     }

@@ -139,7 +139,9 @@ impl Replicator {
             String::from_utf8(plain).map_err(|e| RegistryError::internal("a target's secret", e))?
         };
         let ca = (!target.ca_file.is_empty()).then(|| std::path::Path::new(&target.ca_file));
-        let remote = Arc::new(Remote::new(&target.url, &target.username, &secret, ca)?);
+        let remote = Arc::new(
+            Remote::new(&target.url, &target.username, &secret, ca)?.with_chunk_bytes(self.config.chunk_bytes),
+        );
         if target.id != 0 {
             self.remotes.lock().unwrap_or_else(|p| p.into_inner()).insert(target.id, (made_from, remote.clone()));
         }
