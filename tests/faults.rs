@@ -411,8 +411,9 @@ async fn a_full_disk_refuses_pushes_cleanly_and_recovers() {
 // ---- the database lost and back ------------------------------------------------------------
 
 /// PostgreSQL stopped during pushes and pulls: requests fail within
-/// `database.acquire_timeout_secs` with 503 and a readable error, nothing acknowledged is lost,
-/// and the server serves again by itself once the database is back.
+/// `database.acquire_timeout_secs` with 503 and a readable error, nothing acknowledged is lost
+/// (pushes, and an upload session's acknowledged chunk), and the server serves again by itself
+/// once the database is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_lost_and_back() {
     let pg = Postgres::start();
@@ -461,6 +462,12 @@ async fn postgres_lost_and_back() {
         })
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // An upload session with an acknowledged first chunk, to be finished after the outage.
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 239) as u8).collect();
+    let r = reg.start_upload("pg/app").await;
+    let r = reg.patch_upload(&header(&r, "location"), &data[..100_000], Some("0-99999")).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let session = header(&r, "location");
 
     tokio::task::block_in_place(|| pg.stop());
     for (what, method, path) in [
@@ -508,6 +515,11 @@ async fn postgres_lost_and_back() {
         assert_eq!(r.status(), StatusCode::OK, "acknowledged push {tag}");
         assert_eq!(&header(&r, "docker-content-digest"), digest);
     }
+    let r = reg.patch_upload(&session, &data[100_000..], Some("100000-199999")).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "the chunk acknowledged before the outage is kept");
+    let r = reg.finish_upload(&header(&r, "location"), &sha256(&data), &[]).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(reg.get_blob("pg/app", &sha256(&data)).await, data);
     reg.push_image("pg/app", "v2", &tiny("after the outage")).await;
     assert_eq!(reg.status(Method::GET, "/readyz").await, StatusCode::OK);
 }

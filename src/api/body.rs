@@ -1,4 +1,4 @@
-//! Request bodies as the registry reads them ([`Body`]): counted for the metrics, and cut off
+//! Request bodies as the registry reads them ([`Body`]): counted for the metrics (blob uploads), and cut off
 //! when the client stops sending. A body that stalls — no byte for `limits.body_timeout_secs` —
 //! ends in [`RegistryError::RequestTimeout`] (408, and the connection is closed): a client that
 //! opens an upload and goes quiet holds no upload lock, worker buffer or session for longer
@@ -24,11 +24,20 @@ pub struct Body {
     /// When the current wait for a chunk runs out (armed at the first poll that waits).
     deadline: Option<Pin<Box<Sleep>>>,
     done: bool,
+    /// Whether its bytes count as uploaded (`berth_upload_bytes_total`: blob uploads only).
+    counted: bool,
 }
 
 /// `payload` as a [`Body`] that ends in a 408 after `idle` without a byte (zero: no limit).
 pub fn stream(payload: web::Payload, idle: Duration) -> Body {
-    Body { payload, idle: (!idle.is_zero()).then_some(idle), deadline: None, done: false }
+    Body { payload, idle: (!idle.is_zero()).then_some(idle), deadline: None, done: false, counted: true }
+}
+
+impl Body {
+    /// The same body, not counted as uploaded bytes (a manifest).
+    pub fn uncounted(self) -> Body {
+        Body { counted: false, ..self }
+    }
 }
 
 impl Stream for Body {
@@ -42,7 +51,9 @@ impl Stream for Body {
         match Pin::new(&mut this.payload).poll_next(cx) {
             Poll::Ready(Some(Ok(bytes))) => {
                 this.deadline = None;
-                crate::metrics::global().upload_bytes(bytes.len());
+                if this.counted {
+                    crate::metrics::global().upload_bytes(bytes.len());
+                }
                 Poll::Ready(Some(Ok(bytes)))
             }
             Poll::Ready(Some(Err(e))) => {

@@ -91,7 +91,7 @@ pub async fn get(
 /// PUT of a manifest, by tag or digest.
 pub async fn put(
     req: &HttpRequest,
-    mut payload: super::body::Body,
+    payload: super::body::Body,
     registry: &Registry,
     name: &str,
     reference: &Reference,
@@ -102,6 +102,7 @@ pub async fn put(
         return Err(too_large());
     }
     let mut body = Vec::new();
+    let mut payload = payload.uncounted();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk?;
         if body.len() + chunk.len() > limit {
