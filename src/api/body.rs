@@ -21,8 +21,10 @@ pub struct Body {
     payload: web::Payload,
     /// How long the client may stay silent; `None`: as long as it likes.
     idle: Option<Duration>,
-    /// When the current wait for a chunk runs out (armed at the first poll that waits).
+    /// When the current wait for a chunk runs out: made at the first wait, reset at each
+    /// later one (`armed` while it counts the current wait).
     deadline: Option<Pin<Box<Sleep>>>,
+    armed: bool,
     done: bool,
     /// Whether its bytes count as uploaded (`berth_upload_bytes_total`: blob uploads only).
     counted: bool,
@@ -30,7 +32,7 @@ pub struct Body {
 
 /// `payload` as a [`Body`] that ends in a 408 after `idle` without a byte (zero: no limit).
 pub fn stream(payload: web::Payload, idle: Duration) -> Body {
-    Body { payload, idle: (!idle.is_zero()).then_some(idle), deadline: None, done: false, counted: true }
+    Body { payload, idle: (!idle.is_zero()).then_some(idle), deadline: None, armed: false, done: false, counted: true }
 }
 
 impl Body {
@@ -50,7 +52,7 @@ impl Stream for Body {
         }
         match Pin::new(&mut this.payload).poll_next(cx) {
             Poll::Ready(Some(Ok(bytes))) => {
-                this.deadline = None;
+                this.armed = false;
                 if this.counted {
                     crate::metrics::global().upload_bytes(bytes.len());
                 }
@@ -66,7 +68,15 @@ impl Stream for Body {
             }
             Poll::Pending => {
                 let Some(idle) = this.idle else { return Poll::Pending };
-                let deadline = this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if this.deadline.is_none() {
+                    this.deadline = Some(Box::pin(tokio::time::sleep(idle)));
+                    this.armed = true;
+                }
+                let Some(deadline) = this.deadline.as_mut() else { return Poll::Pending };
+                if !this.armed {
+                    deadline.as_mut().reset(tokio::time::Instant::now() + idle);
+                    this.armed = true;
+                }
                 if deadline.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }

@@ -460,7 +460,7 @@ pub fn output_text(out: &Output) -> String {
 
 /// An HTTP client that does not follow redirects, so tests see the registry's own answers
 /// (`Location` headers, 307s, the UI's 303s). It drops idle connections before the server's
-/// keep-alive (5 s) closes them, so a request after a long pause never lands on a connection
+/// keep-alive (`limits.keep_alive_secs`, 15 s) closes them, so a request after a long pause never lands on a connection
 /// being closed.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
