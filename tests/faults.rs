@@ -2,7 +2,8 @@
 //! strangers cannot turn against an account's owner; slow clients (slowloris heads, connections
 //! that never speak, stalled bodies) and oversized heads (10,000 headers, a 1 MB URL); a full
 //! disk (the data dir on a small tmpfs mounted here); a database that goes away and comes back
-//! (a private PostgreSQL stopped and started, a SQLite file locked by another process).
+//! (a private PostgreSQL stopped and started, a SQLite file locked by another process, a
+//! read-only SQLite database).
 //!
 //! Needs root (mount) and PostgreSQL's binaries (`scripts/prereqs test`).
 
@@ -552,4 +553,36 @@ async fn a_locked_sqlite_file_gets_503_not_a_hang() {
     drop(other);
     assert_eq!(reg.blob("lock/app", b"written after the lock").await, sha256(b"written after the lock"));
     reg.push_image("lock/app", "v2", &image.with_note("after the lock")).await;
+}
+
+/// A read-only SQLite database (opened `?mode=ro`, as on a read-only volume): the server
+/// starts and serves pulls, and every write gets 503 with a readable error, not a 500.
+#[tokio::test]
+async fn a_read_only_sqlite_database_serves_pulls_and_refuses_writes_with_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("storage");
+    let db = dir.path().join("berth.db");
+    let url = |mode: &str| format!("sqlite://{}?mode={mode}", db.display());
+    let env = |url: &str| {
+        [("BERTH_STORAGE__PATH", storage.to_str().unwrap().to_string()), ("BERTH_DATABASE__URL", url.to_string())]
+    };
+    let writable = env(&url("rwc"));
+    let b = open_registry(&writable.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>());
+    let image = Reg::new(&b).seed("ro/app", "v1").await;
+    drop(b);
+
+    let read_only = env(&url("ro"));
+    let b = open_registry(&read_only.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>());
+    let reg = Reg::new(&b);
+    let r = reg.get_manifest("ro/app", "v1").await;
+    assert_eq!(header(&r, "docker-content-digest"), image.digest(), "pulls are served");
+    assert_eq!(reg.get_blob("ro/app", &image.layer_digest(0)).await, image.layers[0]);
+    let t = Instant::now();
+    let r = reg.push_blob("ro/app", b"a new blob").await;
+    let (status, code, message) = error_message(r).await;
+    assert_eq!((status, code.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"), "{message}");
+    assert!(message.contains("read-only"), "{message}");
+    let r = reg.put_manifest("ro/app", "v2", OCI_MANIFEST, &image.with_note("v2").manifest()).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
 }
