@@ -438,11 +438,24 @@ impl Default for UpstreamConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DatabaseConfig {
     /// `sqlite://...` or `postgres://...`; empty for `<data_dir>/berth.db`.
     pub url: String,
+    /// Seconds a request waits for a database connection (on PostgreSQL, connecting included)
+    /// before it is answered 503: a stopped database fails requests fast instead of holding
+    /// them.
+    pub acquire_timeout_secs: u64,
+    /// SQLite: seconds a write waits for another process's lock on the file before it is
+    /// answered 503.
+    pub busy_timeout_secs: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { url: String::new(), acquire_timeout_secs: 5, busy_timeout_secs: 10 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -558,8 +571,12 @@ pub struct AuthConfig {
     pub token_ttl_secs: u64,
     /// Lifetime of the refresh tokens handed out at login, in days.
     pub refresh_token_days: u64,
-    /// Failed logins (per account, and per client address) before refusing with 429.
+    /// Failed logins per client address, and per account at one address, before refusing
+    /// with 429 (`auth::limiter`).
     pub max_failed_logins: u32,
+    /// Failed logins per account across all addresses before it is refused everywhere: the
+    /// backstop against guesses spread over many addresses (NIST SP 800-63B: at most 100).
+    pub max_failed_logins_per_account: u32,
     /// How long, in seconds, those failures count.
     pub lockout_secs: u64,
     /// Directory logins (`[auth.ldap]`); off while its `url` is empty.
@@ -741,6 +758,7 @@ impl Default for AuthConfig {
             token_ttl_secs: 300,
             refresh_token_days: 90,
             max_failed_logins: 10,
+            max_failed_logins_per_account: 100,
             lockout_secs: 300,
             ldap: LdapConfig::default(),
             oidc: OidcConfig::default(),
@@ -749,11 +767,35 @@ impl Default for AuthConfig {
     }
 }
 
+/// What one client may take of the server: sizes, and how long it may keep a connection,
+/// a request head or a body waiting. Each refusal is cheap (before any handler runs, or the
+/// connection is closed); see README, "Slow and abusive clients".
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LimitsConfig {
     /// Largest manifest accepted, in bytes.
     pub max_manifest_bytes: usize,
+    /// Seconds a client gets to send a request's whole head (request line and headers), from
+    /// the connection's start or the previous response: slower ones are answered 408 and
+    /// closed (slowloris; connections that never speak).
+    pub client_request_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection stays open between requests (0: keep-alive off).
+    pub keep_alive_secs: u64,
+    /// Seconds a connection gets to close cleanly after the server has ended it.
+    pub client_disconnect_timeout_secs: u64,
+    /// Open connections per worker thread (one per CPU core) before new ones wait in the
+    /// listen queue.
+    pub max_connections: usize,
+    /// Seconds a request body may stall (no byte arrives) before it is cut off with 408; an
+    /// upload session stays as it was before that chunk (0: no limit).
+    pub body_timeout_secs: u64,
+    /// Longest request target (path and query), in bytes: longer ones get 414.
+    pub max_url_bytes: usize,
+    /// Most headers in one request: more get 431 (at most 96, where the HTTP parser stops).
+    pub max_header_count: usize,
+    /// Most bytes of all headers' names and values together: more get 431 (at most about
+    /// 128 KiB, the HTTP parser's buffer for a request head).
+    pub max_header_bytes: usize,
 }
 
 impl Default for Config {
@@ -800,7 +842,17 @@ impl Default for LogConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_manifest_bytes: 4 * 1024 * 1024 }
+        LimitsConfig {
+            max_manifest_bytes: 4 * 1024 * 1024,
+            client_request_timeout_secs: 10,
+            keep_alive_secs: 15,
+            client_disconnect_timeout_secs: 5,
+            max_connections: 10_000,
+            body_timeout_secs: 60,
+            max_url_bytes: 8192,
+            max_header_count: 64,
+            max_header_bytes: 32 * 1024,
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! and the background tasks; the actix-web server with the HTTP doors.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{App, HttpServer, middleware, web};
 
@@ -60,8 +61,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
         auth: authorizer,
         mirror: services.mirror.clone(),
         events: services.events.clone(),
+        body_timeout: std::time::Duration::from_secs(config.limits.body_timeout_secs),
     });
     let events_data = web::Data::from(services.events.clone());
+    api::limits::init(&config.limits);
     let auth_data = auth_service.map(web::Data::from);
     let access = config.log.access;
     let metrics = config.metrics.clone();
@@ -74,6 +77,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
             .app_data(account_admin.clone())
             .app_data(event_admin.clone())
             .app_data(replication_admin.clone())
+            // Innermost of the four: refused heads are still logged and counted.
+            .wrap(middleware::from_fn(api::limits::check_head))
             .wrap(middleware::Condition::new(access, crate::access_log::AccessLog))
             .wrap(middleware::Condition::new(metrics.enabled, crate::metrics::RequestMetrics))
             // Outermost: forwarding headers from anyone but a trusted proxy are dropped before
@@ -91,7 +96,16 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
         app.configure(crate::ui::configure)
     })
     // SIGTERM/SIGINT: stop accepting, let requests in flight finish (up to this), then return.
-    .shutdown_timeout(config.shutdown_timeout_secs);
+    .shutdown_timeout(config.shutdown_timeout_secs)
+    // Slow and idle clients (`[limits]`): a request head must arrive within its timeout, an
+    // idle connection is closed after keep-alive, and connections per worker are capped.
+    .client_request_timeout(Duration::from_secs(config.limits.client_request_timeout_secs))
+    .keep_alive(match config.limits.keep_alive_secs {
+        0 => actix_web::http::KeepAlive::Disabled,
+        secs => actix_web::http::KeepAlive::Timeout(Duration::from_secs(secs)),
+    })
+    .client_disconnect_timeout(Duration::from_secs(config.limits.client_disconnect_timeout_secs))
+    .max_connections(config.limits.max_connections.max(1));
     let http = match &https {
         Some(https) => {
             https.watch()?;

@@ -16,4 +16,7 @@ pub struct AppState {
     pub mirror: Option<Arc<Mirror>>,
     /// Webhook events and the audit log.
     pub events: Arc<Events>,
+    /// How long a request body may stall before it is cut off with 408
+    /// (`limits.body_timeout_secs`; zero: no limit).
+    pub body_timeout: std::time::Duration,
 }

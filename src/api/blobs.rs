@@ -2,9 +2,10 @@
 
 use actix_web::body::SizedStream;
 use actix_web::http::{Method, StatusCode, header};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse};
 
-use super::{AppState, body_stream, content_length, query_map, range_header};
+use super::body::Body;
+use super::{AppState, content_length, query_map, range_header};
 use crate::auth::Identity;
 use crate::error::{RegistryError, Result};
 use crate::oci::Digest;
@@ -128,7 +129,7 @@ fn digest_param(req: &HttpRequest) -> Result<Option<Digest>> {
 /// POST: starts an upload, mounts a blob from another repository, or takes a whole blob at once.
 pub async fn start_upload(
     req: &HttpRequest,
-    payload: web::Payload,
+    payload: Body,
     state: &AppState,
     who: &Identity,
     name: &str,
@@ -159,7 +160,15 @@ pub async fn start_upload(
     } else if let Some(digest) = digest_param(req)? {
         // Monolithic upload: the whole blob in the POST body.
         let upload = registry.start_upload(name).await?;
-        registry.finish_upload(name, &upload.id, &digest, Some(body_stream(payload))).await?;
+        if let Err(e) = registry.finish_upload(name, &upload.id, &digest, Some(payload)).await {
+            // The client got no Location for this session and cannot go on with it: it goes now
+            // with its bytes (on a full disk, with the space they took).
+            match registry.cancel_upload(name, &upload.id).await {
+                Ok(()) | Err(RegistryError::BlobUploadUnknown(_)) => {}
+                Err(c) => tracing::warn!(upload = %upload.id, error = %c, "cannot drop a failed monolithic upload"),
+            }
+            return Err(e);
+        }
         return Ok(created_blob(name, &digest));
     }
     let upload = registry.start_upload(name).await?;
@@ -228,13 +237,13 @@ fn chunk_refused(e: RegistryError, name: &str, id: &str) -> Result<HttpResponse>
 /// PATCH: appends a chunk (with `Content-Range`) or streams the body.
 pub async fn patch_upload(
     req: &HttpRequest,
-    payload: web::Payload,
+    payload: Body,
     registry: &Registry,
     name: &str,
     id: &str,
 ) -> Result<HttpResponse> {
     let (start, len) = chunk_range(req)?;
-    match registry.append_upload(name, id, start, len, body_stream(payload)).await {
+    match registry.append_upload(name, id, start, len, payload).await {
         Ok(upload) => Ok(upload_response(StatusCode::ACCEPTED, name, &upload)),
         Err(e) => chunk_refused(e, name, id),
     }
@@ -244,7 +253,7 @@ pub async fn patch_upload(
 /// must start where the upload ends, as for PATCH).
 pub async fn put_upload(
     req: &HttpRequest,
-    payload: web::Payload,
+    payload: Body,
     registry: &Registry,
     name: &str,
     id: &str,
@@ -253,7 +262,7 @@ pub async fn put_upload(
         .ok_or_else(|| RegistryError::DigestInvalid("the digest query parameter is required".into()))?;
     let has_body = content_length(req).is_some_and(|l| l > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
     let (start, len) = if has_body { chunk_range(req)? } else { (None, None) };
-    let body = has_body.then(|| body_stream(payload));
+    let body = has_body.then_some(payload);
     match registry.finish_upload_at(name, id, &digest, start, len, body).await {
         Ok(_) => Ok(created_blob(name, &digest)),
         Err(e) => chunk_refused(e, name, id),

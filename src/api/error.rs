@@ -31,6 +31,10 @@ impl RegistryError {
             Denied(_) => "DENIED",
             TooManyRequests(_) => "TOOMANYREQUESTS",
             BadRequest(_) => "BLOB_UPLOAD_INVALID",
+            InsufficientStorage(_) => "INSUFFICIENT_STORAGE",
+            RequestTimeout(_) => "REQUEST_TIMEOUT",
+            UrlTooLong(_) => "URL_TOO_LONG",
+            HeadersTooLarge(_) => "HEADERS_TOO_LARGE",
             Invalid(_) => "INVALID",
             NotFound(_) => "NOT_FOUND",
             Conflict(_) => "CONFLICT",
@@ -54,6 +58,10 @@ impl RegistryError {
             | BadRequest(_)
             | Invalid(_) => StatusCode::BAD_REQUEST,
             TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            UrlTooLong(_) => StatusCode::URI_TOO_LONG,
+            HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             NotFound(_) => StatusCode::NOT_FOUND,
             Conflict(_) => StatusCode::CONFLICT,
             Unavailable(_) => StatusCode::BAD_GATEWAY,
@@ -105,6 +113,13 @@ impl ResponseError for RegistryError {
             RegistryError::TooManyRequests(_) => {
                 resp.insert_header((header::RETRY_AFTER, "60"));
             }
+            RegistryError::Unreachable(_) => {
+                resp.insert_header((header::RETRY_AFTER, "5"));
+            }
+            // The body was not read to its end: the connection cannot carry another request.
+            RegistryError::RequestTimeout(_) | RegistryError::UrlTooLong(_) | RegistryError::HeadersTooLarge(_) => {
+                resp.insert_header((header::CONNECTION, "close"));
+            }
             _ => {}
         }
         resp.body(body.to_string())
@@ -127,5 +142,9 @@ mod tests {
         assert_eq!(RegistryError::BlobUnknown(String::new()).status(), StatusCode::NOT_FOUND);
         assert_eq!(RegistryError::DigestInvalid(String::new()).code(), "DIGEST_INVALID");
         assert_eq!(RegistryError::TooLarge(String::new()).status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let full = RegistryError::from(std::io::Error::from_raw_os_error(28));
+        assert_eq!((full.status(), full.code()), (StatusCode::INSUFFICIENT_STORAGE, "INSUFFICIENT_STORAGE"));
+        let gone = RegistryError::from(sqlx::Error::PoolTimedOut);
+        assert_eq!((gone.status(), gone.code()), (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"));
     }
 }

@@ -1,7 +1,7 @@
 //! Manifest endpoints.
 
 use actix_web::http::{Method, header};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
 use super::content_length;
@@ -91,7 +91,7 @@ pub async fn get(
 /// PUT of a manifest, by tag or digest.
 pub async fn put(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: super::body::Body,
     registry: &Registry,
     name: &str,
     reference: &Reference,
@@ -102,8 +102,9 @@ pub async fn put(
         return Err(too_large());
     }
     let mut body = Vec::new();
+    let mut payload = payload.uncounted();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| RegistryError::BadRequest(format!("request body: {e}")))?;
+        let chunk = chunk?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }

@@ -6,12 +6,14 @@
 
 pub mod accounts;
 mod blobs;
+pub mod body;
 pub mod error;
 pub mod events;
 mod gc;
 pub mod guards;
 pub mod health;
 pub mod json;
+pub mod limits;
 mod listing;
 mod manifests;
 pub mod metrics;
@@ -25,8 +27,6 @@ use std::sync::Arc;
 use actix_web::http::{Method, header};
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, web};
-use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
 
 use crate::error::{RegistryError, Result};
 use crate::events::RepoEvent;
@@ -102,24 +102,14 @@ pub(crate) fn query_map(req: &HttpRequest) -> HashMap<String, String> {
     map
 }
 
-/// A request body as the stream the registry service reads.
-pub(crate) fn body_stream(payload: web::Payload) -> impl Stream<Item = Result<Bytes>> + Unpin {
-    let metrics = crate::metrics::global();
-    payload.map(move |chunk| match chunk {
-        Ok(bytes) => {
-            metrics.upload_bytes(bytes.len());
-            Ok(bytes)
-        }
-        Err(e) => Err(RegistryError::BadRequest(format!("request body: {e}"))),
-    })
-}
-
 fn method_not_allowed(method: &Method) -> RegistryError {
     RegistryError::Unsupported(format!("method {method} is not supported here"))
 }
 
 /// The one handler behind `/v2`: route, authorise, serve.
 async fn dispatch(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse> {
+    // Read only by the handlers that take a body; its stall timer starts at the first read.
+    let payload = body::stream(payload, state.body_timeout);
     let path = req.path().strip_prefix("/v2").unwrap_or("");
     let route = Route::parse(path)?;
     let method = req.method().clone();

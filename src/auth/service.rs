@@ -101,7 +101,11 @@ pub fn parse_scope(s: &str) -> Option<ScopeRequest> {
 impl AuthService {
     pub async fn new(meta: Meta, config: AuthConfig) -> Result<AuthService> {
         let keys = TokenKeys::load(&meta, &config.issuer).await?;
-        let limiter = LoginLimiter::new(config.max_failed_logins, Duration::from_secs(config.lockout_secs));
+        let limiter = LoginLimiter::new(
+            config.max_failed_logins,
+            config.max_failed_logins_per_account,
+            Duration::from_secs(config.lockout_secs),
+        );
         let directory = super::directory::Directory::new(&config.ldap)?;
         let group_rules = super::groups::GroupRules::new(&config.ldap.admin_groups, &config.ldap.group_roles)?;
         let oidc = super::oidc::Oidc::new(&config.oidc)?;

@@ -14,10 +14,12 @@ mod replication;
 mod retention;
 mod ui;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Connection, Executor, Row};
+
+use crate::config::DatabaseConfig;
 
 use crate::error::{RegistryError, Result};
 use crate::oci::{Digest, ParsedManifest};
@@ -101,8 +103,17 @@ impl Meta {
         Self::connect(&format!("sqlite://{}?mode=rwc", dir.join("t.db").display())).await.expect("test database")
     }
 
-    /// Connects to `url` (`sqlite://...` or `postgres://...`) and applies the migrations.
+    /// Connects to `url` (`sqlite://...` or `postgres://...`) with the default
+    /// [`DatabaseConfig`] settings and applies the migrations.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        Self::connect_with(url, &DatabaseConfig::default()).await
+    }
+
+    /// Connects to `url` and applies the migrations. A request waits at most
+    /// `acquire_timeout_secs` for a connection (on PostgreSQL that includes connecting, so a
+    /// stopped server answers within it: `RegistryError::Unreachable`, 503), and on SQLite at
+    /// most `busy_timeout_secs` for the write lock.
+    pub async fn connect_with(url: &str, settings: &DatabaseConfig) -> anyhow::Result<Self> {
         install_default_drivers();
         let kind = if url.starts_with("sqlite:") {
             DbKind::Sqlite
@@ -115,12 +126,32 @@ impl Meta {
         // commit reaches the disk before it returns (`synchronous = FULL`: with NORMAL, the
         // usual setting beside WAL, the last commits before a power loss could roll back, an
         // acknowledged push among them).
-        let mut options = AnyPoolOptions::new().max_connections(if kind == DbKind::Sqlite { 8 } else { 16 });
-        if kind == DbKind::Sqlite {
-            options = options.after_connect(|conn, _| {
+        let mut options = AnyPoolOptions::new()
+            .max_connections(if kind == DbKind::Sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs.max(1)))
+            // A connection still inside a transaction once its rollback has run (SQLite rolls
+            // a transaction back by itself on a full disk or an I/O error, so sqlx's ROLLBACK
+            // after the failed statement or COMMIT fails and sqlx keeps counting it as open)
+            // is closed instead of going back to the pool, where every later `BEGIN` on it
+            // would fail.
+            .after_release(|conn, _| {
                 Box::pin(async move {
-                    conn.execute("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA cache_size = -1024;")
-                        .await?;
+                    conn.ping().await?;
+                    if conn.is_in_transaction() {
+                        tracing::warn!("closing a database connection left inside a transaction");
+                        return Ok(false);
+                    }
+                    Ok(true)
+                })
+            });
+        if kind == DbKind::Sqlite {
+            let busy_ms = settings.busy_timeout_secs.max(1) * 1000;
+            options = options.after_connect(move |conn, _| {
+                Box::pin(async move {
+                    let pragmas = format!(
+                        "PRAGMA synchronous = FULL; PRAGMA busy_timeout = {busy_ms}; PRAGMA cache_size = -1024;"
+                    );
+                    conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(pragmas))).await?;
                     Ok(())
                 })
             });

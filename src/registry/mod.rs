@@ -145,7 +145,7 @@ impl Registry {
     /// runtime all start here).
     pub async fn open(config: &Config) -> anyhow::Result<Registry> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let meta = Meta::connect(&config.database_url()).await?;
+        let meta = Meta::connect_with(&config.database_url(), &config.database).await?;
         let blobs = match config.storage.kind.as_str() {
             "filesystem" => BlobStore::filesystem(&config.storage_path(), config.storage.direct_io)?,
             "s3" => BlobStore::s3(&config.storage.s3)?,

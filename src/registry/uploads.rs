@@ -4,7 +4,8 @@
 //! at that size; the process that served the last chunk also keeps the hash in memory. Any
 //! other process (after a restart, or another node) restores it from the database, so a
 //! session survives restarts and moves between nodes. A failed or cut-off chunk is never acknowledged:
-//! its bytes are discarded by the next writer and the in-memory hash is dropped.
+//! its bytes are discarded at once (or, after a crash, by the next writer) and the in-memory hash
+//! is dropped.
 
 use std::sync::Arc;
 
@@ -174,6 +175,12 @@ impl Registry {
             }
             Err(e) => {
                 **guard = None;
+                // Not acknowledged: its bytes go now (on a full disk, so does the space they took).
+                if let Err(d) =
+                    self.blobs.uploads().discard_unacknowledged(&rec.id, rec.size, rec.state.as_deref()).await
+                {
+                    tracing::warn!(upload = %rec.id, error = %d, "cannot cut off a failed chunk");
+                }
                 Err(e)
             }
         }

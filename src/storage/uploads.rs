@@ -44,6 +44,11 @@ pub trait UploadBackend: Send + Sync {
     async fn acknowledged(&self, _id: &str, _previous: Option<&str>) -> Result<()> {
         Ok(())
     }
+    /// Drops whatever a failed chunk stored past `offset`, the acknowledged size, at once (the
+    /// next writer would ignore it anyway; on a full disk this gives the space back now).
+    async fn discard_unacknowledged(&self, _id: &str, _offset: u64, _state: Option<&str>) -> Result<()> {
+        Ok(())
+    }
     /// The first `len` bytes stored (to rebuild the running hash when no hash state was saved).
     async fn read(&self, id: &str, len: u64, state: Option<&str>) -> Result<ByteStream>;
     /// Makes the first `len` bytes visible at `dest`, atomically; the session's data is gone after.
@@ -202,6 +207,15 @@ impl UploadBackend for LocalUploads {
         // Forgets bytes that were never acknowledged, then continues from the acknowledged end.
         let file = self.with_lock(id, move || AppendFile::open(&path, offset, direct).map(Box::new)).await?;
         Ok(Box::new(LocalWriter { file: Some(file), busy: None, lock: self.lock(id), cancelled: Arc::default() }))
+    }
+
+    async fn discard_unacknowledged(&self, id: &str, offset: u64, _state: Option<&str>) -> Result<()> {
+        let path = self.file(id)?;
+        self.with_lock(id, move || {
+            let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+            truncate_to(&file, offset)
+        })
+        .await
     }
 
     async fn read(&self, id: &str, len: u64, _state: Option<&str>) -> Result<ByteStream> {

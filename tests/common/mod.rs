@@ -9,6 +9,7 @@
 //! - [`skopeo`]: skopeo and OCI image layouts on disk;
 //! - [`containers`]: podman and buildah with private storage, auth file and configuration;
 //! - [`db`]: a server's database, opened behind its back;
+//! - [`postgres`]: a private PostgreSQL server for one test, stopped and started at will;
 //! - [`tls`]: a test CA, certificates and clients that trust it, for servers started with
 //!   [`Berth::start_https`];
 //! - [`pebble`]: Let's Encrypt's test ACME server (Debian's `pebble`) with its DNS
@@ -25,6 +26,7 @@ pub mod html;
 pub mod images;
 pub mod oidc;
 pub mod pebble;
+pub mod postgres;
 pub mod proxy;
 pub mod reference;
 pub mod registry;
@@ -459,12 +461,23 @@ pub fn output_text(out: &Output) -> String {
 
 /// An HTTP client that does not follow redirects, so tests see the registry's own answers
 /// (`Location` headers, 307s, the UI's 303s). It drops idle connections before the server's
-/// keep-alive (5 s) closes them, so a request after a long pause never lands on a connection
+/// keep-alive (`limits.keep_alive_secs`, 15 s) closes them, so a request after a long pause never lands on a connection
 /// being closed.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
+/// A client (as [`client`]) whose connections come from `ip`: any 127.0.0.0/8 address works on
+/// Linux, so a test tells clients apart by address (login throttling, the access log).
+pub fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(2))
+        .local_address(Some(ip.parse().expect("an IP address")))
         .build()
         .unwrap()
 }
