@@ -68,6 +68,27 @@ pub struct RunArgs {
     /// Process limit.
     #[arg(long)]
     pub pids_limit: Option<i64>,
+    /// User (name or UID, from the image's /etc/passwd) and group: <name|uid>[:<group|gid>].
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// seccomp=unconfined, seccomp=PROFILE.json (docker's format), no-new-privileges[=true|false].
+    #[arg(long = "security-opt")]
+    pub security_opt: Vec<String>,
+    /// Add a capability (NET_ADMIN, CAP_SYS_ADMIN…, or ALL).
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability (or ALL).
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Every capability, no seccomp filter, no masked paths, the host's devices.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Mount a tmpfs: PATH[:OPTIONS] (default options noexec,nosuid,nodev; e.g. /tmp:size=64m,exec).
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
     /// User for pulling from another registry (default: docker's config.json).
     #[arg(long)]
     pub registry_user: Option<String>,
