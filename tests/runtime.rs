@@ -1120,3 +1120,114 @@ fn users_come_from_the_image_never_from_the_host() {
     let status = rt_ok(&b, &["run", "--rm", "-u", "app", "rt/users", "grep", "CapEff", "/proc/self/status"]);
     assert_eq!(status.trim(), "CapEff:\t0000000000000000");
 }
+
+// ---- exec ------------------------------------------------------------------------------------
+
+/// `berth exec` runs a command in a running container: its processes, files, user, environment
+/// and working directory; `-u`, `-e`, `-w`; its exit status (126/127 as for `run`); the
+/// container's seccomp filter and capabilities apply to it too (libcontainer's tenant builder
+/// alone would drop the filter).
+#[test]
+fn exec_runs_commands_in_a_running_container() {
+    let b = server_with_probe();
+    let id = rt_ok(
+        &b,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "host",
+            "-e",
+            "FROM_RUN=1",
+            "-w",
+            "/tmp",
+            "rt/probe",
+            "sh",
+            "-c",
+            "echo made > /tmp/made; exec sleep 1000",
+        ],
+    );
+    let id = id.trim().to_string();
+    // The container's files, environment, working directory; a new process beside PID 1.
+    let out = rt_ok(
+        &b,
+        &[
+            "exec",
+            "host",
+            "sh",
+            "-c",
+            "cat /tmp/made; echo $FROM_RUN $(pwd); cat /proc/1/cmdline | head -c 5; echo; test $$ != 1 && echo not-pid-1",
+        ],
+    );
+    assert_eq!(out, "made\n1 /tmp\nsleep\nnot-pid-1\n");
+    let out =
+        rt_ok(&b, &["exec", "-e", "EXTRA=x", "-w", "/mnt", &id[..12], "sh", "-c", "echo $EXTRA $FROM_RUN $(pwd)"]);
+    assert_eq!(out, "x 1 /mnt\n");
+    assert_eq!(rt_ok(&b, &["exec", "-u", "1234:5678", "host", "id"]), "uid=1234 gid=5678 groups=5678\n");
+    // Exit statuses.
+    let out = rt(&b, &["exec", "host", "sh", "-c", "echo err >&2; exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(text(&out.stderr), "err\n");
+    let out = rt(&b, &["exec", "host", "/nope"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("not found"), "{}", text(&out.stderr));
+    let out = rt(&b, &["exec", "host", "/tmp"]);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    let out = rt(&b, &["exec", "no-such-container", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    // stdin with -i.
+    let mut child =
+        rt_cmd(&b, &["exec", "-i", "host", "cat"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"through stdin\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), "through stdin\n");
+    // The same hardening as the container's own processes.
+    assert_eq!(
+        rt_ok(&b, &["exec", "host", "probe"]),
+        "thread=OK\nkeyctl=EPERM\nmount=EPERM\ndevice=EPERM\nunshare=EPERM\n"
+    );
+    let status = rt_ok(&b, &["exec", "host", "cat", "/proc/self/status"]);
+    let field =
+        |f: &str| status.lines().find_map(|l| l.strip_prefix(&format!("{f}:")).map(|v| v.trim().to_string())).unwrap();
+    assert_eq!(field("Seccomp"), "2");
+    assert_eq!(field("CapEff"), "00000000a80425fb", "no CAP_SYS_ADMIN left over");
+    assert_eq!(field("CapBnd"), "00000000a80425fb");
+    // Not running: refused.
+    rt_ok(&b, &["stop", "-t", "0", "host"]);
+    let out = rt(&b, &["exec", "host", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("is not running"), "{}", text(&out.stderr));
+    rt_ok(&b, &["rm", "host"]);
+}
+
+/// `berth exec -it` under tmux: an interactive shell in a running container sees its processes
+/// and files; the exit status propagates and the terminal comes back as it was.
+#[test]
+fn exec_interactive_tty_under_tmux() {
+    let (b, img, _images) = server_with_busybox("exec-tty");
+    let id = rt_ok(&b, &["run", "-d", &img, "sh", "-c", "echo inside > /tmp/mark; exec sleep 1000"]).trim().to_string();
+    let session = format!("berth-exec-{}", b.port);
+    let tmp = tempfile::tempdir().unwrap();
+    run(Command::new("tmux").args(["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", "sh"]));
+    let _guard = Tmux(session.clone());
+    let send = |keys: &str| run(Command::new("tmux").args(["send-keys", "-t", &session, keys, "Enter"]));
+    let before = tmp.path().join("before");
+    let after = tmp.path().join("after");
+    send(&format!("stty -g > {}", before.display()));
+    let mut env = String::new();
+    for (k, v) in b.backend().env() {
+        env.push_str(&format!("{k}='{v}' "));
+    }
+    send(&format!("{env}{} --data-dir {} exec -it {} sh; echo EXIT=$?", berth_bin(), b.data_dir.display(), &id[..12]));
+    wait_for_pane(&session, "/ #");
+    send("cat /tmp/mark; ps -o comm | grep -c sleep; tty; exit 3");
+    let p = wait_for_pane(&session, "EXIT=3");
+    assert!(p.lines().any(|l| l.trim_end() == "inside"), "{p}");
+    assert!(p.lines().any(|l| l.trim_end() == "1"), "the container's sleep is visible: {p}");
+    assert!(p.lines().any(|l| l.trim_end().starts_with("/dev/pts/")), "a pty: {p}");
+    send(&format!("stty -g > {}; echo SAV''ED", after.display()));
+    wait_for_pane(&session, "SAVED");
+    assert_eq!(std::fs::read_to_string(&before).unwrap(), std::fs::read_to_string(&after).unwrap());
+    rt_ok(&b, &["rm", "-f", &id]);
+}

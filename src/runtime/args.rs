@@ -15,6 +15,8 @@ pub enum RuntimeCommand {
     Rm(RmArgs),
     /// Start stopped containers again, on their own writable layer.
     Start(StartArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
     /// Print a container's output.
     Logs(LogsArgs),
     /// List the images in the store and whether their layers are unpacked.
@@ -153,6 +155,30 @@ pub struct StartArgs {
     pub interactive: bool,
     #[arg(required = true)]
     pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Keep STDIN open.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// K=V (or K: the value of K here), besides the container's environment.
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Working directory inside the container (default: the container's).
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// User (name or UID from the image's /etc/passwd) and group: <name|uid>[:<group|gid>].
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// The container (id, unique id prefix or name).
+    pub container: String,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -1,4 +1,4 @@
-//! The bundled runtime: `berth run`, `ps`, `stop`, `rm`, `start`, `logs`, `images`, `volume` — run
+//! The bundled runtime: `berth run`, `ps`, `stop`, `rm`, `start`, `exec`, `logs`, `images`, `volume` — run
 //! the images the store holds without a Docker engine.
 //!
 //! - `image.rs`: image references, resolution through the registry service, the layer cache fill;
@@ -9,6 +9,7 @@
 //! - `security.rs`: capabilities, seccomp profiles (the default one is `seccomp_default.json`),
 //!   `--security-opt`, the host's devices for `--privileged`;
 //! - `monitor.rs`: the single-threaded helper process that runs a container with libcontainer;
+//! - `exec.rs`: `berth exec`, a process in a running container (libcontainer's tenant builder);
 //! - `state.rs`: container records, directories and the lock;
 //! - `cgroups.rs`: the host's cgroup layout;
 //! - `command.rs`: exit statuses as docker gives them (125, 126, 127) and the check of the
@@ -21,6 +22,7 @@
 pub mod args;
 pub mod cgroups;
 pub mod command;
+pub mod exec;
 pub mod image;
 pub mod layers;
 pub mod monitor;
@@ -90,6 +92,7 @@ pub fn main(config: &Config, config_path: Option<&Path>, command: RuntimeCommand
             }
             Ok(0)
         }
+        RuntimeCommand::Exec(a) => exec::exec(&ctx.paths, &a),
         RuntimeCommand::Logs(a) => {
             let c = state::resolve(&ctx.paths, &a.container)?;
             let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
