@@ -119,6 +119,13 @@ fn run_prints_and_exits_with_the_containers_status() {
     assert_eq!(out.status.code(), Some(4));
     assert_eq!(text(&out.stdout), "from-stdin\n");
 
+    // Everything after the image is the command's, as with docker, also what looks like run's
+    // own flags.
+    assert_eq!(rt_ok(&b, &["run", "--rm", &img, "echo", "--rm", "-e", "X"]), "--rm -e X\n");
+    let out = rt(&b, &["run", "--rm", &img, "--help"]);
+    assert_eq!(out.status.code(), Some(127), "the image's --help, not berth's: {}", text(&out.stdout));
+    assert!(text(&out.stderr).contains(r#"container command "--help" not found"#), "{}", text(&out.stderr));
+
     // Flags that shape the process.
     let out = rt_ok(
         &b,

@@ -103,11 +103,23 @@ pub struct RunArgs {
     /// With a CA, a loopback registry is reached over HTTPS too.
     #[arg(long)]
     pub ca_file: Option<std::path::PathBuf>,
-    /// The image: repo[:tag], repo@digest, or host:port/repo[:tag].
-    pub image: String,
-    /// The command and its arguments (default: the image's).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub command: Vec<String>,
+    /// The image (repo[:tag], repo@digest, or host:port/repo[:tag]), then the command and its
+    /// arguments (default: the image's). As with docker, everything after the image is the
+    /// command's, also what looks like one of run's own flags.
+    #[arg(value_names = ["IMAGE", "COMMAND"], required = true, num_args = 1.., trailing_var_arg = true)]
+    pub image_and_command: Vec<String>,
+}
+
+impl RunArgs {
+    /// The image named on the command line.
+    pub fn image(&self) -> &str {
+        &self.image_and_command[0]
+    }
+
+    /// The command and its arguments after the image (empty: the image's).
+    pub fn command(&self) -> &[String] {
+        &self.image_and_command[1..]
+    }
 }
 
 #[derive(Args, Debug)]

@@ -477,7 +477,7 @@ fn run(ctx: &Ctx<'_>, args: RunArgs) -> anyhow::Result<i32> {
     {
         bail!("--workdir must be an absolute path");
     }
-    let image_ref = image::ImageRef::parse(&args.image)?;
+    let image_ref = image::ImageRef::parse(args.image())?;
 
     let (img, layers) = ctx.block_on(async {
         let registry = crate::registry::Registry::open(ctx.config).await?;
@@ -527,8 +527,8 @@ fn create(
         Some(e) => vec![e.clone()],
         None => cfg.entrypoint.clone().unwrap_or_default(),
     };
-    let cmd: Vec<String> = if !args.command.is_empty() {
-        args.command.clone()
+    let cmd: Vec<String> = if !args.command().is_empty() {
+        args.command().to_vec()
     } else if args.entrypoint.is_some() {
         Vec::new()
     } else {
@@ -630,7 +630,7 @@ fn create(
         let c = Container {
             id: id.clone(),
             name,
-            image: args.image.clone(),
+            image: args.image().to_string(),
             image_digest: img.manifest_digest.clone(),
             layers,
             command: process_args,
