@@ -823,7 +823,8 @@ fn the_runtime_refuses_to_run_without_root() {
 /// The probe: a static C program that tries what docker's default hardening refuses and prints
 /// one `name=OK` or `name=ERRNO` line each: a thread (glibc tries clone3 first and falls back to
 /// clone only on ENOSYS), keyctl, mounting a tmpfs on /mnt, making and opening a device node
-/// (/dev/kmsg's numbers, under /tmp), unshare(CLONE_NEWUSER).
+/// (/dev/loop0's numbers, under /tmp: mknod is allowed, CAP_MKNOD being docker's, and opening
+/// it needs no capability, so only the device cgroup refuses it), unshare(CLONE_NEWUSER).
 const PROBE_C: &str = r#"
 #define _GNU_SOURCE
 #include <errno.h>
@@ -851,11 +852,11 @@ int main(void) {
     report("thread", rc == 0 ? 0 : -1);
     report("keyctl", (int)syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3 /* session */, 1));
     report("mount", mount("tmpfs", "/mnt", "tmpfs", 0, NULL));
-    unlink("/tmp/probe-kmsg");
-    rc = mknod("/tmp/probe-kmsg", S_IFCHR | 0600, makedev(1, 11));
+    unlink("/tmp/probe-loop");
+    rc = mknod("/tmp/probe-loop", S_IFBLK | 0600, makedev(7, 0));
     if (rc == 0) {
-        rc = open("/tmp/probe-kmsg", O_RDONLY | O_NONBLOCK);
-        unlink("/tmp/probe-kmsg");
+        rc = open("/tmp/probe-loop", O_RDONLY | O_NONBLOCK);
+        unlink("/tmp/probe-loop");
     }
     report("device", rc);
     report("unshare", unshare(CLONE_NEWUSER));
