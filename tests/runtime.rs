@@ -2,7 +2,8 @@
 //! `images`, `volume`): real berth servers, images pushed by the docker engine or through the
 //! registry API, and `berth <cmd> --data-dir <the server's data dir>` run while the server runs.
 //!
-//! Needs root, the docker engine, Debian's `busybox-static`, `curl` and `tmux`.
+//! Needs root, the docker engine, Debian's `busybox-static`, `curl`, `tmux` and `gcc` with a
+//! static C library (`libc6-dev`), which builds the probe of the hardening tests.
 
 mod common;
 
@@ -117,6 +118,13 @@ fn run_prints_and_exits_with_the_containers_status() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(4));
     assert_eq!(text(&out.stdout), "from-stdin\n");
+
+    // Everything after the image is the command's, as with docker, also what looks like run's
+    // own flags.
+    assert_eq!(rt_ok(&b, &["run", "--rm", &img, "echo", "--rm", "-e", "X"]), "--rm -e X\n");
+    let out = rt(&b, &["run", "--rm", &img, "--help"]);
+    assert_eq!(out.status.code(), Some(127), "the image's --help, not berth's: {}", text(&out.stdout));
+    assert!(text(&out.stderr).contains(r#"container command "--help" not found"#), "{}", text(&out.stderr));
 
     // Flags that shape the process.
     let out = rt_ok(
@@ -287,11 +295,12 @@ fn push_runnable(b: &Berth, repo: &str, layers: &[(Vec<u8>, bool)]) {
     })
 }
 
-/// A base layer with busybox (`sh`, `ls`, `cat`, `test`, `echo`).
+/// A base layer with busybox (`sh`, `ls`, `cat`, `test`, `echo`, `grep`, `id`, `touch`, `head`,
+/// `mkdir`).
 fn busybox_layer(extra: &[Entry]) -> Vec<u8> {
     let busybox = std::fs::read("/bin/busybox").expect("/bin/busybox (apt-get install busybox-static)");
     let mut entries = vec![Entry::Dir("bin/"), Entry::File("bin/busybox", &busybox)];
-    for applet in ["sh", "ls", "cat", "test", "echo"] {
+    for applet in ["sh", "ls", "cat", "test", "echo", "grep", "id", "touch", "head", "mkdir"] {
         entries.push(Entry::Symlink(Box::leak(format!("bin/{applet}").into_boxed_str()), "busybox"));
     }
     entries.extend(extra.iter().map(|e| match e {
@@ -807,4 +816,426 @@ fn the_runtime_refuses_to_run_without_root() {
     assert_eq!(out.status.code(), Some(1), "a failed ps");
     assert!(text(&out.stderr).contains("needs root"), "{}", text(&out.stderr));
     assert!(!dir.path().join("data").exists(), "nothing is created for an unprivileged caller");
+}
+
+// ---- hardening: seccomp, capabilities, no-new-privileges, privileged, read-only, users ---------
+
+/// The probe: a static C program that tries what docker's default hardening refuses and prints
+/// one `name=OK` or `name=ERRNO` line each: a thread (glibc tries clone3 first and falls back to
+/// clone only on ENOSYS), keyctl, mounting a tmpfs on /mnt, making and opening a device node
+/// (/dev/loop0's numbers, under /tmp: mknod is allowed, CAP_MKNOD being docker's, and opening
+/// it needs no capability, so only the device cgroup refuses it), unshare(CLONE_NEWUSER).
+const PROBE_C: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+static void report(const char *what, int rc) {
+    printf("%s=%s\n", what, rc < 0 ? strerrorname_np(errno) : "OK");
+}
+
+static void *nothing(void *arg) { return arg; }
+
+int main(void) {
+    pthread_t t;
+    int rc = pthread_create(&t, NULL, nothing, NULL);
+    if (rc == 0) pthread_join(t, NULL); else errno = rc;
+    report("thread", rc == 0 ? 0 : -1);
+    report("keyctl", (int)syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3 /* session */, 1));
+    report("mount", mount("tmpfs", "/mnt", "tmpfs", 0, NULL));
+    unlink("/tmp/probe-loop");
+    rc = mknod("/tmp/probe-loop", S_IFBLK | 0600, makedev(7, 0));
+    if (rc == 0) {
+        rc = open("/tmp/probe-loop", O_RDONLY | O_NONBLOCK);
+        unlink("/tmp/probe-loop");
+    }
+    report("device", rc);
+    report("unshare", unshare(CLONE_NEWUSER));
+    return 0;
+}
+"#;
+
+/// Compiles the probe with `gcc -static`; returns its bytes.
+fn build_probe() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("probe.c"), PROBE_C).unwrap();
+    let out = dir.path().join("probe");
+    run(Command::new("gcc").args(["-static", "-O2", "-o"]).arg(&out).arg(dir.path().join("probe.c")).arg("-lpthread"));
+    std::fs::read(out).unwrap()
+}
+
+/// A server with `rt/probe`: busybox, the probe as /bin/probe, /mnt and /tmp.
+fn server_with_probe() -> Berth {
+    let b = Berth::start();
+    let probe = build_probe();
+    let layer = busybox_layer(&[Entry::Dir("mnt/"), Entry::Dir("tmp/"), Entry::File("bin/probe", &probe)]);
+    push_runnable(&b, "rt/probe", &[(layer, true)]);
+    b
+}
+
+/// The value of a `/proc/self/status` field in the container (`NoNewPrivs`, `Seccomp`, `CapEff`).
+fn status_field(b: &Berth, flags: &[&str], field: &str) -> String {
+    let mut args = vec!["run", "--rm"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["rt/probe", "cat", "/proc/self/status"]);
+    let out = rt_ok(b, &args);
+    let prefix = format!("{field}:");
+    out.lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(|v| v.trim().to_string()))
+        .unwrap_or_else(|| panic!("no {field} in\n{out}"))
+}
+
+/// This process's (root's) bounding set: what `--privileged` gives.
+fn own_capability_bounding_set() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status.lines().find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string())).unwrap()
+}
+
+/// Docker's default seccomp semantics: keyctl, mount and unshare(CLONE_NEWUSER) fail with EPERM
+/// (threads still work: clone3 answers ENOSYS, clone without namespace flags is allowed), and a
+/// device node the container makes cannot be opened (the device cgroup). `seccomp=unconfined`
+/// lifts the filter but not the capability checks; CAP_SYS_ADMIN brings mount and unshare into
+/// the filter (never keyctl); `--privileged` allows everything.
+#[test]
+fn the_default_seccomp_profile_refuses_what_dockers_refuses() {
+    let b = server_with_probe();
+    let probe = |flags: &[&str]| {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["rt/probe", "probe"]);
+        rt_ok(&b, &args)
+    };
+    let lines = |v: &[&str]| v.iter().map(|l| format!("{l}\n")).collect::<String>();
+    assert_eq!(
+        probe(&[]),
+        lines(&["thread=OK", "keyctl=EPERM", "mount=EPERM", "device=EPERM", "unshare=EPERM"]),
+        "the default profile"
+    );
+    assert_eq!(status_field(&b, &[], "Seccomp"), "2", "a filter by default");
+    assert_eq!(
+        probe(&["--security-opt", "seccomp=unconfined"]),
+        lines(&["thread=OK", "keyctl=OK", "mount=EPERM", "device=EPERM", "unshare=OK"]),
+        "unconfined: only capabilities refuse"
+    );
+    assert_eq!(status_field(&b, &["--security-opt", "seccomp=unconfined"], "Seccomp"), "0");
+    assert_eq!(
+        probe(&["--cap-add", "SYS_ADMIN"]),
+        lines(&["thread=OK", "keyctl=EPERM", "mount=OK", "device=EPERM", "unshare=OK"]),
+        "CAP_SYS_ADMIN opens mount and unshare in the filter, not keyctl"
+    );
+    assert_eq!(
+        probe(&["--security-opt", "seccomp=unconfined", "--cap-add", "SYS_ADMIN"]),
+        lines(&["thread=OK", "keyctl=OK", "mount=OK", "device=EPERM", "unshare=OK"]),
+    );
+    assert_eq!(
+        probe(&["--privileged"]),
+        lines(&["thread=OK", "keyctl=OK", "mount=OK", "device=OK", "unshare=OK"]),
+        "privileged"
+    );
+    assert_eq!(status_field(&b, &["--privileged"], "Seccomp"), "0");
+
+    // A docker-format profile from a file: everything allowed but mkdir.
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    let out = rt(&b, &["run", "--rm", "--security-opt", &opt, "rt/probe", "mkdir", "/tmp/x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("Permission denied"), "{}", text(&out.stderr));
+    assert_eq!(
+        rt_ok(&b, &["run", "--rm", "--security-opt", &opt, "rt/probe", "probe"]),
+        lines(&["thread=OK", "keyctl=OK", "mount=EPERM", "device=EPERM", "unshare=OK"]),
+    );
+    // Bad options are Berth's errors (125), one line each.
+    std::fs::write(dir.path().join("bad.json"), "{\"syscalls\": 3}").unwrap();
+    let bad = format!("seccomp={}", dir.path().join("bad.json").display());
+    for (args, says) in [
+        (vec!["--security-opt", "seccomp=/nonexistent.json"], "cannot read the seccomp profile"),
+        (vec!["--security-opt", bad.as_str()], "not a docker seccomp profile"),
+        (vec!["--security-opt", "apparmor=unconfined"], "is not supported"),
+        (vec!["--security-opt", "no-new-privileges=perhaps"], "true or false"),
+        (vec!["--cap-add", "NOT_A_CAP"], "unknown capability"),
+        (vec!["--tmpfs", "/t:bogus"], "unknown option"),
+        (vec!["--tmpfs", "/data", "-v", "vol:/data"], "duplicate mount point"),
+    ] {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(&args);
+        a.extend_from_slice(&["rt/probe", "true"]);
+        let out = rt(&b, &a);
+        assert_eq!(out.status.code(), Some(125), "{a:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(says), "{a:?}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stderr).lines().count(), 1, "{a:?}: {}", text(&out.stderr));
+    }
+    assert!(std::fs::read_dir(containers_dir(&b)).unwrap().next().is_none(), "containers left behind");
+}
+
+/// Capabilities as docker sets them: its default set, `--cap-drop`/`--cap-add` (with ALL),
+/// everything Berth has for `--privileged`; `no-new-privileges` only when asked.
+#[test]
+fn capabilities_and_no_new_privileges() {
+    let b = server_with_probe();
+    // Docker's default set: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP
+    // NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP.
+    assert_eq!(status_field(&b, &[], "CapEff"), "00000000a80425fb");
+    assert_eq!(status_field(&b, &["--cap-drop", "chown"], "CapEff"), "00000000a80425fa");
+    assert_eq!(status_field(&b, &["--cap-add", "CAP_NET_ADMIN"], "CapEff"), "00000000a80435fb");
+    assert_eq!(status_field(&b, &["--cap-drop", "ALL", "--cap-add", "NET_ADMIN"], "CapEff"), "0000000000001000");
+    assert_eq!(status_field(&b, &["--cap-drop", "ALL"], "CapBnd"), "0000000000000000");
+    let all = own_capability_bounding_set();
+    assert_eq!(status_field(&b, &["--cap-add", "ALL"], "CapEff"), all);
+    assert_eq!(status_field(&b, &["--privileged"], "CapEff"), all);
+
+    assert_eq!(status_field(&b, &[], "NoNewPrivs"), "0", "off by default, as in docker");
+    assert_eq!(status_field(&b, &["--security-opt", "no-new-privileges"], "NoNewPrivs"), "1");
+    assert_eq!(status_field(&b, &["--security-opt", "no-new-privileges=true"], "NoNewPrivs"), "1");
+    assert_eq!(status_field(&b, &["--security-opt", "no-new-privileges:false"], "NoNewPrivs"), "0");
+    // The filter is there with the flag too (then loaded after the capabilities are dropped).
+    assert_eq!(status_field(&b, &["--security-opt", "no-new-privileges"], "Seccomp"), "2");
+    let lines = rt_ok(&b, &["run", "--rm", "--security-opt", "no-new-privileges", "rt/probe", "probe"]);
+    assert!(lines.contains("keyctl=EPERM") && lines.contains("thread=OK"), "{lines}");
+}
+
+/// Docker's masked paths hide the kernel's internals from /proc; `--privileged` shows them, mounts
+/// /sys read-write and gives the host's devices.
+#[test]
+fn masked_paths_and_privileged_containers() {
+    let b = server_with_probe();
+    // /proc/kcore does not exist on every kernel (not on this one's VM); where it does it is
+    // bound to /dev/null. Either way nothing of it is read.
+    let out = rt(&b, &["run", "--rm", "rt/probe", "sh", "-c", "cat /proc/kcore | head -c 4"]);
+    assert_eq!(text(&out.stdout), "", "kcore read: {}", text(&out.stderr));
+    assert!(Path::new("/proc/timer_list").exists(), "the host has /proc/timer_list");
+    assert_eq!(rt_ok(&b, &["run", "--rm", "rt/probe", "cat", "/proc/timer_list"]), "", "masked");
+    assert_eq!(rt_ok(&b, &["run", "--rm", "rt/probe", "ls", "/sys/firmware"]), "", "masked");
+    // (The UTS namespace's own host name: harmless if it were writable.)
+    let out = rt(&b, &["run", "--rm", "rt/probe", "sh", "-c", "echo other > /proc/sys/kernel/hostname"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("Read-only"), "{}", text(&out.stderr));
+    let out = rt(&b, &["run", "--rm", "rt/probe", "test", "-c", "/dev/kmsg"]);
+    assert_eq!(out.status.code(), Some(1), "no host devices by default");
+    let mounts = rt_ok(&b, &["run", "--rm", "rt/probe", "grep", " /sys ", "/proc/mounts"]);
+    assert!(mounts.contains(" ro,"), "{mounts}");
+
+    let timers = rt_ok(&b, &["run", "--rm", "--privileged", "rt/probe", "head", "-c", "10", "/proc/timer_list"]);
+    assert_eq!(timers, "Timer List");
+    rt_ok(&b, &["run", "--rm", "--privileged", "rt/probe", "test", "-c", "/dev/kmsg"]);
+    let mounts = rt_ok(&b, &["run", "--rm", "--privileged", "rt/probe", "grep", " /sys ", "/proc/mounts"]);
+    assert!(mounts.contains(" rw,"), "{mounts}");
+}
+
+/// `--read-only` refuses writes to the root; `--tmpfs` mounts are writable (noexec, nosuid,
+/// nodev unless asked otherwise), and go with the container.
+#[test]
+fn read_only_roots_and_tmpfs_mounts() {
+    let b = server_with_probe();
+    let out = rt(&b, &["run", "--rm", "--read-only", "rt/probe", "touch", "/file"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("Read-only file system"), "{}", text(&out.stderr));
+    let out = rt(&b, &["run", "--rm", "--read-only", "rt/probe", "touch", "/tmp/file"]);
+    assert!(text(&out.stderr).contains("Read-only file system"), "{}", text(&out.stderr));
+    // Without it the root is writable.
+    rt_ok(&b, &["run", "--rm", "rt/probe", "touch", "/file"]);
+
+    let script = "echo kept > /tmp/f && cat /tmp/f && grep ' /tmp ' /proc/mounts && grep ' /run ' /proc/mounts";
+    let out = rt_ok(
+        &b,
+        &[
+            "run",
+            "--rm",
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+            "--tmpfs",
+            "/run:size=1m,exec",
+            "rt/probe",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("kept"));
+    let tmp = lines.next().unwrap();
+    assert!(
+        tmp.starts_with("tmpfs /tmp tmpfs rw,")
+            && tmp.contains("nosuid")
+            && tmp.contains("nodev")
+            && tmp.contains("noexec"),
+        "{tmp}"
+    );
+    let run_mount = lines.next().unwrap();
+    assert!(run_mount.contains("size=1024k") && !run_mount.contains("noexec"), "{run_mount}");
+    // A tmpfs is the container's own: a second run does not see the first one's files.
+    let id = rt_ok(&b, &["run", "-d", "--tmpfs", "/mnt", "rt/probe", "sh", "-c", "echo x > /mnt/f"]).trim().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !rt_ok(&b, &["ps", "-a"]).contains("Exited (0)") {
+        assert!(Instant::now() < deadline, "the container did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!containers_dir(&b).join(&id).join("upper/mnt/f").exists(), "tmpfs writes are not in the layer");
+    rt_ok(&b, &["rm", &id]);
+}
+
+/// `--user` takes a uid[:gid] or names from the image's own /etc/passwd and /etc/group. A layer
+/// whose etc links to /etc never makes Berth read the host's accounts: a name only the host has
+/// is not found.
+#[test]
+fn users_come_from_the_image_never_from_the_host() {
+    let b = Berth::start();
+    let host_passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    assert!(host_passwd.lines().any(|l| l.starts_with("_apt:")), "the host (Debian) has the _apt user");
+    push_runnable(&b, "rt/etc-link", &[(busybox_layer(&[Entry::Symlink("etc", "/etc")]), true)]);
+    let out = rt(&b, &["run", "--rm", "--user", "_apt", "rt/etc-link", "id"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(r#"user "_apt" is not in the image's /etc/passwd"#), "{}", text(&out.stderr));
+    let out = rt(&b, &["run", "--rm", "--user", "0:_apt", "rt/etc-link", "id"]);
+    assert_eq!(out.status.code(), Some(125), "a group only the host has: {}", text(&out.stderr));
+
+    // Names in the image resolve, with docker's supplementary groups: the primary one, and
+    // without an explicit group those that list the user.
+    let passwd = b"root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n";
+    let group = b"root:x:0:\napp:x:1001:\nextra:x:2000:app\n";
+    let layer =
+        busybox_layer(&[Entry::Dir("etc/"), Entry::Plain("etc/passwd", passwd), Entry::Plain("etc/group", group)]);
+    push_runnable(&b, "rt/users", &[(layer, true)]);
+    assert_eq!(
+        rt_ok(&b, &["run", "--rm", "-u", "app", "rt/users", "id"]),
+        "uid=1000(app) gid=1001(app) groups=1001(app),2000(extra)\n"
+    );
+    assert_eq!(
+        rt_ok(&b, &["run", "--rm", "--user", "app:extra", "rt/users", "id"]),
+        "uid=1000(app) gid=2000(extra) groups=2000(extra)\n"
+    );
+    assert_eq!(rt_ok(&b, &["run", "--rm", "rt/users", "id"]), "uid=0(root) gid=0(root) groups=0(root)\n");
+    let out = rt(&b, &["run", "--rm", "--user", "_apt", "rt/users", "id"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    // Numbers need no entry.
+    assert_eq!(rt_ok(&b, &["run", "--rm", "--user", "1234:5678", "rt/users", "id"]), "uid=1234 gid=5678 groups=5678\n");
+    // A non-root user keeps no capabilities.
+    let status = rt_ok(&b, &["run", "--rm", "-u", "app", "rt/users", "grep", "CapEff", "/proc/self/status"]);
+    assert_eq!(status.trim(), "CapEff:\t0000000000000000");
+}
+
+// ---- exec ------------------------------------------------------------------------------------
+
+/// `berth exec` runs a command in a running container: its processes, files, user, environment
+/// and working directory; `-u`, `-e`, `-w`; its exit status (126/127 as for `run`); the
+/// container's seccomp filter and capabilities apply to it too (libcontainer's tenant builder
+/// alone would drop the filter).
+#[test]
+fn exec_runs_commands_in_a_running_container() {
+    let b = server_with_probe();
+    let id = rt_ok(
+        &b,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "host",
+            "-e",
+            "FROM_RUN=1",
+            "-w",
+            "/tmp",
+            "rt/probe",
+            "sh",
+            "-c",
+            "echo made > /tmp/made; exec sleep 1000",
+        ],
+    );
+    let id = id.trim().to_string();
+    // The container's files, environment, working directory; a new process beside PID 1.
+    let out = rt_ok(
+        &b,
+        &[
+            "exec",
+            "host",
+            "sh",
+            "-c",
+            "cat /tmp/made; echo $FROM_RUN $(pwd); cat /proc/1/cmdline | head -c 5; echo; test $$ != 1 && echo not-pid-1",
+        ],
+    );
+    assert_eq!(out, "made\n1 /tmp\nsleep\nnot-pid-1\n");
+    let out =
+        rt_ok(&b, &["exec", "-e", "EXTRA=x", "-w", "/mnt", &id[..12], "sh", "-c", "echo $EXTRA $FROM_RUN $(pwd)"]);
+    assert_eq!(out, "x 1 /mnt\n");
+    assert_eq!(rt_ok(&b, &["exec", "-u", "1234:5678", "host", "id"]), "uid=1234 gid=5678 groups=5678\n");
+    // Exit statuses.
+    let out = rt(&b, &["exec", "host", "sh", "-c", "echo err >&2; exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(text(&out.stderr), "err\n");
+    let out = rt(&b, &["exec", "host", "/nope"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("not found"), "{}", text(&out.stderr));
+    let out = rt(&b, &["exec", "host", "/tmp"]);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    let out = rt(&b, &["exec", "no-such-container", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    // stdin with -i.
+    let mut child =
+        rt_cmd(&b, &["exec", "-i", "host", "cat"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"through stdin\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), "through stdin\n");
+    // The same hardening as the container's own processes.
+    assert_eq!(
+        rt_ok(&b, &["exec", "host", "probe"]),
+        "thread=OK\nkeyctl=EPERM\nmount=EPERM\ndevice=EPERM\nunshare=EPERM\n"
+    );
+    let status = rt_ok(&b, &["exec", "host", "cat", "/proc/self/status"]);
+    let field =
+        |f: &str| status.lines().find_map(|l| l.strip_prefix(&format!("{f}:")).map(|v| v.trim().to_string())).unwrap();
+    assert_eq!(field("Seccomp"), "2");
+    assert_eq!(field("CapEff"), "00000000a80425fb", "no CAP_SYS_ADMIN left over");
+    assert_eq!(field("CapBnd"), "00000000a80425fb");
+    // Not running: refused.
+    rt_ok(&b, &["stop", "-t", "0", "host"]);
+    let out = rt(&b, &["exec", "host", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("is not running"), "{}", text(&out.stderr));
+    rt_ok(&b, &["rm", "host"]);
+}
+
+/// `berth exec -it` under tmux: an interactive shell in a running container sees its processes
+/// and files; the exit status propagates and the terminal comes back as it was.
+#[test]
+fn exec_interactive_tty_under_tmux() {
+    let (b, img, _images) = server_with_busybox("exec-tty");
+    let id = rt_ok(&b, &["run", "-d", &img, "sh", "-c", "echo inside > /tmp/mark; exec sleep 1000"]).trim().to_string();
+    let session = format!("berth-exec-{}", b.port);
+    let tmp = tempfile::tempdir().unwrap();
+    run(Command::new("tmux").args(["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", "sh"]));
+    let _guard = Tmux(session.clone());
+    let send = |keys: &str| run(Command::new("tmux").args(["send-keys", "-t", &session, keys, "Enter"]));
+    let before = tmp.path().join("before");
+    let after = tmp.path().join("after");
+    send(&format!("stty -g > {}", before.display()));
+    let mut env = String::new();
+    for (k, v) in b.backend().env() {
+        env.push_str(&format!("{k}='{v}' "));
+    }
+    send(&format!("{env}{} --data-dir {} exec -it {} sh; echo EXIT=$?", berth_bin(), b.data_dir.display(), &id[..12]));
+    wait_for_pane(&session, "/ #");
+    send("cat /tmp/mark; ps -o comm | grep -c sleep; tty; exit 3");
+    let p = wait_for_pane(&session, "EXIT=3");
+    assert!(p.lines().any(|l| l.trim_end() == "inside"), "{p}");
+    assert!(p.lines().any(|l| l.trim_end() == "1"), "the container's sleep is visible: {p}");
+    assert!(p.lines().any(|l| l.trim_end().starts_with("/dev/pts/")), "a pty: {p}");
+    send(&format!("stty -g > {}; echo SAV''ED", after.display()));
+    wait_for_pane(&session, "SAVED");
+    assert_eq!(std::fs::read_to_string(&before).unwrap(), std::fs::read_to_string(&after).unwrap());
+    rt_ok(&b, &["rm", "-f", &id]);
 }

@@ -83,7 +83,7 @@ enum Command {
     /// HTTPS certificates obtained over ACME ([tls.acme]).
     #[command(subcommand)]
     Tls(tls::TlsCommand),
-    /// The bundled runtime: run, ps, stop, rm, start, logs, images, volume.
+    /// The bundled runtime: run, ps, stop, rm, start, exec, logs, images, volume.
     #[command(flatten)]
     Runtime(crate::runtime::args::RuntimeCommand),
 }
@@ -154,12 +154,12 @@ pub fn main() -> anyhow::Result<()> {
     limit_malloc_arenas();
     let cli = parse_cli();
     if let Command::Runtime(command) = &cli.command {
-        // The runtime's failures are one line. `run` and `start` exit with docker's statuses
+        // The runtime's failures are one line. `run`, `start` and `exec` exit with docker's statuses
         // (125 for Berth's own failure, 126/127 for a command that cannot be run, the
         // container's status otherwise); the other commands (`rm`, `stop`, `ps`…) exit 1 on a
         // failure, as docker's do.
         use crate::runtime::args::RuntimeCommand as R;
-        let docker_statuses = matches!(command, R::Run(_) | R::Start(_) | R::Monitor(_));
+        let docker_statuses = matches!(command, R::Run(_) | R::Start(_) | R::Exec(_) | R::Monitor(_));
         let code = run(cli).unwrap_or_else(|e| {
             eprintln!("berth: {e:#}");
             if docker_statuses { crate::runtime::command::exit_status(&e) } else { 1 }

@@ -15,6 +15,8 @@ pub enum RuntimeCommand {
     Rm(RmArgs),
     /// Start stopped containers again, on their own writable layer.
     Start(StartArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
     /// Print a container's output.
     Logs(LogsArgs),
     /// List the images in the store and whether their layers are unpacked.
@@ -68,6 +70,27 @@ pub struct RunArgs {
     /// Process limit.
     #[arg(long)]
     pub pids_limit: Option<i64>,
+    /// User (name or UID, from the image's /etc/passwd) and group: <name|uid>[:<group|gid>].
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// seccomp=unconfined, seccomp=PROFILE.json (docker's format), no-new-privileges[=true|false].
+    #[arg(long = "security-opt")]
+    pub security_opt: Vec<String>,
+    /// Add a capability (NET_ADMIN, CAP_SYS_ADMIN…, or ALL).
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability (or ALL).
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Every capability, no seccomp filter, no masked paths, the host's devices.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Mount a tmpfs: PATH[:OPTIONS] (default options noexec,nosuid,nodev; e.g. /tmp:size=64m,exec).
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
     /// User for pulling from another registry (default: docker's config.json).
     #[arg(long)]
     pub registry_user: Option<String>,
@@ -80,11 +103,23 @@ pub struct RunArgs {
     /// With a CA, a loopback registry is reached over HTTPS too.
     #[arg(long)]
     pub ca_file: Option<std::path::PathBuf>,
-    /// The image: repo[:tag], repo@digest, or host:port/repo[:tag].
-    pub image: String,
-    /// The command and its arguments (default: the image's).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub command: Vec<String>,
+    /// The image (repo[:tag], repo@digest, or host:port/repo[:tag]), then the command and its
+    /// arguments (default: the image's). As with docker, everything after the image is the
+    /// command's, also what looks like one of run's own flags.
+    #[arg(value_names = ["IMAGE", "COMMAND"], required = true, num_args = 1.., trailing_var_arg = true)]
+    pub image_and_command: Vec<String>,
+}
+
+impl RunArgs {
+    /// The image named on the command line.
+    pub fn image(&self) -> &str {
+        &self.image_and_command[0]
+    }
+
+    /// The command and its arguments after the image (empty: the image's).
+    pub fn command(&self) -> &[String] {
+        &self.image_and_command[1..]
+    }
 }
 
 #[derive(Args, Debug)]
@@ -132,6 +167,30 @@ pub struct StartArgs {
     pub interactive: bool,
     #[arg(required = true)]
     pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Keep STDIN open.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// K=V (or K: the value of K here), besides the container's environment.
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Working directory inside the container (default: the container's).
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// User (name or UID from the image's /etc/passwd) and group: <name|uid>[:<group|gid>].
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// The container (id, unique id prefix or name).
+    pub container: String,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -1,4 +1,4 @@
-//! The bundled runtime: `berth run`, `ps`, `stop`, `rm`, `start`, `logs`, `images`, `volume` — run
+//! The bundled runtime: `berth run`, `ps`, `stop`, `rm`, `start`, `exec`, `logs`, `images`, `volume` — run
 //! the images the store holds without a Docker engine.
 //!
 //! - `image.rs`: image references, resolution through the registry service, the layer cache fill;
@@ -6,7 +6,10 @@
 //! - `layers.rs`: safe layer unpacking (whiteouts to overlay form, diff_id verified);
 //! - `rootfs.rs`: the overlay (or private copy) root of a container;
 //! - `spec.rs`: the OCI configuration of a container;
+//! - `security.rs`: capabilities, seccomp profiles (the default one is `seccomp_default.json`),
+//!   `--security-opt`, the host's devices for `--privileged`;
 //! - `monitor.rs`: the single-threaded helper process that runs a container with libcontainer;
+//! - `exec.rs`: `berth exec`, a process in a running container (libcontainer's tenant builder);
 //! - `state.rs`: container records, directories and the lock;
 //! - `cgroups.rs`: the host's cgroup layout;
 //! - `command.rs`: exit statuses as docker gives them (125, 126, 127) and the check of the
@@ -19,11 +22,13 @@
 pub mod args;
 pub mod cgroups;
 pub mod command;
+pub mod exec;
 pub mod image;
 pub mod layers;
 pub mod monitor;
 pub mod pull;
 pub mod rootfs;
+pub mod security;
 pub mod spec;
 pub mod state;
 
@@ -87,6 +92,7 @@ pub fn main(config: &Config, config_path: Option<&Path>, command: RuntimeCommand
             }
             Ok(0)
         }
+        RuntimeCommand::Exec(a) => exec::exec(&ctx.paths, &a),
         RuntimeCommand::Logs(a) => {
             let c = state::resolve(&ctx.paths, &a.container)?;
             let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
@@ -448,12 +454,30 @@ fn run(ctx: &Ctx<'_>, args: RunArgs) -> anyhow::Result<i32> {
         cgroups::require("pids", "--pids-limit")?;
     }
     let volumes = args.volumes.iter().map(|v| parse_volume(v)).collect::<anyhow::Result<Vec<_>>>()?;
+    let tmpfs = args.tmpfs.iter().map(|t| spec::parse_tmpfs(t)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut targets: Vec<&str> = volumes.iter().map(|v| v.target.as_str()).collect();
+    targets.extend(tmpfs.iter().map(|t| t.target.as_str()));
+    for (i, t) in targets.iter().enumerate() {
+        if targets[..i].iter().any(|o| o.trim_end_matches('/') == t.trim_end_matches('/')) {
+            bail!("duplicate mount point: {t}");
+        }
+    }
+    let hardening = Security {
+        options: security::parse_security_options(&args.security_opt)?,
+        capabilities: security::capabilities(
+            &args.cap_add,
+            &args.cap_drop,
+            args.privileged,
+            &security::available_capabilities(),
+        )?,
+        tmpfs,
+    };
     if let Some(w) = &args.workdir
         && !spec::valid_container_path(w)
     {
         bail!("--workdir must be an absolute path");
     }
-    let image_ref = image::ImageRef::parse(&args.image)?;
+    let image_ref = image::ImageRef::parse(args.image())?;
 
     let (img, layers) = ctx.block_on(async {
         let registry = crate::registry::Registry::open(ctx.config).await?;
@@ -468,13 +492,20 @@ fn run(ctx: &Ctx<'_>, args: RunArgs) -> anyhow::Result<i32> {
         Ok((img, layers))
     })?;
 
-    let c = create(ctx, &args, &img, layers, volumes, memory)?;
+    let c = create(ctx, &args, &img, layers, volumes, memory, hardening)?;
     if args.detach {
         ctx.start_detached(&c)?;
         println!("{}", c.id);
         return Ok(0);
     }
     Err(ctx.exec_monitor(&c.id, true, args.interactive))
+}
+
+/// What `run`'s security flags decided, checked before the image is read.
+struct Security {
+    options: security::SecurityOptions,
+    capabilities: Vec<String>,
+    tmpfs: Vec<spec::Tmpfs>,
 }
 
 fn create(
@@ -484,6 +515,7 @@ fn create(
     layers: Vec<String>,
     volumes: Vec<VolumeMount>,
     memory: Option<i64>,
+    hardening: Security,
 ) -> anyhow::Result<Container> {
     let paths = &ctx.paths;
     let cfg = &img.config;
@@ -495,8 +527,8 @@ fn create(
         Some(e) => vec![e.clone()],
         None => cfg.entrypoint.clone().unwrap_or_default(),
     };
-    let cmd: Vec<String> = if !args.command.is_empty() {
-        args.command.clone()
+    let cmd: Vec<String> = if !args.command().is_empty() {
+        args.command().to_vec()
     } else if args.entrypoint.is_some() {
         Vec::new()
     } else {
@@ -523,7 +555,12 @@ fn create(
     }
     let cwd = args.workdir.clone().or_else(|| cfg.working_dir.clone().filter(|w| !w.is_empty())).unwrap_or("/".into());
     let layer_dirs: Vec<PathBuf> = layers.iter().map(|l| paths.layer(l)).collect();
-    let (uid, gid, additional_gids) = spec::resolve_user(cfg.user.as_deref().unwrap_or(""), &layer_dirs)?;
+    // `--user` or the image's User, from the image's own /etc/passwd and /etc/group (read
+    // through its layers, links kept inside it: never the host's files).
+    let user = args.user.as_deref().or(cfg.user.as_deref()).unwrap_or("");
+    let (uid, gid, additional_gids) = spec::resolve_user(user, &layer_dirs)?;
+    let seccomp = security::seccomp_for(&hardening.options.seccomp, &hardening.capabilities, args.privileged)?;
+    let devices = if args.privileged { security::host_devices() } else { Vec::new() };
 
     let rootfs_mode = if rootfs::overlay_available() {
         "overlay"
@@ -580,13 +617,20 @@ fn create(
             binds,
             memory_bytes: memory,
             pids_limit: args.pids_limit,
+            tmpfs: hardening.tmpfs,
+            capabilities: hardening.capabilities,
+            seccomp,
+            no_new_privileges: hardening.options.no_new_privileges,
+            privileged: args.privileged,
+            read_only: args.read_only,
+            devices,
         };
         let config = spec::build(&input)?;
         std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
         let c = Container {
             id: id.clone(),
             name,
-            image: args.image.clone(),
+            image: args.image().to_string(),
             image_digest: img.manifest_digest.clone(),
             layers,
             command: process_args,

@@ -74,18 +74,18 @@ pub fn replay_log(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> anyh
 }
 
 /// The path of the console socket (short: socket paths are limited to 108 bytes).
-fn console_socket_path(id: &str) -> PathBuf {
+pub(super) fn console_socket_path(id: &str) -> PathBuf {
     PathBuf::from(format!("/run/berth-{}-{}.sock", &id[..16], std::process::id()))
 }
 
 /// The user's terminal in raw mode until dropped.
-struct RawMode {
+pub(super) struct RawMode {
     fd: RawFd,
     saved: nix::sys::termios::Termios,
 }
 
 impl RawMode {
-    fn enter(fd: RawFd) -> Option<RawMode> {
+    pub(super) fn enter(fd: RawFd) -> Option<RawMode> {
         use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
         // SAFETY: fd 0 stays open for the life of the process.
         let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
@@ -107,7 +107,7 @@ impl Drop for RawMode {
 }
 
 /// Copies the window size of `from` (a terminal) to `to` (the pty master).
-fn copy_winsize(from: RawFd, to: RawFd) {
+pub(super) fn copy_winsize(from: RawFd, to: RawFd) {
     // SAFETY: ioctls with a properly sized winsize struct; errors are ignored (not a tty).
     unsafe {
         let mut ws: libc::winsize = std::mem::zeroed();
@@ -117,13 +117,13 @@ fn copy_winsize(from: RawFd, to: RawFd) {
     }
 }
 
-fn isatty(fd: RawFd) -> bool {
+pub(super) fn isatty(fd: RawFd) -> bool {
     // SAFETY: isatty only inspects the descriptor.
     unsafe { libc::isatty(fd) == 1 }
 }
 
 /// Receives the pty master libcontainer sends over the console socket.
-fn receive_master(listener: &UnixListener) -> anyhow::Result<OwnedFd> {
+pub(super) fn receive_master(listener: &UnixListener) -> anyhow::Result<OwnedFd> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     let (conn, _) = listener.accept().context("the container did not connect to the console socket")?;
     let mut buf = [0u8; 4096];
@@ -142,7 +142,7 @@ fn receive_master(listener: &UnixListener) -> anyhow::Result<OwnedFd> {
     bail!("the container sent no pty over the console socket")
 }
 
-fn set_nonblocking(fd: RawFd) {
+pub(super) fn set_nonblocking(fd: RawFd) {
     // SAFETY: fcntl on a descriptor we own.
     unsafe {
         let flags = libc::fcntl(fd, libc::F_GETFL);
@@ -270,7 +270,7 @@ fn check_command(paths: &Paths, c: &Container) -> anyhow::Result<String> {
 
 /// A libcontainer failure as one line: its refusal to execute the command as 127/126 (see
 /// [`super::command`]), anything else with its causes.
-fn runtime_error(what: &str, e: &dyn std::error::Error, command: &str) -> anyhow::Error {
+pub(super) fn runtime_error(what: &str, e: &dyn std::error::Error, command: &str) -> anyhow::Error {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -413,7 +413,7 @@ fn start_and_wait(paths: &Paths, c: &Container, attach: bool, interactive: bool)
         set_nonblocking(0);
     }
 
-    let code = relay(&mut log, &sfd, pid, &mut pipes, master.as_ref(), attach, stdin_open);
+    let code = relay(Some(&mut log), &sfd, pid, &mut pipes, master.as_ref(), attach, stdin_open);
     if stdin_open {
         // SAFETY: restoring the blocking flag on our stdin.
         unsafe {
@@ -443,9 +443,11 @@ fn start_and_wait(paths: &Paths, c: &Container, attach: bool, interactive: bool)
     Ok(code)
 }
 
-/// Copies output until the container exits and its output is drained; returns the exit code.
-fn relay(
-    log: &mut LogWriter,
+/// Copies output (to the log, if any, and when attached to this process's stdout and stderr)
+/// until the process `pid` exits and its output is drained; forwards signals; returns the exit
+/// code.
+pub(super) fn relay(
+    mut log: Option<&mut LogWriter>,
     sfd: &SignalFd,
     pid: Pid,
     pipes: &mut Vec<(OwnedFd, u8)>,
@@ -531,7 +533,9 @@ fn relay(
             match read_some(fd.as_raw_fd(), &mut buf) {
                 Some(0) => {}
                 Some(n) => {
-                    let _ = log.write(*stream, &buf[..n]);
+                    if let Some(log) = log.as_deref_mut() {
+                        let _ = log.write(*stream, &buf[..n]);
+                    }
                     if attach {
                         write_all_fd(if *stream == STDERR { 2 } else { 1 }, &buf[..n]);
                     }
@@ -550,7 +554,9 @@ fn relay(
             match read_some(master_fd, &mut buf) {
                 Some(0) => {}
                 Some(n) => {
-                    let _ = log.write(STDOUT, &buf[..n]);
+                    if let Some(log) = log.as_deref_mut() {
+                        let _ = log.write(STDOUT, &buf[..n]);
+                    }
                     if attach {
                         write_all_fd(1, &buf[..n]);
                     }
