@@ -53,6 +53,8 @@ pub struct ReplicationConfig {
     pub per_target: usize,
     /// The chunk size (bytes) of uploads to a target that refused a blob in one request.
     pub chunk_bytes: usize,
+    /// Days finished jobs and executions stay in the history.
+    pub history_days: u64,
     /// How often, in milliseconds, the queue is checked for jobs queued by other nodes or due
     /// for a retry (this node's own are started at once).
     pub poll_ms: u64,
@@ -74,6 +76,7 @@ impl Default for ReplicationConfig {
             workers: 4,
             per_target: 2,
             chunk_bytes: 16 << 20,
+            history_days: 30,
             poll_ms: 1000,
             lease_secs: 120,
             max_attempts: 10,

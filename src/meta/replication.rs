@@ -456,6 +456,24 @@ impl Meta {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    /// Deletes finished jobs and executions older than `before` (ms); the rows deleted.
+    pub async fn prune_replication_history(&self, before: i64) -> Result<u64> {
+        let jobs = sqlx::query(
+            "DELETE FROM replication_jobs WHERE status <> 'pending' AND finished_at IS NOT NULL AND finished_at < $1",
+        )
+        .bind(before / 1000)
+        .execute(self.pool())
+        .await?;
+        let executions = sqlx::query(
+            "DELETE FROM replication_executions WHERE started_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM replication_jobs j WHERE j.execution_id = replication_executions.id)",
+        )
+        .bind(before)
+        .execute(self.pool())
+        .await?;
+        Ok(jobs.rows_affected() + executions.rows_affected())
+    }
+
     /// Jobs waiting or running, over every rule (a gauge).
     pub async fn pending_replication_jobs(&self) -> Result<i64> {
         let row = sqlx::query("SELECT COUNT(*) FROM replication_jobs WHERE status = 'pending'")

@@ -32,8 +32,9 @@ pub const ERROR_BODY_MAX: usize = 4096;
 pub const TOKEN_BODY_MAX: usize = 64 * 1024;
 /// The most of a tag list or catalog page read.
 const LIST_BODY_MAX: usize = 8 * 1024 * 1024;
-/// Pages of a tag list or catalog followed at most.
+/// Pages of a tag list or catalog followed at most, and entries kept at most.
 const MAX_PAGES: usize = 1000;
+const MAX_LIST_ENTRIES: usize = 200_000;
 
 /// Reads at most `max` bytes of a response body; `Err` with what was read when it is longer.
 pub async fn read_capped(resp: Response, max: usize) -> std::result::Result<Vec<u8>, String> {
@@ -192,6 +193,10 @@ impl Remote {
             query.push(("service", service.as_str()));
         }
         let url = reqwest::Url::parse_with_params(realm, &query).map_err(|e| unreachable(&self.base, e))?;
+        // The credentials go to the realm: never in clear text from an HTTPS target.
+        if url.scheme() != "https" && self.base.starts_with("https:") {
+            return Err(unreachable(&self.base, format!("a token realm without TLS: {realm}")));
+        }
         let mut req = self.client.get(url);
         if let Some(basic) = self.basic() {
             req = req.header(AUTHORIZATION, basic);
@@ -275,8 +280,8 @@ impl Remote {
         let mut url = first;
         for _ in 0..MAX_PAGES {
             let resp = self.send(scope, || self.client.get(&url)).await?;
-            if resp.status() == StatusCode::NOT_FOUND && field == "tags" {
-                return Ok(out);
+            if resp.status() == StatusCode::NOT_FOUND && field == "tags" && out.is_empty() {
+                return Err(RegistryError::NameUnknown(format!("{}: no repository at {url}", self.base)));
             }
             if !resp.status().is_success() {
                 return Err(refused(&self.base, &format!("GET {}", url.trim_start_matches(&self.base)), resp).await);
@@ -292,10 +297,15 @@ impl Remote {
             let value: serde_json::Value =
                 serde_json::from_slice(&body).map_err(|e| unreachable(&self.base, format!("a {field} list: {e}")))?;
             out.extend(value[field].as_array().into_iter().flatten().filter_map(|v| v.as_str()).map(String::from));
+            if out.len() > MAX_LIST_ENTRIES {
+                return Err(unreachable(&self.base, format!("more than {MAX_LIST_ENTRIES} {field}")));
+            }
             match next {
-                // Only pages of the same registry are followed.
+                // Only pages of the same registry are followed; a list cut short is an error,
+                // never taken for the whole list.
                 Some(n) if n.starts_with(&format!("{}/v2/", self.base)) => url = n,
-                _ => return Ok(out),
+                Some(n) => return Err(unreachable(&self.base, format!("a {field} page elsewhere: {n}"))),
+                None => return Ok(out),
             }
         }
         Err(unreachable(&self.base, format!("more than {MAX_PAGES} pages of {field}")))
@@ -308,9 +318,13 @@ impl Remote {
         self.list("registry:catalog:*", url, "repositories").await
     }
 
-    /// Every tag of a remote repository (none when it does not exist).
-    pub async fn tags(&self, repo: &str) -> Result<Vec<String>> {
-        self.list(&Self::pull_scope(repo), self.url(repo, "tags/list?n=1000"), "tags").await
+    /// Every valid tag of a remote repository (`None` when the repository does not exist).
+    pub async fn tags(&self, repo: &str) -> Result<Option<Vec<String>>> {
+        match self.list(&Self::pull_scope(repo), self.url(repo, "tags/list?n=1000"), "tags").await {
+            Ok(tags) => Ok(Some(tags.into_iter().filter(|t| crate::oci::validate_tag(t).is_ok()).collect())),
+            Err(RegistryError::NameUnknown(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// A manifest by tag or digest: its media type, digest and bytes (`None`: not there). The
@@ -448,6 +462,22 @@ impl Remote {
         }
     }
 
+    /// At a source (pull credentials): whether it has the manifest (`None`: a 404), and its
+    /// digest if it says (`Some(None)`: there, digest not announced).
+    pub async fn source_manifest(&self, repo: &str, reference: &str, accept: &str) -> Result<Option<Option<String>>> {
+        let url = self.url(repo, &format!("manifests/{reference}"));
+        let resp = self
+            .send(&Self::pull_scope(repo), || self.client.head(&url).header(reqwest::header::ACCEPT, accept))
+            .await?;
+        match resp.status() {
+            s if s.is_success() => {
+                Ok(Some(resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(String::from)))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(refused(&self.base, "HEAD manifest", resp).await),
+        }
+    }
+
     /// Uploads a blob in one request: `POST` opens the upload (where the token is fetched), the
     /// `PUT` streams `body` (`size` bytes) and names the digest, which the remote verifies.
     pub async fn push_blob(&self, repo: &str, digest: &str, size: u64, body: ByteStream) -> Result<()> {
@@ -529,10 +559,15 @@ impl Remote {
         Ok(())
     }
 
+    /// An upload's `Location`, which must stay on the target (its credentials go with it).
     fn upload_url(&self, location: &str) -> Result<reqwest::Url> {
-        reqwest::Url::parse(&self.base)
-            .and_then(|b| b.join(location))
-            .map_err(|e| unreachable(&self.base, format!("upload location {location:?}: {e}")))
+        let base = reqwest::Url::parse(&self.base).map_err(|e| unreachable(&self.base, e))?;
+        let url =
+            base.join(location).map_err(|e| unreachable(&self.base, format!("upload location {location:?}: {e}")))?;
+        if url.origin() != base.origin() {
+            return Err(unreachable(&self.base, format!("an upload location on another host: {location:?}")));
+        }
+        Ok(url)
     }
 
     /// `PATCH` chunks (each with its `Content-Range`, following the `Location` each answer

@@ -250,7 +250,12 @@ impl Replicator {
             if crate::oci::validate_name(&repository).is_err() {
                 continue;
             }
-            let tags: Vec<String> = remote.tags(&repository).await?.into_iter().filter(|t| filter.matches(t)).collect();
+            // A repository the source does not have (a typo, lost access) deletes nothing here.
+            let Some(all) = remote.tags(&repository).await? else {
+                tracing::warn!(rule = %rule.name, %repository, "replication: the source has no such repository");
+                continue;
+            };
+            let tags: Vec<String> = all.into_iter().filter(|t| filter.matches(t)).collect();
             let chosen = if rule.latest > 0 && tags.len() as i64 > rule.latest {
                 let mut timed = Vec::with_capacity(tags.len());
                 for tag in &tags {
@@ -284,7 +289,7 @@ impl Replicator {
     }
 
     /// Runs the scheduled rules that are due and that this node claims first.
-    async fn run_schedules(&self) -> Result<()> {
+    async fn run_schedules(self: &Arc<Self>) -> Result<()> {
         let now = now_millis();
         for rule in self.meta.due_replication_rules(now).await? {
             let Some(due) = rule.next_run_at else { continue };
@@ -297,12 +302,16 @@ impl Replicator {
                 }
             };
             if self.meta.claim_scheduled_run(rule.id, due, next).await? {
-                match self.run_rule(&rule, "schedule").await {
-                    Ok((execution, queued)) => {
-                        tracing::info!(rule = %rule.name, execution, queued, "replication: scheduled run")
+                // Listing a slow source must not hold up this node's jobs: its own task.
+                let me = self.clone();
+                tokio::spawn(async move {
+                    match me.run_rule(&rule, "schedule").await {
+                        Ok((execution, queued)) => {
+                            tracing::info!(rule = %rule.name, execution, queued, "replication: scheduled run")
+                        }
+                        Err(e) => tracing::warn!(rule = %rule.name, error = %e, "replication: scheduled run failed"),
                     }
-                    Err(e) => tracing::warn!(rule = %rule.name, error = %e, "replication: scheduled run failed"),
-                }
+                });
             }
         }
         Ok(())
@@ -317,7 +326,17 @@ impl Replicator {
     async fn work(self: Arc<Self>) {
         let slots = Arc::new(Semaphore::new(self.config.workers.max(1)));
         let lease_ms = (self.config.lease_secs.max(10) * 1000) as i64;
+        let mut pruned: Option<Instant> = None;
         loop {
+            if pruned.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+                pruned = Some(Instant::now());
+                let before = now_millis() - self.config.history_days as i64 * 86_400_000;
+                match self.meta.prune_replication_history(before).await {
+                    Ok(n) if n > 0 => tracing::info!(rows = n, "replication: old history pruned"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "replication: cannot prune the history"),
+                }
+            }
             if let Err(e) = self.run_schedules().await {
                 tracing::warn!(error = %e, "replication: cannot read the schedules");
             }
@@ -403,8 +422,15 @@ impl Replicator {
                 if let (JobOutcome::Failed { error, next_attempt_at: None }, Ok(Some(rule))) =
                     (&outcome, self.meta.replication_rule_by_id(job.rule_id).await)
                 {
-                    let detail = format!("rule {} to {}: {error}", rule.name, rule.target_name);
-                    self.events.replication_failed(&job.repository, &job.reference, &detail).await;
+                    // The event belongs to the local repository: the source for a push rule,
+                    // the destination for a pull rule.
+                    let (local, detail) = if rule.direction == "pull" {
+                        let local = destination(&rule.destination_prefix, &job.repository);
+                        (local, format!("rule {} from {}: {error}", rule.name, rule.target_name))
+                    } else {
+                        (job.repository.clone(), format!("rule {} to {}: {error}", rule.name, rule.target_name))
+                    };
+                    self.events.replication_failed(&local, &job.reference, &detail).await;
                 }
             }
             Ok(false) => tracing::info!(job = job.id, "another node took this job over meanwhile"),

@@ -43,6 +43,17 @@ pub async fn pull(
 ) -> Result<Copied> {
     let parsed = Reference::parse(reference)?;
     let max = registry.limits.max_manifest_bytes;
+    if let Reference::Tag(tag) = &parsed {
+        // A HEAD first (a GET counts as a pull at some registries): nothing to do when the tag
+        // here already names what the source announces.
+        match remote.source_manifest(repository, tag, MANIFEST_ACCEPT).await? {
+            None => return Ok(Copied::default()),
+            Some(Some(d)) if registry.meta.tag_state(destination, tag).await?.is_some_and(|(here, _)| here == d) => {
+                return Ok(Copied { skipped: 1, ..Copied::default() });
+            }
+            Some(_) => {}
+        }
+    }
     let Some((media_type, digest, bytes)) = remote.get_manifest(repository, reference, MANIFEST_ACCEPT, max).await?
     else {
         // Gone at the source since it was queued.
@@ -156,7 +167,8 @@ pub async fn delete(
     destination: &str,
     tag: &str,
 ) -> Result<Copied> {
-    if remote.manifest_digest(repository, tag, MANIFEST_ACCEPT).await?.is_some() {
+    // Only a 404 at the source means gone (a HEAD without a digest header still means there).
+    if remote.source_manifest(repository, tag, MANIFEST_ACCEPT).await?.is_some() {
         return Ok(Copied { skipped: 1, ..Copied::default() });
     }
     match registry.delete_manifest(destination, &Reference::Tag(tag.to_string())).await {
