@@ -12,13 +12,8 @@ use reqwest::{Method, Response, StatusCode};
 use crate::config::UpstreamConfig;
 use crate::error::{RegistryError, Result};
 use crate::oci::manifest::media;
+pub use crate::remote::MANIFEST_ACCEPT;
 use crate::remote::challenge_params;
-
-/// What a mirror accepts for manifests: every type Berth stores.
-pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
-    application/vnd.docker.distribution.manifest.list.v2+json, \
-    application/vnd.oci.image.manifest.v1+json, \
-    application/vnd.docker.distribution.manifest.v2+json";
 
 pub struct Upstream {
     pub config: UpstreamConfig,

@@ -24,6 +24,11 @@ use crate::storage::ByteStream;
 /// Longest wait a `Retry-After` gets, and how often a request is tried while rate limited.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 const RATE_LIMITED_TRIES: u32 = 4;
+/// What a manifest request to another registry accepts: every type Berth stores.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
 /// The `PATCH` chunk size where a remote refuses a blob in one request.
 pub const DEFAULT_CHUNK_BYTES: usize = 16 << 20;
 /// The most of an error answer read (and quoted in the error).

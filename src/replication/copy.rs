@@ -20,16 +20,10 @@ use crate::meta::{ManifestRecord, ReplicationRule};
 use crate::oci::manifest;
 use crate::oci::{Digest, Reference};
 use crate::registry::Registry;
-use crate::remote::{Deleted, Remote};
+use crate::remote::{Deleted, MANIFEST_ACCEPT, Remote};
 
 /// Times a copy starts over with the newer manifest of a tag that moved while it ran.
 const MOVED_RETRIES: usize = 3;
-
-/// What a `HEAD` of a manifest at the target accepts: every type Berth stores.
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
-    application/vnd.docker.distribution.manifest.list.v2+json, \
-    application/vnd.oci.image.manifest.v1+json, \
-    application/vnd.docker.distribution.manifest.v2+json";
 
 struct Copy<'a> {
     registry: &'a Registry,

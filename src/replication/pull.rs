@@ -15,13 +15,7 @@ use crate::error::{RegistryError, Result};
 use crate::oci::manifest;
 use crate::oci::{Digest, Reference};
 use crate::registry::Registry;
-use crate::remote::Remote;
-
-/// What a manifest `GET` at the source accepts: every type Berth stores.
-pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
-    application/vnd.docker.distribution.manifest.list.v2+json, \
-    application/vnd.oci.image.manifest.v1+json, \
-    application/vnd.docker.distribution.manifest.v2+json";
+use crate::remote::{MANIFEST_ACCEPT, Remote};
 
 struct Pull<'a> {
     registry: &'a Registry,
