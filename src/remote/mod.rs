@@ -248,13 +248,7 @@ impl Remote {
                     };
                 }
                 StatusCode::TOO_MANY_REQUESTS => {
-                    let wait = resp
-                        .headers()
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map_or(Duration::from_secs(1), Duration::from_secs)
-                        .min(MAX_RETRY_AFTER);
+                    let wait = retry_after(&resp);
                     tracing::info!(remote = %self.base, wait_secs = wait.as_secs(), "rate limited: waiting");
                     tokio::time::sleep(wait).await;
                 }
@@ -550,6 +544,14 @@ impl Remote {
             req = req.header(AUTHORIZATION, a);
         }
         let resp = req.send().await.map_err(|e| unreachable(&self.base, e))?;
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            // The body cannot be sent again from here: wait what the target asks, then let the
+            // job try again (its blobs already there are skipped).
+            let wait = retry_after(&resp);
+            tracing::info!(remote = %self.base, wait_secs = wait.as_secs(), "rate limited during an upload: waiting");
+            tokio::time::sleep(wait).await;
+            return Err(RegistryError::TooManyRequests(format!("{}: uploading {digest}: rate limited", self.base)));
+        }
         if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
             self.chunked.store(true, Ordering::Relaxed);
             tracing::info!(remote = %self.base, size, chunk = self.chunk_bytes, "a blob in one request was too large: uploading in chunks from now on");
@@ -667,6 +669,16 @@ pub enum Deleted {
     Absent,
     /// The remote does not delete by tag.
     Unsupported,
+}
+
+/// How long a `429` asks to wait (`Retry-After` in seconds; 1 s without one; at most a minute).
+fn retry_after(resp: &Response) -> Duration {
+    resp.headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(1), Duration::from_secs)
+        .min(MAX_RETRY_AFTER)
 }
 
 /// The target of a `Link` header's `rel="next"`.
