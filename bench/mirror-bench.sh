@@ -26,40 +26,9 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$HERE/.." && pwd)
 HELPER="python3 $HERE/registry_bench.py"
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-need=()
-for c in curl docker-registry python3 sha256sum; do command -v $c >/dev/null || need+=("$c"); done
-if ((${#need[@]})); then
-    need=("${need[@]/sha256sum/coreutils}")
-    log "installing: ${need[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-
-if [[ $SKIP_BUILD != 1 ]]; then
-    log "cargo build --release"
-    (cd "$REPO_ROOT" && cargo build --release --quiet)
-fi
-[[ -x $BERTH_BIN ]] || die "no berth binary at $BERTH_BIN"
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/berth-mirror-bench.XXXXXX")
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-wait_up() { # url pid name
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$2" 2>/dev/null || { tail -n 20 "$WORK"/*.log >&2 || true; die "$3 exited during startup"; }
-        curl -fs --max-time 1 -o /dev/null "$1" && return 0
-        sleep 0.2
-    done
-    die "$3 did not come up on $1"
-}
+NAME=mirror-bench
+source "$HERE/lib.sh"
+bench_setup curl docker-registry python3 sha256sum
 
 read -r UP_PORT BERTH_PORT <<<"$($HELPER freeport 2)"
 UP=http://127.0.0.1:$UP_PORT

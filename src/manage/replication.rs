@@ -91,17 +91,8 @@ pub fn job_json(j: &ReplicationJob) -> Value {
 }
 
 pub fn execution_json(e: &ReplicationExecution) -> Value {
-    let status = if e.error.is_some() {
-        "failed"
-    } else if e.pending > 0 {
-        "running"
-    } else if e.failed > 0 {
-        "failed"
-    } else {
-        "done"
-    };
     json!({
-        "id": e.id, "trigger": e.trigger, "status": status, "queued": e.queued, "error": e.error,
+        "id": e.id, "trigger": e.trigger, "status": e.status(), "queued": e.queued, "error": e.error,
         "started_at": e.started_at, "pending": e.pending, "done": e.done, "failed": e.failed,
         "copied": e.copied, "skipped": e.skipped, "bytes": e.bytes,
     })

@@ -68,6 +68,22 @@ pub struct ReplicationExecution {
     pub bytes: i64,
 }
 
+impl ReplicationExecution {
+    /// `failed` (the source could not be listed, or a job gave up), `running` (jobs still
+    /// waiting) or `done`.
+    pub fn status(&self) -> &'static str {
+        if self.error.is_some() {
+            "failed"
+        } else if self.pending > 0 {
+            "running"
+        } else if self.failed > 0 {
+            "failed"
+        } else {
+            "done"
+        }
+    }
+}
+
 /// One copy or delete to carry out, with its outcome.
 #[derive(Debug, Clone)]
 pub struct ReplicationJob {

@@ -268,6 +268,26 @@ fn check_command(paths: &Paths, c: &Container) -> anyhow::Result<String> {
     Ok(command)
 }
 
+/// Blocks the signals a monitor forwards or waits for (children, terminal size, the usual
+/// termination signals) and returns a non-blocking signalfd that delivers them.
+pub(super) fn signal_fd() -> anyhow::Result<SignalFd> {
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        mask.add(s);
+    }
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)?;
+    Ok(SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?)
+}
+
 /// A libcontainer failure as one line: its refusal to execute the command as 127/126 (see
 /// [`super::command`]), anything else with its causes.
 pub(super) fn runtime_error(what: &str, e: &dyn std::error::Error, command: &str) -> anyhow::Error {
@@ -360,21 +380,7 @@ fn start_and_wait(paths: &Paths, c: &Container, attach: bool, interactive: bool)
     let pid = container.pid().ok_or_else(|| anyhow::anyhow!("the started container has no pid"))?;
 
     // From here on signals arrive through a signalfd, and a vanished reader is no reason to die.
-    let mut mask = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGWINCH,
-    ] {
-        mask.add(s);
-    }
-    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)?;
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    let sfd = signal_fd()?;
     // SAFETY: ignoring SIGPIPE in the monitor only (the container already runs).
     unsafe {
         let _ = signal(Signal::SIGPIPE, SigHandler::SigIgn);

@@ -268,22 +268,19 @@ pub async fn rule(v: Viewer, name: web::Path<String>, q: web::Query<RuleQuery>) 
         .executions(v.by(), &name, 20)
         .await?
         .into_iter()
-        .map(|e| {
-            let j = crate::manage::replication::execution_json(&e);
-            ExecutionRow {
-                id: e.id,
-                trigger: e.trigger,
-                status: j["status"].as_str().unwrap_or_default().to_string(),
-                started: ago(e.started_at / 1000),
-                queued: e.queued,
-                pending: e.pending,
-                done: e.done,
-                failed: e.failed,
-                copied: e.copied,
-                skipped: e.skipped,
-                bytes: size(e.bytes),
-                error: e.error.unwrap_or_default(),
-            }
+        .map(|e| ExecutionRow {
+            id: e.id,
+            status: e.status().to_string(),
+            trigger: e.trigger,
+            started: ago(e.started_at / 1000),
+            queued: e.queued,
+            pending: e.pending,
+            done: e.done,
+            failed: e.failed,
+            copied: e.copied,
+            skipped: e.skipped,
+            bytes: size(e.bytes),
+            error: e.error.unwrap_or_default(),
         })
         .collect();
     let jobs = admin
