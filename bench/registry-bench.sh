@@ -152,7 +152,7 @@ read -r BP RP NP SP <<<"$($HELPER freeport 4)"
 BERTH=http://127.0.0.1:$BP
 REF=http://127.0.0.1:$RP
 NGX=http://127.0.0.1:$NP
-S3=http://127.0.0.1:$SP   # s3 mode only; never 9000, which the test suite uses
+S3=http://127.0.0.1:$SP   # s3 mode only; never 9010, which the test suite uses
 S3_BUCKET=bench S3_AK=benchaccesskey S3_SK=benchsecretkey123 S3_REF_ROOT=ref
 
 wait_up() { # url pid name [any: any HTTP status counts, not only 2xx]

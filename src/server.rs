@@ -77,7 +77,9 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
             .app_data(account_admin.clone())
             .app_data(event_admin.clone())
             .app_data(replication_admin.clone())
-            // Innermost of the four: refused heads are still logged and counted.
+            // Bodies read by extractors (forms, JSON) stall at most `limits.body_timeout_secs`.
+            .wrap(middleware::from_fn(api::body::guard_bodies))
+            // Inside logging and metrics: refused heads are still logged and counted.
             .wrap(middleware::from_fn(api::limits::check_head))
             .wrap(middleware::Condition::new(access, crate::access_log::AccessLog))
             .wrap(middleware::Condition::new(metrics.enabled, crate::metrics::RequestMetrics))
@@ -127,6 +129,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
             https_port,
             services.acme.clone(),
             config.shutdown_timeout_secs,
+            &config.limits,
         )?;
         tracing::info!(listen = ?plain_addrs, "plain HTTP: ACME HTTP-01 challenges, redirects to HTTPS");
         actix_web::rt::spawn(plain);

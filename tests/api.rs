@@ -912,12 +912,15 @@ async fn a_cut_off_chunk_is_not_acknowledged() {
 
 /// Chunks are not flushed one by one, so a power loss can leave an upload file shorter than the
 /// size the database acknowledged: that upload answers BLOB_UPLOAD_UNKNOWN (the client starts
-/// again), never a 500 and never a blob with a hole.
+/// again), never a 500 and never a blob with a hole. On S3 the same holds when what the
+/// database records of the upload is gone from the bucket: its tail object. (A multipart upload
+/// aborted behind Berth's back — S3's 404 `NoSuchUpload` — is mapped the same way; moto answers
+/// that case with a 500 of its own, so it is not tested here.)
 #[tokio::test]
 async fn an_upload_that_lost_acknowledged_bytes_must_start_again() {
     let b = Berth::start();
     if b.upload_leftovers_dir().is_none() {
-        return; // S3 keeps acknowledged parts itself
+        return lost_s3_upload_state(&b).await;
     }
     let reg = Reg::new(&b);
     let c = &reg.http;
@@ -939,6 +942,35 @@ async fn an_upload_that_lost_acknowledged_bytes_must_start_again() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND, "a blob with a hole was committed");
     // Starting again works.
     assert_eq!(reg.blob("lost", &[7u8; 10_000]).await, digest);
+}
+
+/// The S3 half of [`an_upload_that_lost_acknowledged_bytes_must_start_again`].
+async fn lost_s3_upload_state(b: &Berth) {
+    let common::Backend::S3Postgres { prefix, .. } = b.backend() else { unreachable!() };
+    let reg = Reg::new(b);
+    let c = &reg.http;
+    let keys_under = |key_prefix: &str| -> Vec<String> {
+        let listing = b.backend().s3_listing(key_prefix);
+        listing.split("<Key>").skip(1).map(|k| k.split("</Key>").next().unwrap().to_string()).collect()
+    };
+    // A small upload lives in its tail object: deleted behind Berth's back.
+    let r = c.post(format!("{}/v2/lost/blobs/uploads/", b.base)).send().await.unwrap();
+    let url = format!("{}{}", b.base, header(&r, "location"));
+    let r = c.patch(&url).body(vec![7u8; 10_000]).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let tails = keys_under(&format!("{prefix}/_uploads/"));
+    assert_eq!(tails.len(), 1, "one tail object: {tails:?}");
+    let (status, _) = b.backend().s3_request("DELETE", &tails[0], None);
+    assert_eq!(status, 204);
+    let r = c.patch(&url).body(vec![7u8; 10]).send().await.unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    let r = c.put(format!("{url}?digest={}", sha256(&[7u8; 10_000]))).send().await.unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+
+    let r = c.head(format!("{}/v2/lost/blobs/{}", b.base, sha256(&[7u8; 10_000]))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "a blob with a hole was committed");
+    // Starting again works.
+    assert_eq!(reg.blob("lost", &[7u8; 10_000]).await, sha256(&[7u8; 10_000]));
 }
 
 #[tokio::test]

@@ -278,6 +278,47 @@ async fn a_stalled_body_gets_408_and_the_session_stays_usable() {
     assert_eq!(reg.get_blob("stall/app", &digest).await, data);
 }
 
+/// The same holds for bodies that extractors read: a `/token` form, an `/api/v1` JSON body and
+/// a web UI form that stall are answered 408 within about `limits.body_timeout_secs`, not held
+/// open for as long as the client likes; the server goes on serving.
+#[tokio::test]
+async fn stalled_form_and_json_bodies_get_408() {
+    let b = Berth::start_on(
+        Backend::FsSqlite,
+        &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD), ("BERTH_LIMITS__BODY_TIMEOUT_SECS", "2")],
+    );
+    let basic = data_encoding::BASE64.encode(format!("admin:{ADMIN_PASSWORD}").as_bytes());
+    for (path, content_type, body) in [
+        ("/token", "application/x-www-form-urlencoded", "grant_type=password&service=berth&username=admin&password=x"),
+        ("/api/v1/users", "application/json", r#"{"name": "stalled", "password": "stalled-password-1"}"#),
+        ("/login", "application/x-www-form-urlencoded", "username=admin&password=x&csrf=y"),
+    ] {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {basic}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            body.len() + 100
+        );
+        let t = Instant::now();
+        let mut conn = TcpStream::connect(("127.0.0.1", b.port)).await.unwrap();
+        conn.write_all(head.as_bytes()).await.unwrap();
+        conn.write_all(body.as_bytes()).await.unwrap(); // 100 bytes short, then silence
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(8), conn.read(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("a stalled body of {path} must be answered"))
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+        assert!(
+            t.elapsed() >= Duration::from_millis(1900) && t.elapsed() < Duration::from_secs(6),
+            "{path}: {:?}",
+            t.elapsed()
+        );
+    }
+    let (s, v) = Reg::admin(&b).api(Method::GET, "/api/v1/users", None).await;
+    assert_eq!(s, StatusCode::OK, "still serving: {v}");
+    assert!(!v.to_string().contains("\"stalled\""), "the stalled request created nothing: {v}");
+}
+
 // ---- a full disk ---------------------------------------------------------------------------
 
 /// A size-limited tmpfs mounted on a temporary folder; unmounted when dropped.

@@ -6,11 +6,13 @@
 //! path on the HTTPS port. Nothing else is served in plain text.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 
 use super::Acme;
+use crate::config::LimitsConfig;
 
 const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
@@ -21,17 +23,27 @@ struct Plain {
 }
 
 /// Binds `listen` and builds the server (run it with `.await` or spawn it). `https_port` is
-/// the port redirects name (left out when 443).
+/// the port redirects name (left out when 443). The `[limits]` of the main listener hold here
+/// too: head timeout, keep-alive, disconnect timeout, connections per worker (no handler here
+/// reads a body, and actix refuses heads over 96 headers or 128 KiB by itself).
 pub fn server(
     listen: &str,
     https_port: u16,
     acme: Option<Arc<Acme>>,
     shutdown_timeout_secs: u64,
+    limits: &LimitsConfig,
 ) -> anyhow::Result<(actix_web::dev::Server, Vec<std::net::SocketAddr>)> {
     let plain = web::Data::new(Plain { acme, https_port });
     let http = HttpServer::new(move || App::new().app_data(plain.clone()).default_service(web::to(answer)))
         .workers(1)
         .shutdown_timeout(shutdown_timeout_secs)
+        .client_request_timeout(Duration::from_secs(limits.client_request_timeout_secs))
+        .keep_alive(match limits.keep_alive_secs {
+            0 => actix_web::http::KeepAlive::Disabled,
+            secs => actix_web::http::KeepAlive::Timeout(Duration::from_secs(secs)),
+        })
+        .client_disconnect_timeout(Duration::from_secs(limits.client_disconnect_timeout_secs))
+        .max_connections(limits.max_connections.max(1))
         .bind(listen)
         .map_err(|e| anyhow::anyhow!("tls.http_listen {listen}: {e}"))?;
     let addrs = http.addrs();

@@ -63,6 +63,18 @@ impl S3State {
     }
 }
 
+/// A multipart upload the bucket no longer knows (aborted by a lifecycle rule or by hand: S3's
+/// `NoSuchUpload`, a 404) is an upload whose acknowledged bytes are gone: the client must start
+/// again (`BLOB_UPLOAD_UNKNOWN`), as when the tail object is gone.
+fn gone_upload(e: object_store::Error) -> RegistryError {
+    let gone = matches!(e, object_store::Error::NotFound { .. }) || e.to_string().contains("NoSuchUpload");
+    if gone {
+        tracing::warn!(error = %e, "an upload's multipart upload is gone from the bucket");
+        return RegistryError::BlobUploadUnknown("upload data is gone".into());
+    }
+    e.into()
+}
+
 /// An object store with a multipart upload interface (S3, GCS, Azure, in-memory).
 pub trait PartStore: ObjectStore + MultipartStore {}
 impl<T: ObjectStore + MultipartStore> PartStore for T {}
@@ -146,7 +158,7 @@ impl S3Writer {
             }
         };
         let idx = self.state.parts.len();
-        let part = self.s3.put_part(&self.data_key, &mp, idx, PutPayload::from(part)).await?;
+        let part = self.s3.put_part(&self.data_key, &mp, idx, PutPayload::from(part)).await.map_err(gone_upload)?;
         self.state.parts.push(part.content_id);
         Ok(())
     }
@@ -239,10 +251,14 @@ impl UploadBackend for MultipartUploads {
                 let data_key = self.key(id, "data")?;
                 let mut parts: Vec<PartId> = state.parts.iter().map(|e| PartId { content_id: e.clone() }).collect();
                 if !tail.is_empty() {
-                    let last = self.s3.put_part(&data_key, mp, parts.len(), PutPayload::from(tail)).await?;
+                    let last = self
+                        .s3
+                        .put_part(&data_key, mp, parts.len(), PutPayload::from(tail))
+                        .await
+                        .map_err(gone_upload)?;
                     parts.push(last);
                 }
-                self.s3.complete_multipart(&data_key, mp, parts).await?;
+                self.s3.complete_multipart(&data_key, mp, parts).await.map_err(gone_upload)?;
                 self.s3.copy(&data_key, dest).await?;
                 self.delete_quietly(&data_key).await;
             }

@@ -113,7 +113,7 @@ impl Backend {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
         let name = format!("t{}_{}_{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst), nanos % 100_000);
         let endpoint =
-            endpoint.map(String::from).unwrap_or_else(|| env_or("BERTH_TEST_S3_ENDPOINT", "http://127.0.0.1:9000"));
+            endpoint.map(String::from).unwrap_or_else(|| env_or("BERTH_TEST_S3_ENDPOINT", "http://127.0.0.1:9010"));
         let bucket = env_or("BERTH_TEST_S3_BUCKET", "berth-test");
         let admin_url = env_or("BERTH_TEST_PG_URL", "postgres://berth:berth@127.0.0.1/postgres");
         run(Command::new("psql").arg(&admin_url).args(["-q", "-c", &format!("CREATE DATABASE {name}")]));
@@ -133,25 +133,53 @@ impl Backend {
         Backend::S3Postgres { env, endpoint, bucket, prefix: name, database }
     }
 
-    /// The environment a server (or a `berth` command) needs for this backend.
-    /// The test S3 server's listing (XML) of the keys under `key_prefix` (it answers unsigned
-    /// listings). moto walks the whole bucket for a listing and answers 500 when another test
-    /// deletes a key meanwhile (a KeyError in its iteration): asked again, up to ten times.
-    pub fn s3_listing(&self, key_prefix: &str) -> String {
+    /// A request to the test S3 server, signed (SigV4, by curl) with the test's keys
+    /// (`BERTH_TEST_S3_ACCESS_KEY`/`BERTH_TEST_S3_SECRET_KEY`), since the server `scripts/test`
+    /// starts checks every signature. `path` follows the bucket (a key, or `?query` on the
+    /// bucket: curl signs it as given, so give its parameters sorted, `%`-encoded and each with
+    /// an `=`); `body` is sent as the request's payload. Returns (HTTP status, body).
+    pub fn s3_request(&self, method: &str, path: &str, body: Option<&[u8]>) -> (u16, Vec<u8>) {
         let Backend::S3Postgres { endpoint, bucket, .. } = self else {
             panic!("not an S3 backend");
         };
-        let url = format!("{endpoint}/{bucket}?list-type=2&prefix={key_prefix}");
+        let sep = if path.starts_with('?') || path.is_empty() { "" } else { "/" };
+        let url = format!("{endpoint}/{bucket}{sep}{path}");
+        let payload = body.unwrap_or_default();
+        let keys = format!("{}:{}", env_or("BERTH_TEST_S3_ACCESS_KEY", "AK"), env_or("BERTH_TEST_S3_SECRET_KEY", "SK"));
+        let tmp = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(tmp.path(), payload).expect("write the payload");
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "--max-time", "60", "-X", method, "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", &keys])
+            .arg("-H")
+            .arg(format!("x-amz-content-sha256: {}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(payload))))
+            .args(["-w", "\n%{http_code}"]);
+        if body.is_some() {
+            cmd.arg("--data-binary").arg(format!("@{}", tmp.path().display()));
+        }
+        let out = cmd.arg(&url).output().expect("run curl");
+        let mut text = out.stdout;
+        let at = text.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+        let status = String::from_utf8_lossy(&text[at..]).trim().parse().unwrap_or(0);
+        text.truncate(at);
+        (status, text)
+    }
+
+    /// The test S3 server's listing (XML) of the keys under `key_prefix`. moto walks the whole
+    /// bucket for a listing and answers 500 when another test deletes a key meanwhile (a
+    /// KeyError in its iteration): asked again, up to ten times.
+    pub fn s3_listing(&self, key_prefix: &str) -> String {
         for _ in 0..10 {
-            let out = Command::new("curl").args(["-sf", &url]).output().expect("run curl");
-            if out.status.success() {
-                return String::from_utf8_lossy(&out.stdout).into_owned();
+            let (status, body) =
+                self.s3_request("GET", &format!("?list-type=2&prefix={}", key_prefix.replace('/', "%2F")), None);
+            if status == 200 {
+                return String::from_utf8_lossy(&body).into_owned();
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        panic!("cannot list {url}");
+        panic!("cannot list {key_prefix} on the test S3 server");
     }
 
+    /// The environment a server (or a `berth` command) needs for this backend.
     pub fn env(&self) -> &[(String, String)] {
         match self {
             Backend::FsSqlite => &[],
