@@ -18,8 +18,8 @@ use crate::config::WebhooksConfig;
 use crate::meta::{Delivery, Outcome, now_millis};
 use crate::metrics;
 
-/// Deliveries claimed at once.
-const BATCH: i64 = 16;
+/// Deliveries claimed (and sent side by side, and recorded in one transaction) at once.
+const BATCH: i64 = 32;
 
 /// `sha256=<hex>` of the HMAC-SHA256 of `body` keyed with `secret`.
 pub fn signature(secret: &str, body: &[u8]) -> String {
@@ -60,7 +60,8 @@ async fn run(events: Arc<Events>, config: WebhooksConfig, client: reqwest::Clien
         };
         let full = claimed.len() as i64 == BATCH;
         let sends = claimed.into_iter().map(|d| send(&events, &config, &client, d));
-        futures_util::future::join_all(sends).await;
+        let outcomes: Vec<_> = futures_util::future::join_all(sends).await.into_iter().flatten().collect();
+        record(&events, &outcomes).await;
         if last_prune.elapsed() > Duration::from_secs(3600) {
             last_prune = std::time::Instant::now();
             if let Err(e) = events.meta().prune_deliveries(config.history_days as i64 * 86_400).await {
@@ -76,12 +77,39 @@ async fn run(events: Arc<Events>, config: WebhooksConfig, client: reqwest::Clien
     }
 }
 
-async fn send(events: &Events, config: &WebhooksConfig, client: &reqwest::Client, d: Delivery) {
+/// Records the attempts of a batch in one transaction (a push-heavy SQLite server would
+/// otherwise make each delivery wait its turn for the write lock).
+async fn record(events: &Events, outcomes: &[(i64, i64, Outcome)]) {
+    match events.meta().finish_attempts(outcomes).await {
+        Ok(recorded) => {
+            for ((id, attempt, _), recorded) in outcomes.iter().zip(recorded) {
+                if !recorded {
+                    tracing::warn!(
+                        delivery = id,
+                        attempt,
+                        "webhook attempt outlived its lease; another attempt owns the delivery"
+                    )
+                }
+            }
+        }
+        // The leases run out and the deliveries are attempted again (at least once).
+        Err(e) => tracing::warn!(deliveries = outcomes.len(), error = %e, "could not record webhook attempts"),
+    }
+}
+
+/// Sends one delivery; what it came to, to record (`None`: not attempted, retried when its
+/// lease ends).
+async fn send(
+    events: &Events,
+    config: &WebhooksConfig,
+    client: &reqwest::Client,
+    d: Delivery,
+) -> Option<(i64, i64, Outcome)> {
     let hook = match events.meta().webhook(d.webhook_id).await {
         Ok(h) => h,
         Err(e) => {
             tracing::warn!(error = %e, "webhook lookup failed; the delivery is retried when its lease ends");
-            return;
+            return None;
         }
     };
     let gone = hook.is_none();
@@ -120,17 +148,7 @@ async fn send(events: &Events, config: &WebhooksConfig, client: &reqwest::Client
             Outcome::Failed { status_code, error, next_attempt_at }
         }
     };
-    match events.meta().finish_attempt(d.id, d.attempts, &outcome).await {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!(
-                delivery = d.id,
-                attempt = d.attempts,
-                "webhook attempt outlived its lease; another attempt owns the delivery"
-            )
-        }
-        Err(e) => tracing::warn!(delivery = d.id, error = %e, "could not record a webhook attempt"),
-    }
+    Some((d.id, d.attempts, outcome))
 }
 
 #[cfg(test)]

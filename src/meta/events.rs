@@ -236,39 +236,57 @@ impl Meta {
     /// claimed the delivery again (the count moved on), or it is no longer pending, nothing is
     /// written and false is returned, so a late answer never overwrites a newer attempt's.
     pub async fn finish_attempt(&self, id: i64, attempt: i64, outcome: &Outcome) -> Result<bool> {
+        Ok(self.finish_attempts(&[(id, attempt, outcome.clone())]).await?[0])
+    }
+
+    /// [`Meta::finish_attempt`] for a batch of attempts, in one write transaction (one commit
+    /// and one turn of SQLite's write lock for the batch, not one per delivery); each element of
+    /// the answer says whether that attempt was recorded.
+    pub async fn finish_attempts(&self, attempts: &[(i64, i64, Outcome)]) -> Result<Vec<bool>> {
         const FENCE: &str = " WHERE id = $1 AND attempts = $2 AND status = 'pending'";
-        let q = match outcome {
-            Outcome::Delivered { status_code } => sqlx::query(sqlx::AssertSqlSafe(format!(
-                // last_error stays: the history shows what failed before the delivery went through.
-                "UPDATE webhook_deliveries SET status = 'delivered', lease_until = NULL, last_status_code = $3, \
-                 finished_at = $4{FENCE}"
-            )))
-            .bind(id)
-            .bind(attempt)
-            .bind(*status_code)
-            .bind(now()),
-            Outcome::Failed { status_code, error, next_attempt_at: Some(next) } => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "UPDATE webhook_deliveries SET lease_until = NULL, last_status_code = $3, last_error = $4, \
-                     next_attempt_at = $5{FENCE}"
+        let mut recorded = Vec::with_capacity(attempts.len());
+        if attempts.is_empty() {
+            return Ok(recorded);
+        }
+        let mut tx = self.begin_write().await?;
+        for (id, attempt, outcome) in attempts {
+            let q = match outcome {
+                Outcome::Delivered { status_code } => sqlx::query(sqlx::AssertSqlSafe(format!(
+                    // last_error stays: the history shows what failed before the delivery went through.
+                    "UPDATE webhook_deliveries SET status = 'delivered', lease_until = NULL, last_status_code = $3, \
+                     finished_at = $4{FENCE}"
                 )))
-                .bind(id)
-                .bind(attempt)
+                .bind(*id)
+                .bind(*attempt)
                 .bind(*status_code)
-                .bind(error.clone())
-                .bind(*next)
-            }
-            Outcome::Failed { status_code, error, next_attempt_at: None } => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE webhook_deliveries SET status = 'failed', lease_until = NULL, last_status_code = $3, \
-                     last_error = $4, finished_at = $5{FENCE}"
-            )))
-            .bind(id)
-            .bind(attempt)
-            .bind(*status_code)
-            .bind(error.clone())
-            .bind(now()),
-        };
-        Ok(q.execute(self.pool()).await?.rows_affected() > 0)
+                .bind(now()),
+                Outcome::Failed { status_code, error, next_attempt_at: Some(next) } => {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE webhook_deliveries SET lease_until = NULL, last_status_code = $3, last_error = $4, \
+                         next_attempt_at = $5{FENCE}"
+                    )))
+                    .bind(*id)
+                    .bind(*attempt)
+                    .bind(*status_code)
+                    .bind(error.clone())
+                    .bind(*next)
+                }
+                Outcome::Failed { status_code, error, next_attempt_at: None } => {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE webhook_deliveries SET status = 'failed', lease_until = NULL, last_status_code = $3, \
+                         last_error = $4, finished_at = $5{FENCE}"
+                    )))
+                    .bind(*id)
+                    .bind(*attempt)
+                    .bind(*status_code)
+                    .bind(error.clone())
+                    .bind(now())
+                }
+            };
+            recorded.push(q.execute(&mut *tx).await?.rows_affected() > 0);
+        }
+        tx.commit().await?;
+        Ok(recorded)
     }
 
     /// A webhook's deliveries, newest first, before the id `before`.
