@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Writes the checked-in seed corpus of the fuzz targets (fuzz/corpus/<target>/): a handful of
 real inputs per target. Run from anywhere; it replaces the files it names and leaves others
-(crash inputs kept as regression seeds) alone. The JWT seed of `authorization` is made by the
-target itself: `BERTH_FUZZ_PRINT_JWT=1 scripts/fuzz 1 authorization` prints one."""
+(crash inputs kept as regression seeds) alone. The JWT seed of `authorization` (corpus file
+`jwt`) is signed by the target itself with its test key:
+    printf 'Bearer a.b.c' > /tmp/in
+    BERTH_FUZZ_PRINT_JWT=1 ~/.cache/berth-fuzz-target/x86_64-unknown-linux-gnu/release/authorization /tmp/in
+prints it."""
 import gzip, hashlib, io, json, os, shutil, subprocess, tarfile
 
 tarfile.RECORDSIZE = 512  # no padding to 10 KiB: small seeds

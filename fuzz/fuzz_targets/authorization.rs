@@ -3,7 +3,8 @@
 //! challenges of other registries (`remote::challenge_params`).
 //!
 //! The JWTs are checked against a fixed test key, so the seed corpus holds a real token signed
-//! with it (`BERTH_FUZZ_PRINT_JWT=1` prints a fresh one): the fuzzer mutates a valid token. A
+//! with it (`BERTH_FUZZ_PRINT_JWT=1` prints one, see `fuzz/seeds.py`): the fuzzer mutates a
+//! valid token. A
 //! token that verifies must carry exactly the claims that were signed.
 #![no_main]
 use std::sync::LazyLock;
