@@ -22,7 +22,8 @@ fn parse_range(req: &HttpRequest) -> Result<Option<ByteRange>> {
     Ok(range_of(value))
 }
 
-fn range_of(value: &str) -> Option<ByteRange> {
+/// A `Range` header's value as [`parse_range`] reads it (public for the fuzz targets in `fuzz/`).
+pub fn range_of(value: &str) -> Option<ByteRange> {
     let spec = value.trim().strip_prefix("bytes=")?;
     if spec.contains(',') {
         return None;
@@ -186,8 +187,19 @@ fn content_range(req: &HttpRequest) -> Result<Option<(u64, u64)>> {
     let Some(value) = req.headers().get(header::CONTENT_RANGE) else {
         return Ok(None);
     };
-    let invalid = || RegistryError::RangeInvalid { message: "invalid Content-Range".into(), upload_size: None };
-    let value = value.to_str().map_err(|_| invalid())?.trim();
+    let value = value.to_str().map_err(|_| invalid_content_range())?;
+    content_range_of(value).map(Some)
+}
+
+fn invalid_content_range() -> RegistryError {
+    RegistryError::RangeInvalid { message: "invalid Content-Range".into(), upload_size: None }
+}
+
+/// A `Content-Range` header's value as (start, inclusive end), as [`content_range`] reads it
+/// (public for the fuzz targets in `fuzz/`).
+pub fn content_range_of(value: &str) -> Result<(u64, u64)> {
+    let invalid = invalid_content_range;
+    let value = value.trim();
     let spec = value.strip_prefix("bytes").map(|s| s.trim_start_matches([' ', '='])).unwrap_or(value);
     let spec = spec.split('/').next().unwrap_or(spec);
     let (start, end) = spec.split_once('-').ok_or_else(invalid)?;
@@ -198,7 +210,7 @@ fn content_range(req: &HttpRequest) -> Result<Option<(u64, u64)>> {
     if end < start || end >= i64::MAX as u64 {
         return Err(invalid());
     }
-    Ok(Some((start, end)))
+    Ok((start, end))
 }
 
 /// The `Content-Range` of a chunk as (start, length), checked against its `Content-Length`.

@@ -47,10 +47,10 @@ async fn list_webhooks(who: Caller, admin: web::Data<EventAdmin>) -> Result<Http
 }
 
 #[derive(Deserialize)]
-struct NewWebhook {
-    url: String,
+pub(super) struct NewWebhook {
+    pub(super) url: String,
     namespace: Option<String>,
-    events: Option<Vec<String>>,
+    pub(super) events: Option<Vec<String>>,
     secret: Option<String>,
 }
 
@@ -71,7 +71,7 @@ async fn delete_webhook(who: Admin, admin: web::Data<EventAdmin>, id: web::Path<
 }
 
 #[derive(Deserialize)]
-struct WebhookUpdate {
+pub(super) struct WebhookUpdate {
     enabled: bool,
 }
 

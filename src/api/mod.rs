@@ -5,7 +5,7 @@
 //! headers. Errors become spec JSON in one place, [`RegistryError`]'s `ResponseError` impl.
 
 pub mod accounts;
-mod blobs;
+pub mod blobs;
 pub mod body;
 pub mod error;
 pub mod events;
@@ -41,6 +41,52 @@ async fn mirrored(state: &AppState, req: &HttpRequest, name: &str) -> Result<Opt
     let Some(mirror) = &state.mirror else { return Ok(None) };
     let ns = query_map(req).get("ns").cloned();
     Ok(mirror.resolve(name, ns.as_deref()).await?.map(|t| (mirror.clone(), t)))
+}
+
+/// The JSON bodies of `/api/v1`, by the name of the handler's type.
+#[doc(hidden)]
+pub const MANAGEMENT_BODIES: &[&str] = &[
+    "PasswordChange",
+    "NewUser",
+    "UserUpdate",
+    "NewToken",
+    "NewOrg",
+    "Visibility",
+    "Role",
+    "NewRobot",
+    "NewTarget",
+    "NewRule",
+    "NewWebhook",
+    "WebhookUpdate",
+    "RetentionPolicy",
+    "Quota",
+];
+
+/// Reads a `/api/v1` JSON body into its handler's type as the handler's [`json::JsonBody`] does,
+/// then makes the checks of its values that need no database (for the fuzz targets in `fuzz/`).
+#[doc(hidden)]
+pub fn parse_management_body(body: &str, bytes: &[u8]) -> Result<()> {
+    use json::parse;
+    match body {
+        "PasswordChange" => parse::<accounts::PasswordChange>(bytes).map(drop),
+        "NewUser" => parse::<accounts::NewUser>(bytes).map(drop),
+        "UserUpdate" => parse::<accounts::UserUpdate>(bytes).map(drop),
+        "NewToken" => parse::<accounts::NewToken>(bytes).map(drop),
+        "NewOrg" => parse::<accounts::NewOrg>(bytes).map(drop),
+        "Visibility" => parse::<accounts::Visibility>(bytes).map(drop),
+        "Role" => parse::<accounts::Role>(bytes).map(drop),
+        "NewRobot" => parse::<accounts::NewRobot>(bytes).map(drop),
+        "NewTarget" => parse::<replication::NewTarget>(bytes).map(drop),
+        "NewRule" => parse::<replication::NewRule>(bytes)?.spec().check().map(drop),
+        "NewWebhook" => {
+            let hook: events::NewWebhook = parse(bytes)?;
+            crate::manage::webhooks::validate_webhook(&hook.url, hook.events.as_deref()).map(drop)
+        }
+        "WebhookUpdate" => parse::<events::WebhookUpdate>(bytes).map(drop),
+        "RetentionPolicy" => crate::gc::retention::validate_policy(&parse(bytes)?).map_err(RegistryError::Invalid),
+        "Quota" => parse::<gc::Quota>(bytes).map(drop),
+        other => Err(RegistryError::Invalid(format!("no /api/v1 body {other:?}"))),
+    }
 }
 
 /// Mounts the `/v2` API.

@@ -33,7 +33,7 @@ async fn list_targets(who: Admin, admin: web::Data<ReplicationAdmin>) -> Result<
 }
 
 #[derive(Deserialize)]
-struct NewTarget {
+pub(super) struct NewTarget {
     name: String,
     url: String,
     #[serde(default)]
@@ -93,7 +93,7 @@ fn push() -> String {
 }
 
 #[derive(Deserialize)]
-struct NewRule {
+pub(super) struct NewRule {
     name: String,
     target: String,
     #[serde(default = "all")]
@@ -114,20 +114,25 @@ struct NewRule {
     schedule: String,
 }
 
+impl NewRule {
+    pub(super) fn spec(&self) -> RuleSpec<'_> {
+        RuleSpec {
+            name: &self.name,
+            target: &self.target,
+            direction: &self.direction,
+            repositories: &self.repositories,
+            tags: &self.tags,
+            tags_regex: &self.tags_regex,
+            latest: self.latest,
+            destination_prefix: &self.destination_prefix,
+            replicate_deletes: self.replicate_deletes,
+            schedule: &self.schedule,
+        }
+    }
+}
+
 async fn create_rule(who: Admin, admin: web::Data<ReplicationAdmin>, body: JsonBody<NewRule>) -> Result<HttpResponse> {
-    let spec = RuleSpec {
-        name: &body.name,
-        target: &body.target,
-        direction: &body.direction,
-        repositories: &body.repositories,
-        tags: &body.tags,
-        tags_regex: &body.tags_regex,
-        latest: body.latest,
-        destination_prefix: &body.destination_prefix,
-        replicate_deletes: body.replicate_deletes,
-        schedule: &body.schedule,
-    };
-    let rule = admin.create_rule(who.by(), &spec).await?;
+    let rule = admin.create_rule(who.by(), &body.spec()).await?;
     Ok(HttpResponse::Created().json(rule_json(&rule)))
 }
 

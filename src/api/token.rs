@@ -30,8 +30,25 @@ fn token_response(token: crate::auth::service::IssuedToken, refresh: Option<Stri
 
 /// The values of every `scope` parameter.
 fn scopes(req: &HttpRequest) -> Vec<String> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    query_scopes(req.query_string())
+}
+
+/// The values of every `scope` parameter of a query string (public for the fuzz targets in
+/// `fuzz/`).
+pub fn query_scopes(query: &str) -> Vec<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
     pairs.into_iter().filter(|(k, _)| k == "scope").map(|(_, v)| v).collect()
+}
+
+/// The scopes of the OAuth2 form's `scope` field (space-separated).
+pub fn form_scopes(scope: &str) -> Vec<String> {
+    scope.split(' ').filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
+/// The OAuth2 form of a `POST /token` body, read as actix's `web::Form` reads it (public for the
+/// fuzz targets in `fuzz/`).
+pub fn parse_form(body: &[u8]) -> std::result::Result<OAuthForm, serde_urlencoded::de::Error> {
+    serde_urlencoded::from_bytes(body)
 }
 
 async fn get_token(req: HttpRequest, auth: web::Data<AuthService>) -> Result<HttpResponse> {
@@ -69,19 +86,20 @@ fn presented_secret(req: &HttpRequest) -> Option<String> {
     crate::auth::service::decode_basic(b64).map(|(_, secret)| secret)
 }
 
-#[derive(Deserialize)]
-struct OAuthForm {
-    grant_type: String,
+/// The OAuth2 form containerd posts.
+#[derive(Debug, Deserialize)]
+pub struct OAuthForm {
+    pub grant_type: String,
     #[serde(default)]
-    username: String,
+    pub username: String,
     #[serde(default)]
-    password: String,
+    pub password: String,
     #[serde(default)]
-    refresh_token: String,
+    pub refresh_token: String,
     #[serde(default)]
-    scope: String,
+    pub scope: String,
     #[serde(default)]
-    access_type: String,
+    pub access_type: String,
 }
 
 async fn post_token(
@@ -90,7 +108,7 @@ async fn post_token(
     auth: web::Data<AuthService>,
 ) -> Result<HttpResponse> {
     let addr = client_addr(&req);
-    let scopes: Vec<String> = form.scope.split(' ').filter(|s| !s.is_empty()).map(String::from).collect();
+    let scopes = form_scopes(&form.scope);
     match form.grant_type.as_str() {
         "password" => {
             let who = auth.login(&form.username, &form.password, &addr).await?;

@@ -66,6 +66,12 @@ impl TokenKeys {
     /// Loads the shared key from the database, creating it on first use.
     pub async fn load(meta: &Meta, issuer: &str) -> Result<TokenKeys> {
         let (kid, key) = meta.signing_key(generate).await?;
+        TokenKeys::from_stored(kid, &key, issuer)
+    }
+
+    /// Keys from a stored signing key: its id and its PKCS#8 document in base64 (public for the
+    /// fuzz targets in `fuzz/`, which sign with a fixed key).
+    pub fn from_stored(kid: String, key: &str, issuer: &str) -> Result<TokenKeys> {
         let der = BASE64.decode(key.as_bytes()).map_err(|e| RegistryError::internal("decoding the signing key", e))?;
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
             .map_err(|e| RegistryError::internal("reading the signing key", e))?;

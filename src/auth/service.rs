@@ -70,6 +70,32 @@ pub fn decode_basic(encoded: &str) -> Option<(String, String)> {
     Some((name.to_string(), secret.to_string()))
 }
 
+/// What an `Authorization` header presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials<'a> {
+    /// Basic: an account name and its password or a personal access token.
+    Basic { name: String, secret: String },
+    /// Bearer with a personal access token.
+    Token(&'a str),
+    /// Bearer with anything else: a registry JWT, still to be verified.
+    Jwt(&'a str),
+}
+
+/// Reads an `Authorization` header's value (`Basic base64(name:secret)`, `Bearer <token>`, the
+/// scheme in any case); `None` for other schemes and Basic credentials that do not decode.
+pub fn parse_authorization(value: &str) -> Option<Credentials<'_>> {
+    let (scheme, rest) = value.split_once(' ')?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("basic") {
+        let (name, secret) = decode_basic(rest)?;
+        return Some(Credentials::Basic { name, secret });
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    Some(if rest.starts_with(TOKEN_PREFIX) { Credentials::Token(rest) } else { Credentials::Jwt(rest) })
+}
+
 /// The client address used for throttling (behind trusted proxies, from `X-Forwarded-For`).
 pub fn client_addr(req: &HttpRequest) -> String {
     crate::client_ip::client_ip(req)
@@ -335,25 +361,22 @@ impl AuthService {
             challenge: Some(self.challenge(req, None)),
         };
         let value = value.to_str().map_err(|_| bad())?;
-        let (scheme, rest) = value.split_once(' ').ok_or_else(bad)?;
-        let rest = rest.trim();
-        if scheme.eq_ignore_ascii_case("basic") {
-            let (name, secret) = decode_basic(rest).ok_or_else(bad)?;
-            return self.login(&name, &secret, &client_addr(req)).await.map_err(|e| match e {
-                RegistryError::Unauthorized { message, .. } => {
-                    RegistryError::Unauthorized { message, challenge: Some(self.challenge(req, None)) }
-                }
-                other => other,
-            });
-        }
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(bad());
-        }
-        if rest.starts_with(TOKEN_PREFIX) {
-            let token = self.usable_token(rest, &["personal"]).await?.ok_or_else(bad)?;
-            return self.token_identity(&token, &client_addr(req)).await?.ok_or_else(bad);
-        }
-        let claims = self.keys.verify(rest, &self.config.service).ok_or_else(bad)?;
+        let jwt = match parse_authorization(value).ok_or_else(bad)? {
+            Credentials::Basic { name, secret } => {
+                return self.login(&name, &secret, &client_addr(req)).await.map_err(|e| match e {
+                    RegistryError::Unauthorized { message, .. } => {
+                        RegistryError::Unauthorized { message, challenge: Some(self.challenge(req, None)) }
+                    }
+                    other => other,
+                });
+            }
+            Credentials::Token(secret) => {
+                let token = self.usable_token(secret, &["personal"]).await?.ok_or_else(bad)?;
+                return self.token_identity(&token, &client_addr(req)).await?.ok_or_else(bad);
+            }
+            Credentials::Jwt(jwt) => jwt,
+        };
+        let claims = self.keys.verify(jwt, &self.config.service).ok_or_else(bad)?;
         let mut who = Identity { account: None, limit: None, granted: Some(claims.access) };
         if !claims.sub.is_empty() {
             let found = self.meta.account(&claims.sub).await?.ok_or_else(bad)?;
@@ -579,5 +602,18 @@ mod tests {
         assert_eq!(parse_scope("registry:catalog:*").unwrap().actions, vec!["*"]);
         assert_eq!(parse_scope("nonsense"), None);
         assert_eq!(parse_scope("repository::pull"), None);
+    }
+
+    #[test]
+    fn authorization_headers() {
+        let basic = |name: &str, secret: &str| Some(Credentials::Basic { name: name.into(), secret: secret.into() });
+        assert_eq!(parse_authorization("Basic YWxpY2U6c2VjcmV0"), basic("alice", "secret"));
+        // The secret may hold colons; the scheme is case-insensitive.
+        assert_eq!(parse_authorization("basic  Ym9iOnA6YXNz "), basic("bob", "p:ass"));
+        assert_eq!(parse_authorization("Bearer berth_abc"), Some(Credentials::Token("berth_abc")));
+        assert_eq!(parse_authorization("BEARER a.b.c"), Some(Credentials::Jwt("a.b.c")));
+        for bad in ["", "Basic", "Basic !!!", "Basic bm9jb2xvbg==", "Negotiate abc", "Bearer"] {
+            assert_eq!(parse_authorization(bad), None, "{bad:?}");
+        }
     }
 }

@@ -49,6 +49,35 @@ pub struct ReplicationAdmin {
     events: Arc<Events>,
 }
 
+impl RuleSpec<'_> {
+    /// The checks of a new rule that need no database (its name, direction, globs, expression,
+    /// latest N, schedule, destination prefix); the first run of its schedule, if it has one.
+    pub fn check(&self) -> Result<Option<i64>> {
+        validate_label("rule", self.name)?;
+        if !matches!(self.direction, "push" | "pull") {
+            return Err(RegistryError::Invalid(format!("direction {:?}: push or pull", self.direction)));
+        }
+        validate_glob("repositories", self.repositories)?;
+        validate_glob("tags", self.tags)?;
+        if !self.tags_regex.is_empty() {
+            select::compile(self.tags_regex)?;
+        }
+        if !(0..=100_000).contains(&self.latest) {
+            return Err(RegistryError::Invalid("latest: 0 (every tag) up to 100000".into()));
+        }
+        let next_run_at = if self.schedule.trim().is_empty() {
+            None
+        } else {
+            Some(Schedule::parse(self.schedule)?.first(now_millis())?)
+        };
+        let prefix = self.destination_prefix.trim_matches('/');
+        if !prefix.is_empty() {
+            crate::oci::validate_name(prefix)?;
+        }
+        Ok(next_run_at)
+    }
+}
+
 /// A name for targets and rules: 1–64 of `a-z 0-9 . _ -`.
 fn validate_label(what: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -191,27 +220,8 @@ impl ReplicationAdmin {
     /// Stores a rule: push (local → target) or pull (target → local).
     pub async fn create_rule(&self, by: By<'_>, spec: &RuleSpec<'_>) -> Result<ReplicationRule> {
         by.require_admin()?;
-        validate_label("rule", spec.name)?;
-        if !matches!(spec.direction, "push" | "pull") {
-            return Err(RegistryError::Invalid(format!("direction {:?}: push or pull", spec.direction)));
-        }
-        validate_glob("repositories", spec.repositories)?;
-        validate_glob("tags", spec.tags)?;
-        if !spec.tags_regex.is_empty() {
-            select::compile(spec.tags_regex)?;
-        }
-        if !(0..=100_000).contains(&spec.latest) {
-            return Err(RegistryError::Invalid("latest: 0 (every tag) up to 100000".into()));
-        }
-        let next_run_at = if spec.schedule.trim().is_empty() {
-            None
-        } else {
-            Some(Schedule::parse(spec.schedule)?.first(now_millis())?)
-        };
+        let next_run_at = spec.check()?;
         let prefix = spec.destination_prefix.trim_matches('/');
-        if !prefix.is_empty() {
-            crate::oci::validate_name(prefix)?;
-        }
         let target = self.target(spec.target).await?;
         let new = NewRule {
             name: spec.name,

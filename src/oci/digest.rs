@@ -131,11 +131,30 @@ impl Hasher {
         format!("{}:{}", self.algorithm().as_str(), data_encoding::BASE64.encode(&state))
     }
 
-    /// Restores a state made by [`Hasher::save`].
-    pub fn restore(saved: &str) -> Option<Hasher> {
+    /// Restores a state made by [`Hasher::save`] after `hashed` bytes: `None` unless it is one,
+    /// of exactly that many bytes. (sha2 restores any block count, and finishing a count whose
+    /// length in bits overflows panics with overflow checks on and gives a wrong digest
+    /// without them: a damaged state must not get that far.)
+    pub fn restore(saved: &str, hashed: u64) -> Option<Hasher> {
         use sha2::digest::common::hazmat::{SerializableState, SerializedState};
         let (alg, b64) = saved.split_once(':')?;
         let bytes = data_encoding::BASE64.decode(b64.as_bytes()).ok()?;
+        // sha2 0.11's serialization: the state words (32 or 64 bytes), the number of whole blocks
+        // (u64 or u128, little-endian), the number of bytes buffered, the buffer (64 or 128).
+        let (words, count_len, block) = match alg {
+            "sha256" => (32, 8, 64u128),
+            "sha512" => (64, 16, 128u128),
+            _ => return None,
+        };
+        let count = bytes.get(words..words + count_len)?;
+        let mut le = [0u8; 16];
+        le[..count_len].copy_from_slice(count);
+        let buffered = u128::from(*bytes.get(words + count_len)?);
+        let total = u128::from_le_bytes(le).checked_mul(block)?.checked_add(buffered)?;
+        // SHA-256 counts the message in bits in 64 bits.
+        if total != u128::from(hashed) || (alg == "sha256" && hashed > u64::MAX / 8) {
+            return None;
+        }
         match alg {
             "sha256" => {
                 let state = SerializedState::<sha2::Sha256>::try_from(bytes.as_slice()).ok()?;
@@ -189,12 +208,36 @@ mod tests {
     fn hasher_state_survives_save_and_restore() {
         let mut h = Hasher::new(Algorithm::Sha256);
         h.update(&[7u8; 100]);
-        let mut resumed = Hasher::restore(&h.save()).unwrap();
+        let mut resumed = Hasher::restore(&h.save(), 100).unwrap();
         resumed.update(b"tail");
         h.update(b"tail");
         assert_eq!(resumed.finish(), h.finish());
-        assert!(Hasher::restore("sha256:bm90IGEgc3RhdGU=").is_none());
-        assert!(Hasher::restore("md5:AAAA").is_none());
+        assert!(Hasher::restore("sha256:bm90IGEgc3RhdGU=", 0).is_none());
+        assert!(Hasher::restore("md5:AAAA", 0).is_none());
+        // A state is only taken for the number of bytes it hashed.
+        let mut h = Hasher::new(Algorithm::Sha512);
+        h.update(&[1u8; 300]);
+        assert!(Hasher::restore(&h.save(), 300).is_some());
+        assert!(Hasher::restore(&h.save(), 299).is_none());
+        assert!(Hasher::restore(&Hasher::new(Algorithm::Sha256).save(), 0).is_some());
+    }
+
+    #[test]
+    fn a_damaged_state_is_refused_not_finished() {
+        // Found by fuzz/fuzz_targets/digest.rs: a block count whose length in bits overflows
+        // (2^55 blocks and more) was restored, and finishing it panicked on the overflow.
+        let mut state = vec![0u8; 32 + 8 + 1 + 64];
+        state[32..40].copy_from_slice(&(1u64 << 55).to_le_bytes());
+        let saved = format!("sha256:{}", data_encoding::BASE64.encode(&state));
+        for hashed in [0, 1 << 61, u64::MAX] {
+            assert!(Hasher::restore(&saved, hashed).is_none());
+        }
+        let crash = "sha256:agPBbsq7ZWnKhMMcvPCpFMMcvPCJJJJJPXQ=F7NCB6SH3jYRPXQ=mMvMPCcpFMMcF7NCB6SH3jYRPXQ=mqHJjkgAAAQAAAAAAAQ=mqHJjkgAAAQAAAAAAAQ=mqH/TZOCoNw0jkgAAAQAAAAAAA==";
+        for hashed in [0, 64, u64::MAX / 8, u64::MAX] {
+            if let Some(h) = Hasher::restore(crash, hashed) {
+                h.finish();
+            }
+        }
     }
 
     #[test]

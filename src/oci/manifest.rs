@@ -116,7 +116,11 @@ pub fn bare_media_type(content_type: &str) -> &str {
 /// Parses and validates a manifest pushed with the given Content-Type.
 pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest, RegistryError> {
     super::json::check_nesting(bytes).map_err(|e| RegistryError::ManifestInvalid(format!("manifest: {e}")))?;
-    let raw: RawManifest = serde_json::from_slice(bytes)
+    // JSON is UTF-8 (RFC 8259). serde_json checks that only in the strings it reads, not in the
+    // fields it skips, and the bytes are stored and served as they are: check them all.
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| RegistryError::ManifestInvalid(format!("manifest is not valid JSON (not UTF-8): {e}")))?;
+    let raw: RawManifest = serde_json::from_str(text)
         .map_err(|e| RegistryError::ManifestInvalid(format!("manifest is not valid JSON: {e}")))?;
     let header = content_type.map(bare_media_type).filter(|t| !t.is_empty() && *t != "application/json");
     let media_type = match (header, raw.media_type.as_deref()) {
@@ -261,6 +265,19 @@ mod tests {
                 "accepted {ct:?} {body}"
             );
         }
+    }
+
+    #[test]
+    fn refuses_invalid_utf8_even_where_serde_skips() {
+        // Found by fuzz/fuzz_targets/manifest.rs: serde_json skipped the unknown field "l!yers"
+        // without checking its strings, so a manifest no JSON parser reads back was accepted.
+        let mut body =
+            format!(r#"{{"schemaVersion":2,"config":{{"digest":"{}","size":1}},"layers":[],"l!yers":"#, d('a'))
+                .into_bytes();
+        body.extend_from_slice(b"\"sha256:dac1\xfa\xfa\xfa\"}");
+        assert!(serde_json::from_slice::<serde_json::Value>(&body).is_err());
+        assert!(matches!(parse(Some(media::OCI_MANIFEST), &body), Err(RegistryError::ManifestInvalid(_))));
+        assert!(matches!(parse(None, &body), Err(RegistryError::ManifestInvalid(_))));
     }
 
     #[test]

@@ -53,7 +53,8 @@ fn valid_component(c: &str) -> bool {
             b'-' => true,
             _ => false,
         };
-        if !ok {
+        // A letter or digit must follow: two separators in a row ("a-_b", "a._b") are no name.
+        if !ok || !alnum(b[i]) {
             return false;
         }
     }
@@ -129,6 +130,13 @@ mod tests {
             "a b",
             "a%2fb",
             &"a".repeat(256),
+            // Found by fuzz/fuzz_targets/name.rs: separators of different kinds in a row.
+            "a.bc__d-_--e/f0",
+            "a-_b",
+            "a._b",
+            "a_.b",
+            "a__-b",
+            "a.-b",
         ] {
             assert!(validate_name(bad).is_err(), "{bad} accepted");
         }

@@ -149,7 +149,11 @@ impl Registry {
     {
         let alg = match digest {
             Some(d) if rec.size == 0 => d.algorithm(),
-            _ => rec.hash_state.as_deref().and_then(Hasher::restore).map_or(Algorithm::Sha256, |h| h.algorithm()),
+            _ => rec
+                .hash_state
+                .as_deref()
+                .and_then(|s| Hasher::restore(s, rec.size))
+                .map_or(Algorithm::Sha256, |h| h.algorithm()),
         };
         // A namespace quota bounds what this chunk may add, checked before anything is stored
         // (against the announced length) and while it streams.
@@ -194,7 +198,7 @@ impl Registry {
         {
             return Ok(state.hasher);
         }
-        if let Some(saved) = rec.hash_state.as_deref().and_then(Hasher::restore)
+        if let Some(saved) = rec.hash_state.as_deref().and_then(|s| Hasher::restore(s, rec.size))
             && saved.algorithm() == alg
         {
             return Ok(saved);

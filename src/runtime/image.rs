@@ -76,17 +76,25 @@ pub struct RunConfig {
     pub user: Option<String>,
 }
 
+/// Reads an image config: the nesting limit, then its JSON (public for the fuzz targets in
+/// `fuzz/`).
+pub fn parse_config(bytes: &[u8]) -> anyhow::Result<ImageConfig> {
+    crate::oci::json::check_nesting(bytes)?;
+    serde_json::from_slice(bytes).context("not an image config")
+}
+
+/// What the runtime reads of an image config.
 #[derive(Deserialize)]
-struct ImageConfig {
+pub struct ImageConfig {
     #[serde(default)]
-    config: Option<RunConfig>,
-    rootfs: RootFs,
+    pub config: Option<RunConfig>,
+    pub rootfs: RootFs,
 }
 
 #[derive(Deserialize)]
-struct RootFs {
+pub struct RootFs {
     #[serde(default)]
-    diff_ids: Vec<String>,
+    pub diff_ids: Vec<String>,
 }
 
 /// An image ready to run.
@@ -156,9 +164,7 @@ pub async fn resolve(registry: &Registry, repo: &str, reference: &Reference) -> 
     let config_desc = parsed.config.as_ref().ok_or_else(|| anyhow::anyhow!("{repo}@{digest} is not an image"))?;
     let config_digest: Digest = config_desc.digest.parse()?;
     let bytes = read_small_blob(registry, repo, &config_digest, MAX_CONFIG_BYTES).await?;
-    crate::oci::json::check_nesting(&bytes).with_context(|| format!("the config of {repo}@{digest}"))?;
-    let config: ImageConfig = serde_json::from_slice(&bytes)
-        .with_context(|| format!("the config of {repo}@{digest} is not an image config"))?;
+    let config = parse_config(&bytes).with_context(|| format!("the config of {repo}@{digest}"))?;
     if config.rootfs.diff_ids.len() != parsed.layers.len() {
         bail!(
             "{repo}@{digest}: the manifest lists {} layers but the config {} diff_ids",
