@@ -1408,7 +1408,7 @@ fn prune_measured(b: &Berth, args: &[&str]) -> String {
     let out = rt_ok(b, args);
     let after = du(b);
     let said = reclaimed(&out);
-    let freed = before - after;
+    let freed = before.saturating_sub(after);
     // The total has four significant digits.
     let slack = said / 500 + 4096;
     assert!(freed.abs_diff(said) <= slack, "{args:?}: du says {freed} bytes freed, the prune {said}:\n{out}");
@@ -1430,7 +1430,7 @@ fn prunes_free_what_they_say_and_keep_what_is_used() {
     let (base_id, a_id, b_id, c_id) =
         (hex(&base), hex(&layer("a.bin", &a)), hex(&layer("b.bin", &bb)), hex(&layer("c.bin", &c)));
     for img in ["rt/pa", "rt/pb", "rt/pc"] {
-        rt_ok(&b, &["run", "--rm", img, "true"]);
+        rt_ok(&b, &["run", "--rm", img, "sh", "-c", ":"]);
     }
     let mut all = vec![base_id.clone(), a_id.clone(), b_id.clone(), c_id.clone()];
     all.sort();
