@@ -1239,3 +1239,284 @@ fn exec_interactive_tty_under_tmux() {
     assert_eq!(std::fs::read_to_string(&before).unwrap(), std::fs::read_to_string(&after).unwrap());
     rt_ok(&b, &["rm", "-f", &id]);
 }
+
+/// Reads a child's stdout on a thread; the lines arrive on the channel.
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a child, at most `secs`.
+fn wait_at_most(child: &mut std::process::Child, secs: u64) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `logs -f` prints what is there, then what the container writes after it started, and ends
+/// when the container exits; `--tail N` keeps the last lines.
+#[test]
+fn logs_follow_until_the_container_exits() {
+    let (b, img, _images) = server_with_busybox("follow");
+    let gate = tempfile::tempdir().unwrap();
+    let volume = format!("{}:/gate", gate.path().display());
+    let script = "echo first; while [ ! -e /gate/go ]; do sleep 0.05; done; echo second; echo err-line >&2; exit 3";
+    let id = rt_ok(&b, &["run", "-d", "--name", "follow", "-v", &volume, &img, "sh", "-c", script]);
+    let id = id.trim();
+    let mut follower = rt_cmd(&b, &["logs", "-f", "follow"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut follower);
+    assert_eq!(lines.recv_timeout(Duration::from_secs(20)).expect("the output written before logs -f"), "first");
+    // Still following while the container runs.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(follower.try_wait().unwrap().is_none(), "logs -f ended while the container runs");
+    std::fs::write(gate.path().join("go"), "").unwrap();
+    assert_eq!(lines.recv_timeout(Duration::from_secs(20)).expect("output written after logs -f started"), "second");
+    let status = wait_at_most(&mut follower, 20).expect("logs -f did not end when the container exited");
+    assert!(status.success(), "{status}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut follower.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(err, "err-line\n");
+    assert!(lines.recv_timeout(Duration::from_millis(200)).is_err(), "nothing more on stdout");
+    assert!(rt_ok(&b, &["ps", "-a"]).contains("Exited (3)"));
+
+    // Of an exited container: everything at once, and it returns.
+    let out = rt(&b, &["logs", "-f", &id[..12]]);
+    assert_eq!((text(&out.stdout).as_str(), text(&out.stderr).as_str()), ("first\nsecond\n", "err-line\n"));
+    // --tail counts lines over both streams.
+    let out = rt(&b, &["logs", "--tail", "2", "follow"]);
+    assert_eq!((text(&out.stdout).as_str(), text(&out.stderr).as_str()), ("second\n", "err-line\n"));
+    let out = rt(&b, &["logs", "-n", "0", "follow"]);
+    assert_eq!((text(&out.stdout).as_str(), text(&out.stderr).as_str()), ("", ""));
+    // Failures exit 1 (a bad flag 125), as docker's do.
+    assert_eq!(rt(&b, &["logs", "-f", "nonexistent"]).status.code(), Some(1));
+    assert_eq!(rt(&b, &["logs", "--tail", "many", "follow"]).status.code(), Some(1));
+    assert_eq!(rt(&b, &["logs", "--bogus", "follow"]).status.code(), Some(125));
+    rt_ok(&b, &["rm", "follow"]);
+}
+
+/// The layer cache's entries (diff_id hex).
+fn cached_layers(b: &Berth) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(b.data_dir.join("runtime/layers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `rmi` removes the runtime's unpacked copy of an image, never while a container (running or
+/// stopped) was made from it (unless -f, which still keeps what the container has); the
+/// registry store keeps the image.
+#[test]
+fn rmi_is_refused_while_a_container_uses_the_image() {
+    let (b, img, _images) = server_with_busybox("rmi");
+    rt_ok(&b, &["run", "--name", "stopped", &img, "true"]);
+    let layers = cached_layers(&b);
+    assert_eq!(layers.len(), 1, "{layers:?}");
+
+    let out = rt(&b, &["rmi", &img]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("in use by stopped container"), "{}", text(&out.stderr));
+    assert_eq!(cached_layers(&b), layers);
+
+    // -f with a running container: allowed, but the container's layer stays and it runs on.
+    let running = rt_ok(&b, &["run", "-d", &img, "sleep", "1000"]).trim().to_string();
+    let out = rt(&b, &["rmi", &img]);
+    assert!(text(&out.stderr).contains("in use by"), "{}", text(&out.stderr));
+    let out = rt(&b, &["rmi", "-f", &img]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(cached_layers(&b), layers);
+    assert_eq!(rt_ok(&b, &["exec", &running, "echo", "alive"]), "alive\n");
+    rt_ok(&b, &["rm", "-f", &running]);
+
+    // After rm: removed; the store keeps the image, and run unpacks it again.
+    rt_ok(&b, &["rm", "stopped"]);
+    let out = rt_ok(&b, &["rmi", &img]);
+    assert_eq!(out, format!("Deleted: sha256:{}\n", layers[0]));
+    assert!(cached_layers(&b).is_empty());
+    let images = rt_ok(&b, &["images"]);
+    assert!(images.lines().any(|l| l.starts_with(&img) && l.ends_with("0/1")), "{images}");
+    assert_eq!(rt_ok(&b, &["run", "--rm", &img, "echo", "back"]), "back\n");
+    assert_eq!(cached_layers(&b), layers);
+    assert_eq!(rt_ok(&b, &["image", "rm", &img]), format!("Deleted: sha256:{}\n", layers[0]));
+    let out = rt(&b, &["rmi", "rt/not-there"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no such image"), "{}", text(&out.stderr));
+}
+
+/// Incompressible bytes (a small xorshift generator), so a layer's size is what it holds.
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// `du -sx -B1` of the runtime's directory.
+fn du(b: &Berth) -> u64 {
+    let out = run(Command::new("du").arg("-sx").arg("-B1").arg(b.data_dir.join("runtime")));
+    out.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// A prune's output: what it listed and the bytes of "Total reclaimed space: …".
+fn reclaimed(out: &str) -> u64 {
+    let size = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Total reclaimed space: "))
+        .unwrap_or_else(|| panic!("no total in {out:?}"));
+    let at = size.find(|c: char| c.is_ascii_alphabetic()).unwrap();
+    let number: f64 = size[..at].parse().unwrap();
+    let unit = match &size[at..] {
+        "B" => 1.0,
+        "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        u => panic!("unit {u}"),
+    };
+    (number * unit) as u64
+}
+
+/// Runs a prune, checks that `du` drops by what it says it freed; returns its output.
+fn prune_measured(b: &Berth, args: &[&str]) -> String {
+    let before = du(b);
+    let out = rt_ok(b, args);
+    let after = du(b);
+    let said = reclaimed(&out);
+    let freed = before.saturating_sub(after);
+    // The total has four significant digits.
+    let slack = said / 500 + 4096;
+    assert!(freed.abs_diff(said) <= slack, "{args:?}: du says {freed} bytes freed, the prune {said}:\n{out}");
+    out
+}
+
+/// `image prune` and `system prune` free the disk they say they free and never remove a layer
+/// a remaining image or container has.
+#[test]
+fn prunes_free_what_they_say_and_keep_what_is_used() {
+    let b = Berth::start();
+    let base = busybox_layer(&[Entry::Symlink("bin/sleep", "busybox")]);
+    let (a, bb, c) = (noise(3_000_000, 1), noise(2_000_000, 2), noise(1_000_000, 3));
+    let layer = |name: &str, data: &[u8]| tar_of_entries(&[Entry::Plain(name, data)]);
+    push_runnable(&b, "rt/pa", &[(base.clone(), true), (layer("a.bin", &a), true)]);
+    push_runnable(&b, "rt/pb", &[(base.clone(), true), (layer("b.bin", &bb), false)]);
+    push_runnable(&b, "rt/pc", &[(base.clone(), true), (layer("c.bin", &c), true)]);
+    let hex = |tar: &[u8]| sha256(tar).trim_start_matches("sha256:").to_string();
+    let (base_id, a_id, b_id, c_id) =
+        (hex(&base), hex(&layer("a.bin", &a)), hex(&layer("b.bin", &bb)), hex(&layer("c.bin", &c)));
+    for img in ["rt/pa", "rt/pb", "rt/pc"] {
+        rt_ok(&b, &["run", "--rm", img, "sh", "-c", ":"]);
+    }
+    let mut all = vec![base_id.clone(), a_id.clone(), b_id.clone(), c_id.clone()];
+    all.sort();
+    assert_eq!(cached_layers(&b), all);
+    // rt/pc's tag moves to an image without c.bin: that layer is dangling now.
+    push_runnable(&b, "rt/pc", &[(base.clone(), true)]);
+    // A stopped container of rt/pa with a volume.
+    assert_eq!(
+        rt_ok(&b, &["run", "--name", "sa", "-v", "vol1:/v", "rt/pa", "sh", "-c", "echo hi > /v/x; echo done"]),
+        "done\n"
+    );
+
+    // image prune: only what no image in the store and no container has.
+    let out = prune_measured(&b, &["image", "prune", "-f"]);
+    assert!(out.contains(&format!("deleted: sha256:{c_id}")), "{out}");
+    assert!(reclaimed(&out) >= 1_000_000, "{out}");
+    let mut left = vec![base_id.clone(), a_id.clone(), b_id.clone()];
+    left.sort();
+    assert_eq!(cached_layers(&b), left);
+    // Nothing more to prune.
+    assert_eq!(prune_measured(&b, &["image", "prune", "-f"]), "Total reclaimed space: 0B\n");
+
+    // -a: also layers of images no container has (rt/pb's own layer); the base stays, rt/pa's
+    // container has it.
+    let out = prune_measured(&b, &["image", "prune", "-a", "-f"]);
+    assert!(out.contains(&format!("deleted: sha256:{b_id}")) && !out.contains(&base_id), "{out}");
+    assert!(reclaimed(&out) >= 2_000_000, "{out}");
+    let mut left = vec![base_id.clone(), a_id.clone()];
+    left.sort();
+    assert_eq!(cached_layers(&b), left);
+    // The stopped container starts again on its layers; the image sharing the base runs.
+    let out = rt(&b, &["start", "-a", "sa"]);
+    assert!(out.status.success() && text(&out.stdout) == "done\n", "{}", text(&out.stderr));
+    assert_eq!(rt_ok(&b, &["run", "--rm", "rt/pb", "sh", "-c", "test -s /b.bin && echo ok"]), "ok\n");
+
+    // system prune -a --volumes: the stopped container, its volume, the layers only it had;
+    // a running container of rt/pb keeps the base and rt/pb's layer, and runs on.
+    let rb = rt_ok(&b, &["run", "-d", "--name", "rb", "rt/pb", "sleep", "1000"]).trim().to_string();
+    let out = prune_measured(&b, &["system", "prune", "-a", "--volumes", "-f"]);
+    assert!(out.contains("Deleted Containers:") && out.contains("Deleted Volumes:\nvol1\n"), "{out}");
+    assert!(out.contains(&format!("deleted: sha256:{a_id}")), "{out}");
+    assert!(reclaimed(&out) >= 3_000_000, "{out}");
+    let mut left = vec![base_id.clone(), b_id.clone()];
+    left.sort();
+    assert_eq!(cached_layers(&b), left);
+    assert!(!b.data_dir.join("runtime/volumes/vol1").exists());
+    assert_eq!(rt_ok(&b, &["ps", "-a", "-q", "--no-trunc"]).trim(), rb);
+    assert_eq!(rt_ok(&b, &["exec", "rb", "sh", "-c", "test -s /b.bin && echo ok"]), "ok\n");
+    // Without -a nothing of the running container's image goes.
+    prune_measured(&b, &["system", "prune", "-f"]);
+    assert_eq!(cached_layers(&b), left);
+    // Without -f and without a "y", nothing happens.
+    let out = rt(&b, &["system", "prune", "-a"]);
+    assert!(!out.status.success());
+    rt_ok(&b, &["rm", "-f", "rb"]);
+    prune_measured(&b, &["system", "prune", "-a", "-f"]);
+    assert!(cached_layers(&b).is_empty());
+    assert_eq!(rt_ok(&b, &["run", "--rm", "rt/pa", "sh", "-c", "test -s /a.bin && echo ok"]), "ok\n");
+}
+
+/// `ps --format` with docker's placeholders and `table`, `--format json`, `-s`.
+#[test]
+fn ps_format_and_size() {
+    let (b, img, _images) = server_with_busybox("psfmt");
+    let up = rt_ok(&b, &["run", "-d", "--name", "fmt-up", &img, "sleep", "1000"]).trim().to_string();
+    rt_ok(&b, &["run", "--name", "fmt-done", &img, "sh", "-c", "head -c 50000 /dev/zero > /big"]);
+    let out = rt_ok(&b, &["ps", "--format", "{{.ID}} {{.Names}} {{.Image}} {{.Command}} {{.Status}}"]);
+    assert!(out.starts_with(&format!("{} fmt-up {img} \"sleep 1000\" Up ", &up[..12])), "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let out = rt_ok(&b, &["ps", "-a", "--format", "table {{.Names}}\\t{{.State}}"]);
+    assert_eq!(out, "NAMES      STATE\nfmt-up     running\nfmt-done   exited\n");
+    let out = rt_ok(&b, &["ps", "-a", "--no-trunc", "--format", "{{.ID}}|{{.CreatedAt}}|{{.Status}}"]);
+    let done = out.lines().nth(1).unwrap();
+    let fields: Vec<&str> = done.split('|').collect();
+    assert_eq!(fields[0].len(), 64, "{out}");
+    assert!(chrono::NaiveDateTime::parse_from_str(fields[1], "%Y-%m-%d %H:%M:%S +0000 UTC").is_ok(), "{out}");
+    assert!(fields[2].starts_with("Exited (0) "), "{out}");
+    let out = rt_ok(&b, &["ps", "-a", "-s", "--format", "{{.Names}} {{.Size}}"]);
+    let size = out.lines().find_map(|l| l.strip_prefix("fmt-done ")).unwrap();
+    assert!(size.starts_with("50kB (virtual ") && size.ends_with("MB)"), "{out}");
+    let table = rt_ok(&b, &["ps", "-s"]);
+    assert!(table.lines().next().unwrap().ends_with("SIZE"), "{table}");
+    let json: serde_json::Value = serde_json::from_str(rt_ok(&b, &["ps", "--format", "json"]).trim()).unwrap();
+    assert_eq!((json["Names"].as_str(), json["State"].as_str()), (Some("fmt-up"), Some("running")));
+    let out = rt(&b, &["ps", "--format", "{{.Nope}}"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unsupported"), "{}", text(&out.stderr));
+    rt_ok(&b, &["rm", "-f", "fmt-up", "fmt-done"]);
+}

@@ -83,7 +83,7 @@ enum Command {
     /// HTTPS certificates obtained over ACME ([tls.acme]).
     #[command(subcommand)]
     Tls(tls::TlsCommand),
-    /// The bundled runtime: run, ps, stop, rm, start, exec, logs, images, volume.
+    /// The bundled runtime: run, ps, stop, rm, start, exec, logs, images, rmi, image, system, volume.
     #[command(flatten)]
     Runtime(crate::runtime::args::RuntimeCommand),
 }

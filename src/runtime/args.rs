@@ -17,10 +17,18 @@ pub enum RuntimeCommand {
     Start(StartArgs),
     /// Run a command in a running container.
     Exec(ExecArgs),
-    /// Print a container's output.
+    /// Print a container's output (`-f`: and what it writes next, until it exits).
     Logs(LogsArgs),
     /// List the images in the store and whether their layers are unpacked.
     Images,
+    /// Remove the runtime's unpacked copy of images (the registry store keeps them).
+    Rmi(RmiArgs),
+    /// Manage images: prune (unpacked layers no image or container uses), ls, rm.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// The runtime's disk: prune (stopped containers, unused layers and volumes).
+    #[command(subcommand)]
+    System(SystemCommand),
     /// Manage volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
@@ -133,9 +141,17 @@ pub struct PsArgs {
     /// Only the latest created container (of any status).
     #[arg(short = 'l', long)]
     pub latest: bool,
-    /// Do not truncate IDs.
+    /// Do not truncate IDs and commands.
     #[arg(long)]
     pub no_trunc: bool,
+    /// Format the output with placeholders: `{{.ID}} {{.Names}} {{.Image}} {{.Command}}
+    /// {{.CreatedAt}} {{.RunningFor}} {{.Status}} {{.State}} {{.Size}} {{.Mounts}}`, `{{json .}}`;
+    /// `table …` prints a header and aligns columns at `\t`; `json`: one JSON object a line.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Show the size of each container's writable layer (and with its image: "virtual").
+    #[arg(short = 's', long)]
+    pub size: bool,
 }
 
 #[derive(Args, Debug)]
@@ -195,7 +211,56 @@ pub struct ExecArgs {
 
 #[derive(Args, Debug)]
 pub struct LogsArgs {
+    /// Follow: go on printing the container's output until it exits.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only the last N lines (`all`: everything).
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
     pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RmiArgs {
+    /// Also when a container was created from the image (the layers it has stay).
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Images (repo[:tag], repo@digest, host:port/repo[:tag]).
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Also the layers of images no container uses (not only those no image in the store has).
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Do not ask for confirmation.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Remove unpacked layers no image in the store and no container has (`-a`: no container).
+    Prune(PruneArgs),
+    /// List the images in the store (as `berth images`).
+    Ls,
+    /// Remove the runtime's unpacked copy of images (as `berth rmi`).
+    Rm(RmiArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SystemCommand {
+    /// Remove stopped containers and unpacked layers no image in the store and no container
+    /// has (`-a`: no container); `--volumes`: also volumes no container uses.
+    Prune {
+        #[command(flatten)]
+        prune: PruneArgs,
+        /// Also remove volumes no container uses.
+        #[arg(long)]
+        volumes: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -10,6 +10,10 @@
 //!   `--security-opt`, the host's devices for `--privileged`;
 //! - `monitor.rs`: the single-threaded helper process that runs a container with libcontainer;
 //! - `exec.rs`: `berth exec`, a process in a running container (libcontainer's tenant builder);
+//! - `logs.rs`: `berth logs` (`--tail`, `-f`);
+//! - `ps.rs`: `berth ps` (`-s`, `--format`);
+//! - `housekeeping.rs`: `berth rmi`, `image prune`, `system prune` (what an image is to the
+//!   runtime, and why the registry store is left alone), disk sizes;
 //! - `state.rs`: container records, directories and the lock;
 //! - `cgroups.rs`: the host's cgroup layout;
 //! - `command.rs`: exit statuses as docker gives them (125, 126, 127) and the check of the
@@ -23,16 +27,18 @@ pub mod args;
 pub mod cgroups;
 pub mod command;
 pub mod exec;
+pub mod housekeeping;
 pub mod image;
 pub mod layers;
+pub mod logs;
 pub mod monitor;
+pub mod ps;
 pub mod pull;
 pub mod rootfs;
 pub mod security;
 pub mod spec;
 pub mod state;
 
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -41,7 +47,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::config::Config;
-use args::{RunArgs, RuntimeCommand, VolumeCommand};
+use args::{ImageCommand, RunArgs, RuntimeCommand, SystemCommand, VolumeCommand};
 use state::{Container, Paths, Status, VolumeMount};
 
 /// Runs a runtime subcommand; returns the process exit status.
@@ -58,7 +64,7 @@ pub fn main(config: &Config, config_path: Option<&Path>, command: RuntimeCommand
     recover(&ctx.paths)?;
     match command {
         RuntimeCommand::Run(args) => run(&ctx, *args),
-        RuntimeCommand::Ps(a) => ps(&ctx.paths, a).map(|()| 0),
+        RuntimeCommand::Ps(a) => ps::ps(&ctx.paths, a).map(|()| 0),
         RuntimeCommand::Stop(a) => {
             for what in &a.containers {
                 let c = state::resolve(&ctx.paths, what)?;
@@ -93,14 +99,20 @@ pub fn main(config: &Config, config_path: Option<&Path>, command: RuntimeCommand
             Ok(0)
         }
         RuntimeCommand::Exec(a) => exec::exec(&ctx.paths, &a),
-        RuntimeCommand::Logs(a) => {
-            let c = state::resolve(&ctx.paths, &a.container)?;
-            let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
-            monitor::replay_log(&ctx.paths.container(&c.id).join("log"), &mut out, &mut err)?;
-            out.flush()?;
-            Ok(0)
+        RuntimeCommand::Logs(a) => logs::logs(&ctx.paths, &a).map(|()| 0),
+        RuntimeCommand::Images | RuntimeCommand::Image(ImageCommand::Ls) => ctx.block_on(images(&ctx)).map(|()| 0),
+        RuntimeCommand::Rmi(a) | RuntimeCommand::Image(ImageCommand::Rm(a)) => ctx.block_on(async {
+            let registry = crate::registry::Registry::open(ctx.config).await?;
+            housekeeping::rmi(&ctx.paths, &registry, &a.images, a.force).await
+        }),
+        RuntimeCommand::Image(ImageCommand::Prune(a)) => {
+            let store = if a.all { None } else { Some(ctx.store_images()?) };
+            housekeeping::image_prune(&ctx.paths, store.as_deref(), a.force)
         }
-        RuntimeCommand::Images => ctx.block_on(images(&ctx)).map(|()| 0),
+        RuntimeCommand::System(SystemCommand::Prune { prune, volumes }) => {
+            let store = if prune.all { None } else { Some(ctx.store_images()?) };
+            housekeeping::system_prune(&ctx.paths, store.as_deref(), volumes, prune.force)
+        }
         RuntimeCommand::Volume(VolumeCommand::Ls { quiet }) => volume_ls(&ctx.paths, quiet).map(|()| 0),
         RuntimeCommand::Volume(VolumeCommand::Rm { volumes }) => {
             for v in &volumes {
@@ -120,6 +132,14 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The store's tagged images (what a prune without `-a` keeps the layers of).
+    fn store_images(&self) -> anyhow::Result<Vec<housekeeping::StoreImage>> {
+        self.block_on(async {
+            let registry = crate::registry::Registry::open(self.config).await?;
+            housekeeping::store_images(&registry).await
+        })
+    }
+
     fn block_on<T>(&self, f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)
     }
@@ -287,57 +307,6 @@ fn rm(paths: &Paths, c: &Container, force: bool) -> anyhow::Result<()> {
     // Its monitor may have removed it already (`--rm`).
     if paths.container(&c.id).exists() {
         remove_container_files(paths, &c.id)?;
-    }
-    Ok(())
-}
-
-fn ago(rfc3339: &str) -> String {
-    let Ok(t) = chrono::DateTime::parse_from_rfc3339(rfc3339) else { return "?".into() };
-    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
-    match secs {
-        0..=1 => "Less than a second".into(),
-        2..=59 => format!("{secs} seconds"),
-        60..=3599 => format!("{} minutes", secs / 60),
-        3600..=172_799 => format!("{} hours", secs / 3600),
-        _ => format!("{} days", secs / 86400),
-    }
-}
-
-fn ps(paths: &Paths, a: args::PsArgs) -> anyhow::Result<()> {
-    let mut all = state::list(paths)?;
-    if a.latest {
-        all = all.pop().into_iter().collect();
-    } else if !a.all {
-        all.retain(state::running);
-    }
-    if a.quiet {
-        for c in &all {
-            println!("{}", if a.no_trunc { c.id.as_str() } else { c.short_id() });
-        }
-        return Ok(());
-    }
-    println!("{:<12}   {:<24} {:<22} {:<24} {:<36} NAMES", "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS");
-    for c in &all {
-        let mut command = format!("\"{}\"", c.command.join(" "));
-        if command.chars().count() > 22 {
-            command = format!("{}…\"", command.chars().take(20).collect::<String>());
-        }
-        let status = match c.status {
-            Status::Created => "Created".to_string(),
-            Status::Running if state::running(c) => format!("Up {}", ago(c.started.as_deref().unwrap_or(&c.created))),
-            _ => format!(
-                "Exited ({}) {} ago",
-                c.exit_code.map_or("?".to_string(), |e| e.to_string()),
-                ago(c.finished.as_deref().unwrap_or(&c.created))
-            ),
-        };
-        let id = if a.no_trunc { c.id.as_str() } else { c.short_id() };
-        println!(
-            "{id:<12}   {:<24} {command:<22} {:<24} {status:<36} {}",
-            c.image,
-            format!("{} ago", ago(&c.created)),
-            c.name
-        );
     }
     Ok(())
 }
@@ -573,6 +542,11 @@ fn create(
     };
 
     let _lock = paths.lock()?;
+    // A prune (`image prune -a`, `system prune`, `rmi`) may have removed a layer between
+    // `ensure_layers` and this lock; from here on the container's record protects them.
+    if let Some(gone) = layers.iter().find(|l| !paths.layer(l).is_dir()) {
+        bail!("layer {gone} was removed (a prune?) while the container was being created: run it again");
+    }
     let all = state::list(paths)?;
     let name = args.name.clone().unwrap_or_else(|| state::default_name(&id));
     if all.iter().any(|c| c.name == name) {

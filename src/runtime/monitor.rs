@@ -10,7 +10,7 @@
 //! monitor puts the user's terminal in raw mode, restored on exit, and copies window sizes.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -46,30 +46,6 @@ impl LogWriter {
         record.extend_from_slice(&(data.len() as u32).to_be_bytes());
         record.extend_from_slice(data);
         self.file.write_all(&record)
-    }
-}
-
-/// Replays a log to `out` (stdout records) and `err` (stderr records).
-pub fn replay_log(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut header = [0u8; 5];
-    let mut buf = Vec::new();
-    loop {
-        match file.read_exact(&mut header) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
-        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-        buf.resize(len, 0);
-        if file.read_exact(&mut buf).is_err() {
-            return Ok(()); // a record being written right now
-        }
-        if header[0] == STDERR { err.write_all(&buf)? } else { out.write_all(&buf)? }
     }
 }
 
