@@ -85,7 +85,7 @@ async fn pull_everything(reg: &Reg) -> BTreeMap<(String, String), String> {
 /// The scenario on `backend`: a base of images (some of which are deleted while the backup
 /// runs, and collected by GC runs asked for all along), four pushers pushing all the time,
 /// `berth backup` in the middle; then a restore into a fresh data dir (and database) and a
-/// server on it.
+/// server on it (on S3 with the blobs copied, into a new bucket prefix as well).
 async fn backup_during_pushes(backend: Backend, blobs: &'static str) {
     // Blobs deleted after the snapshot are kept by the backup only when it copies them (on S3
     // the bucket's versioning keeps them, which the test server does not have).
@@ -96,7 +96,8 @@ async fn backup_during_pushes(backend: Backend, blobs: &'static str) {
     // The base: 40 images of 128 KiB to 1 MiB; the first 10 are deleted during the backup.
     let mut base = Vec::new();
     for i in 0..40 {
-        let image = image_with_layer(&format!("base {i}"), &layer(&format!("base layer {i}"), (128 << 10) * (1 + i % 8)));
+        let image =
+            image_with_layer(&format!("base {i}"), &layer(&format!("base layer {i}"), (128 << 10) * (1 + i % 8)));
         base.push(push(&reg, &format!("base/r{}", i % 4), &format!("v{i}"), &image).await);
     }
     // Older than the grace period: unreferenced, they would go at once.
@@ -112,7 +113,7 @@ async fn backup_during_pushes(backend: Backend, blobs: &'static str) {
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
                 let seed = format!("stream {p} {n}");
-                let image = image_with_layer(&seed, &layer(&seed, 16 << 10 | (n * 977) % 40_000));
+                let image = image_with_layer(&seed, &layer(&seed, (16 << 10) + (n * 977) % 40_000));
                 done.push(push(&reg, &format!("stream/p{p}"), &format!("t{n}"), &image).await);
                 n += 1;
             }
@@ -188,7 +189,11 @@ async fn backup_during_pushes(backend: Backend, blobs: &'static str) {
 
     // Restore into a fresh data dir (and an empty database on S3 + PostgreSQL; the bucket is
     // the same prefix: its blobs are what versioning would keep).
-    let target = backend.with_fresh_database();
+    let target = match (&backend, copies) {
+        // The blobs are in the backup: a new bucket prefix too, which the restore fills.
+        (Backend::S3Postgres { .. }, true) => Backend::s3_postgres(None),
+        _ => backend.with_fresh_database(),
+    };
     let restored_dir = tempfile::tempdir().unwrap();
     let data = restored_dir.path().join("data");
     let out = berth_command(&target, &data, &["restore", dir.to_str().unwrap()]);
@@ -214,13 +219,20 @@ async fn backup_during_pushes(backend: Backend, blobs: &'static str) {
     let mut before = 0;
     for p in pushed.iter().filter(|p| p.acked < backup_started) {
         if !doomed.contains(&(p.repo.clone(), p.tag.clone())) {
-            assert!(served.contains_key(&(p.repo.clone(), p.tag.clone())), "{}:{} acknowledged before the backup", p.repo, p.tag);
+            assert!(
+                served.contains_key(&(p.repo.clone(), p.tag.clone())),
+                "{}:{} acknowledged before the backup",
+                p.repo,
+                p.tag
+            );
             before += 1;
         }
     }
     let after = pushed.iter().filter(|p| p.acked > backup_ended).count();
-    let after_served =
-        pushed.iter().filter(|p| p.acked > backup_ended && served.contains_key(&(p.repo.clone(), p.tag.clone()))).count();
+    let after_served = pushed
+        .iter()
+        .filter(|p| p.acked > backup_ended && served.contains_key(&(p.repo.clone(), p.tag.clone())))
+        .count();
     eprintln!(
         "restored: {} tags served; {before} pushed before the backup, all there; {after_served} of {after} pushed after it",
         served.len()
@@ -268,6 +280,13 @@ async fn backup_during_pushes_restores_every_tag_on_s3_postgres() {
     backup_during_pushes(Backend::s3_postgres(None), "auto").await;
 }
 
+/// `--blobs copy` on S3: the blobs streamed out of the bucket into the backup, and restored into
+/// a new prefix (each verified as it streams in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backup_with_blobs_copied_out_of_s3_restores_into_an_empty_bucket_prefix() {
+    backup_during_pushes(Backend::s3_postgres(None), "copy").await;
+}
+
 /// What a restore and a backup refuse, and a damaged blob found on the way in.
 #[tokio::test]
 async fn restore_refuses_what_it_cannot_trust() {
@@ -311,7 +330,10 @@ async fn restore_refuses_what_it_cannot_trust() {
     assert!(!out.status.success());
     let text = output_text(&out);
     assert!(text.contains(&layer_digest) && text.contains("could not be restored"), "{text}");
-    assert!(!tmp.path().join(format!("d2/storage/blobs/sha256/{}/{hex}", &hex[..2])).exists(), "a damaged blob was stored");
+    assert!(
+        !tmp.path().join(format!("d2/storage/blobs/sha256/{}/{hex}", &hex[..2])).exists(),
+        "a damaged blob was stored"
+    );
 
     // The good one restores.
     let out = berth_command(&Backend::FsSqlite, &tmp.path().join("d3"), &["restore", dir.to_str().unwrap()]);

@@ -252,7 +252,9 @@ impl Collector {
             .map_err(|_| RegistryError::Conflict("garbage collection is already running on this node".into()))?;
         let meta = &self.registry.meta;
         if !dry_run && !meta.acquire_lease(LEASE, &self.holder, LEASE_SECS).await? {
-            return Err(RegistryError::Conflict("garbage collection is already running on another node".into()));
+            return Err(RegistryError::Conflict(
+                "garbage collection is already running on another node (or a backup holds it off)".into(),
+            ));
         }
         let started = Instant::now();
         let mut report = GcReport { dry_run, started_at: now(), ..Default::default() };

@@ -365,7 +365,12 @@ impl Backups {
     }
 
     /// One blob into `dir`: its directory.
-    async fn copy_blob_out(&self, dir: &Path, entry: &BlobEntry, progress: &dyn Progress) -> Result<PathBuf, BlobProblem> {
+    async fn copy_blob_out(
+        &self,
+        dir: &Path,
+        entry: &BlobEntry,
+        progress: &dyn Progress,
+    ) -> Result<PathBuf, BlobProblem> {
         let fatal = |e: &dyn std::fmt::Display| BlobProblem::Fatal(anyhow::anyhow!("blob {}: {e}", entry.digest));
         let digest: Digest = entry.digest.parse().map_err(|e| fatal(&e))?;
         let path = blob_path(dir, &digest);
@@ -453,7 +458,10 @@ pub async fn restore(config: &Config, dir: &Path, progress: &dyn Progress) -> an
     }
     // Into nothing but empty places.
     if !is_empty_dir(&config.data_dir)? {
-        anyhow::bail!("the data directory {} is not empty: a restore goes into an empty one", config.data_dir.display());
+        anyhow::bail!(
+            "the data directory {} is not empty: a restore goes into an empty one",
+            config.data_dir.display()
+        );
     }
     let filesystem = config.storage.kind == "filesystem";
     if filesystem && !is_empty_dir(&config.storage_path())? {
@@ -474,7 +482,10 @@ pub async fn restore(config: &Config, dir: &Path, progress: &dyn Progress) -> an
     if target_kind == "postgres" {
         let tables = Meta::tables_at(&url).await?;
         if !tables.is_empty() {
-            anyhow::bail!("the PostgreSQL database is not empty ({} tables): restore into a new database", tables.len());
+            anyhow::bail!(
+                "the PostgreSQL database is not empty ({} tables): restore into a new database",
+                tables.len()
+            );
         }
     }
 
@@ -483,7 +494,11 @@ pub async fn restore(config: &Config, dir: &Path, progress: &dyn Progress) -> an
     let db_file = dir.join(&manifest.database.file);
     let (sha256, _) = file_digest(&db_file).await?;
     if sha256 != manifest.database.sha256 {
-        anyhow::bail!("{} has digest {sha256}, backup.json says {}: the backup is damaged", db_file.display(), manifest.database.sha256);
+        anyhow::bail!(
+            "{} has digest {sha256}, backup.json says {}: the backup is damaged",
+            db_file.display(),
+            manifest.database.sha256
+        );
     }
     let database = match &sqlite_target {
         Some(file) => {
@@ -505,7 +520,8 @@ pub async fn restore(config: &Config, dir: &Path, progress: &dyn Progress) -> an
     if manifest.secret_key {
         let target = config.secret_key_path();
         if target.exists() {
-            progress.line(&format!("{} exists and was kept (the backup's secret.key was not restored)", target.display()));
+            progress
+                .line(&format!("{} exists and was kept (the backup's secret.key was not restored)", target.display()));
         } else {
             if let Some(parent) = target.parent() {
                 tokio::fs::create_dir_all(parent).await?;

@@ -37,9 +37,7 @@ pub fn sqlite_file(url: &str) -> Option<PathBuf> {
 /// show in the process list).
 fn split_password(url: &str) -> anyhow::Result<(String, Option<String>)> {
     let mut parsed = reqwest::Url::parse(url)?;
-    let password = parsed.password().map(|p| {
-        percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned()
-    });
+    let password = parsed.password().map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned());
     let _ = parsed.set_password(None);
     Ok((parsed.to_string(), password))
 }
@@ -63,10 +61,12 @@ async fn pg_tool(tool: &str, args: &[&str], url: &str) -> anyhow::Result<()> {
 async fn inventory(conn: &mut sqlx::AnyConnection) -> anyhow::Result<SnapshotInventory> {
     let mut counts = [0u64; 3];
     for (n, table) in ["repositories", "manifests", "tags"].iter().enumerate() {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"))).fetch_one(&mut *conn).await?;
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"))).fetch_one(&mut *conn).await?;
         counts[n] = row.try_get::<i64, _>(0)? as u64;
     }
-    let mut inv = SnapshotInventory { repositories: counts[0], manifests: counts[1], tags: counts[2], blobs: Vec::new() };
+    let mut inv =
+        SnapshotInventory { repositories: counts[0], manifests: counts[1], tags: counts[2], blobs: Vec::new() };
     let rows = sqlx::query("SELECT digest, size, deleting FROM blobs ORDER BY digest").fetch_all(&mut *conn).await?;
     for r in rows {
         let deleting: Option<String> = r.try_get(2)?;
@@ -101,11 +101,12 @@ impl Meta {
                 let mut conn = self.pool().acquire().await?;
                 sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *conn).await?;
                 let result = async {
-                    let id: String = sqlx::query("SELECT pg_export_snapshot()").fetch_one(&mut *conn).await?.try_get(0)?;
+                    let id: String =
+                        sqlx::query("SELECT pg_export_snapshot()").fetch_one(&mut *conn).await?.try_get(0)?;
                     let target = file.to_str().ok_or_else(|| anyhow::anyhow!("{} is not UTF-8", file.display()))?;
                     pg_tool("pg_dump", &["--format=custom", &format!("--snapshot={id}"), "--file", target], url)
                         .await?;
-                    inventory(&mut *conn).await
+                    inventory(&mut conn).await
                 }
                 .await;
                 let _ = sqlx::query("COMMIT").execute(&mut *conn).await;
@@ -185,6 +186,8 @@ mod tests {
         meta.link_blob(repo, &crate::oci::Digest::sha256_of(b"y"), 1, "a").await.unwrap();
         assert_eq!(Meta::inspect_sqlite_file(&file).await.unwrap().blobs.len(), 1);
         assert_eq!(meta.all_blobs().await.unwrap().len(), 2);
-        assert!(Meta::tables_at(&format!("sqlite://{}?mode=ro", file.display())).await.unwrap().contains(&"blobs".into()));
+        assert!(
+            Meta::tables_at(&format!("sqlite://{}?mode=ro", file.display())).await.unwrap().contains(&"blobs".into())
+        );
     }
 }

@@ -55,7 +55,13 @@ impl BlobStore {
         std::fs::create_dir_all(root)?;
         let local = Arc::new(LocalFileSystem::new_with_prefix(root)?.with_automatic_cleanup(true));
         let uploads = Arc::new(LocalUploads::new(local.clone(), root, direct_io)?);
-        Ok(BlobStore { store: local, uploads, prefix: String::new(), signer: None, local_root: Some(root.to_path_buf()) })
+        Ok(BlobStore {
+            store: local,
+            uploads,
+            prefix: String::new(),
+            signer: None,
+            local_root: Some(root.to_path_buf()),
+        })
     }
 
     /// A blob store on S3 (or an S3-compatible server). Settings left empty come from the

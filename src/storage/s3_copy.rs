@@ -157,7 +157,8 @@ impl S3MultipartCopy {
     }
 
     async fn send_part(&self, url: &str, source: &str, range: &str) -> std::result::Result<String, PartError> {
-        let fail = |what: &str, e: &dyn std::fmt::Display| RegistryError::Internal(format!("S3 part copy: {what}: {e}"));
+        let fail =
+            |what: &str, e: &dyn std::fmt::Display| RegistryError::Internal(format!("S3 part copy: {what}: {e}"));
         let credential = self.credentials.get_credential().await.map_err(|e| PartError::Fail(e.into()))?;
         let mut request = http::Request::builder()
             .method(http::Method::PUT)

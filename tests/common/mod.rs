@@ -145,7 +145,13 @@ impl Backend {
             .iter()
             .map(|(k, v)| (k.clone(), if k == "BERTH_DATABASE__URL" { database.clone() } else { v.clone() }))
             .collect();
-        Backend::S3Postgres { env, endpoint: endpoint.clone(), bucket: bucket.clone(), prefix: prefix.clone(), database }
+        Backend::S3Postgres {
+            env,
+            endpoint: endpoint.clone(),
+            bucket: bucket.clone(),
+            prefix: prefix.clone(),
+            database,
+        }
     }
 
     /// Drops the PostgreSQL database of an S3 backend no server owns (the filesystem's is
@@ -154,7 +160,10 @@ impl Backend {
         if let Backend::S3Postgres { database, .. } = self {
             let admin_url = env_or("BERTH_TEST_PG_URL", "postgres://berth:berth@127.0.0.1/postgres");
             let name = database.rsplit('/').next().unwrap_or_default();
-            let _ = Command::new("psql").arg(&admin_url).args(["-q", "-c", &format!("DROP DATABASE IF EXISTS {name}")]).output();
+            let _ = Command::new("psql")
+                .arg(&admin_url)
+                .args(["-q", "-c", &format!("DROP DATABASE IF EXISTS {name}")])
+                .output();
         }
     }
 
