@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
@@ -87,7 +87,10 @@ impl BlobStore {
             retry_timeout: Duration::from_secs(config.retry_timeout_secs),
             ..Default::default()
         };
-        let builder = builder.with_retry(retry);
+        let builder = builder.with_retry(retry).with_config(
+            AmazonS3ConfigKey::Client(object_store::ClientConfigKey::Timeout),
+            format!("{}s", config.request_timeout_secs.max(1)),
+        );
         let address = s3_copy::BucketAddress::of(&builder)?;
         let s3 = Arc::new(builder.build()?);
         let prefix = match config.prefix.trim_matches('/') {
