@@ -524,6 +524,17 @@ pub struct S3Config {
     pub max_retries: usize,
     /// Give up retrying a request after this many seconds.
     pub retry_timeout_secs: u64,
+    /// Longest time one S3 request may take (object_store's default is 30 s, which completing
+    /// a multipart upload of several GiB on an S3-compatible server can exceed).
+    pub request_timeout_secs: u64,
+    /// Blobs larger than this many bytes are committed with a multipart copy
+    /// (`UploadPartCopy`): S3 refuses a single server-side copy above 5 GiB.
+    pub multipart_copy_threshold: u64,
+    /// Size of each part of such a copy, in bytes (S3: 5 MiB to 5 GiB; raised by itself when a
+    /// blob would need more than 10,000 parts).
+    pub multipart_copy_part_size: u64,
+    /// Parts copied at the same time.
+    pub multipart_copy_concurrency: usize,
 }
 
 impl Default for S3Config {
@@ -541,6 +552,10 @@ impl Default for S3Config {
             redirect_expiry_secs: 600,
             max_retries: 5,
             retry_timeout_secs: 30,
+            request_timeout_secs: 300,
+            multipart_copy_threshold: 5_000_000_000,
+            multipart_copy_part_size: 512 * 1024 * 1024,
+            multipart_copy_concurrency: 4,
         }
     }
 }

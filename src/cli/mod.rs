@@ -1,12 +1,13 @@
 //! The command line, the third door beside the HTTP API and the web UI: `berth serve` starts
 //! the server; the management commands (`accounts.rs`: users, tokens, robots, namespaces;
 //! `events.rs`: webhooks and the audit log; `gc.rs`: collection, retention, quotas; `tls.rs`:
-//! an early renewal of ACME certificates) call the
+//! an early renewal of ACME certificates; `backup.rs`: backup and restore) call the
 //! same services on the configured database, while the server runs or not; the runtime's
 //! commands (`crate::runtime::args`) go to `crate::runtime`. `src/main.rs` only calls
 //! [`main`].
 
 mod accounts;
+mod backup;
 mod events;
 mod gc;
 mod replication;
@@ -80,6 +81,16 @@ enum Command {
     /// Manage namespace storage quotas.
     #[command(subcommand)]
     Quota(gc::QuotaCommand),
+    /// Back up the database and the blobs it references into DIR (absent or empty) while the
+    /// registry serves.
+    Backup {
+        dir: PathBuf,
+        /// Whether the blobs are copied (auto: from a filesystem store, not from S3).
+        #[arg(long, value_enum, default_value = "auto")]
+        blobs: backup::BlobsArg,
+    },
+    /// Restore a backup into an empty data directory (and an empty database).
+    Restore { dir: PathBuf },
     /// HTTPS certificates obtained over ACME ([tls.acme]).
     #[command(subcommand)]
     Tls(tls::TlsCommand),
@@ -212,6 +223,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     Command::Retention(c) => gc::retention(&config, c).await,
                     Command::Quota(c) => gc::quota(&config, c).await,
                     Command::Tls(c) => tls::tls(&config, c).await,
+                    Command::Backup { dir, blobs } => backup::backup(&config, &dir, blobs).await,
+                    Command::Restore { dir } => backup::restore(&config, &dir).await,
                     Command::Serve { .. } | Command::Runtime(_) => unreachable!("handled above"),
                 }
             })

@@ -40,6 +40,8 @@ use crate::meta::now;
 use crate::oci::Digest;
 use crate::registry::Registry;
 
+/// The name of the lease a run (or a [`GcPause`]) holds.
+const LEASE: &str = "gc";
 /// Rows per page and per deleting transaction.
 pub const BATCH: i64 = 500;
 /// Lifetime of the lease; renewed between batches.
@@ -75,6 +77,33 @@ pub struct GcReport {
     pub retention: Vec<String>,
     /// Mirrored `repository@digest` evicted (at most 1,000 listed).
     pub evicted: Vec<String>,
+}
+
+/// Garbage collection held off on every node ([`Collector::pause`]) until [`GcPause::release`].
+pub struct GcPause {
+    meta: crate::meta::Meta,
+    holder: String,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl GcPause {
+    /// The lease holder's name (a database snapshot taken during the pause holds its lease
+    /// row; a restore removes it with [`release_restored_pause`]).
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    pub async fn release(self) {
+        self.renew.abort();
+        if let Err(e) = self.meta.release_lease(LEASE, &self.holder).await {
+            tracing::warn!(error = %e, "could not release the garbage collection pause (it expires by itself)");
+        }
+    }
+}
+
+/// Removes the pause `holder` that a restored database snapshot still holds.
+pub async fn release_restored_pause(registry: &Registry, holder: &str) -> Result<()> {
+    registry.meta.release_lease(LEASE, holder).await
 }
 
 /// Reports progress of a run (the CLI prints it; the server logs).
@@ -116,6 +145,41 @@ impl Collector {
             Some(json) => Ok(serde_json::from_str(&json).ok()),
             None => Ok(None),
         }
+    }
+
+    /// Keeps garbage collection from running on every node sharing the database until the
+    /// pause is released (a backup copies the blobs of a database snapshot, which a run could
+    /// delete meanwhile): the pause holds the collectors' own lease, renewed in the background.
+    /// A run in progress is waited for, up to `wait`; then `Conflict`.
+    pub async fn pause(&self, wait: Duration, progress: Progress<'_>) -> Result<GcPause> {
+        let meta = self.registry.meta.clone();
+        let holder = format!("pause-{}", uuid::Uuid::new_v4().simple());
+        let deadline = Instant::now() + wait;
+        let mut told = false;
+        while !meta.acquire_lease(LEASE, &holder, LEASE_SECS).await? {
+            if Instant::now() > deadline {
+                return Err(RegistryError::Conflict(
+                    "garbage collection is running (or a pause is held) and did not finish in time".into(),
+                ));
+            }
+            if !told {
+                progress("waiting for the garbage collection run in progress to finish");
+                told = true;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let (m, h) = (meta.clone(), holder.clone());
+        let renew = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(LEASE_SECS as u64 / 5)).await;
+                match m.acquire_lease(LEASE, &h, LEASE_SECS).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::error!("the garbage collection pause lost its lease"),
+                    Err(e) => tracing::warn!(error = %e, "could not renew the garbage collection pause"),
+                }
+            }
+        });
+        Ok(GcPause { meta, holder, renew })
     }
 
     /// Sets how often [`Collector::spawn_background`] checks the mirror's cache against its cap.
@@ -187,14 +251,16 @@ impl Collector {
             .try_lock()
             .map_err(|_| RegistryError::Conflict("garbage collection is already running on this node".into()))?;
         let meta = &self.registry.meta;
-        if !dry_run && !meta.acquire_lease("gc", &self.holder, LEASE_SECS).await? {
-            return Err(RegistryError::Conflict("garbage collection is already running on another node".into()));
+        if !dry_run && !meta.acquire_lease(LEASE, &self.holder, LEASE_SECS).await? {
+            return Err(RegistryError::Conflict(
+                "garbage collection is already running on another node (or a backup holds it off)".into(),
+            ));
         }
         let started = Instant::now();
         let mut report = GcReport { dry_run, started_at: now(), ..Default::default() };
         let result = self.phases(&mut report, progress).await;
         if !dry_run {
-            let _ = meta.release_lease("gc", &self.holder).await;
+            let _ = meta.release_lease(LEASE, &self.holder).await;
         }
         result?;
         report.duration_ms = started.elapsed().as_millis() as u64;
@@ -225,7 +291,7 @@ impl Collector {
     }
 
     async fn renew(&self, dry_run: bool) -> Result<()> {
-        if !dry_run && !self.registry.meta.acquire_lease("gc", &self.holder, LEASE_SECS).await? {
+        if !dry_run && !self.registry.meta.acquire_lease(LEASE, &self.holder, LEASE_SECS).await? {
             return Err(RegistryError::Conflict("the garbage collection lease was lost".into()));
         }
         Ok(())

@@ -5,6 +5,7 @@
 //! token, and reading a size as people type it.
 
 pub mod accounts;
+pub mod backup;
 pub mod replication;
 mod services;
 pub mod storage;

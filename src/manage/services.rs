@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::accounts::AccountAdmin;
+use super::backup::Backups;
 use super::replication::ReplicationAdmin;
 use super::storage::StorageAdmin;
 use super::webhooks::EventAdmin;
@@ -34,6 +35,8 @@ pub struct Services {
     /// Copies to other registries: the worker (started by the server) and its management.
     pub replicator: Arc<Replicator>,
     pub replication: Arc<ReplicationAdmin>,
+    /// Backups of the database and the blobs (`berth backup`).
+    pub backups: Arc<Backups>,
     /// The ACME client, with `[tls.acme]` (the server starts it).
     pub acme: Option<Arc<Acme>>,
     auth_enabled: bool,
@@ -73,6 +76,7 @@ impl Services {
         ));
         Replicator::listen(&replicator);
         Ok(Services {
+            backups: Arc::new(Backups::new(registry.clone(), collector.clone(), config)),
             acme,
             replication: Arc::new(ReplicationAdmin::new(replicator.clone(), events.clone())),
             replicator,

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod acme;
+mod backup;
 mod events;
 mod gc;
 mod mirror_cache;
@@ -26,6 +27,7 @@ use crate::oci::{Digest, ParsedManifest};
 
 pub use accounts::{Account, AccountSecret, Namespace, NewAccount, TokenRecord};
 pub use acme::AcmeCertificate;
+pub use backup::{SnapshotInventory, sqlite_file};
 pub use events::{AuditEntry, Delivery, Outcome, Webhook, now_millis};
 pub use mirror_cache::CachedManifest;
 pub use replication::{

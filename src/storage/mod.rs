@@ -5,6 +5,7 @@
 
 mod direct;
 pub mod s3;
+pub mod s3_copy;
 pub mod uploads;
 
 use std::ops::Range;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
@@ -43,6 +44,8 @@ pub struct BlobStore {
     prefix: String,
     /// Presigns blob GETs (S3 with `redirect` on).
     signer: Option<(Arc<AmazonS3>, Duration)>,
+    /// The root of a filesystem store (its files are synced after an import).
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl BlobStore {
@@ -52,7 +55,13 @@ impl BlobStore {
         std::fs::create_dir_all(root)?;
         let local = Arc::new(LocalFileSystem::new_with_prefix(root)?.with_automatic_cleanup(true));
         let uploads = Arc::new(LocalUploads::new(local.clone(), root, direct_io)?);
-        Ok(BlobStore { store: local, uploads, prefix: String::new(), signer: None })
+        Ok(BlobStore {
+            store: local,
+            uploads,
+            prefix: String::new(),
+            signer: None,
+            local_root: Some(root.to_path_buf()),
+        })
     }
 
     /// A blob store on S3 (or an S3-compatible server). Settings left empty come from the
@@ -78,14 +87,31 @@ impl BlobStore {
             retry_timeout: Duration::from_secs(config.retry_timeout_secs),
             ..Default::default()
         };
-        let s3 = Arc::new(builder.with_retry(retry).build()?);
+        let builder = builder.with_retry(retry).with_config(
+            AmazonS3ConfigKey::Client(object_store::ClientConfigKey::Timeout),
+            format!("{}s", config.request_timeout_secs.max(1)),
+        );
+        let address = s3_copy::BucketAddress::of(&builder)?;
+        let s3 = Arc::new(builder.build()?);
         let prefix = match config.prefix.trim_matches('/') {
             "" => String::new(),
             p => format!("{p}/"),
         };
-        let uploads = Arc::new(MultipartUploads::new(s3.clone(), &prefix));
+        // Blobs above the threshold are committed with a multipart copy (S3 refuses one copy
+        // above 5 GiB).
+        let large_copy = s3_copy::S3MultipartCopy::new(
+            s3.clone(),
+            address,
+            config.multipart_copy_part_size,
+            config.multipart_copy_concurrency,
+            config.max_retries,
+        )?;
+        let uploads = Arc::new(
+            MultipartUploads::new(s3.clone(), &prefix)
+                .with_large_copy(Arc::new(large_copy), config.multipart_copy_threshold),
+        );
         let signer = config.redirect.then(|| (s3.clone(), Duration::from_secs(config.redirect_expiry_secs)));
-        Ok(BlobStore { store: s3, uploads, prefix, signer })
+        Ok(BlobStore { store: s3, uploads, prefix, signer, local_root: None })
     }
 
     /// A blob store on Google Cloud Storage; empty settings come from the `GOOGLE_*`
@@ -119,7 +145,7 @@ impl BlobStore {
             p => format!("{p}/"),
         };
         let uploads = Arc::new(MultipartUploads::new(store.clone(), &prefix));
-        BlobStore { store, uploads, prefix, signer: None }
+        BlobStore { store, uploads, prefix, signer: None, local_root: None }
     }
 
     /// The object key of a blob.
@@ -204,6 +230,52 @@ impl BlobStore {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Stores the blob `digest` from `data` (a restore), verifying as it streams: the object
+    /// appears only when the bytes hash to `digest` and number `size`; on a filesystem store
+    /// it is synced to the disk before this returns.
+    pub async fn import(&self, digest: &Digest, size: u64, mut data: ByteStream) -> Result<()> {
+        let key = self.blob_key(digest);
+        let mut writer = object_store::WriteMultipart::new(self.store.put_multipart(&key).await?);
+        let mut hasher = crate::oci::Hasher::new(digest.algorithm());
+        let mut len = 0u64;
+        let result = async {
+            while let Some(chunk) = data.next().await {
+                let chunk = chunk?;
+                hasher.update(&chunk);
+                len += chunk.len() as u64;
+                writer.wait_for_capacity(4).await?;
+                writer.put(chunk);
+            }
+            Ok::<_, RegistryError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+        let actual = hasher.finish();
+        if &actual != digest || len != size {
+            let _ = writer.abort().await;
+            return Err(RegistryError::DigestInvalid(format!(
+                "blob {digest}: the copy has digest {actual} and {len} bytes (expected {size})"
+            )));
+        }
+        writer.finish().await?;
+        if let Some(root) = &self.local_root {
+            let path = root.join(key.as_ref());
+            tokio::task::spawn_blocking(move || {
+                std::fs::File::open(&path)?.sync_all()?;
+                if let Some(dir) = path.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await
+            .map_err(|e| RegistryError::internal("sync", e))??;
+        }
+        Ok(())
     }
 
     /// Streams a blob, or the byte range of it.

@@ -14,7 +14,9 @@
 //!
 //! Commit sends the tail as the last part, completes the upload at `_uploads/<id>/data` and
 //! copies that object to the blob's key (copy is atomic: the blob appears whole or not at
-//! all). Abort aborts the multipart upload and deletes the tail.
+//! all). S3 refuses a single copy above 5 GiB: above a threshold the copy goes to a
+//! [`LargeCopy`] (`super::s3_copy`: a multipart copy, which also publishes the object only when
+//! it completes). Abort aborts the multipart upload and deletes the tail.
 
 use std::sync::Arc;
 
@@ -79,15 +81,31 @@ fn gone_upload(e: object_store::Error) -> RegistryError {
 pub trait PartStore: ObjectStore + MultipartStore {}
 impl<T: ObjectStore + MultipartStore> PartStore for T {}
 
+/// A server-side copy of an object too large for the store's single copy request, that
+/// publishes `to` whole or not at all.
+#[async_trait]
+pub trait LargeCopy: Send + Sync {
+    /// Copies the `len` bytes of `from` to `to`.
+    async fn copy(&self, from: &Path, to: &Path, len: u64) -> Result<()>;
+}
+
 /// Upload sessions as multipart uploads.
 pub struct MultipartUploads {
     s3: Arc<dyn PartStore>,
     prefix: String,
+    /// Commits of blobs larger than the threshold go through this copy.
+    large_copy: Option<(Arc<dyn LargeCopy>, u64)>,
 }
 
 impl MultipartUploads {
     pub fn new(s3: Arc<dyn PartStore>, prefix: &str) -> Self {
-        MultipartUploads { s3, prefix: prefix.to_string() }
+        MultipartUploads { s3, prefix: prefix.to_string(), large_copy: None }
+    }
+
+    /// Commits blobs larger than `threshold` bytes with `copy` instead of one copy request.
+    pub fn with_large_copy(mut self, copy: Arc<dyn LargeCopy>, threshold: u64) -> Self {
+        self.large_copy = Some((copy, threshold));
+        self
     }
 
     fn key(&self, id: &str, name: &str) -> Result<Path> {
@@ -259,7 +277,10 @@ impl UploadBackend for MultipartUploads {
                     parts.push(last);
                 }
                 self.s3.complete_multipart(&data_key, mp, parts).await.map_err(gone_upload)?;
-                self.s3.copy(&data_key, dest).await?;
+                match &self.large_copy {
+                    Some((large, threshold)) if len > *threshold => large.copy(&data_key, dest, len).await?,
+                    _ => self.s3.copy(&data_key, dest).await?,
+                }
                 self.delete_quietly(&data_key).await;
             }
         }
@@ -351,5 +372,34 @@ mod tests {
         up.abort("u3", Some(&s1)).await.unwrap();
         let left: Vec<_> = futures_util::StreamExt::collect::<Vec<_>>(store.list(Some(&Path::from("_uploads")))).await;
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// Records the copies it makes (with get + put on the same store).
+    struct CountingCopy(Arc<InMemory>, std::sync::Mutex<Vec<u64>>);
+
+    #[async_trait]
+    impl LargeCopy for CountingCopy {
+        async fn copy(&self, from: &Path, to: &Path, len: u64) -> Result<()> {
+            self.1.lock().unwrap().push(len);
+            let bytes = self.0.get(from).await?.bytes().await?;
+            self.0.put(to, PutPayload::from(bytes)).await?;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn blobs_above_the_threshold_take_the_large_copy() {
+        let store = Arc::new(InMemory::new());
+        let large = Arc::new(CountingCopy(store.clone(), Default::default()));
+        let up = MultipartUploads::new(store.clone(), "").with_large_copy(large.clone(), 10 * 1024 * 1024);
+        for (id, len) in [("small", 9 * 1024 * 1024), ("large", 10 * 1024 * 1024 + 1)] {
+            let state = up.create(id).await.unwrap();
+            let data = bytes(len, 3);
+            let s1 = append(&up, id, 0, state, vec![data.clone()]).await;
+            let dest = Path::from(format!("blobs/{id}"));
+            up.commit(id, len as u64, Some(&s1), &dest).await.unwrap();
+            assert!(store.get(&dest).await.unwrap().bytes().await.unwrap() == data);
+        }
+        assert_eq!(*large.1.lock().unwrap(), vec![10 * 1024 * 1024 + 1], "only the large blob");
     }
 }

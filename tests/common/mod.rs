@@ -133,6 +133,40 @@ impl Backend {
         Backend::S3Postgres { env, endpoint, bucket, prefix: name, database }
     }
 
+    /// The same S3 prefix with a new, empty PostgreSQL database (a restore's target); the
+    /// filesystem backend as it is (each server has its own data dir).
+    pub fn with_fresh_database(&self) -> Backend {
+        let Backend::S3Postgres { env, endpoint, bucket, prefix, .. } = self else {
+            return Backend::FsSqlite;
+        };
+        let fresh = Backend::s3_postgres(Some(endpoint));
+        let Backend::S3Postgres { database, .. } = fresh else { unreachable!() };
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.clone(), if k == "BERTH_DATABASE__URL" { database.clone() } else { v.clone() }))
+            .collect();
+        Backend::S3Postgres {
+            env,
+            endpoint: endpoint.clone(),
+            bucket: bucket.clone(),
+            prefix: prefix.clone(),
+            database,
+        }
+    }
+
+    /// Drops the PostgreSQL database of an S3 backend no server owns (the filesystem's is
+    /// its data dir).
+    pub fn drop_database(&self) {
+        if let Backend::S3Postgres { database, .. } = self {
+            let admin_url = env_or("BERTH_TEST_PG_URL", "postgres://berth:berth@127.0.0.1/postgres");
+            let name = database.rsplit('/').next().unwrap_or_default();
+            let _ = Command::new("psql")
+                .arg(&admin_url)
+                .args(["-q", "-c", &format!("DROP DATABASE IF EXISTS {name}")])
+                .output();
+        }
+    }
+
     /// A request to the test S3 server, signed (SigV4, by curl) with the test's keys
     /// (`BERTH_TEST_S3_ACCESS_KEY`/`BERTH_TEST_S3_SECRET_KEY`), since the server `scripts/test`
     /// starts checks every signature. `path` follows the bucket (a key, or `?query` on the
@@ -343,6 +377,25 @@ impl Berth {
         wait_ready(&addr, self.child.as_mut().unwrap(), self.log_file.as_deref());
     }
 
+    /// Starts a server on `backend` with the data dir `data_dir` (kept by the caller: a
+    /// restored one), on loopback.
+    pub fn start_in(backend: Backend, data_dir: &Path, env: &[(&str, &str)]) -> Berth {
+        let mut b = Berth {
+            port: 0,
+            base: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            child: None,
+            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            backend,
+            owns_backend: true,
+            log_file: None,
+            net: Net::loopback(),
+            _tmp: None,
+        };
+        b.spawn();
+        b
+    }
+
     /// `127.0.0.1:PORT` (or the name of [`Berth::start_https`]), as docker and skopeo name the registry.
     pub fn host(&self) -> String {
         format!("{}:{}", self.net.name, self.port)
@@ -431,6 +484,19 @@ impl Berth {
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         succeeded(&format!("berth {args:?}"), child.wait_with_output().unwrap(), "")
     }
+}
+
+/// Runs a `berth` command on `data_dir` and `backend` (no server needed); its output, whatever
+/// its status.
+pub fn berth_command(backend: &Backend, data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("BERTH_LOG", "warn")
+        .envs(backend.env().iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run berth {args:?}: {e}"))
 }
 
 impl Drop for Berth {
