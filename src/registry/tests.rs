@@ -714,7 +714,7 @@ async fn an_upload_whose_stored_object_gc_sweeps_as_a_leftover_records_nothing()
 }
 
 /// A committed blob's object counts as written at the commit, not when its last chunk came (the
-/// rename would keep that time): the sweep of leftover objects gives it the whole grace period.
+/// rename keeps the file's time): the sweep of leftover objects gives it the whole grace period.
 #[tokio::test]
 async fn a_committed_object_is_dated_at_its_commit() {
     let (dir, reg) = open(Backend::Files).await;
