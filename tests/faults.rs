@@ -596,6 +596,22 @@ async fn a_locked_sqlite_file_gets_503_not_a_hang() {
     reg.push_image("lock/app", "v2", &image.with_note("after the lock")).await;
 }
 
+/// The harness counts a server as started only once the server's own process listens on its
+/// port. Here another listener holds the port first (as another process can take a port found
+/// free before the server binds it): the server cannot bind and exits, and the harness says so
+/// instead of handing the test that other listener (the locked-SQLite test above once talked to
+/// a stranger's server that way, and found it gone when its owner stopped it).
+#[test]
+fn a_server_whose_port_is_taken_is_not_mistaken_for_the_other_listener() {
+    let port = common::free_port();
+    let _other = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let started =
+        std::panic::catch_unwind(|| Berth::start_at(Backend::FsSqlite, port, &[("BERTH_AUTH__ENABLED", "false")]));
+    let Err(panic) = started else { panic!("a server that could not bind its port counted as started") };
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("exited during start") && message.contains("another process"), "{message}");
+}
+
 /// A read-only SQLite database (opened `?mode=ro`, as on a read-only volume): the server
 /// starts and serves pulls, and every write gets 503 with a readable error, not a 500.
 #[tokio::test]

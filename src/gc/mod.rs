@@ -19,6 +19,10 @@
 //! sees the row gone or marked and answers as if it never existed, or waits and stores the
 //! blob again). Blob objects are deleted only after their row is marked `deleting` in a
 //! committed transaction, and the row goes after the object: a row never points at nothing.
+//! So a push writes a blob row anew only from the transaction that has just seen the object
+//! in the store (`Meta::link_stored_blob`: an upload that stored it); linking a recorded blob
+//! (a mount, an upload of a blob the registry has) only refreshes its row and links nothing if
+//! the row went since the push looked — GC took the object first.
 //! On PostgreSQL the two writers meet on the same row lock and the loser's re-check sees the
 //! winner's `created_at`.
 //!
@@ -343,9 +347,11 @@ impl Collector {
 
     /// Objects the database does not know: blob objects without a row (a crash between storing
     /// and recording) once older than the grace period, upload data without a session once
-    /// older than the upload expiry (a push writes the row right after the object). A blob
-    /// object is claimed first with a row marked `deleting` (a push of the same blob waits for
-    /// it), and deleted only if it was not rewritten meanwhile.
+    /// older than the upload expiry (a push writes the row right after the object, and an
+    /// upload's object is dated at its commit). A blob object is claimed first with a row
+    /// marked `deleting` (a push of the same blob waits for it), and deleted only if it was not
+    /// rewritten meanwhile; a push that stored it just before records its row only if the
+    /// object is still there once the claim is gone.
     async fn orphans(&self, report: &mut GcReport, cutoff: i64) -> Result<()> {
         let meta = &self.registry.meta;
         let blobs = &self.registry.blobs;

@@ -40,8 +40,12 @@ pub use ui::{PendingOidcLogin, RepositorySummary, TagSummary, UiSession, like_es
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Linked {
     Done,
-    /// Garbage collection is deleting the blob's object.
+    /// Garbage collection is deleting the blob's object (its row is marked), or the row
+    /// changed under the call: look again.
     Deleting,
+    /// No blob row (for [`Meta::link_blob`]), or no object behind the row that
+    /// [`Meta::link_stored_blob`] would write: nothing was linked.
+    Absent,
     /// The blob would take the namespace over its quota (`usage` without it).
     OverQuota {
         quota: i64,
@@ -271,14 +275,47 @@ impl Meta {
         Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
     }
 
-    /// Records a verified blob and links it to a repository. The blob must already be
-    /// visible in the blob store: the row comes last. An existing row is refreshed
-    /// (`created_at`, which garbage collection's grace period counts from), in the same
-    /// transaction as the link, so GC cannot take the blob in between. Links nothing when GC is
-    /// deleting the blob's object (the caller waits and stores it again), or when the blob would
-    /// take `namespace` over its quota: the quota is read (and on PostgreSQL locked) in the same
-    /// transaction, so uploads finishing at the same time cannot together go over it.
+    /// Links a blob the registry already records to a repository, refreshing its row
+    /// (`created_at`, which garbage collection's grace period counts from) in the same
+    /// transaction as the link, so GC cannot take the blob in between. Never records a blob:
+    /// a row that is gone (GC took it, object and all, since the caller looked) is
+    /// [`Linked::Absent`] — writing a new one here would point at nothing. Links nothing when GC
+    /// is deleting the blob's object, or when the blob would take `namespace` over its quota:
+    /// the quota is read (and on PostgreSQL locked) in the same transaction, so uploads
+    /// finishing at the same time cannot together go over it.
     pub async fn link_blob(&self, repository_id: i64, digest: &Digest, size: u64, namespace: &str) -> Result<Linked> {
+        self.link(repository_id, digest, size, namespace, None).await
+    }
+
+    /// Records a verified blob the caller has just made visible in the blob store (the row
+    /// comes last) and links it, as [`Meta::link_blob`]. When no row exists, `object_exists`
+    /// is asked inside the transaction that writes the new one, before it commits: GC deletes
+    /// an object only under a row marked `deleting` and drops that row after the object is
+    /// gone, so a collector that claimed and deleted this object since it was stored is seen
+    /// here (no object: [`Linked::Absent`], nothing written), and one that comes after finds
+    /// the row and leaves the object alone.
+    pub async fn link_stored_blob<F>(
+        &self,
+        repository_id: i64,
+        digest: &Digest,
+        size: u64,
+        namespace: &str,
+        object_exists: F,
+    ) -> Result<Linked>
+    where
+        F: std::future::Future<Output = Result<bool>> + Send,
+    {
+        self.link(repository_id, digest, size, namespace, Some(Box::pin(object_exists))).await
+    }
+
+    async fn link(
+        &self,
+        repository_id: i64,
+        digest: &Digest,
+        size: u64,
+        namespace: &str,
+        object_exists: Option<futures_util::future::BoxFuture<'_, Result<bool>>>,
+    ) -> Result<Linked> {
         let mut tx = self.begin_write().await?;
         let quota_sql = match self.kind {
             DbKind::Postgres => "SELECT max_bytes FROM namespace_quotas WHERE namespace = $1 FOR UPDATE",
@@ -295,17 +332,35 @@ impl Meta {
             }
         }
         let t = now();
-        let pinned = sqlx::query(
-            "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (digest) DO UPDATE SET created_at = excluded.created_at WHERE blobs.deleting IS NULL",
-        )
-        .bind(digest.as_str())
-        .bind(size as i64)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
-        if pinned.rows_affected() == 0 {
-            return Ok(Linked::Deleting);
+        // A row that is not marked has its object (GC marks before it deletes): refresh it.
+        let refresh = "UPDATE blobs SET created_at = $1 WHERE digest = $2 AND deleting IS NULL";
+        let refreshed = sqlx::query(refresh).bind(t).bind(digest.as_str()).execute(&mut *tx).await?.rows_affected();
+        if refreshed == 0 {
+            let Some(object_exists) = object_exists else {
+                let row = sqlx::query("SELECT 1 FROM blobs WHERE digest = $1")
+                    .bind(digest.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                return Ok(if row.is_some() { Linked::Deleting } else { Linked::Absent });
+            };
+            let inserted = sqlx::query(
+                "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING",
+            )
+            .bind(digest.as_str())
+            .bind(size as i64)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                // A row is there: marked, or (PostgreSQL) committed by another push meanwhile.
+                let again = sqlx::query(refresh).bind(t).bind(digest.as_str()).execute(&mut *tx).await?;
+                if again.rows_affected() == 0 {
+                    return Ok(Linked::Deleting);
+                }
+            } else if !object_exists.await? {
+                // Collected between the caller's store and this transaction: write nothing.
+                return Ok(Linked::Absent);
+            }
         }
         sqlx::query(
             "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ($1, $2, $3) \

@@ -227,8 +227,9 @@ impl Registry {
         let id = self.meta.ensure_repository(repo).await?;
         match self.meta.link_blob(id, digest, size, crate::oci::namespace_of(repo)).await? {
             Linked::Done => Ok(true),
-            // Garbage collection is deleting the blob: the client uploads it instead.
-            Linked::Deleting => Ok(false),
+            // Garbage collection is deleting the blob, or took it since `from` was read: the
+            // client uploads it instead.
+            Linked::Deleting | Linked::Absent => Ok(false),
             Linked::OverQuota { quota, usage } => Err(quota::over_quota(repo, quota, usage, size)),
         }
     }

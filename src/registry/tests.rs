@@ -604,6 +604,132 @@ async fn quota_usage_counts_a_shared_blob_once() {
     assert_eq!(reg.meta.link_blob(id, &x, 60, "team").await.unwrap(), Linked::Done);
 }
 
+// ---- garbage collection between a push's look and its link ----------------------------------
+//
+// A push reads the database, then links in a write transaction. These tests hold SQLite's write
+// lock on another connection, so the push's link waits while the test does there what a
+// collection could do in between (committed when the lock is released), then let it go on.
+
+/// A write transaction of another connection on the registry's database file.
+async fn hold_write_lock(dir: &std::path::Path) -> sqlx::AnyConnection {
+    use sqlx::{Connection, Executor};
+    sqlx::any::install_default_drivers();
+    let mut c = sqlx::AnyConnection::connect(&format!("sqlite://{}", dir.join("t.db").display())).await.unwrap();
+    c.execute("BEGIN IMMEDIATE").await.unwrap();
+    c
+}
+
+async fn exec(c: &mut sqlx::AnyConnection, sql: &'static str, digest: &Digest) {
+    sqlx::query(sql).bind(digest.as_str()).execute(&mut *c).await.unwrap();
+}
+
+async fn commit(mut c: sqlx::AnyConnection) {
+    sqlx::Executor::execute(&mut c, "COMMIT").await.unwrap();
+}
+
+/// The object of a blob on the `Files` backend.
+fn object_path(dir: &std::path::Path, digest: &Digest) -> std::path::PathBuf {
+    let hex = digest.hex();
+    dir.join("storage/blobs").join(digest.algorithm().as_str()).join(&hex[..2]).join(hex)
+}
+
+/// Long enough for a push to make its reads and wait for the write lock (if it is slower, the
+/// collection comes before its look, and the test passes without testing the race).
+const PUSH_LOOKS: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// An upload of a blob the registry records (old, unlinked): after the upload saw the row,
+/// garbage collection deletes the object and then the row. The link finds no row and must not
+/// write one for the object that is gone: the upload stores its own copy.
+#[tokio::test]
+async fn an_upload_whose_recorded_blob_gc_takes_before_the_link_stores_its_copy() {
+    let (dir, reg) = open(Backend::Files).await;
+    let data = bytes(3000, 7);
+    let digest = push(&reg, "old/a", &data).await;
+    reg.delete_blob("old/a", &digest).await.unwrap();
+    let up = reg.start_upload("new/b").await.unwrap();
+    reg.append_upload("new/b", &up.id, Some(0), None, body(&[&data])).await.unwrap();
+    let mut gc = hold_write_lock(dir.path()).await;
+    let (finished, ()) = tokio::join!(reg.finish_upload("new/b", &up.id, &digest, NO_BODY), async {
+        tokio::time::sleep(PUSH_LOOKS).await;
+        exec(&mut gc, "UPDATE blobs SET deleting = 'gc-test' WHERE digest = $1", &digest).await;
+        std::fs::remove_file(object_path(dir.path(), &digest)).unwrap();
+        exec(&mut gc, "DELETE FROM blobs WHERE digest = $1", &digest).await;
+        commit(gc).await;
+    });
+    assert_eq!(finished.unwrap(), data.len() as u64);
+    assert_eq!(read(&reg, "new/b", &digest).await, data, "the blob is readable where it was pushed");
+    assert_eq!(uploads_left(&reg).await, Vec::<String>::new());
+}
+
+/// A cross-repository mount: after it saw the source link the blob, garbage collection removes
+/// the link (old, unreferenced), the object and the row. The mount links nothing (the client
+/// then uploads the blob) and writes no row.
+#[tokio::test]
+async fn a_mount_whose_blob_gc_takes_before_the_link_mounts_nothing() {
+    let (dir, reg) = open(Backend::Files).await;
+    let data = bytes(3000, 8);
+    let digest = push(&reg, "old/a", &data).await;
+    reg.meta.ensure_repository("new/c").await.unwrap();
+    let mut gc = hold_write_lock(dir.path()).await;
+    let (mounted, ()) = tokio::join!(reg.mount_blob("new/c", &digest, "old/a"), async {
+        tokio::time::sleep(PUSH_LOOKS).await;
+        exec(&mut gc, "DELETE FROM repository_blobs WHERE digest = $1", &digest).await;
+        exec(&mut gc, "UPDATE blobs SET deleting = 'gc-test' WHERE digest = $1", &digest).await;
+        std::fs::remove_file(object_path(dir.path(), &digest)).unwrap();
+        exec(&mut gc, "DELETE FROM blobs WHERE digest = $1", &digest).await;
+        commit(gc).await;
+    });
+    assert!(!mounted.unwrap(), "nothing to mount: the client uploads the blob");
+    assert_err!(reg.stat_blob("new/c", &digest).await, RegistryError::BlobUnknown(_));
+    assert_eq!(reg.meta.blob_size(&digest).await.unwrap(), None);
+}
+
+/// A new blob's upload has stored the object; before it records the row, the collection's sweep
+/// of leftover objects claims the object (a row marked `deleting`), deletes it and drops the
+/// claim. The upload must not record a row for it: the push fails, to be made again.
+#[tokio::test]
+async fn an_upload_whose_stored_object_gc_sweeps_as_a_leftover_records_nothing() {
+    let (dir, reg) = open(Backend::Files).await;
+    let data = bytes(3000, 9);
+    let digest = Digest::sha256_of(&data);
+    let up = reg.start_upload("new/d").await.unwrap();
+    reg.append_upload("new/d", &up.id, Some(0), None, body(&[&data])).await.unwrap();
+    let object = object_path(dir.path(), &digest);
+    let mut gc = hold_write_lock(dir.path()).await;
+    let (finished, ()) = tokio::join!(reg.finish_upload("new/d", &up.id, &digest, NO_BODY), async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !object.exists() {
+            assert!(std::time::Instant::now() < deadline, "the upload did not store its object");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        exec(&mut gc, "INSERT INTO blobs (digest, size, created_at, deleting) VALUES ($1, 0, 0, 'gc-test')", &digest)
+            .await;
+        std::fs::remove_file(&object).unwrap();
+        exec(&mut gc, "DELETE FROM blobs WHERE digest = $1", &digest).await;
+        commit(gc).await;
+    });
+    assert_err!(finished, RegistryError::BlobUploadInvalid(_));
+    assert_eq!(reg.meta.blob_size(&digest).await.unwrap(), None, "no row for an object that is gone");
+    assert_err!(reg.stat_blob("new/d", &digest).await, RegistryError::BlobUnknown(_));
+}
+
+/// A committed blob's object counts as written at the commit, not when its last chunk came (the
+/// rename keeps the file's time): the sweep of leftover objects gives it the whole grace period.
+#[tokio::test]
+async fn a_committed_object_is_dated_at_its_commit() {
+    let (dir, reg) = open(Backend::Files).await;
+    let data = bytes(3000, 10);
+    let digest = Digest::sha256_of(&data);
+    let up = reg.start_upload("new/e").await.unwrap();
+    reg.append_upload("new/e", &up.id, Some(0), None, body(&[&data])).await.unwrap();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let file = std::fs::File::options().write(true).open(dir.path().join("storage/_uploads").join(&up.id)).unwrap();
+    file.set_modified(hour_ago).unwrap();
+    reg.finish_upload("new/e", &up.id, &digest, NO_BODY).await.unwrap();
+    let modified = reg.blobs.blob_modified(&digest).await.unwrap().unwrap();
+    assert!(modified >= crate::meta::now() - 60, "object dated {modified}, an hour before the commit");
+}
+
 // ---- reads -----------------------------------------------------------------------------------
 
 #[test]

@@ -342,37 +342,37 @@ impl Registry {
     /// Makes a verified upload the blob `digest` and links it. Visibility order: the object
     /// first, the database rows last. A blob already recorded is only linked (which refreshes
     /// its row in the same transaction, so garbage collection cannot take it meanwhile) and the
-    /// session's copy dropped; a blob garbage collection is deleting right now is waited for,
-    /// then stored again from the session.
+    /// session's copy dropped — unless its row went since we looked (GC took the object and
+    /// then the row): then we go round and store ours. A blob garbage collection is deleting
+    /// right now is waited for, then stored again from the session. A new row is written only
+    /// once the transaction writing it has seen our object in the store.
     async fn commit_blob(&self, repo: &str, rec: &UploadRecord, digest: &Digest) -> Result<()> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let namespace = crate::oci::namespace_of(repo);
         let mut in_session = true;
         loop {
-            match self.meta.blob_deleting(digest.as_str()).await? {
+            if std::time::Instant::now() > deadline {
+                return Err(RegistryError::Internal(format!("blob {digest} stays marked for deletion")));
+            }
+            let (linked, stored_here) = match self.meta.blob_deleting(digest.as_str()).await? {
                 Some(true) => {
-                    if std::time::Instant::now() > deadline {
-                        return Err(RegistryError::Internal(format!("blob {digest} stays marked for deletion")));
-                    }
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
-                Some(false) => {}
-                None if in_session => {
-                    // Not recorded (new, or an object left without its row by a crash): store ours.
-                    let key = self.blobs.blob_key(digest);
-                    self.blobs.uploads().commit(&rec.id, rec.size, rec.state.as_deref(), &key).await?;
-                    in_session = false;
-                }
+                // Recorded: link it (refreshing the row), never record it again.
+                Some(false) => (self.meta.link_blob(rec.repository_id, digest, rec.size, namespace).await?, false),
                 None => {
-                    // Our object was stored, then a collector took a row for it; it may be gone.
-                    if !self.blobs.exists(digest).await? {
-                        return Err(RegistryError::BlobUploadInvalid(format!(
-                            "blob {digest} was removed by garbage collection while it was stored; push it again"
-                        )));
+                    if in_session {
+                        // Not recorded (new, or an object left without its row by a crash): store ours.
+                        let key = self.blobs.blob_key(digest);
+                        self.blobs.uploads().commit(&rec.id, rec.size, rec.state.as_deref(), &key).await?;
+                        in_session = false;
                     }
+                    let exists = self.blobs.exists(digest);
+                    (self.meta.link_stored_blob(rec.repository_id, digest, rec.size, namespace, exists).await?, true)
                 }
-            }
-            match self.meta.link_blob(rec.repository_id, digest, rec.size, crate::oci::namespace_of(repo)).await? {
+            };
+            match linked {
                 Linked::Done => {
                     if in_session {
                         self.blobs.uploads().abort(&rec.id, rec.state.as_deref()).await?;
@@ -380,6 +380,14 @@ impl Registry {
                     return Ok(());
                 }
                 Linked::Deleting => {}
+                // The row went since we looked: round again (ours gets stored, or checked).
+                Linked::Absent if !stored_here => {}
+                Linked::Absent => {
+                    // Our object was stored, then a collector claimed it as a leftover and deleted it.
+                    return Err(RegistryError::BlobUploadInvalid(format!(
+                        "blob {digest} was removed by garbage collection while it was stored; push it again"
+                    )));
+                }
                 // The object may stay without a row: garbage collection takes it after the
                 // grace period, unless a push links it first.
                 Linked::OverQuota { quota, usage } => {

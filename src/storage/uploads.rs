@@ -231,6 +231,11 @@ impl UploadBackend for LocalUploads {
         self.with_lock(id, move || {
             let file = std::fs::OpenOptions::new().write(true).open(&path)?;
             truncate_to(&file, len)?;
+            // The blob's object counts as written now, not at the last chunk (which may be long
+            // ago; the rename keeps the file's time): garbage collection's sweep of leftover
+            // objects gives it the grace period before the push records its row. (On Linux the
+            // `set_len` above dates it too, as a side effect; this does not rely on that.)
+            file.set_modified(std::time::SystemTime::now())?;
             file.sync_data()
         })
         .await?;

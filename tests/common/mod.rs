@@ -290,6 +290,11 @@ impl Berth {
         Self::start_port(backend, env, Some(toml), net, port)
     }
 
+    /// Starts a plain HTTP server on `backend` and a port chosen beforehand.
+    pub fn start_at(backend: Backend, port: u16, env: &[(&str, &str)]) -> Berth {
+        Self::start_port(backend, env, None, Net::loopback(), port)
+    }
+
     /// Another node of `self`'s backend (its database is not dropped with this one), as
     /// [`Berth::start_https_at`].
     pub fn start_https_peer(&self, port: u16, toml: &str, env: &[(&str, &str)]) -> Berth {
@@ -348,33 +353,55 @@ impl Berth {
         peer
     }
 
+    /// Starts the server on `self.port`, or on a free port when it is 0. A port found free can
+    /// be taken by another process (another test run's server, say) before the server binds it:
+    /// the server then exits, and is started again on another port.
     fn spawn(&mut self) {
-        let port = if self.port != 0 {
-            self.port
-        } else if self.net.ip == "127.0.0.1" {
-            free_port()
-        } else {
-            TcpListener::bind(self.net.addr(0)).unwrap().local_addr().unwrap().port()
-        };
-        let addr = self.net.addr(port);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-        cmd.args(["serve", "--listen", &addr])
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .env("BERTH_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        if let Some(path) = &self.log_file {
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the log file");
-            cmd.stderr(file);
+        let chosen_here = self.port == 0;
+        for attempt in 1.. {
+            let port = if !chosen_here {
+                self.port
+            } else if self.net.ip == "127.0.0.1" {
+                free_port()
+            } else {
+                TcpListener::bind(self.net.addr(0)).unwrap().local_addr().unwrap().port()
+            };
+            let addr = self.net.addr(port);
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+            cmd.args(["serve", "--listen", &addr])
+                .arg("--data-dir")
+                .arg(&self.data_dir)
+                .env("BERTH_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit());
+            if let Some(path) = &self.log_file {
+                let file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the log file");
+                cmd.stderr(file);
+            }
+            for (k, v) in self.backend.env().iter().chain(&self.extra_env) {
+                cmd.env(k, v);
+            }
+            self.child = Some(cmd.spawn().expect("start berth"));
+            let child = self.child.as_mut().unwrap();
+            match wait_ready(&addr, port, child) {
+                Ok(()) => {
+                    self.port = port;
+                    self.base = format!("{}://{}:{port}", self.net.scheme, self.net.name);
+                    return;
+                }
+                Err(status) => {
+                    self.child = None;
+                    let taken = std::net::TcpStream::connect(&addr).is_ok();
+                    if chosen_here && taken && attempt < 5 {
+                        eprintln!("port {port} was taken by another process before berth bound it: another port");
+                        continue;
+                    }
+                    let log = self.log_file.as_deref().and_then(|p| std::fs::read_to_string(p).ok());
+                    let other = if taken { " (another process listens on its port)" } else { "" };
+                    panic!("berth exited during start: {status}{other}\n{}", log.unwrap_or_default());
+                }
+            }
         }
-        for (k, v) in self.backend.env().iter().chain(&self.extra_env) {
-            cmd.env(k, v);
-        }
-        self.child = Some(cmd.spawn().expect("start berth"));
-        self.port = port;
-        self.base = format!("{}://{}:{port}", self.net.scheme, self.net.name);
-        wait_ready(&addr, self.child.as_mut().unwrap(), self.log_file.as_deref());
     }
 
     /// Starts a server on `backend` with the data dir `data_dir` (kept by the caller: a
@@ -513,19 +540,43 @@ impl Drop for Berth {
     }
 }
 
-fn wait_ready(addr: &str, child: &mut Child, log: Option<&Path>) {
+/// Waits until `child` listens on `port`: its own listening socket, not merely one that
+/// answers at `addr` — a port found free may have been taken by another process before the
+/// child bound it, and a test talking to that process loses it when its owner stops it. The
+/// child's exit status if it exited first.
+fn wait_ready(addr: &str, port: u16, child: &mut Child) -> Result<(), std::process::ExitStatus> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
-            let log = log.and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
-            panic!("berth exited during start: {status}\n{log}");
+            return Err(status);
         }
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return;
+        if listens_on(child.id(), port) && std::net::TcpStream::connect(addr).is_ok() {
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(25));
     }
     panic!("berth did not start listening on {addr}");
+}
+
+/// Whether process `pid` holds a TCP socket listening on `port` (Linux: the listening sockets'
+/// inodes from `/proc/net/tcp` and `tcp6`, matched against the process's open files).
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let mut sockets = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            if f.len() > 9 && f[3] == "0A" && local_port == Some(port) {
+                sockets.insert(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    if sockets.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| sockets.contains(&*l.to_string_lossy())))
 }
 
 /// Runs a command, panicking with its output if it fails; returns stdout.
