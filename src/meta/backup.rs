@@ -177,13 +177,13 @@ mod tests {
         let meta = Meta::temp_sqlite(tmp.path()).await;
         let repo = meta.ensure_repository("a/b").await.unwrap();
         let digest = crate::oci::Digest::sha256_of(b"x");
-        meta.link_blob(repo, &digest, 1, "a").await.unwrap();
+        meta.link_stored_blob(repo, &digest, 1, "a", async { Ok(true) }).await.unwrap();
         let file = tmp.path().join("copy.db");
         let inv = meta.snapshot("", &file).await.unwrap();
         assert_eq!(inv.repositories, 1);
         assert_eq!(inv.blobs, vec![(digest.to_string(), 1, false)]);
         // Rows written after the snapshot are not in it.
-        meta.link_blob(repo, &crate::oci::Digest::sha256_of(b"y"), 1, "a").await.unwrap();
+        meta.link_stored_blob(repo, &crate::oci::Digest::sha256_of(b"y"), 1, "a", async { Ok(true) }).await.unwrap();
         assert_eq!(Meta::inspect_sqlite_file(&file).await.unwrap().blobs.len(), 1);
         assert_eq!(meta.all_blobs().await.unwrap().len(), 2);
         assert!(

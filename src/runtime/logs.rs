@@ -175,6 +175,7 @@ mod tests {
     #[test]
     fn a_record_being_written_waits_for_the_next_read() {
         let mut r = log_of(&[(1, b"one\n")]);
+        r.file.seek(SeekFrom::End(0)).unwrap();
         r.file.write_all(&[1, 0, 0, 0, 4, b't']).unwrap();
         r.file.seek(SeekFrom::Start(0)).unwrap();
         assert_eq!(r.next().unwrap().unwrap().1, b"one\n");

@@ -176,26 +176,7 @@ impl Backend {
         let Backend::S3Postgres { endpoint, bucket, .. } = self else {
             panic!("not an S3 backend");
         };
-        let sep = if path.starts_with('?') || path.is_empty() { "" } else { "/" };
-        let url = format!("{endpoint}/{bucket}{sep}{path}");
-        let payload = body.unwrap_or_default();
-        let keys = format!("{}:{}", env_or("BERTH_TEST_S3_ACCESS_KEY", "AK"), env_or("BERTH_TEST_S3_SECRET_KEY", "SK"));
-        let tmp = tempfile::NamedTempFile::new().expect("temp file");
-        std::fs::write(tmp.path(), payload).expect("write the payload");
-        let mut cmd = Command::new("curl");
-        cmd.args(["-s", "--max-time", "60", "-X", method, "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", &keys])
-            .arg("-H")
-            .arg(format!("x-amz-content-sha256: {}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(payload))))
-            .args(["-w", "\n%{http_code}"]);
-        if body.is_some() {
-            cmd.arg("--data-binary").arg(format!("@{}", tmp.path().display()));
-        }
-        let out = cmd.arg(&url).output().expect("run curl");
-        let mut text = out.stdout;
-        let at = text.iter().rposition(|&b| b == b'\n').unwrap_or(0);
-        let status = String::from_utf8_lossy(&text[at..]).trim().parse().unwrap_or(0);
-        text.truncate(at);
-        (status, text)
+        s3_request(endpoint, bucket, method, path, body)
     }
 
     /// The test S3 server's listing (XML) of the keys under `key_prefix`. moto walks the whole
@@ -220,6 +201,30 @@ impl Backend {
             Backend::S3Postgres { env, .. } => env,
         }
     }
+}
+
+/// [`Backend::s3_request`] to the S3 server at `endpoint`, bucket `bucket`.
+pub fn s3_request(endpoint: &str, bucket: &str, method: &str, path: &str, body: Option<&[u8]>) -> (u16, Vec<u8>) {
+    let sep = if path.starts_with('?') || path.is_empty() { "" } else { "/" };
+    let url = format!("{endpoint}/{bucket}{sep}{path}");
+    let payload = body.unwrap_or_default();
+    let keys = format!("{}:{}", env_or("BERTH_TEST_S3_ACCESS_KEY", "AK"), env_or("BERTH_TEST_S3_SECRET_KEY", "SK"));
+    let tmp = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(tmp.path(), payload).expect("write the payload");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--max-time", "60", "-X", method, "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", &keys])
+        .arg("-H")
+        .arg(format!("x-amz-content-sha256: {}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(payload))))
+        .args(["-w", "\n%{http_code}"]);
+    if body.is_some() {
+        cmd.arg("--data-binary").arg(format!("@{}", tmp.path().display()));
+    }
+    let out = cmd.arg(&url).output().expect("run curl");
+    let mut text = out.stdout;
+    let at = text.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+    let status = String::from_utf8_lossy(&text[at..]).trim().parse().unwrap_or(0);
+    text.truncate(at);
+    (status, text)
 }
 
 /// A free TCP port on 127.0.0.1, for a server the test starts. Taken below Linux's ephemeral
