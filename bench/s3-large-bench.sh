@@ -50,7 +50,7 @@ S3_PID=$!
 PIDS+=("$S3_PID")
 for ((i = 0; i < 150; i++)); do curl -s -o /dev/null "$S3/" && break; sleep 0.2; done
 [[ $S3_SERVER == moto ]] && curl -fsS -X PUT -o /dev/null "$S3/$BUCKET"
-s3curl() { curl --aws-sigv4 "aws:amz:us-east-1:s3" --user AK:SK "$@"; }
+s3curl() { curl --aws-sigv4 "aws:amz:us-east-1:s3" --user AK:SK -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"; }
 
 (
     cd "$WORK"
@@ -106,7 +106,7 @@ t4=$(date +%s.%N)
 
 awk -v s="$SIZE" -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" -v e="$t4" -v etag="$ETAG" 'BEGIN {
     mib = s / 1048576
-    printf "\nblob: %d bytes (%.2f GiB), object ETag %s\n", s, mib / 1024, etag
+    printf "\nblob: %.0f bytes (%.2f GiB), object ETag %s\n", s, mib / 1024, etag
     printf "upload (POST + PATCH, 8 MiB parts to S3):   %7.1f s  %6.1f MiB/s\n", b - a, mib / (b - a)
     printf "commit (PUT: complete + multipart copy):     %7.1f s\n", c - b
     printf "push in all:                                 %7.1f s  %6.1f MiB/s\n", c - a, mib / (c - a)
