@@ -45,6 +45,26 @@ pub struct StoreImage {
 /// skipped); a store that cannot be read is an error — never a guess that nothing uses a layer.
 pub async fn store_images(registry: &Registry) -> anyhow::Result<Vec<StoreImage>> {
     let mut out = Vec::new();
+    for (repo, tag) in store_tags(registry).await? {
+        let reference = Reference::Tag(tag.clone());
+        match image::resolve(registry, &repo, &reference).await {
+            Ok(img) => out.push(StoreImage {
+                name: format!("{repo}:{tag}"),
+                digest: img.manifest_digest,
+                layers: img.layers.iter().map(|(_, d)| d.hex().to_string()).collect(),
+            }),
+            // Readable, but no image the runtime runs (a Helm chart, a signature…).
+            Err(_) if registry.get_manifest(&repo, &reference).await.is_ok() => {}
+            Err(e) => return Err(e.context(format!("cannot read {repo}:{tag} from the store"))),
+        }
+    }
+    Ok(out)
+}
+
+/// Every (repository, tag) of the store, walked page by page through the catalog and each
+/// repository's tag list (`berth images` and the housekeeping commands).
+pub async fn store_tags(registry: &Registry) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
     let mut last: Option<String> = None;
     loop {
         let repos = registry.catalog(last.as_deref(), 1000).await?;
@@ -54,19 +74,7 @@ pub async fn store_images(registry: &Registry) -> anyhow::Result<Vec<StoreImage>
             loop {
                 let tags = registry.tags(&repo, last_tag.as_deref(), 1000).await?;
                 let Some(end_tag) = tags.last().cloned() else { break };
-                for tag in tags {
-                    let reference = Reference::Tag(tag.clone());
-                    match image::resolve(registry, &repo, &reference).await {
-                        Ok(img) => out.push(StoreImage {
-                            name: format!("{repo}:{tag}"),
-                            digest: img.manifest_digest,
-                            layers: img.layers.iter().map(|(_, d)| d.hex().to_string()).collect(),
-                        }),
-                        // Readable, but no image the runtime runs (a Helm chart, a signature…).
-                        Err(_) if registry.get_manifest(&repo, &reference).await.is_ok() => {}
-                        Err(e) => return Err(e.context(format!("cannot read {repo}:{tag} from the store"))),
-                    }
-                }
+                out.extend(tags.into_iter().map(|t| (repo.clone(), t)));
                 last_tag = Some(end_tag);
             }
         }

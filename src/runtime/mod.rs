@@ -345,34 +345,20 @@ fn volume_rm(paths: &Paths, name: &str) -> anyhow::Result<()> {
 async fn images(ctx: &Ctx<'_>) -> anyhow::Result<()> {
     let registry = crate::registry::Registry::open(ctx.config).await?;
     println!("{:<40} {:<20} {:<19} LAYERS UNPACKED", "REPOSITORY", "TAG", "DIGEST");
-    let mut last: Option<String> = None;
-    loop {
-        let repos = registry.catalog(last.as_deref(), 1000).await?;
-        let Some(end) = repos.last().cloned() else { break };
-        for repo in repos {
-            let mut last_tag: Option<String> = None;
-            loop {
-                let tags = registry.tags(&repo, last_tag.as_deref(), 1000).await?;
-                let Some(end_tag) = tags.last().cloned() else { break };
-                for tag in tags {
-                    let reference = crate::oci::Reference::Tag(tag.clone());
-                    let (digest, unpacked) = match image::resolve(&registry, &repo, &reference).await {
-                        Ok(img) => {
-                            let n = img.layers.iter().filter(|(_, d)| ctx.paths.layer(d.hex()).is_dir()).count();
-                            (img.manifest_digest, format!("{n}/{}", img.layers.len()))
-                        }
-                        Err(_) => match registry.get_manifest(&repo, &reference).await {
-                            Ok(m) => (m.digest, "not an image".into()),
-                            Err(_) => ("?".into(), "-".into()),
-                        },
-                    };
-                    let short = digest.get(..19).unwrap_or(&digest);
-                    println!("{repo:<40} {tag:<20} {short:<19} {unpacked}");
-                }
-                last_tag = Some(end_tag);
+    for (repo, tag) in housekeeping::store_tags(&registry).await? {
+        let reference = crate::oci::Reference::Tag(tag.clone());
+        let (digest, unpacked) = match image::resolve(&registry, &repo, &reference).await {
+            Ok(img) => {
+                let n = img.layers.iter().filter(|(_, d)| ctx.paths.layer(d.hex()).is_dir()).count();
+                (img.manifest_digest, format!("{n}/{}", img.layers.len()))
             }
-        }
-        last = Some(end);
+            Err(_) => match registry.get_manifest(&repo, &reference).await {
+                Ok(m) => (m.digest, "not an image".into()),
+                Err(_) => ("?".into(), "-".into()),
+            },
+        };
+        let short = digest.get(..19).unwrap_or(&digest);
+        println!("{repo:<40} {tag:<20} {short:<19} {unpacked}");
     }
     Ok(())
 }
