@@ -534,13 +534,8 @@ pub fn berth_command(backend: &Backend, data_dir: &Path, args: &[&str]) -> Outpu
 impl Drop for Berth {
     fn drop(&mut self) {
         self.kill();
-        if let (true, Backend::S3Postgres { database, .. }) = (self.owns_backend, &self.backend) {
-            let admin_url = env_or("BERTH_TEST_PG_URL", "postgres://berth:berth@127.0.0.1/postgres");
-            let name = database.rsplit('/').next().unwrap_or_default();
-            let _ = Command::new("psql")
-                .arg(&admin_url)
-                .args(["-q", "-c", &format!("DROP DATABASE IF EXISTS {name}")])
-                .output();
+        if self.owns_backend {
+            self.backend.drop_database();
         }
     }
 }
