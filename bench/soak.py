@@ -3,7 +3,7 @@
 
 Many clients push, pull, tag, delete and mount for --duration seconds against one Berth with
 authentication on, garbage collection running on its own schedule and from here, and a webhook
-to a receiver in this process that checks every delivery's HMAC signature. Every acknowledged
+to a receiver in a process of its own that checks every delivery's HMAC signature. Every acknowledged
 push is remembered; pulls check the manifest digest and every blob's sha256. After the load:
 every image still tagged pulls whole, every deleted tag is gone, every push has its webhook
 delivery, and (after the upload expiry and one more collection) no upload session and no upload
@@ -111,6 +111,69 @@ class Client:
         return u.path + ("?" + u.query if u.query else "")
 
 
+def receiver_main(ready):
+    """The webhook receiver (its own process): checks every delivery's HMAC signature, answers
+    2xx only to a whole, correctly signed body (a real receiver refuses the rest, and Berth then
+    tries again), counts deliveries by event, and serves its counters at GET /stats."""
+    lock = threading.Lock()
+    hooks = {"push": 0, "delete": 0, "bad_signature": 0, "truncated": 0, "repeated": 0}
+    delivered = set()  # X-Berth-Delivery ids accepted
+    details = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def reply(self, status, body=b""):
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            with lock:
+                body = json.dumps(dict(hooks, details=details)).encode()
+            self.reply(200, body)
+
+        def do_POST(self):
+            want_len = int(self.headers.get("Content-Length", 0))
+            body = self.rfile.read(want_len)
+            sig = self.headers.get("X-Berth-Signature", "")
+            want = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+            event = self.headers.get("X-Berth-Event", "")
+            delivery = self.headers.get("X-Berth-Delivery", "")
+            with lock:
+                if len(body) < want_len or not hmac.compare_digest(sig.removeprefix("sha256="), want):
+                    kind = "truncated" if len(body) < want_len else "bad_signature"
+                    hooks[kind] += 1
+                    if len(details) < 50:
+                        details.append({"at": time.strftime("%H:%M:%S"), "kind": kind, "delivery": delivery,
+                                        "event": event, "content_length": want_len, "read": len(body),
+                                        "signature": sig, "expected": "sha256=" + want})
+                    status = 401
+                elif delivery in delivered:
+                    hooks["repeated"] += 1
+                    status = 200
+                else:
+                    delivered.add(delivery)
+                    if event in hooks:
+                        hooks[event] += 1
+                    status = 200
+            if len(body) < want_len:
+                return  # the sender is gone
+            self.reply(status)
+
+        def log_message(self, *a):
+            pass
+
+    class Server(http.server.ThreadingHTTPServer):
+        request_queue_size = 128
+        daemon_threads = True
+
+    srv = Server(("127.0.0.1", 0), Handler)
+    ready.put(srv.server_address[1])
+    srv.serve_forever()
+
+
 class Soak:
     def __init__(self, args):
         self.args = args
@@ -123,8 +186,8 @@ class Soak:
         self.deleted = {}  # (repo, tag) -> manifest digest
         self.pushes = 0  # manifest PUTs acknowledged (each one a push event)
         self.deletes = 0  # tag deletes acknowledged (each one a delete event)
-        self.hooks = {"push": 0, "delete": 0, "bad_signature": 0, "repeated": 0}
-        self.delivered = set()  # X-Berth-Delivery ids seen
+        self.hooks = {"push": 0, "delete": 0, "bad_signature": 0, "truncated": 0, "repeated": 0}
+        self.hook_details = []  # the receiver's account of every rejected delivery (the first 50)
         self.samples = []  # (t, rss_kib, fds, threads)
 
     # ------------------------------------------------------------------ registry operations
@@ -342,35 +405,30 @@ class Soak:
             print(f"[{elapsed:6.0f}s] ops={sum(self.stats.ops.values())} errors={self.stats.error_count} "
                   f"images={live} rss={rss // 1024}MiB fds={fds} threads={threads} "
                   f"hooks={self.hooks['push']}/{self.pushes}", flush=True)
+            self.refresh_hooks()
 
     def start_receiver(self):
-        soak = self
+        """Starts the webhook receiver in a process of its own (in this one it would share the
+        GIL with the clients and fall behind); `self.hooks` is refreshed from its /stats."""
+        import multiprocessing
+        ctx = multiprocessing.get_context("spawn")
+        ready = ctx.Queue()
+        self.receiver = ctx.Process(target=receiver_main, args=(ready,), daemon=True)
+        self.receiver.start()
+        self.receiver_port = ready.get(timeout=30)
+        return f"http://127.0.0.1:{self.receiver_port}/hook"
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                sig = self.headers.get("X-Berth-Signature", "")
-                want = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
-                event = self.headers.get("X-Berth-Event", "")
-                delivery = self.headers.get("X-Berth-Delivery", "")
-                with soak.lock:
-                    if not hmac.compare_digest(sig.removeprefix("sha256="), want):
-                        soak.hooks["bad_signature"] += 1
-                    elif delivery in soak.delivered:
-                        soak.hooks["repeated"] += 1
-                    elif event in soak.hooks:
-                        soak.delivered.add(delivery)
-                        soak.hooks[event] += 1
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{srv.server_address[1]}/hook"
+    def refresh_hooks(self):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.receiver_port, timeout=30)
+            conn.request("GET", "/stats")
+            stats = json.loads(conn.getresponse().read())
+            conn.close()
+        except (OSError, ValueError) as e:
+            self.stats.error(f"webhook receiver: {e}")
+            return
+        self.hook_details = stats.pop("details")
+        self.hooks = stats
 
     def setup(self):
         url = self.start_receiver()
@@ -437,10 +495,15 @@ class Soak:
 
         # Webhooks: every push and delete delivered (at least once), signatures right.
         deadline = time.time() + 120
+        # A truncated body (the sender gave up mid-request and tries again) is refused and
+        # counted, not an error; a whole body with a wrong signature is one.
+        self.refresh_hooks()
         while time.time() < deadline and (self.hooks["push"] < self.pushes or self.hooks["delete"] < self.deletes):
             time.sleep(1)
+            self.refresh_hooks()
         if self.hooks["push"] < self.pushes or self.hooks["delete"] < self.deletes or self.hooks["bad_signature"]:
-            self.stats.error(f"webhooks: {self.hooks} for {self.pushes} pushes, {self.deletes} deletes")
+            self.stats.error(f"webhooks: {self.hooks} for {self.pushes} pushes, {self.deletes} deletes; "
+                             f"rejected: {self.hook_details[:5]}")
 
         # Upload sessions: after the expiry and a collection, none left (the clients finished
         # or abandoned every one of theirs).
@@ -478,6 +541,7 @@ class Soak:
             "deleted_tags_checked": len(self.deleted),
             "deleted_tags_still_there": gone_errors,
             "webhooks": self.hooks,
+            "webhooks_rejected": self.hook_details,
             "pushes": self.pushes,
             "deletes": self.deletes,
             "upload_sessions_left": sessions,

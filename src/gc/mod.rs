@@ -439,6 +439,7 @@ impl Collector {
                 } else if meta.delete_stale_upload(id, cutoff).await? {
                     // The row first: no request can continue the session once its bytes go.
                     report.uploads_removed += 1;
+                    self.registry.forget_upload(id);
                     if let Err(e) = self.registry.blobs.uploads().abort(id, state.as_deref()).await {
                         tracing::warn!(upload = %id, error = %e, "could not remove an expired upload's data");
                         report.errors += 1;

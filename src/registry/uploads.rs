@@ -68,15 +68,25 @@ pub struct UploadStatus {
     pub size: u64,
 }
 
+/// Running hash states kept in memory before idle ones are dropped.
+const UPLOAD_STATES_KEPT: usize = 4096;
+
 type Guard<'a> = tokio::sync::MutexGuard<'a, Option<HashState>>;
 
 impl Registry {
     fn upload_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<Option<HashState>>> {
         let mut map = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= UPLOAD_STATES_KEPT && !map.contains_key(id) {
+            // Sessions abandoned by their clients (or finished on another node) would otherwise
+            // stay here for good: drop the states no request holds; a later request restores
+            // its state from the database.
+            map.retain(|_, state| Arc::strong_count(state) > 1);
+        }
         map.entry(id.to_string()).or_default().clone()
     }
 
-    fn forget_upload(&self, id: &str) {
+    /// Forgets this process's running hash state of an upload (finished, cancelled or expired).
+    pub(crate) fn forget_upload(&self, id: &str) {
         self.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
