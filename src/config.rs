@@ -814,6 +814,12 @@ pub struct LimitsConfig {
     /// Most bytes of all headers' names and values together: more get 431 (at most about
     /// 128 KiB, the HTTP parser's buffer for a request head).
     pub max_header_bytes: usize,
+    /// Threads each runtime (every HTTP worker's and the background tasks') keeps at most for
+    /// blocking work: file reads that would wait for the disk, direct-I/O writes, `fdatasync`,
+    /// hashing, password checks. Work beyond it waits its turn. Each thread holds a stack and
+    /// its own allocator cache, so an unbounded pool on a slow disk grows the server for
+    /// nothing (tokio's default is 512).
+    pub max_blocking_threads: usize,
 }
 
 impl Default for Config {
@@ -870,6 +876,7 @@ impl Default for LimitsConfig {
             max_url_bytes: 8192,
             max_header_count: 64,
             max_header_bytes: 32 * 1024,
+            max_blocking_threads: 32,
         }
     }
 }

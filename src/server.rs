@@ -107,7 +107,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
         secs => actix_web::http::KeepAlive::Timeout(Duration::from_secs(secs)),
     })
     .client_disconnect_timeout(Duration::from_secs(config.limits.client_disconnect_timeout_secs))
-    .max_connections(config.limits.max_connections.max(1));
+    .max_connections(config.limits.max_connections.max(1))
+    .worker_max_blocking_threads(config.limits.max_blocking_threads.max(1));
     let http = match &https {
         Some(https) => {
             https.watch()?;

@@ -200,7 +200,17 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             if let Some(listen) = listen {
                 config.listen = listen;
             }
-            actix_web::rt::System::new().block_on(async move {
+            // The main runtime (background tasks: GC, webhooks, replication) gets the same
+            // bounded blocking pool as every HTTP worker's (`limits.max_blocking_threads`).
+            let blocking = config.limits.max_blocking_threads.max(1);
+            let system = actix_web::rt::System::with_tokio_rt(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .max_blocking_threads(blocking)
+                    .build()
+                    .expect("a tokio runtime")
+            });
+            system.block_on(async move {
                 let server = crate::server::build(&config).await?;
                 server.server.await?;
                 Ok(0)
