@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# `berth run --rm IMAGE true` vs `docker run --rm IMAGE true` on the same busybox image, median of
-# RUNS (hyperfine). Target: berth <= 0.5x docker. Needs root and a running docker engine.
+# `berth run --rm IMAGE true` (default profile: seccomp, bridge network) vs `docker run --rm IMAGE
+# true` on the same busybox image, and vs the bare start of an OCI bundle of the same rootfs with
+# `runc run` (runc's default spec: new namespaces, no network setup, no seccomp; the physical
+# limit here), median of RUNS (hyperfine). Targets: berth <= 0.2x docker, <= 1.3x bare runc.
+# Needs root, runc and a running docker engine.
 # Prerequisites (installed if missing): hyperfine, busybox-static, curl; libseccomp-dev and
 # pkg-config to build Berth.
 set -euo pipefail
@@ -13,7 +16,7 @@ BERTH_BIN=${BERTH_BIN:-$CARGO_TARGET_DIR/release/berth}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 need=()
-for pkg in hyperfine busybox-static curl libseccomp-dev pkg-config; do
+for pkg in hyperfine busybox-static curl runc libseccomp-dev pkg-config; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -46,19 +49,36 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null && brea
 docker tag "$IMAGE_LOCAL" "$IMAGE_REMOTE"
 docker push -q "$IMAGE_REMOTE" >/dev/null
 
+# The same rootfs as a bare OCI bundle for runc (`runc spec`'s defaults, the command `true`).
+mkdir -p "$WORK/bundle"
+cp -a "$WORK/rootfs" "$WORK/bundle/rootfs"
+(cd "$WORK/bundle" && runc spec)
+python3 - "$WORK/bundle/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["process"]["terminal"] = False
+c["process"]["args"] = ["true"]
+json.dump(c, open(sys.argv[1], "w"))
+PY
+
 BERTH_RUN="$BERTH_BIN run --data-dir $WORK/data --rm rt-bench/busybox true"
 DOCKER_RUN="docker run --rm $IMAGE_REMOTE true"
-# Both from their local stores: Berth's layer cache, docker's image store.
-$BERTH_RUN && $DOCKER_RUN
+RUNC_RUN="runc run --bundle $WORK/bundle rt-bench-$$"
+# All from their local stores: Berth's layer cache, docker's image store, the bundle.
+$BERTH_RUN && $DOCKER_RUN && $RUNC_RUN
 
 hyperfine -N --runs "$RUNS" --warmup "$WARMUP" --export-json "$WORK/result.json" \
-  -n "berth run --rm IMAGE true" "$BERTH_RUN" -n "docker run --rm IMAGE true" "$DOCKER_RUN"
+  -n "berth run --rm IMAGE true" "$BERTH_RUN" -n "docker run --rm IMAGE true" "$DOCKER_RUN" \
+  -n "runc run (bare bundle)" "$RUNC_RUN"
 
 python3 - "$WORK/result.json" <<'PY'
 import json, sys
 r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
 b = r["berth run --rm IMAGE true"]["median"]
 d = r["docker run --rm IMAGE true"]["median"]
+u = r["runc run (bare bundle)"]["median"]
 print(f"\nmedian of {len(r['berth run --rm IMAGE true']['times'])}: berth {b*1000:.1f} ms, docker {d*1000:.1f} ms, "
-      f"ratio {b/d:.2f}x (target <= 0.5x: {'met' if b/d <= 0.5 else 'NOT met'})")
+      f"bare runc {u*1000:.1f} ms")
+print(f"berth/docker {b/d:.2f}x (target <= 0.2x: {'met' if b/d <= 0.2 else 'NOT met'}); "
+      f"berth/runc {b/u:.2f}x (target <= 1.3x: {'met' if b/u <= 1.3 else 'NOT met'})")
 PY
