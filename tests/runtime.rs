@@ -1733,7 +1733,7 @@ fn outbound_traffic_is_masqueraded() {
             &img,
             "sh",
             "-c",
-            "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- -T 3 http://10.199.77.2:8088/ && exit 0; sleep 0.5; done; exit 1",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://10.199.77.2:8088/ && exit 0; sleep 0.5; done; exit 1",
         ],
     );
     // The server saw the host's address on its link, not the container's.
