@@ -40,7 +40,7 @@ trap cleanup EXIT
 # A busybox image, imported by docker and pushed to a fresh Berth.
 mkdir -p "$WORK/rootfs/bin" "$WORK/rootfs/tmp" "$WORK/rootfs/etc" "$WORK/data"
 cp /bin/busybox "$WORK/rootfs/bin/busybox"
-for a in sh true echo; do ln -s busybox "$WORK/rootfs/bin/$a"; done
+for a in sh true echo sleep; do ln -s busybox "$WORK/rootfs/bin/$a"; done
 tar -C "$WORK/rootfs" -cf "$WORK/rootfs.tar" .
 docker import "$WORK/rootfs.tar" "$IMAGE_LOCAL" >/dev/null
 BERTH_AUTH__ENABLED=false BERTH_LOG=warn "$BERTH_BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" &
@@ -70,6 +70,13 @@ $BERTH_RUN && $DOCKER_RUN && $RUNC_RUN
 hyperfine -N --runs "$RUNS" --warmup "$WARMUP" --export-json "$WORK/result.json" \
   -n "berth run --rm IMAGE true" "$BERTH_RUN" -n "docker run --rm IMAGE true" "$DOCKER_RUN" \
   -n "runc run (bare bundle)" "$RUNC_RUN"
+# Where berth's time goes: without the bridge (--network host), and on a bridge another container
+# keeps up (so the bridge and its rules are not made and removed on every run).
+hyperfine -N --runs "$RUNS" --warmup "$WARMUP" \
+  -n "berth run --rm --network host IMAGE true" "$BERTH_BIN run --data-dir $WORK/data --rm --network host rt-bench/busybox true"
+KEEPER=$($BERTH_BIN run --data-dir "$WORK/data" -d rt-bench/busybox sh -c 'while true; do sleep 1; done')
+hyperfine -N --runs "$RUNS" --warmup "$WARMUP" -n "berth run --rm IMAGE true (bridge kept up)" "$BERTH_RUN"
+$BERTH_BIN rm -f --data-dir "$WORK/data" "$KEEPER" >/dev/null 2>&1 || $BERTH_BIN --data-dir "$WORK/data" rm -f "$KEEPER" >/dev/null
 
 python3 - "$WORK/result.json" <<'PY'
 import json, sys
