@@ -361,7 +361,7 @@ fn run_exit_codes_follow_docker() {
         (vec!["run", "--rm", img, "sh", "-c", "nope"], 127, "nope: not found", false),
         // 125: Berth's own failures.
         (vec!["run", "--rm", "rt/not-there", "true"], 125, "not in the store", true),
-        (vec!["run", "--rm", "--network", "bridge", img, "true"], 125, "is not supported", true),
+        (vec!["run", "--rm", "--network", "container:x", img, "true"], 125, "is not supported", true),
         (vec!["run", "--rm", "-m", "lots", img, "true"], 125, "berth: ", true),
         (vec!["run", "--rm", "--no-such-flag", img, "true"], 125, "--no-such-flag", false),
         (vec!["run"], 125, "IMAGE", false),
@@ -1736,8 +1736,9 @@ fn outbound_traffic_is_masqueraded() {
             "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://10.199.77.2:8088/ && exit 0; sleep 0.5; done; exit 1",
         ],
     );
-    // The server saw the host's address on its link, not the container's.
-    assert_eq!(out, "from 10.199.77.1\n");
+    // The server saw the host's address on its link, not the container's (busybox wget may exit
+    // non-zero after printing this minimal server's answer, so the loop may print it twice).
+    assert!(!out.is_empty() && out.lines().all(|l| l == "from 10.199.77.1"), "{out:?}");
     let left = network_leftovers(&net, "vb-none");
     assert!(left.is_empty(), "after the --rm container: {left:#?}");
 }

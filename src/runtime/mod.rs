@@ -589,7 +589,7 @@ fn create(
             binds.push(spec::BindMount { source, target: v.target.clone(), read_only: v.read_only });
         }
         // `hosts` is written again with the address when a bridge container starts.
-        std::fs::write(dir.join("hosts"), network::hosts_file(&hostname, &name, None))?;
+        std::fs::write(dir.join("hosts"), network::hosts_file(&hostname, args.name.as_deref(), None))?;
         std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
         std::fs::write(dir.join("resolv.conf"), network::resolv_conf(&net.mode))?;
         for f in ["hosts", "hostname", "resolv.conf"] {

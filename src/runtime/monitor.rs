@@ -317,7 +317,9 @@ fn start_and_wait(paths: &Paths, c: &Container, attach: bool, interactive: bool)
     let attached = network::setup(id, &c.network, c.bridge.as_ref())?;
     if let Some(address) = attached.address {
         let hostname = std::fs::read_to_string(dir.join("hostname")).unwrap_or_default();
-        std::fs::write(dir.join("hosts"), network::hosts_file(hostname.trim(), &c.name, Some(address)))?;
+        // A name Berth made up is not the user's: docker's /etc/hosts has only the host name.
+        let given_name = Some(c.name.as_str()).filter(|n| *n != state::default_name(&c.id));
+        std::fs::write(dir.join("hosts"), network::hosts_file(hostname.trim(), given_name, Some(address)))?;
     }
 
     // The container inherits dispositions and the signal mask: give it the defaults.

@@ -268,14 +268,17 @@ pub fn resolv_conf(mode: &Mode) -> String {
     }
 }
 
-/// The container's `/etc/hosts`: localhost, and its host name (and name) at its address (bridge)
-/// or at 127.0.1.1.
-pub fn hosts_file(hostname: &str, name: &str, address: Option<Ipv4Addr>) -> String {
+/// The container's `/etc/hosts`: localhost, and its host name (and `--name`, if one was given)
+/// at its address (bridge) or at 127.0.1.1.
+pub fn hosts_file(hostname: &str, name: Option<&str>, address: Option<Ipv4Addr>) -> String {
     let mut out = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n\
          ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
-    let names = if name == hostname { hostname.to_string() } else { format!("{hostname} {name}") };
+    let names = match name {
+        Some(n) if n != hostname => format!("{hostname} {n}"),
+        _ => hostname.to_string(),
+    };
     match address {
         Some(a) => out.push_str(&format!("{a}\t{names}\n")),
         None => out.push_str(&format!("127.0.1.1\t{names}\n")),
@@ -650,9 +653,9 @@ mod tests {
 
     #[test]
     fn hosts_name_the_container_at_its_address() {
-        let h = hosts_file("abc", "web", Some(Ipv4Addr::new(10, 89, 0, 2)));
+        let h = hosts_file("abc", Some("web"), Some(Ipv4Addr::new(10, 89, 0, 2)));
         assert!(h.starts_with("127.0.0.1\tlocalhost\n"));
         assert!(h.ends_with("10.89.0.2\tabc web\n"), "{h}");
-        assert!(hosts_file("abc", "abc", None).ends_with("127.0.1.1\tabc\n"));
+        assert!(hosts_file("abc", None, None).ends_with("127.0.1.1\tabc\n"));
     }
 }
