@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# `berth run --rm IMAGE true` vs `docker run --rm IMAGE true` on the same busybox image, median of
-# RUNS (hyperfine). Target: berth <= 0.5x docker. Needs root and a running docker engine.
+# `berth run --rm IMAGE true` (default profile: seccomp, bridge network) vs `docker run --rm IMAGE
+# true` on the same busybox image, and vs the bare start of an OCI bundle of the same rootfs with
+# `runc run` (runc's default spec: new namespaces, no network setup, no seccomp; the physical
+# limit here), median of RUNS (hyperfine). Targets: berth <= 0.2x docker, <= 1.3x bare runc.
+# Needs root, runc and a running docker engine.
 # Prerequisites (installed if missing): hyperfine, busybox-static, curl; libseccomp-dev and
 # pkg-config to build Berth.
 set -euo pipefail
@@ -13,7 +16,7 @@ BERTH_BIN=${BERTH_BIN:-$CARGO_TARGET_DIR/release/berth}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 need=()
-for pkg in hyperfine busybox-static curl libseccomp-dev pkg-config; do
+for pkg in hyperfine busybox-static curl runc libseccomp-dev pkg-config; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -37,7 +40,7 @@ trap cleanup EXIT
 # A busybox image, imported by docker and pushed to a fresh Berth.
 mkdir -p "$WORK/rootfs/bin" "$WORK/rootfs/tmp" "$WORK/rootfs/etc" "$WORK/data"
 cp /bin/busybox "$WORK/rootfs/bin/busybox"
-for a in sh true echo; do ln -s busybox "$WORK/rootfs/bin/$a"; done
+for a in sh true echo sleep; do ln -s busybox "$WORK/rootfs/bin/$a"; done
 tar -C "$WORK/rootfs" -cf "$WORK/rootfs.tar" .
 docker import "$WORK/rootfs.tar" "$IMAGE_LOCAL" >/dev/null
 BERTH_AUTH__ENABLED=false BERTH_LOG=warn "$BERTH_BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" &
@@ -46,19 +49,43 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null && brea
 docker tag "$IMAGE_LOCAL" "$IMAGE_REMOTE"
 docker push -q "$IMAGE_REMOTE" >/dev/null
 
+# The same rootfs as a bare OCI bundle for runc (`runc spec`'s defaults, the command `true`).
+mkdir -p "$WORK/bundle"
+cp -a "$WORK/rootfs" "$WORK/bundle/rootfs"
+(cd "$WORK/bundle" && runc spec)
+python3 - "$WORK/bundle/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["process"]["terminal"] = False
+c["process"]["args"] = ["true"]
+json.dump(c, open(sys.argv[1], "w"))
+PY
+
 BERTH_RUN="$BERTH_BIN run --data-dir $WORK/data --rm rt-bench/busybox true"
 DOCKER_RUN="docker run --rm $IMAGE_REMOTE true"
-# Both from their local stores: Berth's layer cache, docker's image store.
-$BERTH_RUN && $DOCKER_RUN
+RUNC_RUN="runc run --bundle $WORK/bundle rt-bench-$$"
+# All from their local stores: Berth's layer cache, docker's image store, the bundle.
+$BERTH_RUN && $DOCKER_RUN && $RUNC_RUN
 
 hyperfine -N --runs "$RUNS" --warmup "$WARMUP" --export-json "$WORK/result.json" \
-  -n "berth run --rm IMAGE true" "$BERTH_RUN" -n "docker run --rm IMAGE true" "$DOCKER_RUN"
+  -n "berth run --rm IMAGE true" "$BERTH_RUN" -n "docker run --rm IMAGE true" "$DOCKER_RUN" \
+  -n "runc run (bare bundle)" "$RUNC_RUN"
+# Where berth's time goes: without the bridge (--network host), and on a bridge another container
+# keeps up (so the bridge and its rules are not made and removed on every run).
+hyperfine -N --runs "$RUNS" --warmup "$WARMUP" \
+  -n "berth run --rm --network host IMAGE true" "$BERTH_BIN run --data-dir $WORK/data --rm --network host rt-bench/busybox true"
+KEEPER=$($BERTH_BIN run --data-dir "$WORK/data" -d rt-bench/busybox sh -c 'while true; do sleep 1; done')
+hyperfine -N --runs "$RUNS" --warmup "$WARMUP" -n "berth run --rm IMAGE true (bridge kept up)" "$BERTH_RUN"
+$BERTH_BIN rm -f --data-dir "$WORK/data" "$KEEPER" >/dev/null 2>&1 || $BERTH_BIN --data-dir "$WORK/data" rm -f "$KEEPER" >/dev/null
 
 python3 - "$WORK/result.json" <<'PY'
 import json, sys
 r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
 b = r["berth run --rm IMAGE true"]["median"]
 d = r["docker run --rm IMAGE true"]["median"]
+u = r["runc run (bare bundle)"]["median"]
 print(f"\nmedian of {len(r['berth run --rm IMAGE true']['times'])}: berth {b*1000:.1f} ms, docker {d*1000:.1f} ms, "
-      f"ratio {b/d:.2f}x (target <= 0.5x: {'met' if b/d <= 0.5 else 'NOT met'})")
+      f"bare runc {u*1000:.1f} ms")
+print(f"berth/docker {b/d:.2f}x (target <= 0.2x: {'met' if b/d <= 0.2 else 'NOT met'}); "
+      f"berth/runc {b/u:.2f}x (target <= 1.3x: {'met' if b/u <= 1.3 else 'NOT met'})")
 PY

@@ -39,6 +39,26 @@ pub struct Config {
     /// the same key.
     pub secret_key_file: String,
     pub replication: ReplicationConfig,
+    pub runtime: RuntimeConfig,
+}
+
+/// The bundled runtime (`berth run`, `src/runtime`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RuntimeConfig {
+    /// The bridge `--network bridge` containers are attached to (created on demand, removed
+    /// when its last container is gone; at most 15 characters: letters, digits, `_`).
+    pub bridge: String,
+    /// The bridge's IPv4 subnet (`BERTH_RUNTIME__SUBNET`): its first address is the bridge's
+    /// (the containers' gateway), the others are leased to containers. It must not overlap a
+    /// network the host reaches (docker's 172.17.0.0/16 is avoided by the default).
+    pub subnet: String,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { bridge: "berth0".into(), subnet: "10.89.0.0/24".into() }
+    }
 }
 
 /// Replication's job worker on this node (targets and rules are in the database).
@@ -841,6 +861,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             tls: TlsConfig::default(),
             secret_key_file: String::new(),
+            runtime: RuntimeConfig::default(),
         }
     }
 }

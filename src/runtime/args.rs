@@ -69,9 +69,14 @@ pub struct RunArgs {
     /// Container host name.
     #[arg(long)]
     pub hostname: Option<String>,
-    /// host (the host's network, default) or none.
-    #[arg(long, default_value = "host")]
+    /// bridge (default: a veth on the `berth0` bridge, outbound NAT), host (the host's network)
+    /// or none (only `lo`).
+    #[arg(long, default_value = "bridge")]
     pub network: String,
+    /// Publish a container port: [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp] (repeatable; IP
+    /// defaults to 0.0.0.0). Served by a proxy in the container's monitor.
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
     /// Memory limit (e.g. 256m, 1g).
     #[arg(short = 'm', long)]
     pub memory: Option<String>,

@@ -9,6 +9,9 @@
 //! - `security.rs`: capabilities, seccomp profiles (the default one is `seccomp_default.json`),
 //!   `--security-opt`, the host's devices for `--privileged`;
 //! - `monitor.rs`: the single-threaded helper process that runs a container with libcontainer;
+//! - `network.rs`: `--network bridge|none|host`: the bridge, veth pairs, address leases, NAT
+//!   and forwarding rules, their teardown;
+//! - `ports.rs`: `-p`, published ports served by a user-space proxy in the monitor;
 //! - `exec.rs`: `berth exec`, a process in a running container (libcontainer's tenant builder);
 //! - `logs.rs`: `berth logs` (`--tail`, `-f`);
 //! - `ps.rs`: `berth ps` (`-s`, `--format`);
@@ -32,6 +35,8 @@ pub mod image;
 pub mod layers;
 pub mod logs;
 pub mod monitor;
+pub mod network;
+pub mod ports;
 pub mod ps;
 pub mod pull;
 pub mod rootfs;
@@ -62,6 +67,10 @@ pub fn main(config: &Config, config_path: Option<&Path>, command: RuntimeCommand
         return monitor::run(&ctx.paths, &m.id, m.attach, m.interactive);
     }
     recover(&ctx.paths)?;
+    // A bridge whose last container's teardown was cut short (a crash) goes too.
+    if let Ok(b) = network::Bridge::from_config(&config.runtime.bridge, &config.runtime.subnet) {
+        network::collect_unused_bridge(&b);
+    }
     match command {
         RuntimeCommand::Run(args) => run(&ctx, *args),
         RuntimeCommand::Ps(a) => ps::ps(&ctx.paths, a).map(|()| 0),
@@ -241,6 +250,8 @@ fn recover(paths: &Paths) -> anyhow::Result<()> {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             }
             monitor::delete_runtime_state(paths, &c.id);
+            network::teardown(&c.id, c.bridge.as_ref());
+            c.address = None;
             if c.status != Status::Exited {
                 c.status = Status::Exited;
                 c.finished = Some(state::now());
@@ -259,6 +270,9 @@ fn recover(paths: &Paths) -> anyhow::Result<()> {
 
 /// Removes a container's files: root, writable layer, log, record.
 pub(crate) fn remove_container_files(paths: &Paths, id: &str) -> anyhow::Result<()> {
+    if let Ok(c) = state::load(paths, id) {
+        network::teardown(id, c.bridge.as_ref());
+    }
     rootfs::unmount(paths, id)?;
     monitor::delete_runtime_state(paths, id);
     let dir = paths.container(id);
@@ -395,8 +409,16 @@ fn run(ctx: &Ctx<'_>, args: RunArgs) -> anyhow::Result<i32> {
     if let Some(name) = &args.name {
         state::validate_name(name)?;
     }
-    if args.network != "host" && args.network != "none" {
-        bail!("--network {:?} is not supported: use host or none", args.network);
+    let network = network::Mode::parse(&args.network)?;
+    let bridge = match network {
+        network::Mode::Bridge => {
+            Some(network::Bridge::from_config(&ctx.config.runtime.bridge, &ctx.config.runtime.subnet)?)
+        }
+        _ => None,
+    };
+    let ports = args.publish.iter().map(|p| ports::parse(p)).collect::<anyhow::Result<Vec<_>>>()?;
+    if !ports.is_empty() && network != network::Mode::Bridge {
+        bail!("-p needs --network bridge (a {} container has no address to publish)", args.network);
     }
     let memory = args.memory.as_deref().map(spec::parse_memory).transpose()?;
     if memory.is_some() {
@@ -447,13 +469,21 @@ fn run(ctx: &Ctx<'_>, args: RunArgs) -> anyhow::Result<i32> {
         Ok((img, layers))
     })?;
 
-    let c = create(ctx, &args, &img, layers, volumes, memory, hardening)?;
+    let net = Net { mode: network, bridge, ports };
+    let c = create(ctx, &args, &img, layers, volumes, memory, hardening, net)?;
     if args.detach {
         ctx.start_detached(&c)?;
         println!("{}", c.id);
         return Ok(0);
     }
     Err(ctx.exec_monitor(&c.id, true, args.interactive))
+}
+
+/// What `run`'s network flags decided.
+struct Net {
+    mode: network::Mode,
+    bridge: Option<network::Bridge>,
+    ports: Vec<ports::Port>,
 }
 
 /// What `run`'s security flags decided, checked before the image is read.
@@ -463,6 +493,7 @@ struct Security {
     tmpfs: Vec<spec::Tmpfs>,
 }
 
+#[allow(clippy::too_many_arguments)] // one value per group of `run`'s flags
 fn create(
     ctx: &Ctx<'_>,
     args: &RunArgs,
@@ -471,6 +502,7 @@ fn create(
     volumes: Vec<VolumeMount>,
     memory: Option<i64>,
     hardening: Security,
+    net: Net,
 ) -> anyhow::Result<Container> {
     let paths = &ctx.paths;
     let cfg = &img.config;
@@ -556,9 +588,10 @@ fn create(
             };
             binds.push(spec::BindMount { source, target: v.target.clone(), read_only: v.read_only });
         }
-        std::fs::write(dir.join("hosts"), spec::hosts_file(&hostname))?;
+        // `hosts` is written again with the address when a bridge container starts.
+        std::fs::write(dir.join("hosts"), network::hosts_file(&hostname, args.name.as_deref(), None))?;
         std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
-        std::fs::write(dir.join("resolv.conf"), spec::resolv_conf(args.network == "host"))?;
+        std::fs::write(dir.join("resolv.conf"), network::resolv_conf(&net.mode))?;
         for f in ["hosts", "hostname", "resolv.conf"] {
             binds.push(spec::BindMount { source: dir.join(f), target: format!("/etc/{f}"), read_only: false });
         }
@@ -573,7 +606,8 @@ fn create(
             additional_gids,
             terminal: args.tty,
             hostname: hostname.clone(),
-            host_network: args.network == "host",
+            host_network: net.mode == network::Mode::Host,
+            netns: (net.mode != network::Mode::Host).then(|| network::netns_path(&id)),
             binds,
             memory_bytes: memory,
             pids_limit: args.pids_limit,
@@ -607,6 +641,10 @@ fn create(
             started: None,
             finished: None,
             error: None,
+            network: net.mode,
+            bridge: net.bridge,
+            address: None,
+            ports: net.ports,
         };
         rootfs::prepare(paths, &c)?;
         state::save(paths, &c)?;

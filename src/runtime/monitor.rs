@@ -2,7 +2,9 @@
 //! itself, so no tokio thread exists when libcontainer forks) that creates and starts one
 //! container with youki's `libcontainer`, relays its output to the log (and to the terminal when
 //! attached), forwards signals, and when the container exits records the exit code, deletes the
-//! runtime state and cgroup, unmounts the root, and removes the container if it was `--rm`.
+//! runtime state and cgroup, tears its network down (`network.rs`), unmounts the root, and
+//! removes the container if it was `--rm`. It also serves the container's published ports
+//! (`ports.rs`), so they live exactly as long as it does.
 //! `berth run` in the foreground *becomes* the monitor (exec), so its exit status is the
 //! container's; `run -d` and `start` without `-a` start it detached.
 //!
@@ -23,8 +25,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::rootfs;
 use super::state::{self, Container, Paths, Status};
+use super::{network, ports, rootfs};
 
 /// Output streams in the log.
 pub const STDOUT: u8 = 1;
@@ -203,6 +205,7 @@ pub fn run(paths: &Paths, id: &str, attach: bool, interactive: bool) -> anyhow::
                 // the container runs (see `Ctx::start_detached`); nobody reads it later.
                 let _ = writeln!(io::stdout(), "{message}");
             }
+            network::teardown(id, c.bridge.as_ref());
             let _ = rootfs::unmount(paths, id);
             if c.auto_remove {
                 // `--rm`: a container that could not start is not kept either.
@@ -214,6 +217,7 @@ pub fn run(paths: &Paths, id: &str, attach: bool, interactive: bool) -> anyhow::
                 c.error = Some(message.clone());
                 c.monitor_pid = None;
                 c.pid = None;
+                c.address = None;
                 if c.status == Status::Running {
                     c.status = Status::Exited;
                     c.finished = Some(state::now());
@@ -307,6 +311,16 @@ fn start_and_wait(paths: &Paths, c: &Container, attach: bool, interactive: bool)
     rootfs::mount(paths, c)?;
     delete_runtime_state(paths, id);
     let command = check_command(paths, c)?;
+    // Published ports are bound first (one in use fails the start before anything is made),
+    // then the network namespace is made; both go on any failure (see `run`).
+    let bound = ports::bind(&c.ports)?;
+    let attached = network::setup(id, &c.network, c.bridge.as_ref())?;
+    if let Some(address) = attached.address {
+        let hostname = std::fs::read_to_string(dir.join("hostname")).unwrap_or_default();
+        // A name Berth made up is not the user's: docker's /etc/hosts has only the host name.
+        let given_name = Some(c.name.as_str()).filter(|n| *n != state::default_name(&c.id));
+        std::fs::write(dir.join("hosts"), network::hosts_file(hostname.trim(), given_name, Some(address)))?;
+    }
 
     // The container inherits dispositions and the signal mask: give it the defaults.
     // SAFETY: setting default dispositions, single-threaded.
@@ -362,8 +376,13 @@ fn start_and_wait(paths: &Paths, c: &Container, attach: bool, interactive: bool)
         let _ = signal(Signal::SIGPIPE, SigHandler::SigIgn);
     }
 
+    if let Some(address) = attached.address {
+        ports::serve(bound, address);
+    }
+
     update(paths, id, |rec| {
         rec.status = Status::Running;
+        rec.address = attached.address;
         rec.pid = Some(pid.as_raw());
         rec.started = Some(state::now());
         rec.finished = None;
@@ -410,8 +429,10 @@ fn start_and_wait(paths: &Paths, c: &Container, attach: bool, interactive: bool)
         tracing::warn!(id, error = %e, "cannot delete the container's runtime state");
     }
     delete_runtime_state(paths, id);
+    network::teardown(id, c.bridge.as_ref());
     rootfs::unmount(paths, id)?;
     let rec = update(paths, id, |rec| {
+        rec.address = None;
         rec.status = Status::Exited;
         rec.exit_code = Some(code);
         rec.finished = Some(state::now());

@@ -41,6 +41,8 @@ pub struct SpecInput {
     pub terminal: bool,
     pub hostname: String,
     pub host_network: bool,
+    /// The network namespace to join (bridge and none), else a new one unless host.
+    pub netns: Option<PathBuf>,
     pub binds: Vec<BindMount>,
     pub memory_bytes: Option<i64>,
     pub pids_limit: Option<i64>,
@@ -141,8 +143,11 @@ pub fn build(input: &SpecInput) -> anyhow::Result<Value> {
     mounts.extend(user_mounts.into_iter().map(|(_, m)| m));
     let mut namespaces =
         vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
-    if !input.host_network {
-        namespaces.push(json!({"type": "network"}));
+    match &input.netns {
+        _ if input.host_network => {}
+        // The namespace Berth prepared (`network.rs`): libcontainer joins it.
+        Some(path) => namespaces.push(json!({"type": "network", "path": path})),
+        None => namespaces.push(json!({"type": "network"})),
     }
     // The device cgroup: nothing but docker's defaults (which libcontainer adds after this
     // rule), so a container with CAP_MKNOD cannot make and open the host's disks; everything
@@ -287,24 +292,6 @@ pub fn resolve_user(user: &str, layer_dirs: &[PathBuf]) -> anyhow::Result<(u32, 
     Ok((uid, gid, additional))
 }
 
-/// The content of the container's `/etc/hosts`.
-pub fn hosts_file(hostname: &str) -> String {
-    format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n\
-         ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
-    )
-}
-
-/// The container's `/etc/resolv.conf`: the host's (network host), a copy of it otherwise.
-pub fn resolv_conf(host_network: bool) -> String {
-    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    if host_network {
-        return host;
-    }
-    // A container without network has no resolver to reach; keep the search domains only.
-    host.lines().filter(|l| !l.trim_start().starts_with("nameserver")).map(|l| format!("{l}\n")).collect()
-}
-
 /// Whether `path` is an absolute container path without `..`.
 pub fn valid_container_path(path: &str) -> bool {
     let p = Path::new(path);
@@ -403,6 +390,7 @@ mod tests {
             terminal: false,
             hostname: "h".into(),
             host_network: false,
+            netns: None,
             binds: vec![BindMount { source: "/tmp".into(), target: "/data".into(), read_only: true }],
             memory_bytes: Some(64 << 20),
             pids_limit: Some(10),

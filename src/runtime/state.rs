@@ -124,6 +124,18 @@ pub struct Container {
     /// Why the last start failed, if it did.
     #[serde(default)]
     pub error: Option<String>,
+    /// `--network` (records from before networks were recorded ran on the host's).
+    #[serde(default)]
+    pub network: super::network::Mode,
+    /// The bridge (name and subnet) of a bridge container, fixed when it was created.
+    #[serde(default)]
+    pub bridge: Option<super::network::Bridge>,
+    /// Its address on the bridge while it runs.
+    #[serde(default)]
+    pub address: Option<std::net::Ipv4Addr>,
+    /// `-p` mappings.
+    #[serde(default)]
+    pub ports: Vec<super::ports::Port>,
 }
 
 impl Container {

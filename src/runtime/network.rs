@@ -1,0 +1,661 @@
+//! Container networks: `--network bridge` (the default, as docker's), `none` and `host`.
+//!
+//! A bridge container gets a network namespace that Berth creates before the container starts
+//! and keeps as a bind mount at `/run/berth/netns/<id>` (the OCI spec names that path, so
+//! libcontainer joins it): a veth pair (host end `vb<12 hex of the id>` on the bridge, the other
+//! end `eth0` inside, up, with a leased address and a default route via the bridge's address),
+//! and `lo` up. A `none` container gets such a namespace with `lo` only. The bridge (`berth0`,
+//! `[runtime] bridge`) holds the first address of `[runtime] subnet` (default 10.89.0.0/24, clear
+//! of docker's 172.17.0.0/16) and exists while some container leases an address on it.
+//!
+//! **Host-wide state** (`/run/berth/net/<bridge>/`: `lock`, `leases/<address>` holding the
+//! container id): the bridge and its rules are shared by every Berth data directory on the
+//! host, so addresses are leased under this lock, not the data dir's runtime lock (two data
+//! dirs, e.g. two test servers, never get the same address). Order: the runtime lock, then
+//! this one. `/run` is a tmpfs, so leases go with a reboot, as the bridge does.
+//!
+//! **Netlink**: links, addresses and routes are made with `netlink-packet-route` over a
+//! `netlink-sys` socket, synchronously: the monitor is single-threaded and must stay free of an
+//! async runtime when libcontainer forks, and these are the crates (and versions) libcontainer
+//! itself uses, so nothing new is compiled. Work inside the container's namespace happens on a
+//! short-lived thread that `setns`es into it (a network namespace is per thread).
+//!
+//! **NAT and forwarding**: outbound masquerade of the subnet is one rule in a table of Berth's
+//! own, `ip berth_<bridge>`, loaded with `nft -f -` (one process, atomic; the table is deleted
+//! as a whole on teardown, so nothing of it can linger). nftables cannot let through what
+//! another table drops, and the Docker Engine sets the `filter` FORWARD policy to DROP: when its
+//! `DOCKER-USER` chain exists (the chain docker keeps for its users' rules) two rules are
+//! inserted there with `iptables` (from the bridge; back to it for established connections),
+//! tagged with the comment `berth:<bridge>`, and deleted on teardown. IPv4 forwarding is
+//! switched on (`net.ipv4.ip_forward`, as docker does). Without docker, nothing filters forwarded
+//! packets by default; a host firewall that does must let the bridge through itself.
+//!
+//! Teardown (`teardown`) runs when the monitor sees the container exit, on `rm`, and for a
+//! container whose monitor died in the next berth command's recovery: it deletes the veth, the
+//! namespace mount and the lease, and when no lease is left on the bridge, the bridge (with its
+//! address), the nft table and the DOCKER-USER rules.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+use ipnet::Ipv4Net;
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use serde::{Deserialize, Serialize};
+
+/// Where container network namespaces are bind-mounted.
+const NETNS_DIR: &str = "/run/berth/netns";
+/// Host-wide network state (leases, lock), one directory per bridge.
+const NET_DIR: &str = "/run/berth/net";
+
+/// A container's network, as its record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The host's network namespace.
+    #[default]
+    Host,
+    /// A namespace with `lo` only.
+    None,
+    /// A veth on a bridge.
+    Bridge,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> anyhow::Result<Mode> {
+        match s {
+            "bridge" | "default" => Ok(Mode::Bridge),
+            "none" => Ok(Mode::None),
+            "host" => Ok(Mode::Host),
+            other => bail!("--network {other:?} is not supported: use bridge (the default), host or none"),
+        }
+    }
+}
+
+/// The bridge a container is attached to (from the configuration when it was created).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bridge {
+    pub name: String,
+    pub subnet: Ipv4Net,
+}
+
+impl Bridge {
+    /// The bridge of `[runtime] bridge` and `subnet`, checked.
+    pub fn from_config(name: &str, subnet: &str) -> anyhow::Result<Bridge> {
+        if name.is_empty() || name.len() > 15 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            bail!("[runtime] bridge {name:?}: use 1 to 15 letters, digits or '_'");
+        }
+        let subnet: Ipv4Net =
+            subnet.parse().with_context(|| format!("[runtime] subnet {subnet:?} is not an IPv4 network"))?;
+        if subnet.prefix_len() > 29 {
+            bail!("[runtime] subnet {subnet} is too small (at most /29)");
+        }
+        Ok(Bridge { name: name.to_string(), subnet: subnet.trunc() })
+    }
+
+    /// The bridge's own address, the containers' gateway.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.subnet.hosts().next().expect("a subnet of at most /29 has hosts")
+    }
+
+    fn dir(&self) -> PathBuf {
+        Path::new(NET_DIR).join(&self.name)
+    }
+
+    fn leases(&self) -> PathBuf {
+        self.dir().join("leases")
+    }
+
+    /// Present while the bridge's rules may exist (written before they are added).
+    fn rules_marker(&self) -> PathBuf {
+        self.dir().join("rules")
+    }
+
+    fn nft_table(&self) -> String {
+        format!("berth_{}", self.name)
+    }
+
+    /// Takes the bridge's host-wide lock.
+    fn lock(&self) -> anyhow::Result<File> {
+        fs::create_dir_all(self.leases())?;
+        let path = self.dir().join("lock");
+        let file = File::options().create(true).truncate(false).write(true).open(&path)?;
+        // SAFETY: flock on a descriptor we own; released when the file is closed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!("cannot lock {}: {}", path.display(), std::io::Error::last_os_error());
+        }
+        Ok(file)
+    }
+}
+
+/// The network namespace mount of a container.
+pub fn netns_path(id: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(id)
+}
+
+/// The host end of a container's veth pair.
+pub fn veth_name(id: &str) -> String {
+    format!("vb{}", &id[..12])
+}
+
+/// What the monitor set up for one start of a container.
+pub struct Attached {
+    /// The container's address (bridge mode).
+    pub address: Option<Ipv4Addr>,
+}
+
+/// Creates the container's network namespace (mode none or bridge) and, for a bridge, the
+/// bridge if needed, the address lease and the veth pair. Undone by [`teardown`], also when this
+/// fails half-way.
+pub fn setup(id: &str, mode: &Mode, bridge: Option<&Bridge>) -> anyhow::Result<Attached> {
+    let result = (|| -> anyhow::Result<Attached> {
+        match mode {
+            Mode::Host => Ok(Attached { address: None }),
+            Mode::None => {
+                create_netns(id)?;
+                in_netns(id, |nl| {
+                    let lo = nl.index("lo")?.context("no lo")?;
+                    nl.set_up(lo)
+                })?;
+                Ok(Attached { address: None })
+            }
+            Mode::Bridge => {
+                let bridge = bridge.context("a bridge container without its bridge in its record")?;
+                let address = {
+                    let _lock = bridge.lock()?;
+                    ensure_bridge(bridge)?;
+                    lease(bridge, id)?
+                };
+                create_netns(id)?;
+                attach(id, bridge, address)?;
+                Ok(Attached { address: Some(address) })
+            }
+        }
+    })();
+    if result.is_err() {
+        teardown(id, bridge);
+    }
+    result
+}
+
+/// Removes what [`setup`] made for the container (whatever is left of it: safe to repeat), and
+/// the bridge with its rules when its last lease is gone. Errors are logged, not returned: a
+/// teardown must go as far as it can.
+pub fn teardown(id: &str, bridge: Option<&Bridge>) {
+    let ns = netns_path(id);
+    if let Some(bridge) = bridge {
+        let leased = lease_of(bridge, id);
+        if ns.exists() || leased.is_some() || link_exists(&veth_name(id)) {
+            let _lock = match bridge.lock() {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "cannot lock the bridge's state");
+                    return;
+                }
+            };
+            if let Err(e) = delete_link(&veth_name(id)) {
+                tracing::warn!(id, error = %e, "cannot delete the container's veth");
+            }
+            remove_netns(id);
+            if let Some(a) = lease_of(bridge, id) {
+                let _ = fs::remove_file(bridge.leases().join(a.to_string()));
+            }
+            if let Err(e) = remove_bridge_if_unused(bridge) {
+                tracing::warn!(bridge = bridge.name, error = %e, "cannot remove the bridge");
+            }
+        }
+    } else if ns.exists() {
+        remove_netns(id);
+    }
+}
+
+/// Removes the bridge and its rules if no lease is left on it (after a crash between the last
+/// lease's removal and the bridge's).
+pub fn collect_unused_bridge(bridge: &Bridge) {
+    if !bridge.dir().exists() && !link_exists(&bridge.name) {
+        return;
+    }
+    match bridge.lock() {
+        Ok(_lock) => {
+            if let Err(e) = remove_bridge_if_unused(bridge) {
+                tracing::warn!(bridge = bridge.name, error = %e, "cannot remove the bridge");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot lock the bridge's state"),
+    }
+}
+
+/// The container's `/etc/resolv.conf`: the host's, unless it names only loopback resolvers (a
+/// local stub the container cannot reach): then docker's fallback, Google's public resolvers.
+/// Without a network (`none`) only the search domains and options are kept.
+pub fn resolv_conf(mode: &Mode) -> String {
+    let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    match mode {
+        Mode::Host => host,
+        Mode::None => {
+            host.lines().filter(|l| !l.trim_start().starts_with("nameserver")).map(|l| format!("{l}\n")).collect()
+        }
+        Mode::Bridge => {
+            let mut out = String::new();
+            let mut servers = 0;
+            for l in host.lines() {
+                let mut words = l.split_whitespace();
+                if words.next() == Some("nameserver") {
+                    match words.next().and_then(|a| a.parse::<IpAddr>().ok()) {
+                        Some(a) if !a.is_loopback() => servers += 1,
+                        _ => continue,
+                    }
+                }
+                out.push_str(l);
+                out.push('\n');
+            }
+            if servers == 0 {
+                out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+            }
+            out
+        }
+    }
+}
+
+/// The container's `/etc/hosts`: localhost, and its host name (and `--name`, if one was given)
+/// at its address (bridge) or at 127.0.1.1.
+pub fn hosts_file(hostname: &str, name: Option<&str>, address: Option<Ipv4Addr>) -> String {
+    let mut out = String::from(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n\
+         ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+    );
+    let names = match name {
+        Some(n) if n != hostname => format!("{hostname} {n}"),
+        _ => hostname.to_string(),
+    };
+    match address {
+        Some(a) => out.push_str(&format!("{a}\t{names}\n")),
+        None => out.push_str(&format!("127.0.1.1\t{names}\n")),
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leases.
+
+/// Leases the lowest free address of the subnet (not the network, the bridge's, the broadcast).
+fn lease(bridge: &Bridge, id: &str) -> anyhow::Result<Ipv4Addr> {
+    let gateway = bridge.gateway();
+    for a in bridge.subnet.hosts().filter(|a| *a != gateway) {
+        match File::options().write(true).create_new(true).open(bridge.leases().join(a.to_string())) {
+            Ok(mut f) => {
+                f.write_all(id.as_bytes())?;
+                return Ok(a);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).context("cannot write an address lease"),
+        }
+    }
+    bail!("no free address left in {} (bridge {})", bridge.subnet, bridge.name)
+}
+
+/// The address leased to `id`, if any.
+fn lease_of(bridge: &Bridge, id: &str) -> Option<Ipv4Addr> {
+    fs::read_dir(bridge.leases()).ok()?.flatten().find_map(|e| {
+        let holder = fs::read_to_string(e.path()).ok()?;
+        if holder.trim() == id { e.file_name().to_str()?.parse().ok() } else { None }
+    })
+}
+
+fn remove_bridge_if_unused(bridge: &Bridge) -> anyhow::Result<()> {
+    let in_use = fs::read_dir(bridge.leases()).map(|d| d.flatten().next().is_some()).unwrap_or(false);
+    if in_use {
+        return Ok(());
+    }
+    delete_link(&bridge.name)?;
+    if bridge.rules_marker().exists() {
+        remove_rules(bridge);
+        let _ = fs::remove_file(bridge.rules_marker());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bridge, its NAT and forwarding rules.
+
+fn ensure_bridge(bridge: &Bridge) -> anyhow::Result<()> {
+    let mut nl = Netlink::open()?;
+    if nl.index(&bridge.name)?.is_some() {
+        return Ok(());
+    }
+    // Rules left by a crash between the bridge's removal and theirs: start clean.
+    if bridge.rules_marker().exists() {
+        remove_rules(bridge);
+    }
+    let mut link = LinkMessage::default();
+    link.attributes.push(LinkAttribute::IfName(bridge.name.clone()));
+    link.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
+    nl.request(RouteNetlinkMessage::NewLink(link), NLM_F_CREATE | NLM_F_EXCL)
+        .with_context(|| format!("cannot create the bridge {}", bridge.name))?;
+    let index = nl.index(&bridge.name)?.context("the new bridge is not there")?;
+    nl.add_address(index, bridge.gateway(), bridge.subnet.prefix_len())
+        .with_context(|| format!("cannot give the bridge {} its address", bridge.name))?;
+    nl.set_up(index)?;
+    fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("cannot switch on IPv4 forwarding")?;
+    add_rules(bridge)
+}
+
+fn add_rules(bridge: &Bridge) -> anyhow::Result<()> {
+    fs::write(bridge.rules_marker(), "")?;
+    let table = bridge.nft_table();
+    let script = format!(
+        "table ip {table} {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    \
+         ip saddr {subnet} oifname != \"{name}\" masquerade\n  }}\n}}\n",
+        subnet = bridge.subnet,
+        name = bridge.name,
+    );
+    pipe_to(Command::new("nft").args(["-f", "-"]), &script).context("cannot add the NAT rule (nft)")?;
+    if docker_user_chain_exists() {
+        let rules = format!(
+            "*filter\n-I DOCKER-USER -i {name} -m comment --comment berth:{name} -j ACCEPT\n\
+             -I DOCKER-USER -o {name} -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment berth:{name} -j ACCEPT\n\
+             COMMIT\n",
+            name = bridge.name
+        );
+        pipe_to(Command::new("iptables-restore").args(["-w", "--noflush"]), &rules)
+            .context("cannot add the forwarding rules to DOCKER-USER (iptables-restore)")?;
+    }
+    Ok(())
+}
+
+/// Deletes the nft table and Berth's DOCKER-USER rules of the bridge (those that exist).
+fn remove_rules(bridge: &Bridge) {
+    let table = bridge.nft_table();
+    let listed =
+        Command::new("nft").args(["list", "table", "ip", &table]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    if listed.is_ok_and(|s| s.success()) {
+        let _ = Command::new("nft").args(["delete", "table", "ip", &table]).status();
+    }
+    let Ok(out) = Command::new("iptables-save").args(["-t", "filter"]).stderr(Stdio::null()).output() else { return };
+    let tag = format!("berth:{}", bridge.name);
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(rule) = line.strip_prefix("-A DOCKER-USER ")
+            && rule.split_whitespace().any(|w| w.trim_matches('"') == tag)
+        {
+            let mut args = vec!["-w".to_string(), "-D".into(), "DOCKER-USER".into()];
+            args.extend(shell_words(rule));
+            let _ = Command::new("iptables").args(&args).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+/// `iptables-save`'s words (it quotes comments; Berth's have no spaces).
+fn shell_words(s: &str) -> Vec<String> {
+    s.split_whitespace().map(|w| w.trim_matches('"').to_string()).collect()
+}
+
+fn docker_user_chain_exists() -> bool {
+    Command::new("iptables")
+        .args(["-w", "-n", "-L", "DOCKER-USER"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn pipe_to(cmd: &mut Command, input: &str) -> anyhow::Result<()> {
+    let name = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {name} (scripts/prereqs installs it)"))?;
+    child.stdin.take().expect("piped").write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("{name}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Namespaces and links.
+
+fn create_netns(id: &str) -> anyhow::Result<()> {
+    fs::create_dir_all(NETNS_DIR)?;
+    let path = netns_path(id);
+    File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    let target = path.clone();
+    std::thread::spawn(move || -> anyhow::Result<()> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).context("cannot create a network namespace")?;
+        nix::mount::mount(
+            Some("/proc/thread-self/ns/net"),
+            &target,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .context("cannot keep the network namespace (bind mount)")?;
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the namespace thread panicked"))?
+}
+
+fn remove_netns(id: &str) {
+    let path = netns_path(id);
+    let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+    let _ = fs::remove_file(&path);
+}
+
+/// Runs `f` with a netlink socket inside the container's network namespace.
+fn in_netns<T: Send + 'static>(
+    id: &str,
+    f: impl FnOnce(&mut Netlink) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let ns = File::open(netns_path(id)).context("cannot open the container's network namespace")?;
+    std::thread::spawn(move || -> anyhow::Result<T> {
+        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            .context("cannot enter the container's network namespace")?;
+        let mut nl = Netlink::open()?;
+        f(&mut nl)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the namespace thread panicked"))?
+}
+
+/// The veth pair: `eth0` (in the namespace) with the address and the default route, the host
+/// end on the bridge.
+fn attach(id: &str, bridge: &Bridge, address: Ipv4Addr) -> anyhow::Result<()> {
+    let host_end = veth_name(id);
+    let ns = File::open(netns_path(id)).context("cannot open the container's network namespace")?;
+    let mut nl = Netlink::open()?;
+    let bridge_index = nl.index(&bridge.name)?.with_context(|| format!("the bridge {} is gone", bridge.name))?;
+    let mut peer = LinkMessage::default();
+    peer.attributes.push(LinkAttribute::IfName("eth0".into()));
+    peer.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+    let mut link = LinkMessage::default();
+    link.attributes.push(LinkAttribute::IfName(host_end.clone()));
+    link.attributes.push(LinkAttribute::Controller(bridge_index));
+    link.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Veth),
+        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+    ]));
+    nl.request(RouteNetlinkMessage::NewLink(link), NLM_F_CREATE | NLM_F_EXCL)
+        .context("cannot create the container's veth pair")?;
+    let index = nl.index(&host_end)?.context("the new veth is not there")?;
+    nl.set_up(index)?;
+    let (gateway, prefix) = (bridge.gateway(), bridge.subnet.prefix_len());
+    in_netns(id, move |nl| {
+        let lo = nl.index("lo")?.context("no lo")?;
+        nl.set_up(lo)?;
+        let eth0 = nl.index("eth0")?.context("eth0 did not arrive in the namespace")?;
+        nl.add_address(eth0, address, prefix)?;
+        nl.set_up(eth0)?;
+        nl.add_default_route(eth0, gateway)
+    })
+    .context("cannot configure the container's eth0")
+}
+
+fn link_exists(name: &str) -> bool {
+    Netlink::open().and_then(|mut nl| nl.index(name)).is_ok_and(|i| i.is_some())
+}
+
+/// Deletes a link if it exists.
+fn delete_link(name: &str) -> anyhow::Result<()> {
+    let mut nl = Netlink::open()?;
+    let Some(index) = nl.index(name)? else { return Ok(()) };
+    let mut link = LinkMessage::default();
+    link.header.index = index;
+    match nl.request(RouteNetlinkMessage::DelLink(link), 0) {
+        Ok(()) => Ok(()),
+        Err(e) if e.downcast_ref::<std::io::Error>().and_then(|e| e.raw_os_error()) == Some(libc::ENODEV) => Ok(()),
+        Err(e) => Err(e.context(format!("cannot delete {name}"))),
+    }
+}
+
+/// A synchronous rtnetlink socket in the calling thread's network namespace.
+struct Netlink {
+    socket: netlink_sys::Socket,
+    seq: u32,
+}
+
+impl Netlink {
+    fn open() -> anyhow::Result<Netlink> {
+        let mut socket =
+            netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE).context("cannot open a netlink socket")?;
+        socket.bind_auto()?;
+        Ok(Netlink { socket, seq: 0 })
+    }
+
+    fn send(&mut self, message: RouteNetlinkMessage, flags: u16) -> anyhow::Result<u32> {
+        self.seq += 1;
+        let mut req = NetlinkMessage::from(message);
+        req.header.flags = NLM_F_REQUEST | flags;
+        req.header.sequence_number = self.seq;
+        req.finalize();
+        let mut buf = vec![0u8; req.buffer_len()];
+        req.serialize(&mut buf);
+        self.socket.send(&buf, 0).context("netlink send")?;
+        Ok(self.seq)
+    }
+
+    /// Receives the answers to request `seq` until its ACK, error, or (with `want_reply`) the
+    /// first reply message.
+    fn receive(&mut self, seq: u32) -> anyhow::Result<Option<RouteNetlinkMessage>> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = self.socket.recv(&mut &mut buf[..], 0).context("netlink receive")?;
+            let mut offset = 0;
+            while offset < n {
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[offset..n])
+                    .map_err(|e| anyhow::anyhow!("netlink: undecodable answer: {e}"))?;
+                let len = msg.header.length as usize;
+                if msg.header.sequence_number == seq {
+                    match msg.payload {
+                        NetlinkPayload::Error(e) => {
+                            return match e.code {
+                                None => Ok(None),
+                                Some(code) => Err(std::io::Error::from_raw_os_error(-code.get()).into()),
+                            };
+                        }
+                        NetlinkPayload::InnerMessage(m) => return Ok(Some(m)),
+                        NetlinkPayload::Done(_) => return Ok(None),
+                        _ => {}
+                    }
+                }
+                if len == 0 {
+                    break;
+                }
+                offset += len;
+            }
+        }
+    }
+
+    /// A request answered by an ACK.
+    fn request(&mut self, message: RouteNetlinkMessage, flags: u16) -> anyhow::Result<()> {
+        let seq = self.send(message, flags | NLM_F_ACK)?;
+        self.receive(seq).map(|_| ())
+    }
+
+    /// The index of the link `name`, if it exists.
+    fn index(&mut self, name: &str) -> anyhow::Result<Option<u32>> {
+        let mut link = LinkMessage::default();
+        link.attributes.push(LinkAttribute::IfName(name.to_string()));
+        let seq = self.send(RouteNetlinkMessage::GetLink(link), 0)?;
+        match self.receive(seq) {
+            Ok(Some(RouteNetlinkMessage::NewLink(l))) => Ok(Some(l.header.index)),
+            Ok(_) => Ok(None),
+            Err(e) if e.downcast_ref::<std::io::Error>().and_then(|e| e.raw_os_error()) == Some(libc::ENODEV) => {
+                Ok(None)
+            }
+            Err(e) => Err(e.context(format!("cannot look up the link {name}"))),
+        }
+    }
+
+    fn set_up(&mut self, index: u32) -> anyhow::Result<()> {
+        let mut link = LinkMessage::default();
+        link.header.index = index;
+        link.header.flags = LinkFlags::Up;
+        link.header.change_mask = LinkFlags::Up;
+        self.request(RouteNetlinkMessage::SetLink(link), 0).context("cannot set a link up")
+    }
+
+    fn add_address(&mut self, index: u32, address: Ipv4Addr, prefix: u8) -> anyhow::Result<()> {
+        let net = Ipv4Net::new(address, prefix)?;
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.prefix_len = prefix;
+        msg.header.index = index;
+        msg.attributes.push(AddressAttribute::Local(IpAddr::V4(address)));
+        msg.attributes.push(AddressAttribute::Address(IpAddr::V4(address)));
+        msg.attributes.push(AddressAttribute::Broadcast(net.broadcast()));
+        self.request(RouteNetlinkMessage::NewAddress(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .with_context(|| format!("cannot add the address {net}"))
+    }
+
+    fn add_default_route(&mut self, index: u32, gateway: Ipv4Addr) -> anyhow::Result<()> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::Boot;
+        msg.header.scope = RouteScope::Universe;
+        msg.header.kind = RouteType::Unicast;
+        msg.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+        msg.attributes.push(RouteAttribute::Oif(index));
+        self.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .with_context(|| format!("cannot add the default route via {gateway}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bridges_and_subnets_are_checked() {
+        let b = Bridge::from_config("berth0", "10.89.0.0/24").unwrap();
+        assert_eq!(b.gateway(), Ipv4Addr::new(10, 89, 0, 1));
+        assert_eq!(Bridge::from_config("b", "10.1.2.3/16").unwrap().subnet.to_string(), "10.1.0.0/16");
+        assert!(Bridge::from_config("a-very-long-bridge-name", "10.89.0.0/24").is_err());
+        assert!(Bridge::from_config("berth0", "10.89.0.0/30").is_err());
+        assert!(Bridge::from_config("berth0", "fd00::/64").is_err());
+        assert_eq!(Mode::parse("bridge").unwrap(), Mode::Bridge);
+        assert!(Mode::parse("container:x").is_err());
+    }
+
+    #[test]
+    fn hosts_name_the_container_at_its_address() {
+        let h = hosts_file("abc", Some("web"), Some(Ipv4Addr::new(10, 89, 0, 2)));
+        assert!(h.starts_with("127.0.0.1\tlocalhost\n"));
+        assert!(h.ends_with("10.89.0.2\tabc web\n"), "{h}");
+        assert!(hosts_file("abc", None, None).ends_with("127.0.1.1\tabc\n"));
+    }
+}
