@@ -211,6 +211,7 @@ fi
 mkdir -p "$WORK/berth-data" "$WORK/ref-data" "$WORK/www" "$WORK/nginx"
 (
     cd "$WORK"   # no stray ./berth.toml; BERTH_* from the caller's env would reconfigure it
+    bin=$BERTH_BIN   # (BERTH_BIN itself goes with them when the caller exported it)
     for v in $(compgen -e | grep -E '^(BERTH|AWS)_' || true); do unset "$v"; done
     if [[ $BACKEND == s3 ]]; then
         export BERTH_DATABASE__URL=$PG_URL/$PG_DB BERTH_STORAGE__KIND=s3 \
@@ -220,7 +221,7 @@ mkdir -p "$WORK/berth-data" "$WORK/ref-data" "$WORK/www" "$WORK/nginx"
             BERTH_STORAGE__S3__ACCESS_KEY_ID=$S3_AK BERTH_STORAGE__S3__SECRET_ACCESS_KEY=$S3_SK
     fi
     # the reference runs without auth, so Berth does too (ignored by builds without [auth])
-    BERTH_LOG=warn BERTH_AUTH__ENABLED=false exec "$BERTH_BIN" serve --listen "127.0.0.1:$BP" --data-dir "$WORK/berth-data"
+    BERTH_LOG=warn BERTH_AUTH__ENABLED=false exec "$bin" serve --listen "127.0.0.1:$BP" --data-dir "$WORK/berth-data"
 ) >"$WORK/berth.log" 2>&1 &
 BERTH_PID=$!
 PIDS+=("$BERTH_PID")
