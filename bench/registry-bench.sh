@@ -211,6 +211,7 @@ fi
 mkdir -p "$WORK/berth-data" "$WORK/ref-data" "$WORK/www" "$WORK/nginx"
 (
     cd "$WORK"   # no stray ./berth.toml; BERTH_* from the caller's env would reconfigure it
+    bin=$BERTH_BIN   # (BERTH_BIN itself goes with them when the caller exported it)
     for v in $(compgen -e | grep -E '^(BERTH|AWS)_' || true); do unset "$v"; done
     if [[ $BACKEND == s3 ]]; then
         export BERTH_DATABASE__URL=$PG_URL/$PG_DB BERTH_STORAGE__KIND=s3 \
@@ -220,7 +221,7 @@ mkdir -p "$WORK/berth-data" "$WORK/ref-data" "$WORK/www" "$WORK/nginx"
             BERTH_STORAGE__S3__ACCESS_KEY_ID=$S3_AK BERTH_STORAGE__S3__SECRET_ACCESS_KEY=$S3_SK
     fi
     # the reference runs without auth, so Berth does too (ignored by builds without [auth])
-    BERTH_LOG=warn BERTH_AUTH__ENABLED=false exec "$BERTH_BIN" serve --listen "127.0.0.1:$BP" --data-dir "$WORK/berth-data"
+    BERTH_LOG=warn BERTH_AUTH__ENABLED=false exec "$bin" serve --listen "127.0.0.1:$BP" --data-dir "$WORK/berth-data"
 ) >"$WORK/berth.log" 2>&1 &
 BERTH_PID=$!
 PIDS+=("$BERTH_PID")
@@ -347,27 +348,51 @@ pull_mbs() { # url [curl args] -> MB/s
 BLOB_BYTES=$((BLOB_MB * 1048576))
 
 # ---------------------------------------------------------------- 1. push
-log "== 1. push: ${BLOB_MB} MiB random blob, monolithic POST + PUT, $RUNS runs (fresh file per run)"
-berth_push=() ref_push=()
+# Three pushes of a fresh file each (a blob already stored would only be linked): one stream
+# (POST + one PUT carrying the file), and PATCHes of 16 MiB and of 5 MiB (as oras and several CI
+# tools send them) with Content-Range, closed by a PUT without body. All three go through the
+# same client (registry_bench.py push: one keep-alive connection, the body sent from the mapped
+# file), to both servers. The limit: `openssl dgst -sha256` of the same file (in the page
+# cache), timed in the same run.
+CHUNKS="0 16777216 5242880"
+chunk_key() { case $1 in 0) echo push ;; *) echo "push$(($1 / 1048576))m" ;; esac; }
+log "== 1. push: ${BLOB_MB} MiB random blobs, one PUT / 16 MiB PATCHes / 5 MiB PATCHes, $RUNS runs (fresh file per push), plus openssl dgst -sha256"
+declare -A pushes=()
+sha=()
 for ((run = 1; run <= RUNS; run++)); do
-    f=$WORK/blob$run
-    head -c "$BLOB_BYTES" /dev/urandom >"$f"
-    d=sha256:$(sha256sum "$f" | cut -d' ' -f1)
-    [[ $run == 1 ]] && { BIG_FILE=$f; BIG_DIGEST=$d; }
-    # alternate which server goes first
-    if ((run % 2)); then order=$SERVERS; else order=$(echo $SERVERS | awk '{for (i = NF; i; i--) printf "%s ", $i}'); fi
-    for who in $order; do
-        if [[ $who == berth ]]; then base=$BERTH; else base=$REF; fi
-        sync   # untimed: start each push with no dirty pages left by the previous one
-        s=$(push_blob "$base" bench "$f" "$d")
-        mbs=$(awk -v b="$BLOB_BYTES" -v s="$s" 'BEGIN{printf "%.1f", b / s / 1e6}')
-        log "   run $run $who: ${s}s  ${mbs} MB/s"
-        if [[ $who == berth ]]; then berth_push+=("$mbs"); else ref_push+=("$mbs"); fi
+    for chunk in $CHUNKS; do
+        f=$WORK/blob$run-$chunk
+        head -c "$BLOB_BYTES" /dev/urandom >"$f"
+        d=sha256:$(sha256sum "$f" | cut -d' ' -f1)
+        [[ $run == 1 && $chunk == 0 ]] && { BIG_FILE=$f; BIG_DIGEST=$d; }
+        if [[ $chunk == 0 ]]; then
+            t0=$EPOCHREALTIME
+            openssl dgst -sha256 "$f" >/dev/null
+            t1=$EPOCHREALTIME
+            mbs=$(awk -v b="$BLOB_BYTES" -v s="$(secs_between "$t0" "$t1")" 'BEGIN{printf "%.1f", b / s / 1e6}')
+            sha+=("$mbs")
+            log "   run $run openssl dgst -sha256: ${mbs} MB/s"
+        fi
+        # alternate which server goes first
+        if ((run % 2)); then order=$SERVERS; else order=$(echo $SERVERS | awk '{for (i = NF; i; i--) printf "%s ", $i}'); fi
+        for who in $order; do
+            if [[ $who == berth ]]; then base=$BERTH; else base=$REF; fi
+            sync   # untimed: start each push with no dirty pages left by the previous one
+            s=$($HELPER push "${base#http://}" bench "$f" "$d" "$chunk") || die "push to $who failed"
+            mbs=$(awk -v b="$BLOB_BYTES" -v s="$s" 'BEGIN{printf "%.1f", b / s / 1e6}')
+            log "   run $run $who $(chunk_key "$chunk"): ${s}s  ${mbs} MB/s"
+            pushes[$who-$chunk]+="$mbs "
+        done
+        [[ $run == 1 && $chunk == 0 ]] || rm -f "$f"
     done
-    [[ $run == 1 ]] || rm -f "$f"
 done
-put berth_push_mbs "$($HELPER median "${berth_push[@]}")"
-((REF_ON)) && put ref_push_mbs "$($HELPER median "${ref_push[@]}")"
+for chunk in $CHUNKS; do
+    for who in $SERVERS; do
+        # shellcheck disable=SC2086
+        put "${who}_$(chunk_key "$chunk")_mbs" "$($HELPER median ${pushes[$who-$chunk]})"
+    done
+done
+put sha256_mbs "$($HELPER median "${sha[@]}")"
 load
 
 # ---------------------------------------------------------------- 2. pull
@@ -405,8 +430,7 @@ put ceiling_name "$CEILING"
 put ceiling_pull_mbs "$($HELPER median "${ceil_pull[@]}")"
 load
 if [[ $BACKEND == fs ]]; then
-    stop_pid "$NGINX_PID"
-    rm -f "$WORK/www/blob" "$BIG_FILE"
+    rm -f "$WORK/www/blob" "$BIG_FILE"   # nginx stays up: it serves the manifest in 3.
 fi
 
 # ---------------------------------------------------------------- small image
@@ -452,6 +476,21 @@ for who in $SERVERS; do
     put "${who}_mget_rps" "$rps"
     put "${who}_mget_p99" "$p99"
 done
+if [[ $BACKEND == fs ]]; then
+    # the limit: nginx serving the same manifest bytes as a static file, the same wrk command
+    cp "$WORK/manifest" "$WORK/www/manifest"
+    chmod 644 "$WORK/www/manifest"
+    url=$NGX/manifest
+    wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_WARMUP" --timeout 5s -H "Accept: $ACCEPT" "$url" >/dev/null
+    load
+    wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" --timeout 5s --latency -H "Accept: $ACCEPT" "$url" \
+        >"$WORK/wrk-nginx.txt"
+    read -r rps p99 non2xx sockerr total <<<"$($HELPER wrk "$WORK/wrk-nginx.txt")"
+    log "   nginx (same bytes, static file): $rps req/s  p99 ${p99} ms  ($total requests, non-2xx $non2xx, socket errors $sockerr)"
+    put ngx_mget_rps "$rps"
+    put ngx_mget_p99 "$p99"
+    stop_pid "$NGINX_PID"
+fi
 
 # ---------------------------------------------------------------- 4. tags/list
 if ((TAGS > 0)); then

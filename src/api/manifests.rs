@@ -1,32 +1,32 @@
 //! Manifest endpoints.
 
+use std::sync::Arc;
+
 use actix_web::http::{Method, header};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 
 use super::content_length;
 use crate::error::{RegistryError, Result};
-use crate::meta::ManifestRecord;
 use crate::oci::manifest::{self, Descriptor, bare_media_type, media};
 use crate::oci::{Digest, Reference};
-use crate::registry::Registry;
+use crate::registry::{Registry, ServedManifest};
 
-/// The media types a client listed in `Accept`; empty when it accepts anything.
-fn accepted(req: &HttpRequest) -> Vec<String> {
-    let mut types = Vec::new();
+/// Whether the client's `Accept` allows `media_type`: it lists it, lists `*/*` or
+/// `application/*`, or lists nothing (read in place, nothing allocated).
+fn allows(req: &HttpRequest, media_type: &str) -> bool {
+    let mut listed = false;
     for value in req.headers().get_all(header::ACCEPT) {
         let Ok(value) = value.to_str() else { continue };
         for t in value.split(',') {
             let t = bare_media_type(t);
-            if t == "*/*" || t == "application/*" {
-                return Vec::new();
+            if t == "*/*" || t == "application/*" || t == media_type {
+                return true;
             }
-            if !t.is_empty() {
-                types.push(t.to_string());
-            }
+            listed |= !t.is_empty();
         }
     }
-    types
+    !listed
 }
 
 /// Picks what to serve for the client's `Accept`. A client that does not take indexes gets
@@ -36,21 +36,20 @@ async fn negotiate(
     registry: &Registry,
     name: &str,
     reference: &Reference,
-    found: ManifestRecord,
-) -> Result<ManifestRecord> {
-    let accept = accepted(req);
-    if accept.is_empty() || accept.contains(&found.media_type) {
+    found: Arc<ServedManifest>,
+) -> Result<Arc<ServedManifest>> {
+    if allows(req, &found.media_type) {
         return Ok(found);
     }
     if media::is_index(&found.media_type) && matches!(reference, Reference::Tag(_)) {
-        let parsed = manifest::parse(Some(&found.media_type), &found.content)?;
+        let parsed = manifest::parse(Some(&found.media_type), &found.body)?;
         let pick = parsed.manifests.iter().find(|d: &&Descriptor| {
             d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
-                && accept.contains(&d.media_type)
+                && allows(req, &d.media_type)
         });
         if let Some(d) = pick {
             let digest: Digest = d.digest.parse()?;
-            return registry.get_manifest(name, &Reference::Digest(digest)).await;
+            return registry.serve_manifest(name, &Reference::Digest(digest)).await;
         }
     }
     Err(RegistryError::ManifestUnknown(format!(
@@ -59,33 +58,27 @@ async fn negotiate(
     )))
 }
 
-/// What a GET or HEAD served (for the pull event).
-pub struct Served {
-    pub digest: String,
-    pub media_type: String,
-}
-
-/// GET and HEAD of a manifest: the stored bytes with their media type.
+/// GET and HEAD of a manifest: the stored bytes with their media type; also what was served
+/// (for the pull event).
 pub async fn get(
     req: &HttpRequest,
     registry: &Registry,
     name: &str,
     reference: &Reference,
-) -> Result<(HttpResponse, Served)> {
-    let found = registry.get_manifest(name, reference).await?;
+) -> Result<(HttpResponse, Arc<ServedManifest>)> {
+    let found = registry.serve_manifest(name, reference).await?;
     let found = negotiate(req, registry, name, reference, found).await?;
-    let served = Served { digest: found.digest.clone(), media_type: found.media_type.clone() };
     let mut resp = HttpResponse::Ok();
     resp.insert_header((header::CONTENT_TYPE, found.media_type.as_str()))
         .insert_header(("Docker-Content-Digest", found.digest.as_str()))
         .insert_header((header::ETAG, format!("\"{}\"", found.digest)));
     if req.method() == Method::HEAD {
-        let len = found.content.len() as u64;
+        let len = found.body.len() as u64;
         let body =
             actix_web::body::SizedStream::new(len, futures_util::stream::empty::<std::io::Result<bytes::Bytes>>());
-        return Ok((resp.body(body), served));
+        return Ok((resp.body(body), found));
     }
-    Ok((resp.body(found.content), served))
+    Ok((resp.body(found.body.clone()), found))
 }
 
 /// PUT of a manifest, by tag or digest.

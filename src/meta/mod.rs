@@ -94,7 +94,72 @@ pub struct UploadRecord {
 #[derive(Clone)]
 pub struct Meta {
     pool: AnyPool,
+    /// Connections whose commits are not waited onto the disk, for the one write that need
+    /// not be: an upload chunk's acknowledgement ([`Meta::update_upload`]).
+    acks: AnyPool,
     kind: DbKind,
+}
+
+/// The pool settings of [`Meta::connect_with`]. `durable`: every commit reaches the disk before
+/// it returns. Off (the acknowledgement pool): SQLite `synchronous = NORMAL` (WAL: a commit is
+/// atomic and seen by every connection at once, and it reaches the disk with the next durable
+/// commit of any connection, or the next checkpoint), PostgreSQL `synchronous_commit = off`
+/// (the same: visible at once to every session and node, flushed by the WAL writer within a
+/// few hundred milliseconds or by the next durable commit).
+fn pool_options(kind: DbKind, settings: &DatabaseConfig, durable: bool) -> AnyPoolOptions {
+    // SQLite: readers in parallel (WAL), each connection with a 1 MiB page cache; every
+    // commit reaches the disk before it returns (`synchronous = FULL`: with NORMAL, the
+    // usual setting beside WAL, the last commits before a power loss could roll back, an
+    // acknowledged push among them).
+    let options = AnyPoolOptions::new()
+        .max_connections(if kind == DbKind::Sqlite { 8 } else { 16 })
+        .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs.max(1)))
+        // A SQLite connection is a file in this process: it cannot drop the way a network
+        // connection can, so it is not pinged before each use (a round trip to its worker
+        // thread on every query). PostgreSQL's are, so a restarted server costs no request.
+        .test_before_acquire(kind == DbKind::Postgres)
+        // A connection still inside a transaction once its rollback has run (SQLite rolls
+        // a transaction back by itself on a full disk or an I/O error, so sqlx's ROLLBACK
+        // after the failed statement or COMMIT fails and sqlx keeps counting it as open)
+        // is closed instead of going back to the pool, where every later `BEGIN` on it
+        // would fail. Only a connection that was in a transaction (a rollback queued by a
+        // dropped transaction counts until it ran) pays the ping that runs the rollback;
+        // sqlx pings every released connection after this anyway.
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                if !conn.is_in_transaction() {
+                    return Ok(true);
+                }
+                conn.ping().await?;
+                if conn.is_in_transaction() {
+                    tracing::warn!("closing a database connection left inside a transaction");
+                    return Ok(false);
+                }
+                Ok(true)
+            })
+        });
+    match kind {
+        DbKind::Sqlite => {
+            let busy_ms = settings.busy_timeout_secs.max(1) * 1000;
+            let synchronous = if durable { "FULL" } else { "NORMAL" };
+            options.after_connect(move |conn, _| {
+                Box::pin(async move {
+                    let pragmas = format!(
+                        "PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = {busy_ms}; PRAGMA cache_size = -1024;"
+                    );
+                    conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(pragmas))).await?;
+                    Ok(())
+                })
+            })
+        }
+        DbKind::Postgres if !durable => options.after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("SET synchronous_commit = off").await?;
+                Ok(())
+            })
+        }),
+        DbKind::Postgres => options,
+    }
 }
 
 /// Current time in Unix seconds.
@@ -128,41 +193,7 @@ impl Meta {
         } else {
             anyhow::bail!("database.url must start with sqlite: or postgres:");
         };
-        // SQLite: readers in parallel (WAL), each connection with a 1 MiB page cache; every
-        // commit reaches the disk before it returns (`synchronous = FULL`: with NORMAL, the
-        // usual setting beside WAL, the last commits before a power loss could roll back, an
-        // acknowledged push among them).
-        let mut options = AnyPoolOptions::new()
-            .max_connections(if kind == DbKind::Sqlite { 8 } else { 16 })
-            .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs.max(1)))
-            // A connection still inside a transaction once its rollback has run (SQLite rolls
-            // a transaction back by itself on a full disk or an I/O error, so sqlx's ROLLBACK
-            // after the failed statement or COMMIT fails and sqlx keeps counting it as open)
-            // is closed instead of going back to the pool, where every later `BEGIN` on it
-            // would fail.
-            .after_release(|conn, _| {
-                Box::pin(async move {
-                    conn.ping().await?;
-                    if conn.is_in_transaction() {
-                        tracing::warn!("closing a database connection left inside a transaction");
-                        return Ok(false);
-                    }
-                    Ok(true)
-                })
-            });
-        if kind == DbKind::Sqlite {
-            let busy_ms = settings.busy_timeout_secs.max(1) * 1000;
-            options = options.after_connect(move |conn, _| {
-                Box::pin(async move {
-                    let pragmas = format!(
-                        "PRAGMA synchronous = FULL; PRAGMA busy_timeout = {busy_ms}; PRAGMA cache_size = -1024;"
-                    );
-                    conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(pragmas))).await?;
-                    Ok(())
-                })
-            });
-        }
-        let pool = options.connect(url).await?;
+        let pool = pool_options(kind, settings, true).connect(url).await?;
         if kind == DbKind::Sqlite {
             // WAL lets readers (the server, the runtime, the CLI) run beside one writer.
             pool.execute("PRAGMA journal_mode = WAL").await?;
@@ -172,7 +203,9 @@ impl Meta {
             DbKind::Postgres => sqlx::migrate!("./migrations/postgres"),
         };
         migrator.run(&pool).await?;
-        Ok(Meta { pool, kind })
+        // Connected when first used (a CLI command that uploads nothing never opens it).
+        let acks = pool_options(kind, settings, false).max_connections(4).connect_lazy(url)?;
+        Ok(Meta { pool, acks, kind })
     }
 
     /// Whether the database answers.
@@ -553,6 +586,9 @@ impl Meta {
         ] {
             sqlx::query(sql).bind(repository_id).bind(digest.as_str()).execute(&mut *tx).await?;
         }
+        // Its tags went with it: other nodes' caches of the repository's tags and of the
+        // manifests they name see the change by the version.
+        bump_tags_version(&mut tx, repository_id).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -646,6 +682,17 @@ impl Meta {
     /// Records the acknowledged size, backend state and hash state of an upload, if it still
     /// stands at `previous_size` (two writers of one upload on two nodes: one wins). False when
     /// it moved or is gone.
+    ///
+    /// Committed through the acknowledgement pool, without waiting for the disk: an upload
+    /// chunk (a PATCH) costs no database flush. Safe because the spec only asks that a client
+    /// can resume from what the server says it has: after a power loss this row may stand at
+    /// an earlier chunk (size and hash state together, one atomic row), the upload file is cut
+    /// back to that size by the next writer, and the client, answered 416 with the `Range` the
+    /// server has, resumes from there (or, as today when the file lost acknowledged bytes,
+    /// starts again). The chunk's data is not flushed either (it never was). What must be on
+    /// the disk — the blob and its row once a push is answered 201 — still is: the final PUT
+    /// fdatasyncs the data before the blob becomes visible and links it with a durable commit,
+    /// which also carries every earlier relaxed commit to the disk (one WAL).
     pub async fn update_upload(
         &self,
         id: &str,
@@ -663,7 +710,7 @@ impl Meta {
         .bind(now())
         .bind(id)
         .bind(previous_size as i64)
-        .execute(&self.pool)
+        .execute(&self.acks)
         .await?;
         Ok(done.rows_affected() == 1)
     }

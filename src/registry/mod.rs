@@ -83,8 +83,11 @@ pub struct Registry {
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<uploads::HashState>>>>>,
     /// Tag lists by repository name.
     tag_lists: Mutex<HashMap<String, TagList>>,
-    /// Counts this process's tag changes, so a list read while one landed is not cached.
+    /// Counts this process's tag changes, so a list or manifest read while one landed is not
+    /// cached.
     tag_changes: std::sync::atomic::AtomicU64,
+    /// Manifests served by tag, by repository, validated as the tag lists are.
+    tagged_manifests: Mutex<TaggedManifests>,
     /// Manifest pulls not yet written to the database (retention, mirror eviction).
     pub pulls: PullTracker,
     /// A blob link older than this many seconds is refreshed when a client asks for it, so
@@ -135,6 +138,96 @@ fn tags_document(repo: &str, tags: &[String]) -> Bytes {
     Bytes::from(body)
 }
 
+/// A manifest as a GET serves it: its body is shared, so serving a cached one copies nothing.
+#[derive(Debug, Clone)]
+pub struct ServedManifest {
+    pub digest: String,
+    pub media_type: String,
+    pub body: Bytes,
+}
+
+impl From<ManifestRecord> for ServedManifest {
+    fn from(r: ManifestRecord) -> Self {
+        ServedManifest { digest: r.digest, media_type: r.media_type, body: Bytes::from(r.content) }
+    }
+}
+
+/// The manifests of tags served from memory ([`Registry::serve_manifest`]), per repository
+/// with the repository's tags version they were read at (every tag change bumps it, on any
+/// node) and when that version was last checked.
+#[derive(Default)]
+struct TaggedManifests {
+    repos: HashMap<String, RepoManifests>,
+    /// Body bytes held, bounded by [`MANIFEST_CACHE_BYTES`].
+    bytes: usize,
+}
+
+struct RepoManifests {
+    version: i64,
+    checked: Instant,
+    tags: HashMap<String, Arc<ServedManifest>>,
+}
+
+/// Body bytes of tagged manifests kept in memory at most (all are dropped when full).
+const MANIFEST_CACHE_BYTES: usize = 16 << 20;
+/// A manifest larger than this is never kept (read from the database each time).
+const MANIFEST_CACHE_LARGEST: usize = 256 << 10;
+
+impl TaggedManifests {
+    /// The manifest of `tag` if its repository's version was checked less than
+    /// [`TAGS_RECHECK`] ago; else the version it was read at and the manifest, if any.
+    fn get(
+        &self,
+        repo: &str,
+        tag: &str,
+    ) -> std::result::Result<Arc<ServedManifest>, Option<(i64, Arc<ServedManifest>)>> {
+        let Some(r) = self.repos.get(repo) else { return Err(None) };
+        match r.tags.get(tag) {
+            Some(m) if r.checked.elapsed() < TAGS_RECHECK => Ok(m.clone()),
+            Some(m) => Err(Some((r.version, m.clone()))),
+            None => Err(None),
+        }
+    }
+
+    /// Keeps `m` as `tag`'s manifest at `version`, checked at `checked`. A version older than
+    /// the one kept is not stored (a slower reader); a newer one drops the repository's
+    /// other manifests, which were read at the older version.
+    fn insert(&mut self, repo: &str, tag: &str, version: i64, checked: Instant, m: Arc<ServedManifest>) {
+        if m.body.len() > MANIFEST_CACHE_LARGEST {
+            return;
+        }
+        if self.bytes + m.body.len() > MANIFEST_CACHE_BYTES || self.repos.len() >= TAG_LISTS_CACHED {
+            self.repos.clear();
+            self.bytes = 0;
+        }
+        let r = self.repos.entry(repo.to_string()).or_insert_with(|| RepoManifests {
+            version,
+            checked,
+            tags: HashMap::new(),
+        });
+        if version < r.version {
+            return;
+        }
+        if version > r.version {
+            self.bytes -= r.tags.values().map(|m| m.body.len()).sum::<usize>();
+            r.tags.clear();
+            r.version = version;
+            r.checked = checked;
+        }
+        r.checked = r.checked.max(checked);
+        self.bytes += m.body.len();
+        if let Some(old) = r.tags.insert(tag.to_string(), m) {
+            self.bytes -= old.body.len();
+        }
+    }
+
+    fn remove(&mut self, repo: &str) {
+        if let Some(r) = self.repos.remove(repo) {
+            self.bytes -= r.tags.values().map(|m| m.body.len()).sum::<usize>();
+        }
+    }
+}
+
 /// Repositories whose tag lists are kept in memory at most.
 const TAG_LISTS_CACHED: usize = 4096;
 /// How long a cached tag list is served before it is checked against the database again.
@@ -165,6 +258,7 @@ impl Registry {
             uploads: Mutex::new(HashMap::new()),
             tag_lists: Mutex::new(HashMap::new()),
             tag_changes: Default::default(),
+            tagged_manifests: Default::default(),
             pulls: Default::default(),
             link_refresh_secs: std::sync::atomic::AtomicI64::new(1800),
         }
@@ -295,6 +389,50 @@ impl Registry {
         Ok(found)
     }
 
+    /// A manifest by tag or digest as a GET serves it (its pull is recorded).
+    ///
+    /// By tag it comes from memory, validated as the tag lists are ([`Registry::tags`]): a
+    /// manifest whose repository's tags version was checked less than [`TAGS_RECHECK`] ago is
+    /// served as is; after that the version (one indexed row) is read again and the manifest
+    /// re-read only if it moved. Every tag change bumps the version in the same transaction, on
+    /// whichever node makes it, and a change made through this process drops the repository's
+    /// manifests at once; so a tag moved or deleted on another node is seen within
+    /// `TAGS_RECHECK`, the same bound as its tag list. By digest (content that never changes
+    /// under its digest, but may be deleted) it is read from the database each time.
+    pub async fn serve_manifest(&self, repo: &str, reference: &Reference) -> Result<Arc<ServedManifest>> {
+        let found = match reference {
+            Reference::Tag(tag) => self.manifest_by_tag(repo, tag).await?,
+            Reference::Digest(_) => Arc::new(ServedManifest::from(self.read_manifest(repo, reference).await?)),
+        };
+        self.pulls.record(repo, &found.digest);
+        Ok(found)
+    }
+
+    async fn manifest_by_tag(&self, repo: &str, tag: &str) -> Result<Arc<ServedManifest>> {
+        validate_name(repo)?;
+        let unknown = || RegistryError::ManifestUnknown(format!("manifest {tag} unknown to repository {repo}"));
+        let kept = match self.tagged_manifests.lock().unwrap_or_else(|p| p.into_inner()).get(repo, tag) {
+            Ok(fresh) => return Ok(fresh),
+            Err(kept) => kept,
+        };
+        // Read in this order — the changes counter, the version, then the manifest — what is
+        // kept is never older than the version it is kept under.
+        let changes = self.tag_changes.load(std::sync::atomic::Ordering::SeqCst);
+        let checked = Instant::now();
+        let (_, version) = self.meta.repository_tags_version(repo).await?.ok_or_else(unknown)?;
+        let found = match kept {
+            Some((v, m)) if v == version => m,
+            _ => Arc::new(ServedManifest::from(self.meta.manifest_by_tag(repo, tag).await?.ok_or_else(unknown)?)),
+        };
+        let mut cache = self.tagged_manifests.lock().unwrap_or_else(|p| p.into_inner());
+        // A tag change of this process that landed meanwhile may be missing from what was
+        // read: serve it, but do not keep it (`tags_changed` counts under this lock).
+        if self.tag_changes.load(std::sync::atomic::Ordering::SeqCst) == changes {
+            cache.insert(repo, tag, version, checked, found.clone());
+        }
+        Ok(found)
+    }
+
     /// A manifest by tag or digest, read by Berth itself (replication): no pull is recorded,
     /// so retention's pull times stay the clients'.
     pub async fn read_manifest(&self, repo: &str, reference: &Reference) -> Result<ManifestRecord> {
@@ -388,12 +526,14 @@ impl Registry {
         Ok(list)
     }
 
-    /// Forgets the cached tag list of a repository whose tags this process changed (called
-    /// once the change is committed).
+    /// Forgets the cached tag list and tagged manifests of a repository whose tags this
+    /// process changed (called once the change is committed).
     fn tags_changed(&self, repo: &str) {
         let mut map = self.tag_lists.lock().unwrap_or_else(|p| p.into_inner());
+        let mut manifests = self.tagged_manifests.lock().unwrap_or_else(|p| p.into_inner());
         self.tag_changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         map.remove(repo);
+        manifests.remove(repo);
     }
 
     /// Up to `n` repository names after `last`.

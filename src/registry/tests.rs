@@ -466,6 +466,56 @@ async fn tags_are_listed_sorted_and_paged() {
     assert_err!(reg.tags("team/none", None, 100).await, RegistryError::NameUnknown(_));
 }
 
+/// What `reg` serves for `tag` of team/app: digest and body.
+async fn served(reg: &Registry, tag: &str) -> Result<(String, Bytes)> {
+    reg.serve_manifest("team/app", &reference(tag)).await.map(|m| (m.digest.clone(), m.body.clone()))
+}
+
+/// A manifest served by tag comes from memory, and stays true to the database: a tag moved or
+/// deleted through this process shows at once; one moved, or deleted with its manifest by
+/// digest, through another node on the same database shows once the repository's tags version
+/// is checked again (within `TAGS_RECHECK`), and not before that version moves.
+#[tokio::test]
+async fn a_manifest_served_by_tag_follows_changes_from_this_and_other_nodes() {
+    let (dir, here) = open(Backend::Memory).await;
+    let store = Arc::new(InMemory::new());
+    let here = Registry::new(here.meta.clone(), BlobStore::multipart(store.clone(), ""), Limits::default());
+    let other_meta = Meta::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display())).await.unwrap();
+    let other = Registry::new(other_meta, BlobStore::multipart(store, ""), Limits::default());
+    let (m1, d1) = push_image(&here, "team/app", "v1", b"one").await;
+    assert_eq!(served(&here, "v1").await.unwrap(), (d1.to_string(), Bytes::from(m1.clone())));
+
+    // Through this process: at once.
+    let (m2, d2) = push_image(&here, "team/app", "v2", b"two").await;
+    put(&here, "team/app", "v1", &m2).await.unwrap();
+    assert_eq!(served(&here, "v1").await.unwrap(), (d2.to_string(), Bytes::from(m2.clone())));
+    here.delete_manifest("team/app", &reference("v2")).await.unwrap();
+    assert_err!(served(&here, "v2").await, RegistryError::ManifestUnknown(_));
+
+    // Through another node: within the recheck period, and served from memory until then.
+    put(&other, "team/app", "v1", &m1).await.unwrap();
+    let seen_at = std::time::Instant::now();
+    loop {
+        let (digest, body) = served(&here, "v1").await.unwrap();
+        if digest == d1.as_str() {
+            assert_eq!(body, Bytes::from(m1.clone()));
+            break;
+        }
+        assert_eq!(digest, d2.as_str());
+        assert!(seen_at.elapsed() < super::TAGS_RECHECK * 2, "the move on the other node is not seen");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A manifest deleted by digest on the other node takes its tags with it: the version moves.
+    let (_, d3) = push_image(&other, "team/app", "v3", b"three").await;
+    put(&other, "team/app", "latest", &image(b"config", &[b"three"])).await.unwrap();
+    assert_eq!(served(&here, "latest").await.unwrap().0, d3.as_str());
+    other.delete_manifest("team/app", &Reference::Digest(d3)).await.unwrap();
+    tokio::time::sleep(super::TAGS_RECHECK + std::time::Duration::from_millis(50)).await;
+    assert_err!(served(&here, "latest").await, RegistryError::ManifestUnknown(_));
+    assert_err!(served(&here, "v3").await, RegistryError::ManifestUnknown(_));
+    assert_eq!(served(&here, "v1").await.unwrap().0, d1.as_str());
+}
+
 /// The referrers of a manifest are the manifests of the same repository that name it as their
 /// subject, listed as an OCI index with size, artifact type and annotations, and filtered by
 /// artifact type on request; a deleted referrer drops out.
