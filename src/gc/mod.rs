@@ -624,6 +624,9 @@ impl Collector {
                 break;
             }
             let evicted = report.dry_run || meta.evict_manifest(c.repository_id, &c.digest).await?;
+            if evicted && !report.dry_run {
+                self.registry.tags_changed(&c.repository);
+            }
             if evicted {
                 freed += c.bytes as u64;
                 report.mirror_manifests_evicted += 1;

@@ -68,6 +68,9 @@ pub(super) async fn apply(gc: &Collector, report: &mut GcReport, cutoff: i64) ->
                 if !gone {
                     continue;
                 }
+                if !report.dry_run {
+                    gc.registry.tags_changed(name);
+                }
                 report.tags_deleted += 1;
                 if report.retention.len() < LISTED {
                     report.retention.push(format!("{name}:{}", tag.name));

@@ -527,8 +527,9 @@ impl Registry {
     }
 
     /// Forgets the cached tag list and tagged manifests of a repository whose tags this
-    /// process changed (called once the change is committed).
-    fn tags_changed(&self, repo: &str) {
+    /// process changed (called once the change is committed; garbage collection's retention
+    /// and mirror eviction, which change tags through the database, call it too).
+    pub(crate) fn tags_changed(&self, repo: &str) {
         let mut map = self.tag_lists.lock().unwrap_or_else(|p| p.into_inner());
         let mut manifests = self.tagged_manifests.lock().unwrap_or_else(|p| p.into_inner());
         self.tag_changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
