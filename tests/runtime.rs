@@ -37,7 +37,11 @@ fn rt_cmd(b: &Berth, args: &[&str]) -> Command {
 
 /// Like [`rt`], panicking unless it succeeds; returns stdout.
 fn rt_ok(b: &Berth, args: &[&str]) -> String {
-    let out = rt(b, args);
+    succeeded(args, rt(b, args))
+}
+
+/// stdout of a berth command that must have succeeded (else a panic with its output).
+fn succeeded(args: &[&str], out: std::process::Output) -> String {
     assert!(
         out.status.success(),
         "berth {args:?} failed ({}):\n{}\n{}",
@@ -1543,15 +1547,7 @@ fn rt_net(b: &Berth, net: &TestNet, args: &[&str]) -> Output {
 }
 
 fn rt_net_ok(b: &Berth, net: &TestNet, args: &[&str]) -> String {
-    let out = rt_net(b, net, args);
-    assert!(
-        out.status.success(),
-        "berth {args:?} failed ({}):\n{}\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+    succeeded(args, rt_net(b, net, args))
 }
 
 fn record(b: &Berth, id: &str) -> serde_json::Value {
@@ -1770,8 +1766,12 @@ fn a_killed_monitor_leaves_no_network_behind() {
         assert!(Instant::now() < deadline, "the monitor did not die");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // The proxy died with it.
-    std::net::TcpListener::bind(("127.0.0.1", port)).expect("the published port is free after kill -9");
+    // The proxy died with it (the leader shows as a zombie before its other threads, which
+    // share the descriptors, are gone: wait for the port).
+    while let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+        assert!(Instant::now() < deadline, "the published port is still taken after kill -9: {e}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Any command cleans up.
     rt_net_ok(&b, &net, &["ps"]);
     let left = network_leftovers(&net, &veth);
