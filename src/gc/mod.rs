@@ -623,10 +623,8 @@ impl Collector {
             if freed >= target {
                 break;
             }
-            let evicted = report.dry_run || meta.evict_manifest(c.repository_id, &c.digest).await?;
-            if evicted && !report.dry_run {
-                self.registry.tags_changed(&c.repository);
-            }
+            let evicted =
+                report.dry_run || self.registry.evict_manifest(&c.repository, c.repository_id, &c.digest).await?;
             if evicted {
                 freed += c.bytes as u64;
                 report.mirror_manifests_evicted += 1;

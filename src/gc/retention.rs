@@ -64,12 +64,9 @@ pub(super) async fn apply(gc: &Collector, report: &mut GcReport, cutoff: i64) ->
             // (those another tag still reaches stay: the delete re-checks).
             let mut untagged: Vec<(i64, String)> = Vec::new();
             for tag in doomed(policy, &tags, t) {
-                let gone = report.dry_run || meta.delete_tag_if_unchanged(*id, tag).await?;
+                let gone = report.dry_run || gc.registry.retire_tag(name, *id, tag).await?;
                 if !gone {
                     continue;
-                }
-                if !report.dry_run {
-                    gc.registry.tags_changed(name);
                 }
                 report.tags_deleted += 1;
                 if report.retention.len() < LISTED {

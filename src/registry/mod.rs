@@ -526,10 +526,29 @@ impl Registry {
         Ok(list)
     }
 
+    /// Removes `tag` of `repo` (id `repository_id`) for a retention policy, if it still points
+    /// where it did and was not pushed since; this node's caches forget the repository's tags.
+    pub(crate) async fn retire_tag(&self, repo: &str, repository_id: i64, tag: &crate::meta::TagInfo) -> Result<bool> {
+        let gone = self.meta.delete_tag_if_unchanged(repository_id, tag).await?;
+        if gone {
+            self.tags_changed(repo);
+        }
+        Ok(gone)
+    }
+
+    /// Evicts a mirrored manifest of `repo` (id `repository_id`) with its tags; this node's
+    /// caches forget the repository's tags.
+    pub(crate) async fn evict_manifest(&self, repo: &str, repository_id: i64, digest: &str) -> Result<bool> {
+        let evicted = self.meta.evict_manifest(repository_id, digest).await?;
+        if evicted {
+            self.tags_changed(repo);
+        }
+        Ok(evicted)
+    }
+
     /// Forgets the cached tag list and tagged manifests of a repository whose tags this
-    /// process changed (called once the change is committed; garbage collection's retention
-    /// and mirror eviction, which change tags through the database, call it too).
-    pub(crate) fn tags_changed(&self, repo: &str) {
+    /// process changed (called once the change is committed).
+    fn tags_changed(&self, repo: &str) {
         let mut map = self.tag_lists.lock().unwrap_or_else(|p| p.into_inner());
         let mut manifests = self.tagged_manifests.lock().unwrap_or_else(|p| p.into_inner());
         self.tag_changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
