@@ -189,6 +189,7 @@ class Soak:
         self.hooks = {"push": 0, "delete": 0, "bad_signature": 0, "truncated": 0, "repeated": 0}
         self.hook_details = []  # the receiver's account of every rejected delivery (the first 50)
         self.samples = []  # (t, rss_kib, fds, threads)
+        self.memory = []  # (t, heap allocated, heap resident, sqlite) in bytes, from /metrics
 
     # ------------------------------------------------------------------ registry operations
     def upload(self, c, repo, data):
@@ -394,16 +395,36 @@ class Soak:
             self.stop.set()
             return
         self.samples.append((time.time(), rss, fds, threads))
+        # Where the memory sits, as the server reports it: jemalloc's heap and SQLite's share.
+        try:
+            u = urllib.parse.urlparse(self.args.base)
+            conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+            conn.close()
+            vals = {}
+            for line in text.splitlines():
+                name, _, value = line.partition(" ")
+                if name in ("berth_memory_heap_allocated_bytes", "berth_memory_heap_resident_bytes",
+                            "berth_memory_sqlite_bytes"):
+                    vals[name] = float(value)
+            self.memory.append((time.time(), vals.get("berth_memory_heap_allocated_bytes", 0),
+                                vals.get("berth_memory_heap_resident_bytes", 0),
+                                vals.get("berth_memory_sqlite_bytes", 0)))
+        except (OSError, http.client.HTTPException, ValueError):
+            pass
 
     def monitor_loop(self):
         while not self.stop.wait(self.args.sample_every):
             self.sample()
             elapsed = time.time() - self.started
             _, rss, fds, threads = self.samples[-1] if self.samples else (0, 0, 0, 0)
+            _, heap, resident, sqlite = self.memory[-1] if self.memory else (0, 0, 0, 0)
             with self.lock:
                 live = len(self.alive)
             print(f"[{elapsed:6.0f}s] ops={sum(self.stats.ops.values())} errors={self.stats.error_count} "
-                  f"images={live} rss={rss // 1024}MiB fds={fds} threads={threads} "
+                  f"images={live} rss={rss // 1024}MiB heap={heap / 2**20:.1f}/{resident / 2**20:.1f}MiB "
+                  f"sqlite={sqlite / 2**20:.1f}MiB fds={fds} threads={threads} "
                   f"hooks={self.hooks['push']}/{self.pushes}", flush=True)
             self.refresh_hooks()
 
@@ -528,6 +549,12 @@ class Soak:
         rss_end = statistics.median(x[1] for x in last)
         growth = (rss_end - rss_warm) / rss_warm
         fds_warm = statistics.median(x[2] for x in first)
+        mem_after = [x for x in self.memory if x[0] >= warm] or self.memory or [(0, 0, 0, 0)]
+        mem_first = mem_after[: max(1, len(mem_after) // 10)]
+        mem_last = mem_after[-max(1, len(mem_after) // 10):]
+
+        def mem_mib(rows, i):
+            return round(statistics.median(x[i] for x in rows) / 2**20, 1)
         fds_end = self.samples[-1][2]
         report = {
             "duration_secs": round(load_secs),
@@ -550,6 +577,9 @@ class Soak:
             "rss_mib_end": round(rss_end / 1024, 1),
             "rss_mib_max": round(max(x[1] for x in self.samples) / 1024, 1),
             "rss_growth": round(growth, 3),
+            "heap_allocated_mib": [mem_mib(mem_first, 1), mem_mib(mem_last, 1)],
+            "heap_resident_mib": [mem_mib(mem_first, 2), mem_mib(mem_last, 2)],
+            "sqlite_mib": [mem_mib(mem_first, 3), mem_mib(mem_last, 3)],
             "fds_after_warmup": fds_warm,
             "fds_end": fds_end,
             "threads_end": self.samples[-1][3],

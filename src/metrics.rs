@@ -1,8 +1,9 @@
 //! Prometheus metrics: one process-wide set ([`global`]), fed by the [`RequestMetrics`]
 //! middleware (requests by route kind and status, latency, blob bytes out, uploads in flight),
 //! the upload body stream (bytes in), the mirror (cache hits and misses, bytes fetched
-//! upstream), the webhook sender, replication ([`Metrics::replication_job`]) and garbage
-//! collection ([`Metrics::record_gc_run`]).
+//! upstream), the webhook sender, replication ([`Metrics::replication_job`]), garbage
+//! collection ([`Metrics::record_gc_run`]) and, read when scraped, where the process's memory
+//! sits (the allocator's heap and SQLite's share of it).
 //!
 //! Labels are a small fixed vocabulary — a route *kind* such as `manifest_get`, a status code,
 //! `manifest`/`blob` — never a repository name, tag or digest, so the number of series stays
@@ -97,6 +98,9 @@ pub struct Metrics {
     replication_artifacts: Family<DirectionResultLabels, Counter>,
     replication_bytes: Family<DirectionLabel, Counter>,
     replication_pending: Gauge,
+    heap_allocated: Gauge,
+    heap_resident: Gauge,
+    sqlite_memory: Gauge,
 }
 
 static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -200,6 +204,27 @@ impl Metrics {
             "Replication jobs waiting or running, over every node (as this node last read the queue)",
             replication_pending.clone(),
         );
+        let heap_allocated = Gauge::default();
+        registry.register_with_unit(
+            "berth_memory_heap_allocated",
+            "Bytes the process holds in live heap allocations (jemalloc's stats.allocated)",
+            Unit::Bytes,
+            heap_allocated.clone(),
+        );
+        let heap_resident = Gauge::default();
+        registry.register_with_unit(
+            "berth_memory_heap_resident",
+            "Bytes of physical memory the heap allocator has mapped (jemalloc's stats.resident)",
+            Unit::Bytes,
+            heap_resident.clone(),
+        );
+        let sqlite_memory = Gauge::default();
+        registry.register_with_unit(
+            "berth_memory_sqlite",
+            "Bytes SQLite holds (sqlite3_memory_used: page caches, prepared statements)",
+            Unit::Bytes,
+            sqlite_memory.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -219,6 +244,9 @@ impl Metrics {
             replication_artifacts,
             replication_bytes,
             replication_pending,
+            heap_allocated,
+            heap_resident,
+            sqlite_memory,
         }
     }
 
@@ -246,10 +274,24 @@ impl Metrics {
 
     /// The metrics in the OpenMetrics text format (what Prometheus scrapes).
     pub fn render(&self) -> String {
+        self.read_memory();
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Reads the memory gauges. jemalloc's statistics are a snapshot taken at an `epoch`
+    /// advance; they are zero where jemalloc is linked but not the allocator (unit tests).
+    fn read_memory(&self) {
+        use tikv_jemalloc_ctl::{epoch, stats};
+        if epoch::advance().is_ok() {
+            self.heap_allocated.set(stats::allocated::read().map_or(0, |n| n as i64));
+            self.heap_resident.set(stats::resident::read().map_or(0, |n| n as i64));
+        }
+        // SAFETY: a plain read of SQLite's global counter; thread-safe, and 0 before SQLite
+        // was first used.
+        self.sqlite_memory.set(unsafe { libsqlite3_sys::sqlite3_memory_used() });
     }
 
     /// Upload body bytes received.
