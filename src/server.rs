@@ -18,9 +18,28 @@ pub struct Server {
     pub addrs: Vec<std::net::SocketAddr>,
 }
 
+/// SQLite's share of the heap (page caches, prepared statements): above this, its page caches
+/// give way (a soft limit: a query never fails on it). Without it the caches of the pools'
+/// connections grow with the database for hours.
+const SQLITE_SOFT_HEAP_LIMIT: i64 = 8 << 20;
+
+/// A long-running server's memory settings, process-wide: jemalloc returns freed pages from a
+/// background thread (otherwise only new allocations in the same arena purge, and a burst's
+/// pages stay resident until that arena is busy again), and SQLite is held to
+/// [`SQLITE_SOFT_HEAP_LIMIT`]. Only for `serve`: the runtime's monitor process must stay
+/// single-threaded, so the other commands keep jemalloc's default (no background thread).
+fn hold_memory_down() {
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::debug!(error = %e, "jemalloc's background purging is not available");
+    }
+    // SAFETY: sets a process-wide SQLite setting; thread-safe, callable at any time.
+    unsafe { libsqlite3_sys::sqlite3_soft_heap_limit64(SQLITE_SOFT_HEAP_LIMIT) };
+}
+
 /// Binds the listener and builds the server; `.server.await` runs it.
 pub async fn build(config: &Config) -> anyhow::Result<Server> {
     crate::client_ip::init(&config.trusted_proxies)?;
+    hold_memory_down();
     // HTTPS first: a bad certificate stops the start before anything else is opened.
     let https = crate::tls::Https::from_config(&config.tls)?;
     let services = Services::open(config).await?;

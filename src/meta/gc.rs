@@ -7,7 +7,7 @@
 
 use sqlx::Row;
 
-use super::placeholders;
+use super::{in_list_query, placeholders};
 use super::{Meta, now};
 use crate::error::Result;
 use crate::oci::Digest;
@@ -274,7 +274,7 @@ impl Meta {
             "UPDATE blobs SET deleting = $1 WHERE deleting IS NULL AND created_at < $2 AND digest IN ({list}) \
              AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = blobs.digest)"
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(run).bind(cutoff);
+        let mut q = in_list_query(sql).bind(run).bind(cutoff);
         for d in digests {
             q = q.bind(d);
         }
@@ -283,7 +283,7 @@ impl Meta {
             "SELECT digest, size FROM blobs WHERE deleting = $1 AND digest IN ({})",
             placeholders(2, digests.len())
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(run);
+        let mut q = in_list_query(sql).bind(run);
         for d in digests {
             q = q.bind(d);
         }
@@ -298,7 +298,7 @@ impl Meta {
             return Ok(0);
         }
         let sql = format!("DELETE FROM blobs WHERE deleting = $1 AND digest IN ({})", placeholders(2, digests.len()));
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(run);
+        let mut q = in_list_query(sql).bind(run);
         for d in digests {
             q = q.bind(d);
         }
@@ -356,7 +356,7 @@ impl Meta {
             return Ok(Default::default());
         }
         let sql = format!("{select} ({})", placeholders(1, keys.len()));
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = in_list_query(sql);
         for k in keys {
             q = q.bind(k);
         }

@@ -104,7 +104,6 @@ impl Meta {
         if names.is_empty() {
             return Ok(Vec::new());
         }
-        let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT r.name, \
                (SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id), \
@@ -113,10 +112,10 @@ impl Meta {
                (SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM repository_blobs rb \
                   JOIN blobs b ON b.digest = rb.digest WHERE rb.repository_id = r.id) \
              FROM repositories r WHERE r.name IN ({}) ORDER BY r.name",
-            placeholders.join(", ")
+            super::placeholders(1, names.len())
         );
         // Only numbered placeholders are formatted in.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = super::in_list_query(sql);
         for n in names {
             q = q.bind(n);
         }
