@@ -476,6 +476,42 @@ for who in $SERVERS; do
     put "${who}_mget_rps" "$rps"
     put "${who}_mget_p99" "$p99"
 done
+if [[ $BACKEND == fs && " $SERVERS " == *" berth "* ]]; then
+    # Berth with auth on, a registry token (Bearer JWT) on every request, as docker and
+    # containerd send once they have one: the same wrk command.
+    AUTH_PASS=bench-admin-password
+    AP=$($HELPER freeport 1)
+    BERTH_AUTH=http://127.0.0.1:$AP
+    mkdir -p "$WORK/berth-auth-data" "$WORK/curl-auth"
+    (
+        cd "$WORK"
+        bin=$BERTH_BIN
+        for v in $(compgen -e | grep -E '^(BERTH|AWS)_' || true); do unset "$v"; done
+        BERTH_LOG=warn BERTH_ADMIN_PASSWORD=$AUTH_PASS exec "$bin" serve --listen "127.0.0.1:$AP" --data-dir "$WORK/berth-auth-data"
+    ) >"$WORK/berth-auth.log" 2>&1 &
+    AUTH_PID=$!
+    PIDS+=("$AUTH_PID")
+    wait_up "$BERTH_AUTH/healthz" "$AUTH_PID" "berth (auth on)"
+    printf 'user = "admin:%s"\n' "$AUTH_PASS" >"$WORK/curl-auth/.curlrc"   # Basic on every curl of the push
+    CURL_HOME=$WORK/curl-auth push_image "$BERTH_AUTH" small latest
+    service=$(curl -sS -o /dev/null -D - "$BERTH_AUTH/v2/" | tr -d '\r' | sed -n 's/.*service="\([^"]*\)".*/\1/p')
+    JWT=$(curl -fsS -u "admin:$AUTH_PASS" "$BERTH_AUTH/token?service=$service&scope=repository:small:pull" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
+    url=$BERTH_AUTH/v2/small/manifests/latest
+    code=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $JWT" -H "Accept: $ACCEPT" "$url")
+    [[ $code == 200 ]] || die "auth-on manifest GET with the token: HTTP $code"
+    [[ $(curl -sS -o /dev/null -w '%{http_code}' -H "Accept: $ACCEPT" "$url") == 401 ]] || die "auth-on manifest GET without a token is not refused"
+    wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_WARMUP" --timeout 5s -H "Accept: $ACCEPT" -H "Authorization: Bearer $JWT" "$url" >/dev/null
+    load
+    wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" --timeout 5s --latency -H "Accept: $ACCEPT" \
+        -H "Authorization: Bearer $JWT" "$url" >"$WORK/wrk-berth-auth.txt"
+    read -r rps p99 non2xx sockerr total <<<"$($HELPER wrk "$WORK/wrk-berth-auth.txt")"
+    log "   berth, auth on (Bearer JWT on every request): $rps req/s  p99 ${p99} ms  ($total requests, non-2xx $non2xx, socket errors $sockerr)"
+    ((non2xx == 0 && sockerr == 0)) || log "   WARNING: berth (auth on) had failed requests during wrk"
+    put berth_auth_mget_rps "$rps"
+    put berth_auth_mget_p99 "$p99"
+    stop_pid "$AUTH_PID"
+fi
 if [[ $BACKEND == fs ]]; then
     # the limit: nginx serving the same manifest bytes as a static file, the same wrk command
     cp "$WORK/manifest" "$WORK/www/manifest"

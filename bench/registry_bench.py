@@ -213,6 +213,8 @@ def table(path):
          num("ceiling_pull_mbs") if r.get("ceiling_name") == "nginx" else None, 0.9, None),
         ("manifest GET / nginx serving the same bytes, same wrk", num("berth_mget_rps"), num("ngx_mget_rps"), 0.5,
          f"{num('ngx_mget_rps') or 0:,.0f} req/s, p99 {num('ngx_mget_p99') or 0:.2f} ms"),
+        ("manifest GET, auth on (Bearer JWT) / nginx, same wrk", num("berth_auth_mget_rps"), num("ngx_mget_rps"), 0.4,
+         f"Berth p99 {num('berth_auth_mget_p99') or 0:.2f} ms"),
     ]
     shown = [(label, b / lim, target, note) for label, b, lim, target, note in limits if b and lim]
     if shown:

@@ -1,8 +1,9 @@
 //! Several stateless Berth nodes on one PostgreSQL database and one S3 bucket: the docker
 //! engine pushes through an nginx load balancer that alternates nodes, every node serves what
-//! any node stored, tokens from one node work on another, an S3 outage mid-push leaves no
-//! partial blob, and each replication job (and each scheduled run) is carried out by one node
-//! only. Always runs on S3 + PostgreSQL (scripts/test starts both).
+//! any node stored, tokens from one node work on another (and a revoked one ends on every node
+//! within half a second), an S3 outage mid-push leaves no partial blob, and each replication
+//! job (and each scheduled run) is carried out by one node only. Always runs on S3 +
+//! PostgreSQL (scripts/test starts both).
 
 mod common;
 
@@ -413,4 +414,45 @@ async fn two_nodes_run_each_replication_job_once() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let runs = ra.api_ok(Method::GET, "/api/v1/replication/rules/hourly/executions", None).await;
     assert_eq!(runs["executions"].as_array().unwrap().len(), 1, "one run, by one node: {runs}");
+}
+
+/// Each node remembers what it read for a registry token for a moment (no signature check and
+/// no database read per request): revoking the personal access token it came from through one
+/// node ends it on that node at once and on the other within half a second.
+#[tokio::test]
+async fn a_revoked_token_ends_on_every_node_within_half_a_second() {
+    let a = Berth::start_on(Backend::s3_postgres(None), &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)]);
+    let b = a.start_peer();
+    let (reg_a, reg_b) = (Reg::new(&a), Reg::new(&b));
+    reg_a.create_user("alice", "alice-password-1").await;
+    let alice = Creds::basic("alice", "alice-password-1");
+    reg_a.with(&alice).seed("alice/app", "v1").await;
+    let created = reg_a
+        .with(&alice)
+        .api_ok(Method::POST, "/api/v1/tokens", Some(serde_json::json!({"name": "ci", "scope": "pull"})))
+        .await;
+    let pat = created["token"].as_str().unwrap().to_string();
+    let id = created["id"].as_i64().unwrap();
+    let jwt = reg_a.with(&Creds::basic("alice", &pat)).token(&["repository:alice/app:pull"]).await;
+    // Both nodes have read the token's identity.
+    for reg in [&reg_a, &reg_b] {
+        assert_eq!(reg.with(&Creds::bearer(&jwt)).get_manifest("alice/app", "v1").await.status(), StatusCode::OK);
+    }
+    let (status, _) = reg_a.with(&alice).api(Method::DELETE, &format!("/api/v1/tokens/{id}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let revoked = std::time::Instant::now();
+    assert_eq!(
+        reg_a.with(&Creds::bearer(&jwt)).get_manifest("alice/app", "v1").await.status(),
+        StatusCode::UNAUTHORIZED,
+        "the node that revoked it"
+    );
+    loop {
+        let status = reg_b.with(&Creds::bearer(&jwt)).get_manifest("alice/app", "v1").await.status();
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(revoked.elapsed() < Duration::from_millis(900), "the other node still accepts it");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -210,6 +210,7 @@ impl Meta {
                 .execute(self.pool())
                 .await?;
         }
+        self.identities_changed();
         Ok(())
     }
 
@@ -233,6 +234,7 @@ impl Meta {
         }
         sqlx::query("DELETE FROM accounts WHERE id = $1").bind(account_id).execute(&mut *tx).await?;
         tx.commit().await?;
+        self.identities_changed();
         Ok(())
     }
 
@@ -482,11 +484,13 @@ impl Meta {
             .bind(kind)
             .execute(self.pool())
             .await?;
+        self.identities_changed();
         Ok(())
     }
 
     pub async fn delete_token(&self, id: i64) -> Result<bool> {
         let done = sqlx::query("DELETE FROM access_tokens WHERE id = $1").bind(id).execute(self.pool()).await?;
+        self.identities_changed();
         Ok(done.rows_affected() > 0)
     }
 

@@ -7,8 +7,8 @@
 
 use sqlx::Row;
 
-use super::{in_list_query, placeholders};
 use super::{Meta, now};
+use super::{in_list_query, placeholders};
 use crate::error::Result;
 use crate::oci::Digest;
 

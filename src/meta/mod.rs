@@ -98,6 +98,9 @@ pub struct Meta {
     /// not be: an upload chunk's acknowledgement ([`Meta::update_upload`]).
     acks: AnyPool,
     kind: DbKind,
+    /// Grows with every change this process makes to what an identity rests on (an account's
+    /// flags or existence, a token's existence): caches of verified identities compare it.
+    identities: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The pool settings of [`Meta::connect_with`]. `durable`: every commit reaches the disk before
@@ -205,7 +208,7 @@ impl Meta {
         migrator.run(&pool).await?;
         // Connected when first used (a CLI command that uploads nothing never opens it).
         let acks = pool_options(kind, settings, false).max_connections(4).connect_lazy(url)?;
-        Ok(Meta { pool, acks, kind })
+        Ok(Meta { pool, acks, kind, identities: Default::default() })
     }
 
     /// Whether the database answers.
@@ -216,6 +219,17 @@ impl Meta {
 
     pub fn kind(&self) -> DbKind {
         self.kind
+    }
+
+    /// See [`Meta::identities_changed`].
+    pub fn identities_generation(&self) -> u64 {
+        self.identities.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records that an account was disabled, deleted or changed, or a token deleted, through
+    /// this process (other processes' changes are seen when a cache re-reads the database).
+    fn identities_changed(&self) {
+        self.identities.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     pub fn pool(&self) -> &AnyPool {

@@ -335,7 +335,8 @@ impl Mirror {
     /// A blob of a mirrored repository: `None` when it is (now) stored locally; with `live`, the
     /// request that starts an upstream fetch instead gets the bytes as they arrive, while they
     /// are stored and verified (the last chunk is held back until the digest checks out, so a
-    /// client never receives a complete blob that was not verified).
+    /// client never receives a complete blob that was not verified; it is not held for the
+    /// flush and commit that follow).
     pub async fn blob(self: &Arc<Self>, target: &Target, digest: &Digest, live: bool) -> Result<Option<LiveBlob>> {
         let meta = &self.registry.meta;
         if meta.linked_blob_size(&target.local, digest).await?.is_some() {
@@ -352,13 +353,20 @@ impl Mirror {
                 return Ok(None);
             }
         }
-        tracing::info!(target: "berth::mirror", repository = %target.local, %digest, "cache miss");
-        metrics::global().mirror_miss("blob");
         let key = format!("blob {} {digest}", target.local);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (this, t, d) = (self.clone(), target.clone(), digest.clone());
         let (flight, leader) =
             self.join_flight(&key, move || async move { this.fetch_blob(&t, &d, live.then_some(tx)).await }.boxed());
+        // A miss is a fetch from the upstream; a request that joins one in flight (its blob
+        // still being committed after the first client got it, say) is served from the cache.
+        if leader {
+            tracing::info!(target: "berth::mirror", repository = %target.local, %digest, "cache miss");
+            metrics::global().mirror_miss("blob");
+        } else {
+            tracing::info!(target: "berth::mirror", repository = %target.local, %digest, "cache hit (fetch in flight)");
+            metrics::global().mirror_hit("blob");
+        }
         if leader
             && live
             && let Ok(stream) = rx.await
@@ -395,7 +403,14 @@ impl Mirror {
         let store_body =
             futures_util::stream::unfold(store_rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
         // The normal commit path: streamed to storage, hashed, visible only if the digest matches.
-        let store = self.registry.finish_upload(&target.local, &upload.id, digest, Some(Box::pin(store_body)));
+        let (verified_tx, verified_rx) = tokio::sync::oneshot::channel();
+        let store = self.registry.finish_upload_verified(
+            &target.local,
+            &upload.id,
+            digest,
+            Some(Box::pin(store_body)),
+            verified_tx,
+        );
         let name = up.config.name.clone();
         let pump = async move {
             let mut upstream = resp.bytes_stream();
@@ -441,12 +456,23 @@ impl Mirror {
             drop(store_tx);
             (client_tx, held)
         };
-        let (stored, (client_tx, held)) = tokio::join!(store, pump);
+        // The last chunk goes to the client once the content checked out, while the blob is
+        // still being flushed and committed: the client's pull does not wait for the disk. If
+        // the commit then fails, the client has a verified blob and the mirror stores it again
+        // on the next pull. Without the check passing, the client gets the error instead.
+        let release = async move {
+            let (client_tx, held) = pump.await;
+            if verified_rx.await.is_err() {
+                return client_tx;
+            }
+            if let (Some(tx), Some(last)) = (client_tx, held) {
+                let _ = tx.send(Ok(last)).await;
+            }
+            None
+        };
+        let (stored, client_tx) = tokio::join!(store, release);
         match stored {
             Ok(size) => {
-                if let (Some(tx), Some(last)) = (client_tx, held) {
-                    let _ = tx.send(Ok(last)).await;
-                }
                 tracing::info!(target: "berth::mirror", repository = %target.local, %digest, upstream_bytes = size, "cached blob from upstream");
                 metrics::global().mirror_upstream_bytes(size);
                 if let Some(events) = self.events.get() {

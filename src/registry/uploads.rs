@@ -291,6 +291,23 @@ impl Registry {
         self.finish_upload_at(repo, id, digest, None, None, body).await
     }
 
+    /// [`finish_upload`](Self::finish_upload) that also says when the content checked out
+    /// (digest and quota), before it is made durable and visible: the mirror hands a client the
+    /// last bytes of a verified blob then, instead of after the flush and the commit.
+    pub async fn finish_upload_verified<S>(
+        &self,
+        repo: &str,
+        id: &str,
+        digest: &Digest,
+        body: Option<S>,
+        verified: tokio::sync::oneshot::Sender<()>,
+    ) -> Result<u64>
+    where
+        S: Stream<Item = Result<Bytes>> + Unpin,
+    {
+        self.finish(repo, id, digest, None, None, body, Some(verified)).await
+    }
+
     /// [`finish_upload`](Self::finish_upload) with where the client says the final chunk starts
     /// and how long it is (its `Content-Range`): a chunk that does not start where the upload
     /// ends is refused as [`append_upload`](Self::append_upload) refuses it (416, nothing
@@ -303,6 +320,23 @@ impl Registry {
         start: Option<u64>,
         len: Option<u64>,
         body: Option<S>,
+    ) -> Result<u64>
+    where
+        S: Stream<Item = Result<Bytes>> + Unpin,
+    {
+        self.finish(repo, id, digest, start, len, body, None).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn finish<S>(
+        &self,
+        repo: &str,
+        id: &str,
+        digest: &Digest,
+        start: Option<u64>,
+        len: Option<u64>,
+        body: Option<S>,
+        verified: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<u64>
     where
         S: Stream<Item = Result<Bytes>> + Unpin,
@@ -334,6 +368,9 @@ impl Registry {
         if let Err(e) = self.check_quota(repo, rec.size, Some(digest)).await {
             self.drop_upload(&rec).await?;
             return Err(e);
+        }
+        if let Some(verified) = verified {
+            let _ = verified.send(());
         }
         if let Err(e) = self.commit_blob(repo, &rec, digest).await {
             if matches!(e, RegistryError::Denied(_)) {
