@@ -3,7 +3,7 @@
 //! the upload body stream (bytes in), the mirror (cache hits and misses, bytes fetched
 //! upstream), the webhook sender, replication ([`Metrics::replication_job`]), garbage
 //! collection ([`Metrics::record_gc_run`]) and, read when scraped, where the process's memory
-//! sits (the allocator's heap and SQLite's share of it).
+//! sits (jemalloc's heap, and SQLite's memory, which glibc's malloc holds beside it).
 //!
 //! Labels are a small fixed vocabulary — a route *kind* such as `manifest_get`, a status code,
 //! `manifest`/`blob` — never a repository name, tag or digest, so the number of series stays
@@ -221,7 +221,7 @@ impl Metrics {
         let sqlite_memory = Gauge::default();
         registry.register_with_unit(
             "berth_memory_sqlite",
-            "Bytes SQLite holds (sqlite3_memory_used: page caches, prepared statements)",
+            "Bytes SQLite holds (sqlite3_memory_used: page caches, prepared statements), beside the jemalloc heap",
             Unit::Bytes,
             sqlite_memory.clone(),
         );

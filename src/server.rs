@@ -18,10 +18,11 @@ pub struct Server {
     pub addrs: Vec<std::net::SocketAddr>,
 }
 
-/// SQLite's share of the heap (page caches, prepared statements): above this, its page caches
-/// give way (a soft limit: a query never fails on it). Without it the caches of the pools'
-/// connections grow with the database for hours.
-const SQLITE_SOFT_HEAP_LIMIT: i64 = 8 << 20;
+/// What SQLite may hold (page caches, prepared statements; through glibc's malloc, beside the
+/// jemalloc heap) before its page caches give way (a soft limit: a query never fails on it).
+/// Above the pools' page caches together (12 connections of 1 MiB, `meta::pool_options`), so
+/// it binds only if something else in SQLite grows.
+const SQLITE_SOFT_HEAP_LIMIT: i64 = 16 << 20;
 
 /// A long-running server's memory settings, process-wide: jemalloc returns freed pages from a
 /// background thread (otherwise only new allocations in the same arena purge, and a burst's

@@ -447,12 +447,13 @@ async fn a_revoked_token_ends_on_every_node_within_half_a_second() {
         "the node that revoked it"
     );
     loop {
+        let sent = revoked.elapsed();
         let status = reg_b.with(&Creds::bearer(&jwt)).get_manifest("alice/app", "v1").await.status();
         if status == StatusCode::UNAUTHORIZED {
             break;
         }
         assert_eq!(status, StatusCode::OK);
-        assert!(revoked.elapsed() < Duration::from_millis(900), "the other node still accepts it");
+        assert!(sent < Duration::from_millis(700), "the other node still accepts it {sent:?} after");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -291,8 +291,8 @@ async fn metrics_are_parsed_and_follow_traffic() {
     assert!(after.contains_key("berth_gc_runs_total"));
     assert_eq!(get(&after, "berth_gc_runs_total"), 0.0);
     assert!(after.contains_key("berth_gc_freed_bytes_total"));
-    // Where the memory sits: the heap (jemalloc's own figures) and SQLite's share of it (the
-    // fs backend's database). A heap holds at least the live bytes it counts, and more than
+    // Where the memory sits: the heap (jemalloc's own figures) and SQLite's memory beside it
+    // (the fs backend's database). A heap holds at least the live bytes it counts, and more than
     // nothing once the server runs.
     let allocated = get(&after, "berth_memory_heap_allocated_bytes");
     assert!(allocated > 1e5, "{after:?}");

@@ -32,7 +32,8 @@ pub struct Claims {
     pub jti: String,
     pub access: Vec<AccessEntry>,
     /// The personal access token the caller logged in with, so revoking it ends the JWTs
-    /// issued from it at once.
+    /// issued from it (at once on the node that revoked it, within 500 ms on the others:
+    /// `AuthService::identify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tid: Option<i64>,
 }

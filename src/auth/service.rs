@@ -40,8 +40,9 @@ pub struct AuthService {
     /// Saves an argon2 run per request for clients that send Basic credentials every time; after
     /// a password change the cached PHC no longer matches and the password is verified again.
     verified: Mutex<HashMap<[u8; 32], String>>,
-    /// Registry tokens (JWTs) verified lately and whom they name: see [`KnownJwt`].
-    known_jwts: Mutex<HashMap<Box<str>, KnownJwt>>,
+    /// Registry tokens (JWTs) verified lately, by their SHA-256, and whom they name: see
+    /// [`KnownJwt`].
+    known_jwts: Mutex<HashMap<[u8; 32], KnownJwt>>,
     /// The pull-through mirror, whose repositories follow its own pull rule.
     mirror: std::sync::OnceLock<Arc<dyn PullSource>>,
     /// Where refused logins are recorded (the audit log).
@@ -62,6 +63,11 @@ const JWT_RECHECK: Duration = Duration::from_millis(500);
 /// Registry tokens remembered at most; beyond, the cache starts afresh.
 const KNOWN_JWTS_KEPT: usize = 4096;
 
+/// Registry tokens longer than this are verified on every request, never remembered: `/token`
+/// signs whatever scopes it is asked for, so a stranger could otherwise fill the cache with
+/// tokens of a hundred kilobytes each (what Berth issues for a handful of scopes is well below).
+const KNOWN_JWT_MAX_LEN: usize = 4096;
+
 /// A registry token whose signature, issuer, audience and dates were checked, with the identity
 /// read for it. Clients send the same token on every request until it expires, so this saves an
 /// ECDSA verification and one or two database reads per request. Used only while all hold:
@@ -70,7 +76,7 @@ const KNOWN_JWTS_KEPT: usize = 4096;
 /// — so revoking a token or disabling an account here takes effect at once, and elsewhere
 /// within [`JWT_RECHECK`].
 struct KnownJwt {
-    who: Identity,
+    who: Arc<Identity>,
     read_at: Instant,
     generation: u64,
     /// Unix seconds: the earlier of the JWT's `exp` and its personal access token's expiry.
@@ -401,24 +407,28 @@ impl AuthService {
             }
             Credentials::Jwt(jwt) => jwt,
         };
-        if let Some(who) = self.known_jwt(jwt) {
-            return Ok(who);
+        let key: Option<[u8; 32]> = (jwt.len() <= KNOWN_JWT_MAX_LEN).then(|| sha2::Sha256::digest(jwt).into());
+        if let Some(who) = key.and_then(|key| self.known_jwt(&key)) {
+            return Ok(Identity::clone(&who));
         }
-        // Read before the database, so a change made meanwhile keeps this read out of use.
-        let generation = self.meta.identities_generation();
+        // Both taken before the database is read: a change made meanwhile keeps this read out
+        // of use, and the recheck window counts from before the read.
+        let (generation, read_at) = (self.meta.identities_generation(), Instant::now());
         let (who, valid_until) = self.jwt_identity(jwt).await?.ok_or_else(bad)?;
-        let mut known = self.known_jwts.lock().unwrap_or_else(|e| e.into_inner());
-        if known.len() >= KNOWN_JWTS_KEPT {
-            known.clear();
+        if let Some(key) = key {
+            let mut known = self.known_jwts.lock().unwrap_or_else(|e| e.into_inner());
+            if known.len() >= KNOWN_JWTS_KEPT {
+                known.clear();
+            }
+            known.insert(key, KnownJwt { who: Arc::new(who.clone()), read_at, generation, valid_until });
         }
-        known.insert(jwt.into(), KnownJwt { who: who.clone(), read_at: Instant::now(), generation, valid_until });
         Ok(who)
     }
 
     /// The identity of a registry token verified lately, while it may still be used.
-    fn known_jwt(&self, jwt: &str) -> Option<Identity> {
+    fn known_jwt(&self, key: &[u8; 32]) -> Option<Arc<Identity>> {
         let known = self.known_jwts.lock().unwrap_or_else(|e| e.into_inner());
-        let k = known.get(jwt)?;
+        let k = known.get(key)?;
         (k.read_at.elapsed() < JWT_RECHECK
             && k.generation == self.meta.identities_generation()
             && now() < k.valid_until)

@@ -359,21 +359,19 @@ impl Mirror {
         let (flight, leader) =
             self.join_flight(&key, move || async move { this.fetch_blob(&t, &d, live.then_some(tx)).await }.boxed());
         // A miss is a fetch from the upstream; a request that joins one in flight (its blob
-        // still being committed after the first client got it, say) is served from the cache.
+        // still being committed after the first client got it, say) is served from the cache
+        // once that fetch succeeded.
         if leader {
-            tracing::info!(target: "berth::mirror", repository = %target.local, %digest, "cache miss");
-            metrics::global().mirror_miss("blob");
-        } else {
-            tracing::info!(target: "berth::mirror", repository = %target.local, %digest, "cache hit (fetch in flight)");
-            metrics::global().mirror_hit("blob");
+            // (counted by `fetch_blob`, which knows whether it fetched)
+            if live && let Ok(stream) = rx.await {
+                return Ok(Some(stream));
+            }
+            return flight_result(flight.await).map(|()| None);
         }
-        if leader
-            && live
-            && let Ok(stream) = rx.await
-        {
-            return Ok(Some(stream));
-        }
-        flight_result(flight.await).map(|()| None)
+        flight_result(flight.await)?;
+        tracing::info!(target: "berth::mirror", repository = %target.local, %digest, "cache hit (fetch in flight)");
+        metrics::global().mirror_hit("blob");
+        Ok(None)
     }
 
     async fn fetch_blob(
@@ -382,6 +380,15 @@ impl Mirror {
         digest: &Digest,
         client: Option<tokio::sync::oneshot::Sender<LiveBlob>>,
     ) -> Result<()> {
+        // Stored meanwhile (a fetch that just ended: its first client may ask again before its
+        // flight is gone): nothing to fetch; the caller serves it from the store.
+        if self.registry.meta.linked_blob_size(&target.local, digest).await?.is_some() {
+            tracing::info!(target: "berth::mirror", repository = %target.local, %digest, "cache hit");
+            metrics::global().mirror_hit("blob");
+            return Ok(());
+        }
+        tracing::info!(target: "berth::mirror", repository = %target.local, %digest, "cache miss");
+        metrics::global().mirror_miss("blob");
         let up = &self.upstreams[target.upstream];
         let what = format!("blob {digest}");
         let resp = up.send(Method::GET, &target.remote, &format!("blobs/{digest}"), None).await?;
