@@ -206,16 +206,26 @@ pub fn teardown(id: &str, bridge: Option<&Bridge>) {
                     return;
                 }
             };
-            if let Err(e) = delete_link(&veth_name(id)) {
-                tracing::warn!(id, error = %e, "cannot delete the container's veth");
-            }
-            remove_netns(id);
+            let started = std::time::Instant::now();
             if let Some(a) = lease_of(bridge, id) {
                 let _ = fs::remove_file(bridge.leases().join(a.to_string()));
             }
+            // The kernel's deletion of a link waits for RCU callbacks (tens of ms here): the
+            // veth goes on a thread of its own while the bridge and its rules go (if this was
+            // the last lease), so those waits overlap. The namespace mount goes last: while it
+            // exists, the next command's recovery runs this teardown again (after a crash).
+            let veth = veth_name(id);
+            let veth_deletion = std::thread::spawn(move || delete_link(&veth));
             if let Err(e) = remove_bridge_if_unused(bridge) {
                 tracing::warn!(bridge = bridge.name, error = %e, "cannot remove the bridge");
             }
+            match veth_deletion.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(id, error = %e, "cannot delete the container's veth"),
+                Err(_) => tracing::warn!(id, "the veth's deletion panicked"),
+            }
+            remove_netns(id);
+            tracing::debug!(id, ms = started.elapsed().as_millis() as u64, "network torn down");
         }
     } else if ns.exists() {
         remove_netns(id);
