@@ -21,19 +21,33 @@
 //! short-lived thread that `setns`es into it (a network namespace is per thread).
 //!
 //! **NAT and forwarding**: outbound masquerade of the subnet is one rule in a table of Berth's
-//! own, `ip berth_<bridge>`, loaded with `nft -f -` (one process, atomic; the table is deleted
-//! as a whole on teardown, so nothing of it can linger). nftables cannot let through what
-//! another table drops, and the Docker Engine sets the `filter` FORWARD policy to DROP: when its
-//! `DOCKER-USER` chain exists (the chain docker keeps for its users' rules) two rules are
-//! inserted there with `iptables` (from the bridge; back to it for established connections),
-//! tagged with the comment `berth:<bridge>`, and deleted on teardown. IPv4 forwarding is
-//! switched on (`net.ipv4.ip_forward`, as docker does). Without docker, nothing filters forwarded
-//! packets by default; a host firewall that does must let the bridge through itself.
+//! own, `ip berth_<bridge>`, added over netlink (`nft.rs`: `netlink-packet-netfilter` messages
+//! on a `NETLINK_NETFILTER` socket, no `nft` process) as one nftables transaction, and deleted
+//! as a whole on teardown in another (so nothing of it can linger; no `list` round trip: a
+//! missing table is ENOENT). nftables cannot let through what another table drops, and the
+//! Docker Engine sets the `filter` FORWARD policy to DROP: when its `DOCKER-USER` chain exists
+//! (the chain docker keeps for its users' rules) two rules are inserted there (from the bridge;
+//! back to it for established connections), tagged with the comment `berth:<bridge>`. Those stay
+//! with iptables, as docker's table must keep parsing for docker's iptables-nft: one
+//! `iptables-restore -w --noflush` adds both, one with the exact `-D` lines removes them (if
+//! that fails, e.g. a rule was removed by hand, the tagged rules are looked up in
+//! `iptables-save` and deleted one by one). Whether DOCKER-USER exists is one read-only netlink
+//! `GETCHAIN` of `ip filter DOCKER-USER` (with iptables-legacy, `iptables -L`). The
+//! `iptables-restore` process runs while the bridge is made, or deleted, here. The rules
+//! marker (`/run/berth/net/<bridge>/rules`, written before any rule is added) records what was
+//! added, so a teardown after a crash knows what to remove. IPv4 forwarding is switched on
+//! (`net.ipv4.ip_forward`, as docker does) if it is off. Without docker, nothing filters
+//! forwarded packets by default; a host firewall that does must let the bridge through itself.
 //!
 //! Teardown (`teardown`) runs when the monitor sees the container exit, on `rm`, and for a
-//! container whose monitor died in the next berth command's recovery: it deletes the veth, the
-//! namespace mount and the lease, and when no lease is left on the bridge, the bridge (with its
-//! address), the nft table and the DOCKER-USER rules.
+//! container whose monitor died in the next berth command's recovery: it removes the lease,
+//! deletes the veth and, when no lease is left on the bridge, the bridge (with its address),
+//! the nft table and the DOCKER-USER rules, then the namespace mount (last: while it exists, a
+//! later recovery runs the teardown again). The kernel's deletion of a link waits for RCU
+//! callbacks (here about 10 ms for a veth, 40 ms for a bridge): the veth is deleted on a thread
+//! of its own while the bridge goes, so those waits overlap. The veth is deleted explicitly,
+//! not left to the namespace's end: the kernel cleans a namespace up asynchronously, so the
+//! veth would outlive the teardown.
 
 use std::fs::{self, File};
 use std::io::Write;
