@@ -72,15 +72,16 @@ hyperfine -N --runs "$RUNS" --warmup "$WARMUP" --export-json "$WORK/result.json"
   -n "runc run (bare bundle)" "$RUNC_RUN"
 # Where berth's time goes: without the bridge (--network host), and on a bridge another container
 # keeps up (so the bridge and its rules are not made and removed on every run).
-hyperfine -N --runs "$RUNS" --warmup "$WARMUP" \
+hyperfine -N --runs "$RUNS" --warmup "$WARMUP" --export-json "$WORK/host.json" \
   -n "berth run --rm --network host IMAGE true" "$BERTH_BIN run --data-dir $WORK/data --rm --network host rt-bench/busybox true"
 KEEPER=$($BERTH_BIN run --data-dir "$WORK/data" -d rt-bench/busybox sh -c 'while true; do sleep 1; done')
-hyperfine -N --runs "$RUNS" --warmup "$WARMUP" -n "berth run --rm IMAGE true (bridge kept up)" "$BERTH_RUN"
+hyperfine -N --runs "$RUNS" --warmup "$WARMUP" --export-json "$WORK/kept.json" \
+  -n "berth run --rm IMAGE true (bridge kept up)" "$BERTH_RUN"
 $BERTH_BIN rm -f --data-dir "$WORK/data" "$KEEPER" >/dev/null 2>&1 || $BERTH_BIN --data-dir "$WORK/data" rm -f "$KEEPER" >/dev/null
 
-python3 - "$WORK/result.json" <<'PY'
+python3 - "$WORK/result.json" "$WORK/host.json" "$WORK/kept.json" <<'PY'
 import json, sys
-r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
+r = {x["command"]: x for f in sys.argv[1:] for x in json.load(open(f))["results"]}
 b = r["berth run --rm IMAGE true"]["median"]
 d = r["docker run --rm IMAGE true"]["median"]
 u = r["runc run (bare bundle)"]["median"]
@@ -88,4 +89,7 @@ print(f"\nmedian of {len(r['berth run --rm IMAGE true']['times'])}: berth {b*100
       f"bare runc {u*1000:.1f} ms")
 print(f"berth/docker {b/d:.2f}x (target <= 0.2x: {'met' if b/d <= 0.2 else 'NOT met'}); "
       f"berth/runc {b/u:.2f}x (target <= 1.3x: {'met' if b/u <= 1.3 else 'NOT met'})")
+h = r["berth run --rm --network host IMAGE true"]["median"]
+k = r["berth run --rm IMAGE true (bridge kept up)"]["median"]
+print(f"berth --network host {h*1000:.1f} ms ({h/d:.2f}x docker), bridge kept up {k*1000:.1f} ms ({k/d:.2f}x docker)")
 PY

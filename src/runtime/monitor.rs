@@ -376,9 +376,7 @@ fn start_and_wait(paths: &Paths, c: &Container, attach: bool, interactive: bool)
         let _ = signal(Signal::SIGPIPE, SigHandler::SigIgn);
     }
 
-    if let Some(address) = attached.address {
-        ports::serve(bound, address);
-    }
+    let serving = attached.address.map(|address| ports::serve(bound, address));
 
     update(paths, id, |rec| {
         rec.status = Status::Running;
@@ -424,6 +422,10 @@ fn start_and_wait(paths: &Paths, c: &Container, attach: bool, interactive: bool)
     }
     drop(raw_mode);
     drop(master);
+    // The host ports are free before the exit is recorded (`rm` returns on that record).
+    if let Some(serving) = serving {
+        serving.close();
+    }
 
     if let Err(e) = container.delete(true) {
         tracing::warn!(id, error = %e, "cannot delete the container's runtime state");

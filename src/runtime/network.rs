@@ -21,19 +21,33 @@
 //! short-lived thread that `setns`es into it (a network namespace is per thread).
 //!
 //! **NAT and forwarding**: outbound masquerade of the subnet is one rule in a table of Berth's
-//! own, `ip berth_<bridge>`, loaded with `nft -f -` (one process, atomic; the table is deleted
-//! as a whole on teardown, so nothing of it can linger). nftables cannot let through what
-//! another table drops, and the Docker Engine sets the `filter` FORWARD policy to DROP: when its
-//! `DOCKER-USER` chain exists (the chain docker keeps for its users' rules) two rules are
-//! inserted there with `iptables` (from the bridge; back to it for established connections),
-//! tagged with the comment `berth:<bridge>`, and deleted on teardown. IPv4 forwarding is
-//! switched on (`net.ipv4.ip_forward`, as docker does). Without docker, nothing filters forwarded
-//! packets by default; a host firewall that does must let the bridge through itself.
+//! own, `ip berth_<bridge>`, added over netlink (`nft.rs`: `netlink-packet-netfilter` messages
+//! on a `NETLINK_NETFILTER` socket, no `nft` process) as one nftables transaction, and deleted
+//! as a whole on teardown in another (so nothing of it can linger; no `list` round trip: a
+//! missing table is ENOENT). nftables cannot let through what another table drops, and the
+//! Docker Engine sets the `filter` FORWARD policy to DROP: when its `DOCKER-USER` chain exists
+//! (the chain docker keeps for its users' rules) two rules are inserted there (from the bridge;
+//! back to it for established connections), tagged with the comment `berth:<bridge>`. Those stay
+//! with iptables, as docker's table must keep parsing for docker's iptables-nft: one
+//! `iptables-restore -w --noflush` adds both, one with the exact `-D` lines removes them (if
+//! that fails, e.g. a rule was removed by hand, the tagged rules are looked up in
+//! `iptables-save` and deleted one by one). Whether DOCKER-USER exists is one read-only netlink
+//! `GETCHAIN` of `ip filter DOCKER-USER` (with iptables-legacy, `iptables -L`). The
+//! `iptables-restore` process runs while the bridge is made, or deleted, here. The rules
+//! marker (`/run/berth/net/<bridge>/rules`, written before any rule is added) records what was
+//! added, so a teardown after a crash knows what to remove. IPv4 forwarding is switched on
+//! (`net.ipv4.ip_forward`, as docker does) if it is off. Without docker, nothing filters
+//! forwarded packets by default; a host firewall that does must let the bridge through itself.
 //!
 //! Teardown (`teardown`) runs when the monitor sees the container exit, on `rm`, and for a
-//! container whose monitor died in the next berth command's recovery: it deletes the veth, the
-//! namespace mount and the lease, and when no lease is left on the bridge, the bridge (with its
-//! address), the nft table and the DOCKER-USER rules.
+//! container whose monitor died in the next berth command's recovery: it removes the lease,
+//! deletes the veth and, when no lease is left on the bridge, the bridge (with its address),
+//! the nft table and the DOCKER-USER rules, then the namespace mount (last: while it exists, a
+//! later recovery runs the teardown again). The kernel's deletion of a link waits for RCU
+//! callbacks (here about 10 ms for a veth, 40 ms for a bridge): the veth is deleted on a thread
+//! of its own while the bridge goes, so those waits overlap. The veth is deleted explicitly,
+//! not left to the namespace's end: the kernel cleans a namespace up asynchronously, so the
+//! veth would outlive the teardown.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -53,6 +67,8 @@ use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use serde::{Deserialize, Serialize};
+
+mod nft;
 
 /// Where container network namespaces are bind-mounted.
 const NETNS_DIR: &str = "/run/berth/netns";
@@ -204,16 +220,26 @@ pub fn teardown(id: &str, bridge: Option<&Bridge>) {
                     return;
                 }
             };
-            if let Err(e) = delete_link(&veth_name(id)) {
-                tracing::warn!(id, error = %e, "cannot delete the container's veth");
-            }
-            remove_netns(id);
+            let started = std::time::Instant::now();
             if let Some(a) = lease_of(bridge, id) {
                 let _ = fs::remove_file(bridge.leases().join(a.to_string()));
             }
+            // The kernel's deletion of a link waits for RCU callbacks (tens of ms here): the
+            // veth goes on a thread of its own while the bridge and its rules go (if this was
+            // the last lease), so those waits overlap. The namespace mount goes last: while it
+            // exists, the next command's recovery runs this teardown again (after a crash).
+            let veth = veth_name(id);
+            let veth_deletion = std::thread::spawn(move || delete_link(&veth));
             if let Err(e) = remove_bridge_if_unused(bridge) {
                 tracing::warn!(bridge = bridge.name, error = %e, "cannot remove the bridge");
             }
+            match veth_deletion.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(id, error = %e, "cannot delete the container's veth"),
+                Err(_) => tracing::warn!(id, "the veth's deletion panicked"),
+            }
+            remove_netns(id);
+            tracing::debug!(id, ms = started.elapsed().as_millis() as u64, "network torn down");
         }
     } else if ns.exists() {
         remove_netns(id);
@@ -313,75 +339,134 @@ fn lease_of(bridge: &Bridge, id: &str) -> Option<Ipv4Addr> {
     })
 }
 
-fn remove_bridge_if_unused(bridge: &Bridge) -> anyhow::Result<()> {
-    let in_use = fs::read_dir(bridge.leases()).map(|d| d.flatten().next().is_some()).unwrap_or(false);
-    if in_use {
-        return Ok(());
-    }
-    delete_link(&bridge.name)?;
-    if bridge.rules_marker().exists() {
-        remove_rules(bridge);
-        let _ = fs::remove_file(bridge.rules_marker());
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------------
 // The bridge, its NAT and forwarding rules.
 
+/// What the rules marker records: the nft table was (or is being) added; DOCKER-USER rules too.
+const MARK_NFT: &str = "nft";
+const MARK_DOCKER_USER: &str = "docker-user";
+
 fn ensure_bridge(bridge: &Bridge) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let mut nl = Netlink::open()?;
     if nl.index(&bridge.name)?.is_some() {
         return Ok(());
     }
     // Rules left by a crash between the bridge's removal and theirs: start clean.
-    if bridge.rules_marker().exists() {
-        remove_rules(bridge);
+    if let Some(left) = RuleRemoval::start(bridge) {
+        left.finish(bridge);
     }
-    let mut link = LinkMessage::default();
-    link.attributes.push(LinkAttribute::IfName(bridge.name.clone()));
-    link.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
-    nl.request(RouteNetlinkMessage::NewLink(link), NLM_F_CREATE | NLM_F_EXCL)
-        .with_context(|| format!("cannot create the bridge {}", bridge.name))?;
-    let index = nl.index(&bridge.name)?.context("the new bridge is not there")?;
-    nl.add_address(index, bridge.gateway(), bridge.subnet.prefix_len())
-        .with_context(|| format!("cannot give the bridge {} its address", bridge.name))?;
-    nl.set_up(index)?;
-    fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("cannot switch on IPv4 forwarding")?;
-    add_rules(bridge)
-}
-
-fn add_rules(bridge: &Bridge) -> anyhow::Result<()> {
-    fs::write(bridge.rules_marker(), "")?;
-    let table = bridge.nft_table();
-    let script = format!(
-        "table ip {table} {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    \
-         ip saddr {subnet} oifname != \"{name}\" masquerade\n  }}\n}}\n",
-        subnet = bridge.subnet,
-        name = bridge.name,
-    );
-    pipe_to(Command::new("nft").args(["-f", "-"]), &script).context("cannot add the NAT rule (nft)")?;
-    if docker_user_chain_exists() {
+    // The DOCKER-USER rules are added by `iptables-restore`, a process that runs while the
+    // bridge is made here (it names the bridge, which need not exist yet).
+    let docker_user = docker_user_chain_exists();
+    let marks = if docker_user { format!("{MARK_NFT}\n{MARK_DOCKER_USER}\n") } else { format!("{MARK_NFT}\n") };
+    fs::write(bridge.rules_marker(), marks)?;
+    let iptables = if docker_user {
         let rules = format!(
             "*filter\n-I DOCKER-USER -i {name} -m comment --comment berth:{name} -j ACCEPT\n\
              -I DOCKER-USER -o {name} -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment berth:{name} -j ACCEPT\n\
              COMMIT\n",
             name = bridge.name
         );
-        pipe_to(Command::new("iptables-restore").args(["-w", "--noflush"]), &rules)
-            .context("cannot add the forwarding rules to DOCKER-USER (iptables-restore)")?;
-    }
+        Some(Piped::spawn(Command::new("iptables-restore").args(["-w", "--noflush"]), &rules)?)
+    } else {
+        None
+    };
+    let made = (|| -> anyhow::Result<()> {
+        let mut link = LinkMessage::default();
+        link.attributes.push(LinkAttribute::IfName(bridge.name.clone()));
+        link.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
+        nl.request(RouteNetlinkMessage::NewLink(link), NLM_F_CREATE | NLM_F_EXCL)
+            .with_context(|| format!("cannot create the bridge {}", bridge.name))?;
+        let index = nl.index(&bridge.name)?.context("the new bridge is not there")?;
+        nl.add_address(index, bridge.gateway(), bridge.subnet.prefix_len())
+            .with_context(|| format!("cannot give the bridge {} its address", bridge.name))?;
+        nl.set_up(index)?;
+        enable_forwarding()?;
+        nft::Nfnl::open()?.add_masquerade_table(&bridge.nft_table(), bridge.subnet, &bridge.name)
+    })();
+    let added = iptables.map(Piped::wait).transpose();
+    made?;
+    added.context("cannot add the forwarding rules to DOCKER-USER (iptables-restore)")?;
+    tracing::debug!(bridge = bridge.name, ms = started.elapsed().as_millis() as u64, "bridge and rules made");
     Ok(())
 }
 
-/// Deletes the nft table and Berth's DOCKER-USER rules of the bridge (those that exist).
-fn remove_rules(bridge: &Bridge) {
-    let table = bridge.nft_table();
-    let listed =
-        Command::new("nft").args(["list", "table", "ip", &table]).stdout(Stdio::null()).stderr(Stdio::null()).status();
-    if listed.is_ok_and(|s| s.success()) {
-        let _ = Command::new("nft").args(["delete", "table", "ip", &table]).status();
+/// Switches IPv4 forwarding on (as docker does), unless it is on.
+fn enable_forwarding() -> anyhow::Result<()> {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+    if fs::read_to_string(PATH).is_ok_and(|v| v.trim() == "1") {
+        return Ok(());
     }
+    fs::write(PATH, "1").context("cannot switch on IPv4 forwarding")
+}
+
+fn remove_bridge_if_unused(bridge: &Bridge) -> anyhow::Result<()> {
+    let in_use = fs::read_dir(bridge.leases()).map(|d| d.flatten().next().is_some()).unwrap_or(false);
+    if in_use {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    // The DOCKER-USER rules' removal (a process) runs while the kernel deletes the bridge.
+    let rules = RuleRemoval::start(bridge);
+    let deleted = delete_link(&bridge.name);
+    if let Some(rules) = rules {
+        rules.finish(bridge);
+    }
+    tracing::debug!(bridge = bridge.name, ms = started.elapsed().as_millis() as u64, "bridge and rules removed");
+    deleted
+}
+
+/// The removal of a bridge's rules, under way: the nft table and, through `iptables-restore`
+/// with the exact `-D` lines of the rules added, Berth's DOCKER-USER rules.
+struct RuleRemoval {
+    /// What the marker said was added.
+    docker_user: bool,
+    /// The marker predates the record of what was added: look for DOCKER-USER rules.
+    unrecorded: bool,
+    iptables: Option<Piped>,
+}
+
+impl RuleRemoval {
+    /// Starts removing the rules the marker says may exist (`None` without a marker).
+    fn start(bridge: &Bridge) -> Option<RuleRemoval> {
+        let marks = fs::read_to_string(bridge.rules_marker()).ok()?;
+        let docker_user = marks.lines().any(|l| l == MARK_DOCKER_USER);
+        let unrecorded = marks.trim().is_empty();
+        let iptables = docker_user
+            .then(|| {
+                let rules = format!(
+                    "*filter\n-D DOCKER-USER -i {name} -m comment --comment berth:{name} -j ACCEPT\n\
+                     -D DOCKER-USER -o {name} -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment berth:{name} -j ACCEPT\n\
+                     COMMIT\n",
+                    name = bridge.name
+                );
+                Piped::spawn(Command::new("iptables-restore").args(["-w", "--noflush"]), &rules).ok()
+            })
+            .flatten();
+        Some(RuleRemoval { docker_user, unrecorded, iptables })
+    }
+
+    /// Deletes the nft table, waits for the DOCKER-USER rules' removal (looking the rules up
+    /// and deleting them one by one if that failed, e.g. because one was already gone), and
+    /// removes the marker.
+    fn finish(self, bridge: &Bridge) {
+        let table = bridge.nft_table();
+        if let Err(e) = nft::Nfnl::open().and_then(|mut n| n.delete_table(&table)) {
+            tracing::warn!(table, error = %e, "cannot delete the nft table over netlink: trying nft");
+            let _ = Command::new("nft").args(["delete", "table", "ip", &table]).stderr(Stdio::null()).status();
+        }
+        let removed = self.iptables.map(Piped::wait);
+        if self.unrecorded || (self.docker_user && !matches!(removed, Some(Ok(())))) {
+            remove_docker_user_rules(bridge);
+        }
+        let _ = fs::remove_file(bridge.rules_marker());
+    }
+}
+
+/// Finds Berth's DOCKER-USER rules of the bridge (tagged `berth:<bridge>`) in `iptables-save`
+/// and deletes each with `iptables -D`.
+fn remove_docker_user_rules(bridge: &Bridge) {
     let Ok(out) = Command::new("iptables-save").args(["-t", "filter"]).stderr(Stdio::null()).output() else { return };
     let tag = format!("berth:{}", bridge.name);
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -400,7 +485,16 @@ fn shell_words(s: &str) -> Vec<String> {
     s.split_whitespace().map(|w| w.trim_matches('"').to_string()).collect()
 }
 
+/// Whether docker's DOCKER-USER chain exists. With iptables-nft (docker's tables are nftables
+/// tables) one read-only netlink question about `ip filter DOCKER-USER`; with iptables-legacy,
+/// or if that question fails, `iptables -L`.
 fn docker_user_chain_exists() -> bool {
+    if !iptables_is_legacy() {
+        match nft::Nfnl::open().and_then(|mut n| n.chain_exists("filter", "DOCKER-USER")) {
+            Ok(exists) => return exists,
+            Err(e) => tracing::debug!(error = %e, "cannot ask nftables for DOCKER-USER: asking iptables"),
+        }
+    }
     Command::new("iptables")
         .args(["-w", "-n", "-L", "DOCKER-USER"])
         .stdout(Stdio::null())
@@ -409,20 +503,47 @@ fn docker_user_chain_exists() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn pipe_to(cmd: &mut Command, input: &str) -> anyhow::Result<()> {
-    let name = cmd.get_program().to_string_lossy().into_owned();
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot run {name} (scripts/prereqs installs it)"))?;
-    child.stdin.take().expect("piped").write_all(input.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!("{name}: {}", String::from_utf8_lossy(&out.stderr).trim());
+/// Whether the `iptables` on the PATH is iptables-legacy (x_tables, not nftables): Debian's
+/// alternatives link it to `xtables-legacy-multi` or `xtables-nft-multi`.
+fn iptables_is_legacy() -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join("iptables"))
+        .find(|p| p.exists())
+        .and_then(|p| fs::canonicalize(p).ok())
+        .is_some_and(|p| p.to_string_lossy().contains("legacy"))
+}
+
+/// A child process fed a script on its standard input, running while the caller goes on.
+struct Piped {
+    name: String,
+    child: std::process::Child,
+}
+
+impl Piped {
+    fn spawn(cmd: &mut Command, input: &str) -> anyhow::Result<Piped> {
+        let name = cmd.get_program().to_string_lossy().into_owned();
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {name} (scripts/prereqs installs it)"))?;
+        // The script is far below a pipe's buffer: this write does not wait for the child.
+        let written = child.stdin.take().expect("piped").write_all(input.as_bytes());
+        let piped = Piped { name, child };
+        written.with_context(|| format!("cannot write to {}", piped.name))?;
+        Ok(piped)
     }
-    Ok(())
+
+    /// Waits for the process; its error output is the error.
+    fn wait(self) -> anyhow::Result<()> {
+        let out = self.child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("{}: {}", self.name, String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

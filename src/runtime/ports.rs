@@ -19,6 +19,8 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -106,13 +108,20 @@ pub fn bind(ports: &[Port]) -> anyhow::Result<Vec<Bound>> {
 
 /// Serves the bound ports, forwarding to `target` (the container's address), on threads of this
 /// process, for as long as it lives.
-pub fn serve(bound: Vec<Bound>, target: Ipv4Addr) {
+pub fn serve(bound: Vec<Bound>, target: Ipv4Addr) -> Serving {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut listeners = Vec::new();
     for b in bound {
         match b {
             Bound::Tcp(listener, p) => {
                 let to = SocketAddr::new(IpAddr::V4(target), p.container_port);
-                std::thread::spawn(move || {
+                let fd = listener.as_raw_fd();
+                let stop = stop.clone();
+                let accepting = std::thread::spawn(move || {
                     for conn in listener.incoming() {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
                         match conn {
                             Ok(client) => {
                                 std::thread::spawn(move || tcp_connection(client, to));
@@ -121,11 +130,34 @@ pub fn serve(bound: Vec<Bound>, target: Ipv4Addr) {
                         }
                     }
                 });
+                listeners.push((fd, accepting));
             }
             Bound::Udp(socket, p) => {
                 let to = SocketAddr::new(IpAddr::V4(target), p.container_port);
                 std::thread::spawn(move || udp_proxy(socket, to));
             }
+        }
+    }
+    Serving { stop, listeners }
+}
+
+/// The TCP listeners of a container's published ports, being served.
+pub struct Serving {
+    stop: Arc<AtomicBool>,
+    listeners: Vec<(RawFd, std::thread::JoinHandle<()>)>,
+}
+
+impl Serving {
+    /// Closes the TCP listeners (their threads end and drop them), so the host ports are free
+    /// once the container is recorded as exited, not only when the monitor's process is gone.
+    /// Open connections are left to end with the monitor.
+    pub fn close(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for (fd, accepting) in self.listeners {
+            // SAFETY: shutdown on a descriptor the accepting thread owns until it ends (joined
+            // here); it wakes that thread's accept with an error.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            let _ = accepting.join();
         }
     }
 }
