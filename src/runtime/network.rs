@@ -362,13 +362,10 @@ fn ensure_bridge(bridge: &Bridge) -> anyhow::Result<()> {
     let marks = if docker_user { format!("{MARK_NFT}\n{MARK_DOCKER_USER}\n") } else { format!("{MARK_NFT}\n") };
     fs::write(bridge.rules_marker(), marks)?;
     let iptables = if docker_user {
-        let rules = format!(
-            "*filter\n-I DOCKER-USER -i {name} -m comment --comment berth:{name} -j ACCEPT\n\
-             -I DOCKER-USER -o {name} -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment berth:{name} -j ACCEPT\n\
-             COMMIT\n",
-            name = bridge.name
-        );
-        Some(Piped::spawn(Command::new("iptables-restore").args(["-w", "--noflush"]), &rules)?)
+        Some(Piped::spawn(
+            Command::new("iptables-restore").args(["-w", "--noflush"]),
+            &docker_user_rules(bridge, "-I"),
+        )?)
     } else {
         None
     };
@@ -390,6 +387,18 @@ fn ensure_bridge(bridge: &Bridge) -> anyhow::Result<()> {
     added.context("cannot add the forwarding rules to DOCKER-USER (iptables-restore)")?;
     tracing::debug!(bridge = bridge.name, ms = started.elapsed().as_millis() as u64, "bridge and rules made");
     Ok(())
+}
+
+/// The `iptables-restore` input that inserts (`-I`) or deletes (`-D`) Berth's two DOCKER-USER
+/// rules of the bridge (traffic from it, and replies to it), tagged `berth:<bridge>`: one text
+/// for both, so a deletion always names exactly what was added.
+fn docker_user_rules(bridge: &Bridge, op: &str) -> String {
+    let name = &bridge.name;
+    format!(
+        "*filter\n{op} DOCKER-USER -i {name} -m comment --comment berth:{name} -j ACCEPT\n\
+         {op} DOCKER-USER -o {name} -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment berth:{name} -j ACCEPT\n\
+         COMMIT\n"
+    )
 }
 
 /// Switches IPv4 forwarding on (as docker does), unless it is on.
@@ -435,13 +444,11 @@ impl RuleRemoval {
         let unrecorded = marks.trim().is_empty();
         let iptables = docker_user
             .then(|| {
-                let rules = format!(
-                    "*filter\n-D DOCKER-USER -i {name} -m comment --comment berth:{name} -j ACCEPT\n\
-                     -D DOCKER-USER -o {name} -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment berth:{name} -j ACCEPT\n\
-                     COMMIT\n",
-                    name = bridge.name
-                );
-                Piped::spawn(Command::new("iptables-restore").args(["-w", "--noflush"]), &rules).ok()
+                Piped::spawn(
+                    Command::new("iptables-restore").args(["-w", "--noflush"]),
+                    &docker_user_rules(bridge, "-D"),
+                )
+                .ok()
             })
             .flatten();
         Some(RuleRemoval { docker_user, unrecorded, iptables })
