@@ -12,6 +12,8 @@ WAIT_IDLE=${WAIT_IDLE:-1200}       # wait up to this many seconds for running ca
 
 BLOB_MB=${BLOB_MB:-512}            # size of the pushed/pulled blob, MiB
 RUNS=${RUNS:-3}                    # push and pull runs per server (median reported)
+PAR=${PAR:-8}                      # parallel pulls: clients at once
+PAR_MB=${PAR_MB:-64}               #   of one blob of this many MiB
 WRK_THREADS=${WRK_THREADS:-2}
 WRK_CONNS=${WRK_CONNS:-64}
 WRK_DURATION=${WRK_DURATION:-10s}
@@ -415,19 +417,67 @@ else
     wait_up "$NGX/blob" "$NGINX_PID" nginx
     ceiling_get() { pull_mbs "$NGX/blob"; }
 fi
+# RUNS rounds of one pull measurement (a function taking a URL) of blob DIGEST from Berth, the
+# reference and the ceiling (a function); the medians go under berth_KEY, ref_KEY, ceiling_KEY.
+pull_rounds() { # key measure digest ceiling
+    local key=$1 measure=$2 digest=$3 ceiling=$4 run b r n
+    local berth=() ref=() ceil=()
+    for ((run = 1; run <= RUNS; run++)); do
+        b=$($measure "$BERTH/v2/bench/blobs/$digest"); berth+=("$b")
+        r=-
+        ((REF_ON)) && { r=$($measure "$REF/v2/bench/blobs/$digest"); ref+=("$r"); }
+        n=$($ceiling); ceil+=("$n")
+        log "   run $run: berth $b MB/s  reference $r MB/s  $CEILING $n MB/s"
+    done
+    put "berth_$key" "$($HELPER median "${berth[@]}")"
+    ((REF_ON)) && put "ref_$key" "$($HELPER median "${ref[@]}")"
+    put "ceiling_$key" "$($HELPER median "${ceil[@]}")"
+}
 log "== 2. pull: GET the run-1 blob, $RUNS runs each, plus $CEILING of the same bytes"
-berth_pull=() ref_pull=() ceil_pull=()
-for ((run = 1; run <= RUNS; run++)); do
-    b=$(pull_mbs "$BERTH/v2/bench/blobs/$BIG_DIGEST"); berth_pull+=("$b")
-    r=-
-    ((REF_ON)) && { r=$(pull_mbs "$REF/v2/bench/blobs/$BIG_DIGEST"); ref_pull+=("$r"); }
-    n=$(ceiling_get); ceil_pull+=("$n")
-    log "   run $run: berth $b MB/s  reference $r MB/s  $CEILING $n MB/s"
-done
-put berth_pull_mbs "$($HELPER median "${berth_pull[@]}")"
-((REF_ON)) && put ref_pull_mbs "$($HELPER median "${ref_pull[@]}")"
+pull_rounds pull_mbs pull_mbs "$BIG_DIGEST" ceiling_get
 put ceiling_name "$CEILING"
-put ceiling_pull_mbs "$($HELPER median "${ceil_pull[@]}")"
+load
+
+# ---------------------------------------------------------------- 2b. parallel pulls
+# $PAR clients GET the same $PAR_MB MiB blob at once (a fresh blob, pushed to both servers; in
+# the page cache for all three); the figure is all their bytes over the wall time from the
+# first start to the last end.
+par_mbs() { # url [curl args] -> MB/s of $PAR simultaneous GETs
+    local t0 t1 i size code total=0
+    t0=$EPOCHREALTIME
+    for ((i = 0; i < PAR; i++)); do
+        curl -sS --max-time 900 -o /dev/null -w '%{size_download} %{http_code}\n' "$@" >"$WORK/par.$i" &
+    done
+    wait
+    t1=$EPOCHREALTIME
+    for ((i = 0; i < PAR; i++)); do
+        read -r size code <"$WORK/par.$i" || die "parallel GET $1: no answer"
+        [[ $code == 200 && $size == "$PAR_BYTES" ]] || die "parallel GET $1: HTTP $code, $size bytes (want $PAR_BYTES)"
+        total=$((total + size))
+    done
+    awk -v b="$total" -v s="$(secs_between "$t0" "$t1")" 'BEGIN{printf "%.1f", b / s / 1e6}'
+}
+PAR_BYTES=$((PAR_MB * 1048576))
+head -c "$PAR_BYTES" /dev/urandom >"$WORK/par-blob"
+PAR_DIGEST=sha256:$(sha256sum "$WORK/par-blob" | cut -d' ' -f1)
+for who in $SERVERS; do
+    if [[ $who == berth ]]; then base=$BERTH; else base=$REF; fi
+    $HELPER push "${base#http://}" bench "$WORK/par-blob" "$PAR_DIGEST" 0 >/dev/null || die "push to $who failed"
+done
+if [[ $BACKEND == fs ]]; then
+    ln "$WORK/par-blob" "$WORK/www/par-blob" 2>/dev/null || cp "$WORK/par-blob" "$WORK/www/par-blob"
+    chmod 644 "$WORK/www/par-blob"
+    ceiling_par() { par_mbs "$NGX/par-blob"; }
+else
+    hex=${PAR_DIGEST#sha256:}
+    par_url=$S3/$S3_BUCKET/$S3_REF_ROOT/docker/registry/v2/blobs/sha256/${hex:0:2}/$hex/data
+    ((REF_ON)) || par_url=$S3/$S3_BUCKET/berth/blobs/sha256/${hex:0:2}/$hex
+    ceiling_par() { par_mbs "$par_url" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" --aws-sigv4 aws:amz:us-east-1:s3 --user "$S3_AK:$S3_SK"; }
+fi
+log "== 2b. $PAR parallel pulls of one $PAR_MB MiB blob, $RUNS runs each, plus $CEILING"
+pull_rounds par_mbs par_mbs "$PAR_DIGEST" ceiling_par
+put par "$PAR"; put par_mib "$PAR_MB"
+rm -f "$WORK/par-blob" "$WORK/www/par-blob"
 load
 if [[ $BACKEND == fs ]]; then
     rm -f "$WORK/www/blob" "$BIG_FILE"   # nginx stays up: it serves the manifest in 3.

@@ -147,6 +147,7 @@ def table(path):
         (f"  same in 16 MiB PATCHes", "push16m_mbs", "MB/s", "higher", None, None),
         (f"  same in 5 MiB PATCHes", "push5m_mbs", "MB/s", "higher", None, None),
         (f"pull {r.get('blob_mib', '?')} MiB blob (median of {r.get('runs', '?')})", "pull_mbs", "MB/s", "higher", "ge", 1.5),
+        (f"  {r.get('par', '?')} parallel pulls of {r.get('par_mib', '?')} MiB (median of {r.get('runs', '?')})", "par_mbs", "MB/s", "higher", None, None),
         (f"manifest GET, {r.get('wrk_conns', '?')} conns", "mget_rps", "req/s", "higher", "ge", 3.0),
         ("manifest GET p99 latency", "mget_p99", "ms", "lower", None, None),
         (f"tags/list, {r.get('tags', '?')} tags (median of {r.get('tag_runs', '?')})", "tags_ms", "ms", "lower", "le", 0.2),
@@ -200,6 +201,12 @@ def table(path):
         shares = ", ".join(f"{who} {num(key) / ceiling:.0%}" for who, key in
                            (("berth", "berth_pull_mbs"), ("reference", "ref_pull_mbs")) if num(key) is not None)
         print(f"pull ceiling: {what.get(name, name)}: {ceiling:,.0f} MB/s ({shares} of it)")
+    par_ceiling = num("ceiling_par_mbs")
+    if par_ceiling:
+        shares = ", ".join(f"{who} {num(key) / par_ceiling:.0%}" for who, key in
+                           (("berth", "berth_par_mbs"), ("reference", "ref_par_mbs")) if num(key) is not None)
+        print(f"parallel pull ceiling: {r.get('ceiling_name', '')}, {r.get('par', '?')} at once: "
+              f"{par_ceiling:,.0f} MB/s ({shares} of it)")
     if "s3_server" in r:
         print(f"S3 server: {r['s3_server']}; peak RSS counts the registry process only "
               f"(not the S3 server, nor PostgreSQL, which only Berth uses).")
@@ -211,6 +218,8 @@ def table(path):
         ("push in 5 MiB PATCHes / Berth's one PUT", num("berth_push5m_mbs"), num("berth_push_mbs"), 0.8, None),
         ("pull / nginx sendfile of the same file", num("berth_pull_mbs"),
          num("ceiling_pull_mbs") if r.get("ceiling_name") == "nginx" else None, 0.9, None),
+        (f"{r.get('par', '?')} parallel pulls / nginx sendfile, {r.get('par', '?')} at once", num("berth_par_mbs"),
+         num("ceiling_par_mbs") if r.get("ceiling_name") == "nginx" else None, 0.9, None),
         ("manifest GET / nginx serving the same bytes, same wrk", num("berth_mget_rps"), num("ngx_mget_rps"), 0.5,
          f"{num('ngx_mget_rps') or 0:,.0f} req/s, p99 {num('ngx_mget_p99') or 0:.2f} ms"),
         ("manifest GET, auth on (Bearer JWT) / nginx, same wrk", num("berth_auth_mget_rps"), num("ngx_mget_rps"), 0.4,

@@ -174,6 +174,28 @@ def receiver_main(ready):
     srv.serve_forever()
 
 
+class Pacer:
+    """Spreads the clients' steps evenly at `rate` per second (0: as fast as they go), so the load
+    the server sees does not follow whatever else the machine is doing."""
+
+    def __init__(self, rate, stop):
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.stop = stop
+        self.lock = threading.Lock()
+        self.next = time.monotonic()
+
+    def wait(self):
+        if not self.interval:
+            return
+        with self.lock:
+            now = time.monotonic()
+            # A slot missed by more than a second is not made up in a burst.
+            self.next = max(self.next + self.interval, now - 1.0)
+            at = self.next
+        if at > now:
+            self.stop.wait(at - now)
+
+
 class Soak:
     def __init__(self, args):
         self.args = args
@@ -188,7 +210,8 @@ class Soak:
         self.deletes = 0  # tag deletes acknowledged (each one a delete event)
         self.hooks = {"push": 0, "delete": 0, "bad_signature": 0, "truncated": 0, "repeated": 0}
         self.hook_details = []  # the receiver's account of every rejected delivery (the first 50)
-        self.samples = []  # (t, rss_kib, fds, threads)
+        self.pacer = Pacer(args.rate, self.stop)
+        self.samples = []  # (t, rss_kib, fds, threads, rss_anon_kib, rss_file_kib, operations)
         self.memory = []  # (t, heap allocated, heap resident, sqlite) in bytes, from /metrics
 
     # ------------------------------------------------------------------ registry operations
@@ -334,6 +357,9 @@ class Soak:
         seq = 0
         repos = [f"soak/c{cid}-{k}" for k in range(3)]
         while not self.stop.is_set():
+            self.pacer.wait()
+            if self.stop.is_set():
+                break
             seq += 1
             repo = random.choice(repos)
             with self.lock:
@@ -388,13 +414,19 @@ class Soak:
             with open(f"/proc/{pid}/status") as f:
                 st = dict(line.split(":", 1) for line in f if ":" in line)
             rss = int(st["VmRSS"].split()[0])
+            # RSS is the anonymous pages (heap, stacks) plus the pages of the binary and the
+            # libraries read in so far (RssFile grows as code paths run for the first time).
+            rss_anon = int(st["RssAnon"].split()[0])
+            rss_file = int(st["RssFile"].split()[0])
             threads = int(st["Threads"])
             fds = len(os.listdir(f"/proc/{pid}/fd"))
         except (FileNotFoundError, ProcessLookupError):
             self.stats.error("the server process is gone")
             self.stop.set()
             return
-        self.samples.append((time.time(), rss, fds, threads))
+        with self.stats.lock:
+            ops = sum(self.stats.ops.values())
+        self.samples.append((time.time(), rss, fds, threads, rss_anon, rss_file, ops))
         # Where the memory sits, as the server reports it: jemalloc's heap and SQLite's share.
         try:
             u = urllib.parse.urlparse(self.args.base)
@@ -418,12 +450,12 @@ class Soak:
         while not self.stop.wait(self.args.sample_every):
             self.sample()
             elapsed = time.time() - self.started
-            _, rss, fds, threads = self.samples[-1] if self.samples else (0, 0, 0, 0)
+            _, rss, fds, threads, anon, _, _ = self.samples[-1] if self.samples else (0,) * 7
             _, heap, resident, sqlite = self.memory[-1] if self.memory else (0, 0, 0, 0)
             with self.lock:
                 live = len(self.alive)
             print(f"[{elapsed:6.0f}s] ops={sum(self.stats.ops.values())} errors={self.stats.error_count} "
-                  f"images={live} rss={rss // 1024}MiB heap={heap / 2**20:.1f}/{resident / 2**20:.1f}MiB "
+                  f"images={live} rss={rss // 1024}MiB anon={anon // 1024}MiB heap={heap / 2**20:.1f}/{resident / 2**20:.1f}MiB "
                   f"sqlite={sqlite / 2**20:.1f}MiB fds={fds} threads={threads} "
                   f"hooks={self.hooks['push']}/{self.pushes}", flush=True)
             self.refresh_hooks()
@@ -549,6 +581,20 @@ class Soak:
         rss_end = statistics.median(x[1] for x in last)
         growth = (rss_end - rss_warm) / rss_warm
         fds_warm = statistics.median(x[2] for x in first)
+        anon_warm = statistics.median(x[4] for x in first)
+        anon_end = statistics.median(x[4] for x in last)
+        file_warm = statistics.median(x[5] for x in first)
+        file_end = statistics.median(x[5] for x in last)
+        # How even the load was: operations per second in each 5-minute window after warm-up.
+        rates = []
+        i = 0
+        while i < len(after):
+            j = i
+            while j + 1 < len(after) and after[j + 1][0] - after[i][0] <= 300:
+                j += 1
+            if j > i and after[j][0] - after[i][0] >= 240:
+                rates.append(round((after[j][6] - after[i][6]) / (after[j][0] - after[i][0])))
+            i = j if j > i else i + 1
         mem_after = [x for x in self.memory if x[0] >= warm] or self.memory or [(0, 0, 0, 0)]
         mem_first = mem_after[: max(1, len(mem_after) // 10)]
         mem_last = mem_after[-max(1, len(mem_after) // 10):]
@@ -577,6 +623,10 @@ class Soak:
             "rss_mib_end": round(rss_end / 1024, 1),
             "rss_mib_max": round(max(x[1] for x in self.samples) / 1024, 1),
             "rss_growth": round(growth, 3),
+            "rss_anon_mib": [round(anon_warm / 1024, 1), round(anon_end / 1024, 1)],
+            "rss_file_mib": [round(file_warm / 1024, 1), round(file_end / 1024, 1)],
+            "steps_per_sec_offered": a.rate or "unpaced",
+            "ops_per_sec_by_5_min": rates,
             "heap_allocated_mib": [mem_mib(mem_first, 1), mem_mib(mem_last, 1)],
             "heap_resident_mib": [mem_mib(mem_first, 2), mem_mib(mem_last, 2)],
             "sqlite_mib": [mem_mib(mem_first, 3), mem_mib(mem_last, 3)],
@@ -602,6 +652,8 @@ def main():
     p.add_argument("--pid", type=int, required=True, help="the server's process, sampled")
     p.add_argument("--duration", type=float, default=3600)
     p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--rate", type=float, default=0,
+                   help="client steps (push, pull, tag, delete, abandoned upload) per second, all clients together (0: unpaced)")
     p.add_argument("--images-per-client", type=int, default=40, help="above this, half the operations delete")
     p.add_argument("--gc-every", type=float, default=90)
     p.add_argument("--sample-every", type=float, default=15)

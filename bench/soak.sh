@@ -8,11 +8,13 @@
 #   ./bench/soak.sh                      # filesystem + SQLite, 1 hour
 #   BACKEND=s3 ./bench/soak.sh           # S3 (moto, checking signatures) + PostgreSQL
 #   DURATION=300 CLIENTS=8 ./bench/soak.sh   # a short run
+#   RATE=80 ./bench/soak.sh              # an even load: 80 client steps per second in all
 set -euo pipefail
 
 BACKEND=${BACKEND:-fs}          # fs | s3
 DURATION=${DURATION:-3600}      # seconds of load
 CLIENTS=${CLIENTS:-16}          # client threads (each with its own keep-alive connection)
+RATE=${RATE:-0}                 # client steps per second for all clients together; 0: unpaced
 PG_URL=${PG_URL:-postgres://berth:berth@127.0.0.1}   # s3: a role with CREATEDB
 SKIP_BUILD=${SKIP_BUILD:-0}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/root/.cache/berth-target}
@@ -79,10 +81,10 @@ BERTH_PID=$!
 PIDS+=($BERTH_PID)
 wait_up "$BASE/healthz" $BERTH_PID berth
 
-log "soak: $BACKEND, $CLIENTS clients, $DURATION s; the machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+log "soak: $BACKEND, $CLIENTS clients, $DURATION s, rate $([[ $RATE == 0 ]] && echo unpaced || echo "$RATE steps/s"); the machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 status=0
 python3 "$HERE/soak.py" --base "$BASE" --password "$PASS" --pid $BERTH_PID --duration "$DURATION" \
-    --clients "$CLIENTS" --report "$REPORT" "${soak_args[@]}" || status=$?
+    --clients "$CLIENTS" --rate "$RATE" --report "$REPORT" "${soak_args[@]}" || status=$?
 cp "$WORK/berth.log" "${REPORT%.json}.log"
 log "server log lines at WARN or above: $(grep -c -E 'WARN|ERROR' "$WORK/berth.log" || true)"
 grep -E 'ERROR|panicked' "$WORK/berth.log" | head -20 >&2 || true
