@@ -428,7 +428,13 @@ impl Mirror {
             let mut batch = BytesMut::new();
             let mut ended = false;
             while !ended {
-                let chunk = match upstream.next().await {
+                let next = upstream.next().await;
+                if let Some(Ok(c)) = &next {
+                    // Counted as it arrives (a fetch that fails later still cost the upstream
+                    // these bytes), so the count is whole before the client has the last chunk.
+                    metrics::global().mirror_upstream_bytes(c.len() as u64);
+                }
+                let chunk = match next {
                     Some(Ok(c)) if batch.is_empty() && c.len() >= COALESCE => c,
                     Some(Ok(c)) => {
                         if batch.is_empty() {
@@ -481,7 +487,6 @@ impl Mirror {
         match stored {
             Ok(size) => {
                 tracing::info!(target: "berth::mirror", repository = %target.local, %digest, upstream_bytes = size, "cached blob from upstream");
-                metrics::global().mirror_upstream_bytes(size);
                 if let Some(events) = self.events.get() {
                     let ev = RepoEvent {
                         repository: &target.local,
