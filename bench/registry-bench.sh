@@ -447,7 +447,7 @@ load
 
 # ---------------------------------------------------------------- 2b. parallel pulls
 # $PAR clients GET the same $PAR_MB MiB blob at once (a fresh blob, pushed to both servers; in
-# the page cache for all three after one untimed GET each, as in 2.); the figure is all their bytes over the wall time from the
+# the page cache for all three, on the fs backend after one untimed GET each, as in 2.); the figure is all their bytes over the wall time from the
 # first start to the last end.
 par_mbs() { # url [curl args] -> MB/s of $PAR simultaneous GETs
     local t0 t1 i size code total=0

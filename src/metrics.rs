@@ -67,7 +67,7 @@ pub struct MirrorCounts {
     pub manifest_misses: u64,
     pub blob_hits: u64,
     pub blob_misses: u64,
-    /// Bytes fetched from upstreams and stored.
+    /// Bytes fetched from upstreams (counted as they arrive, stored or not).
     pub upstream_bytes: u64,
 }
 
@@ -147,7 +147,7 @@ impl Metrics {
         let mirror_upstream_bytes = Counter::default();
         registry.register_with_unit(
             "berth_mirror_upstream",
-            "Bytes fetched from upstream registries and stored",
+            "Bytes fetched from upstream registries",
             Unit::Bytes,
             mirror_upstream_bytes.clone(),
         );
@@ -309,7 +309,7 @@ impl Metrics {
         self.mirror_misses.get_or_create(&KindLabel { kind }).inc();
     }
 
-    /// Bytes fetched from an upstream and stored.
+    /// Bytes fetched from an upstream (counted as they arrive, stored or not).
     pub fn mirror_upstream_bytes(&self, n: u64) {
         self.mirror_upstream_bytes.inc_by(n);
     }

@@ -294,6 +294,8 @@ impl Mirror {
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| RegistryError::Unavailable(format!("{what}: {e}")))?;
+            // Counted as it arrives, as a blob's chunks are: fetched, whether or not it is stored.
+            metrics::global().mirror_upstream_bytes(chunk.len() as u64);
             if body.len() + chunk.len() > limit {
                 return Err(RegistryError::Unavailable(format!("{what} is larger than {limit} bytes")));
             }
@@ -313,7 +315,6 @@ impl Mirror {
         let pushed =
             self.registry.store_manifest(&target.local, reference, content_type.as_deref(), &body, false).await?;
         tracing::info!(target: "berth::mirror", repository = %target.local, reference = %reference, digest = %pushed.digest, bytes = body.len(), "cached manifest from upstream");
-        metrics::global().mirror_upstream_bytes(body.len() as u64);
         if let Some(events) = self.events.get() {
             let tag = match reference {
                 Reference::Tag(t) => Some(t.as_str()),
