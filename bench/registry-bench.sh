@@ -419,6 +419,17 @@ else
 fi
 # RUNS rounds of one pull measurement (a function taking a URL) of blob DIGEST from Berth, the
 # reference and the ceiling (a function); the medians go under berth_KEY, ref_KEY, ceiling_KEY.
+# On the fs backend, one untimed GET of blob DIGEST from each server first: nginx's copies were
+# just written through the page cache, while Berth's pushes write past it (direct I/O), so its
+# first pull of a blob reads the disk; the rounds then compare all of them with the file cached.
+warm_up() { # digest
+    [[ $BACKEND == fs ]] || return 0
+    local who base
+    for who in $SERVERS; do
+        if [[ $who == berth ]]; then base=$BERTH; else base=$REF; fi
+        curl -fsS --max-time 900 -o /dev/null "$base/v2/bench/blobs/$1" || die "GET from $who failed"
+    done
+}
 pull_rounds() { # key measure digest ceiling
     local key=$1 measure=$2 digest=$3 ceiling=$4 run b r n
     local berth=() ref=() ceil=()
@@ -434,21 +445,15 @@ pull_rounds() { # key measure digest ceiling
     put "ceiling_$key" "$($HELPER median "${ceil[@]}")"
 }
 log "== 2. pull: GET the run-1 blob, $RUNS runs each, plus $CEILING of the same bytes"
-if [[ $BACKEND == fs ]]; then
-    # One untimed GET from each server first: nginx's copy was just written through the page
-    # cache, while Berth's pushes write past it (direct I/O) and its first pull of a blob reads
-    # the disk; the rounds compare the servers on the same footing, the file in the cache.
-    pull_mbs "$BERTH/v2/bench/blobs/$BIG_DIGEST" >/dev/null
-    ((REF_ON)) && pull_mbs "$REF/v2/bench/blobs/$BIG_DIGEST" >/dev/null
-fi
+warm_up "$BIG_DIGEST"
 pull_rounds pull_mbs pull_mbs "$BIG_DIGEST" ceiling_get
 put ceiling_name "$CEILING"
 load
 
 # ---------------------------------------------------------------- 2b. parallel pulls
-# $PAR clients GET the same $PAR_MB MiB blob at once (a fresh blob, pushed to both servers; in
-# the page cache for all three, on the fs backend after one untimed GET each, as in 2.); the figure is all their bytes over the wall time from the
-# first start to the last end.
+# $PAR clients GET the same $PAR_MB MiB blob at once (a fresh blob, pushed to both servers and
+# warmed up as in 2.); the figure is all their bytes over the wall time from the first start to
+# the last end.
 par_mbs() { # url [curl args] -> MB/s of $PAR simultaneous GETs
     local t0 t1 i size code total=0
     t0=$EPOCHREALTIME
@@ -474,10 +479,6 @@ done
 if [[ $BACKEND == fs ]]; then
     ln "$WORK/par-blob" "$WORK/www/par-blob" 2>/dev/null || cp "$WORK/par-blob" "$WORK/www/par-blob"
     chmod 644 "$WORK/www/par-blob"
-    for who in $SERVERS; do
-        if [[ $who == berth ]]; then base=$BERTH; else base=$REF; fi
-        curl -fsS --max-time 900 -o /dev/null "$base/v2/bench/blobs/$PAR_DIGEST" || die "GET from $who failed"
-    done
     ceiling_par() { par_mbs "$NGX/par-blob"; }
 else
     hex=${PAR_DIGEST#sha256:}
@@ -486,6 +487,7 @@ else
     ceiling_par() { par_mbs "$par_url" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" --aws-sigv4 aws:amz:us-east-1:s3 --user "$S3_AK:$S3_SK"; }
 fi
 log "== 2b. $PAR parallel pulls of one $PAR_MB MiB blob, $RUNS runs each, plus $CEILING"
+warm_up "$PAR_DIGEST"
 pull_rounds par_mbs par_mbs "$PAR_DIGEST" ceiling_par
 put par "$PAR"; put par_mib "$PAR_MB"
 rm -f "$WORK/par-blob" "$WORK/www/par-blob"
