@@ -489,7 +489,7 @@ impl Collector {
                 report.links_removed += page.len() as u64;
                 continue;
             }
-            report.links_removed += meta.delete_unreferenced_links(&page, cutoff).await?;
+            report.links_removed += self.registry.delete_unreferenced_links(&page, cutoff).await?;
             self.renew(false).await?;
         }
         Ok(())

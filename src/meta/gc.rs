@@ -152,7 +152,7 @@ impl Meta {
         repository: &str,
         digest: &Digest,
         refresh_secs: i64,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Option<(u64, i64)>> {
         let row = sqlx::query(
             "SELECT b.size, rb.created_at, r.id FROM repositories r \
              JOIN repository_blobs rb ON rb.repository_id = r.id \
@@ -166,6 +166,7 @@ impl Meta {
         let Some(row) = row else { return Ok(None) };
         let (size, linked, id): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
         let t = now();
+        let mut linked_at = linked;
         if linked < t - refresh_secs {
             let done =
                 sqlx::query("UPDATE repository_blobs SET created_at = $1 WHERE repository_id = $2 AND digest = $3")
@@ -177,8 +178,9 @@ impl Meta {
             if done.rows_affected() == 0 {
                 return Ok(None); // collected meanwhile
             }
+            linked_at = t;
         }
-        Ok(Some(size as u64))
+        Ok(Some((size as u64, linked_at)))
     }
 
     /// Repository↔blob links older than `cutoff` that no manifest of the repository

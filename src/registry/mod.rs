@@ -3,6 +3,7 @@
 //! all call this, so no rule of the spec lives in two places.
 
 mod browse;
+mod links;
 mod pulls;
 pub mod quota;
 mod uploads;
@@ -19,6 +20,7 @@ use crate::meta::{Linked, ManifestRecord, Meta};
 use crate::oci::{Digest, Reference, manifest, validate_name};
 use crate::storage::{BlobStore, ByteStream};
 
+pub use links::LINKS_RECHECK;
 pub use pulls::PullTracker;
 pub use uploads::UploadStatus;
 
@@ -90,6 +92,8 @@ pub struct Registry {
     tagged_manifests: Mutex<TaggedManifests>,
     /// Manifest pulls not yet written to the database (retention, mirror eviction).
     pub pulls: PullTracker,
+    /// Blob links the database confirmed a moment ago.
+    links: links::BlobLinks,
     /// A blob link older than this many seconds is refreshed when a client asks for it, so
     /// garbage collection (grace period: twice this) cannot remove a blob a client was just
     /// told it need not upload.
@@ -260,6 +264,7 @@ impl Registry {
             tag_changes: Default::default(),
             tagged_manifests: Default::default(),
             pulls: Default::default(),
+            links: Default::default(),
             link_refresh_secs: std::sync::atomic::AtomicI64::new(1800),
         }
     }
@@ -271,14 +276,24 @@ impl Registry {
 
     // ---- blobs ------------------------------------------------------------------------------
 
-    /// The size of a blob readable through `repo`.
+    /// The size of a blob readable through `repo`. A link the database confirmed less than
+    /// [`LINKS_RECHECK`] ago is answered from memory (see [`links`]).
     pub async fn stat_blob(&self, repo: &str, digest: &Digest) -> Result<u64> {
         validate_name(repo)?;
         let refresh = self.link_refresh_secs.load(std::sync::atomic::Ordering::Relaxed);
-        self.meta
+        let refresh_before = crate::meta::now() - refresh;
+        if let Some(size) = self.links.get(repo, digest.as_str(), refresh_before) {
+            return Ok(size);
+        }
+        let changes = self.links.changes();
+        let checked = Instant::now();
+        let (size, linked_at) = self
+            .meta
             .linked_blob_refreshed(repo, digest, refresh)
             .await?
-            .ok_or_else(|| RegistryError::BlobUnknown(format!("blob {digest} unknown to repository {repo}")))
+            .ok_or_else(|| RegistryError::BlobUnknown(format!("blob {digest} unknown to repository {repo}")))?;
+        self.links.insert(changes, repo, digest.as_str(), size, linked_at, checked);
+        Ok(size)
     }
 
     /// Opens a blob readable through `repo`, whole or a range of it.
@@ -303,7 +318,9 @@ impl Registry {
     pub async fn delete_blob(&self, repo: &str, digest: &Digest) -> Result<()> {
         let unknown = || RegistryError::BlobUnknown(format!("blob {digest} unknown to repository {repo}"));
         let id = self.repository_id(repo).await?.ok_or_else(unknown)?;
-        if self.meta.unlink_blob(id, digest).await? { Ok(()) } else { Err(unknown()) }
+        let unlinked = self.meta.unlink_blob(id, digest).await?;
+        self.links.forget(repo, digest.as_str());
+        if unlinked { Ok(()) } else { Err(unknown()) }
     }
 
     /// Links a blob that `from` links into `repo` without moving data. Returns false when
@@ -544,6 +561,14 @@ impl Registry {
             self.tags_changed(repo);
         }
         Ok(evicted)
+    }
+
+    /// Removes links that garbage collection found old and unreferenced; returns how many
+    /// went. This node forgets every link it kept in memory.
+    pub(crate) async fn delete_unreferenced_links(&self, links: &[(i64, String)], cutoff: i64) -> Result<u64> {
+        let removed = self.meta.delete_unreferenced_links(links, cutoff).await;
+        self.links.forget_all();
+        removed
     }
 
     /// Forgets the cached tag list and tagged manifests of a repository whose tags this
