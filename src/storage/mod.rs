@@ -4,6 +4,7 @@
 //! down to the store.
 
 mod direct;
+mod open_files;
 pub mod s3;
 pub mod s3_copy;
 pub mod uploads;
@@ -46,6 +47,8 @@ pub struct BlobStore {
     signer: Option<(Arc<AmazonS3>, Duration)>,
     /// The root of a filesystem store (its files are synced after an import).
     local_root: Option<std::path::PathBuf>,
+    /// Blob files of a filesystem store kept open (see [`open_files`]).
+    open_files: Option<Arc<open_files::OpenFiles>>,
 }
 
 impl BlobStore {
@@ -61,6 +64,7 @@ impl BlobStore {
             prefix: String::new(),
             signer: None,
             local_root: Some(root.to_path_buf()),
+            open_files: Some(Arc::default()),
         })
     }
 
@@ -111,7 +115,7 @@ impl BlobStore {
                 .with_large_copy(Arc::new(large_copy), config.multipart_copy_threshold),
         );
         let signer = config.redirect.then(|| (s3.clone(), Duration::from_secs(config.redirect_expiry_secs)));
-        Ok(BlobStore { store: s3, uploads, prefix, signer, local_root: None })
+        Ok(BlobStore { store: s3, uploads, prefix, signer, local_root: None, open_files: None })
     }
 
     /// A blob store on Google Cloud Storage; empty settings come from the `GOOGLE_*`
@@ -145,7 +149,7 @@ impl BlobStore {
             p => format!("{p}/"),
         };
         let uploads = Arc::new(MultipartUploads::new(store.clone(), &prefix));
-        BlobStore { store, uploads, prefix, signer: None, local_root: None }
+        BlobStore { store, uploads, prefix, signer: None, local_root: None, open_files: None }
     }
 
     /// The object key of a blob.
@@ -184,7 +188,11 @@ impl BlobStore {
 
     /// Deletes a blob's object (garbage collection only); an absent object is not an error.
     pub async fn delete(&self, digest: &Digest) -> Result<()> {
-        match self.store.delete(&self.blob_key(digest)).await {
+        let key = self.blob_key(digest);
+        if let Some(files) = &self.open_files {
+            files.forget(key.as_ref());
+        }
+        match self.store.delete(&key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -280,6 +288,22 @@ impl BlobStore {
 
     /// Streams a blob, or the byte range of it.
     pub async fn read(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream> {
+        if let (Some(files), Some(root)) = (&self.open_files, &self.local_root) {
+            let open = files.open(root, self.blob_key(digest).as_ref()).await.map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    RegistryError::BlobUnknown(format!("blob {digest} is missing from storage"))
+                }
+                _ => RegistryError::internal("opening a blob", e),
+            })?;
+            let range = range.unwrap_or(0..open.len);
+            if range.end > open.len {
+                return Err(RegistryError::Internal(format!(
+                    "blob {digest} holds {} bytes in storage, fewer than the {} asked for",
+                    open.len, range.end
+                )));
+            }
+            return Ok(file_stream(open.file, range));
+        }
         let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
         let result = match self.store.get_opts(&self.blob_key(digest), options).await {
             Ok(r) => r,
@@ -290,7 +314,7 @@ impl BlobStore {
         };
         let range = result.range.clone();
         Ok(match result.payload {
-            GetResultPayload::File(file, _) => file_stream(file, range),
+            GetResultPayload::File(file, _) => file_stream(Arc::new(file), range),
             GetResultPayload::Stream(s) => s.map_err(std::io::Error::other).boxed(),
         })
     }
@@ -309,9 +333,8 @@ impl BlobStore {
 /// drops it, which hands the buffer back for the next read. Memory that is already mapped and
 /// written once costs nothing to fill again, where a new buffer for every chunk costs page
 /// faults and zeroing that showed as a third of a pull's CPU.
-fn file_stream(file: std::fs::File, range: Range<u64>) -> ByteStream {
+fn file_stream(file: Arc<std::fs::File>, range: Range<u64>) -> ByteStream {
     use std::os::unix::fs::FileExt;
-    let file = Arc::new(file);
     let pool: ChunkPool = Arc::default();
     let end = range.end;
     // (next offset, end of what the kernel was asked to read ahead)
@@ -456,7 +479,7 @@ mod tests {
                         std::thread::sleep(std::time::Duration::from_millis(20));
                     }
                 }
-                let got = collect(file_stream(file, r.clone())).await;
+                let got = collect(file_stream(Arc::new(file), r.clone())).await;
                 assert_eq!(got, &data[r.start as usize..r.end as usize], "range {r:?}, cached {cached}");
             }
         }
@@ -465,7 +488,7 @@ mod tests {
         }
         // A file shorter than the range asked for is an error, not a short answer.
         let file = std::fs::File::open(&path).unwrap();
-        let result: std::io::Result<Vec<Bytes>> = file_stream(file, 0..len + 10).try_collect().await;
+        let result: std::io::Result<Vec<Bytes>> = file_stream(Arc::new(file), 0..len + 10).try_collect().await;
         assert!(result.is_err());
     }
 }

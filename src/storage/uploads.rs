@@ -220,7 +220,7 @@ impl UploadBackend for LocalUploads {
 
     async fn read(&self, id: &str, len: u64, _state: Option<&str>) -> Result<ByteStream> {
         let file = std::fs::File::open(self.file(id)?).map_err(missing_upload)?;
-        Ok(super::file_stream(file, 0..len))
+        Ok(super::file_stream(Arc::new(file), 0..len))
     }
 
     /// The data is flushed to the disk before the blob becomes visible, and the rename before
