@@ -318,9 +318,9 @@ impl Registry {
     pub async fn delete_blob(&self, repo: &str, digest: &Digest) -> Result<()> {
         let unknown = || RegistryError::BlobUnknown(format!("blob {digest} unknown to repository {repo}"));
         let id = self.repository_id(repo).await?.ok_or_else(unknown)?;
-        let unlinked = self.meta.unlink_blob(id, digest).await?;
+        let unlinked = self.meta.unlink_blob(id, digest).await;
         self.links.forget(repo, digest.as_str());
-        if unlinked { Ok(()) } else { Err(unknown()) }
+        if unlinked? { Ok(()) } else { Err(unknown()) }
     }
 
     /// Links a blob that `from` links into `repo` without moving data. Returns false when

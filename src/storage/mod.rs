@@ -47,7 +47,7 @@ pub struct BlobStore {
     signer: Option<(Arc<AmazonS3>, Duration)>,
     /// The root of a filesystem store (its files are synced after an import).
     local_root: Option<std::path::PathBuf>,
-    /// Blob files of a filesystem store kept open (see [`open_files`]).
+    /// Blob files of a filesystem store kept open for a moment (see [`open_files`]).
     open_files: Option<Arc<open_files::OpenFiles>>,
 }
 
@@ -234,7 +234,11 @@ impl BlobStore {
 
     /// Deletes an object by key (garbage collection of leftovers only).
     pub async fn delete_key(&self, key: &str) -> Result<()> {
-        match self.store.delete(&Path::from(format!("{}{key}", self.prefix))).await {
+        let key = Path::from(format!("{}{key}", self.prefix));
+        if let Some(files) = &self.open_files {
+            files.forget(key.as_ref());
+        }
+        match self.store.delete(&key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }

@@ -1,24 +1,25 @@
-//! Blob files of a filesystem store kept open for a few seconds, so a blob many clients pull at
-//! once is opened once, not once per request.
+//! Blob files of a filesystem store kept open for a moment, so a blob many clients pull is
+//! opened once, not once per request.
 //!
 //! Opening a file may wait for the disk (its directory entry and inode may not be cached), so
 //! a server thread never opens one itself: the open goes to the blocking pool, and that hop —
 //! a thread switch there and back per request — cost a fifth of the throughput of a thousand
-//! clients pulling the same small image. A blob is immutable under its digest, so a descriptor
-//! opened once serves every read of it. Entries are kept for [`KEPT_FOR`] at most, and at most
-//! [`KEPT`] of them (descriptors are a limited resource), and garbage collection forgets a
-//! blob's entry when it deletes the file, so the disk space is freed at once.
+//! clients pulling the same small image. A blob is immutable under its digest, so a file
+//! opened for one read serves the next ones. A file is kept open [`KEPT_FOR`] after it was
+//! opened, [`KEPT`] files at most; a sweeper task closes expired files, so a file deleted by
+//! another process (`berth gc` from the CLI) keeps its disk space for at most twice
+//! [`KEPT_FOR`], and garbage collection in this process closes a file when it deletes it.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// Blob files kept open at most.
 const KEPT: usize = 128;
 /// How long a file stays open after it was opened.
-const KEPT_FOR: Duration = Duration::from_secs(5);
+const KEPT_FOR: Duration = Duration::from_secs(2);
 
 /// An open blob file and its length.
 #[derive(Clone)]
@@ -29,14 +30,27 @@ pub(super) struct OpenFile {
 
 #[derive(Default)]
 pub(super) struct OpenFiles {
-    files: Mutex<HashMap<String, (OpenFile, Instant)>>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    files: HashMap<String, (OpenFile, Instant)>,
+    /// A sweeper task is running.
+    sweeping: bool,
+}
+
+impl Inner {
+    fn sweep(&mut self) {
+        self.files.retain(|_, (_, opened)| opened.elapsed() < KEPT_FOR);
+    }
+}
+
+fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl OpenFiles {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (OpenFile, Instant)>> {
-        self.files.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// The file of the blob at `key` under `root`: kept open, or opened on the blocking pool
     /// and kept.
     pub async fn open(&self, root: &Path, key: &str) -> std::io::Result<OpenFile> {
@@ -56,28 +70,52 @@ impl OpenFiles {
         Ok(open)
     }
 
-    /// The open file of a blob, if one was opened less than [`KEPT_FOR`] ago.
+    /// The file of a blob, if it was opened less than [`KEPT_FOR`] ago.
     fn get(&self, key: &str) -> Option<OpenFile> {
-        let files = self.lock();
-        let (file, opened) = files.get(key)?;
-        (opened.elapsed() < KEPT_FOR).then(|| file.clone())
+        let mut inner = lock(&self.inner);
+        let (file, opened) = inner.files.get(key)?;
+        if opened.elapsed() < KEPT_FOR {
+            return Some(file.clone());
+        }
+        inner.files.remove(key);
+        None
     }
 
-    /// Keeps a blob's file open; when [`KEPT`] are, the expired ones go first, then all.
+    /// Keeps a file open (expired ones go first when [`KEPT`] are; all, if none had), and
+    /// starts the sweeper if it is not running.
     fn insert(&self, key: &str, file: OpenFile, opened: Instant) {
-        let mut files = self.lock();
-        if files.len() >= KEPT && !files.contains_key(key) {
-            files.retain(|_, (_, t)| t.elapsed() < KEPT_FOR);
-            if files.len() >= KEPT {
-                files.clear();
+        let mut inner = lock(&self.inner);
+        if inner.files.len() >= KEPT && !inner.files.contains_key(key) {
+            inner.sweep();
+            if inner.files.len() >= KEPT {
+                inner.files.clear();
             }
         }
-        files.insert(key.to_string(), (file, opened));
+        inner.files.insert(key.to_string(), (file, opened));
+        if !inner.sweeping {
+            inner.sweeping = true;
+            tokio::spawn(sweeper(Arc::downgrade(&self.inner)));
+        }
     }
 
-    /// Closes a blob's file (it is being deleted).
+    /// Closes a blob's file (it is being deleted; reads in flight keep theirs).
     pub fn forget(&self, key: &str) {
-        self.lock().remove(key);
+        lock(&self.inner).files.remove(key);
+    }
+}
+
+/// Closes expired files every [`KEPT_FOR`] until none is open.
+async fn sweeper(files: Weak<Mutex<Inner>>) {
+    loop {
+        tokio::time::sleep(KEPT_FOR).await;
+        let Some(files) = files.upgrade() else { return };
+        let mut inner = lock(&files);
+        inner.sweep();
+        if inner.files.is_empty() {
+            // (under the lock: the next insert sees this and starts a new sweeper)
+            inner.sweeping = false;
+            return;
+        }
     }
 }
 
@@ -85,25 +123,12 @@ impl OpenFiles {
 mod tests {
     use super::*;
 
-    fn open() -> OpenFile {
+    fn file() -> OpenFile {
         OpenFile { file: Arc::new(tempfile::tempfile().unwrap()), len: 0 }
     }
 
-    #[test]
-    fn a_file_is_served_until_it_expires_or_is_forgotten() {
-        let files = OpenFiles::default();
-        assert!(files.get("a").is_none());
-        files.insert("a", open(), Instant::now());
-        assert!(files.get("a").is_some());
-        files.forget("a");
-        assert!(files.get("a").is_none());
-        files.insert("b", open(), Instant::now() - KEPT_FOR);
-        assert!(files.get("b").is_none(), "expired");
-    }
-
     /// A file is opened once and then served open, also after its name is gone (a blob is
-    /// immutable; garbage collection forgets the entry when it deletes the file); a missing
-    /// one is an error and is not kept.
+    /// immutable); forgotten, it is opened again, and a missing one is an error.
     #[tokio::test]
     async fn a_blob_is_opened_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -117,16 +142,30 @@ mod tests {
         files.forget("k");
         let gone = files.open(dir.path(), "k").await.err().unwrap();
         assert_eq!(gone.kind(), std::io::ErrorKind::NotFound);
-        assert!(files.get("k").is_none());
     }
 
-    #[test]
-    fn no_more_than_kept_stay_open() {
+    /// Expired files are closed by the sweeper without any further read, which then stops.
+    #[tokio::test]
+    async fn the_sweeper_closes_expired_files() {
+        let files = OpenFiles::default();
+        let f = file();
+        let weak = Arc::downgrade(&f.file);
+        files.insert("a", f, Instant::now() - KEPT_FOR);
+        assert!(lock(&files.inner).sweeping);
+        tokio::time::sleep(KEPT_FOR + Duration::from_millis(500)).await;
+        assert!(weak.upgrade().is_none(), "the file was closed");
+        assert!(!lock(&files.inner).sweeping, "the sweeper stopped");
+    }
+
+    #[tokio::test]
+    async fn no_more_than_kept_stay_open() {
         let files = OpenFiles::default();
         for i in 0..KEPT * 3 {
-            files.insert(&i.to_string(), open(), Instant::now());
-            assert!(files.lock().len() <= KEPT);
+            files.insert(&i.to_string(), file(), Instant::now());
+            assert!(lock(&files.inner).files.len() <= KEPT);
         }
         assert!(files.get(&(KEPT * 3 - 1).to_string()).is_some(), "the newest is kept");
+        files.insert("old", file(), Instant::now() - KEPT_FOR);
+        assert!(files.get("old").is_none(), "expired");
     }
 }
