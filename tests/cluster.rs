@@ -1,9 +1,9 @@
 //! Several stateless Berth nodes on one PostgreSQL database and one S3 bucket: the docker
 //! engine pushes through an nginx load balancer that alternates nodes, every node serves what
 //! any node stored, tokens from one node work on another (and a revoked one ends on every node
-//! within half a second), an S3 outage mid-push leaves no partial blob, and each replication
-//! job (and each scheduled run) is carried out by one node only. Always runs on S3 +
-//! PostgreSQL (scripts/test starts both).
+//! within half a second, as does a deleted blob), an S3 outage mid-push leaves no partial
+//! blob, and each replication job (and each scheduled run) is carried out by one node only.
+//! Always runs on S3 + PostgreSQL (scripts/test starts both).
 
 mod common;
 
@@ -456,4 +456,35 @@ async fn a_revoked_token_ends_on_every_node_within_half_a_second() {
         assert!(sent < Duration::from_millis(700), "the other node still accepts it {sent:?} after");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Each node answers "does this repository link this blob?" from memory for a moment after the
+/// database confirmed it: a blob deleted through one node is gone on that node at once and on
+/// the other within half a second.
+#[tokio::test]
+async fn a_blob_deleted_through_one_node_is_gone_on_every_node_within_half_a_second() {
+    let a = Berth::start_on(Backend::s3_postgres(None), &[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)]);
+    let b = a.start_peer();
+    let (reg_a, reg_b) = (Reg::admin(&a), Reg::admin(&b));
+    let data = b"a blob both nodes serve".to_vec();
+    let digest = reg_a.blob("shared/app", &data).await;
+    let path = format!("/v2/shared/app/blobs/{digest}");
+    // Both nodes have checked the link (and keep it).
+    for reg in [&reg_a, &reg_b] {
+        assert_eq!(reg.get_blob("shared/app", &digest).await, data);
+    }
+    assert_eq!(reg_a.status(Method::DELETE, &path).await, StatusCode::ACCEPTED);
+    let deleted = std::time::Instant::now();
+    assert_eq!(reg_a.status(Method::GET, &path).await, StatusCode::NOT_FOUND, "the node that deleted it");
+    loop {
+        let sent = deleted.elapsed();
+        let status = reg_b.status(Method::GET, &path).await;
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(sent < Duration::from_millis(700), "the other node still serves it {sent:?} after");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reg_b.status(Method::HEAD, &path).await, StatusCode::NOT_FOUND);
 }
