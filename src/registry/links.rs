@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How long a link the database confirmed is served from memory.
-pub const LINKS_RECHECK: Duration = Duration::from_millis(500);
+/// How long a link the database confirmed is served from memory: as long as a tag list.
+pub const LINKS_RECHECK: Duration = super::TAGS_RECHECK;
 /// Links kept at most (all are dropped when full; the next reads fill it again).
 const LINKS_CACHED: usize = 65_536;
 

@@ -20,7 +20,6 @@ use crate::meta::{Linked, ManifestRecord, Meta};
 use crate::oci::{Digest, Reference, manifest, validate_name};
 use crate::storage::{BlobStore, ByteStream};
 
-pub use links::LINKS_RECHECK;
 pub use pulls::PullTracker;
 pub use uploads::UploadStatus;
 
@@ -277,7 +276,7 @@ impl Registry {
     // ---- blobs ------------------------------------------------------------------------------
 
     /// The size of a blob readable through `repo`. A link the database confirmed less than
-    /// [`LINKS_RECHECK`] ago is answered from memory (see [`links`]).
+    /// [`links::LINKS_RECHECK`] ago is answered from memory (see [`links`]).
     pub async fn stat_blob(&self, repo: &str, digest: &Digest) -> Result<u64> {
         validate_name(repo)?;
         let refresh = self.link_refresh_secs.load(std::sync::atomic::Ordering::Relaxed);
