@@ -22,7 +22,7 @@ use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::signer::Signer;
-use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, RetryConfig};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig};
 
 use crate::config::{AzureConfig, GcsConfig, S3Config};
 use crate::error::{RegistryError, Result};
@@ -45,10 +45,9 @@ pub struct BlobStore {
     prefix: String,
     /// Presigns blob GETs (S3 with `redirect` on).
     signer: Option<(Arc<AmazonS3>, Duration)>,
-    /// The root of a filesystem store (its files are synced after an import).
-    local_root: Option<std::path::PathBuf>,
-    /// Blob files of a filesystem store kept open for a moment (see [`open_files`]).
-    open_files: Option<Arc<open_files::OpenFiles>>,
+    /// A filesystem store's root, and its blob files kept open for a moment (see
+    /// [`open_files`]): blobs are read from there, and synced after an import.
+    local: Option<open_files::OpenFiles>,
 }
 
 impl BlobStore {
@@ -63,8 +62,7 @@ impl BlobStore {
             uploads,
             prefix: String::new(),
             signer: None,
-            local_root: Some(root.to_path_buf()),
-            open_files: Some(Arc::default()),
+            local: Some(open_files::OpenFiles::new(root)),
         })
     }
 
@@ -115,7 +113,7 @@ impl BlobStore {
                 .with_large_copy(Arc::new(large_copy), config.multipart_copy_threshold),
         );
         let signer = config.redirect.then(|| (s3.clone(), Duration::from_secs(config.redirect_expiry_secs)));
-        Ok(BlobStore { store: s3, uploads, prefix, signer, local_root: None, open_files: None })
+        Ok(BlobStore { store: s3, uploads, prefix, signer, local: None })
     }
 
     /// A blob store on Google Cloud Storage; empty settings come from the `GOOGLE_*`
@@ -149,7 +147,7 @@ impl BlobStore {
             p => format!("{p}/"),
         };
         let uploads = Arc::new(MultipartUploads::new(store.clone(), &prefix));
-        BlobStore { store, uploads, prefix, signer: None, local_root: None, open_files: None }
+        BlobStore { store, uploads, prefix, signer: None, local: None }
     }
 
     /// The object key of a blob.
@@ -189,8 +187,8 @@ impl BlobStore {
     /// Deletes a blob's object (garbage collection only); an absent object is not an error.
     pub async fn delete(&self, digest: &Digest) -> Result<()> {
         let key = self.blob_key(digest);
-        if let Some(files) = &self.open_files {
-            files.forget(key.as_ref());
+        if let Some(local) = &self.local {
+            local.forget(key.as_ref());
         }
         match self.store.delete(&key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -235,8 +233,8 @@ impl BlobStore {
     /// Deletes an object by key (garbage collection of leftovers only).
     pub async fn delete_key(&self, key: &str) -> Result<()> {
         let key = Path::from(format!("{}{key}", self.prefix));
-        if let Some(files) = &self.open_files {
-            files.forget(key.as_ref());
+        if let Some(local) = &self.local {
+            local.forget(key.as_ref());
         }
         match self.store.delete(&key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -275,8 +273,8 @@ impl BlobStore {
             )));
         }
         writer.finish().await?;
-        if let Some(root) = &self.local_root {
-            let path = root.join(key.as_ref());
+        if let Some(local) = &self.local {
+            let path = local.root().join(key.as_ref());
             tokio::task::spawn_blocking(move || {
                 std::fs::File::open(&path)?.sync_all()?;
                 if let Some(dir) = path.parent() {
@@ -292,8 +290,8 @@ impl BlobStore {
 
     /// Streams a blob, or the byte range of it.
     pub async fn read(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream> {
-        if let (Some(files), Some(root)) = (&self.open_files, &self.local_root) {
-            let open = files.open(root, self.blob_key(digest).as_ref()).await.map_err(|e| match e.kind() {
+        if let Some(local) = &self.local {
+            let open = local.open(self.blob_key(digest).as_ref()).await.map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => {
                     RegistryError::BlobUnknown(format!("blob {digest} is missing from storage"))
                 }
@@ -316,11 +314,8 @@ impl BlobStore {
             }
             Err(e) => return Err(e.into()),
         };
-        let range = result.range.clone();
-        Ok(match result.payload {
-            GetResultPayload::File(file, _) => file_stream(Arc::new(file), range),
-            GetResultPayload::Stream(s) => s.map_err(std::io::Error::other).boxed(),
-        })
+        // (an object store's stream: a filesystem store's files were read above)
+        Ok(result.into_stream().map_err(std::io::Error::other).boxed())
     }
 }
 

@@ -28,8 +28,10 @@ pub(super) struct OpenFile {
     pub len: u64,
 }
 
-#[derive(Default)]
+/// A filesystem store's root and the blob files kept open under it (cheap to clone: shared).
+#[derive(Clone)]
 pub(super) struct OpenFiles {
+    root: Arc<Path>,
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -51,14 +53,23 @@ fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
 }
 
 impl OpenFiles {
-    /// The file of the blob at `key` under `root`: kept open, or opened on the blocking pool
-    /// and kept.
-    pub async fn open(&self, root: &Path, key: &str) -> std::io::Result<OpenFile> {
+    pub fn new(root: &Path) -> Self {
+        OpenFiles { root: root.into(), inner: Arc::default() }
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file of the blob at `key` (relative to the root): kept open, or opened on the
+    /// blocking pool and kept.
+    pub async fn open(&self, key: &str) -> std::io::Result<OpenFile> {
         if let Some(open) = self.get(key) {
             return Ok(open);
         }
         let opened = Instant::now();
-        let path = root.join(key);
+        let path = self.root.join(key);
         let open = tokio::task::spawn_blocking(move || {
             let file = File::open(path)?;
             let len = file.metadata()?.len();
@@ -133,21 +144,21 @@ mod tests {
     async fn a_blob_is_opened_once() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("k"), b"12345").unwrap();
-        let files = OpenFiles::default();
-        let first = files.open(dir.path(), "k").await.unwrap();
+        let files = OpenFiles::new(dir.path());
+        let first = files.open("k").await.unwrap();
         assert_eq!(first.len, 5);
         std::fs::remove_file(dir.path().join("k")).unwrap();
-        let again = files.open(dir.path(), "k").await.unwrap();
+        let again = files.open("k").await.unwrap();
         assert!(Arc::ptr_eq(&first.file, &again.file));
         files.forget("k");
-        let gone = files.open(dir.path(), "k").await.err().unwrap();
+        let gone = files.open("k").await.err().unwrap();
         assert_eq!(gone.kind(), std::io::ErrorKind::NotFound);
     }
 
     /// Expired files are closed by the sweeper without any further read, which then stops.
     #[tokio::test]
     async fn the_sweeper_closes_expired_files() {
-        let files = OpenFiles::default();
+        let files = OpenFiles::new(Path::new("/nonexistent"));
         let f = file();
         let weak = Arc::downgrade(&f.file);
         files.insert("a", f, Instant::now() - KEPT_FOR);
@@ -167,7 +178,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_more_than_kept_stay_open() {
-        let files = OpenFiles::default();
+        let files = OpenFiles::new(Path::new("/nonexistent"));
         for i in 0..KEPT * 3 {
             files.insert(&i.to_string(), file(), Instant::now());
             assert!(lock(&files.inner).files.len() <= KEPT);
