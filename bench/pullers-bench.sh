@@ -6,12 +6,14 @@
 # bench/puller (Rust, tokio + hyper; built here). Prints a table with ratios; see bench/README.md.
 #   ./bench/pullers-bench.sh
 #   CONNS=200 SECS=10 LAYER_KB="512 128 32 8" ./bench/pullers-bench.sh
+#   SERVERS="nginx berth" ./bench/pullers-bench.sh      # leave the reference out (quicker)
 set -euo pipefail
 
 CONNS=${CONNS:-1000}
 SECS=${SECS:-30}
 LAYER_KB=${LAYER_KB:-"1024 256 64 16"}   # the image's four layers, KiB
 SKIP_BUILD=${SKIP_BUILD:-0}
+SERVERS=${SERVERS:-"nginx berth ref"}   # which servers run, in this order
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/root/.cache/berth-target}
 BERTH_BIN=${BERTH_BIN:-$CARGO_TARGET_DIR/release/berth}
 PULLER_TARGET=${PULLER_TARGET:-/root/.cache/berth-puller-target}
@@ -147,9 +149,14 @@ run() { # name port pid
     [[ $1 == nginx ]] || kill -0 "$3" || die "$1 died during the run"
 }
 log "berth pid $BERTH_PID idle RSS $(rss "$BERTH_PID") MiB; reference pid $REF_PID $(rss "$REF_PID") MiB; nginx $(nginx_rss) MiB"
-run nginx "$NP" "$NGINX_PID"
-run berth "$BP" "$BERTH_PID"
-run ref "$RP" "$REF_PID"
+for s in $SERVERS; do
+    case $s in
+    nginx) run nginx "$NP" "$NGINX_PID" ;;
+    berth) run berth "$BP" "$BERTH_PID" ;;
+    ref) run ref "$RP" "$REF_PID" ;;
+    *) die "SERVERS: unknown server $s (nginx, berth, ref)" ;;
+    esac
+done
 
 j() { jq -r "$2" "$WORK/$1.json"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a / b; else print "-" }'; }
@@ -157,15 +164,16 @@ echo
 echo "$CONNS pullers x $SECS s, a 4-layer image ($LAYER_KB KiB) + its manifest, every body checked; $(nproc) cores, load at end $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '| %-9s | %9s | %8s | %8s | %7s | %7s | %6s | %10s | %14s |\n' server "images/s" "req/s" "MB/s" "p50 ms" "p99 ms" errors "peak RSS" "MB/s of nginx"
 printf '|%s|\n' "-----------|-----------|----------|----------|---------|---------|--------|------------|----------------"
-for s in nginx berth ref; do
+has() { [[ " $SERVERS " == *" $1 "* ]]; }
+for s in $SERVERS; do
     case $s in berth) mem="$(hwm "$BERTH_PID") MiB" ;; ref) mem="$(hwm "$REF_PID") MiB" ;; *) mem="-" ;; esac
     printf '| %-9s | %9s | %8s | %8s | %7s | %7s | %6s | %10s | %14s |\n' "$s" \
         "$(awk -v a="$(j $s .images)" -v t="$(j $s .seconds)" 'BEGIN{printf "%.0f", a/t}')" \
         "$(j $s .requests_per_sec)" "$(j $s .mb_per_sec)" "$(j $s .p50_ms)" "$(j $s .p99_ms)" "$(j $s .errors)" "$mem" \
-        "$(ratio "$(j $s .mb_per_sec)" "$(j nginx .mb_per_sec)")"
+        "$(if has nginx; then ratio "$(j $s .mb_per_sec)" "$(j nginx .mb_per_sec)"; else echo -; fi)"
 done
 echo
-echo "berth p99 / reference p99: $(ratio "$(j berth .p99_ms)" "$(j ref .p99_ms)")"
+if has berth && has ref; then echo "berth p99 / reference p99: $(ratio "$(j berth .p99_ms)" "$(j ref .p99_ms)")"; fi
 fail=0
-[[ $(j berth .errors) == 0 ]] || { log "berth answered with errors: $(j berth .first_errors)"; fail=1; }
+if has berth && [[ $(j berth .errors) != 0 ]]; then log "berth answered with errors: $(j berth .first_errors)"; fail=1; fi
 exit $fail

@@ -36,6 +36,16 @@ pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
 /// Read size for blobs served from local files.
 const READ_CHUNK: usize = 256 * 1024;
 
+/// Read size for what is left of a local blob under [`READ_CHUNK`] (small blobs, tails); the
+/// HTTP server's write buffer has the same size (`server.rs`).
+///
+/// Why: actix-http copies each body chunk into its connection's write buffer and keeps that
+/// buffer's allocation for the life of the connection unless it grew past 128 KiB. A 64 KiB
+/// blob sent in one chunk leaves every connection that served it holding about 80 KiB — 80 MB
+/// for 1,000 pulling clients. In pieces of the write buffer's size it stays at 16 KiB, and a
+/// [`READ_CHUNK`] grows it past the limit, so it is released once it has been sent.
+pub const SMALL_READ: usize = 8 * 1024;
+
 /// Blob storage plus the upload backend that belongs to it.
 #[derive(Clone)]
 pub struct BlobStore {
@@ -319,7 +329,8 @@ impl BlobStore {
     }
 }
 
-/// Streams `range` of a local file in large chunks.
+/// Streams `range` of a local file in chunks of [`READ_CHUNK`], and what is left under that in
+/// pieces of [`SMALL_READ`].
 ///
 /// A chunk already in the page cache is read at once on the server's own thread
 /// (`preadv2(RWF_NOWAIT)`: it never waits for the disk): no thread hop, and the bytes are still
@@ -331,7 +342,8 @@ impl BlobStore {
 /// A stream reuses its chunk buffers: the HTTP layer copies a chunk into its socket buffer and
 /// drops it, which hands the buffer back for the next read. Memory that is already mapped and
 /// written once costs nothing to fill again, where a new buffer for every chunk costs page
-/// faults and zeroing that showed as a third of a pull's CPU.
+/// faults and zeroing that showed as a third of a pull's CPU. The last chunk's buffer is not
+/// kept: while it waits for a slow client, the stream holds no second one.
 fn file_stream(file: Arc<std::fs::File>, range: Range<u64>) -> ByteStream {
     use std::os::unix::fs::FileExt;
     let pool: ChunkPool = Arc::default();
@@ -343,7 +355,9 @@ fn file_stream(file: Arc<std::fs::File>, range: Range<u64>) -> ByteStream {
             if pos >= end {
                 return Ok(None);
             }
-            let mut buf = take_buffer(&pool, READ_CHUNK.min((end - pos) as usize));
+            let left = end - pos;
+            let len = if left >= READ_CHUNK as u64 { READ_CHUNK } else { SMALL_READ.min(left as usize) };
+            let mut buf = take_buffer(&pool, len);
             let mut new_ahead = ahead;
             let buf = match read_cached(&file, &mut buf, pos)? {
                 Some(n) => {
@@ -368,6 +382,8 @@ fn file_stream(file: Arc<std::fs::File>, range: Range<u64>) -> ByteStream {
                 }
             };
             let next = pos + buf.len() as u64;
+            // The last chunk's buffer is not kept: nothing will be read into it.
+            let pool = (next < end).then_some(pool);
             Ok(Some((Bytes::from_owner(PooledChunk { buf, pool }), (next, new_ahead))))
         }
     })
@@ -416,7 +432,7 @@ fn take_buffer(pool: &ChunkPool, len: usize) -> Vec<u8> {
 /// A chunk of a file stream; its buffer goes back to the stream's pool when dropped.
 struct PooledChunk {
     buf: Vec<u8>,
-    pool: ChunkPool,
+    pool: Option<ChunkPool>,
 }
 
 impl AsRef<[u8]> for PooledChunk {
@@ -427,7 +443,8 @@ impl AsRef<[u8]> for PooledChunk {
 
 impl Drop for PooledChunk {
     fn drop(&mut self) {
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(pool) = &self.pool else { return };
+        let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
         // A reader and a chunk in flight need two; more would only be kept idle.
         if pool.len() < 2 {
             pool.push(std::mem::take(&mut self.buf));
@@ -438,6 +455,26 @@ impl Drop for PooledChunk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A blob comes in whole [`READ_CHUNK`]s, then its rest in [`SMALL_READ`] pieces: no chunk
+    /// in between, which would leave the connection's write buffer large (see `SMALL_READ`).
+    #[tokio::test]
+    async fn file_stream_sends_big_chunks_then_small_pieces() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("blob");
+        let data: Vec<u8> = (0..2 * READ_CHUNK + 2 * SMALL_READ + 100).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = Arc::new(std::fs::File::open(&path).unwrap());
+        let chunks: Vec<Bytes> = file_stream(file.clone(), 0..data.len() as u64).try_collect().await.unwrap();
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [READ_CHUNK, READ_CHUNK, SMALL_READ, SMALL_READ, 100]);
+        assert_eq!(chunks.concat(), data);
+        // A range under READ_CHUNK (a small blob) comes in pieces from its first byte.
+        let chunks: Vec<Bytes> = file_stream(file, 5..5 + 3 * SMALL_READ as u64 - 1).try_collect().await.unwrap();
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [SMALL_READ, SMALL_READ, SMALL_READ - 1]);
+        assert_eq!(chunks.concat(), data[5..5 + 3 * SMALL_READ - 1]);
+    }
 
     async fn collect(stream: ByteStream) -> Vec<u8> {
         let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
