@@ -134,6 +134,11 @@ pub struct TlsConfig {
     pub acme: AcmeConfig,
 }
 
+/// The HTTP server's write buffer per connection (actix's `h1_write_buffer_size`; not a
+/// setting): local blobs are sent in pieces of this size below 256 KiB, so the buffer a
+/// keep-alive connection keeps stays small (see `storage::SMALL_READ`).
+pub const HTTP_WRITE_BUFFER: usize = 8 * 1024;
+
 /// Let's Encrypt's production directory, the default ACME server.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 

@@ -129,8 +129,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Server> {
     .client_disconnect_timeout(Duration::from_secs(config.limits.client_disconnect_timeout_secs))
     .max_connections(config.limits.max_connections.max(1))
     // A connection's write buffer keeps its allocation up to 128 KiB: small, so that 1,000
-    // keep-alive clients cost little (see `storage::SMALL_READ`, the size blobs are read in).
-    .h1_write_buffer_size(crate::storage::SMALL_READ)
+    // keep-alive clients cost little (small blobs are sent in pieces of this size).
+    .h1_write_buffer_size(crate::config::HTTP_WRITE_BUFFER)
     .worker_max_blocking_threads(config.limits.max_blocking_threads.max(1));
     let http = match &https {
         Some(https) => {

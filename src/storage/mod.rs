@@ -36,15 +36,15 @@ pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
 /// Read size for blobs served from local files.
 const READ_CHUNK: usize = 256 * 1024;
 
-/// Read size for what is left of a local blob under [`READ_CHUNK`] (small blobs, tails); the
-/// HTTP server's write buffer has the same size (`server.rs`).
+/// Read size for what is left of a local blob under [`READ_CHUNK`] (small blobs, tails): the
+/// HTTP server's write buffer ([`HTTP_WRITE_BUFFER`](crate::config::HTTP_WRITE_BUFFER)).
 ///
 /// Why: actix-http copies each body chunk into its connection's write buffer and keeps that
 /// buffer's allocation for the life of the connection unless it grew past 128 KiB. A 64 KiB
 /// blob sent in one chunk leaves every connection that served it holding about 80 KiB — 80 MB
 /// for 1,000 pulling clients. In pieces of the write buffer's size it stays at 16 KiB, and a
 /// [`READ_CHUNK`] grows it past the limit, so it is released once it has been sent.
-pub const SMALL_READ: usize = 8 * 1024;
+pub const SMALL_READ: usize = crate::config::HTTP_WRITE_BUFFER;
 
 /// Blob storage plus the upload backend that belongs to it.
 #[derive(Clone)]
