@@ -38,8 +38,9 @@ read -r BP RP NP < <($HELPER freeport 3)
 mkdir -p "$WORK/berth-data" "$WORK/ref-data" "$WORK/www" "$WORK/nginx" "$WORK/layers"
 (
     cd "$WORK"
+    bin=$BERTH_BIN   # (unset below when the caller exported it)
     for v in $(compgen -e | grep -E '^(BERTH|AWS)_' || true); do unset "$v"; done
-    BERTH_LOG=warn BERTH_AUTH__ENABLED=false exec "$BERTH_BIN" serve --listen "127.0.0.1:$BP" --data-dir "$WORK/berth-data"
+    BERTH_LOG=warn BERTH_AUTH__ENABLED=false exec "$bin" serve --listen "127.0.0.1:$BP" --data-dir "$WORK/berth-data"
 ) >"$WORK/berth.log" 2>&1 &
 BERTH_PID=$!
 PIDS+=("$BERTH_PID")

@@ -360,11 +360,11 @@ fn file_stream(file: Arc<std::fs::File>, range: Range<u64>) -> ByteStream {
             let mut buf = take_buffer(&pool, len);
             let mut new_ahead = ahead;
             let buf = match read_cached(&file, &mut buf, pos)? {
-                Some(n) => {
-                    buf.truncate(n);
-                    buf
-                }
-                None => {
+                Some(n) if n == len => buf,
+                // None, or only the start was in the cache: the rest waits for the disk (a
+                // chunk is always whole, so its size never falls between the two above).
+                cached => {
+                    let have = cached.unwrap_or(0);
                     // Ask again only once half of the last stretch is used up.
                     let advise = (ahead < (pos + COLD_READ_AHEAD / 2).min(end)).then(|| {
                         let from = ahead.max(pos);
@@ -375,7 +375,7 @@ fn file_stream(file: Arc<std::fs::File>, range: Range<u64>) -> ByteStream {
                         if let Some((from, len)) = advise {
                             advise_willneed(&file, from, len);
                         }
-                        file.read_exact_at(&mut buf, pos).map(|()| buf)
+                        file.read_exact_at(&mut buf[have..], pos + have as u64).map(|()| buf)
                     })
                     .await
                     .map_err(std::io::Error::other)??
@@ -457,7 +457,8 @@ mod tests {
     use super::*;
 
     /// A blob comes in whole [`READ_CHUNK`]s, then its rest in [`SMALL_READ`] pieces: no chunk
-    /// in between, which would leave the connection's write buffer large (see `SMALL_READ`).
+    /// in between, which would leave the connection's write buffer large (see `SMALL_READ`),
+    /// also when only part of a chunk is in the page cache.
     #[tokio::test]
     async fn file_stream_sends_big_chunks_then_small_pieces() {
         let tmp = tempfile::tempdir().unwrap();
@@ -469,6 +470,33 @@ mod tests {
         let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
         assert_eq!(sizes, [READ_CHUNK, READ_CHUNK, SMALL_READ, SMALL_READ, 100]);
         assert_eq!(chunks.concat(), data);
+        let chunks: Vec<Bytes> =
+            file_stream(file.clone(), 0..(READ_CHUNK + SMALL_READ) as u64).try_collect().await.unwrap();
+        assert_eq!(chunks.iter().map(|c| c.len()).collect::<Vec<_>>(), [READ_CHUNK, SMALL_READ]);
+        // Only the start of a chunk in the page cache: the chunk still comes whole.
+        {
+            use std::os::unix::io::AsRawFd;
+            // Out of the cache, then the first 100,000 bytes back in without read-ahead (a
+            // large folio spanning the cut would survive dropping just the tail).
+            file.sync_all().unwrap();
+            // SAFETY: hints on descriptors we own.
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            let warm = std::fs::File::open(&path).unwrap();
+            unsafe { libc::posix_fadvise(warm.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+            std::os::unix::fs::FileExt::read_exact_at(&warm, &mut [0u8; 100_000], 0).unwrap();
+            let partly = read_cached(&file, &mut vec![0u8; READ_CHUNK], 0).unwrap();
+            // (On ext4 and XFS, as in the tests' data dir here, the setup must have worked.)
+            let fs_type = nix::sys::statfs::statfs(tmp.path()).unwrap().filesystem_type();
+            if fs_type == nix::sys::statfs::EXT4_SUPER_MAGIC || fs_type == nix::sys::statfs::XFS_SUPER_MAGIC {
+                assert!(matches!(partly, Some(n) if n < READ_CHUNK), "only part of a chunk cached: {partly:?}");
+            }
+            let chunks: Vec<Bytes> = file_stream(file.clone(), 0..data.len() as u64).try_collect().await.unwrap();
+            assert_eq!(
+                chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
+                [READ_CHUNK, READ_CHUNK, SMALL_READ, SMALL_READ, 100]
+            );
+            assert_eq!(chunks.concat(), data);
+        }
         // A range under READ_CHUNK (a small blob) comes in pieces from its first byte.
         let chunks: Vec<Bytes> = file_stream(file, 5..5 + 3 * SMALL_READ as u64 - 1).try_collect().await.unwrap();
         let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
