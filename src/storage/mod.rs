@@ -42,7 +42,7 @@ const READ_CHUNK: usize = 256 * 1024;
 /// Why: actix-http copies each body chunk into its connection's write buffer and keeps that
 /// buffer's allocation for the life of the connection unless it grew past 128 KiB. A 64 KiB
 /// blob sent in one chunk leaves every connection that served it holding about 80 KiB — 80 MB
-/// for 1,000 pulling clients. In pieces of the write buffer's size it stays at 16 KiB, and a
+/// for 1,000 pulling clients. In pieces of the write buffer's size it stays at about 16 KiB, and a
 /// [`READ_CHUNK`] grows it past the limit, so it is released once it has been sent.
 pub const SMALL_READ: usize = crate::config::HTTP_WRITE_BUFFER;
 
@@ -429,7 +429,8 @@ fn take_buffer(pool: &ChunkPool, len: usize) -> Vec<u8> {
     buf
 }
 
-/// A chunk of a file stream; its buffer goes back to the stream's pool when dropped.
+/// A chunk of a file stream; its buffer goes back to the stream's pool when dropped (`None`:
+/// the stream's last chunk, whose buffer is freed).
 struct PooledChunk {
     buf: Vec<u8>,
     pool: Option<ChunkPool>,
@@ -466,13 +467,13 @@ mod tests {
         let data: Vec<u8> = (0..2 * READ_CHUNK + 2 * SMALL_READ + 100).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &data).unwrap();
         let file = Arc::new(std::fs::File::open(&path).unwrap());
+        let sizes = |chunks: &[Bytes]| chunks.iter().map(Bytes::len).collect::<Vec<_>>();
         let chunks: Vec<Bytes> = file_stream(file.clone(), 0..data.len() as u64).try_collect().await.unwrap();
-        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
-        assert_eq!(sizes, [READ_CHUNK, READ_CHUNK, SMALL_READ, SMALL_READ, 100]);
+        assert_eq!(sizes(&chunks), [READ_CHUNK, READ_CHUNK, SMALL_READ, SMALL_READ, 100]);
         assert_eq!(chunks.concat(), data);
         let chunks: Vec<Bytes> =
             file_stream(file.clone(), 0..(READ_CHUNK + SMALL_READ) as u64).try_collect().await.unwrap();
-        assert_eq!(chunks.iter().map(|c| c.len()).collect::<Vec<_>>(), [READ_CHUNK, SMALL_READ]);
+        assert_eq!(sizes(&chunks), [READ_CHUNK, SMALL_READ]);
         // Only the start of a chunk in the page cache: the chunk still comes whole.
         {
             use std::os::unix::io::AsRawFd;
@@ -491,16 +492,12 @@ mod tests {
                 assert!(matches!(partly, Some(n) if n < READ_CHUNK), "only part of a chunk cached: {partly:?}");
             }
             let chunks: Vec<Bytes> = file_stream(file.clone(), 0..data.len() as u64).try_collect().await.unwrap();
-            assert_eq!(
-                chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
-                [READ_CHUNK, READ_CHUNK, SMALL_READ, SMALL_READ, 100]
-            );
+            assert_eq!(sizes(&chunks), [READ_CHUNK, READ_CHUNK, SMALL_READ, SMALL_READ, 100]);
             assert_eq!(chunks.concat(), data);
         }
         // A range under READ_CHUNK (a small blob) comes in pieces from its first byte.
         let chunks: Vec<Bytes> = file_stream(file, 5..5 + 3 * SMALL_READ as u64 - 1).try_collect().await.unwrap();
-        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
-        assert_eq!(sizes, [SMALL_READ, SMALL_READ, SMALL_READ - 1]);
+        assert_eq!(sizes(&chunks), [SMALL_READ, SMALL_READ, SMALL_READ - 1]);
         assert_eq!(chunks.concat(), data[5..5 + 3 * SMALL_READ - 1]);
     }
 
