@@ -243,8 +243,7 @@ mod tests {
         let path = tmp.path().join("upload");
         std::fs::write(&path, b"").unwrap();
         let f = AppendFile::open(&path, 0, true).unwrap();
-        let fs_type = nix::sys::statfs::statfs(tmp.path()).unwrap().filesystem_type();
-        if fs_type == nix::sys::statfs::EXT4_SUPER_MAGIC || fs_type == nix::sys::statfs::XFS_SUPER_MAGIC {
+        if super::super::on_disk(tmp.path()) {
             assert!(f.is_direct());
         }
         assert!(!AppendFile::open(&path, 0, false).unwrap().is_direct());

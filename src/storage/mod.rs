@@ -42,8 +42,8 @@ const READ_CHUNK: usize = 256 * 1024;
 /// Why: actix-http copies each body chunk into its connection's write buffer and keeps that
 /// buffer's allocation for the life of the connection unless it grew past 128 KiB. A 64 KiB
 /// blob sent in one chunk leaves every connection that served it holding about 80 KiB — 80 MB
-/// for 1,000 pulling clients. In pieces of the write buffer's size it stays at about 16 KiB, and a
-/// [`READ_CHUNK`] grows it past the limit, so it is released once it has been sent.
+/// for 1,000 pulling clients. In pieces of the write buffer's size it stays at about 16 KiB,
+/// and a [`READ_CHUNK`] grows it past the limit, so it is released once it has been sent.
 pub const SMALL_READ: usize = crate::config::HTTP_WRITE_BUFFER;
 
 /// Blob storage plus the upload backend that belongs to it.
@@ -196,7 +196,11 @@ impl BlobStore {
 
     /// Deletes a blob's object (garbage collection only); an absent object is not an error.
     pub async fn delete(&self, digest: &Digest) -> Result<()> {
-        let key = self.blob_key(digest);
+        self.delete_object(self.blob_key(digest)).await
+    }
+
+    /// Deletes an object, closing its file if it is kept open; an absent one is not an error.
+    async fn delete_object(&self, key: Path) -> Result<()> {
         if let Some(local) = &self.local {
             local.forget(key.as_ref());
         }
@@ -242,14 +246,7 @@ impl BlobStore {
 
     /// Deletes an object by key (garbage collection of leftovers only).
     pub async fn delete_key(&self, key: &str) -> Result<()> {
-        let key = Path::from(format!("{}{key}", self.prefix));
-        if let Some(local) = &self.local {
-            local.forget(key.as_ref());
-        }
-        match self.store.delete(&key).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        self.delete_object(Path::from(format!("{}{key}", self.prefix))).await
     }
 
     /// Stores the blob `digest` from `data` (a restore), verifying as it streams: the object
@@ -453,6 +450,14 @@ impl Drop for PooledChunk {
     }
 }
 
+/// Whether `dir` is on a disk filesystem that has direct I/O and a page cache the tests can
+/// empty (ext4, XFS), not tmpfs (tests).
+#[cfg(test)]
+fn on_disk(dir: &FsPath) -> bool {
+    let fs_type = nix::sys::statfs::statfs(dir).unwrap().filesystem_type();
+    fs_type == nix::sys::statfs::EXT4_SUPER_MAGIC || fs_type == nix::sys::statfs::XFS_SUPER_MAGIC
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,8 +492,7 @@ mod tests {
             std::os::unix::fs::FileExt::read_exact_at(&warm, &mut [0u8; 100_000], 0).unwrap();
             let partly = read_cached(&file, &mut vec![0u8; READ_CHUNK], 0).unwrap();
             // (On ext4 and XFS, as in the tests' data dir here, the setup must have worked.)
-            let fs_type = nix::sys::statfs::statfs(tmp.path()).unwrap().filesystem_type();
-            if fs_type == nix::sys::statfs::EXT4_SUPER_MAGIC || fs_type == nix::sys::statfs::XFS_SUPER_MAGIC {
+            if on_disk(tmp.path()) {
                 assert!(matches!(partly, Some(n) if n < READ_CHUNK), "only part of a chunk cached: {partly:?}");
             }
             let chunks: Vec<Bytes> = file_stream(file.clone(), 0..data.len() as u64).try_collect().await.unwrap();
@@ -517,8 +521,7 @@ mod tests {
         let data: Vec<u8> = (0..3 * READ_CHUNK + 12_345).map(|i| (i * 7 + i / 4096) as u8).collect();
         std::fs::write(&path, &data).unwrap();
         let len = data.len() as u64;
-        let fs_type = nix::sys::statfs::statfs(tmp.path()).unwrap().filesystem_type();
-        let on_disk = fs_type == nix::sys::statfs::EXT4_SUPER_MAGIC || fs_type == nix::sys::statfs::XFS_SUPER_MAGIC;
+        let disk = on_disk(tmp.path());
         let ranges = [0..len, 1..len - 1, READ_CHUNK as u64 - 3..READ_CHUNK as u64 + 3, len - 1..len, 5..5];
         let mut uncached_reads = 0;
         for cached in [true, false] {
@@ -544,7 +547,7 @@ mod tests {
                 assert_eq!(got, &data[r.start as usize..r.end as usize], "range {r:?}, cached {cached}");
             }
         }
-        if on_disk {
+        if disk {
             assert!(uncached_reads >= ranges.len() - 1, "the blocking path was taken {uncached_reads} times");
         }
         // A file shorter than the range asked for is an error, not a short answer.
