@@ -16,6 +16,7 @@ use common::docker::{
     require_tools,
 };
 use common::images::{MANIFEST_ACCEPT, tiny};
+use common::proxy::Proxy;
 use common::reference::DockerRegistry;
 use common::registry::{Creds, Reg, jwt_claims};
 use common::{ADMIN_PASSWORD, Berth, run, sha256};
@@ -432,9 +433,143 @@ async fn concurrent_misses_fetch_a_blob_from_upstream_once() {
     }
     assert_eq!(upstream.blob_gets(name, &digest), 1, "upstream access log:\n{}", upstream.access_log());
     assert_eq!(log_lines(&mirror, "cached blob from upstream", "up/library/big"), 1, "{}", mirror.log());
-    // The requests did overlap: one missed the cache and fetched, others joined that fetch.
+    // The requests did overlap: one missed the cache and fetched, others joined that fetch
+    // (streaming it as it arrived, or, joining after its first bytes had gone, from the store).
     assert_eq!(log_lines(&mirror, "cache miss", "up/library/big"), 1, "{}", mirror.log());
-    assert!(log_lines(&mirror, "cache hit (fetch in flight)", "up/library/big") >= 1, "{}", mirror.log());
+    assert!(log_lines(&mirror, "fetch in flight)", "up/library/big") >= 1, "{}", mirror.log());
+}
+
+/// What one client got from a blob GET: status, bytes, their digest, whether the body ended in
+/// an error, and when (since `t0`) its first byte and its end came.
+struct Got {
+    status: StatusCode,
+    size: usize,
+    digest: String,
+    failed: bool,
+    first_byte: Duration,
+    ended: Duration,
+}
+
+/// GETs `url`, reading the body as it comes; with `pause`, stops after the first chunk until
+/// `pause` fires (a client too slow for the fetch it joined).
+async fn get_blob(client: Client, url: String, t0: Instant, pause: Option<tokio::sync::oneshot::Receiver<()>>) -> Got {
+    let resp = client.get(&url).send().await.unwrap();
+    let status = resp.status();
+    let mut body = resp.bytes_stream();
+    let (mut hasher, mut size, mut failed, mut first_byte) = (sha2::Sha256::new(), 0, false, None);
+    let mut pause = pause;
+    while let Some(chunk) = body.next().await {
+        let Ok(chunk) = chunk else {
+            failed = true;
+            break;
+        };
+        first_byte.get_or_insert_with(|| t0.elapsed());
+        size += chunk.len();
+        hasher.update(&chunk);
+        if let Some(p) = pause.take() {
+            let _ = p.await;
+        }
+    }
+    Got {
+        status,
+        size,
+        digest: format!("sha256:{}", hex::encode(hasher.finalize())),
+        failed,
+        first_byte: first_byte.unwrap_or_else(|| t0.elapsed()),
+        ended: t0.elapsed(),
+    }
+}
+
+/// Clients that ask for a blob while the mirror fetches it from a slow upstream get the bytes
+/// as they arrive, not once the fetch is stored; one that reads too slowly to keep up with
+/// the fetch gets the rest from the store; and when the upstream's bytes do not verify, no
+/// client that joined gets a whole blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_joining_a_fetch_get_its_bytes_as_they_arrive() {
+    let upstream = DockerRegistry::start();
+    let proxy = Proxy::start(upstream.port);
+    let mirror = start_open_mirror(&mirror_toml("up", true, &[Upstream::new("up", proxy.base())]));
+    let client = http();
+    let name = "library/slow";
+    let blob = noise(32 << 20, 11);
+    let digest = sha256(&blob);
+    Reg::foreign(&upstream.base()).with_http(client.clone()).upload(name, &blob).await;
+    // A remote upstream: 16 MiB/s, so the fetch takes about 2 s.
+    proxy.throttle_downloads(16 << 20);
+
+    let url = format!("{}/v2/{name}/blobs/{digest}", mirror.base);
+    let t0 = Instant::now();
+    let leader = tokio::spawn(get_blob(client.clone(), url.clone(), t0, None));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let joiners: Vec<_> = (0..4).map(|_| tokio::spawn(get_blob(client.clone(), url.clone(), t0, None))).collect();
+    let (resume, paused) = tokio::sync::oneshot::channel();
+    let slow = tokio::spawn(get_blob(client.clone(), url.clone(), t0, Some(paused)));
+
+    let leader = leader.await.unwrap();
+    assert_eq!((leader.status, leader.size, leader.failed), (StatusCode::OK, blob.len(), false));
+    assert_eq!(leader.digest, digest);
+    assert!(leader.ended > Duration::from_millis(1500), "the upstream was not throttled: {:?}", leader.ended);
+    for joiner in joiners {
+        let got = joiner.await.unwrap();
+        assert_eq!((got.status, got.size, got.failed), (StatusCode::OK, blob.len(), false));
+        assert_eq!(got.digest, digest);
+        // Before: a joined client's first byte came once the blob was stored, after the fetch.
+        assert!(
+            got.first_byte + Duration::from_secs(1) < leader.ended,
+            "a joined client's first byte came at {:?}, the fetch ended at {:?}",
+            got.first_byte,
+            leader.ended
+        );
+    }
+    // The slow client reads on once the blob is stored: the fetch's window has moved on.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log_lines(&mirror, "cached blob from upstream", "up/library/slow") == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    resume.send(()).unwrap();
+    let got = slow.await.unwrap();
+    assert_eq!((got.status, got.size, got.failed), (StatusCode::OK, blob.len(), false));
+    assert_eq!(got.digest, digest);
+    assert_eq!(log_lines(&mirror, "joined client fell behind the fetch", "up/library/slow"), 1, "{}", mirror.log());
+    assert_eq!(
+        log_lines(&mirror, "cache hit (streamed from the fetch in flight)", "up/library/slow"),
+        5,
+        "{}",
+        mirror.log()
+    );
+    assert_eq!(log_lines(&mirror, "cache miss", "up/library/slow"), 1, "{}", mirror.log());
+    assert_eq!(upstream.blob_gets(name, &digest), 1, "upstream access log:\n{}", upstream.access_log());
+
+    // An upstream whose bytes change on the way: neither the first client nor the ones that
+    // joined get a whole blob, and nothing is stored.
+    let name = "library/corrupt";
+    let mut blob = noise(16 << 20, 12);
+    blob[10 << 20..(10 << 20) + 16].copy_from_slice(b"berth-flip-here!");
+    let digest = sha256(&blob);
+    Reg::foreign(&upstream.base()).with_http(client.clone()).upload(name, &blob).await;
+    proxy.corrupt(b"berth-flip-here!");
+    let url = format!("{}/v2/{name}/blobs/{digest}", mirror.base);
+    let t0 = Instant::now();
+    let leader = tokio::spawn(get_blob(client.clone(), url.clone(), t0, None));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let joiners: Vec<_> = (0..3).map(|_| tokio::spawn(get_blob(client.clone(), url.clone(), t0, None))).collect();
+    for task in std::iter::once(leader).chain(joiners) {
+        let got = task.await.unwrap();
+        assert!(
+            got.status != StatusCode::OK || got.failed || got.size < blob.len(),
+            "a client got all {} bytes of a blob that did not verify ({:?}, failed {})",
+            got.size,
+            got.status,
+            got.failed
+        );
+    }
+    assert!(proxy.flipped() >= 1);
+    assert_eq!(log_lines(&mirror, "cached blob from upstream", "up/library/corrupt"), 0, "{}", mirror.log());
+    assert!(
+        log_lines(&mirror, "cache hit (streamed from the fetch in flight)", "up/library/corrupt") >= 1,
+        "{}",
+        mirror.log()
+    );
 }
 
 #[tokio::test]

@@ -10,8 +10,10 @@
 //!
 //! Concurrent misses for one manifest or blob share one upstream fetch (single flight): the
 //! first request starts the fetch as a task of its own (so it completes even if that client
-//! goes away) and every request for the same thing waits for it.
+//! goes away) and every request for the same thing waits for it. A blob GET that joins a fetch
+//! gets the bytes as they arrive, from the fetch's [`tap`], rather than after the commit.
 
+mod tap;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -28,8 +30,9 @@ use crate::events::{Events, RepoEvent};
 use crate::meta::now;
 use crate::metrics;
 use crate::oci::{Digest, Reference};
-use crate::registry::Registry;
+use crate::registry::{ByteRange, Registry};
 use crate::storage::ByteStream;
+use tap::{EndGuard, Next, Tap};
 pub use upstream::Upstream;
 use upstream::{MANIFEST_ACCEPT, is_manifest_type};
 
@@ -62,6 +65,9 @@ fn flight_result(result: std::result::Result<(), Arc<RegistryError>>) -> Result<
     })
 }
 
+/// A fetch in flight, and for a blob the tap its joiners read.
+type InFlight = (Flight, Option<Arc<Tap>>);
+
 /// A blob being fetched, streamed to the client that asked first while it is stored.
 pub struct LiveBlob {
     /// The upstream's Content-Length, if it sent one.
@@ -74,7 +80,7 @@ pub struct Mirror {
     upstreams: Vec<Upstream>,
     default: Option<usize>,
     registry: Arc<Registry>,
-    inflight: Mutex<HashMap<String, Flight>>,
+    inflight: Mutex<HashMap<String, InFlight>>,
     /// Where "mirror stored new content" events go.
     events: std::sync::OnceLock<Arc<Events>>,
 }
@@ -182,16 +188,17 @@ impl Mirror {
     }
 
     /// Runs the fetch `make` builds once for `key` however many requests ask at the same
-    /// time; only the first caller's `make` runs. Returns the shared flight and whether this
-    /// caller started it.
+    /// time; only the first caller's `make` runs, and its `tap` is the one the flight keeps.
+    /// Returns the shared flight, its tap, and whether this caller started it.
     fn join_flight(
         self: &Arc<Self>,
         key: &str,
+        tap: Option<Arc<Tap>>,
         make: impl FnOnce() -> BoxFuture<'static, Result<()>>,
-    ) -> (Flight, bool) {
+    ) -> (Flight, Option<Arc<Tap>>, bool) {
         let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = map.get(key) {
-            return (f.clone(), false);
+        if let Some((f, tap)) = map.get(key) {
+            return (f.clone(), tap.clone(), false);
         }
         let fetch = make();
         let (this, k) = (self.clone(), key.to_string());
@@ -205,8 +212,8 @@ impl Mirror {
         }
         .boxed()
         .shared();
-        map.insert(key.to_string(), f.clone());
-        (f, true)
+        map.insert(key.to_string(), (f.clone(), tap.clone()));
+        (f, tap, true)
     }
 
     async fn single_flight(
@@ -214,7 +221,7 @@ impl Mirror {
         key: String,
         make: impl FnOnce() -> BoxFuture<'static, Result<()>>,
     ) -> Result<()> {
-        let (flight, _) = self.join_flight(&key, make);
+        let (flight, _, _) = self.join_flight(&key, None, make);
         flight_result(flight.await)
     }
 
@@ -356,12 +363,22 @@ impl Mirror {
         }
         let key = format!("blob {} {digest}", target.local);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let (this, t, d) = (self.clone(), target.clone(), digest.clone());
-        let (flight, leader) =
-            self.join_flight(&key, move || async move { this.fetch_blob(&t, &d, live.then_some(tx)).await }.boxed());
-        // A miss is a fetch from the upstream; a request that joins one in flight (its blob
-        // still being committed after the first client got it, say) is served from the cache
-        // once that fetch succeeded.
+        let tap = Arc::new(Tap::default());
+        let (this, t, d, feed) = (self.clone(), target.clone(), digest.clone(), tap.clone());
+        let (flight, tap, leader) = self.join_flight(&key, Some(tap), move || {
+            async move {
+                let _end = EndGuard(&feed);
+                let fetched = this.fetch_blob(&t, &d, live.then_some(tx), &feed).await;
+                if let Err(e) = &fetched {
+                    feed.fail(&e.to_string());
+                }
+                fetched
+            }
+            .boxed()
+        });
+        // A miss is a fetch from the upstream; a GET that joins one in flight reads its bytes
+        // as they arrive, and any other joiner (or a GET that came too late for the fetch's
+        // first bytes) is served from the cache once that fetch succeeded.
         if leader {
             // (counted by `fetch_blob`, which knows whether it fetched)
             if live && let Ok(stream) = rx.await {
@@ -369,10 +386,63 @@ impl Mirror {
             }
             return flight_result(flight.await).map(|()| None);
         }
+        if live
+            && let Some(tap) = tap
+            && let Some(size) = tap.join().await
+        {
+            tracing::info!(target: "berth::mirror", repository = %target.local, %digest, "cache hit (streamed from the fetch in flight)");
+            metrics::global().mirror_hit("blob");
+            let body = self.joined_body(tap, flight, target.local.clone(), digest.clone());
+            return Ok(Some(LiveBlob { size, body }));
+        }
         flight_result(flight.await)?;
         tracing::info!(target: "berth::mirror", repository = %target.local, %digest, "cache hit (fetch in flight)");
         metrics::global().mirror_hit("blob");
         Ok(None)
+    }
+
+    /// A joined GET's body: the fetch's bytes from its tap, and once the tap no longer keeps
+    /// the next ones (this client fell behind), the rest from the store after the commit.
+    fn joined_body(self: &Arc<Self>, tap: Arc<Tap>, flight: Flight, repository: String, digest: Digest) -> ByteStream {
+        enum From {
+            Tap(u64),
+            Store(ByteStream),
+            Done,
+        }
+        let this = self.clone();
+        futures_util::stream::unfold(From::Tap(0), move |from| {
+            let (this, tap, flight, repository, digest) =
+                (this.clone(), tap.clone(), flight.clone(), repository.clone(), digest.clone());
+            async move {
+                let failed = |why: String| Some((Err(std::io::Error::other(why)), From::Done));
+                match from {
+                    From::Tap(pos) => match tap.next(pos).await {
+                        Next::Chunk(c) => {
+                            let pos = pos + c.len() as u64;
+                            Some((Ok(c), From::Tap(pos)))
+                        }
+                        Next::End => None,
+                        Next::Failed(why) => failed(format!("upstream fetch failed: {why}")),
+                        Next::Lagged(pos) => {
+                            tracing::info!(target: "berth::mirror", %repository, %digest, pos, "joined client fell behind the fetch; reading the rest from the store");
+                            if let Err(e) = flight_result(flight.await) {
+                                return failed(format!("upstream fetch failed: {e}"));
+                            }
+                            let range = Some(ByteRange::From { start: pos, end: None });
+                            let mut body = match this.registry.read_blob(&repository, &digest, range).await {
+                                Ok(read) => read.body,
+                                Err(e) => return failed(format!("reading the stored blob: {e}")),
+                            };
+                            let item = body.next().await?;
+                            Some((item, From::Store(body)))
+                        }
+                    },
+                    From::Store(mut body) => body.next().await.map(|item| (item, From::Store(body))),
+                    From::Done => None,
+                }
+            }
+        })
+        .boxed()
     }
 
     async fn fetch_blob(
@@ -380,6 +450,7 @@ impl Mirror {
         target: &Target,
         digest: &Digest,
         client: Option<tokio::sync::oneshot::Sender<LiveBlob>>,
+        tap: &Tap,
     ) -> Result<()> {
         // Stored meanwhile (a fetch that just ended: its first client may ask again before its
         // flight is gone): nothing to fetch; the caller serves it from the store.
@@ -398,6 +469,7 @@ impl Mirror {
         }
         let announced = resp.content_length();
         let upload = self.registry.start_upload(&target.local).await?;
+        tap.start(announced);
         let (store_tx, store_rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(16);
         let (client_tx, client_rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(16);
         let mut client_tx = match client {
@@ -460,11 +532,13 @@ impl Mirror {
                 if store_tx.send(Ok(chunk.clone())).await.is_err() {
                     break; // storing failed; its error says why
                 }
-                if let Some(prev) = held.replace(chunk)
-                    && let Some(tx) = &client_tx
-                    && tx.send(Ok(prev)).await.is_err()
-                {
-                    client_tx = None; // the client went away; the fetch goes on
+                if let Some(prev) = held.replace(chunk) {
+                    tap.push(prev.clone());
+                    if let Some(tx) = &client_tx
+                        && tx.send(Ok(prev)).await.is_err()
+                    {
+                        client_tx = None; // the client went away; the fetch goes on
+                    }
                 }
             }
             drop(store_tx);
@@ -479,6 +553,10 @@ impl Mirror {
             if verified_rx.await.is_err() {
                 return client_tx;
             }
+            if let Some(last) = &held {
+                tap.push(last.clone());
+            }
+            tap.complete();
             if let (Some(tx), Some(last)) = (client_tx, held) {
                 let _ = tx.send(Ok(last)).await;
             }

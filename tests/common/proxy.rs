@@ -1,6 +1,6 @@
 //! A TCP relay on loopback in front of another server, for fault tests: it can slow what
 //! clients send (so a large upload is still under way when the server behind it is stopped)
-//! and flip a byte of what the server sends back wherever a marker appears (a corrupting
+//! or what the server sends back (a remote upstream), and flip a byte of what the server sends back wherever a marker appears (a corrupting
 //! network or source). Plain threads: it works under any test runtime.
 
 use std::io::{Read, Write};
@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 struct Settings {
     /// Client-to-server bytes per second; 0: as fast as it goes.
     upload_rate: AtomicU64,
+    /// Server-to-client bytes per second, per connection; 0: as fast as it goes.
+    download_rate: AtomicU64,
     /// A byte sequence whose first byte is flipped in server-to-client data.
     flip: Mutex<Option<Vec<u8>>>,
     flipped: AtomicU64,
@@ -30,6 +32,7 @@ impl Proxy {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let settings = Arc::new(Settings {
             upload_rate: AtomicU64::new(0),
+            download_rate: AtomicU64::new(0),
             flip: Mutex::new(None),
             flipped: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -63,6 +66,11 @@ impl Proxy {
         self.settings.upload_rate.store(bytes_per_sec, Ordering::SeqCst);
     }
 
+    /// Limits what the server sends on each connection to `bytes_per_sec` (0: no limit).
+    pub fn throttle_downloads(&self, bytes_per_sec: u64) {
+        self.settings.download_rate.store(bytes_per_sec, Ordering::SeqCst);
+    }
+
     /// Flips the first byte of `marker` wherever it appears in what the server sends.
     pub fn corrupt(&self, marker: &[u8]) {
         *self.settings.flip.lock().unwrap() = Some(marker.to_vec());
@@ -86,21 +94,22 @@ fn relay(mut from: TcpStream, mut to: TcpStream, s: &Settings, upload: bool) {
     let started = Instant::now();
     let mut sent: u64 = 0;
     loop {
-        let n = match from.read(&mut buf) {
+        let rate = if upload { &s.upload_rate } else { &s.download_rate }.load(Ordering::SeqCst);
+        // Throttled: small reads, so the bytes leave at an even pace.
+        let size = if rate > 0 { buf.len().min(16 * 1024) } else { buf.len() };
+        let n = match from.read(&mut buf[..size]) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         let chunk = &mut buf[..n];
-        if upload {
-            let rate = s.upload_rate.load(Ordering::SeqCst);
-            if rate > 0 {
-                sent += n as u64;
-                let due = Duration::from_secs_f64(sent as f64 / rate as f64);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    std::thread::sleep(wait);
-                }
+        if rate > 0 {
+            sent += n as u64;
+            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
             }
-        } else if let Some(marker) = s.flip.lock().unwrap().as_deref() {
+        }
+        if !upload && let Some(marker) = s.flip.lock().unwrap().as_deref() {
             let mut i = 0;
             while i + marker.len() <= chunk.len() {
                 if &chunk[i..i + marker.len()] == marker {
