@@ -544,7 +544,9 @@ async fn clients_joining_a_fetch_get_its_bytes_as_they_arrive() {
     // joined get a whole blob, and nothing is stored.
     let name = "library/corrupt";
     let mut blob = noise(16 << 20, 12);
-    blob[10 << 20..(10 << 20) + 16].copy_from_slice(b"berth-flip-here!");
+    for mib in [9, 10, 11, 12] {
+        blob[mib << 20..(mib << 20) + 16].copy_from_slice(b"berth-flip-here!");
+    }
     let digest = sha256(&blob);
     Reg::foreign(&upstream.base()).with_http(client.clone()).upload(name, &blob).await;
     proxy.corrupt(b"berth-flip-here!");

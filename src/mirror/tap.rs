@@ -3,13 +3,13 @@
 //! and every request that joined reads them from the first byte on, each at its own pace, while
 //! the blob is still being fetched and stored.
 //!
-//! Only the last [`WINDOW`] bytes are kept (the fetch never waits for a joined request), so a
-//! request that joins later than that waits for the commit and reads the stored blob, as it did
-//! before, and one that falls further behind is told where it stopped ([`Next::Lagged`]) and
-//! reads the rest from the store.
+//! Only the last [`WINDOW`] bytes are kept, and only while a request reads them or may still
+//! join (the fetch never waits for a joined request): a request that joins later than that
+//! waits for the commit and reads the stored blob, and one that falls further behind is told
+//! where it stopped ([`Next::Lagged`]) and reads the rest from the store.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -40,6 +40,8 @@ struct State {
     chunks: VecDeque<Bytes>,
     kept: usize,
     end: Option<Result<(), String>>,
+    /// Requests reading (their [`Reader`]s).
+    readers: usize,
 }
 
 /// One fetch's shared chunks.
@@ -71,9 +73,13 @@ impl Tap {
             s.kept += chunk.len();
             s.chunks.push_back(chunk);
             while s.chunks.len() > 1 && s.kept - s.chunks[0].len() >= WINDOW {
-                let gone = s.chunks.pop_front().map_or(0, |c| c.len());
-                s.first += gone as u64;
-                s.kept -= gone;
+                s.forget_first();
+            }
+            // Nobody can join any more and nobody reads: keep nothing.
+            if s.first > 0 && s.readers == 0 {
+                while !s.chunks.is_empty() {
+                    s.forget_first();
+                }
             }
         });
     }
@@ -92,17 +98,21 @@ impl Tap {
         });
     }
 
-    /// Waits for the upstream's answer. `Some(size)` (its Content-Length, if any) when a new
-    /// reader can start at byte 0; `None` when the fetch ended without starting or its first
-    /// bytes are no longer kept.
-    pub async fn join(&self) -> Option<Option<u64>> {
+    /// Waits for the upstream's answer. A reader from byte 0 on, which knows the upstream's
+    /// Content-Length (if it sent one); `None` when the fetch failed or ended without starting,
+    /// or its first bytes are no longer kept.
+    pub async fn join(self: &Arc<Self>) -> Option<Reader> {
         let mut changed = self.changed.subscribe();
         loop {
             {
-                let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 match (s.started, &s.end) {
-                    (Some(size), _) => return (s.first == 0).then_some(size),
-                    (None, Some(_)) => return None,
+                    (_, Some(Err(_))) => return None,
+                    (Some(size), _) if s.first == 0 => {
+                        s.readers += 1;
+                        return Some(Reader { tap: self.clone(), size });
+                    }
+                    (Some(_), _) | (None, Some(_)) => return None,
                     (None, None) => {}
                 }
             }
@@ -111,7 +121,7 @@ impl Tap {
     }
 
     /// The bytes from offset `pos` on, waiting for the fetch when it has not got there yet.
-    pub async fn next(&self, pos: u64) -> Next {
+    async fn next(&self, pos: u64) -> Next {
         let mut changed = self.changed.subscribe();
         loop {
             {
@@ -140,6 +150,34 @@ impl Tap {
     }
 }
 
+impl State {
+    fn forget_first(&mut self) {
+        let gone = self.chunks.pop_front().map_or(0, |c| c.len());
+        self.first += gone as u64;
+        self.kept -= gone;
+    }
+}
+
+/// One joined request's hold on a tap: its chunks are kept while a reader may need them.
+pub struct Reader {
+    tap: Arc<Tap>,
+    /// The upstream's Content-Length, if it sent one.
+    pub size: Option<u64>,
+}
+
+impl Reader {
+    /// The bytes from offset `pos` on, waiting for the fetch when it has not got there yet.
+    pub async fn next(&self, pos: u64) -> Next {
+        self.tap.next(pos).await
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.tap.state.lock().unwrap_or_else(|p| p.into_inner()).readers -= 1;
+    }
+}
+
 /// Fails the tap when dropped before the fetch ended it (an early return, a panic), so no
 /// joined request waits for chunks that will never come.
 pub struct EndGuard<'a>(pub &'a Tap);
@@ -153,7 +191,6 @@ impl Drop for EndGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::time::Duration;
 
     fn chunk(byte: u8, len: usize) -> Bytes {
@@ -168,7 +205,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!joined.is_finished(), "join waits for the upstream's answer");
         tap.start(Some(6));
-        assert_eq!(joined.await.unwrap(), Some(Some(6)));
+        let reader = joined.await.unwrap().expect("a reader from byte 0");
+        assert_eq!(reader.size, Some(6));
 
         tap.push(chunk(1, 4));
         assert_eq!(tap.next(0).await, Next::Chunk(chunk(1, 4)));
@@ -193,8 +231,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_reader_behind_the_window_is_told_where_it_stopped() {
-        let tap = Tap::default();
+        let tap = Arc::new(Tap::default());
         tap.start(None);
+        let reader = tap.join().await.unwrap();
         let piece = WINDOW / 4;
         for i in 0..6 {
             tap.push(chunk(i, piece));
@@ -205,7 +244,20 @@ mod tests {
         assert_eq!(tap.next(piece as u64 * 2).await, Next::Chunk(chunk(2, piece)));
         assert_eq!(tap.next(piece as u64 * 6 - 1).await, Next::Chunk(chunk(5, 1)));
         // Nobody can join from the start any more.
-        assert_eq!(tap.join().await, None);
+        assert!(tap.join().await.is_none());
+        // Without a reader, the tap keeps nothing once the start is gone.
+        drop(reader);
+        tap.push(chunk(6, 1));
+        assert_eq!(tap.next(piece as u64 * 6).await, Next::Lagged(piece as u64 * 6));
+        assert_eq!(tap.state.lock().unwrap().kept, 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_takes_no_new_readers() {
+        let tap = Arc::new(Tap::default());
+        tap.start(Some(1));
+        tap.fail("digest mismatch");
+        assert!(tap.join().await.is_none());
     }
 
     #[tokio::test]
@@ -216,10 +268,11 @@ mod tests {
         {
             let _guard = EndGuard(&tap);
         }
-        assert_eq!(joined.await.unwrap(), None, "a fetch that never started lets joiners wait for the store");
+        assert!(joined.await.unwrap().is_none(), "a fetch that never started lets joiners wait for the store");
 
-        let tap = Tap::default();
+        let tap = Arc::new(Tap::default());
         tap.start(Some(10));
+        let _reader = tap.join().await.unwrap();
         tap.push(chunk(7, 3));
         tap.fail("digest mismatch");
         // The bytes before the failure still come, then the failure (never an end).

@@ -1,7 +1,8 @@
 //! A TCP relay on loopback in front of another server, for fault tests: it can slow what
 //! clients send (so a large upload is still under way when the server behind it is stopped)
-//! or what the server sends back (a remote upstream), and flip a byte of what the server sends back wherever a marker appears (a corrupting
-//! network or source). Plain threads: it works under any test runtime.
+//! or what the server answers (a remote upstream), and flip a byte of the answers wherever a
+//! marker appears (a corrupting network or source). Plain threads: it works under any test
+//! runtime.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -91,7 +92,7 @@ impl Drop for Proxy {
 
 fn relay(mut from: TcpStream, mut to: TcpStream, s: &Settings, upload: bool) {
     let mut buf = vec![0u8; 64 * 1024];
-    let started = Instant::now();
+    let mut started = Instant::now();
     let mut sent: u64 = 0;
     loop {
         let rate = if upload { &s.upload_rate } else { &s.download_rate }.load(Ordering::SeqCst);
@@ -103,6 +104,10 @@ fn relay(mut from: TcpStream, mut to: TcpStream, s: &Settings, upload: bool) {
         };
         let chunk = &mut buf[..n];
         if rate > 0 {
+            // After a pause (a connection reused later) the pace starts again: no burst.
+            if started.elapsed() > Duration::from_secs_f64(sent as f64 / rate as f64) + Duration::from_millis(50) {
+                (started, sent) = (Instant::now(), 0);
+            }
             sent += n as u64;
             let due = Duration::from_secs_f64(sent as f64 / rate as f64);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
