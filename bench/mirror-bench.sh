@@ -176,8 +176,8 @@ for rate in $UPSTREAM_RATES; do
         log "   run $((r + 1)): direct $s, cold through the mirror $c (s, CPU s), sha256 ${h} CPU s"
     done
     # CLIENTS clients at once, a fresh blob each run: all straight from the upstream, or all
-    # through the mirror (one of them starts the fetch and streams it; the others wait for it to
-    # be stored and read it from the cache).
+    # through the mirror (one of them starts the fetch and streams it; the others join it and
+    # get the same bytes as they arrive).
     pdirect=() pcold=()
     for ((r = 0; r < RUNS; r++)); do
         head -c "$((BLOB_MB * 1048576))" /dev/urandom >"$f"
