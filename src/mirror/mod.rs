@@ -68,7 +68,7 @@ fn flight_result(result: std::result::Result<(), Arc<RegistryError>>) -> Result<
 /// A fetch in flight, and for a blob the tap its joiners read.
 type InFlight = (Flight, Option<Arc<Tap>>);
 
-/// A blob being fetched, streamed to the client that asked first while it is stored.
+/// A blob being fetched, streamed to a client that asked for it while it is stored.
 pub struct LiveBlob {
     /// The upstream's Content-Length, if it sent one.
     pub size: Option<u64>,
