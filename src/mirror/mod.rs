@@ -208,9 +208,11 @@ impl Mirror {
             }
         }
         let fetch = make();
-        let landed = Landed(self.clone(), key.to_string());
+        let (this, k) = (self.clone(), key.to_string());
+        // (Made inside the task: a task dropped unpolled, by a runtime shutting down, must not
+        // take the map's lock here, where this thread holds it.)
         let task = tokio::spawn(async move {
-            let _landed = landed;
+            let _landed = Landed(this, k);
             fetch.await.map_err(Arc::new)
         });
         let f: Flight = async move {
