@@ -401,29 +401,12 @@ async fn concurrent_misses_fetch_a_blob_from_upstream_once() {
 
     // 20 clients at once, none of them cached.
     let url = format!("{}/v2/{name}/blobs/{digest}", mirror.base);
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move {
-                let resp = client.get(&url).send().await.unwrap();
-                let status = resp.status();
-                let mut hasher = sha2::Sha256::new();
-                let mut size = 0;
-                let mut body = resp.bytes_stream();
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk.unwrap();
-                    size += chunk.len();
-                    hasher.update(&chunk);
-                }
-                (status, size, format!("sha256:{}", hex::encode(hasher.finalize())))
-            })
-        })
-        .collect();
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..20).map(|_| tokio::spawn(get_blob(client.clone(), url.clone(), t0, None))).collect();
     for task in tasks {
-        let (status, size, got) = task.await.unwrap();
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(size, 64 << 20);
-        assert_eq!(got, digest);
+        let got = task.await.unwrap();
+        assert_eq!((got.status, got.size, got.failed), (StatusCode::OK, 64 << 20, false));
+        assert_eq!(got.digest, digest);
     }
 
     // The upstream served that blob once (its log line lands when the response ends).

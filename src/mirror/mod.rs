@@ -377,12 +377,10 @@ impl Mirror {
         let (this, t, d, feed) = (self.clone(), target.clone(), digest.clone(), tap.clone());
         let (flight, tap, leader) = self.join_flight(&key, Some(tap), move || {
             async move {
+                // (`fetch_blob` fails the tap with its error once the tap started; before that,
+                // joiners only need to know it ended, and wait for the flight's error.)
                 let _end = EndGuard(&feed);
-                let fetched = this.fetch_blob(&t, &d, live.then_some(tx), &feed).await;
-                if let Err(e) = &fetched {
-                    feed.fail(&e.to_string());
-                }
-                fetched
+                this.fetch_blob(&t, &d, live.then_some(tx), &feed).await
             }
             .boxed()
         });

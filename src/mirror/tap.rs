@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 /// Bytes of a fetch kept for the requests that joined it: at least this much, in whole chunks.
-pub const WINDOW: usize = 8 << 20;
+const WINDOW: usize = 8 << 20;
 
 /// What a joined request reads next.
 #[derive(Debug, PartialEq, Eq)]
