@@ -69,6 +69,20 @@ fn log_lines(mirror: &Berth, message: &str, repository: &str) -> usize {
     mirror.log().lines().filter(|l| l.contains(message) && l.contains(&repo)).count()
 }
 
+/// Lines of a mirror's log with `message` about `repository`, once there are `want` of them or
+/// 10 s have passed: a fetch's clients may have had their last byte before the fetch stored the
+/// blob and logged "cached blob from upstream".
+fn logged(mirror: &Berth, message: &str, repository: &str, want: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = log_lines(mirror, message, repository);
+        if lines >= want || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// An HTTP client without idle connections: the tests block their runtime (docker, sleeps),
 /// and a pooled connection the server closed meanwhile would fail the next request.
 fn http() -> Client {
@@ -169,7 +183,7 @@ async fn pulls_from_docker_registry_by_default_prefix_and_ns_names() {
     pull_and_run(&mut images, &format!("{}/library/{image}", mirror.host()), "1", &up_digest, &prints);
     let local = format!("up/library/{image}");
     assert_eq!(log_lines(&mirror, "cached manifest from upstream", &local), 1, "{}", mirror.log());
-    assert!(log_lines(&mirror, "cached blob from upstream", &local) >= 2, "{}", mirror.log());
+    assert!(logged(&mirror, "cached blob from upstream", &local, 2) >= 2, "{}", mirror.log());
 
     // Prefix form: the same cached repository, served without going upstream again.
     let gets_before = upstream.settled_gets();
@@ -367,7 +381,7 @@ async fn docker_daemon_registry_mirrors_pull_hub_names_through_the_mirror() {
 
     for local in [format!("up/{org}"), format!("up/library/{official}")] {
         assert_eq!(log_lines(&mirror, "cached manifest from upstream", &local), 1, "{local}:\n{}", mirror.log());
-        assert!(log_lines(&mirror, "cached blob from upstream", &local) >= 1, "{local}:\n{}", mirror.log());
+        assert!(logged(&mirror, "cached blob from upstream", &local, 1) >= 1, "{local}:\n{}", mirror.log());
     }
     let repos = catalog(&client, &mirror).await;
     assert!(repos.contains(&format!("up/{org}")) && repos.contains(&format!("up/library/{official}")), "{repos:?}");
@@ -415,7 +429,7 @@ async fn concurrent_misses_fetch_a_blob_from_upstream_once() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(upstream.blob_gets(name, &digest), 1, "upstream access log:\n{}", upstream.access_log());
-    assert_eq!(log_lines(&mirror, "cached blob from upstream", "up/library/big"), 1, "{}", mirror.log());
+    assert_eq!(logged(&mirror, "cached blob from upstream", "up/library/big", 1), 1, "{}", mirror.log());
     // The requests did overlap: one missed the cache and fetched, others joined that fetch
     // (streaming it as it arrived, or, joining after its first bytes had gone, from the store).
     assert_eq!(log_lines(&mirror, "cache miss", "up/library/big"), 1, "{}", mirror.log());
@@ -505,10 +519,7 @@ async fn clients_joining_a_fetch_get_its_bytes_as_they_arrive() {
         );
     }
     // The slow client reads on once the blob is stored: the fetch's window has moved on.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while log_lines(&mirror, "cached blob from upstream", "up/library/slow") == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    logged(&mirror, "cached blob from upstream", "up/library/slow", 1);
     resume.send(()).unwrap();
     let got = slow.await.unwrap();
     assert_eq!((got.status, got.size, got.failed), (StatusCode::OK, blob.len(), false));
