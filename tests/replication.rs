@@ -321,6 +321,9 @@ async fn the_command_line_manages_targets_rules_and_runs() {
         manifest_at(&target, "team/tool", "2.0").await.is_some()
     })
     .await;
+    // The copy's last step is the target's manifest PUT; the job is recorded done after it.
+    eventually("the job recorded done", || async { jobs(&reg, "tools").await.iter().any(|j| j["status"] == "done") })
+        .await;
     let jobs = berth.cli(&["replication", "rule", "jobs", "tools"]);
     assert!(jobs.contains("team/tool:2.0") && jobs.contains("done"), "{jobs}");
     berth.cli(&["replication", "rule", "rm", "tools"]);
@@ -376,8 +379,11 @@ async fn a_pull_rule_on_a_schedule_brings_the_chosen_tags_and_follows_moves() {
     for (repo, tag) in [("mirror/lib/app", "v2-rc1"), ("mirror/lib/app", "dev"), ("mirror/other/app", "v1")] {
         assert!(manifest_at(&reg, repo, tag).await.is_none(), "{repo}:{tag} is not chosen");
     }
-    let runs = executions(&reg, "base-images").await;
-    assert!(runs.iter().any(|e| e["trigger"] == "schedule" && e["status"] == "done"), "{runs:?}");
+    // A run is done once its jobs are recorded done, just after their last manifest lands.
+    eventually("a scheduled run done", || async {
+        executions(&reg, "base-images").await.iter().any(|e| e["trigger"] == "schedule" && e["status"] == "done")
+    })
+    .await;
 
     // The tag moves upstream; the next scheduled run moves it here.
     let moved = upstream.push_image("lib/app", "v1", &tiny("pull v1, rebuilt")).await;
@@ -518,9 +524,10 @@ async fn a_target_stopped_mid_layer_gets_the_rest_without_the_finished_layers_ag
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(puts(&reference.access_log(), &image.layer_digest(3)), 0, "the big layer is still on its way");
     reference.stop();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let failed = jobs(&reg, "to-far").await[0].clone();
-    assert!(failed["last_error"].as_str().is_some_and(|e| !e.is_empty()), "the attempt failed: {failed}");
+    eventually("the attempt failed", || async {
+        jobs(&reg, "to-far").await[0]["last_error"].as_str().is_some_and(|e| !e.is_empty())
+    })
+    .await;
     relay.throttle_uploads(0);
     reference.restart();
 
@@ -632,7 +639,9 @@ impl BodyLimit {
 
 impl Drop for BodyLimit {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM lets the master stop its worker too (SIGKILL would orphan it, holding the
+        // port and the test's output pipe).
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
     }
 }

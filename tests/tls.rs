@@ -406,7 +406,7 @@ async fn reload_during_a_download_and_bad_files_are_refused() {
         eventually(10, || async { served_serial(&ca, &url).await.ok() == Some(second.serial.clone()) }).await,
         "new connections get the renewed certificate"
     );
-    assert!(b.log().contains("reloaded the TLS certificate"), "{}", b.log());
+    assert!(eventually(10, || async { b.log().contains("reloaded the TLS certificate") }).await, "{}", b.log());
 
     // The download started before the reload goes on to its end, byte for byte.
     while let Some(chunk) = resp.chunk().await.expect("the download goes on") {
@@ -471,7 +471,7 @@ async fn sighup_reloads() {
         "SIGHUP reloads:\n{}",
         b.log()
     );
-    assert!(b.log().contains("SIGHUP: reloaded the TLS certificate"), "{}", b.log());
+    assert!(eventually(10, || async { b.log().contains("SIGHUP: reloaded the TLS certificate") }).await, "{}", b.log());
 }
 
 // ---- client certificates -----------------------------------------------------------------------
