@@ -73,14 +73,8 @@ fn log_lines(mirror: &Berth, message: &str, repository: &str) -> usize {
 /// 10 s have passed: a fetch's clients may have had their last byte before the fetch stored the
 /// blob and logged "cached blob from upstream".
 fn logged(mirror: &Berth, message: &str, repository: &str, want: usize) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let lines = log_lines(mirror, message, repository);
-        if lines >= want || Instant::now() > deadline {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::eventually_blocking(10, || log_lines(mirror, message, repository) >= want);
+    log_lines(mirror, message, repository)
 }
 
 /// An HTTP client without idle connections: the tests block their runtime (docker, sleeps),

@@ -64,16 +64,12 @@ where
 }
 
 /// Waits up to `secs` for `check` to hold.
-async fn within<F, Fut>(secs: u64, what: &str, mut check: F)
+async fn within<F, Fut>(secs: u64, what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !check().await {
-        assert!(Instant::now() < deadline, "not within {secs} s: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    assert!(common::eventually(secs, check).await, "not within {secs} s: {what}");
 }
 
 /// An image whose config says it was built at `created` (RFC 3339).

@@ -709,11 +709,10 @@ fn signals_reach_the_container_and_stop_sends_sigterm_first() {
     // stop: a container that handles SIGTERM exits on it, well before the timeout.
     let id = rt_ok(&b, &["run", "-d", &img, "sh", "-c", script]).trim().to_string();
     // Until its trap is set, the shell (PID 1 of its namespace) would ignore the SIGTERM.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !text(&rt(&b, &["logs", &id]).stdout).contains("ready") {
-        assert!(Instant::now() < deadline, "the detached container never said ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        common::eventually_blocking(20, || text(&rt(&b, &["logs", &id]).stdout).contains("ready")),
+        "the detached container never said ready"
+    );
     let t = Instant::now();
     rt_ok(&b, &["stop", "-t", "20", &id]);
     assert!(t.elapsed() < Duration::from_secs(10), "stop waited for the timeout");
@@ -772,11 +771,10 @@ fn a_container_whose_monitor_died_is_recovered() {
     // And it can run again.
     let mut child = rt_cmd(&b, &["start", "-a", "orphan"]).spawn().unwrap();
     // `stop` leaves a container that is not running yet alone: wait until it runs.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !rt_ok(&b, &["ps", "-q"]).contains(&id[..12]) {
-        assert!(Instant::now() < deadline, "the restarted container is not running");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        common::eventually_blocking(20, || rt_ok(&b, &["ps", "-q"]).contains(&id[..12])),
+        "the restarted container is not running"
+    );
     rt_ok(&b, &["stop", "-t", "0", "orphan"]);
     assert_eq!(child.wait().unwrap().code(), Some(137));
     rt_ok(&b, &["rm", "orphan"]);

@@ -12,13 +12,13 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::containers::Containers;
 use common::registry::{Creds, Reg, header};
 use common::skopeo::{Layout, Skopeo};
 use common::tls::{Issued, TestCa, replace_file, served_serial};
-use common::{ADMIN_PASSWORD, Berth, output_text, require, sha256};
+use common::{ADMIN_PASSWORD, Berth, eventually, output_text, require, sha256};
 use reqwest::{Method, StatusCode};
 
 /// A `[tls]` section for the files `cert` and `key`, then `extra` lines of it.
@@ -42,22 +42,6 @@ fn start_https(ca: &TestCa, extra_tls: &str, env: &[(&str, &str)]) -> (Berth, Is
 /// `curl ARGS` (silent, errors shown) whatever its exit status.
 fn curl(args: &[&str]) -> std::process::Output {
     Command::new("curl").args(["-sS", "--max-time", "30"]).args(args).output().expect("run curl")
-}
-
-/// Polls `check` every 100 ms for up to `secs`; whether it turned true.
-async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 // ---- serving ---------------------------------------------------------------------------------
